@@ -1,0 +1,1 @@
+"""The control plane: registry, endpoints, agents and placement, kept in SQLite."""

@@ -1,0 +1,56 @@
+"""Calls from the coordinator to agents (AgentService), one channel per agent address."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+
+from milepost.errors import MilepostError, Unavailable
+from milepost.v1 import agent_pb2, agent_pb2_grpc
+
+LOAD_TIMEOUT_S = 120.0
+CALL_TIMEOUT_S = 10.0
+
+
+class AgentClients:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._channels: dict[str, grpc.Channel] = {}
+
+    def _stub(self, address: str) -> agent_pb2_grpc.AgentServiceStub:
+        with self._lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = grpc.insecure_channel(address)
+                self._channels[address] = channel
+        return agent_pb2_grpc.AgentServiceStub(channel)
+
+    def load(self, address: str, request: agent_pb2.LoadRequest, timeout: float = LOAD_TIMEOUT_S) -> None:
+        self._call(address, "Load", request, timeout)
+
+    def unload(self, address: str, deployment_id: str, timeout: float = CALL_TIMEOUT_S) -> None:
+        self._call(address, "Unload", agent_pb2.UnloadRequest(deployment_id=deployment_id), timeout)
+
+    def _call(self, address: str, method: str, request: object, timeout: float) -> None:
+        try:
+            getattr(self._stub(address), method)(request, timeout=timeout)
+        except grpc.RpcError as err:
+            raise _as_error(err, address, method) from err
+
+    def close(self) -> None:
+        with self._lock:
+            for channel in self._channels.values():
+                channel.close()
+            self._channels.clear()
+
+
+def _as_error(err: grpc.RpcError, address: str, method: str) -> MilepostError:
+    """Keep the agent's own status (e.g. INVALID_ARGUMENT for a bad bundle), say which agent."""
+    code = err.code()  # type: ignore[attr-defined]
+    message = f"agent {address} {method}: {err.details()}"  # type: ignore[attr-defined]
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return Unavailable(message)
+    error = MilepostError(message)
+    error.code = code
+    return error

@@ -1,0 +1,68 @@
+"""Content-addressed artifact directory: one archive per model version.
+
+An archive is accepted only after its bytes match the sender's sha256 and its
+bundle unpacks and verifies (scoring_core.bundle), so a version id always names
+exactly the content stored under it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from milepost.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
+from scoring_core import bundle
+
+CHUNK_BYTES = 1 << 20
+
+
+class ArtifactStore:
+    def __init__(self, root: Path, *, max_archive_bytes: int = 2 << 30) -> None:
+        self.root = root
+        self.max_archive_bytes = max_archive_bytes
+        root.mkdir(parents=True, exist_ok=True)
+
+    def path_for(self, version: str) -> Path:
+        if len(version) != 64 or any(c not in "0123456789abcdef" for c in version):
+            raise InvalidArgument(f"version {version!r} is not a 64-hex-digit content hash")
+        return self.root / f"{version}.tar"
+
+    def put(self, chunks: Iterable[bytes], sha256: str) -> tuple[str, dict, int]:
+        """Store an archive; returns (version, manifest, size). Idempotent per version."""
+        digest = hashlib.sha256()
+        size = 0
+        fd, tmp_name = tempfile.mkstemp(dir=self.root, suffix=".part")
+        tmp = Path(tmp_name)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for chunk in chunks:
+                    size += len(chunk)
+                    if size > self.max_archive_bytes:
+                        raise ResourceExhausted(
+                            f"model archive exceeds the limit of {self.max_archive_bytes} bytes"
+                        )
+                    digest.update(chunk)
+                    f.write(chunk)
+            if sha256 and digest.hexdigest() != sha256:
+                raise DataLoss(
+                    f"archive sha256 {digest.hexdigest()} does not match the header's {sha256}; "
+                    "the upload was corrupted, push again"
+                )
+            with tempfile.TemporaryDirectory(dir=self.root) as unpacked:
+                version = bundle.unpack(tmp.read_bytes(), Path(unpacked))
+                manifest = bundle.read_manifest(Path(unpacked))
+            tmp.replace(self.path_for(version))
+            return version, manifest, size
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def read(self, version: str) -> Iterator[bytes]:
+        path = self.path_for(version)
+        if not path.exists():
+            raise NotFound(f"no artifact stored for version {version}")
+        with path.open("rb") as f:
+            while chunk := f.read(CHUNK_BYTES):
+                yield chunk

@@ -1,0 +1,68 @@
+"""The coordinator process: store, artifacts, reconciler and the gRPC server around them."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from coordinator.agent_client import AgentClients
+from coordinator.artifacts import ArtifactStore
+from coordinator.reconciler import Reconciler
+from coordinator.service import CoordinatorServicer
+from coordinator.store import Store
+from milepost._grpc_server import bind, new_server
+from milepost.v1 import coordinator_pb2_grpc
+
+log = logging.getLogger("milepost.coordinator")
+
+
+@dataclass(frozen=True)
+class CoordinatorConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 7070
+    heartbeat_interval_s: float = 1.0
+    agent_ttl_s: float = 5.0
+
+
+class Coordinator:
+    """Owns everything the coordinator runs; start() binds, stop() releases it all."""
+
+    def __init__(self, config: CoordinatorConfig, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+        self.config = config
+        self.store = Store(config.data_dir / "milepost.db")
+        self.artifacts = ArtifactStore(config.data_dir / "artifacts")
+        self.agent_clients = AgentClients()
+        self.reconciler = Reconciler(self.store, self.agent_clients, ttl_s=config.agent_ttl_s, clock=clock)
+        self.server = new_server()
+        coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(
+            CoordinatorServicer(
+                self.store, self.artifacts, self.reconciler,
+                heartbeat_interval_s=config.heartbeat_interval_s, clock=clock,
+            ),
+            self.server,
+        )
+        self.port = 0
+        self._stopped = threading.Event()
+
+    @property
+    def address(self) -> str:
+        return f"{self.config.host}:{self.port}"
+
+    def start(self) -> str:
+        self.port = bind(self.server, self.config.host, self.config.port)
+        self.server.start()
+        log.info("coordinator listening on %s, data in %s", self.address, self.config.data_dir)
+        return self.address
+
+    def stop(self, grace: float = 2.0) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.server.stop(grace).wait()
+        self.reconciler.close()
+        self.agent_clients.close()
+        self.store.close()

@@ -1,0 +1,253 @@
+"""SQLite state of the coordinator.
+
+One connection in WAL mode, guarded by a lock: the coordinator's writes are few
+and small, and a single writer keeps every change a plain transaction. What a
+call has acknowledged is committed before it returns, so it survives a restart.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS models (
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    flavor TEXT NOT NULL,
+    size_bytes INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    manifest_json TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS agents (
+    agent_id TEXT PRIMARY KEY,
+    address TEXT NOT NULL,
+    info BLOB NOT NULL,
+    registered_at REAL NOT NULL,
+    last_heartbeat REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS endpoints (
+    name TEXT PRIMARY KEY,
+    policy TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    deployment_id TEXT PRIMARY KEY,
+    endpoint TEXT NOT NULL REFERENCES endpoints(name) ON DELETE CASCADE,
+    model TEXT NOT NULL,
+    version TEXT NOT NULL,
+    replicas INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS replicas (
+    deployment_id TEXT NOT NULL REFERENCES deployments(deployment_id) ON DELETE CASCADE,
+    agent_id TEXT NOT NULL,
+    PRIMARY KEY (deployment_id, agent_id)
+);
+"""
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    name: str
+    version: str
+    flavor: str
+    size_bytes: int
+    created_at: float
+    manifest_json: str
+
+
+@dataclass(frozen=True)
+class AgentRecord:
+    agent_id: str
+    address: str
+    info: bytes  # serialized milepost.v1.AgentInfo, kept opaque here
+    registered_at: float
+    last_heartbeat: float
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    deployment_id: str
+    endpoint: str
+    model: str
+    version: str
+    replicas: int
+    state: str
+    message: str
+    created_at: float
+    agent_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EndpointRecord:
+    name: str
+    policy: str
+    created_at: float
+    deployments: tuple[DeploymentRecord, ...] = field(default_factory=tuple)
+
+
+class Store:
+    """Transactions over the coordinator's tables; every method commits before it returns."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # ---- models ----
+    def add_model(self, record: ModelRecord) -> bool:
+        """Insert a model version; False when that exact version was already registered."""
+        with self.transaction() as db:
+            cur = db.execute(
+                "INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?, ?, ?)",
+                (record.name, record.version, record.flavor, record.size_bytes,
+                 record.created_at, record.manifest_json),
+            )
+            return cur.rowcount == 1
+
+    def get_model(self, name: str, version: str | None = None) -> ModelRecord | None:
+        """The named version, or the newest one of the model when version is empty."""
+        if version:
+            rows = self._query("SELECT * FROM models WHERE name=? AND version=?", (name, version))
+            if not rows and len(version) < 64:
+                rows = self._query(
+                    "SELECT * FROM models WHERE name=? AND version LIKE ? ORDER BY created_at DESC",
+                    (name, version + "%"),
+                )
+                if len(rows) > 1:
+                    return None
+        else:
+            rows = self._query(
+                "SELECT * FROM models WHERE name=? ORDER BY created_at DESC, rowid DESC LIMIT 1", (name,)
+            )
+        return ModelRecord(*rows[0]) if rows else None
+
+    def list_models(self, name: str = "") -> list[ModelRecord]:
+        if name:
+            rows = self._query("SELECT * FROM models WHERE name=? ORDER BY created_at", (name,))
+        else:
+            rows = self._query("SELECT * FROM models ORDER BY name, created_at")
+        return [ModelRecord(*r) for r in rows]
+
+    # ---- agents ----
+    def upsert_agent(self, agent_id: str, address: str, info: bytes, now: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO agents VALUES (?, ?, ?, ?, ?) ON CONFLICT(agent_id) DO UPDATE SET "
+                "address=excluded.address, info=excluded.info, last_heartbeat=excluded.last_heartbeat",
+                (agent_id, address, info, now, now),
+            )
+
+    def touch_agent(self, agent_id: str, now: float) -> bool:
+        with self.transaction() as db:
+            cur = db.execute("UPDATE agents SET last_heartbeat=? WHERE agent_id=?", (now, agent_id))
+            return cur.rowcount == 1
+
+    def list_agents(self) -> list[AgentRecord]:
+        return [AgentRecord(*r) for r in self._query("SELECT * FROM agents ORDER BY agent_id")]
+
+    def get_agent(self, agent_id: str) -> AgentRecord | None:
+        rows = self._query("SELECT * FROM agents WHERE agent_id=?", (agent_id,))
+        return AgentRecord(*rows[0]) if rows else None
+
+    # ---- endpoints and deployments ----
+    def replace_endpoint(self, endpoint: str, policy: str, deployment: DeploymentRecord, now: float) -> list[DeploymentRecord]:
+        """Create the endpoint or point it at a new deployment; returns the deployments it replaced."""
+        with self.transaction() as db:
+            old = self._deployments_of(db, endpoint)
+            db.execute(
+                "INSERT INTO endpoints VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET policy=excluded.policy",
+                (endpoint, policy, now),
+            )
+            db.execute("DELETE FROM deployments WHERE endpoint=?", (endpoint,))
+            self._insert_deployment(db, deployment)
+            return old
+
+    def delete_endpoint(self, endpoint: str) -> list[DeploymentRecord] | None:
+        """Remove an endpoint; its deployments are returned so they can be unloaded, None if unknown."""
+        with self.transaction() as db:
+            if not db.execute("SELECT 1 FROM endpoints WHERE name=?", (endpoint,)).fetchall():
+                return None
+            old = self._deployments_of(db, endpoint)
+            db.execute("DELETE FROM endpoints WHERE name=?", (endpoint,))
+            return old
+
+    def set_deployment_state(self, deployment_id: str, state: str, message: str = "") -> None:
+        with self.transaction() as db:
+            db.execute(
+                "UPDATE deployments SET state=?, message=? WHERE deployment_id=?",
+                (state, message, deployment_id),
+            )
+
+    def set_replicas(self, deployment_id: str, agent_ids: list[str]) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM replicas WHERE deployment_id=?", (deployment_id,))
+            db.executemany(
+                "INSERT INTO replicas VALUES (?, ?)", [(deployment_id, a) for a in agent_ids]
+            )
+
+    def list_endpoints(self) -> list[EndpointRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM endpoints ORDER BY name").fetchall()
+            return [
+                EndpointRecord(*r, deployments=tuple(self._deployments_of(self._db, r[0]))) for r in rows
+            ]
+
+    def get_endpoint(self, name: str) -> EndpointRecord | None:
+        return next((e for e in self.list_endpoints() if e.name == name), None)
+
+    def list_deployments(self) -> list[DeploymentRecord]:
+        return [d for e in self.list_endpoints() for d in e.deployments]
+
+    @staticmethod
+    def _insert_deployment(db: sqlite3.Connection, d: DeploymentRecord) -> None:
+        db.execute(
+            "INSERT INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (d.deployment_id, d.endpoint, d.model, d.version, d.replicas, d.state, d.message, d.created_at),
+        )
+        db.executemany("INSERT INTO replicas VALUES (?, ?)", [(d.deployment_id, a) for a in d.agent_ids])
+
+    @staticmethod
+    def _deployments_of(db: sqlite3.Connection, endpoint: str) -> list[DeploymentRecord]:
+        rows = db.execute(
+            "SELECT * FROM deployments WHERE endpoint=? ORDER BY created_at", (endpoint,)
+        ).fetchall()
+        out = []
+        for r in rows:
+            agents = db.execute(
+                "SELECT agent_id FROM replicas WHERE deployment_id=? ORDER BY agent_id", (r[0],)
+            ).fetchall()
+            out.append(DeploymentRecord(*r, agent_ids=tuple(a[0] for a in agents)))
+        return out
+

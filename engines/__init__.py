@@ -1,0 +1,24 @@
+"""Engine adapters: one interface (engines.base), one module per engine.
+
+Nothing outside this package imports an engine library (torch, pyspark, ray)
+directly. Importing this package is cheap: adapters import their libraries
+only when used.
+"""
+
+from __future__ import annotations
+
+# Which engine runs a bundle of a given flavor.
+FLAVOR_ENGINES: dict[str, str] = {
+    "scoring_core": "native",
+}
+
+
+def engine_for_flavor(flavor: str) -> str:
+    from milepost.errors import Unimplemented
+
+    try:
+        return FLAVOR_ENGINES[flavor]
+    except KeyError:
+        raise Unimplemented(
+            f"no engine serves model flavor {flavor!r}; known flavors: {', '.join(FLAVOR_ENGINES)}"
+        ) from None

@@ -1,0 +1,86 @@
+"""The one place where exceptions become gRPC statuses.
+
+A MilepostError keeps its status and message. Anything else is a bug of ours:
+the client sees INTERNAL with a generic message and the traceback goes to the
+log, so internals never leak and the client is never blamed for our faults.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import grpc
+
+from milepost.errors import MilepostError
+
+log = logging.getLogger("milepost.grpc")
+
+
+def _abort(context: grpc.ServicerContext, err: BaseException, method: str) -> None:
+    if isinstance(err, MilepostError):
+        context.abort(err.code, err.message)
+    log.exception("unhandled error in %s", method)
+    context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
+
+
+def _wrap_unary(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return fn(request, context)
+        except Exception as err:  # noqa: BLE001 - mapped to a status here, by design
+            if _already_aborted(context):
+                raise
+            _abort(context, err, method)
+
+    return handler
+
+
+def _wrap_stream(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            yield from fn(request, context)
+        except Exception as err:  # noqa: BLE001
+            if _already_aborted(context):
+                raise
+            _abort(context, err, method)
+
+    return handler
+
+
+def _already_aborted(context: grpc.ServicerContext) -> bool:
+    # context.abort() raises a bare Exception after setting the code; keep that code.
+    return context.code() is not None
+
+
+class ErrorMappingInterceptor(grpc.ServerInterceptor):
+    """Wraps every handler so raised MilepostErrors become their status."""
+
+    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+        handler = continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                _wrap_unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                _wrap_unary(handler.stream_unary, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            _wrap_stream(handler.stream_stream, method),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )

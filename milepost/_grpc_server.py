@@ -1,0 +1,33 @@
+"""How every Milepost gRPC server is built: thread pool, limits, error mapping."""
+
+from __future__ import annotations
+
+from concurrent import futures
+
+import grpc
+
+from milepost._grpc_errors import ErrorMappingInterceptor
+
+DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
+
+
+def new_server(*, max_workers: int = 16, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Server:
+    """A server whose oversized messages get RESOURCE_EXHAUSTED from gRPC itself."""
+    return grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
+        interceptors=[ErrorMappingInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.so_reuseport", 0),
+        ],
+        maximum_concurrent_rpcs=max_workers * 8,
+    )
+
+
+def bind(server: grpc.Server, host: str, port: int) -> int:
+    """Bind host:port (0 picks a free port) and return the port actually bound."""
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}: address in use or not available")
+    return bound

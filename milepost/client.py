@@ -1,0 +1,166 @@
+"""The Python client: the registry and endpoints on the coordinator, scoring on agents.
+
+Every call takes the coordinator's word for where things are, raises a
+milepost.errors.MilepostError subclass carrying the server's status and
+message, and honours a deadline (``timeout`` seconds).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pyarrow as pa
+
+from milepost import _oip_client
+from milepost.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.inference import grpc_predict_v2_pb2 as oip
+from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from milepost.v1 import coordinator_pb2 as pb
+from milepost.v1 import coordinator_pb2_grpc, types_pb2
+
+DEFAULT_COORDINATOR = "127.0.0.1:7070"
+CHUNK_BYTES = 1 << 20
+_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
+
+
+def error_from_rpc(err: grpc.RpcError) -> MilepostError:
+    """The server's status and message as a MilepostError the caller can catch by kind."""
+    code = err.code()  # type: ignore[attr-defined]
+    for cls in MilepostError.__subclasses__():
+        if cls.code == code:
+            return cls(err.details() or code.name)  # type: ignore[attr-defined]
+    error = MilepostError(f"{code.name}: {err.details()}")  # type: ignore[attr-defined]
+    error.code = code
+    return error
+
+
+class Client:
+    def __init__(self, coordinator: str = DEFAULT_COORDINATOR, *, timeout: float = 60.0) -> None:
+        self.coordinator = coordinator
+        self.timeout = timeout
+        self._channel = grpc.insecure_channel(coordinator, options=_CHANNEL_OPTIONS)
+        self._stub = coordinator_pb2_grpc.CoordinatorServiceStub(self._channel)
+        self._agent_channels: dict[str, grpc.Channel] = {}
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+        for channel in self._agent_channels.values():
+            channel.close()
+        self._agent_channels.clear()
+
+    def _call(self, method: str, request: Any, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+
+    # ---- registry ----
+    def push_model(self, path: str | Path, name: str) -> types_pb2.ModelVersion:
+        """Register a model version from a bundle directory, an XGBoost JSON or a LightGBM text model.
+
+        Framework files are compiled into a bundle here, by the scoring core,
+        so the coordinator only ever stores verified bundles.
+        """
+        from scoring_core import bundle
+
+        path = Path(path)
+        if path.is_dir():
+            archive = bundle.pack(path)
+        elif path.is_file():
+            archive = _compile_file(path)
+        else:
+            raise NotFound(f"no such file or directory: {path}")
+        header = pb.PushModelRequest.Header(
+            name=name, format="bundle", sha256=hashlib.sha256(archive).hexdigest()
+        )
+
+        def messages() -> Iterator[pb.PushModelRequest]:
+            yield pb.PushModelRequest(header=header, data=archive[:CHUNK_BYTES])
+            for start in range(CHUNK_BYTES, len(archive), CHUNK_BYTES):
+                yield pb.PushModelRequest(data=archive[start : start + CHUNK_BYTES])
+
+        return self._call("PushModel", messages())
+
+    def list_models(self, name: str = "") -> list[types_pb2.ModelVersion]:
+        return list(self._call("ListModels", pb.ListModelsRequest(name=name)).models)
+
+    # ---- endpoints ----
+    def deploy(self, endpoint: str, model: str, version: str = "", *, replicas: int = 1) -> types_pb2.Endpoint:
+        request = pb.DeployRequest(endpoint=endpoint, model=model, version=version, replicas=replicas)
+        return self._call("Deploy", request)
+
+    def undeploy(self, endpoint: str) -> None:
+        self._call("Undeploy", pb.UndeployRequest(endpoint=endpoint))
+
+    def endpoints(self) -> list[types_pb2.Endpoint]:
+        return list(self._call("ListEndpoints", pb.ListEndpointsRequest()).endpoints)
+
+    def status(self) -> pb.GetStatusResponse:
+        return self._call("GetStatus", pb.GetStatusRequest())
+
+    # ---- scoring ----
+    def agent_for(self, endpoint: str) -> str:
+        """The address of a live agent that serves the endpoint."""
+        status = self.status()
+        live = {a.info.agent_id: a.info.address for a in status.agents if a.state == "ALIVE"}
+        for e in status.endpoints:
+            if e.name != endpoint:
+                continue
+            for d in e.deployments:
+                for agent_id in d.agent_ids:
+                    if agent_id in live and d.state == "READY":
+                        return live[agent_id]
+            states = ", ".join(f"{d.deployment_id} {d.state} {d.message}".strip() for d in e.deployments)
+            raise FailedPrecondition(f"endpoint {endpoint!r} has no ready replica on a live agent ({states})")
+        raise NotFound(f"endpoint {endpoint!r} does not exist; see `milepost endpoints`")
+
+    def infer(self, endpoint: str, data: Any, *, agent: str | None = None, timeout: float | None = None) -> pa.Table:
+        """Score rows on the endpoint over the Open Inference Protocol; returns a table of outputs.
+
+        ``data`` is a 2-D numpy array (sent as one [n, k] tensor), or a pyarrow
+        Table / RecordBatch or pandas DataFrame (sent as one 1-D tensor per column).
+        """
+        address = agent or self.agent_for(endpoint)
+        request = oip.ModelInferRequest(model_name=endpoint)
+        _oip_client.add_inputs(request, data)
+        stub = oip_grpc.GRPCInferenceServiceStub(self._agent_channel(address))
+        try:
+            response = stub.ModelInfer(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        return _oip_client.outputs_table(response)
+
+    def _agent_channel(self, address: str) -> grpc.Channel:
+        channel = self._agent_channels.get(address)
+        if channel is None:
+            channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            self._agent_channels[address] = channel
+        return channel
+
+
+def _compile_file(path: Path) -> bytes:
+    import scoring_core
+    from scoring_core import bundle
+
+    if path.suffix.lower() not in (".json", ".txt", ".model"):
+        raise InvalidArgument(
+            f"{path}: expected a bundle directory, an XGBoost .json model or a LightGBM .txt model"
+        )
+    compiled = scoring_core.compile(path)
+    with tempfile.TemporaryDirectory() as tmp:
+        compiled.save(Path(tmp) / "bundle")
+        return bundle.pack(Path(tmp) / "bundle")
+
+
+__all__ = ["Client", "error_from_rpc"]

@@ -1,0 +1,49 @@
+"""Running the coordinator, an agent, or both (`milepost up`) in the foreground.
+
+SIGINT and SIGTERM stop every server gracefully. Once serving, the process
+writes its addresses to DATA_DIR/<role>.json so scripts and tests that asked
+for port 0 can find them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Protocol
+
+
+class _Server(Protocol):
+    address: str
+
+    def stop(self, grace: float = ...) -> None: ...
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("MILEPOST_HOME", Path.home() / ".milepost"))
+
+
+def serve_forever(servers: list[_Server], data_dir: Path, role: str, addresses: dict[str, str]) -> None:
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        logging.getLogger("milepost").info("received %s, shutting down", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    state = data_dir / f"{role}.json"
+    state.write_text(json.dumps({**addresses, "pid": os.getpid()}))
+    for name, address in addresses.items():
+        print(f"{name} listening on {address}", flush=True)
+    print(f"ready (data in {data_dir}; Ctrl-C to stop)", flush=True)
+    try:
+        stop.wait()
+    finally:
+        for server in reversed(servers):
+            server.stop()
+        state.unlink(missing_ok=True)
+        print("stopped", flush=True)

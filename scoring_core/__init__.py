@@ -1,0 +1,61 @@
+"""scoring_core: Arrow in, Arrow out, numba-compiled scoring of trained models.
+
+The public surface is small::
+
+    model = scoring_core.compile(estimator)          # a CompiledModel
+    version = model.save("bundles/churn")            # content-addressed bundle dir
+    model = scoring_core.load("bundles/churn", version=version)
+    model.predict_arrow(batch)                       # pa.RecordBatch -> pa.RecordBatch
+
+``scoring_core.bundle`` reads, verifies, packs and unpacks bundles;
+``register_kind`` lets further stage kinds (trees, MLPs, transforms) be loaded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from milepost.errors import InvalidArgument
+from scoring_core import bundle, linear  # noqa: F401  (linear registers the "linear" kind)
+from scoring_core.convert import convert as _convert
+from scoring_core.kinds import register_kind, registered_kinds
+from scoring_core.model import CompiledModel, load
+from scoring_core.threads import set_num_threads
+
+__all__ = [
+    "CompiledModel",
+    "bundle",
+    "compile",
+    "load",
+    "register_kind",
+    "registered_kinds",
+    "set_num_threads",
+]
+
+
+def compile(model: Any, *, feature_names: list[str] | None = None) -> CompiledModel:  # noqa: A001
+    """Compile a trained estimator into a CompiledModel that predicts as it does.
+
+    Feature names come from ``feature_names``, else the estimator's ``feature_names_in_``,
+    else ``f0 .. f{n-1}``. Unsupported estimators raise Unimplemented naming the class
+    and listing what is supported.
+    """
+    converted = _convert(model)
+    n_features = (converted.transforms[0] if converted.transforms else converted.model).n_features
+    if feature_names is not None:
+        names = list(feature_names)
+        if len(names) != n_features:
+            raise InvalidArgument(f"feature_names has {len(names)} names; the model takes {n_features} features")
+    elif converted.feature_names is not None:
+        names = converted.feature_names
+    else:
+        names = [f"f{i}" for i in range(n_features)]
+    metadata = {"source": converted.source, "lineage": converted.lineage, "baseline": converted.baseline}
+    return CompiledModel(
+        converted.model,
+        feature_names=names,
+        task=converted.task,
+        classes=converted.classes,
+        metadata=metadata,
+        transforms=converted.transforms,
+    )

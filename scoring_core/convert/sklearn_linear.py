@@ -1,0 +1,105 @@
+"""scikit-learn linear estimators -> a ``linear`` stage.
+
+Each estimator is reproduced as its default prediction computes it (scikit-learn 1.9):
+
+- regressors: ``X @ coef_ + intercept_`` (identity link);
+- LogisticRegression: binary via a sigmoid, giving [1 - p, p]; more classes via softmax
+  (1.9 has no ``multi_class`` option left: predict_proba is always multinomial);
+- SGDClassifier(loss="log_loss"): binary via a sigmoid; more classes via one-vs-rest
+  sigmoids normalised to sum to one. Other losses have no predict_proba we reproduce.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from milepost.errors import InvalidArgument, Unimplemented
+from scoring_core.convert import Converted, register_converter
+from scoring_core.linear import LinearModel
+
+REGRESSORS = (
+    "LinearRegression",
+    "Ridge",
+    "RidgeCV",
+    "Lasso",
+    "LassoCV",
+    "ElasticNet",
+    "ElasticNetCV",
+    "SGDRegressor",
+)
+CLASSIFIERS = ("LogisticRegression", "LogisticRegressionCV", "SGDClassifier")
+_MODULE = "sklearn.linear_model"
+
+
+def supports(estimator: Any) -> bool:
+    cls = type(estimator)
+    return cls.__module__.startswith(_MODULE + ".") and cls.__name__ in REGRESSORS + CLASSIFIERS
+
+
+def _dense(array: Any) -> np.ndarray:
+    if hasattr(array, "toarray"):  # coef_ after .sparsify()
+        array = array.toarray()
+    return np.asarray(array, dtype=np.float64)
+
+
+def _json_param(value: Any) -> Any:
+    """A parameter value as deterministic JSON: objects (random states, arrays) become
+    their type name, so the bundle version never depends on a memory address."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, (np.integer, np.floating, np.bool_)):
+        return _json_param(value.item())
+    if isinstance(value, (list, tuple)) and all(v is None or isinstance(v, (bool, int, float, str)) for v in value):
+        return [_json_param(v) for v in value]
+    return f"<{type(value).__name__}>"
+
+
+def _lineage(estimator: Any) -> dict[str, Any]:
+    import sklearn
+
+    params = {k: _json_param(v) for k, v in sorted(estimator.get_params(deep=False).items())}
+    return {"library": "scikit-learn", "library_version": sklearn.__version__, "params": params}
+
+
+def convert(estimator: Any) -> Converted:
+    name = type(estimator).__name__
+    if not hasattr(estimator, "coef_"):
+        raise InvalidArgument(f"{name} is not fitted (it has no coef_)")
+    coef = _dense(estimator.coef_)
+    if coef.ndim == 1:
+        coef = coef[None, :]
+    intercept = np.broadcast_to(_dense(estimator.intercept_), (coef.shape[0],)).copy()
+    names = getattr(estimator, "feature_names_in_", None)
+    common: dict[str, Any] = {
+        "source": f"{_MODULE}.{name}",
+        "feature_names": None if names is None else [str(n) for n in names],
+        "lineage": _lineage(estimator),
+    }
+    if name in REGRESSORS:
+        if coef.shape[0] != 1:
+            raise Unimplemented(
+                f"{name} with {coef.shape[0]} targets: multi-output regression is not supported"
+            )
+        return Converted(LinearModel(coef, intercept, "identity"), "regression", None, **common)
+
+    if name == "SGDClassifier" and estimator.loss != "log_loss":
+        raise Unimplemented(
+            f"SGDClassifier(loss={estimator.loss!r}) is not supported: scoring_core reproduces "
+            "predict_proba, supported for loss='log_loss' only"
+        )
+    classes = np.asarray(estimator.classes_).tolist()
+    if len(classes) == 2:
+        link = "logistic"
+    elif name == "SGDClassifier":
+        link = "ovr_logistic"
+    else:
+        link = "softmax"
+    return Converted(LinearModel(coef, intercept, link), "classification", classes, **common)
+
+
+register_converter(supports, convert, tuple(f"{_MODULE}.{n}" for n in REGRESSORS + CLASSIFIERS))

@@ -1,0 +1,99 @@
+"""Collects trees, in the ensemble's canonical node form, while a converter reads a model.
+
+The canonical form is the compact layout of ``tree_kernels``: internal nodes only, flat over
+all trees, children in ``children[2*node + right]`` with ``~leaf`` for a leaf; a tree that
+is a single leaf has root ``~leaf``. Thresholds are already float32 "right iff x >= t".
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class EnsembleBuilder:
+    """Appends trees and categorical bitsets; ``arrays()`` returns the canonical arrays."""
+
+    def __init__(self, leaf_dtype: type) -> None:
+        self._leaf_dtype = np.dtype(leaf_dtype)
+        self._roots: list[int] = []
+        self._groups: list[int] = []
+        self._feature: list[np.ndarray] = []
+        self._threshold: list[np.ndarray] = []
+        self._flags: list[np.ndarray] = []
+        self._cat_set: list[np.ndarray] = []
+        self._children: list[np.ndarray] = []
+        self._leaves: list[np.ndarray] = []
+        self._n_nodes = 0
+        self._n_leaves = 0
+        self._cat_bits: list[np.ndarray] = []
+        self._cat_bounds: list[int] = [0]
+
+    def add_category_set(self, words: np.ndarray) -> int:
+        """Store a bitset (uint32 words, bit ``v & 31`` of word ``v >> 5`` is category v);
+        returns its index for ``cat_set``."""
+        words = np.asarray(words, dtype=np.uint32)
+        self._cat_bits.append(words)
+        self._cat_bounds.append(self._cat_bounds[-1] + int(words.size))
+        return len(self._cat_bounds) - 2
+
+    def add_tree(
+        self,
+        group: int,
+        feature: np.ndarray,
+        threshold: np.ndarray,
+        flags: np.ndarray,
+        cat_set: np.ndarray,
+        left: np.ndarray,
+        right: np.ndarray,
+        leaf_value: np.ndarray,
+    ) -> None:
+        """Append one tree in local numbering: internal nodes ``0..k-1`` with node 0 the root
+        (none for a single-leaf tree), children ``>= 0`` internal, ``~j`` leaf ``j``."""
+        k = int(len(feature))
+        leaf_value = np.asarray(leaf_value, dtype=self._leaf_dtype)
+        if k == 0:
+            self._roots.append(~self._n_leaves)
+        else:
+            self._roots.append(self._n_nodes)
+            children = np.empty(2 * k, np.int64)
+            children[0::2] = left
+            children[1::2] = right
+            internal = children >= 0
+            children[internal] += self._n_nodes
+            children[~internal] -= self._n_leaves  # ~j -> ~(j + n_leaves)
+            self._feature.append(np.asarray(feature, np.int32))
+            self._threshold.append(np.asarray(threshold, np.float32))
+            self._flags.append(np.asarray(flags, np.uint8))
+            self._cat_set.append(np.asarray(cat_set, np.int32))
+            self._children.append(children.astype(np.int32))
+        self._groups.append(int(group))
+        self._leaves.append(leaf_value)
+        self._n_nodes += k
+        self._n_leaves += int(leaf_value.size)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
+            return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
+
+        return {
+            "tree_root": np.asarray(self._roots, np.int32),
+            "tree_group": np.asarray(self._groups, np.int32),
+            "node_feature": cat(self._feature, np.int32),
+            "node_threshold": cat(self._threshold, np.float32),
+            "node_flags": cat(self._flags, np.uint8),
+            "node_cat_set": cat(self._cat_set, np.int32),
+            "node_children": cat(self._children, np.int32),
+            "leaf_value": cat(self._leaves, self._leaf_dtype.type),
+            "cat_bounds": np.asarray(self._cat_bounds, np.int32),
+            "cat_bits": cat(self._cat_bits, np.uint32),
+        }
+
+
+def bitset_from_categories(categories: np.ndarray) -> np.ndarray:
+    """uint32 words with bit ``c & 31`` of word ``c >> 5`` set for each category ``c``."""
+    categories = np.asarray(categories, dtype=np.int64)
+    if categories.size == 0:
+        return np.zeros(1, np.uint32)
+    words = np.zeros(int(categories.max()) // 32 + 1, np.uint32)
+    np.bitwise_or.at(words, categories >> 5, (np.uint32(1) << (categories & 31).astype(np.uint32)))
+    return words

@@ -1,0 +1,299 @@
+"""The tree-ensemble IR: what a converter produces, what a bundle stores, what scores.
+
+A ``TreeEnsemble`` is a set of trees in one canonical node form (see ``builder``), each
+tree adding its leaf to one output group, plus the few numbers that turn the summed
+margins into the library's default prediction: a base margin per group, an optional
+divisor (LightGBM's random-forest mode), and a link function.
+
+Accumulation follows the source library so that results agree to float rounding:
+XGBoost sums float32 leaves in float32 starting from the base margin, tree by tree;
+LightGBM sums float64 leaves in float64. The prediction comes back in the library's dtype
+(float32 for XGBoost, float64 for LightGBM).
+
+At load time the canonical arrays are laid out for the kernels; the layout (``complete``
+for shallow numerical trees, ``compact`` otherwise) is chosen at conversion and kept in
+``params["layout"]``.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import numba
+import numpy as np
+
+from milepost.errors import InvalidArgument, Unimplemented
+from scoring_core.trees import tree_kernels as K
+
+FORMAT = "milepost.trees"
+FORMAT_VERSION = 1
+
+# Deepest tree the complete layout takes: 2**10 slots a tree keeps 500 trees in a few MiB.
+COMPLETE_MAX_DEPTH = 10
+# Below this many rows a prange launch costs more than it saves (PERF_NOTES technique 6).
+PARALLEL_MIN_ROWS = 1024
+
+LINKS = {
+    "identity": K.LINK_IDENTITY,
+    "sigmoid": K.LINK_SIGMOID,
+    "softmax": K.LINK_SOFTMAX,
+    "exp": K.LINK_EXP,
+    "hinge": K.LINK_HINGE,
+    "log1p_exp": K.LINK_LOG1P_EXP,
+    "signed_square": K.LINK_SIGNED_SQUARE,
+    # margins, then the index of the largest per row (XGBoost multi:softmax)
+    "argmax": K.LINK_IDENTITY,
+}
+
+_ARRAY_DTYPES = {
+    "tree_root": np.int32,
+    "tree_group": np.int32,
+    "node_feature": np.int32,
+    "node_threshold": np.float32,
+    "node_flags": np.uint8,
+    "node_cat_set": np.int32,
+    "node_children": np.int32,
+    "cat_bounds": np.int32,
+    "cat_bits": np.uint32,
+    "feature_transform": np.uint8,
+    "base_margin": np.float64,
+}
+_ACCUMULATE = {"float32": np.float32, "float64": np.float64}
+
+# The workqueue threading layer aborts the process when two threads launch parallel
+# kernels at once; other layers do not need this lock.
+_workqueue_lock = threading.Lock()
+
+
+class TreeEnsemble:
+    """A converted tree ensemble. Build one with ``from_xgboost_json``,
+    ``from_lightgbm_text`` or ``TreeEnsemble.from_arrays``."""
+
+    def __init__(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+        self._params, self._arrays = _validate(params, arrays)
+        p = self._params
+        self.n_features: int = p["n_features"]
+        self.feature_names: list[str] = list(p["feature_names"])
+        self.n_groups: int = p["n_groups"]
+        self.task: str = p["task"]
+        self.classes: list | None = None if p["classes"] is None else list(p["classes"])
+        self.objective: str = p["objective"]
+        self.layout: str = p["layout"]
+        self._squeeze = p["link"] == "argmax" or self.n_groups == 1
+        self.n_outputs: int = 1 if self._squeeze else self.n_groups
+        self._link = LINKS[p["link"]]
+        self._link_scale = float(p["link_scale"])
+        self._divisor = float(p["divisor"])
+        self._acc = _ACCUMULATE[p["accumulate"]]
+        a = self._arrays
+        self._base = a["base_margin"].astype(self._acc)
+        self._transform = a["feature_transform"]
+        self._any_transform = bool(np.any(self._transform != K.TRANSFORM_NONE))
+        self._prepare_kernel_arrays()
+
+    # -- construction ---------------------------------------------------------------
+
+    @classmethod
+    def from_arrays(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> TreeEnsemble:
+        """Rebuild from what ``to_arrays`` returned (for instance read back from a bundle)."""
+        return cls(params, arrays)
+
+    def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """(JSON-able params, named numeric arrays) that ``from_arrays`` takes back."""
+        return _json_copy(self._params), {k: v.copy() for k, v in self._arrays.items()}
+
+    def _prepare_kernel_arrays(self) -> None:
+        a = self._arrays
+        feat_dtype = np.int16 if self.n_features <= np.iinfo(np.int16).max else np.int32
+        if self.layout == "complete":
+            depths = K.tree_depths(a["tree_root"], a["node_children"])
+            n_slots = (1 << depths.astype(np.int64)) - 1
+            node_off = np.zeros(len(depths), np.int64)
+            leaf_off = np.zeros(len(depths), np.int64)
+            feature = np.empty(int(n_slots.sum()), feat_dtype)
+            threshold = np.empty(int(n_slots.sum()), np.float32)
+            nan_right = np.empty(int(n_slots.sum()), np.uint8)
+            leaf = np.empty(int((n_slots + 1).sum()), self._acc)
+            K.build_complete(a["tree_root"], depths, a["node_feature"], a["node_threshold"],
+                             a["node_flags"], a["node_children"], a["leaf_value"],
+                             feature, threshold, nan_right, leaf, node_off, leaf_off)
+            self._kernel_args = (self._transform, self._any_transform, self._base, feature,
+                                 threshold, nan_right, leaf, node_off, leaf_off, depths,
+                                 a["tree_group"])
+            self._serial = K.predict_complete_serial
+            self._parallel = K.predict_complete_parallel
+        else:
+            has_cat = bool(np.any(a["node_flags"] & K.FLAG_CATEGORICAL))
+            self._kernel_args = (self._transform, self._any_transform, self._base,
+                                 a["node_feature"].astype(feat_dtype), a["node_threshold"],
+                                 a["node_flags"], a["node_cat_set"], a["node_children"],
+                                 a["leaf_value"].astype(self._acc), a["tree_root"],
+                                 a["tree_group"], a["cat_bounds"], a["cat_bits"], has_cat)
+            self._serial = K.predict_compact_serial
+            self._parallel = K.predict_compact_parallel
+
+    # -- scoring ----------------------------------------------------------------------
+
+    def predict(self, X: np.ndarray, *, parallel: bool | None = None) -> np.ndarray:
+        """The source library's default prediction for ``X`` (n, n_features), NaN missing.
+
+        ``X`` should be float32, C- or F-ordered; other dtypes are cast to float32 first
+        (as XGBoost does; for LightGBM, float64 values not exact in float32 may then take
+        another branch than LightGBM's double comparison). Returns (n,) when the model has
+        one output, else (n, n_outputs). ``parallel`` forces the kernel choice; by default
+        batches of ``PARALLEL_MIN_ROWS`` rows or more go parallel.
+        """
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features:
+            raise InvalidArgument(
+                f"X: expected shape (n, {self.n_features}), got {tuple(X.shape)}")
+        if X.dtype != np.float32:
+            if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
+                raise InvalidArgument(f"X: expected a numeric array, got dtype {X.dtype}")
+            X = X.astype(np.float32)
+        if not (X.flags.c_contiguous or X.flags.f_contiguous):
+            X = np.ascontiguousarray(X)
+        n = X.shape[0]
+        out = np.empty((n, self.n_groups), self._acc)
+        if n:
+            if parallel is None:
+                parallel = n >= PARALLEL_MIN_ROWS and numba.get_num_threads() > 1
+            args = (X, out, *self._kernel_args, self._divisor, self._link, self._link_scale)
+            if parallel:
+                _run_parallel(self._parallel, args)
+            else:
+                self._serial(*args)
+        if self._params["link"] == "argmax":
+            return out.argmax(axis=1).astype(self._acc)
+        return out[:, 0] if self._squeeze else out
+
+    def __repr__(self) -> str:
+        return (f"TreeEnsemble(objective={self.objective!r}, trees={len(self._arrays['tree_root'])}, "
+                f"n_features={self.n_features}, n_outputs={self.n_outputs}, layout={self.layout!r})")
+
+
+def choose_layout(arrays: dict[str, np.ndarray]) -> str:
+    """``complete`` when every node is numerical and no tree is deeper than
+    ``COMPLETE_MAX_DEPTH``, else ``compact``."""
+    if np.any(arrays["node_flags"] & K.FLAG_CATEGORICAL):
+        return "compact"
+    roots = np.asarray(arrays["tree_root"], np.int32)
+    children = np.asarray(arrays["node_children"], np.int32)
+    if roots.size and int(K.tree_depths(roots, children).max()) > COMPLETE_MAX_DEPTH:
+        return "compact"
+    return "complete"
+
+
+def _run_parallel(kernel: Any, args: tuple) -> None:
+    if _layer_is_workqueue():
+        with _workqueue_lock:
+            kernel(*args)
+    else:
+        kernel(*args)
+
+
+def _layer_is_workqueue() -> bool:
+    try:
+        return numba.threading_layer() == "workqueue"
+    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
+        return False
+
+
+def _json_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_copy(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_copy(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _validate(params: dict[str, Any], arrays: dict[str, np.ndarray]
+              ) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Check a (params, arrays) pair enough that the kernels cannot read out of bounds."""
+    def bad(msg: str) -> InvalidArgument:
+        return InvalidArgument(f"tree ensemble: {msg}")
+
+    if not isinstance(params, dict) or params.get("format") != FORMAT:
+        raise bad(f"params.format must be {FORMAT!r}")
+    if params.get("format_version") != FORMAT_VERSION:
+        raise Unimplemented(
+            f"tree ensemble format_version {params.get('format_version')!r}; "
+            f"this build reads {FORMAT_VERSION}")
+    p = _json_copy(params)
+    try:
+        n_features = int(p["n_features"])
+        n_groups = int(p["n_groups"])
+        for key in ("feature_names", "task", "classes", "objective", "link", "link_scale",
+                    "divisor", "accumulate", "layout"):
+            p[key]
+    except (KeyError, TypeError, ValueError) as err:
+        raise bad(f"params lacks or mistypes {err}") from err
+    if n_features < 1 or n_groups < 1:
+        raise bad("params.n_features and params.n_groups must be positive")
+    if len(p["feature_names"]) != n_features:
+        raise bad("params.feature_names must have n_features names")
+    if p["link"] not in LINKS:
+        raise Unimplemented(f"tree ensemble link {p['link']!r}")
+    if p["accumulate"] not in _ACCUMULATE:
+        raise bad(f"params.accumulate must be one of {sorted(_ACCUMULATE)}")
+    if p["layout"] not in ("complete", "compact"):
+        raise bad("params.layout must be 'complete' or 'compact'")
+    if p["task"] not in ("classification", "regression"):
+        raise bad("params.task must be 'classification' or 'regression'")
+
+    a: dict[str, np.ndarray] = {}
+    for name, dtype in _ARRAY_DTYPES.items():
+        if name not in arrays:
+            raise bad(f"array {name!r} is missing")
+        arr = np.asarray(arrays[name])
+        if arr.ndim != 1 or (arr.size and not np.can_cast(arr.dtype, dtype, "same_kind")):
+            raise bad(f"array {name!r} must be 1-D {np.dtype(dtype).name}")
+        a[name] = np.ascontiguousarray(arr, dtype=dtype)
+    if "leaf_value" not in arrays:
+        raise bad("array 'leaf_value' is missing")
+    a["leaf_value"] = np.ascontiguousarray(arrays["leaf_value"], dtype=_ACCUMULATE[p["accumulate"]])
+
+    n_nodes = a["node_feature"].size
+    n_leaves = a["leaf_value"].size
+    n_sets = a["cat_bounds"].size - 1
+    if any(a[k].size != n_nodes for k in ("node_threshold", "node_flags", "node_cat_set")) \
+            or a["node_children"].size != 2 * n_nodes:
+        raise bad("node arrays disagree in length")
+    if a["tree_group"].size != a["tree_root"].size:
+        raise bad("tree_root and tree_group disagree in length")
+    if a["base_margin"].size != n_groups or a["feature_transform"].size != n_features:
+        raise bad("base_margin must have n_groups values, feature_transform n_features")
+    if np.any((a["tree_group"] < 0) | (a["tree_group"] >= n_groups)):
+        raise bad("tree_group out of range")
+    if np.any((a["node_feature"] < 0) | (a["node_feature"] >= n_features)):
+        raise bad("node_feature out of range")
+    for name in ("tree_root", "node_children"):
+        ref = a[name]
+        if np.any(ref >= n_nodes) or np.any(~ref[ref < 0] >= n_leaves):
+            raise bad(f"{name} refers past the nodes or leaves")
+    if np.any(a["feature_transform"] > K.TRANSFORM_XGB_CATEGORY):
+        raise bad("feature_transform holds an unknown code")
+    bounds = a["cat_bounds"]
+    if bounds.size < 1 or bounds[0] != 0 or np.any(np.diff(bounds) < 0) \
+            or bounds[-1] != a["cat_bits"].size:
+        raise bad("cat_bounds must rise from 0 to the size of cat_bits")
+    is_cat = (a["node_flags"] & K.FLAG_CATEGORICAL) != 0
+    if np.any(is_cat & ((a["node_cat_set"] < 0) | (a["node_cat_set"] >= n_sets))):
+        raise bad("node_cat_set out of range")
+    if np.any(is_cat) and p["layout"] == "complete":
+        raise bad("the complete layout takes numerical nodes only")
+    _check_acyclic(a["tree_root"], a["node_children"], n_nodes)
+    return p, a
+
+
+def _check_acyclic(roots: np.ndarray, children: np.ndarray, n_nodes: int) -> None:
+    """Every internal node has exactly one parent (or is one root) and is reached from a
+    root: the nodes form trees, so no walk can loop."""
+    parents = np.zeros(n_nodes, np.int32)
+    targets = np.concatenate((roots, children))
+    np.add.at(parents, targets[targets >= 0], 1)
+    if np.any(parents != 1) or K.count_reached(roots, children) != n_nodes:
+        raise InvalidArgument("tree ensemble: nodes must form trees (each node one parent)")

@@ -1,0 +1,126 @@
+"""Shared fixtures: real servers on loopback, port 0, in a temporary data directory."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class UpProcess:
+    """A `milepost up` process and the addresses it wrote once ready."""
+
+    process: subprocess.Popen
+    data_dir: Path
+    coordinator: str
+    agent: str
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=30)
+
+
+def wait_for_file(path: Path, process: subprocess.Popen, timeout: float = 60.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            try:
+                return json.loads(path.read_text())
+            except json.JSONDecodeError:
+                pass  # written but not flushed yet
+        if process.poll() is not None:
+            out = process.stdout.read() if process.stdout else ""
+            raise RuntimeError(f"process exited with {process.returncode} before it was ready:\n{out}")
+        time.sleep(0.05)
+    raise TimeoutError(f"{path} did not appear within {timeout}s")
+
+
+def milepost_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "milepost.cli", *args]
+
+
+def start_up(data_dir: Path, *, port: int = 0, agent_port: int = 0) -> UpProcess:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    (data_dir / "up.json").unlink(missing_ok=True)
+    process = subprocess.Popen(
+        milepost_cmd("up", "--data-dir", str(data_dir), "--port", str(port), "--agent-port", str(agent_port)),
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    state = wait_for_file(data_dir / "up.json", process)
+    return UpProcess(process, data_dir, state["coordinator"], state["agent"])
+
+
+@pytest.fixture
+def up(tmp_path: Path) -> Iterator[UpProcess]:
+    proc = start_up(tmp_path / "milepost")
+    yield proc
+    proc.stop()
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise TimeoutError("condition not met in time")
+
+
+@pytest.fixture(scope="session")
+def logistic_model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """A real scikit-learn logistic regression, its compiled bundle and some held-out rows."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    import scoring_core
+
+    X, y = make_classification(n_samples=600, n_features=8, n_informative=5, random_state=0)
+    X = X.astype(np.float32)
+    estimator = LogisticRegression(max_iter=500).fit(X[:500], y[:500])
+    bundle_dir = tmp_path_factory.mktemp("bundles") / "logistic"
+    version = scoring_core.compile(estimator).save(bundle_dir)
+    return estimator, bundle_dir, version, X[500:]
+
+
+@dataclass
+class Cluster:
+    """A coordinator and an agent in this process, each on its own loopback port."""
+
+    coordinator: object
+    agent: object
+
+    @property
+    def client(self):  # type: ignore[no-untyped-def]
+        from milepost.client import Client
+
+        return Client(self.coordinator.address)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    from agent.server import Agent, AgentConfig
+    from coordinator.server import Coordinator, CoordinatorConfig
+
+    coordinator = Coordinator(CoordinatorConfig(data_dir=tmp_path / "coordinator", port=0))
+    coordinator.start()
+    agent = Agent(AgentConfig(coordinator=coordinator.address, data_dir=tmp_path / "agent", port=0, agent_id="a1"))
+    agent.start()
+    assert agent.registration.registered.wait(10)
+    yield Cluster(coordinator, agent)
+    agent.stop()
+    coordinator.stop()

@@ -1,0 +1,214 @@
+"""Compiled linear models reproduce scikit-learn, through every input path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.linear_model import (
+    ElasticNet,
+    Lasso,
+    LinearRegression,
+    LogisticRegression,
+    Ridge,
+    RidgeCV,
+    SGDClassifier,
+    SGDRegressor,
+)
+
+import scoring_core
+from scoring_core.linear import LinearModel
+
+TOL = 1e-5
+
+REGRESSORS = {
+    "LinearRegression": lambda: LinearRegression(),
+    "Ridge": lambda: Ridge(alpha=0.5),
+    "RidgeCV": lambda: RidgeCV(),
+    "Lasso": lambda: Lasso(alpha=0.01),
+    "ElasticNet": lambda: ElasticNet(alpha=0.01, l1_ratio=0.3),
+    "SGDRegressor": lambda: SGDRegressor(random_state=0),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(REGRESSORS))
+def fitted_regressor(request, X, y_reg):
+    return REGRESSORS[request.param]().fit(X, y_reg)
+
+
+def _every_path(model, X, named_batch, tensor_batch):
+    """predict() on numpy, and predict_arrow() on named columns and on a tensor column."""
+    outputs = {"numpy": model.predict(X)}
+    for layout, batch in (("named", named_batch(X, model.feature_names)), ("tensor", tensor_batch(X))):
+        result = model.predict_arrow(batch)
+        assert result.schema.equals(model.output_schema)
+        column = result.column(0)
+        if model.task == "classification":
+            width = len(model.classes)
+            outputs[layout] = column.values.to_numpy().reshape(-1, width)
+        else:
+            outputs[layout] = column.to_numpy()
+    return outputs
+
+
+def test_regressors_match_sklearn(fitted_regressor, X, named_batch, tensor_batch):
+    model = scoring_core.compile(fitted_regressor)
+    expected = fitted_regressor.predict(X)
+    assert model.task == "regression" and model.classes is None
+    assert model.output_schema == pa.schema([pa.field("prediction", pa.float64())])
+    assert model.input_schema == pa.schema([pa.field(f"f{i}", pa.float32()) for i in range(X.shape[1])])
+    assert model.metadata["source"] == f"sklearn.linear_model.{type(fitted_regressor).__name__}"
+    for path, got in _every_path(model, X, named_batch, tensor_batch).items():
+        assert got.shape == expected.shape, path
+        assert got.dtype == np.float64, path
+        np.testing.assert_allclose(got, expected, rtol=0, atol=TOL, err_msg=path)
+
+
+def test_binary_logistic_matches_predict_proba(X, y_binary, named_batch, tensor_batch):
+    est = LogisticRegression(C=0.5).fit(X, y_binary)
+    model = scoring_core.compile(est)
+    expected = est.predict_proba(X)
+    assert model.classes == [0, 1]
+    assert model.output_schema.field(0).type == pa.list_(pa.float64(), 2)
+    for path, got in _every_path(model, X, named_batch, tensor_batch).items():
+        assert got.shape == (len(X), 2), path
+        np.testing.assert_allclose(got, expected, rtol=0, atol=TOL, err_msg=path)
+
+
+def test_multinomial_logistic_matches_predict_proba(X, y_multi, named_batch, tensor_batch):
+    labels = np.array(["low", "mid", "high"])[y_multi]
+    est = LogisticRegression().fit(X, labels)
+    model = scoring_core.compile(est)
+    expected = est.predict_proba(X)
+    assert model.classes == ["high", "low", "mid"]  # sklearn sorts labels
+    assert all(type(c) is str for c in model.classes)
+    assert model.metadata["lineage"]["params"]["C"] == 1.0
+    for path, got in _every_path(model, X, named_batch, tensor_batch).items():
+        np.testing.assert_allclose(got, expected, rtol=0, atol=TOL, err_msg=path)
+        np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-12)
+
+
+@pytest.mark.parametrize("target", ["y_binary", "y_multi"])
+def test_sgd_classifier_log_loss(target, X, request, named_batch, tensor_batch):
+    y = request.getfixturevalue(target)
+    est = SGDClassifier(loss="log_loss", random_state=0).fit(X, y)
+    model = scoring_core.compile(est)
+    expected = est.predict_proba(X)
+    for path, got in _every_path(model, X, named_batch, tensor_batch).items():
+        np.testing.assert_allclose(got, expected, rtol=0, atol=TOL, err_msg=path)
+
+
+def test_dataframe_input_uses_estimator_feature_names(X, y_reg):
+    names = [f"col_{i}" for i in range(X.shape[1])]
+    df = pd.DataFrame(X, columns=names)
+    est = Ridge().fit(df, y_reg)
+    model = scoring_core.compile(est)
+    assert model.feature_names == names
+    shuffled = df[names[::-1]]  # columns are matched by name, not position
+    np.testing.assert_allclose(model.predict(shuffled), est.predict(df), rtol=0, atol=TOL)
+    np.testing.assert_allclose(model.predict(pa.Table.from_pandas(df)), est.predict(df), rtol=0, atol=TOL)
+
+
+def test_explicit_feature_names_override(X, y_reg, named_batch):
+    est = LinearRegression().fit(X, y_reg)
+    names = [f"x{i}" for i in range(X.shape[1])]
+    model = scoring_core.compile(est, feature_names=names)
+    assert model.feature_names == names and model.n_features == X.shape[1]
+    got = model.predict_arrow(named_batch(X, names)).column(0).to_numpy()
+    np.testing.assert_allclose(got, est.predict(X), rtol=0, atol=TOL)
+
+
+def test_large_batches_take_the_parallel_kernel_and_agree(X, y_multi, named_batch, tensor_batch):
+    """Above the parallel threshold, on 1 and 2 threads, all layouts and dtypes agree."""
+    rng = np.random.default_rng(3)
+    big = rng.normal(size=(5003, X.shape[1])).astype(np.float32)  # not a multiple of the block
+    est = LogisticRegression().fit(X, y_multi)
+    model = scoring_core.compile(est)
+    expected = est.predict_proba(big)
+    try:
+        for threads in (1, 2):
+            scoring_core.set_num_threads(threads)
+            outs = _every_path(model, big, named_batch, tensor_batch)
+            outs["fortran"] = model.predict(np.asfortranarray(big))
+            outs["float64"] = model.predict(big.astype(np.float64))
+            for path, got in outs.items():
+                np.testing.assert_allclose(got, expected, rtol=0, atol=TOL, err_msg=f"{path}/{threads}")
+            # Row-major and column-major kernels sum in the same order: bit-identical.
+            np.testing.assert_array_equal(outs["named"], outs["tensor"])
+    finally:
+        scoring_core.set_num_threads(2)
+
+
+def test_zero_rows(X, y_binary, y_reg, named_batch, tensor_batch):
+    for est in (LogisticRegression().fit(X, y_binary), LinearRegression().fit(X, y_reg)):
+        model = scoring_core.compile(est)
+        empty = X[:0]
+        for batch in (named_batch(empty, model.feature_names), tensor_batch(empty)):
+            result = model.predict_arrow(batch)
+            assert result.num_rows == 0
+            assert result.schema.equals(model.output_schema)
+        expected_shape = (0, 2) if model.task == "classification" else (0,)
+        assert model.predict(empty).shape == expected_shape
+
+
+def test_nulls_become_nan_and_other_numeric_types_are_cast(X, y_reg):
+    est = LinearRegression().fit(X, y_reg)
+    model = scoring_core.compile(est)
+    rows = X[:6].copy()
+    rows[:, 1] = np.arange(6)  # exact in int32
+    columns = [pa.array(rows[:, j]) for j in range(X.shape[1])]
+    columns[0] = pa.array([None, *rows[1:, 0].tolist()], type=pa.float32())
+    columns[1] = pa.array(np.arange(6, dtype=np.int32))
+    columns[2] = pa.array(rows[:, 2].astype(np.float64))
+    batch = pa.RecordBatch.from_arrays(columns, names=model.feature_names)
+    got = model.predict_arrow(batch).column(0).to_numpy(zero_copy_only=False)
+    assert np.isnan(got[0])
+    np.testing.assert_allclose(got[1:], est.predict(rows[1:]), rtol=0, atol=TOL)
+
+
+def test_sliced_batches_respect_offsets(X, y_reg, named_batch, tensor_batch):
+    est = Ridge().fit(X, y_reg)
+    model = scoring_core.compile(est)
+    expected = est.predict(X[7:40])
+    for batch in (named_batch(X, model.feature_names), tensor_batch(X)):
+        got = model.predict_arrow(batch.slice(7, 33)).column(0).to_numpy()
+        np.testing.assert_allclose(got, expected, rtol=0, atol=TOL)
+
+
+def test_tensor_column_is_read_without_a_copy(X, tensor_batch):
+    from scoring_core.arrow_input import matrix_from_batch
+
+    batch = tensor_batch(X)
+    view = matrix_from_batch(batch, [f"f{i}" for i in range(X.shape[1])])
+    buffer_address = batch.column(0).values.buffers()[1].address
+    assert view.__array_interface__["data"][0] == buffer_address
+    assert view.flags.c_contiguous and view.shape == X.shape
+
+
+def test_named_columns_become_one_fortran_array(X, named_batch):
+    from scoring_core.arrow_input import matrix_from_batch
+
+    names = [f"f{i}" for i in range(X.shape[1])]
+    matrix = matrix_from_batch(named_batch(X, names), names)
+    assert matrix.flags.f_contiguous and matrix.dtype == np.float32
+    np.testing.assert_array_equal(matrix, X)
+
+
+def test_linear_kernel_block_edges_against_numpy():
+    """Row counts around the 4-row unroll, the 256-row block and the parallel threshold."""
+    rng = np.random.default_rng(11)
+    coef = rng.normal(size=(3, 7))
+    intercept = rng.normal(size=3)
+    model = LinearModel(coef, intercept, "identity")
+    for n in (1, 3, 4, 5, 255, 256, 257, 1023, 1024, 1029):
+        X = rng.normal(size=(n, 7)).astype(np.float32)
+        expected = X.astype(np.float64) @ coef.T + intercept
+        for layout in (X, np.asfortranarray(X)):
+            np.testing.assert_allclose(model.predict(layout), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_softmax_is_stable_for_large_scores():
+    model = LinearModel(np.array([[1000.0], [0.0], [-1000.0]]), np.zeros(3), "softmax")
+    got = model.predict(np.array([[1.0], [-1.0]], dtype=np.float32))
+    np.testing.assert_allclose(got, [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], atol=1e-300)

@@ -8,6 +8,7 @@ import grpc
 
 from agent.deployments import DeploymentTable
 from engines.base import DeploymentSpec
+from engines.batching import batching_config
 from milepost.errors import InvalidArgument
 from milepost.v1 import agent_pb2, agent_pb2_grpc, types_pb2
 
@@ -25,7 +26,7 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
             deployment_id=request.deployment_id, endpoint=request.endpoint,
             model=request.model, version=request.version,
         )
-        self.table.load(spec, request.flavor)
+        self.table.load(spec, request.flavor, batching_config(request.batching))
         return agent_pb2.LoadResponse()
 
     def Unload(self, request: agent_pb2.UnloadRequest, context: grpc.ServicerContext) -> agent_pb2.UnloadResponse:

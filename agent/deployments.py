@@ -16,6 +16,7 @@ from agent.model_cache import ModelCache
 from agent.statistics import EndpointStatistics
 from engines import engine_for_flavor, registry
 from engines.base import DeploymentSpec, LoadedModel
+from engines.batching import BatchingConfig, MicroBatcher
 from milepost.errors import NotFound
 
 log = logging.getLogger("milepost.agent")
@@ -37,7 +38,7 @@ class DeploymentTable:
         self._by_id: dict[str, Hosted] = {}
         self._routes: dict[str, str] = {}  # endpoint -> deployment id
 
-    def load(self, spec: DeploymentSpec, flavor: str) -> Hosted:
+    def load(self, spec: DeploymentSpec, flavor: str, batching: BatchingConfig) -> Hosted:
         with self._lock:
             load_lock = self._load_locks.setdefault(spec.deployment_id, threading.Lock())
         with load_lock:
@@ -47,7 +48,7 @@ class DeploymentTable:
                 return existing
             engine_name = engine_for_flavor(flavor)
             bundle_dir: Path = self._cache.get(spec.model, spec.version)
-            model = registry.get(engine_name).load(bundle_dir, spec)
+            model = MicroBatcher(registry.get(engine_name).load(bundle_dir, spec), batching)
             hosted = Hosted(spec=spec, engine=engine_name, model=model)
             with self._lock:
                 self._by_id[spec.deployment_id] = hosted

@@ -104,6 +104,9 @@ class Reconciler:
         request = agent_pb2.LoadRequest(
             deployment_id=d.deployment_id, endpoint=d.endpoint, model=d.model,
             version=d.version, flavor=model.flavor,
+            batching=types_pb2.Batching(
+                max_batch_size=d.max_batch_size, max_delay_us=d.max_delay_us, max_queue_rows=d.max_queue_rows
+            ),
         )
         self.agents.load(agent.address, request, timeout=timeout)
 

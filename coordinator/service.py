@@ -16,6 +16,7 @@ import grpc
 from coordinator.artifacts import ArtifactStore
 from coordinator.reconciler import Reconciler
 from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, Store
+from engines.batching import batching_config
 from milepost.errors import FailedPrecondition, InvalidArgument, NotFound
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, types_pb2
@@ -111,6 +112,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         check_name("endpoint", request.endpoint)
         if request.replicas < 0:
             raise InvalidArgument(f"replicas must be >= 1, got {request.replicas}")
+        batching_config(request.batching)  # validated here, applied by the agents
         replicas = request.replicas or 1
         model = self._model(request.model, request.version)
         try:
@@ -122,6 +124,8 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             deployment_id=self.reconciler.new_deployment_id(), endpoint=request.endpoint,
             model=model.name, version=model.version, replicas=replicas, state=state,
             message=message, created_at=self.clock(), agent_ids=tuple(agent_ids),
+            max_batch_size=request.batching.max_batch_size, max_delay_us=request.batching.max_delay_us,
+            max_queue_rows=request.batching.max_queue_rows,
         )
         replaced = self.store.replace_endpoint(request.endpoint, "single", deployment, self.clock())
         if agent_ids:
@@ -181,6 +185,12 @@ def model_message(m: ModelRecord) -> types_pb2.ModelVersion:
     )
 
 
+def batching_message(d: DeploymentRecord) -> types_pb2.Batching:
+    return types_pb2.Batching(
+        max_batch_size=d.max_batch_size, max_delay_us=d.max_delay_us, max_queue_rows=d.max_queue_rows
+    )
+
+
 def endpoint_message(e: EndpointRecord) -> types_pb2.Endpoint:
     return types_pb2.Endpoint(
         name=e.name, policy=e.policy, created_at=e.created_at,
@@ -188,6 +198,7 @@ def endpoint_message(e: EndpointRecord) -> types_pb2.Endpoint:
             types_pb2.Deployment(
                 deployment_id=d.deployment_id, endpoint=d.endpoint, model=d.model, version=d.version,
                 replicas=d.replicas, agent_ids=list(d.agent_ids), state=d.state, message=d.message,
+                batching=batching_message(d),
             )
             for d in e.deployments
         ],

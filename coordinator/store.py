@@ -44,7 +44,10 @@ CREATE TABLE IF NOT EXISTS deployments (
     replicas INTEGER NOT NULL,
     state TEXT NOT NULL,
     message TEXT NOT NULL DEFAULT '',
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    max_batch_size INTEGER NOT NULL DEFAULT 0,
+    max_delay_us INTEGER NOT NULL DEFAULT 0,
+    max_queue_rows INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS replicas (
     deployment_id TEXT NOT NULL REFERENCES deployments(deployment_id) ON DELETE CASCADE,
@@ -83,6 +86,10 @@ class DeploymentRecord:
     state: str
     message: str
     created_at: float
+    # Micro-batching settings; 0 takes the agent's default.
+    max_batch_size: int = 0
+    max_delay_us: int = 0
+    max_queue_rows: int = 0
     agent_ids: tuple[str, ...] = ()
 
 
@@ -233,8 +240,9 @@ class Store:
     @staticmethod
     def _insert_deployment(db: sqlite3.Connection, d: DeploymentRecord) -> None:
         db.execute(
-            "INSERT INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (d.deployment_id, d.endpoint, d.model, d.version, d.replicas, d.state, d.message, d.created_at),
+            "INSERT INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (d.deployment_id, d.endpoint, d.model, d.version, d.replicas, d.state, d.message, d.created_at,
+             d.max_batch_size, d.max_delay_us, d.max_queue_rows),
         )
         db.executemany("INSERT INTO replicas VALUES (?, ?)", [(d.deployment_id, a) for a in d.agent_ids])
 

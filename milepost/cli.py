@@ -112,7 +112,10 @@ def cmd_models_push(args: argparse.Namespace) -> int:
 def cmd_deploy(args: argparse.Namespace) -> int:
     name, version = _model_ref(args.model)
     with _client(args) as client:
-        endpoint = client.deploy(args.endpoint, name, version, replicas=args.replicas)
+        endpoint = client.deploy(
+            args.endpoint, name, version, replicas=args.replicas, max_batch_size=args.max_batch_size,
+            max_delay_ms=args.max_delay_ms, max_queue_rows=args.max_queue_rows,
+        )
     for d in endpoint.deployments:
         where = ", ".join(d.agent_ids) or "-"
         print(f"{endpoint.name}: {d.model}:{d.version[:12]} x{d.replicas} on {where}: {d.state} {d.message}".rstrip())
@@ -234,6 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("endpoint")
     p.add_argument("--model", required=True, metavar="NAME[:VERSION]")
     p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--max-batch-size", type=int, default=0, help="rows per merged engine call (default 256)")
+    p.add_argument("--max-delay-ms", type=float, default=0.0,
+                   help="how long a request may wait for others to fill a batch (default 0: no added wait)")
+    p.add_argument("--max-queue-rows", type=int, default=0,
+                   help="rows that may wait before RESOURCE_EXHAUSTED (default 65536)")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("undeploy", parents=[common], help="remove an endpoint")

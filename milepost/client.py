@@ -96,8 +96,21 @@ class Client:
         return list(self._call("ListModels", pb.ListModelsRequest(name=name)).models)
 
     # ---- endpoints ----
-    def deploy(self, endpoint: str, model: str, version: str = "", *, replicas: int = 1) -> types_pb2.Endpoint:
-        request = pb.DeployRequest(endpoint=endpoint, model=model, version=version, replicas=replicas)
+    def deploy(
+        self, endpoint: str, model: str, version: str = "", *, replicas: int = 1,
+        max_batch_size: int = 0, max_delay_ms: float = 0.0, max_queue_rows: int = 0,
+    ) -> types_pb2.Endpoint:
+        """Serve a model version (the newest when version is empty; a prefix works) under an endpoint.
+
+        Redeploying an endpoint switches it to the new version once that is loaded.
+        Batching settings of 0 take the agent's defaults.
+        """
+        batching = types_pb2.Batching(
+            max_batch_size=max_batch_size, max_delay_us=round(max_delay_ms * 1000), max_queue_rows=max_queue_rows
+        )
+        request = pb.DeployRequest(
+            endpoint=endpoint, model=model, version=version, replicas=replicas, batching=batching
+        )
         return self._call("Deploy", request)
 
     def undeploy(self, endpoint: str) -> None:

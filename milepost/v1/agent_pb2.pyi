@@ -8,18 +8,20 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LoadRequest(_message.Message):
-    __slots__ = ("deployment_id", "endpoint", "model", "version", "flavor")
+    __slots__ = ("deployment_id", "endpoint", "model", "version", "flavor", "batching")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FLAVOR_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     endpoint: str
     model: str
     version: str
     flavor: str
-    def __init__(self, deployment_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., flavor: _Optional[str] = ...) -> None: ...
+    batching: _types_pb2.Batching
+    def __init__(self, deployment_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., flavor: _Optional[str] = ..., batching: _Optional[_Union[_types_pb2.Batching, _Mapping]] = ...) -> None: ...
 
 class LoadResponse(_message.Message):
     __slots__ = ()

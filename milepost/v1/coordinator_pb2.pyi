@@ -81,16 +81,18 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[_types_pb2.ModelVersion, _Mapping]]] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("endpoint", "model", "version", "replicas")
+    __slots__ = ("endpoint", "model", "version", "replicas", "batching")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     model: str
     version: str
     replicas: int
-    def __init__(self, endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., replicas: _Optional[int] = ...) -> None: ...
+    batching: _types_pb2.Batching
+    def __init__(self, endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., replicas: _Optional[int] = ..., batching: _Optional[_Union[_types_pb2.Batching, _Mapping]] = ...) -> None: ...
 
 class UndeployRequest(_message.Message):
     __slots__ = ("endpoint",)

@@ -77,8 +77,18 @@ class ModelVersion(_message.Message):
     manifest_json: str
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., flavor: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., manifest_json: _Optional[str] = ...) -> None: ...
 
+class Batching(_message.Message):
+    __slots__ = ("max_batch_size", "max_delay_us", "max_queue_rows")
+    MAX_BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MAX_DELAY_US_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUEUE_ROWS_FIELD_NUMBER: _ClassVar[int]
+    max_batch_size: int
+    max_delay_us: int
+    max_queue_rows: int
+    def __init__(self, max_batch_size: _Optional[int] = ..., max_delay_us: _Optional[int] = ..., max_queue_rows: _Optional[int] = ...) -> None: ...
+
 class Deployment(_message.Message):
-    __slots__ = ("deployment_id", "endpoint", "model", "version", "replicas", "agent_ids", "state", "message")
+    __slots__ = ("deployment_id", "endpoint", "model", "version", "replicas", "agent_ids", "state", "message", "batching")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +97,7 @@ class Deployment(_message.Message):
     AGENT_IDS_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     endpoint: str
     model: str
@@ -95,7 +106,8 @@ class Deployment(_message.Message):
     agent_ids: _containers.RepeatedScalarFieldContainer[str]
     state: str
     message: str
-    def __init__(self, deployment_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., replicas: _Optional[int] = ..., agent_ids: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    batching: Batching
+    def __init__(self, deployment_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., replicas: _Optional[int] = ..., agent_ids: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("name", "policy", "deployments", "created_at")

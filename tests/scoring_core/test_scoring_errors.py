@@ -79,6 +79,7 @@ def test_predict_arrow_needs_a_batch(model, X):
         model.predict_arrow(X)
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 @pytest.mark.parametrize("estimator, name", [(SVC(), "SVC"), (LinearSVR(), "LinearSVR")])
 def test_unsupported_estimators_are_unimplemented(estimator, name, X, y_binary):
     estimator.fit(X, y_binary)

@@ -1,0 +1,169 @@
+"""Micro-batching: many small requests to one model become one engine call.
+
+A MicroBatcher wraps any LoadedModel and is one itself, so every engine gets
+batching the same way and nothing inside an engine changes. Promises:
+
+- Bounded: at most ``max_queue_rows`` rows wait; past that predict raises
+  ResourceExhausted at once instead of queueing without limit.
+- A batch is cut at ``max_batch_size`` rows or ``max_delay_s`` after its first
+  request arrived, whichever comes first.
+- Each request gets exactly its own rows back, or its own error: when a merged
+  call fails, its requests are retried one by one so that one bad request
+  cannot fail its neighbours.
+- Requests at least ``max_batch_size`` rows long gain nothing from merging and
+  run directly on the caller's thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from engines.base import LoadedModel
+from milepost.errors import InvalidArgument, ResourceExhausted
+
+
+@dataclass(frozen=True)
+class BatchingConfig:
+    """Defaults batch opportunistically: no added wait, requests that queued while
+    the model was busy run together. A positive max_delay_s trades latency for
+    fuller batches."""
+
+    max_batch_size: int = 256
+    max_delay_s: float = 0.0
+    max_queue_rows: int = 1 << 16
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise InvalidArgument(f"max_batch_size must be >= 1, got {self.max_batch_size}")
+        if not 0 <= self.max_delay_s <= 10:
+            raise InvalidArgument(f"max_delay must be between 0 and 10 s, got {self.max_delay_s}")
+        if self.max_queue_rows < self.max_batch_size:
+            raise InvalidArgument("max_queue_rows must be at least max_batch_size")
+
+
+def batching_config(message) -> BatchingConfig:  # type: ignore[no-untyped-def]
+    """A BatchingConfig from a milepost.v1.Batching-shaped message; zero fields take defaults."""
+    defaults = BatchingConfig()
+    max_batch_size = message.max_batch_size or defaults.max_batch_size
+    return BatchingConfig(
+        max_batch_size=max_batch_size,
+        max_delay_s=message.max_delay_us / 1e6,
+        max_queue_rows=message.max_queue_rows or max(defaults.max_queue_rows, max_batch_size),
+    )
+
+
+@dataclass
+class _Pending:
+    batch: pa.RecordBatch
+    future: Future
+    arrived: float
+
+
+class MicroBatcher(LoadedModel):
+    def __init__(self, model: LoadedModel, config: BatchingConfig = BatchingConfig()) -> None:
+        self.model = model
+        self.config = config
+        self.input_schema = model.input_schema
+        self.output_schema = model.output_schema
+        self.version = model.version
+        self.platform = model.platform
+        self._queue: deque[_Pending] = deque()
+        self._queued_rows = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self.batches_run = 0  # engine calls made from merged batches, for statistics and tests
+        self._worker = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
+        self._worker.start()
+
+    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        rows = batch.num_rows
+        if rows >= self.config.max_batch_size or rows == 0:
+            return self.model.predict(batch)
+        pending = _Pending(batch, Future(), time.monotonic())
+        with self._cond:
+            if self._closed:
+                raise ResourceExhausted("model is unloading; retry on another replica")
+            if self._queued_rows + rows > self.config.max_queue_rows:
+                raise ResourceExhausted(
+                    f"queue full ({self._queued_rows} rows waiting, limit {self.config.max_queue_rows}); "
+                    "retry with backoff"
+                )
+            self._queue.append(pending)
+            self._queued_rows += rows
+            self._cond.notify()
+        return pending.future.result()
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._worker.join(timeout=10)
+        self.model.close()
+
+    # ---- the worker ----
+    def _run(self) -> None:
+        while True:
+            group = self._next_group()
+            if group is None:
+                return
+            self._score(group)
+
+    def _next_group(self) -> list[_Pending] | None:
+        """Wait for a first request, then gather same-schema requests until full or late."""
+        with self._cond:
+            while not self._queue:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            first = self._queue[0]
+            deadline = first.arrived + self.config.max_delay_s
+            while True:
+                rows = self._rows_ready(first.batch.schema)
+                remaining = deadline - time.monotonic()
+                if rows >= self.config.max_batch_size or remaining <= 0 or self._closed:
+                    break
+                self._cond.wait(remaining)
+            group, rows, keep = [], 0, deque()
+            while self._queue:
+                item = self._queue.popleft()
+                fits = rows + item.batch.num_rows <= self.config.max_batch_size
+                if item.batch.schema.equals(first.batch.schema) and (fits or not group):
+                    group.append(item)
+                    rows += item.batch.num_rows
+                else:
+                    keep.append(item)
+            self._queue = keep
+            self._queued_rows -= rows
+            return group
+
+    def _rows_ready(self, schema: pa.Schema) -> int:
+        return sum(p.batch.num_rows for p in self._queue if p.batch.schema.equals(schema))
+
+    def _score(self, group: list[_Pending]) -> None:
+        if len(group) == 1:
+            self._score_one(group[0])
+            return
+        try:
+            merged = pa.concat_batches([p.batch for p in group])
+            result = self.model.predict(merged)
+            self.batches_run += 1
+        except Exception:  # noqa: BLE001 - each request is retried alone to get its own answer
+            for p in group:
+                self._score_one(p)
+            return
+        offset = 0
+        for p in group:
+            p.future.set_result(result.slice(offset, p.batch.num_rows))
+            offset += p.batch.num_rows
+
+    def _score_one(self, pending: _Pending) -> None:
+        try:
+            pending.future.set_result(self.model.predict(pending.batch))
+        except BaseException as err:  # noqa: BLE001 - handed to the waiting caller
+            pending.future.set_exception(err)

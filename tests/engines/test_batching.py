@@ -1,0 +1,151 @@
+"""The micro-batcher around a real compiled model: merging, per-request answers and errors, bounds."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from engines.base import LoadedModel
+from engines.batching import BatchingConfig, MicroBatcher
+from engines.native import NativeModel
+from milepost.errors import InvalidArgument, ResourceExhausted
+
+
+@pytest.fixture(scope="module")
+def native(logistic_model):  # type: ignore[no-untyped-def]
+    import scoring_core
+
+    estimator, bundle_dir, version, rows = logistic_model
+    return NativeModel(scoring_core.load(bundle_dir, version=version)), estimator, rows
+
+
+def matrix(rows: np.ndarray) -> pa.RecordBatch:
+    values = pa.array(rows.astype(np.float32).reshape(-1))
+    return pa.record_batch([pa.FixedSizeListArray.from_arrays(values, rows.shape[1])], names=["input"])
+
+
+def probabilities(batch: pa.RecordBatch) -> np.ndarray:
+    column = batch.column(0)
+    return column.flatten().to_numpy().reshape(len(column), -1)
+
+
+class Gated(LoadedModel):
+    """A real model whose calls wait on a gate, so a test can let requests pile up first."""
+
+    def __init__(self, inner: LoadedModel) -> None:
+        self.inner = inner
+        self.input_schema, self.output_schema = inner.input_schema, inner.output_schema
+        self.version, self.platform = inner.version, inner.platform
+        self.gate = threading.Event()
+        self.calls: list[int] = []
+
+    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        self.gate.wait(10)
+        self.calls.append(batch.num_rows)
+        return self.inner.predict(batch)
+
+
+def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(native) -> None:  # type: ignore[no-untyped-def]
+    model, estimator, rows = native
+    gated = Gated(model)
+    batcher = MicroBatcher(gated, BatchingConfig(max_batch_size=64))
+    expected = estimator.predict_proba(rows)
+    results: dict[int, np.ndarray] = {}
+
+    def call(i: int) -> None:
+        results[i] = probabilities(batcher.predict(matrix(rows[i : i + 2])))
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # all 20 are queued behind the first call, which waits on the gate
+    gated.gate.set()
+    for t in threads:
+        t.join()
+    batcher.close()
+    for i in range(20):
+        np.testing.assert_allclose(results[i], expected[i : i + 2], atol=1e-5)
+    assert sum(gated.calls) == 40
+    assert len(gated.calls) < 20, f"no merging happened: {gated.calls}"
+    assert max(gated.calls) <= 64
+
+
+def test_a_bad_request_fails_alone(native) -> None:  # type: ignore[no-untyped-def]
+    model, estimator, rows = native
+    gated = Gated(model)
+    batcher = MicroBatcher(gated, BatchingConfig(max_batch_size=64))
+    outcomes: dict[str, object] = {}
+
+    def good() -> None:
+        outcomes["good"] = probabilities(batcher.predict(matrix(rows[:3])))
+
+    def bad() -> None:
+        wrong = pa.record_batch([pa.array([1.0, 2.0], pa.float32())], names=["not_a_feature"])
+        try:
+            batcher.predict(wrong)
+        except InvalidArgument as err:
+            outcomes["bad"] = err
+
+    threads = [threading.Thread(target=f) for f in (good, bad, good)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    gated.gate.set()
+    for t in threads:
+        t.join()
+    batcher.close()
+    np.testing.assert_allclose(outcomes["good"], estimator.predict_proba(rows[:3]), atol=1e-5)
+    assert "not_a_feature" in str(outcomes["bad"])
+
+
+def test_full_queue_is_refused_at_once(native) -> None:  # type: ignore[no-untyped-def]
+    model, _, rows = native
+    gated = Gated(model)
+    batcher = MicroBatcher(gated, BatchingConfig(max_batch_size=4, max_queue_rows=4))
+
+    def call() -> None:
+        try:
+            batcher.predict(matrix(rows[:2]))
+        except ResourceExhausted:
+            pass  # one of these may already find the queue full, depending on timing
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    # The worker holds at most 4 rows in the model; 8 rows were sent, so 4 wait: the queue is full.
+    time.sleep(0.2)
+    with pytest.raises(ResourceExhausted, match="queue full"):
+        batcher.predict(matrix(rows[:2]))
+    gated.gate.set()
+    for t in threads:
+        t.join()
+    batcher.close()
+
+
+def test_large_requests_bypass_the_queue_and_delay_fills_batches(native) -> None:  # type: ignore[no-untyped-def]
+    model, estimator, rows = native
+    gated = Gated(model)
+    gated.gate.set()
+    batcher = MicroBatcher(gated, BatchingConfig(max_batch_size=8, max_delay_s=0.3))
+    big = batcher.predict(matrix(rows[:50]))  # >= max_batch_size: straight through
+    np.testing.assert_allclose(probabilities(big), estimator.predict_proba(rows[:50]), atol=1e-5)
+    threads = [threading.Thread(target=batcher.predict, args=(matrix(rows[i : i + 1]),)) for i in range(4)]
+    for t in threads:
+        t.start()
+        time.sleep(0.02)
+    for t in threads:
+        t.join()
+    batcher.close()
+    assert gated.calls[0] == 50
+    assert gated.calls[1:] == [4], "the delay should have gathered the four single rows"
+
+
+def test_invalid_config_is_rejected() -> None:
+    with pytest.raises(InvalidArgument):
+        BatchingConfig(max_batch_size=0)
+    with pytest.raises(InvalidArgument):
+        BatchingConfig(max_delay_s=-1)

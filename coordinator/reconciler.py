@@ -1,37 +1,55 @@
-"""Keeps each agent's loaded deployments equal to what the store says it should host.
+"""Keeps agents' loaded deployments equal to what the store says they should host.
 
-Agents report what they serve in every heartbeat; the difference with the
-store becomes Load and Unload calls. This one loop covers an agent that
-restarted empty, a coordinator that restarted, an undeploy that an agent missed
-while it was down, and deployments that waited for a first agent to appear.
-Loads of the same (deployment, agent) never run twice at once.
+Two loops feed it:
+- every heartbeat reports what an agent serves; the difference with the store
+  becomes Load and Unload calls (an agent that restarted empty, an undeploy it
+  missed while down, a stale replica after it was declared lost);
+- the coordinator's monitor calls repair(): replicas on agents that missed their
+  heartbeats for the TTL move to live agents, and deployments short of replicas
+  (none was free when deployed) get them as agents appear.
+Loads of the same (deployment, agent) never run twice at once. The clock is
+injected so that tests drive the loops without waiting.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from coordinator import placement
 from coordinator.agent_client import AgentClients
 from coordinator.store import DeploymentRecord, Store
-from engines import engine_for_flavor
-from milepost.errors import MilepostError
+from milepost.errors import FailedPrecondition, MilepostError
 from milepost.v1 import agent_pb2, types_pb2
 
 log = logging.getLogger("milepost.coordinator")
+LOAD_TIMEOUT_S = 120.0
+
+
+def requirements(d: DeploymentRecord) -> placement.Requirements:
+    return placement.Requirements(
+        engine=d.engine, cpu=d.cpu, memory_bytes=d.memory_bytes, gpus=d.gpus,
+        selector=json.loads(d.selector_json),
+    )
 
 
 class Reconciler:
-    def __init__(self, store: Store, agents: AgentClients, *, ttl_s: float, clock) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self, store: Store, agents: AgentClients, *, ttl_s: float, clock: Callable[[], float],
+        strategy: str = "spread",
+    ) -> None:
         self.store = store
         self.agents = agents
         self.ttl_s = ttl_s
         self.clock = clock
+        self.strategy = strategy
         self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="reconcile")
         self._lock = threading.Lock()
+        self._repair_lock = threading.Lock()
         self._in_flight: dict[tuple[str, str], Future] = {}
 
     def close(self) -> None:
@@ -40,35 +58,44 @@ class Reconciler:
     # ---- liveness and placement ----
     def live_agents(self) -> dict[str, types_pb2.AgentInfo]:
         deadline = self.clock() - self.ttl_s
-        live = {}
-        for rec in self.store.list_agents():
-            if rec.last_heartbeat >= deadline:
-                live[rec.agent_id] = types_pb2.AgentInfo.FromString(rec.info)
-        return live
+        return {
+            rec.agent_id: types_pb2.AgentInfo.FromString(rec.info)
+            for rec in self.store.list_agents()
+            if rec.last_heartbeat >= deadline
+        }
 
-    def place(self, flavor: str, replicas: int) -> list[str]:
+    def candidates(self) -> list[placement.Candidate]:
         live = self.live_agents()
-        hosted: dict[str, int] = {a: 0 for a in live}
+        used: dict[str, list[float]] = {a: [0.0, 0, 0] for a in live}
         for d in self.store.list_deployments():
             for a in d.agent_ids:
-                if a in hosted:
-                    hosted[a] += 1
-        candidates = [
+                if a in used:
+                    used[a][0] += d.cpu
+                    used[a][1] += d.memory_bytes
+                    used[a][2] += d.gpus
+        return [
             placement.Candidate(
                 agent_id=a,
                 engines=frozenset(e.name for e in info.engines if e.available),
-                hosted_replicas=hosted[a],
+                labels=dict(info.labels),
+                cpu=float(info.resources.cpu_cores),
+                memory_bytes=info.resources.memory_bytes,
+                gpus=len(info.resources.gpus),
+                used_cpu=used[a][0], used_memory_bytes=int(used[a][1]), used_gpus=int(used[a][2]),
             )
             for a, info in live.items()
         ]
-        return placement.place(candidates, engine=engine_for_flavor(flavor), replicas=replicas)
 
-    def new_deployment_id(self) -> str:
+    def place(self, req: placement.Requirements, count: int, exclude: frozenset[str] = frozenset()) -> list[str]:
+        return placement.place(self.candidates(), req, count, exclude=exclude, strategy=self.strategy)
+
+    @staticmethod
+    def new_deployment_id() -> str:
         return uuid.uuid4().hex[:12]
 
     # ---- loads ----
-    def load_all(self, deployment: DeploymentRecord, timeout: float) -> None:
-        """Load a deployment on each of its agents and record READY or FAILED; raises the first error."""
+    def load_all(self, deployment: DeploymentRecord, timeout: float = LOAD_TIMEOUT_S) -> None:
+        """Load a deployment on each of its agents and record its state; raises the first error."""
         futures = [self._submit_load(deployment, a, timeout) for a in deployment.agent_ids]
         errors = []
         for f in futures:
@@ -79,7 +106,9 @@ class Reconciler:
         if errors:
             self.store.set_deployment_state(deployment.deployment_id, "FAILED", errors[0].message)
             raise errors[0]
-        self.store.set_deployment_state(deployment.deployment_id, "READY")
+        short = deployment.replicas - len(deployment.agent_ids)
+        message = f"{len(deployment.agent_ids)} of {deployment.replicas} replicas placed" if short > 0 else ""
+        self.store.set_deployment_state(deployment.deployment_id, "READY" if deployment.agent_ids else "PENDING", message)
 
     def _submit_load(self, d: DeploymentRecord, agent_id: str, timeout: float) -> Future:
         key = (d.deployment_id, agent_id)
@@ -113,9 +142,12 @@ class Reconciler:
     def unload(self, deployment: DeploymentRecord) -> None:
         """Best effort: an agent that is down drops it when it next reports in."""
         for agent_id in deployment.agent_ids:
-            agent = self.store.get_agent(agent_id)
-            if agent is not None:
-                self._pool.submit(self._unload_quietly, agent.address, deployment.deployment_id)
+            self._unload_later(agent_id, deployment.deployment_id)
+
+    def _unload_later(self, agent_id: str, deployment_id: str) -> None:
+        agent = self.store.get_agent(agent_id)
+        if agent is not None:
+            self._pool.submit(self._unload_quietly, agent.address, deployment_id)
 
     def _unload_quietly(self, address: str, deployment_id: str) -> None:
         try:
@@ -123,42 +155,55 @@ class Reconciler:
         except MilepostError as err:
             log.info("unload of %s deferred: %s", deployment_id, err.message)
 
-    # ---- the heartbeat-driven loop ----
+    # ---- the loops ----
     def reconcile_agent(self, agent_id: str, reported: set[str]) -> None:
         """Schedule the loads and unloads that bring one agent to its desired state."""
-        self._place_pending()
-        agent = self.store.get_agent(agent_id)
-        if agent is None:
-            return
         desired = {d.deployment_id: d for d in self.store.list_deployments() if agent_id in d.agent_ids}
         for dep_id in reported - desired.keys():
-            self._pool.submit(self._unload_quietly, agent.address, dep_id)
+            self._unload_later(agent_id, dep_id)
         for dep_id, d in desired.items():
             # A FAILED deployment waits for a new Deploy rather than retrying every heartbeat.
             if dep_id not in reported and d.state != "FAILED":
-                self._pool.submit(self._load_and_record, d)
+                self._pool.submit(self._load_and_record, dep_id)
 
-    def _place_pending(self) -> None:
-        for d in self.store.list_deployments():
-            if d.agent_ids:
-                continue
-            model = self.store.get_model(d.model, d.version)
-            if model is None:
-                continue
-            try:
-                agent_ids = self.place(model.flavor, d.replicas)
-            except MilepostError:
-                continue
-            self.store.set_replicas(d.deployment_id, agent_ids)
-            log.info("placed pending deployment %s on %s", d.deployment_id, agent_ids)
+    def repair(self) -> list[str]:
+        """Move replicas off lost agents and fill deployments short of replicas.
 
-    def _load_and_record(self, d: DeploymentRecord) -> None:
-        current = next(
-            (x for x in self.store.list_deployments() if x.deployment_id == d.deployment_id), None
-        )
-        if current is None:
+        Returns the ids of the deployments it changed. Serialised, so the monitor
+        and a registration never place the same replica twice.
+        """
+        with self._repair_lock:
+            live = set(self.live_agents())
+            changed = []
+            for d in self.store.list_deployments():
+                if d.state == "FAILED":
+                    continue
+                keep = [a for a in d.agent_ids if a in live]
+                missing = d.replicas - len(keep)
+                added: list[str] = []
+                if missing > 0:
+                    try:
+                        added = self.place(requirements(d), missing, exclude=frozenset(d.agent_ids))
+                    except FailedPrecondition as err:
+                        if not keep:
+                            self.store.set_deployment_state(d.deployment_id, "PENDING", f"waiting for an agent: {err.message}")
+                if keep == list(d.agent_ids) and not added:
+                    continue
+                lost = sorted(set(d.agent_ids) - live)
+                self.store.set_replicas(d.deployment_id, keep + added)
+                log.warning(
+                    "deployment %s (%s): lost %s, placed on %s", d.deployment_id, d.endpoint, lost or "-", added or "-"
+                )
+                changed.append(d.deployment_id)
+                if added:
+                    self._pool.submit(self._load_and_record, d.deployment_id)
+            return changed
+
+    def _load_and_record(self, deployment_id: str) -> None:
+        current = self.store.get_deployment(deployment_id)
+        if current is None or not current.agent_ids:
             return
         try:
-            self.load_all(current, timeout=120.0)
+            self.load_all(current)
         except MilepostError as err:
-            log.warning("deployment %s failed to load: %s", d.deployment_id, err.message)
+            log.warning("deployment %s failed to load: %s", deployment_id, err.message)

@@ -26,6 +26,7 @@ class CoordinatorConfig:
     port: int = 7070
     heartbeat_interval_s: float = 1.0
     agent_ttl_s: float = 5.0
+    placement: str = "spread"
 
 
 class Coordinator:
@@ -36,7 +37,9 @@ class Coordinator:
         self.store = Store(config.data_dir / "milepost.db")
         self.artifacts = ArtifactStore(config.data_dir / "artifacts")
         self.agent_clients = AgentClients()
-        self.reconciler = Reconciler(self.store, self.agent_clients, ttl_s=config.agent_ttl_s, clock=clock)
+        self.reconciler = Reconciler(
+            self.store, self.agent_clients, ttl_s=config.agent_ttl_s, clock=clock, strategy=config.placement
+        )
         self.server = new_server()
         coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(
             CoordinatorServicer(
@@ -47,6 +50,7 @@ class Coordinator:
         )
         self.port = 0
         self._stopped = threading.Event()
+        self._monitor = threading.Thread(target=self._watch_agents, name="agent-monitor", daemon=True)
 
     @property
     def address(self) -> str:
@@ -55,6 +59,7 @@ class Coordinator:
     def start(self) -> str:
         self.port = bind(self.server, self.config.host, self.config.port)
         self.server.start()
+        self._monitor.start()
         log.info("coordinator listening on %s, data in %s", self.address, self.config.data_dir)
         return self.address
 
@@ -63,6 +68,17 @@ class Coordinator:
             return
         self._stopped.set()
         self.server.stop(grace).wait()
+        if self._monitor.is_alive():
+            self._monitor.join(timeout=5)
         self.reconciler.close()
         self.agent_clients.close()
         self.store.close()
+
+    def _watch_agents(self) -> None:
+        """Re-place replicas of agents that missed their heartbeats for the TTL."""
+        period = min(1.0, self.config.agent_ttl_s / 4)
+        while not self._stopped.wait(period):
+            try:
+                self.reconciler.repair()
+            except Exception:  # noqa: BLE001 - the monitor must outlive one bad pass
+                log.exception("agent monitor pass failed")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 
 import grpc
 
 from coordinator.artifacts import ArtifactStore
-from coordinator.reconciler import Reconciler
+from coordinator.reconciler import Reconciler, requirements
 from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, Store
+from engines import engine_for_flavor
 from engines.batching import batching_config
 from milepost.errors import FailedPrecondition, InvalidArgument, NotFound
 from milepost.v1 import coordinator_pb2 as pb
@@ -52,6 +54,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         if not info.address:
             raise InvalidArgument("agent.address is required (host:port of the agent's gRPC server)")
         self.store.upsert_agent(info.agent_id, info.address, info.SerializeToString(), self.clock())
+        self.reconciler.repair()
         return pb.RegisterAgentResponse(
             agent_id=info.agent_id,
             heartbeat_interval_s=self.heartbeat_interval_s,
@@ -59,8 +62,12 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         )
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
+        was_live = request.agent_id in self.reconciler.live_agents()
         if not self.store.touch_agent(request.agent_id, self.clock()):
             return pb.HeartbeatResponse(known=False)
+        if not was_live:
+            # Back from lost: place what waits for it before diffing what it serves.
+            self.reconciler.repair()
         self.reconciler.reconcile_agent(request.agent_id, set(request.deployment_ids))
         return pb.HeartbeatResponse(known=True)
 
@@ -112,33 +119,36 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         check_name("endpoint", request.endpoint)
         if request.replicas < 0:
             raise InvalidArgument(f"replicas must be >= 1, got {request.replicas}")
+        res = request.resources
+        if res.cpu < 0 or res.memory_bytes < 0 or res.gpus < 0:
+            raise InvalidArgument("resources.cpu, resources.memory_bytes and resources.gpus must be >= 0")
         batching_config(request.batching)  # validated here, applied by the agents
-        replicas = request.replicas or 1
         model = self._model(request.model, request.version)
-        try:
-            agent_ids = self.reconciler.place(model.flavor, replicas)
-            state, message = "PENDING", ""
-        except FailedPrecondition as err:
-            agent_ids, state, message = [], "PENDING", f"waiting for an agent: {err.message}"
         deployment = DeploymentRecord(
             deployment_id=self.reconciler.new_deployment_id(), endpoint=request.endpoint,
-            model=model.name, version=model.version, replicas=replicas, state=state,
-            message=message, created_at=self.clock(), agent_ids=tuple(agent_ids),
+            model=model.name, version=model.version, replicas=request.replicas or 1, state="PENDING",
+            message="", created_at=self.clock(),
             max_batch_size=request.batching.max_batch_size, max_delay_us=request.batching.max_delay_us,
             max_queue_rows=request.batching.max_queue_rows,
+            engine=request.engine or engine_for_flavor(model.flavor),
+            cpu=res.cpu, memory_bytes=res.memory_bytes, gpus=res.gpus,
+            selector_json=json.dumps(dict(request.selector), sort_keys=True),
         )
+        try:
+            agent_ids = self.reconciler.place(requirements(deployment), deployment.replicas)
+        except FailedPrecondition as err:
+            agent_ids = []
+            deployment = replace(deployment, message=f"waiting for an agent: {err.message}")
+        deployment = replace(deployment, agent_ids=tuple(agent_ids))
         replaced = self.store.replace_endpoint(request.endpoint, "single", deployment, self.clock())
-        if agent_ids:
-            remaining = context.time_remaining()
-            timeout = DEFAULT_DEPLOY_TIMEOUT_S if remaining is None else max(remaining - 0.5, 0.1)
-            try:
+        try:
+            if agent_ids:
+                remaining = context.time_remaining()
+                timeout = DEFAULT_DEPLOY_TIMEOUT_S if remaining is None else max(remaining - 0.5, 0.1)
                 self.reconciler.load_all(deployment, timeout)
-            finally:
-                # Old deployments go once the new one is serving (or has definitely failed),
-                # so a redeploy never leaves the endpoint without a model.
-                for old in replaced:
-                    self.reconciler.unload(old)
-        else:
+        finally:
+            # Old deployments go once the new one is serving (or has definitely failed),
+            # so a redeploy never leaves the endpoint without a model.
             for old in replaced:
                 self.reconciler.unload(old)
         endpoint = self.store.get_endpoint(request.endpoint)
@@ -199,6 +209,8 @@ def endpoint_message(e: EndpointRecord) -> types_pb2.Endpoint:
                 deployment_id=d.deployment_id, endpoint=d.endpoint, model=d.model, version=d.version,
                 replicas=d.replicas, agent_ids=list(d.agent_ids), state=d.state, message=d.message,
                 batching=batching_message(d),
+                resources=types_pb2.ResourceRequest(cpu=d.cpu, memory_bytes=d.memory_bytes, gpus=d.gpus),
+                selector=json.loads(d.selector_json), engine=d.engine,
             )
             for d in e.deployments
         ],

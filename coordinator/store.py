@@ -47,7 +47,12 @@ CREATE TABLE IF NOT EXISTS deployments (
     created_at REAL NOT NULL,
     max_batch_size INTEGER NOT NULL DEFAULT 0,
     max_delay_us INTEGER NOT NULL DEFAULT 0,
-    max_queue_rows INTEGER NOT NULL DEFAULT 0
+    max_queue_rows INTEGER NOT NULL DEFAULT 0,
+    engine TEXT NOT NULL DEFAULT '',
+    cpu REAL NOT NULL DEFAULT 0,
+    memory_bytes INTEGER NOT NULL DEFAULT 0,
+    gpus INTEGER NOT NULL DEFAULT 0,
+    selector_json TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS replicas (
     deployment_id TEXT NOT NULL REFERENCES deployments(deployment_id) ON DELETE CASCADE,
@@ -90,6 +95,12 @@ class DeploymentRecord:
     max_batch_size: int = 0
     max_delay_us: int = 0
     max_queue_rows: int = 0
+    # Placement: the engine (resolved from the flavor at deploy time), per-replica resources, labels.
+    engine: str = ""
+    cpu: float = 0.0
+    memory_bytes: int = 0
+    gpus: int = 0
+    selector_json: str = "{}"
     agent_ids: tuple[str, ...] = ()
 
 
@@ -217,6 +228,13 @@ class Store:
                 (state, message, deployment_id),
             )
 
+    def get_deployment(self, deployment_id: str) -> DeploymentRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT endpoint FROM deployments WHERE deployment_id=?", (deployment_id,)).fetchone()
+            if row is None:
+                return None
+            return next(d for d in self._deployments_of(self._db, row[0]) if d.deployment_id == deployment_id)
+
     def set_replicas(self, deployment_id: str, agent_ids: list[str]) -> None:
         with self.transaction() as db:
             db.execute("DELETE FROM replicas WHERE deployment_id=?", (deployment_id,))
@@ -240,9 +258,10 @@ class Store:
     @staticmethod
     def _insert_deployment(db: sqlite3.Connection, d: DeploymentRecord) -> None:
         db.execute(
-            "INSERT INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (d.deployment_id, d.endpoint, d.model, d.version, d.replicas, d.state, d.message, d.created_at,
-             d.max_batch_size, d.max_delay_us, d.max_queue_rows),
+             d.max_batch_size, d.max_delay_us, d.max_queue_rows, d.engine, d.cpu, d.memory_bytes, d.gpus,
+             d.selector_json),
         )
         db.executemany("INSERT INTO replicas VALUES (?, ?)", [(d.deployment_id, a) for a in d.agent_ids])
 

@@ -27,6 +27,30 @@ def _model_ref(ref: str) -> tuple[str, str]:
     return name, version
 
 
+def _pairs(items: list[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InvalidArgument(f"{flag} {item!r}: expected KEY=VALUE")
+        pairs[key] = value
+    return pairs
+
+
+_UNITS = {"": 1, "b": 1, "k": 2**10, "kb": 2**10, "kib": 2**10, "m": 2**20, "mb": 2**20, "mib": 2**20,
+          "g": 2**30, "gb": 2**30, "gib": 2**30, "t": 2**40, "tb": 2**40, "tib": 2**40}
+
+
+def _bytes(text: str) -> int:
+    """'512MiB', '2G', '1073741824' -> bytes (binary units)."""
+    number = text.strip().rstrip("BbIiGgMmKkTt")
+    unit = text.strip()[len(number):].lower()
+    try:
+        return int(float(number or 0) * _UNITS[unit])
+    except (KeyError, ValueError):
+        raise InvalidArgument(f"--memory {text!r}: expected a size such as 512MiB or 2GiB") from None
+
+
 def _when(ts: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
 
@@ -61,7 +85,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     coordinator = Coordinator(CoordinatorConfig(
         data_dir=data_dir, host=args.host, port=args.port, agent_ttl_s=args.agent_ttl,
-        heartbeat_interval_s=args.heartbeat_interval,
+        heartbeat_interval_s=args.heartbeat_interval, placement=args.placement,
     ))
     coordinator.start()
     serve_forever([coordinator], data_dir, "coordinator", {"coordinator": coordinator.address})
@@ -72,12 +96,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     from agent.server import Agent, AgentConfig
     from milepost.processes import serve_forever
 
-    labels = {}
-    for item in args.label:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InvalidArgument(f"--label {item!r}: expected KEY=VALUE")
-        labels[key] = value
+    labels = _pairs(args.label, "--label")
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     agent = Agent(AgentConfig(
@@ -115,6 +134,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         endpoint = client.deploy(
             args.endpoint, name, version, replicas=args.replicas, max_batch_size=args.max_batch_size,
             max_delay_ms=args.max_delay_ms, max_queue_rows=args.max_queue_rows,
+            cpu=args.cpu, memory_bytes=_bytes(args.memory), gpus=args.gpus,
+            selector=_pairs(args.selector, "--selector"), engine=args.engine,
         )
     for d in endpoint.deployments:
         where = ", ".join(d.agent_ids) or "-"
@@ -213,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7070)
     p.add_argument("--agent-ttl", type=float, default=5.0, help="seconds without heartbeat before an agent is lost")
     p.add_argument("--heartbeat-interval", type=float, default=1.0)
+    p.add_argument("--placement", choices=["spread", "pack"], default="spread")
     p.set_defaults(func=cmd_coordinator)
 
     p = sub.add_parser("agent", parents=[common], help="run an agent that joins a coordinator")
@@ -242,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how long a request may wait for others to fill a batch (default 0: no added wait)")
     p.add_argument("--max-queue-rows", type=int, default=0,
                    help="rows that may wait before RESOURCE_EXHAUSTED (default 65536)")
+    p.add_argument("--cpu", type=float, default=0.0, help="CPU cores each replica reserves")
+    p.add_argument("--memory", default="0", help="memory each replica reserves, e.g. 2GiB")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs each replica reserves")
+    p.add_argument("--selector", action="append", default=[], metavar="KEY=VALUE",
+                   help="only agents with this label (repeatable)")
+    p.add_argument("--engine", default="", help="engine to serve with (default: the model flavor's)")
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("undeploy", parents=[common], help="remove an endpoint")

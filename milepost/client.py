@@ -99,17 +99,23 @@ class Client:
     def deploy(
         self, endpoint: str, model: str, version: str = "", *, replicas: int = 1,
         max_batch_size: int = 0, max_delay_ms: float = 0.0, max_queue_rows: int = 0,
+        cpu: float = 0.0, memory_bytes: int = 0, gpus: int = 0, selector: dict[str, str] | None = None,
+        engine: str = "",
     ) -> types_pb2.Endpoint:
         """Serve a model version (the newest when version is empty; a prefix works) under an endpoint.
 
         Redeploying an endpoint switches it to the new version once that is loaded.
-        Batching settings of 0 take the agent's defaults.
+        Batching settings of 0 take the agent's defaults. Replicas go to distinct live
+        agents that run the engine (by default the one the model's flavor needs), carry
+        every ``selector`` label and have ``cpu``, ``memory_bytes`` and ``gpus`` free.
         """
         batching = types_pb2.Batching(
             max_batch_size=max_batch_size, max_delay_us=round(max_delay_ms * 1000), max_queue_rows=max_queue_rows
         )
         request = pb.DeployRequest(
-            endpoint=endpoint, model=model, version=version, replicas=replicas, batching=batching
+            endpoint=endpoint, model=model, version=version, replicas=replicas, batching=batching,
+            resources=types_pb2.ResourceRequest(cpu=cpu, memory_bytes=memory_bytes, gpus=gpus),
+            selector=selector or {}, engine=engine,
         )
         return self._call("Deploy", request)
 

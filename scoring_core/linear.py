@@ -5,8 +5,8 @@ batch reproduces scikit-learn to well under 1e-5. Two kernels exist because Arro
 batches arrive column-major and network tensors row-major, and either transposing
 a whole batch costs far more than scoring it (PERF_NOTES technique 7):
 
-- column-major: for a block of rows, add ``coef[c, j] * X[rows, j]`` feature by feature;
-  the inner loop runs down one contiguous column.
+- column-major: for a block of rows, add ``coef[c, j] * X[rows, j]`` feature by feature
+  (four at a time); the inner loop runs down contiguous columns and vectorises.
 - row-major: four rows at a time, each its own dot product, so four independent
   sums hide the add latency (fastmath stays off, so order is fixed and both kernels
   sum each row in the same order and give bit-identical results).
@@ -28,7 +28,9 @@ LINKS = ("identity", "logistic", "softmax", "ovr_logistic")
 _LINK_CODE = {name: code for code, name in enumerate(LINKS)}
 IDENTITY, LOGISTIC, SOFTMAX, OVR_LOGISTIC = range(4)
 
-BLOCK = 256
+# Rows per block: long enough runs down each column for the prefetcher, and the
+# (n_outputs, BLOCK) float64 accumulators still sit in L2.
+BLOCK = 1024
 
 
 @njit(nogil=True, cache=True, fastmath=False)
@@ -74,11 +76,33 @@ def _block_by_columns(X, coef, intercept, link, out, r0, r1, acc):
         b = intercept[c]
         for r in range(n):
             acc[c, r] = b
-    for j in range(f):
+    # Four columns per pass over the accumulators: a quarter of the loads and stores,
+    # and the additions still happen in feature order.
+    j = 0
+    while j + 4 <= f:
+        x0 = X[r0:r1, j]
+        x1 = X[r0:r1, j + 1]
+        x2 = X[r0:r1, j + 2]
+        x3 = X[r0:r1, j + 3]
         for c in range(k):
-            w = coef[c, j]
+            w0 = coef[c, j]
+            w1 = coef[c, j + 1]
+            w2 = coef[c, j + 2]
+            w3 = coef[c, j + 3]
+            a = acc[c]
             for r in range(n):
-                acc[c, r] += w * np.float64(X[r0 + r, j])
+                a[r] = (
+                    ((a[r] + w0 * np.float64(x0[r])) + w1 * np.float64(x1[r])) + w2 * np.float64(x2[r])
+                ) + w3 * np.float64(x3[r])
+        j += 4
+    while j < f:
+        x0 = X[r0:r1, j]
+        for c in range(k):
+            w0 = coef[c, j]
+            a = acc[c]
+            for r in range(n):
+                a[r] += w0 * np.float64(x0[r])
+        j += 1
     for r in range(n):
         _finish_row(acc, r, link, out, r0 + r)
 

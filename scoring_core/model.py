@@ -90,7 +90,9 @@ class CompiledModel:
     def _score(self, X: np.ndarray) -> np.ndarray:
         for stage in self.transforms:
             X = stage.predict(X)
-        return self.model.predict(X)
+        out = self.model.predict(X)
+        # A single-output stage may answer (n,), as its library's predict does.
+        return out.reshape(-1, 1) if out.ndim == 1 else out
 
     def predict(self, data: Any) -> np.ndarray:
         """Scores as the source library's default prediction gives them: for classifiers

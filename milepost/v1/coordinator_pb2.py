@@ -25,13 +25,15 @@ _sym_db = _symbol_database.Default()
 from milepost.v1 import types_pb2 as milepost_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmilepost/v1/coordinator.proto\x12\x0bmilepost.v1\x1a\x17milepost/v1/types.proto\"=\n\x14RegisterAgentRequest\x12%\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x16.milepost.v1.AgentInfo\"V\n\x15RegisterAgentResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\r\n\x05ttl_s\x18\x03 \x01(\x01\"<\n\x10HeartbeatRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65ployment_ids\x18\x02 \x03(\t\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"2\n\x11\x46\x65tchModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x1a\n\nModelChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x8e\x01\n\x10PushModelRequest\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32$.milepost.v1.PushModelRequest.Header\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x1a\x36\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"!\n\x11ListModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.milepost.v1.ModelVersion\"|\n\rDeployRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\x05\x12\'\n\x08\x62\x61tching\x18\x05 \x01(\x0b\x32\x15.milepost.v1.Batching\"#\n\x0fUndeployRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"\x12\n\x10UndeployResponse\"\x16\n\x14ListEndpointsRequest\"A\n\x15ListEndpointsResponse\x12(\n\tendpoints\x18\x01 \x03(\x0b\x32\x15.milepost.v1.Endpoint\"\x12\n\x10GetStatusRequest\"\x92\x01\n\x11GetStatusResponse\x12(\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x18.milepost.v1.AgentStatus\x12)\n\x06models\x18\x02 \x03(\x0b\x32\x19.milepost.v1.ModelVersion\x12(\n\tendpoints\x18\x03 \x03(\x0b\x32\x15.milepost.v1.Endpoint2\xd5\x05\n\x12\x43oordinatorService\x12X\n\rRegisterAgent\x12!.milepost.v1.RegisterAgentRequest\x1a\".milepost.v1.RegisterAgentResponse\"\x00\x12L\n\tHeartbeat\x12\x1d.milepost.v1.HeartbeatRequest\x1a\x1e.milepost.v1.HeartbeatResponse\"\x00\x12I\n\nFetchModel\x12\x1e.milepost.v1.FetchModelRequest\x1a\x17.milepost.v1.ModelChunk\"\x00\x30\x01\x12I\n\tPushModel\x12\x1d.milepost.v1.PushModelRequest\x1a\x19.milepost.v1.ModelVersion\"\x00(\x01\x12O\n\nListModels\x12\x1e.milepost.v1.ListModelsRequest\x1a\x1f.milepost.v1.ListModelsResponse\"\x00\x12=\n\x06\x44\x65ploy\x12\x1a.milepost.v1.DeployRequest\x1a\x15.milepost.v1.Endpoint\"\x00\x12I\n\x08Undeploy\x12\x1c.milepost.v1.UndeployRequest\x1a\x1d.milepost.v1.UndeployResponse\"\x00\x12X\n\rListEndpoints\x12!.milepost.v1.ListEndpointsRequest\x1a\".milepost.v1.ListEndpointsResponse\"\x00\x12L\n\tGetStatus\x12\x1d.milepost.v1.GetStatusRequest\x1a\x1e.milepost.v1.GetStatusResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmilepost/v1/coordinator.proto\x12\x0bmilepost.v1\x1a\x17milepost/v1/types.proto\"=\n\x14RegisterAgentRequest\x12%\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x16.milepost.v1.AgentInfo\"V\n\x15RegisterAgentResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\r\n\x05ttl_s\x18\x03 \x01(\x01\"<\n\x10HeartbeatRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65ployment_ids\x18\x02 \x03(\t\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"2\n\x11\x46\x65tchModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x1a\n\nModelChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x8e\x01\n\x10PushModelRequest\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32$.milepost.v1.PushModelRequest.Header\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x1a\x36\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"!\n\x11ListModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.milepost.v1.ModelVersion\"\xaa\x02\n\rDeployRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\x05\x12\'\n\x08\x62\x61tching\x18\x05 \x01(\x0b\x32\x15.milepost.v1.Batching\x12/\n\tresources\x18\x06 \x01(\x0b\x32\x1c.milepost.v1.ResourceRequest\x12:\n\x08selector\x18\x07 \x03(\x0b\x32(.milepost.v1.DeployRequest.SelectorEntry\x12\x0e\n\x06\x65ngine\x18\x08 \x01(\t\x1a/\n\rSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x0fUndeployRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"\x12\n\x10UndeployResponse\"\x16\n\x14ListEndpointsRequest\"A\n\x15ListEndpointsResponse\x12(\n\tendpoints\x18\x01 \x03(\x0b\x32\x15.milepost.v1.Endpoint\"\x12\n\x10GetStatusRequest\"\x92\x01\n\x11GetStatusResponse\x12(\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x18.milepost.v1.AgentStatus\x12)\n\x06models\x18\x02 \x03(\x0b\x32\x19.milepost.v1.ModelVersion\x12(\n\tendpoints\x18\x03 \x03(\x0b\x32\x15.milepost.v1.Endpoint2\xd5\x05\n\x12\x43oordinatorService\x12X\n\rRegisterAgent\x12!.milepost.v1.RegisterAgentRequest\x1a\".milepost.v1.RegisterAgentResponse\"\x00\x12L\n\tHeartbeat\x12\x1d.milepost.v1.HeartbeatRequest\x1a\x1e.milepost.v1.HeartbeatResponse\"\x00\x12I\n\nFetchModel\x12\x1e.milepost.v1.FetchModelRequest\x1a\x17.milepost.v1.ModelChunk\"\x00\x30\x01\x12I\n\tPushModel\x12\x1d.milepost.v1.PushModelRequest\x1a\x19.milepost.v1.ModelVersion\"\x00(\x01\x12O\n\nListModels\x12\x1e.milepost.v1.ListModelsRequest\x1a\x1f.milepost.v1.ListModelsResponse\"\x00\x12=\n\x06\x44\x65ploy\x12\x1a.milepost.v1.DeployRequest\x1a\x15.milepost.v1.Endpoint\"\x00\x12I\n\x08Undeploy\x12\x1c.milepost.v1.UndeployRequest\x1a\x1d.milepost.v1.UndeployResponse\"\x00\x12X\n\rListEndpoints\x12!.milepost.v1.ListEndpointsRequest\x1a\".milepost.v1.ListEndpointsResponse\"\x00\x12L\n\tGetStatus\x12\x1d.milepost.v1.GetStatusRequest\x1a\x1e.milepost.v1.GetStatusResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'milepost.v1.coordinator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DEPLOYREQUEST_SELECTORENTRY']._loaded_options = None
+  _globals['_DEPLOYREQUEST_SELECTORENTRY']._serialized_options = b'8\001'
   _globals['_REGISTERAGENTREQUEST']._serialized_start=71
   _globals['_REGISTERAGENTREQUEST']._serialized_end=132
   _globals['_REGISTERAGENTRESPONSE']._serialized_start=134
@@ -52,20 +54,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSREQUEST']._serialized_end=578
   _globals['_LISTMODELSRESPONSE']._serialized_start=580
   _globals['_LISTMODELSRESPONSE']._serialized_end=643
-  _globals['_DEPLOYREQUEST']._serialized_start=645
-  _globals['_DEPLOYREQUEST']._serialized_end=769
-  _globals['_UNDEPLOYREQUEST']._serialized_start=771
-  _globals['_UNDEPLOYREQUEST']._serialized_end=806
-  _globals['_UNDEPLOYRESPONSE']._serialized_start=808
-  _globals['_UNDEPLOYRESPONSE']._serialized_end=826
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=828
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=850
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=852
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=917
-  _globals['_GETSTATUSREQUEST']._serialized_start=919
-  _globals['_GETSTATUSREQUEST']._serialized_end=937
-  _globals['_GETSTATUSRESPONSE']._serialized_start=940
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1086
-  _globals['_COORDINATORSERVICE']._serialized_start=1089
-  _globals['_COORDINATORSERVICE']._serialized_end=1814
+  _globals['_DEPLOYREQUEST']._serialized_start=646
+  _globals['_DEPLOYREQUEST']._serialized_end=944
+  _globals['_DEPLOYREQUEST_SELECTORENTRY']._serialized_start=897
+  _globals['_DEPLOYREQUEST_SELECTORENTRY']._serialized_end=944
+  _globals['_UNDEPLOYREQUEST']._serialized_start=946
+  _globals['_UNDEPLOYREQUEST']._serialized_end=981
+  _globals['_UNDEPLOYRESPONSE']._serialized_start=983
+  _globals['_UNDEPLOYRESPONSE']._serialized_end=1001
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1003
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1025
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1027
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1092
+  _globals['_GETSTATUSREQUEST']._serialized_start=1094
+  _globals['_GETSTATUSREQUEST']._serialized_end=1112
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1115
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1261
+  _globals['_COORDINATORSERVICE']._serialized_start=1264
+  _globals['_COORDINATORSERVICE']._serialized_end=1989
 # @@protoc_insertion_point(module_scope)

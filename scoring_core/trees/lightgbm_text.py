@@ -253,8 +253,12 @@ def _add_tree(builder: EnsembleBuilder, tree: dict[str, str], group: int, n_feat
 
 def _smallest_float32_above(t: np.ndarray) -> np.ndarray:
     """For each double ``t``, the smallest float32 ``s > t``: for float32 ``x``,
-    ``x <= t`` exactly when ``x < s``."""
+    ``x <= t`` exactly when ``x < s``. LightGBM writes ``inf`` thresholds (every value
+    goes left, +inf included); no float32 lies above, so those become NaN, which no
+    ``x >= s`` passes."""
     with np.errstate(over="ignore"):
         nearest = t.astype(np.float32)
     above = nearest.astype(np.float64) > t
-    return np.where(above, nearest, np.nextafter(nearest, np.float32(np.inf))).astype(np.float32)
+    s = np.where(above, nearest, np.nextafter(nearest, np.float32(np.inf))).astype(np.float32)
+    s[t == np.inf] = np.nan
+    return s

@@ -150,6 +150,10 @@ def test_pack_unpack_round_trip(saved, tmp_path, X, multinomial):
     np.testing.assert_array_equal(scoring_core.load(dest, version=version).predict(X), multinomial.predict(X))
     with pytest.raises(FileExistsError):
         bundle.unpack(data, dest)
+    empty = tmp_path / "empty"
+    empty.mkdir()  # callers stage into a fresh temporary directory
+    assert bundle.unpack(data, empty) == version
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "empty", "unpacked"]
 
 
 def _tar_with(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:

@@ -196,19 +196,34 @@ def test_named_columns_become_one_fortran_array(X, named_batch):
 
 
 def test_linear_kernel_block_edges_against_numpy():
-    """Row counts around the 4-row unroll, the 256-row block and the parallel threshold."""
+    """Row counts around the 4-row unroll, the 1024-row block and the parallel threshold;
+    feature counts around the 4-column unroll."""
     rng = np.random.default_rng(11)
-    coef = rng.normal(size=(3, 7))
-    intercept = rng.normal(size=3)
-    model = LinearModel(coef, intercept, "identity")
-    for n in (1, 3, 4, 5, 255, 256, 257, 1023, 1024, 1029):
-        X = rng.normal(size=(n, 7)).astype(np.float32)
-        expected = X.astype(np.float64) @ coef.T + intercept
-        for layout in (X, np.asfortranarray(X)):
-            np.testing.assert_allclose(model.predict(layout), expected, rtol=1e-12, atol=1e-12)
+    for f in (1, 4, 7):
+        coef = rng.normal(size=(3, f))
+        intercept = rng.normal(size=3)
+        model = LinearModel(coef, intercept, "identity")
+        for n in (1, 3, 4, 5, 1023, 1024, 1025, 2049):
+            X = rng.normal(size=(n, f)).astype(np.float32)
+            expected = X.astype(np.float64) @ coef.T + intercept
+            by_rows = model.predict(X)
+            by_columns = model.predict(np.asfortranarray(X))
+            np.testing.assert_allclose(by_rows, expected, rtol=1e-12, atol=1e-12)
+            np.testing.assert_array_equal(by_rows, by_columns)
 
 
 def test_softmax_is_stable_for_large_scores():
     model = LinearModel(np.array([[1000.0], [0.0], [-1000.0]]), np.zeros(3), "softmax")
     got = model.predict(np.array([[1.0], [-1.0]], dtype=np.float32))
     np.testing.assert_allclose(got, [[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]], atol=1e-300)
+
+
+def test_float64_tensor_column_and_null_rows(X, y_reg):
+    est = LinearRegression().fit(X, y_reg)
+    model = scoring_core.compile(est)
+    values = pa.array(X[:5].astype(np.float64).reshape(-1))
+    column = pa.FixedSizeListArray.from_arrays(values, X.shape[1], mask=pa.array([False, True, False, False, False]))
+    got = model.predict_arrow(pa.RecordBatch.from_arrays([column], names=["x"])).column(0).to_numpy(zero_copy_only=False)
+    assert np.isnan(got[1])
+    keep = [0, 2, 3, 4]
+    np.testing.assert_allclose(got[keep], est.predict(X[keep]), rtol=0, atol=TOL)

@@ -48,7 +48,8 @@ def at_thresholds(X: np.ndarray, feature: np.ndarray, threshold: np.ndarray, see
     either side: the inputs most likely to take another branch."""
     rng = np.random.default_rng(seed)
     rows = []
-    t32 = threshold.astype(np.float32)
+    with np.errstate(over="ignore"):
+        t32 = threshold.astype(np.float32)
     for f, t in zip(feature, t32):
         for v in (np.nextafter(t, np.float32(-np.inf)), t, np.nextafter(t, np.float32(np.inf))):
             row = X[rng.integers(len(X))].copy()

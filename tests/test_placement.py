@@ -1,0 +1,56 @@
+"""Placement decisions on described agents: filters, scoring, and the errors operators read."""
+
+from __future__ import annotations
+
+import pytest
+
+from coordinator.placement import Candidate, Requirements, place
+from milepost.errors import FailedPrecondition
+
+GiB = 2**30
+
+
+def agent(name: str, **kw) -> Candidate:  # type: ignore[no-untyped-def]
+    defaults = dict(engines=frozenset({"native"}), cpu=8.0, memory_bytes=32 * GiB)
+    return Candidate(agent_id=name, **{**defaults, **kw})
+
+
+def test_spread_prefers_the_emptiest_and_pack_the_fullest() -> None:
+    agents = [agent("a", used_cpu=6.0), agent("b", used_cpu=1.0), agent("c", used_cpu=3.0)]
+    assert place(agents, Requirements("native", cpu=1), 3) == ["b", "c", "a"]
+    assert place(agents, Requirements("native", cpu=1), 3, strategy="pack") == ["a", "c", "b"]
+
+
+def test_replicas_land_on_distinct_agents_and_fewer_when_fewer_fit() -> None:
+    agents = [agent("a"), agent("b", engines=frozenset({"torch"}))]
+    assert place(agents, Requirements("native"), 3) == ["a"]
+    assert place(agents, Requirements("native"), 3, exclude=frozenset()) == ["a"]
+
+
+def test_labels_resources_and_gpus_filter() -> None:
+    agents = [
+        agent("cpu-a", labels={"zone": "a"}),
+        agent("cpu-b", labels={"zone": "b"}, used_memory_bytes=31 * GiB),
+        agent("gpu-a", labels={"zone": "a"}, gpus=2, used_gpus=1),
+    ]
+    assert place(agents, Requirements("native", selector={"zone": "a"}), 5) == ["cpu-a", "gpu-a"]
+    assert place(agents, Requirements("native", gpus=1), 5) == ["gpu-a"]
+    assert place(agents, Requirements("native", memory_bytes=2 * GiB), 5) == ["cpu-a", "gpu-a"]
+    # A CPU deployment keeps off the GPU node while a CPU node is free.
+    assert place(agents, Requirements("native"), 1) == ["cpu-a"]
+
+
+def test_nothing_fits_names_every_unmet_requirement() -> None:
+    agents = [
+        agent("a", engines=frozenset({"native"})),
+        agent("b", engines=frozenset({"torch"}), labels={"zone": "b"}),
+        agent("c", engines=frozenset({"torch"}), labels={"zone": "a"}, cpu=2.0),
+    ]
+    with pytest.raises(FailedPrecondition) as err:
+        place(agents, Requirements("torch", cpu=4, selector={"zone": "a"}), 1)
+    message = err.value.message
+    assert "1 agent(s) lack the 'torch' engine" in message
+    assert "1 agent(s) lack label zone=a" in message
+    assert "1 agent(s) have less than 4 free CPU" in message
+    with pytest.raises(FailedPrecondition, match="no live agent is available besides"):
+        place([agent("a")], Requirements("native"), 1, exclude=frozenset({"a"}))

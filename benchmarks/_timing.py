@@ -1,0 +1,64 @@
+"""Shared timing and reporting for the benchmarks: best-of rates, thread control, JSON out."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def rate(fn: Callable[[], object], rows: int, *, min_seconds: float = 0.5, max_calls: int = 100_000) -> dict:
+    """Rows per second of fn, timed in repeats until min_seconds pass; best repeat wins.
+
+    Small batches are timed as many calls in a loop, so the per-call overhead
+    is what they measure, as a caller would see it.
+    """
+    fn()  # warm up: compile, allocate, fill caches
+    calls_per_repeat = 1
+    while True:
+        t0 = time.perf_counter()
+        for _ in range(calls_per_repeat):
+            fn()
+        elapsed = time.perf_counter() - t0
+        if elapsed > 0.05 or calls_per_repeat >= max_calls:
+            break
+        calls_per_repeat *= 4
+    best = elapsed / calls_per_repeat
+    spent = elapsed
+    while spent < min_seconds:
+        t0 = time.perf_counter()
+        for _ in range(calls_per_repeat):
+            fn()
+        elapsed = time.perf_counter() - t0
+        spent += elapsed
+        best = min(best, elapsed / calls_per_repeat)
+    return {"rows_per_s": rows / best, "us_per_call": best * 1e6}
+
+
+def machine() -> dict:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cores": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+
+
+def write(name: str, payload: dict) -> Path:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(payload, indent=2, sort_keys=True))
+    return path
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    cells = [headers] + [[f"{c:,.0f}" if isinstance(c, float) and c >= 100 else (f"{c:.3g}" if isinstance(c, float) else str(c)) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

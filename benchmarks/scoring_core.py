@@ -1,0 +1,273 @@
+"""Scoring-core throughput against the libraries people would otherwise use, same data, one run.
+
+    python benchmarks/scoring_core.py [--models logistic,xgboost,...] [--batches 1,64,10000,1000000]
+
+For each model, batch size and thread count (1 and all cores) it times
+Milepost's CompiledModel.predict beside the source library's own predict and
+ONNX Runtime where a converter exists, prints rows/s and Milepost's ratio to
+the fastest peer, and writes benchmarks/results/scoring_core.json. It also
+measures the machine's streaming read bandwidth, the ceiling for linear models.
+Nothing here is asserted: the figures are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._timing import machine, rate, table, write  # noqa: E402
+
+FEATURES = 100
+Runner = Callable[[np.ndarray], object]
+
+
+# ---- the machine's ceiling ----
+def bandwidth(threads: int) -> float:
+    """Bytes per second a numba prange sum streams from a 1 GiB float32 array."""
+    import numba
+
+    @numba.njit(parallel=True, nogil=True, cache=False)
+    def total(a):  # type: ignore[no-untyped-def]
+        s = 0.0
+        for i in numba.prange(a.shape[0]):
+            s += a[i]
+        return s
+
+    a = np.ones(1 << 28, dtype=np.float32)
+    numba.set_num_threads(threads)
+    total(a)
+    best = min(_timed(lambda: total(a)) for _ in range(5))
+    return a.nbytes / best
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+# ---- models: each returns the fitted source model and its peers per thread count ----
+def _data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(rows, FEATURES)).astype(np.float32)
+    w = rng.normal(size=FEATURES)
+    y = (X @ w + 2 * np.sin(3 * X[:, 0]) > 0).astype(np.int32)
+    return X, y
+
+
+def _onnx_runner(onx, threads: int, output: int) -> Runner:  # type: ignore[no-untyped-def]
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(onx.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda X: session.run(None, {name: X})[output]
+
+
+def _skl_onnx(model, threads: int, output: int = 1) -> Runner | None:  # type: ignore[no-untyped-def]
+    try:
+        from skl2onnx import to_onnx
+
+        onx = to_onnx(model, np.zeros((1, FEATURES), np.float32), options={"zipmap": False} if hasattr(model, "classes_") else None)
+    except Exception as err:  # noqa: BLE001 - a missing converter only drops that peer
+        print(f"  (no ONNX peer: {type(err).__name__}: {err})")
+        return None
+    return _onnx_runner(onx, threads, output)
+
+
+def build_logistic(train_rows: int):  # type: ignore[no-untyped-def]
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    X, y = _data(train_rows)
+    model = LogisticRegression(max_iter=300).fit(X, y)
+
+    def peers(threads: int) -> dict[str, Runner]:
+        def sklearn(X: np.ndarray) -> object:
+            with threadpool_limits(threads):
+                return model.predict_proba(X)
+
+        coef, intercept = model.coef_.astype(np.float32)[0], np.float32(model.intercept_[0])
+
+        def numpy_gemv(X: np.ndarray) -> object:
+            with threadpool_limits(threads):
+                return 1.0 / (1.0 + np.exp(-(X @ coef + intercept)))
+
+        found = {"scikit-learn": sklearn, "numpy sgemv+sigmoid": numpy_gemv}
+        onnx = _skl_onnx(model, threads)
+        if onnx is not None:
+            found["onnxruntime"] = onnx
+        return found
+
+    return model, peers
+
+
+def build_xgboost(train_rows: int):  # type: ignore[no-untyped-def]
+    import xgboost as xgb
+
+    X, y = _data(train_rows)
+    booster = xgb.train(
+        {"objective": "binary:logistic", "max_depth": 8, "eta": 0.1, "tree_method": "hist", "nthread": os.cpu_count()},
+        xgb.DMatrix(X, y), 500,
+    )
+
+    def peers(threads: int) -> dict[str, Runner]:
+        b = booster.copy()
+        b.set_param({"nthread": threads})
+        return {"xgboost inplace_predict": lambda X: b.inplace_predict(X)}
+
+    return booster, peers
+
+
+def build_lightgbm(train_rows: int):  # type: ignore[no-untyped-def]
+    import lightgbm as lgb
+
+    X, y = _data(train_rows)
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 255, "min_data_in_leaf": 5, "verbose": -1, "num_threads": os.cpu_count()},
+        lgb.Dataset(X, y), 500,
+    )
+
+    def peers(threads: int) -> dict[str, Runner]:
+        found: dict[str, Runner] = {"lightgbm predict": lambda X: booster.predict(X, num_threads=threads)}
+        try:
+            from onnxmltools import convert_lightgbm
+            from onnxmltools.convert.common.data_types import FloatTensorType
+
+            onx = convert_lightgbm(booster, initial_types=[("input", FloatTensorType([None, FEATURES]))], zipmap=False)
+            found["onnxruntime"] = _onnx_runner(onx, threads, 1)
+        except Exception as err:  # noqa: BLE001
+            print(f"  (no ONNX peer: {type(err).__name__}: {err})")
+        return found
+
+    return booster, peers
+
+
+def build_random_forest(train_rows: int):  # type: ignore[no-untyped-def]
+    from sklearn.ensemble import RandomForestClassifier
+
+    X, y = _data(train_rows)
+    model = RandomForestClassifier(n_estimators=100, max_depth=12, n_jobs=-1, random_state=0).fit(X, y)
+
+    def peers(threads: int) -> dict[str, Runner]:
+        def sklearn(X: np.ndarray) -> object:
+            model.n_jobs = threads
+            return model.predict_proba(X)
+
+        found = {"scikit-learn": sklearn}
+        onnx = _skl_onnx(model, threads)
+        if onnx is not None:
+            found["onnxruntime"] = onnx
+        return found
+
+    return model, peers
+
+
+def build_mlp(train_rows: int):  # type: ignore[no-untyped-def]
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPRegressor
+    from threadpoolctl import threadpool_limits
+    import warnings
+
+    X, y = _data(train_rows)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = MLPRegressor(hidden_layer_sizes=(256, 256), max_iter=3, random_state=0).fit(X, y.astype(np.float64))
+
+    def peers(threads: int) -> dict[str, Runner]:
+        def sklearn(X: np.ndarray) -> object:
+            with threadpool_limits(threads):
+                return model.predict(X)
+
+        found = {"scikit-learn": sklearn}
+        onnx = _skl_onnx(model, threads, output=0)
+        if onnx is not None:
+            found["onnxruntime"] = onnx
+        return found
+
+    return model, peers
+
+
+MODELS = {
+    "logistic": ("logistic regression, 100 features", build_logistic, 20_000),
+    "xgboost": ("XGBoost 500 trees depth 8", build_xgboost, 20_000),
+    "lightgbm": ("LightGBM 500 trees x 255 leaves", build_lightgbm, 50_000),
+    "random_forest": ("RandomForest 100 trees depth 12", build_random_forest, 20_000),
+    "mlp": ("MLP 100-256-256-1", build_mlp, 20_000),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--batches", default="1,64,10000,1000000")
+    parser.add_argument("--min-seconds", type=float, default=0.5)
+    args = parser.parse_args()
+
+    import scoring_core
+    from threadpoolctl import threadpool_limits
+
+    cores = len(os.sched_getaffinity(0))
+    thread_counts = sorted({1, cores})
+    batches = [int(b) for b in args.batches.split(",")]
+    X_all, _ = _data(max(batches), seed=1)
+
+    bw = {t: bandwidth(t) for t in thread_counts}
+    print("streaming read bandwidth: " + ", ".join(f"{bw[t] / 1e9:.1f} GB/s on {t} thread(s)" for t in thread_counts))
+    results: list[dict] = []
+    summary: list[list[object]] = []
+    for key in args.models.split(","):
+        title, build, train_rows = MODELS[key]
+        print(f"\n== {title}: training on {train_rows} rows")
+        source, peers_for = build(train_rows)
+        try:
+            compiled = scoring_core.compile(source)
+        except Exception as err:  # noqa: BLE001 - reported, the other models still run
+            print(f"  Milepost cannot compile it yet: {type(err).__name__}: {err}")
+            results.append({"model": key, "error": f"{type(err).__name__}: {err}"})
+            continue
+        for threads in thread_counts:
+            scoring_core.set_num_threads(threads)
+            peers = peers_for(threads)
+            for batch in batches:
+                X = np.ascontiguousarray(X_all[:batch])
+                seconds = args.min_seconds if batch < 1_000_000 else 0.0
+                with threadpool_limits(1):  # BLAS threads must not spin against numba's pool
+                    ours = rate(lambda: compiled.predict(X), batch, min_seconds=seconds)
+                record = {"model": key, "batch": batch, "threads": threads, "milepost": ours, "peers": {}}
+                for name, run in peers.items():
+                    record["peers"][name] = rate(lambda: run(X), batch, min_seconds=seconds)
+                best_name, best = max(record["peers"].items(), key=lambda kv: kv[1]["rows_per_s"])
+                record["fastest_peer"] = best_name
+                record["ratio_to_fastest_peer"] = ours["rows_per_s"] / best["rows_per_s"]
+                if key == "logistic":
+                    limit = bw[threads] / (4 * FEATURES)
+                    record["bandwidth_limit_rows_per_s"] = limit
+                    record["fraction_of_bandwidth_limit"] = ours["rows_per_s"] / limit
+                results.append(record)
+                summary.append([
+                    key, batch, threads, ours["rows_per_s"], ours["us_per_call"], best_name,
+                    best["rows_per_s"], record["ratio_to_fastest_peer"],
+                ])
+                print(f"  batch {batch:>8} threads {threads}: milepost {ours['rows_per_s']:,.0f} rows/s, "
+                      f"{best_name} {best['rows_per_s']:,.0f} rows/s, ratio {record['ratio_to_fastest_peer']:.2f}")
+    print()
+    print(table(["model", "batch", "threads", "milepost rows/s", "us/call", "fastest peer", "peer rows/s", "ratio"], summary))
+    path = write("scoring_core", {
+        "machine": machine(), "bandwidth_bytes_per_s": {str(t): bw[t] for t in thread_counts}, "results": results,
+    })
+    print(f"\nwrote {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -32,6 +32,9 @@ class AgentClients:
     def unload(self, address: str, deployment_id: str, timeout: float = CALL_TIMEOUT_S) -> None:
         self._call(address, "Unload", agent_pb2.UnloadRequest(deployment_id=deployment_id), timeout)
 
+    def set_routes(self, address: str, table: object, timeout: float = CALL_TIMEOUT_S) -> None:
+        self._call(address, "SetRoutes", table, timeout)
+
     def _call(self, address: str, method: str, request: object, timeout: float) -> None:
         try:
             getattr(self._stub(address), method)(request, timeout=timeout)

@@ -51,6 +51,8 @@ class Reconciler:
         self._lock = threading.Lock()
         self._repair_lock = threading.Lock()
         self._in_flight: dict[tuple[str, str], Future] = {}
+        # Called after replicas changed (re-placement, loads finished): pushes routes.
+        self.on_change: Callable[[], None] = lambda: None
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -197,6 +199,8 @@ class Reconciler:
                 changed.append(d.deployment_id)
                 if added:
                     self._pool.submit(self._load_and_record, d.deployment_id)
+            if changed:
+                self.on_change()
             return changed
 
     def _load_and_record(self, deployment_id: str) -> None:
@@ -207,3 +211,4 @@ class Reconciler:
             self.load_all(current)
         except MilepostError as err:
             log.warning("deployment %s failed to load: %s", deployment_id, err.message)
+        self.on_change()

@@ -9,8 +9,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator.agent_client import AgentClients
+from coordinator.arm_stats import ArmStats
 from coordinator.artifacts import ArtifactStore
+from coordinator.canary import CanaryController
+from coordinator.endpoints import Endpoints
 from coordinator.reconciler import Reconciler
+from coordinator.routes import RouteBook
 from coordinator.service import CoordinatorServicer
 from coordinator.store import Store
 from milepost._grpc_server import bind, new_server
@@ -40,10 +44,15 @@ class Coordinator:
         self.reconciler = Reconciler(
             self.store, self.agent_clients, ttl_s=config.agent_ttl_s, clock=clock, strategy=config.placement
         )
+        self.routes = RouteBook(self.store, self.reconciler, self.agent_clients)
+        self.reconciler.on_change = self.routes.push
+        self.endpoints = Endpoints(self.store, self.reconciler, clock, on_change=self.routes.push)
+        self.stats = ArmStats()
+        self.canary = CanaryController(self.endpoints, self.stats, clock)
         self.server = new_server()
         coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(
             CoordinatorServicer(
-                self.store, self.artifacts, self.reconciler,
+                self.store, self.artifacts, self.reconciler, self.endpoints, self.routes, self.stats,
                 heartbeat_interval_s=config.heartbeat_interval_s, clock=clock,
             ),
             self.server,
@@ -71,14 +80,16 @@ class Coordinator:
         if self._monitor.is_alive():
             self._monitor.join(timeout=5)
         self.reconciler.close()
+        self.routes.close()
         self.agent_clients.close()
         self.store.close()
 
     def _watch_agents(self) -> None:
-        """Re-place replicas of agents that missed their heartbeats for the TTL."""
+        """The control loops: re-place replicas of lost agents, judge canary windows."""
         period = min(1.0, self.config.agent_ttl_s / 4)
         while not self._stopped.wait(period):
             try:
                 self.reconciler.repair()
+                self.canary.tick()
             except Exception:  # noqa: BLE001 - the monitor must outlive one bad pass
-                log.exception("agent monitor pass failed")
+                log.exception("control loop pass failed")

@@ -1,30 +1,30 @@
-"""CoordinatorService: the registry, endpoints and agents, over gRPC.
+"""CoordinatorService: the registry, endpoints, routing and agents, over gRPC.
 
-Handlers validate, then change state through the Store in transactions and ask
-the Reconciler to make agents match. They raise MilepostErrors; the shared
-interceptor turns them into statuses.
+Handlers validate, then change state through the Store (in transactions) and
+the Endpoints manager, and ask the Reconciler and RouteBook to bring agents in
+line. They raise MilepostErrors; the shared interceptor turns them into statuses.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
 
 import grpc
 
+from coordinator import report
+from coordinator.arm_stats import ArmStats
 from coordinator.artifacts import ArtifactStore
-from coordinator.reconciler import Reconciler, requirements
+from coordinator.endpoints import ArmTarget, Endpoints, Placement, policy_of
+from coordinator.reconciler import Reconciler
+from coordinator.routes import RouteBook
 from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, Store
-from engines import engine_for_flavor
-from engines.batching import batching_config
 from milepost.errors import FailedPrecondition, InvalidArgument, NotFound
 from milepost.v1 import coordinator_pb2 as pb
-from milepost.v1 import coordinator_pb2_grpc, types_pb2
+from milepost.v1 import coordinator_pb2_grpc, routing_pb2, types_pb2
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-DEFAULT_DEPLOY_TIMEOUT_S = 120.0
 
 
 def check_name(kind: str, value: str) -> str:
@@ -36,14 +36,22 @@ def check_name(kind: str, value: str) -> str:
     return value
 
 
+def _timeout(context: grpc.ServicerContext) -> float | None:
+    remaining = context.time_remaining()
+    return None if remaining is None else max(remaining - 0.5, 0.1)
+
+
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def __init__(
-        self, store: Store, artifacts: ArtifactStore, reconciler: Reconciler, *,
-        heartbeat_interval_s: float, clock,  # type: ignore[no-untyped-def]
+        self, store: Store, artifacts: ArtifactStore, reconciler: Reconciler, endpoints: Endpoints,
+        routes: RouteBook, stats: ArmStats, *, heartbeat_interval_s: float, clock: Callable[[], float],
     ) -> None:
         self.store = store
         self.artifacts = artifacts
         self.reconciler = reconciler
+        self.endpoints = endpoints
+        self.routes = routes
+        self.stats = stats
         self.heartbeat_interval_s = heartbeat_interval_s
         self.clock = clock
 
@@ -56,9 +64,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.store.upsert_agent(info.agent_id, info.address, info.SerializeToString(), self.clock())
         self.reconciler.repair()
         return pb.RegisterAgentResponse(
-            agent_id=info.agent_id,
-            heartbeat_interval_s=self.heartbeat_interval_s,
-            ttl_s=self.reconciler.ttl_s,
+            agent_id=info.agent_id, heartbeat_interval_s=self.heartbeat_interval_s, ttl_s=self.reconciler.ttl_s,
         )
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
@@ -68,11 +74,15 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         if not was_live:
             # Back from lost: place what waits for it before diffing what it serves.
             self.reconciler.repair()
+        self.stats.record(request.agent_id, request.uptime_s, list(request.metrics))
         self.reconciler.reconcile_agent(request.agent_id, set(request.deployment_ids))
+        table = self.routes.current()
+        if request.routes_generation != table.generation:
+            return pb.HeartbeatResponse(known=True, routes=table)
         return pb.HeartbeatResponse(known=True)
 
     def FetchModel(self, request: pb.FetchModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ModelChunk]:
-        record = self._model(request.name, request.version)
+        record = self.endpoints.model(request.name, request.version)
         for chunk in self.artifacts.read(record.version):
             yield pb.ModelChunk(data=chunk)
 
@@ -106,65 +116,94 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[model_message(m) for m in self.store.list_models(request.name)])
 
-    def _model(self, name: str, version: str) -> ModelRecord:
-        record = self.store.get_model(name, version)
-        if record is None:
-            which = f"{name}:{version}" if version else name
-            raise NotFound(f"model {which} is not registered (or the version prefix is ambiguous); "
-                           "see `milepost models`")
-        return record
-
     # ---- endpoints ----
     def Deploy(self, request: pb.DeployRequest, context: grpc.ServicerContext) -> types_pb2.Endpoint:
         check_name("endpoint", request.endpoint)
-        if request.replicas < 0:
-            raise InvalidArgument(f"replicas must be >= 1, got {request.replicas}")
-        res = request.resources
-        if res.cpu < 0 or res.memory_bytes < 0 or res.gpus < 0:
-            raise InvalidArgument("resources.cpu, resources.memory_bytes and resources.gpus must be >= 0")
-        batching_config(request.batching)  # validated here, applied by the agents
-        model = self._model(request.model, request.version)
-        deployment = DeploymentRecord(
-            deployment_id=self.reconciler.new_deployment_id(), endpoint=request.endpoint,
-            model=model.name, version=model.version, replicas=request.replicas or 1, state="PENDING",
-            message="", created_at=self.clock(),
-            max_batch_size=request.batching.max_batch_size, max_delay_us=request.batching.max_delay_us,
-            max_queue_rows=request.batching.max_queue_rows,
-            engine=request.engine or engine_for_flavor(model.flavor),
-            cpu=res.cpu, memory_bytes=res.memory_bytes, gpus=res.gpus,
-            selector_json=json.dumps(dict(request.selector), sort_keys=True),
+        placement = _placement(request.replicas, request.resources, request.selector, request.batching, request.engine)
+        arm = ArmTarget(name="primary", model=request.model, version=request.version)
+        endpoint = self.endpoints.set_policy(
+            request.endpoint, routing_pb2.RoutingPolicy(kind="single"), [arm], placement,
+            timeout=_timeout(context), event="deploy",
         )
-        try:
-            agent_ids = self.reconciler.place(requirements(deployment), deployment.replicas)
-        except FailedPrecondition as err:
-            agent_ids = []
-            deployment = replace(deployment, message=f"waiting for an agent: {err.message}")
-        deployment = replace(deployment, agent_ids=tuple(agent_ids))
-        replaced = self.store.replace_endpoint(request.endpoint, "single", deployment, self.clock())
-        try:
-            if agent_ids:
-                remaining = context.time_remaining()
-                timeout = DEFAULT_DEPLOY_TIMEOUT_S if remaining is None else max(remaining - 0.5, 0.1)
-                self.reconciler.load_all(deployment, timeout)
-        finally:
-            # Old deployments go once the new one is serving (or has definitely failed),
-            # so a redeploy never leaves the endpoint without a model.
-            for old in replaced:
-                self.reconciler.unload(old)
-        endpoint = self.store.get_endpoint(request.endpoint)
-        assert endpoint is not None
+        self.stats.reset(request.endpoint)
         return endpoint_message(endpoint)
 
+    def SetPolicy(self, request: pb.SetPolicyRequest, context: grpc.ServicerContext) -> types_pb2.Endpoint:
+        check_name("endpoint", request.endpoint)
+        placement = _placement(request.replicas, request.resources, request.selector, request.batching, request.engine)
+        arms = [
+            ArmTarget(name=a.name, model=a.model, version=a.version, weight=a.weight or 1.0, endpoint=a.endpoint)
+            for a in request.arms
+        ]
+        stacker = None
+        if request.HasField("stacker"):
+            s = request.stacker
+            stacker = ArmTarget(name=s.name or "stacker", model=s.model, version=s.version)
+        policy = routing_pb2.RoutingPolicy()
+        policy.CopyFrom(request.policy)
+        endpoint = self.endpoints.set_policy(
+            request.endpoint, policy, arms, placement, stacker=stacker, timeout=_timeout(context),
+        )
+        self.stats.reset(request.endpoint)
+        return endpoint_message(endpoint)
+
+    def Promote(self, request: pb.PromoteRequest, context: grpc.ServicerContext) -> types_pb2.Endpoint:
+        return endpoint_message(self.endpoints.promote(request.endpoint, request.arm))
+
+    def Rollback(self, request: pb.RollbackRequest, context: grpc.ServicerContext) -> types_pb2.Endpoint:
+        return endpoint_message(self.endpoints.rollback(request.endpoint))
+
     def Undeploy(self, request: pb.UndeployRequest, context: grpc.ServicerContext) -> pb.UndeployResponse:
-        removed = self.store.delete_endpoint(request.endpoint)
-        if removed is None:
-            raise NotFound(f"endpoint {request.endpoint!r} does not exist; see `milepost endpoints`")
-        for d in removed:
-            self.reconciler.unload(d)
+        referrers = [
+            e.name for e in self.store.list_endpoints()
+            if e.policy_blob and any(a.endpoint == request.endpoint for a in policy_of(e).arms)
+        ]
+        if referrers:
+            raise FailedPrecondition(f"endpoint {request.endpoint!r} is an arm of {referrers}; change those first")
+        self.endpoints.undeploy(request.endpoint)
+        self.stats.reset(request.endpoint)
         return pb.UndeployResponse()
 
     def ListEndpoints(self, request: pb.ListEndpointsRequest, context: grpc.ServicerContext) -> pb.ListEndpointsResponse:
         return pb.ListEndpointsResponse(endpoints=[endpoint_message(e) for e in self.store.list_endpoints()])
+
+    def Report(self, request: pb.ReportRequest, context: grpc.ServicerContext) -> pb.ReportResponse:
+        endpoint = self.endpoints.get(request.endpoint)
+        arms, comparisons = report.build(
+            endpoint, policy_of(endpoint), self.stats.totals(endpoint.name), self.store.rewards(endpoint.name)
+        )
+        return pb.ReportResponse(endpoint=endpoint_message(endpoint), arms=arms, comparisons=comparisons)
+
+    def Feedback(self, request: pb.FeedbackRequest, context: grpc.ServicerContext) -> pb.FeedbackResponse:
+        endpoint = self.endpoints.get(request.endpoint)
+        policy = policy_of(endpoint)
+        arm = request.arm or self._arm_for_key(policy, request.key)
+        if arm not in {a.name for a in policy.arms}:
+            raise NotFound(f"endpoint {request.endpoint!r} has no arm {arm!r}; arms: {[a.name for a in policy.arms]}")
+        self.store.add_reward(request.endpoint, arm, request.value)
+        if policy.kind == "bandit":
+            self.routes.push()  # bandits learn from the new reward at once
+        return pb.FeedbackResponse(arm=arm)
+
+    def _arm_for_key(self, policy: routing_pb2.RoutingPolicy, key: str) -> str:
+        from agent.routing.policies import sticky_arm
+
+        if not key:
+            raise InvalidArgument("feedback needs the request key or the arm that served it")
+        if policy.kind in ("single",):
+            return policy.arms[0].name
+        if policy.kind not in ("split", "canary"):
+            raise InvalidArgument(
+                f"a {policy.kind} endpoint cannot tell the arm from the key; pass the arm "
+                "(the response's milepost-arm parameter)"
+            )
+        return sticky_arm(policy, key)
+
+    def ListEvents(self, request: pb.ListEventsRequest, context: grpc.ServicerContext) -> pb.ListEventsResponse:
+        events = self.store.list_events(request.endpoint, request.limit or 100)
+        return pb.ListEventsResponse(events=[
+            types_pb2.Event(id=e.id, endpoint=e.endpoint, at=e.at, kind=e.kind, message=e.message) for e in events
+        ])
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
         live = self.reconciler.live_agents()
@@ -188,6 +227,13 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         )
 
 
+def _placement(replicas: int, resources, selector, batching, engine: str) -> Placement:  # type: ignore[no-untyped-def]
+    return Placement(
+        replicas=replicas, cpu=resources.cpu, memory_bytes=resources.memory_bytes, gpus=resources.gpus,
+        selector=dict(selector), engine=engine, batching=batching,
+    )
+
+
 def model_message(m: ModelRecord) -> types_pb2.ModelVersion:
     return types_pb2.ModelVersion(
         name=m.name, version=m.version, flavor=m.flavor, size_bytes=m.size_bytes,
@@ -204,6 +250,7 @@ def batching_message(d: DeploymentRecord) -> types_pb2.Batching:
 def endpoint_message(e: EndpointRecord) -> types_pb2.Endpoint:
     return types_pb2.Endpoint(
         name=e.name, policy=e.policy, created_at=e.created_at,
+        routing=routing_pb2.RoutingPolicy.FromString(e.policy_blob),
         deployments=[
             types_pb2.Deployment(
                 deployment_id=d.deployment_id, endpoint=d.endpoint, model=d.model, version=d.version,
@@ -215,4 +262,3 @@ def endpoint_message(e: EndpointRecord) -> types_pb2.Endpoint:
             for d in e.deployments
         ],
     )
-

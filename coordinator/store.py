@@ -34,7 +34,27 @@ CREATE TABLE IF NOT EXISTS agents (
 CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY,
     policy TEXT NOT NULL,
-    created_at REAL NOT NULL
+    created_at REAL NOT NULL,
+    policy_blob BLOB NOT NULL DEFAULT x''
+);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    endpoint TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rewards (
+    endpoint TEXT NOT NULL,
+    arm TEXT NOT NULL,
+    count REAL NOT NULL,
+    sum REAL NOT NULL,
+    sum_squares REAL NOT NULL,
+    PRIMARY KEY (endpoint, arm)
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS deployments (
     deployment_id TEXT PRIMARY KEY,
@@ -107,9 +127,19 @@ class DeploymentRecord:
 @dataclass(frozen=True)
 class EndpointRecord:
     name: str
-    policy: str
+    policy: str  # the policy's kind
     created_at: float
+    policy_blob: bytes  # serialized milepost.v1.RoutingPolicy, kept opaque here
     deployments: tuple[DeploymentRecord, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    id: int
+    endpoint: str
+    at: float
+    kind: str
+    message: str
 
 
 class Store:
@@ -200,26 +230,89 @@ class Store:
         return AgentRecord(*rows[0]) if rows else None
 
     # ---- endpoints and deployments ----
-    def replace_endpoint(self, endpoint: str, policy: str, deployment: DeploymentRecord, now: float) -> list[DeploymentRecord]:
-        """Create the endpoint or point it at a new deployment; returns the deployments it replaced."""
-        with self.transaction() as db:
-            old = self._deployments_of(db, endpoint)
-            db.execute(
-                "INSERT INTO endpoints VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET policy=excluded.policy",
-                (endpoint, policy, now),
-            )
-            db.execute("DELETE FROM deployments WHERE endpoint=?", (endpoint,))
-            self._insert_deployment(db, deployment)
-            return old
+    def add_deployments(self, endpoint: str, records: list[DeploymentRecord], now: float) -> bool:
+        """Add deployments to an endpoint, creating it (with no policy yet) if needed.
 
-    def delete_endpoint(self, endpoint: str) -> list[DeploymentRecord] | None:
+        Returns True when the endpoint was created. Deployments are stored before a
+        policy names them so that heartbeats load rather than unload them.
+        """
+        with self.transaction() as db:
+            created = db.execute(
+                "INSERT OR IGNORE INTO endpoints VALUES (?, 'pending', ?, x'')", (endpoint, now)
+            ).rowcount == 1
+            for d in records:
+                self._insert_deployment(db, d)
+            return created
+
+    def remove_deployments(self, deployment_ids: list[str], *, drop_endpoint: str = "") -> None:
+        """Forget deployments that never served (a failed load); optionally the endpoint made for them."""
+        with self.transaction() as db:
+            db.executemany("DELETE FROM deployments WHERE deployment_id=?", [(i,) for i in deployment_ids])
+            if drop_endpoint:
+                db.execute("DELETE FROM endpoints WHERE name=?", (drop_endpoint,))
+
+    def set_policy(
+        self, endpoint: str, kind: str, policy_blob: bytes, keep_ids: set[str], now: float,
+        event: tuple[str, str],
+    ) -> list[DeploymentRecord]:
+        """Switch an endpoint's policy; deployments not in ``keep_ids`` are removed and returned.
+
+        The audit event (kind, message) is written in the same transaction.
+        """
+        with self.transaction() as db:
+            db.execute("UPDATE endpoints SET policy=?, policy_blob=? WHERE name=?", (kind, policy_blob, endpoint))
+            removed = [d for d in self._deployments_of(db, endpoint) if d.deployment_id not in keep_ids]
+            for d in removed:
+                db.execute("DELETE FROM deployments WHERE deployment_id=?", (d.deployment_id,))
+            self._insert_event(db, endpoint, now, *event)
+            return removed
+
+    def delete_endpoint(self, endpoint: str, now: float) -> list[DeploymentRecord] | None:
         """Remove an endpoint; its deployments are returned so they can be unloaded, None if unknown."""
         with self.transaction() as db:
             if not db.execute("SELECT 1 FROM endpoints WHERE name=?", (endpoint,)).fetchall():
                 return None
             old = self._deployments_of(db, endpoint)
             db.execute("DELETE FROM endpoints WHERE name=?", (endpoint,))
+            db.execute("DELETE FROM rewards WHERE endpoint=?", (endpoint,))
+            self._insert_event(db, endpoint, now, "undeploy", "endpoint removed")
             return old
+
+    # ---- audit trail, rewards, counters ----
+    @staticmethod
+    def _insert_event(db: sqlite3.Connection, endpoint: str, now: float, kind: str, message: str) -> None:
+        db.execute("INSERT INTO events (endpoint, at, kind, message) VALUES (?, ?, ?, ?)", (endpoint, now, kind, message))
+
+    def add_event(self, endpoint: str, kind: str, message: str, now: float) -> None:
+        with self.transaction() as db:
+            self._insert_event(db, endpoint, now, kind, message)
+
+    def list_events(self, endpoint: str = "", limit: int = 100) -> list[EventRecord]:
+        if endpoint:
+            rows = self._query("SELECT * FROM events WHERE endpoint=? ORDER BY id DESC LIMIT ?", (endpoint, limit))
+        else:
+            rows = self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
+        return [EventRecord(*r) for r in reversed(rows)]
+
+    def add_reward(self, endpoint: str, arm: str, value: float) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO rewards VALUES (?, ?, 1, ?, ?) ON CONFLICT(endpoint, arm) DO UPDATE SET "
+                "count=count+1, sum=sum+excluded.sum, sum_squares=sum_squares+excluded.sum_squares",
+                (endpoint, arm, value, value * value),
+            )
+
+    def rewards(self, endpoint: str) -> dict[str, tuple[float, float, float]]:
+        rows = self._query("SELECT arm, count, sum, sum_squares FROM rewards WHERE endpoint=?", (endpoint,))
+        return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    def next_counter(self, key: str) -> int:
+        """Increment and return a persistent counter (route table generations)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+            value = (int(row[0]) if row else 0) + 1
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
+            return value
 
     def set_deployment_state(self, deployment_id: str, state: str, message: str = "") -> None:
         with self.transaction() as db:

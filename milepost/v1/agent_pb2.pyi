@@ -1,3 +1,4 @@
+from milepost.v1 import routing_pb2 as _routing_pb2
 from milepost.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -6,6 +7,10 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class SetRoutesResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class LoadRequest(_message.Message):
     __slots__ = ("deployment_id", "endpoint", "model", "version", "flavor", "batching")
@@ -56,9 +61,13 @@ class AgentStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class AgentStatusResponse(_message.Message):
-    __slots__ = ("info", "deployments")
+    __slots__ = ("info", "deployments", "routes_generation", "metrics")
     INFO_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
     info: _types_pb2.AgentInfo
     deployments: _containers.RepeatedCompositeFieldContainer[LoadedDeployment]
-    def __init__(self, info: _Optional[_Union[_types_pb2.AgentInfo, _Mapping]] = ..., deployments: _Optional[_Iterable[_Union[LoadedDeployment, _Mapping]]] = ...) -> None: ...
+    routes_generation: int
+    metrics: _containers.RepeatedCompositeFieldContainer[_routing_pb2.ArmMetrics]
+    def __init__(self, info: _Optional[_Union[_types_pb2.AgentInfo, _Mapping]] = ..., deployments: _Optional[_Iterable[_Union[LoadedDeployment, _Mapping]]] = ..., routes_generation: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[_routing_pb2.ArmMetrics, _Mapping]]] = ...) -> None: ...

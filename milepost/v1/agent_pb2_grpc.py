@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from milepost.v1 import agent_pb2 as milepost_dot_v1_dot_agent__pb2
+from milepost.v1 import routing_pb2 as milepost_dot_v1_dot_routing__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -49,6 +50,11 @@ class AgentServiceStub:
                 request_serializer=milepost_dot_v1_dot_agent__pb2.AgentStatusRequest.SerializeToString,
                 response_deserializer=milepost_dot_v1_dot_agent__pb2.AgentStatusResponse.FromString,
                 _registered_method=True)
+        self.SetRoutes = channel.unary_unary(
+                '/milepost.v1.AgentService/SetRoutes',
+                request_serializer=milepost_dot_v1_dot_routing__pb2.RouteTable.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_agent__pb2.SetRoutesResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -73,6 +79,13 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetRoutes(self, request, context):
+        """Replace the routing table (also delivered in heartbeat replies when stale).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -90,6 +103,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.Status,
                     request_deserializer=milepost_dot_v1_dot_agent__pb2.AgentStatusRequest.FromString,
                     response_serializer=milepost_dot_v1_dot_agent__pb2.AgentStatusResponse.SerializeToString,
+            ),
+            'SetRoutes': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetRoutes,
+                    request_deserializer=milepost_dot_v1_dot_routing__pb2.RouteTable.FromString,
+                    response_serializer=milepost_dot_v1_dot_agent__pb2.SetRoutesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -173,6 +191,33 @@ class AgentService:
             '/milepost.v1.AgentService/Status',
             milepost_dot_v1_dot_agent__pb2.AgentStatusRequest.SerializeToString,
             milepost_dot_v1_dot_agent__pb2.AgentStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetRoutes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.AgentService/SetRoutes',
+            milepost_dot_v1_dot_routing__pb2.RouteTable.SerializeToString,
+            milepost_dot_v1_dot_agent__pb2.SetRoutesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -22,10 +22,11 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from milepost.v1 import routing_pb2 as milepost_dot_v1_dot_routing__pb2
 from milepost.v1 import types_pb2 as milepost_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmilepost/v1/coordinator.proto\x12\x0bmilepost.v1\x1a\x17milepost/v1/types.proto\"=\n\x14RegisterAgentRequest\x12%\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x16.milepost.v1.AgentInfo\"V\n\x15RegisterAgentResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\r\n\x05ttl_s\x18\x03 \x01(\x01\"<\n\x10HeartbeatRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65ployment_ids\x18\x02 \x03(\t\"\"\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\"2\n\x11\x46\x65tchModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x1a\n\nModelChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x8e\x01\n\x10PushModelRequest\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32$.milepost.v1.PushModelRequest.Header\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x1a\x36\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"!\n\x11ListModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.milepost.v1.ModelVersion\"\xaa\x02\n\rDeployRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\x05\x12\'\n\x08\x62\x61tching\x18\x05 \x01(\x0b\x32\x15.milepost.v1.Batching\x12/\n\tresources\x18\x06 \x01(\x0b\x32\x1c.milepost.v1.ResourceRequest\x12:\n\x08selector\x18\x07 \x03(\x0b\x32(.milepost.v1.DeployRequest.SelectorEntry\x12\x0e\n\x06\x65ngine\x18\x08 \x01(\t\x1a/\n\rSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x0fUndeployRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"\x12\n\x10UndeployResponse\"\x16\n\x14ListEndpointsRequest\"A\n\x15ListEndpointsResponse\x12(\n\tendpoints\x18\x01 \x03(\x0b\x32\x15.milepost.v1.Endpoint\"\x12\n\x10GetStatusRequest\"\x92\x01\n\x11GetStatusResponse\x12(\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x18.milepost.v1.AgentStatus\x12)\n\x06models\x18\x02 \x03(\x0b\x32\x19.milepost.v1.ModelVersion\x12(\n\tendpoints\x18\x03 \x03(\x0b\x32\x15.milepost.v1.Endpoint2\xd5\x05\n\x12\x43oordinatorService\x12X\n\rRegisterAgent\x12!.milepost.v1.RegisterAgentRequest\x1a\".milepost.v1.RegisterAgentResponse\"\x00\x12L\n\tHeartbeat\x12\x1d.milepost.v1.HeartbeatRequest\x1a\x1e.milepost.v1.HeartbeatResponse\"\x00\x12I\n\nFetchModel\x12\x1e.milepost.v1.FetchModelRequest\x1a\x17.milepost.v1.ModelChunk\"\x00\x30\x01\x12I\n\tPushModel\x12\x1d.milepost.v1.PushModelRequest\x1a\x19.milepost.v1.ModelVersion\"\x00(\x01\x12O\n\nListModels\x12\x1e.milepost.v1.ListModelsRequest\x1a\x1f.milepost.v1.ListModelsResponse\"\x00\x12=\n\x06\x44\x65ploy\x12\x1a.milepost.v1.DeployRequest\x1a\x15.milepost.v1.Endpoint\"\x00\x12I\n\x08Undeploy\x12\x1c.milepost.v1.UndeployRequest\x1a\x1d.milepost.v1.UndeployResponse\"\x00\x12X\n\rListEndpoints\x12!.milepost.v1.ListEndpointsRequest\x1a\".milepost.v1.ListEndpointsResponse\"\x00\x12L\n\tGetStatus\x12\x1d.milepost.v1.GetStatusRequest\x1a\x1e.milepost.v1.GetStatusResponse\"\x00\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmilepost/v1/coordinator.proto\x12\x0bmilepost.v1\x1a\x19milepost/v1/routing.proto\x1a\x17milepost/v1/types.proto\"=\n\x14RegisterAgentRequest\x12%\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x16.milepost.v1.AgentInfo\"V\n\x15RegisterAgentResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x1c\n\x14heartbeat_interval_s\x18\x02 \x01(\x01\x12\r\n\x05ttl_s\x18\x03 \x01(\x01\"\x93\x01\n\x10HeartbeatRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64\x65ployment_ids\x18\x02 \x03(\t\x12\x19\n\x11routes_generation\x18\x03 \x01(\x03\x12(\n\x07metrics\x18\x04 \x03(\x0b\x32\x17.milepost.v1.ArmMetrics\x12\x10\n\x08uptime_s\x18\x05 \x01(\x01\"K\n\x11HeartbeatResponse\x12\r\n\x05known\x18\x01 \x01(\x08\x12\'\n\x06routes\x18\x02 \x01(\x0b\x32\x17.milepost.v1.RouteTable\"2\n\x11\x46\x65tchModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"\x1a\n\nModelChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"\x8e\x01\n\x10PushModelRequest\x12\x34\n\x06header\x18\x01 \x01(\x0b\x32$.milepost.v1.PushModelRequest.Header\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x1a\x36\n\x06Header\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06\x66ormat\x18\x02 \x01(\t\x12\x0e\n\x06sha256\x18\x03 \x01(\t\"!\n\x11ListModelsRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"?\n\x12ListModelsResponse\x12)\n\x06models\x18\x01 \x03(\x0b\x32\x19.milepost.v1.ModelVersion\"\xaa\x02\n\rDeployRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08replicas\x18\x04 \x01(\x05\x12\'\n\x08\x62\x61tching\x18\x05 \x01(\x0b\x32\x15.milepost.v1.Batching\x12/\n\tresources\x18\x06 \x01(\x0b\x32\x1c.milepost.v1.ResourceRequest\x12:\n\x08selector\x18\x07 \x03(\x0b\x32(.milepost.v1.DeployRequest.SelectorEntry\x12\x0e\n\x06\x65ngine\x18\x08 \x01(\t\x1a/\n\rSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"#\n\x0fUndeployRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"\x12\n\x10UndeployResponse\"\x16\n\x14ListEndpointsRequest\"A\n\x15ListEndpointsResponse\x12(\n\tendpoints\x18\x01 \x03(\x0b\x32\x15.milepost.v1.Endpoint\"\x12\n\x10GetStatusRequest\"\x92\x01\n\x11GetStatusResponse\x12(\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x18.milepost.v1.AgentStatus\x12)\n\x06models\x18\x02 \x03(\x0b\x32\x19.milepost.v1.ModelVersion\x12(\n\tendpoints\x18\x03 \x03(\x0b\x32\x15.milepost.v1.Endpoint\"Y\n\x07\x41rmSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x0e\n\x06weight\x18\x04 \x01(\x01\x12\x10\n\x08\x65ndpoint\x18\x05 \x01(\t\"\x87\x03\n\x10SetPolicyRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12*\n\x06policy\x18\x02 \x01(\x0b\x32\x1a.milepost.v1.RoutingPolicy\x12\"\n\x04\x61rms\x18\x03 \x03(\x0b\x32\x14.milepost.v1.ArmSpec\x12%\n\x07stacker\x18\x04 \x01(\x0b\x32\x14.milepost.v1.ArmSpec\x12\x10\n\x08replicas\x18\x05 \x01(\x05\x12/\n\tresources\x18\x06 \x01(\x0b\x32\x1c.milepost.v1.ResourceRequest\x12=\n\x08selector\x18\x07 \x03(\x0b\x32+.milepost.v1.SetPolicyRequest.SelectorEntry\x12\'\n\x08\x62\x61tching\x18\x08 \x01(\x0b\x32\x15.milepost.v1.Batching\x12\x0e\n\x06\x65ngine\x18\t \x01(\t\x1a/\n\rSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"/\n\x0ePromoteRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\"#\n\x0fRollbackRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"!\n\rReportRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\"\xf9\x02\n\tArmReport\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x10\n\x08requests\x18\x04 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x05 \x01(\x03\x12\x12\n\nerror_rate\x18\x06 \x01(\x01\x12\x16\n\x0ep50_latency_ms\x18\x07 \x01(\x01\x12\x16\n\x0ep99_latency_ms\x18\x08 \x01(\x01\x12\x17\n\x0fmean_latency_ms\x18\t \x01(\x01\x12\x13\n\x0bpredictions\x18\n \x01(\x03\x12\x17\n\x0fprediction_mean\x18\x0b \x01(\x01\x12\x16\n\x0eprediction_std\x18\x0c \x01(\x01\x12\x16\n\x0e\x66\x65\x65\x64\x62\x61\x63k_count\x18\r \x01(\x01\x12\x15\n\rfeedback_mean\x18\x0e \x01(\x01\x12\x14\n\x0c\x66\x65\x65\x64\x62\x61\x63k_std\x18\x0f \x01(\x01\x12\x17\n\x0fshadow_compared\x18\x10 \x01(\x03\x12\x1c\n\x14shadow_mean_abs_diff\x18\x11 \x01(\x01\"\x84\x01\n\rArmComparison\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x10\n\x08\x62\x61seline\x18\x02 \x01(\t\x12\x0e\n\x06metric\x18\x03 \x01(\t\x12\x12\n\ndifference\x18\x04 \x01(\x01\x12\x0c\n\x04test\x18\x05 \x01(\t\x12\x11\n\tstatistic\x18\x06 \x01(\x01\x12\x0f\n\x07p_value\x18\x07 \x01(\x01\"\x90\x01\n\x0eReportResponse\x12\'\n\x08\x65ndpoint\x18\x01 \x01(\x0b\x32\x15.milepost.v1.Endpoint\x12$\n\x04\x61rms\x18\x02 \x03(\x0b\x32\x16.milepost.v1.ArmReport\x12/\n\x0b\x63omparisons\x18\x03 \x03(\x0b\x32\x1a.milepost.v1.ArmComparison\"L\n\x0f\x46\x65\x65\x64\x62\x61\x63kRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\x12\r\n\x05value\x18\x03 \x01(\x01\x12\x0b\n\x03\x61rm\x18\x04 \x01(\t\"\x1f\n\x10\x46\x65\x65\x64\x62\x61\x63kResponse\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\"4\n\x11ListEventsRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\x05\"8\n\x12ListEventsResponse\x12\"\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x12.milepost.v1.Event2\xff\x08\n\x12\x43oordinatorService\x12X\n\rRegisterAgent\x12!.milepost.v1.RegisterAgentRequest\x1a\".milepost.v1.RegisterAgentResponse\"\x00\x12L\n\tHeartbeat\x12\x1d.milepost.v1.HeartbeatRequest\x1a\x1e.milepost.v1.HeartbeatResponse\"\x00\x12I\n\nFetchModel\x12\x1e.milepost.v1.FetchModelRequest\x1a\x17.milepost.v1.ModelChunk\"\x00\x30\x01\x12I\n\tPushModel\x12\x1d.milepost.v1.PushModelRequest\x1a\x19.milepost.v1.ModelVersion\"\x00(\x01\x12O\n\nListModels\x12\x1e.milepost.v1.ListModelsRequest\x1a\x1f.milepost.v1.ListModelsResponse\"\x00\x12=\n\x06\x44\x65ploy\x12\x1a.milepost.v1.DeployRequest\x1a\x15.milepost.v1.Endpoint\"\x00\x12I\n\x08Undeploy\x12\x1c.milepost.v1.UndeployRequest\x1a\x1d.milepost.v1.UndeployResponse\"\x00\x12X\n\rListEndpoints\x12!.milepost.v1.ListEndpointsRequest\x1a\".milepost.v1.ListEndpointsResponse\"\x00\x12\x43\n\tSetPolicy\x12\x1d.milepost.v1.SetPolicyRequest\x1a\x15.milepost.v1.Endpoint\"\x00\x12?\n\x07Promote\x12\x1b.milepost.v1.PromoteRequest\x1a\x15.milepost.v1.Endpoint\"\x00\x12\x41\n\x08Rollback\x12\x1c.milepost.v1.RollbackRequest\x1a\x15.milepost.v1.Endpoint\"\x00\x12\x43\n\x06Report\x12\x1a.milepost.v1.ReportRequest\x1a\x1b.milepost.v1.ReportResponse\"\x00\x12I\n\x08\x46\x65\x65\x64\x62\x61\x63k\x12\x1c.milepost.v1.FeedbackRequest\x1a\x1d.milepost.v1.FeedbackResponse\"\x00\x12O\n\nListEvents\x12\x1e.milepost.v1.ListEventsRequest\x1a\x1f.milepost.v1.ListEventsResponse\"\x00\x12L\n\tGetStatus\x12\x1d.milepost.v1.GetStatusRequest\x1a\x1e.milepost.v1.GetStatusResponse\"\x00\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,42 +35,70 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DEPLOYREQUEST_SELECTORENTRY']._loaded_options = None
   _globals['_DEPLOYREQUEST_SELECTORENTRY']._serialized_options = b'8\001'
-  _globals['_REGISTERAGENTREQUEST']._serialized_start=71
-  _globals['_REGISTERAGENTREQUEST']._serialized_end=132
-  _globals['_REGISTERAGENTRESPONSE']._serialized_start=134
-  _globals['_REGISTERAGENTRESPONSE']._serialized_end=220
-  _globals['_HEARTBEATREQUEST']._serialized_start=222
-  _globals['_HEARTBEATREQUEST']._serialized_end=282
-  _globals['_HEARTBEATRESPONSE']._serialized_start=284
-  _globals['_HEARTBEATRESPONSE']._serialized_end=318
-  _globals['_FETCHMODELREQUEST']._serialized_start=320
-  _globals['_FETCHMODELREQUEST']._serialized_end=370
-  _globals['_MODELCHUNK']._serialized_start=372
-  _globals['_MODELCHUNK']._serialized_end=398
-  _globals['_PUSHMODELREQUEST']._serialized_start=401
-  _globals['_PUSHMODELREQUEST']._serialized_end=543
-  _globals['_PUSHMODELREQUEST_HEADER']._serialized_start=489
-  _globals['_PUSHMODELREQUEST_HEADER']._serialized_end=543
-  _globals['_LISTMODELSREQUEST']._serialized_start=545
-  _globals['_LISTMODELSREQUEST']._serialized_end=578
-  _globals['_LISTMODELSRESPONSE']._serialized_start=580
-  _globals['_LISTMODELSRESPONSE']._serialized_end=643
-  _globals['_DEPLOYREQUEST']._serialized_start=646
-  _globals['_DEPLOYREQUEST']._serialized_end=944
-  _globals['_DEPLOYREQUEST_SELECTORENTRY']._serialized_start=897
-  _globals['_DEPLOYREQUEST_SELECTORENTRY']._serialized_end=944
-  _globals['_UNDEPLOYREQUEST']._serialized_start=946
-  _globals['_UNDEPLOYREQUEST']._serialized_end=981
-  _globals['_UNDEPLOYRESPONSE']._serialized_start=983
-  _globals['_UNDEPLOYRESPONSE']._serialized_end=1001
-  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1003
-  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1025
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1027
-  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1092
-  _globals['_GETSTATUSREQUEST']._serialized_start=1094
-  _globals['_GETSTATUSREQUEST']._serialized_end=1112
-  _globals['_GETSTATUSRESPONSE']._serialized_start=1115
-  _globals['_GETSTATUSRESPONSE']._serialized_end=1261
-  _globals['_COORDINATORSERVICE']._serialized_start=1264
-  _globals['_COORDINATORSERVICE']._serialized_end=1989
+  _globals['_SETPOLICYREQUEST_SELECTORENTRY']._loaded_options = None
+  _globals['_SETPOLICYREQUEST_SELECTORENTRY']._serialized_options = b'8\001'
+  _globals['_REGISTERAGENTREQUEST']._serialized_start=98
+  _globals['_REGISTERAGENTREQUEST']._serialized_end=159
+  _globals['_REGISTERAGENTRESPONSE']._serialized_start=161
+  _globals['_REGISTERAGENTRESPONSE']._serialized_end=247
+  _globals['_HEARTBEATREQUEST']._serialized_start=250
+  _globals['_HEARTBEATREQUEST']._serialized_end=397
+  _globals['_HEARTBEATRESPONSE']._serialized_start=399
+  _globals['_HEARTBEATRESPONSE']._serialized_end=474
+  _globals['_FETCHMODELREQUEST']._serialized_start=476
+  _globals['_FETCHMODELREQUEST']._serialized_end=526
+  _globals['_MODELCHUNK']._serialized_start=528
+  _globals['_MODELCHUNK']._serialized_end=554
+  _globals['_PUSHMODELREQUEST']._serialized_start=557
+  _globals['_PUSHMODELREQUEST']._serialized_end=699
+  _globals['_PUSHMODELREQUEST_HEADER']._serialized_start=645
+  _globals['_PUSHMODELREQUEST_HEADER']._serialized_end=699
+  _globals['_LISTMODELSREQUEST']._serialized_start=701
+  _globals['_LISTMODELSREQUEST']._serialized_end=734
+  _globals['_LISTMODELSRESPONSE']._serialized_start=736
+  _globals['_LISTMODELSRESPONSE']._serialized_end=799
+  _globals['_DEPLOYREQUEST']._serialized_start=802
+  _globals['_DEPLOYREQUEST']._serialized_end=1100
+  _globals['_DEPLOYREQUEST_SELECTORENTRY']._serialized_start=1053
+  _globals['_DEPLOYREQUEST_SELECTORENTRY']._serialized_end=1100
+  _globals['_UNDEPLOYREQUEST']._serialized_start=1102
+  _globals['_UNDEPLOYREQUEST']._serialized_end=1137
+  _globals['_UNDEPLOYRESPONSE']._serialized_start=1139
+  _globals['_UNDEPLOYRESPONSE']._serialized_end=1157
+  _globals['_LISTENDPOINTSREQUEST']._serialized_start=1159
+  _globals['_LISTENDPOINTSREQUEST']._serialized_end=1181
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_start=1183
+  _globals['_LISTENDPOINTSRESPONSE']._serialized_end=1248
+  _globals['_GETSTATUSREQUEST']._serialized_start=1250
+  _globals['_GETSTATUSREQUEST']._serialized_end=1268
+  _globals['_GETSTATUSRESPONSE']._serialized_start=1271
+  _globals['_GETSTATUSRESPONSE']._serialized_end=1417
+  _globals['_ARMSPEC']._serialized_start=1419
+  _globals['_ARMSPEC']._serialized_end=1508
+  _globals['_SETPOLICYREQUEST']._serialized_start=1511
+  _globals['_SETPOLICYREQUEST']._serialized_end=1902
+  _globals['_SETPOLICYREQUEST_SELECTORENTRY']._serialized_start=1053
+  _globals['_SETPOLICYREQUEST_SELECTORENTRY']._serialized_end=1100
+  _globals['_PROMOTEREQUEST']._serialized_start=1904
+  _globals['_PROMOTEREQUEST']._serialized_end=1951
+  _globals['_ROLLBACKREQUEST']._serialized_start=1953
+  _globals['_ROLLBACKREQUEST']._serialized_end=1988
+  _globals['_REPORTREQUEST']._serialized_start=1990
+  _globals['_REPORTREQUEST']._serialized_end=2023
+  _globals['_ARMREPORT']._serialized_start=2026
+  _globals['_ARMREPORT']._serialized_end=2403
+  _globals['_ARMCOMPARISON']._serialized_start=2406
+  _globals['_ARMCOMPARISON']._serialized_end=2538
+  _globals['_REPORTRESPONSE']._serialized_start=2541
+  _globals['_REPORTRESPONSE']._serialized_end=2685
+  _globals['_FEEDBACKREQUEST']._serialized_start=2687
+  _globals['_FEEDBACKREQUEST']._serialized_end=2763
+  _globals['_FEEDBACKRESPONSE']._serialized_start=2765
+  _globals['_FEEDBACKRESPONSE']._serialized_end=2796
+  _globals['_LISTEVENTSREQUEST']._serialized_start=2798
+  _globals['_LISTEVENTSREQUEST']._serialized_end=2850
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=2852
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2908
+  _globals['_COORDINATORSERVICE']._serialized_start=2911
+  _globals['_COORDINATORSERVICE']._serialized_end=4062
 # @@protoc_insertion_point(module_scope)

@@ -1,3 +1,4 @@
+from milepost.v1 import routing_pb2 as _routing_pb2
 from milepost.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
@@ -24,18 +25,26 @@ class RegisterAgentResponse(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., ttl_s: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("agent_id", "deployment_ids")
+    __slots__ = ("agent_id", "deployment_ids", "routes_generation", "metrics", "uptime_s")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_GENERATION_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     deployment_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, agent_id: _Optional[str] = ..., deployment_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    routes_generation: int
+    metrics: _containers.RepeatedCompositeFieldContainer[_routing_pb2.ArmMetrics]
+    uptime_s: float
+    def __init__(self, agent_id: _Optional[str] = ..., deployment_ids: _Optional[_Iterable[str]] = ..., routes_generation: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[_routing_pb2.ArmMetrics, _Mapping]]] = ..., uptime_s: _Optional[float] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("known",)
+    __slots__ = ("known", "routes")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
+    ROUTES_FIELD_NUMBER: _ClassVar[int]
     known: bool
-    def __init__(self, known: _Optional[bool] = ...) -> None: ...
+    routes: _routing_pb2.RouteTable
+    def __init__(self, known: _Optional[bool] = ..., routes: _Optional[_Union[_routing_pb2.RouteTable, _Mapping]] = ...) -> None: ...
 
 class FetchModelRequest(_message.Message):
     __slots__ = ("name", "version")
@@ -140,3 +149,164 @@ class GetStatusResponse(_message.Message):
     models: _containers.RepeatedCompositeFieldContainer[_types_pb2.ModelVersion]
     endpoints: _containers.RepeatedCompositeFieldContainer[_types_pb2.Endpoint]
     def __init__(self, agents: _Optional[_Iterable[_Union[_types_pb2.AgentStatus, _Mapping]]] = ..., models: _Optional[_Iterable[_Union[_types_pb2.ModelVersion, _Mapping]]] = ..., endpoints: _Optional[_Iterable[_Union[_types_pb2.Endpoint, _Mapping]]] = ...) -> None: ...
+
+class ArmSpec(_message.Message):
+    __slots__ = ("name", "model", "version", "weight", "endpoint")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    version: str
+    weight: float
+    endpoint: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., weight: _Optional[float] = ..., endpoint: _Optional[str] = ...) -> None: ...
+
+class SetPolicyRequest(_message.Message):
+    __slots__ = ("endpoint", "policy", "arms", "stacker", "replicas", "resources", "selector", "batching", "engine")
+    class SelectorEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    STACKER_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    RESOURCES_FIELD_NUMBER: _ClassVar[int]
+    SELECTOR_FIELD_NUMBER: _ClassVar[int]
+    BATCHING_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    policy: _routing_pb2.RoutingPolicy
+    arms: _containers.RepeatedCompositeFieldContainer[ArmSpec]
+    stacker: ArmSpec
+    replicas: int
+    resources: _types_pb2.ResourceRequest
+    selector: _containers.ScalarMap[str, str]
+    batching: _types_pb2.Batching
+    engine: str
+    def __init__(self, endpoint: _Optional[str] = ..., policy: _Optional[_Union[_routing_pb2.RoutingPolicy, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ArmSpec, _Mapping]]] = ..., stacker: _Optional[_Union[ArmSpec, _Mapping]] = ..., replicas: _Optional[int] = ..., resources: _Optional[_Union[_types_pb2.ResourceRequest, _Mapping]] = ..., selector: _Optional[_Mapping[str, str]] = ..., batching: _Optional[_Union[_types_pb2.Batching, _Mapping]] = ..., engine: _Optional[str] = ...) -> None: ...
+
+class PromoteRequest(_message.Message):
+    __slots__ = ("endpoint", "arm")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    arm: str
+    def __init__(self, endpoint: _Optional[str] = ..., arm: _Optional[str] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("endpoint",)
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    def __init__(self, endpoint: _Optional[str] = ...) -> None: ...
+
+class ReportRequest(_message.Message):
+    __slots__ = ("endpoint",)
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    def __init__(self, endpoint: _Optional[str] = ...) -> None: ...
+
+class ArmReport(_message.Message):
+    __slots__ = ("arm", "model", "version", "requests", "errors", "error_rate", "p50_latency_ms", "p99_latency_ms", "mean_latency_ms", "predictions", "prediction_mean", "prediction_std", "feedback_count", "feedback_mean", "feedback_std", "shadow_compared", "shadow_mean_abs_diff")
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
+    P50_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    P99_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_MEAN_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_STD_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_COUNT_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_MEAN_FIELD_NUMBER: _ClassVar[int]
+    FEEDBACK_STD_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_COMPARED_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_MEAN_ABS_DIFF_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    model: str
+    version: str
+    requests: int
+    errors: int
+    error_rate: float
+    p50_latency_ms: float
+    p99_latency_ms: float
+    mean_latency_ms: float
+    predictions: int
+    prediction_mean: float
+    prediction_std: float
+    feedback_count: float
+    feedback_mean: float
+    feedback_std: float
+    shadow_compared: int
+    shadow_mean_abs_diff: float
+    def __init__(self, arm: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., requests: _Optional[int] = ..., errors: _Optional[int] = ..., error_rate: _Optional[float] = ..., p50_latency_ms: _Optional[float] = ..., p99_latency_ms: _Optional[float] = ..., mean_latency_ms: _Optional[float] = ..., predictions: _Optional[int] = ..., prediction_mean: _Optional[float] = ..., prediction_std: _Optional[float] = ..., feedback_count: _Optional[float] = ..., feedback_mean: _Optional[float] = ..., feedback_std: _Optional[float] = ..., shadow_compared: _Optional[int] = ..., shadow_mean_abs_diff: _Optional[float] = ...) -> None: ...
+
+class ArmComparison(_message.Message):
+    __slots__ = ("arm", "baseline", "metric", "difference", "test", "statistic", "p_value")
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    METRIC_FIELD_NUMBER: _ClassVar[int]
+    DIFFERENCE_FIELD_NUMBER: _ClassVar[int]
+    TEST_FIELD_NUMBER: _ClassVar[int]
+    STATISTIC_FIELD_NUMBER: _ClassVar[int]
+    P_VALUE_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    baseline: str
+    metric: str
+    difference: float
+    test: str
+    statistic: float
+    p_value: float
+    def __init__(self, arm: _Optional[str] = ..., baseline: _Optional[str] = ..., metric: _Optional[str] = ..., difference: _Optional[float] = ..., test: _Optional[str] = ..., statistic: _Optional[float] = ..., p_value: _Optional[float] = ...) -> None: ...
+
+class ReportResponse(_message.Message):
+    __slots__ = ("endpoint", "arms", "comparisons")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    ARMS_FIELD_NUMBER: _ClassVar[int]
+    COMPARISONS_FIELD_NUMBER: _ClassVar[int]
+    endpoint: _types_pb2.Endpoint
+    arms: _containers.RepeatedCompositeFieldContainer[ArmReport]
+    comparisons: _containers.RepeatedCompositeFieldContainer[ArmComparison]
+    def __init__(self, endpoint: _Optional[_Union[_types_pb2.Endpoint, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ArmReport, _Mapping]]] = ..., comparisons: _Optional[_Iterable[_Union[ArmComparison, _Mapping]]] = ...) -> None: ...
+
+class FeedbackRequest(_message.Message):
+    __slots__ = ("endpoint", "key", "value", "arm")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    key: str
+    value: float
+    arm: str
+    def __init__(self, endpoint: _Optional[str] = ..., key: _Optional[str] = ..., value: _Optional[float] = ..., arm: _Optional[str] = ...) -> None: ...
+
+class FeedbackResponse(_message.Message):
+    __slots__ = ("arm",)
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    def __init__(self, arm: _Optional[str] = ...) -> None: ...
+
+class ListEventsRequest(_message.Message):
+    __slots__ = ("endpoint", "limit")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    limit: int
+    def __init__(self, endpoint: _Optional[str] = ..., limit: _Optional[int] = ...) -> None: ...
+
+class ListEventsResponse(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[_types_pb2.Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[_types_pb2.Event, _Mapping]]] = ...) -> None: ...

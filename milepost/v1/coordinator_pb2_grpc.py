@@ -75,6 +75,36 @@ class CoordinatorServiceStub:
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.ListEndpointsRequest.SerializeToString,
                 response_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListEndpointsResponse.FromString,
                 _registered_method=True)
+        self.SetPolicy = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/SetPolicy',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.SetPolicyRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_types__pb2.Endpoint.FromString,
+                _registered_method=True)
+        self.Promote = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/Promote',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.PromoteRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_types__pb2.Endpoint.FromString,
+                _registered_method=True)
+        self.Rollback = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/Rollback',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_types__pb2.Endpoint.FromString,
+                _registered_method=True)
+        self.Report = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/Report',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.ReportRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.ReportResponse.FromString,
+                _registered_method=True)
+        self.Feedback = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/Feedback',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.FeedbackRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.FeedbackResponse.FromString,
+                _registered_method=True)
+        self.ListEvents = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/ListEvents',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.ListEventsRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListEventsResponse.FromString,
+                _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/milepost.v1.CoordinatorService/GetStatus',
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.GetStatusRequest.SerializeToString,
@@ -137,6 +167,44 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetPolicy(self, request, context):
+        """Routing: set a policy over arms (deploying arms' models as needed), finish a
+        canary or shadow by hand, compare arms, feed outcomes back, read the trail.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Promote(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rollback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Report(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Feedback(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListEvents(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -185,6 +253,36 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ListEndpoints,
                     request_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListEndpointsRequest.FromString,
                     response_serializer=milepost_dot_v1_dot_coordinator__pb2.ListEndpointsResponse.SerializeToString,
+            ),
+            'SetPolicy': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetPolicy,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.SetPolicyRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_types__pb2.Endpoint.SerializeToString,
+            ),
+            'Promote': grpc.unary_unary_rpc_method_handler(
+                    servicer.Promote,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.PromoteRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_types__pb2.Endpoint.SerializeToString,
+            ),
+            'Rollback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rollback,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.RollbackRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_types__pb2.Endpoint.SerializeToString,
+            ),
+            'Report': grpc.unary_unary_rpc_method_handler(
+                    servicer.Report,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.ReportRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.ReportResponse.SerializeToString,
+            ),
+            'Feedback': grpc.unary_unary_rpc_method_handler(
+                    servicer.Feedback,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.FeedbackRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.FeedbackResponse.SerializeToString,
+            ),
+            'ListEvents': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListEvents,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListEventsRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.ListEventsResponse.SerializeToString,
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
@@ -408,6 +506,168 @@ class CoordinatorService:
             '/milepost.v1.CoordinatorService/ListEndpoints',
             milepost_dot_v1_dot_coordinator__pb2.ListEndpointsRequest.SerializeToString,
             milepost_dot_v1_dot_coordinator__pb2.ListEndpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetPolicy(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/SetPolicy',
+            milepost_dot_v1_dot_coordinator__pb2.SetPolicyRequest.SerializeToString,
+            milepost_dot_v1_dot_types__pb2.Endpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Promote(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/Promote',
+            milepost_dot_v1_dot_coordinator__pb2.PromoteRequest.SerializeToString,
+            milepost_dot_v1_dot_types__pb2.Endpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rollback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/Rollback',
+            milepost_dot_v1_dot_coordinator__pb2.RollbackRequest.SerializeToString,
+            milepost_dot_v1_dot_types__pb2.Endpoint.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Report(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/Report',
+            milepost_dot_v1_dot_coordinator__pb2.ReportRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.ReportResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Feedback(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/Feedback',
+            milepost_dot_v1_dot_coordinator__pb2.FeedbackRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.FeedbackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/ListEvents',
+            milepost_dot_v1_dot_coordinator__pb2.ListEventsRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.ListEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

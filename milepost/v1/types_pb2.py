@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from milepost.v1 import routing_pb2 as milepost_dot_v1_dot_routing__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17milepost/v1/types.proto\x12\x0bmilepost.v1\"8\n\x03Gpu\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\"T\n\tResources\x12\x11\n\tcpu_cores\x18\x01 \x01(\x05\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x1e\n\x04gpus\x18\x03 \x03(\x0b\x32\x10.milepost.v1.Gpu\"N\n\nEngineInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x11\n\tavailable\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x80\x02\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12)\n\tresources\x18\x03 \x01(\x0b\x32\x16.milepost.v1.Resources\x12(\n\x07\x65ngines\x18\x04 \x03(\x0b\x32\x17.milepost.v1.EngineInfo\x12\x32\n\x06labels\x18\x05 \x03(\x0b\x32\".milepost.v1.AgentInfo.LabelsEntry\x12\x18\n\x10milepost_version\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"|\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x66lavor\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x15\n\rmanifest_json\x18\x06 \x01(\t\"P\n\x08\x42\x61tching\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12\x14\n\x0cmax_delay_us\x18\x02 \x01(\x03\x12\x16\n\x0emax_queue_rows\x18\x03 \x01(\x05\"B\n\x0fResourceRequest\x12\x0b\n\x03\x63pu\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0c\n\x04gpus\x18\x03 \x01(\x05\"\xee\x02\n\nDeployment\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x10\n\x08replicas\x18\x05 \x01(\x05\x12\x11\n\tagent_ids\x18\x06 \x03(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\'\n\x08\x62\x61tching\x18\t \x01(\x0b\x32\x15.milepost.v1.Batching\x12/\n\tresources\x18\n \x01(\x0b\x32\x1c.milepost.v1.ResourceRequest\x12\x37\n\x08selector\x18\x0b \x03(\x0b\x32%.milepost.v1.Deployment.SelectorEntry\x12\x0e\n\x06\x65ngine\x18\x0c \x01(\t\x1a/\n\rSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"j\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12,\n\x0b\x64\x65ployments\x18\x03 \x03(\x0b\x32\x17.milepost.v1.Deployment\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\"r\n\x0b\x41gentStatus\x12$\n\x04info\x18\x01 \x01(\x0b\x32\x16.milepost.v1.AgentInfo\x12\r\n\x05state\x18\x02 \x01(\t\x12\x16\n\x0elast_heartbeat\x18\x03 \x01(\x01\x12\x16\n\x0e\x64\x65ployment_ids\x18\x04 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17milepost/v1/types.proto\x12\x0bmilepost.v1\x1a\x19milepost/v1/routing.proto\"8\n\x03Gpu\x12\r\n\x05index\x18\x01 \x01(\x05\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cmemory_bytes\x18\x03 \x01(\x03\"T\n\tResources\x12\x11\n\tcpu_cores\x18\x01 \x01(\x05\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x1e\n\x04gpus\x18\x03 \x03(\x0b\x32\x10.milepost.v1.Gpu\"N\n\nEngineInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x11\n\tavailable\x18\x03 \x01(\x08\x12\x0e\n\x06reason\x18\x04 \x01(\t\"\x80\x02\n\tAgentInfo\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12)\n\tresources\x18\x03 \x01(\x0b\x32\x16.milepost.v1.Resources\x12(\n\x07\x65ngines\x18\x04 \x03(\x0b\x32\x17.milepost.v1.EngineInfo\x12\x32\n\x06labels\x18\x05 \x03(\x0b\x32\".milepost.v1.AgentInfo.LabelsEntry\x12\x18\n\x10milepost_version\x18\x06 \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"|\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06\x66lavor\x18\x03 \x01(\t\x12\x12\n\nsize_bytes\x18\x04 \x01(\x03\x12\x12\n\ncreated_at\x18\x05 \x01(\x01\x12\x15\n\rmanifest_json\x18\x06 \x01(\t\"P\n\x08\x42\x61tching\x12\x16\n\x0emax_batch_size\x18\x01 \x01(\x05\x12\x14\n\x0cmax_delay_us\x18\x02 \x01(\x03\x12\x16\n\x0emax_queue_rows\x18\x03 \x01(\x05\"B\n\x0fResourceRequest\x12\x0b\n\x03\x63pu\x18\x01 \x01(\x01\x12\x14\n\x0cmemory_bytes\x18\x02 \x01(\x03\x12\x0c\n\x04gpus\x18\x03 \x01(\x05\"\xee\x02\n\nDeployment\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x10\n\x08replicas\x18\x05 \x01(\x05\x12\x11\n\tagent_ids\x18\x06 \x03(\t\x12\r\n\x05state\x18\x07 \x01(\t\x12\x0f\n\x07message\x18\x08 \x01(\t\x12\'\n\x08\x62\x61tching\x18\t \x01(\x0b\x32\x15.milepost.v1.Batching\x12/\n\tresources\x18\n \x01(\x0b\x32\x1c.milepost.v1.ResourceRequest\x12\x37\n\x08selector\x18\x0b \x03(\x0b\x32%.milepost.v1.Deployment.SelectorEntry\x12\x0e\n\x06\x65ngine\x18\x0c \x01(\t\x1a/\n\rSelectorEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x97\x01\n\x08\x45ndpoint\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06policy\x18\x02 \x01(\t\x12,\n\x0b\x64\x65ployments\x18\x03 \x03(\x0b\x32\x17.milepost.v1.Deployment\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\x12+\n\x07routing\x18\x05 \x01(\x0b\x32\x1a.milepost.v1.RoutingPolicy\"P\n\x05\x45vent\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\n\n\x02\x61t\x18\x03 \x01(\x01\x12\x0c\n\x04kind\x18\x04 \x01(\t\x12\x0f\n\x07message\x18\x05 \x01(\t\"r\n\x0b\x41gentStatus\x12$\n\x04info\x18\x01 \x01(\x0b\x32\x16.milepost.v1.AgentInfo\x12\r\n\x05state\x18\x02 \x01(\t\x12\x16\n\x0elast_heartbeat\x18\x03 \x01(\x01\x12\x16\n\x0e\x64\x65ployment_ids\x18\x04 \x03(\tb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,28 +36,30 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AGENTINFO_LABELSENTRY']._serialized_options = b'8\001'
   _globals['_DEPLOYMENT_SELECTORENTRY']._loaded_options = None
   _globals['_DEPLOYMENT_SELECTORENTRY']._serialized_options = b'8\001'
-  _globals['_GPU']._serialized_start=40
-  _globals['_GPU']._serialized_end=96
-  _globals['_RESOURCES']._serialized_start=98
-  _globals['_RESOURCES']._serialized_end=182
-  _globals['_ENGINEINFO']._serialized_start=184
-  _globals['_ENGINEINFO']._serialized_end=262
-  _globals['_AGENTINFO']._serialized_start=265
-  _globals['_AGENTINFO']._serialized_end=521
-  _globals['_AGENTINFO_LABELSENTRY']._serialized_start=476
-  _globals['_AGENTINFO_LABELSENTRY']._serialized_end=521
-  _globals['_MODELVERSION']._serialized_start=523
-  _globals['_MODELVERSION']._serialized_end=647
-  _globals['_BATCHING']._serialized_start=649
-  _globals['_BATCHING']._serialized_end=729
-  _globals['_RESOURCEREQUEST']._serialized_start=731
-  _globals['_RESOURCEREQUEST']._serialized_end=797
-  _globals['_DEPLOYMENT']._serialized_start=800
-  _globals['_DEPLOYMENT']._serialized_end=1166
-  _globals['_DEPLOYMENT_SELECTORENTRY']._serialized_start=1119
-  _globals['_DEPLOYMENT_SELECTORENTRY']._serialized_end=1166
-  _globals['_ENDPOINT']._serialized_start=1168
-  _globals['_ENDPOINT']._serialized_end=1274
-  _globals['_AGENTSTATUS']._serialized_start=1276
-  _globals['_AGENTSTATUS']._serialized_end=1390
+  _globals['_GPU']._serialized_start=67
+  _globals['_GPU']._serialized_end=123
+  _globals['_RESOURCES']._serialized_start=125
+  _globals['_RESOURCES']._serialized_end=209
+  _globals['_ENGINEINFO']._serialized_start=211
+  _globals['_ENGINEINFO']._serialized_end=289
+  _globals['_AGENTINFO']._serialized_start=292
+  _globals['_AGENTINFO']._serialized_end=548
+  _globals['_AGENTINFO_LABELSENTRY']._serialized_start=503
+  _globals['_AGENTINFO_LABELSENTRY']._serialized_end=548
+  _globals['_MODELVERSION']._serialized_start=550
+  _globals['_MODELVERSION']._serialized_end=674
+  _globals['_BATCHING']._serialized_start=676
+  _globals['_BATCHING']._serialized_end=756
+  _globals['_RESOURCEREQUEST']._serialized_start=758
+  _globals['_RESOURCEREQUEST']._serialized_end=824
+  _globals['_DEPLOYMENT']._serialized_start=827
+  _globals['_DEPLOYMENT']._serialized_end=1193
+  _globals['_DEPLOYMENT_SELECTORENTRY']._serialized_start=1146
+  _globals['_DEPLOYMENT_SELECTORENTRY']._serialized_end=1193
+  _globals['_ENDPOINT']._serialized_start=1196
+  _globals['_ENDPOINT']._serialized_end=1347
+  _globals['_EVENT']._serialized_start=1349
+  _globals['_EVENT']._serialized_end=1429
+  _globals['_AGENTSTATUS']._serialized_start=1431
+  _globals['_AGENTSTATUS']._serialized_end=1545
 # @@protoc_insertion_point(module_scope)

@@ -1,0 +1,227 @@
+"""Endpoints and their policies: set, promote, roll back, remove.
+
+Setting a policy runs in three steps so traffic never points at a model that is
+not serving: new deployments are stored (so heartbeats load, not unload, them)
+and loaded; only then does the policy switch, in one transaction with its audit
+event; deployments no arm names any more are unloaded last. A new deployment
+that fails to load leaves the endpoint as it was.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from coordinator import policies
+from coordinator.reconciler import Reconciler, requirements
+from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, Store
+from engines import engine_for_flavor
+from engines.batching import batching_config
+from milepost.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.v1 import routing_pb2, types_pb2
+
+log = logging.getLogger("milepost.coordinator")
+DEFAULT_TIMEOUT_S = 120.0
+
+
+@dataclass(frozen=True)
+class ArmTarget:
+    """One arm as the user named it: a model version, or another endpoint."""
+
+    name: str
+    model: str = ""
+    version: str = ""
+    weight: float = 1.0
+    endpoint: str = ""
+
+
+@dataclass(frozen=True)
+class Placement:
+    """How new deployments of a policy are placed and batched."""
+
+    replicas: int = 1
+    cpu: float = 0.0
+    memory_bytes: int = 0
+    gpus: int = 0
+    selector: dict[str, str] = field(default_factory=dict)
+    engine: str = ""
+    batching: types_pb2.Batching = field(default_factory=types_pb2.Batching)
+
+
+def policy_of(endpoint: EndpointRecord) -> routing_pb2.RoutingPolicy:
+    return routing_pb2.RoutingPolicy.FromString(endpoint.policy_blob)
+
+
+class Endpoints:
+    def __init__(
+        self, store: Store, reconciler: Reconciler, clock: Callable[[], float],
+        on_change: Callable[[], None],
+    ) -> None:
+        self.store = store
+        self.reconciler = reconciler
+        self.clock = clock
+        self.on_change = on_change  # pushes the new route table to agents
+
+    def get(self, name: str) -> EndpointRecord:
+        endpoint = self.store.get_endpoint(name)
+        if endpoint is None:
+            raise NotFound(f"endpoint {name!r} does not exist; see `milepost endpoints`")
+        return endpoint
+
+    def model(self, name: str, version: str) -> ModelRecord:
+        record = self.store.get_model(name, version)
+        if record is None:
+            which = f"{name}:{version}" if version else name
+            raise NotFound(f"model {which} is not registered (or the version prefix is ambiguous); see `milepost models`")
+        return record
+
+    # ---- setting policies ----
+    def set_policy(
+        self, endpoint: str, policy: routing_pb2.RoutingPolicy, arms: list[ArmTarget], placement: Placement,
+        *, stacker: ArmTarget | None = None, timeout: float | None = None, event: str = "policy",
+    ) -> EndpointRecord:
+        policies.check(policy, [a.name for a in arms], [a.weight for a in arms], stacker is not None)
+        if placement.replicas < 0:
+            raise InvalidArgument(f"replicas must be >= 1, got {placement.replicas}")
+        if min(placement.cpu, placement.memory_bytes, placement.gpus) < 0:
+            raise InvalidArgument("resources.cpu, resources.memory_bytes and resources.gpus must be >= 0")
+        batching_config(placement.batching)  # validated here, applied by the agents
+
+        existing = self.store.get_endpoint(endpoint)
+        current = {(d.model, d.version): d for d in existing.deployments} if existing else {}
+        new: list[DeploymentRecord] = []
+        policy.ClearField("arms")
+
+        def deployment_for(target: ArmTarget) -> str:
+            record = self.model(target.model, target.version)
+            found = current.get((record.name, record.version)) or next(
+                (d for d in new if (d.model, d.version) == (record.name, record.version)), None
+            )
+            if found is None:
+                found = self._new_deployment(endpoint, record, placement)
+                new.append(found)
+            return found.deployment_id
+
+        for arm in arms:
+            if arm.endpoint:
+                if arm.endpoint == endpoint:
+                    raise InvalidArgument(f"arm {arm.name!r} cannot route to its own endpoint")
+                self.get(arm.endpoint)
+                policy.arms.add(name=arm.name, endpoint=arm.endpoint, weight=arm.weight)
+            elif arm.model:
+                policy.arms.add(name=arm.name, deployment_id=deployment_for(arm), weight=arm.weight)
+            else:
+                raise InvalidArgument(f"arm {arm.name!r} names neither a model nor an endpoint")
+        if stacker is not None:
+            policy.stacker_deployment_id = deployment_for(stacker)
+
+        self._load_new(endpoint, new, created=existing is None, timeout=timeout)
+        keep = {a.deployment_id for a in policy.arms if a.deployment_id}
+        if policy.stacker_deployment_id:
+            keep.add(policy.stacker_deployment_id)
+        summary = ", ".join(
+            f"{a.name}={a.endpoint or self._describe(a.deployment_id, new, current)}" for a in policy.arms
+        )
+        removed = self.store.set_policy(
+            endpoint, policy.kind, policy.SerializeToString(), keep, self.clock(), (event, f"{policy.kind}: {summary}")
+        )
+        for d in removed:
+            self.reconciler.unload(d)
+        self.on_change()
+        return self.get(endpoint)
+
+    def _new_deployment(self, endpoint: str, model: ModelRecord, placement: Placement) -> DeploymentRecord:
+        d = DeploymentRecord(
+            deployment_id=self.reconciler.new_deployment_id(), endpoint=endpoint,
+            model=model.name, version=model.version, replicas=placement.replicas or 1, state="PENDING",
+            message="", created_at=self.clock(),
+            max_batch_size=placement.batching.max_batch_size, max_delay_us=placement.batching.max_delay_us,
+            max_queue_rows=placement.batching.max_queue_rows,
+            engine=placement.engine or engine_for_flavor(model.flavor),
+            cpu=placement.cpu, memory_bytes=placement.memory_bytes, gpus=placement.gpus,
+            selector_json=json.dumps(placement.selector, sort_keys=True),
+        )
+        try:
+            agent_ids = self.reconciler.place(requirements(d), d.replicas)
+        except FailedPrecondition as err:
+            return replace(d, message=f"waiting for an agent: {err.message}")
+        return replace(d, agent_ids=tuple(agent_ids))
+
+    def _load_new(self, endpoint: str, new: list[DeploymentRecord], *, created: bool, timeout: float | None) -> None:
+        if not new:
+            return
+        self.store.add_deployments(endpoint, new, self.clock())
+        try:
+            for d in new:
+                if d.agent_ids:
+                    self.reconciler.load_all(d, timeout or DEFAULT_TIMEOUT_S)
+        except MilepostError as err:
+            self.store.remove_deployments([d.deployment_id for d in new], drop_endpoint=endpoint if created else "")
+            for d in new:
+                self.reconciler.unload(d)
+            if not created:
+                self.store.add_event(endpoint, "failed", f"policy not changed: {err.message}", self.clock())
+            raise
+
+    @staticmethod
+    def _describe(deployment_id: str, new: list[DeploymentRecord], current: dict) -> str:
+        for d in [*new, *current.values()]:
+            if d.deployment_id == deployment_id:
+                return f"{d.model}:{d.version[:12]}"
+        return deployment_id
+
+    # ---- finishing canaries and shadows ----
+    def promote(self, name: str, arm: str = "", reason: str = "by hand") -> EndpointRecord:
+        """Send all traffic to one arm (default: a canary's or shadow's candidate)."""
+        endpoint = self.get(name)
+        policy = policy_of(endpoint)
+        if not arm:
+            if policy.kind not in ("canary", "shadow"):
+                raise FailedPrecondition(f"endpoint {name!r} is a {policy.kind}; say which arm to promote")
+            arm = policy.arms[1].name
+        return self._collapse(endpoint, policy, arm, "promote", reason)
+
+    def rollback(self, name: str, reason: str = "by hand") -> EndpointRecord:
+        """Send all traffic back to a canary's or shadow's baseline."""
+        endpoint = self.get(name)
+        policy = policy_of(endpoint)
+        if policy.kind not in ("canary", "shadow"):
+            raise FailedPrecondition(f"endpoint {name!r} is a {policy.kind}; only canaries and shadows roll back")
+        return self._collapse(endpoint, policy, policy.arms[0].name, "rollback", reason)
+
+    def _collapse(self, endpoint: EndpointRecord, policy: routing_pb2.RoutingPolicy, arm_name: str, event: str, reason: str) -> EndpointRecord:
+        arm = next((a for a in policy.arms if a.name == arm_name), None)
+        if arm is None:
+            raise NotFound(f"endpoint {endpoint.name!r} has no arm {arm_name!r}; arms: {[a.name for a in policy.arms]}")
+        if not arm.deployment_id:
+            raise FailedPrecondition(f"arm {arm_name!r} routes to endpoint {arm.endpoint!r}; promote a model arm")
+        single = routing_pb2.RoutingPolicy(kind="single", key_parameter=policy.key_parameter)
+        single.arms.add(name=arm.name, deployment_id=arm.deployment_id, weight=1.0)
+        removed = self.store.set_policy(
+            endpoint.name, "single", single.SerializeToString(), {arm.deployment_id}, self.clock(),
+            (event, f"{arm_name} takes all traffic ({reason})"),
+        )
+        for d in removed:
+            self.reconciler.unload(d)
+        self.on_change()
+        return self.get(endpoint.name)
+
+    def set_canary_step(self, name: str, step: int, reason: str) -> None:
+        endpoint = self.get(name)
+        policy = policy_of(endpoint)
+        policy.step = step
+        self.store.set_policy(
+            name, policy.kind, policy.SerializeToString(), {d.deployment_id for d in endpoint.deployments},
+            self.clock(), ("canary_step", f"candidate at {policy.steps[step]:g}% ({reason})"),
+        )
+        self.on_change()
+
+    def undeploy(self, name: str) -> None:
+        removed = self.store.delete_endpoint(name, self.clock())
+        if removed is None:
+            raise NotFound(f"endpoint {name!r} does not exist; see `milepost endpoints`")
+        for d in removed:
+            self.reconciler.unload(d)
+        self.on_change()

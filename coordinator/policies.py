@@ -1,0 +1,89 @@
+"""What makes a routing policy valid, checked when it is set (not when traffic arrives).
+
+Each kind states its arm count and parameters; defaults are filled in here so
+agents and the canary controller read complete policies.
+"""
+
+from __future__ import annotations
+
+import re
+
+from milepost.errors import InvalidArgument
+from milepost.v1 import routing_pb2
+
+KINDS = ("single", "split", "canary", "shadow", "ensemble", "bandit")
+COMBINERS = ("mean", "weighted", "vote", "stacking")
+BANDITS = ("epsilon_greedy", "thompson")
+ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+DEFAULT_KEY_PARAMETER = "milepost-key"
+
+
+def check(policy: routing_pb2.RoutingPolicy, arm_names: list[str], weights: list[float], has_stacker: bool) -> None:
+    """Raise InvalidArgument naming the first problem; fill defaults into ``policy`` in place."""
+    kind = policy.kind
+    if kind not in KINDS:
+        raise InvalidArgument(f"policy kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
+    for name in arm_names:
+        if not ARM_NAME.match(name):
+            raise InvalidArgument(f"arm name {name!r} is invalid: 1-64 letters, digits, '_', '.', '-'")
+    if len(set(arm_names)) != len(arm_names):
+        raise InvalidArgument(f"arm names must be unique, got {arm_names}")
+    n = len(arm_names)
+    exact = {"single": 1, "canary": 2, "shadow": 2}
+    if kind in exact and n != exact[kind]:
+        raise InvalidArgument(f"a {kind} policy takes exactly {exact[kind]} arm(s), got {n}")
+    if kind in ("split", "ensemble", "bandit") and n < 2:
+        raise InvalidArgument(f"a {kind} policy takes at least 2 arms, got {n}")
+    if any(w < 0 for w in weights):
+        raise InvalidArgument(f"arm weights must be >= 0, got {weights}")
+    if kind == "split" and not any(w > 0 for w in weights):
+        raise InvalidArgument("a split needs at least one arm with a positive weight")
+    if not policy.key_parameter:
+        policy.key_parameter = DEFAULT_KEY_PARAMETER
+    if kind == "canary":
+        _check_canary(policy)
+    if kind == "shadow" and not 0 < policy.shadow_fraction <= 1:
+        raise InvalidArgument(f"shadow fraction must be in (0, 1], got {policy.shadow_fraction}")
+    if kind == "ensemble":
+        if not policy.combiner:
+            policy.combiner = "mean"
+        if policy.combiner not in COMBINERS:
+            raise InvalidArgument(f"combiner {policy.combiner!r} is unknown; use one of {', '.join(COMBINERS)}")
+        if (policy.combiner == "stacking") != has_stacker:
+            raise InvalidArgument("the stacking combiner needs a stacker model, and only it takes one")
+        if not policy.on_member_failure:
+            policy.on_member_failure = "fail"
+        if policy.on_member_failure not in ("fail", "skip"):
+            raise InvalidArgument(f"on_member_failure must be fail or skip, got {policy.on_member_failure!r}")
+        if policy.member_timeout_s < 0:
+            raise InvalidArgument("member_timeout_s must be >= 0")
+    if kind == "bandit":
+        if not policy.bandit:
+            policy.bandit = "thompson"
+        if policy.bandit not in BANDITS:
+            raise InvalidArgument(f"bandit {policy.bandit!r} is unknown; use one of {', '.join(BANDITS)}")
+        if not 0 <= policy.epsilon <= 1:
+            raise InvalidArgument(f"epsilon must be in [0, 1], got {policy.epsilon}")
+        if policy.bandit == "epsilon_greedy" and policy.epsilon == 0:
+            policy.epsilon = 0.1
+
+
+def _check_canary(policy: routing_pb2.RoutingPolicy) -> None:
+    steps = list(policy.steps) or [5.0, 25.0, 50.0, 100.0]
+    if any(not 0 < s <= 100 for s in steps) or steps != sorted(steps):
+        raise InvalidArgument(f"canary steps must be increasing percentages in (0, 100], got {steps}")
+    if steps[-1] != 100:
+        steps.append(100.0)
+    del policy.steps[:]
+    policy.steps.extend(steps)
+    if not 0 <= policy.step < len(steps):
+        raise InvalidArgument(f"canary step {policy.step} is outside the {len(steps)} steps")
+    if policy.window_s <= 0:
+        policy.window_s = 60.0
+    gates = policy.gates
+    if gates.max_error_rate <= 0:
+        gates.max_error_rate = 0.01
+    if gates.min_requests <= 0:
+        gates.min_requests = 20
+    if gates.max_p99_latency_ms < 0 or gates.max_divergence < 0:
+        raise InvalidArgument("canary gates must be >= 0")

@@ -21,7 +21,7 @@ from milepost.errors import FailedPrecondition, InvalidArgument, MilepostError, 
 from milepost.inference import grpc_predict_v2_pb2 as oip
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from milepost.v1 import coordinator_pb2 as pb
-from milepost.v1 import coordinator_pb2_grpc, types_pb2
+from milepost.v1 import coordinator_pb2_grpc, routing_pb2, types_pb2
 
 DEFAULT_COORDINATOR = "127.0.0.1:7070"
 CHUNK_BYTES = 1 << 20
@@ -119,6 +119,95 @@ class Client:
         )
         return self._call("Deploy", request)
 
+    def set_policy(
+        self, endpoint: str, policy: routing_pb2.RoutingPolicy, arms: list[pb.ArmSpec], *,
+        stacker: pb.ArmSpec | None = None, replicas: int = 1,
+    ) -> types_pb2.Endpoint:
+        """Route an endpoint by a policy over arms; arms' models are deployed as needed.
+
+        Arms that keep a model version already serving on the endpoint keep its
+        deployment (no reload). See ``milepost.v1.RoutingPolicy`` for the kinds.
+        """
+        request = pb.SetPolicyRequest(endpoint=endpoint, policy=policy, arms=arms, replicas=replicas)
+        if stacker is not None:
+            request.stacker.CopyFrom(stacker)
+        return self._call("SetPolicy", request)
+
+    def split(self, endpoint: str, arms: dict[str, tuple[str, str, float]], *, key_parameter: str = "") -> types_pb2.Endpoint:
+        """A/B split: arms maps a name to (model, version, weight); sticky by the key parameter."""
+        specs = [pb.ArmSpec(name=n, model=m, version=v, weight=w) for n, (m, v, w) in arms.items()]
+        return self.set_policy(endpoint, routing_pb2.RoutingPolicy(kind="split", key_parameter=key_parameter), specs)
+
+    def canary(
+        self, endpoint: str, model: str, version: str = "", *, steps: tuple[float, ...] = (5, 25, 50, 100),
+        window_s: float = 60.0, max_error_rate: float = 0.01, max_p99_latency_ms: float = 0.0,
+        max_divergence: float = 0.0, min_requests: int = 20,
+    ) -> types_pb2.Endpoint:
+        """Ramp a candidate against the endpoint's current model; promoted or rolled back by the gates."""
+        baseline = self._primary(endpoint)
+        policy = routing_pb2.RoutingPolicy(
+            kind="canary", steps=steps, window_s=window_s,
+            gates=routing_pb2.CanaryGates(
+                max_error_rate=max_error_rate, max_p99_latency_ms=max_p99_latency_ms,
+                max_divergence=max_divergence, min_requests=min_requests,
+            ),
+        )
+        return self.set_policy(endpoint, policy, [baseline, pb.ArmSpec(name="candidate", model=model, version=version)])
+
+    def shadow(self, endpoint: str, model: str, version: str = "", *, fraction: float = 0.1) -> types_pb2.Endpoint:
+        """Mirror a fraction of traffic to a candidate whose answers are compared and discarded."""
+        baseline = self._primary(endpoint)
+        policy = routing_pb2.RoutingPolicy(kind="shadow", shadow_fraction=fraction)
+        return self.set_policy(endpoint, policy, [baseline, pb.ArmSpec(name="shadow", model=model, version=version)])
+
+    def ensemble(
+        self, endpoint: str, members: dict[str, tuple[str, str, float]], *, combiner: str = "mean",
+        stacker: tuple[str, str] | None = None, on_member_failure: str = "fail", member_timeout_s: float = 0.0,
+    ) -> types_pb2.Endpoint:
+        """Every member scores each request; the combiner (mean, weighted, vote, stacking) merges them."""
+        specs = [pb.ArmSpec(name=n, model=m, version=v, weight=w) for n, (m, v, w) in members.items()]
+        policy = routing_pb2.RoutingPolicy(
+            kind="ensemble", combiner=combiner, on_member_failure=on_member_failure, member_timeout_s=member_timeout_s,
+        )
+        stack = pb.ArmSpec(name="stacker", model=stacker[0], version=stacker[1]) if stacker else None
+        return self.set_policy(endpoint, policy, specs, stacker=stack)
+
+    def bandit(
+        self, endpoint: str, arms: dict[str, tuple[str, str]], *, algorithm: str = "thompson", epsilon: float = 0.1,
+    ) -> types_pb2.Endpoint:
+        """Multi-armed bandit over arms, learning from `feedback`."""
+        specs = [pb.ArmSpec(name=n, model=m, version=v) for n, (m, v) in arms.items()]
+        policy = routing_pb2.RoutingPolicy(kind="bandit", bandit=algorithm, epsilon=epsilon)
+        return self.set_policy(endpoint, policy, specs)
+
+    def _primary(self, endpoint: str) -> pb.ArmSpec:
+        (current,) = [e for e in self.endpoints() if e.name == endpoint] or [None]
+        if current is None:
+            raise NotFound(f"endpoint {endpoint!r} does not exist; deploy a baseline first")
+        if current.policy != "single":
+            raise FailedPrecondition(
+                f"endpoint {endpoint!r} is a {current.policy}; promote or roll back before starting another"
+            )
+        arm = current.routing.arms[0]
+        d = next(d for d in current.deployments if d.deployment_id == arm.deployment_id)
+        return pb.ArmSpec(name="baseline", model=d.model, version=d.version)
+
+    def promote(self, endpoint: str, arm: str = "") -> types_pb2.Endpoint:
+        return self._call("Promote", pb.PromoteRequest(endpoint=endpoint, arm=arm))
+
+    def rollback(self, endpoint: str) -> types_pb2.Endpoint:
+        return self._call("Rollback", pb.RollbackRequest(endpoint=endpoint))
+
+    def report(self, endpoint: str) -> pb.ReportResponse:
+        return self._call("Report", pb.ReportRequest(endpoint=endpoint))
+
+    def feedback(self, endpoint: str, key: str, value: float, *, arm: str = "") -> str:
+        """Record an outcome for the request made with `key`; returns the arm credited."""
+        return self._call("Feedback", pb.FeedbackRequest(endpoint=endpoint, key=key, value=value, arm=arm)).arm
+
+    def events(self, endpoint: str = "", limit: int = 100) -> list[types_pb2.Event]:
+        return list(self._call("ListEvents", pb.ListEventsRequest(endpoint=endpoint, limit=limit)).events)
+
     def undeploy(self, endpoint: str) -> None:
         self._call("Undeploy", pb.UndeployRequest(endpoint=endpoint))
 
@@ -144,7 +233,10 @@ class Client:
             raise FailedPrecondition(f"endpoint {endpoint!r} has no ready replica on a live agent ({states})")
         raise NotFound(f"endpoint {endpoint!r} does not exist; see `milepost endpoints`")
 
-    def infer(self, endpoint: str, data: Any, *, agent: str | None = None, timeout: float | None = None) -> pa.Table:
+    def infer(
+        self, endpoint: str, data: Any, *, agent: str | None = None, timeout: float | None = None,
+        key: str = "", parameters: dict[str, str] | None = None,
+    ) -> pa.Table:
         """Score rows on the endpoint over the Open Inference Protocol; returns a table of outputs.
 
         ``data`` is a 2-D numpy array (sent as one [n, k] tensor), or a pyarrow
@@ -152,6 +244,10 @@ class Client:
         """
         address = agent or self.agent_for(endpoint)
         request = oip.ModelInferRequest(model_name=endpoint)
+        if key:
+            request.parameters["milepost-key"].string_param = key
+        for name, value in (parameters or {}).items():
+            request.parameters[name].string_param = value
         _oip_client.add_inputs(request, data)
         stub = oip_grpc.GRPCInferenceServiceStub(self._agent_channel(address))
         try:

@@ -1,4 +1,4 @@
-"""AgentService: the coordinator's orders to this agent (load, unload, status)."""
+"""AgentService: the coordinator's orders to this agent (load, unload, routes, status)."""
 
 from __future__ import annotations
 
@@ -7,16 +7,23 @@ from collections.abc import Callable
 import grpc
 
 from agent.deployments import DeploymentTable
+from agent.routing.arm_metrics import ArmMetricsBook
+from agent.routing.router import Router
 from engines.base import DeploymentSpec
 from engines.batching import batching_config
 from milepost.errors import InvalidArgument
-from milepost.v1 import agent_pb2, agent_pb2_grpc, types_pb2
+from milepost.v1 import agent_pb2, agent_pb2_grpc, routing_pb2, types_pb2
 
 
 class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
-    def __init__(self, table: DeploymentTable, info: Callable[[], types_pb2.AgentInfo]) -> None:
+    def __init__(
+        self, table: DeploymentTable, info: Callable[[], types_pb2.AgentInfo],
+        router: Router, metrics: ArmMetricsBook,
+    ) -> None:
         self.table = table
         self.info = info
+        self.router = router
+        self.metrics = metrics
 
     def Load(self, request: agent_pb2.LoadRequest, context: grpc.ServicerContext) -> agent_pb2.LoadResponse:
         for field in ("deployment_id", "endpoint", "model", "version", "flavor"):
@@ -33,6 +40,19 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
         self.table.unload(request.deployment_id)
         return agent_pb2.UnloadResponse()
 
+    def SetRoutes(self, request: routing_pb2.RouteTable, context: grpc.ServicerContext) -> agent_pb2.SetRoutesResponse:
+        """Hold the table unless it is older than the one held (then it is ignored: a late retry).
+
+        A route whose policy this agent cannot apply does not fail the call:
+        requests to that endpoint answer FAILED_PRECONDITION saying why, and the
+        other routes serve.
+        """
+        endpoints = [r.endpoint for r in request.routes]
+        if any(not e for e in endpoints):
+            raise InvalidArgument("RouteTable.routes[].endpoint is required")
+        self.router.apply(request)
+        return agent_pb2.SetRoutesResponse()
+
     def Status(self, request: agent_pb2.AgentStatusRequest, context: grpc.ServicerContext) -> agent_pb2.AgentStatusResponse:
         return agent_pb2.AgentStatusResponse(
             info=self.info(),
@@ -43,4 +63,6 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
                 )
                 for h in self.table.hosted()
             ],
+            routes_generation=self.router.generation,
+            metrics=self.metrics.snapshot(),
         )

@@ -81,6 +81,15 @@ class DeploymentTable:
             raise NotFound(f"model {endpoint!r} is not served by this agent")
         return hosted
 
+    def get(self, deployment_id: str) -> Hosted | None:
+        """The deployment with this id if this agent hosts it."""
+        with self._lock:
+            return self._by_id.get(deployment_id)
+
+    def has_endpoint(self, endpoint: str) -> bool:
+        with self._lock:
+            return endpoint in self._routes
+
     def endpoints(self) -> list[str]:
         with self._lock:
             return sorted(self._routes)

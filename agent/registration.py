@@ -3,32 +3,53 @@
 The loop never gives up: while the coordinator is down the agent keeps serving
 what it has and retries with capped backoff; when the coordinator answers that
 it does not know the agent (a fresh store), the agent registers again.
+
+Each heartbeat reports the deployments served, the generation of the route
+table held, the per-arm metrics (cumulative) and the agent's uptime (so a
+restart, which resets the counters, can be told from a quiet arm). A reply
+that carries a route table is applied (``apply_reply``).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from typing import Protocol
 
 import grpc
 
 from milepost.v1 import coordinator_pb2 as pb
-from milepost.v1 import coordinator_pb2_grpc, types_pb2
+from milepost.v1 import coordinator_pb2_grpc, routing_pb2, types_pb2
 
 log = logging.getLogger("milepost.agent")
 CALL_TIMEOUT_S = 5.0
 MAX_BACKOFF_S = 5.0
 
 
+class RouteHolder(Protocol):
+    @property
+    def generation(self) -> int: ...
+
+    def apply(self, message: routing_pb2.RouteTable, *, from_heartbeat: bool = False) -> bool: ...
+
+    def registered(self) -> None: ...
+
+
 class Registration:
     def __init__(
         self, channel: grpc.Channel, info: Callable[[], types_pb2.AgentInfo],
-        deployment_ids: Callable[[], list[str]],
+        deployment_ids: Callable[[], list[str]], *,
+        routes: RouteHolder | None = None,
+        metrics: Callable[[], list[routing_pb2.ArmMetrics]] | None = None,
     ) -> None:
         self._stub = coordinator_pb2_grpc.CoordinatorServiceStub(channel)
         self._info = info
         self._deployment_ids = deployment_ids
+        self._routes = routes
+        self._metrics = metrics or list
+        self._started = time.monotonic()
         self._stop = threading.Event()
         self.registered = threading.Event()
         self._thread = threading.Thread(target=self._run, name="registration", daemon=True)
@@ -40,6 +61,21 @@ class Registration:
         self._stop.set()
         self._thread.join(timeout=CALL_TIMEOUT_S + 1)
 
+    def heartbeat_request(self, agent_id: str) -> pb.HeartbeatRequest:
+        return pb.HeartbeatRequest(
+            agent_id=agent_id,
+            deployment_ids=self._deployment_ids(),
+            routes_generation=self._routes.generation if self._routes is not None else 0,
+            metrics=self._metrics(),
+            uptime_s=time.monotonic() - self._started,
+        )
+
+    def apply_reply(self, reply: pb.HeartbeatResponse) -> bool:
+        """Apply the route table a heartbeat reply carries, if any; True when one was applied."""
+        if self._routes is None or not reply.HasField("routes"):
+            return False
+        return self._routes.apply(reply.routes, from_heartbeat=True)
+
     def _run(self) -> None:
         interval = 1.0
         backoff = 0.2
@@ -48,16 +84,16 @@ class Registration:
                 if not self.registered.is_set():
                     reply = self._stub.RegisterAgent(pb.RegisterAgentRequest(agent=self._info()), timeout=CALL_TIMEOUT_S)
                     interval = reply.heartbeat_interval_s or interval
+                    if self._routes is not None:
+                        self._routes.registered()
                     self.registered.set()
                     log.info("registered with the coordinator as %s", reply.agent_id)
                 info = self._info()
-                reply = self._stub.Heartbeat(
-                    pb.HeartbeatRequest(agent_id=info.agent_id, deployment_ids=self._deployment_ids()),
-                    timeout=CALL_TIMEOUT_S,
-                )
+                reply = self._stub.Heartbeat(self.heartbeat_request(info.agent_id), timeout=CALL_TIMEOUT_S)
                 if not reply.known:
                     self.registered.clear()
                     continue
+                self.apply_reply(reply)
                 backoff = 0.2
                 self._stop.wait(interval)
             except grpc.RpcError as err:

@@ -1,4 +1,5 @@
-"""The agent process: one gRPC server for the data plane, AgentService and health."""
+"""The agent process: one gRPC server for the data plane, AgentService and health;
+optionally an HTTP server for Prometheus metrics."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from agent.control import AgentControlServicer
 from agent.dataplane import InferenceServicer
 from agent.deployments import DeploymentTable
 from agent.model_cache import ModelCache
+from agent.prometheus import MetricsServer, render
 from agent.registration import Registration
+from agent.routing.arm_metrics import ArmMetricsBook
+from agent.routing.router import Router
 from engines import registry
 from milepost import __version__
 from milepost._grpc_server import bind, new_server
@@ -38,6 +42,12 @@ class AgentConfig:
     # The address others use to reach this agent; defaults to host:bound port.
     advertise: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    # HTTP port of GET /metrics (Prometheus text); None: no metrics server; 0: a free port.
+    metrics_port: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ValueError(f"metrics_port must be between 0 and 65535, got {self.metrics_port}")
 
 
 class Agent:
@@ -48,17 +58,23 @@ class Agent:
         )
         self.cache = ModelCache(config.data_dir / "models", self._fetch)
         self.table = DeploymentTable(self.cache)
-        self.dataplane = InferenceServicer(self.table)
+        self.arm_metrics = ArmMetricsBook()
+        self.router = Router(self.table, lambda: self.address, self.arm_metrics)
+        self.dataplane = InferenceServicer(self.table, self.router)
         self.health = health.HealthServicer()
         self.server = new_server()
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.dataplane, self.server)
-        agent_pb2_grpc.add_AgentServiceServicer_to_server(AgentControlServicer(self.table, self.info), self.server)
+        agent_pb2_grpc.add_AgentServiceServicer_to_server(
+            AgentControlServicer(self.table, self.info, self.router, self.arm_metrics), self.server
+        )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.registration = Registration(
             self._coordinator_channel, self.info,
             lambda: [h.spec.deployment_id for h in self.table.hosted()],
+            routes=self.router, metrics=self.arm_metrics.snapshot,
         )
         self.port = 0
+        self._metrics_server: MetricsServer | None = None
         self._resources = resources.probe()
         self._engines = registry.discover()
         self._stopped = threading.Event()
@@ -66,6 +82,22 @@ class Agent:
     @property
     def address(self) -> str:
         return self.config.advertise or f"{self.config.host}:{self.port}"
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The bound port of GET /metrics, once started; None when metrics are off."""
+        return self._metrics_server.port if self._metrics_server is not None else None
+
+    def metrics_text(self) -> str:
+        """This agent's metrics in Prometheus text format."""
+        endpoints = {}
+        for name in self.table.endpoints():
+            try:
+                endpoints[name] = self.table.route(name).stats
+            except NotFound:  # unloaded since it was listed
+                continue
+        endpoints.update(self.router.all_statistics())
+        return render(self.arm_metrics.snapshot(), endpoints, self.arm_metrics.shadow_dropped(), self.router.generation)
 
     @property
     def agent_id(self) -> str:
@@ -86,6 +118,9 @@ class Agent:
 
     def start(self) -> str:
         self.port = bind(self.server, self.config.host, self.config.port)
+        if self.config.metrics_port is not None:
+            self._metrics_server = MetricsServer(self.config.host, self.config.metrics_port, self.metrics_text)
+            self._metrics_server.start()
         self.server.start()
         for service in ("", *SERVICES):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -101,6 +136,9 @@ class Agent:
         self.health.enter_graceful_shutdown()
         self.registration.stop()
         self.server.stop(grace).wait()
+        if self._metrics_server is not None:
+            self._metrics_server.stop()
+        self.router.close()
         self.table.close()
         self._coordinator_channel.close()
 

@@ -31,10 +31,12 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from milepost.errors import InvalidArgument, ResourceExhausted
+from milepost.errors import DataLoss, InvalidArgument, MilepostError, ResourceExhausted, Unimplemented
 from milepost.inference import grpc_predict_v2_pb2 as pb
 
-__all__ = ["decode_inputs", "encode_outputs", "tensor_metadata", "datatype_of"]
+__all__ = [
+    "decode_inputs", "decode_outputs", "encode_inputs", "encode_outputs", "tensor_metadata", "datatype_of",
+]
 
 _LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 _PREFIX = struct.Struct("<I")
@@ -435,29 +437,35 @@ def _bytes_values(tensor: _Tensor) -> pa.Array:
         return pa.array(list(tensor.typed), type=pa.binary())
     if tensor.raw is None:
         return pa.array([], type=pa.binary())
-    raw = tensor.raw
+    return _split_bytes(tensor.raw, tensor.count, f"input {tensor.name!r}", tensor.shape, InvalidArgument)
+
+
+def _split_bytes(
+    raw: bytes, count: int, label: str, shape: Sequence[int], error: type[MilepostError]
+) -> pa.Array:
+    """``count`` length-prefixed BYTES elements of ``raw``; ``error`` (naming ``label``) if malformed."""
     elements: list[bytes] = []
     position = 0
-    for index in range(tensor.count):
+    for index in range(count):
         if position + _PREFIX.size > len(raw):
-            raise InvalidArgument(
-                f"input {tensor.name!r}: BYTES element {index} has a truncated length "
+            raise error(
+                f"{label}: BYTES element {index} has a truncated length "
                 f"prefix at byte {position} ({len(raw) - position} bytes left, a prefix "
                 "takes 4)"
             )
         (length,) = _PREFIX.unpack_from(raw, position)
         position += _PREFIX.size
         if position + length > len(raw):
-            raise InvalidArgument(
-                f"input {tensor.name!r}: BYTES element {index} declares {length} bytes "
+            raise error(
+                f"{label}: BYTES element {index} declares {length} bytes "
                 f"but only {len(raw) - position} remain"
             )
         elements.append(raw[position : position + length])
         position += length
     if position != len(raw):
-        raise InvalidArgument(
-            f"input {tensor.name!r} has shape {_fmt(tensor.shape)}, which is "
-            f"{tensor.count} BYTES elements, but its raw payload has "
+        raise error(
+            f"{label} has shape {_fmt(shape)}, which is "
+            f"{count} BYTES elements, but its raw payload has "
             f"{len(raw) - position} bytes left over after them"
         )
     return pa.array(elements, type=pa.large_binary() if len(raw) >= 2**31 else pa.binary())
@@ -504,7 +512,7 @@ def encode_outputs(
         chosen = [(name, index_of[name]) for name in requested]
     else:
         chosen = list(zip(names, range(len(names))))
-    encoded = [(name, *_encode_column(name, batch.column(i))) for name, i in chosen]
+    encoded = [(name, *_encode_column(name, batch.column(i), "output")) for name, i in chosen]
     for name, datatype, shape, payload in encoded:
         output = response.outputs.add()
         output.name = name
@@ -513,7 +521,8 @@ def encode_outputs(
         response.raw_output_contents.append(payload)
 
 
-def _encode_column(name: str, column: pa.Array) -> tuple[str, list[int], bytes]:
+def _encode_column(name: str, column: pa.Array, what: str) -> tuple[str, list[int], bytes]:
+    """One column as (datatype, shape, raw payload); ``what`` ("output", "input") names it in errors."""
     if pa.types.is_dictionary(column.type):
         column = column.dictionary_decode()
     n = len(column)
@@ -521,32 +530,32 @@ def _encode_column(name: str, column: pa.Array) -> tuple[str, list[int], bytes]:
         k = column.type.list_size
         values = column.values.slice(column.offset * k, n * k)
         row_nulls = column.is_null().to_numpy(zero_copy_only=False) if column.null_count else None
-        datatype = _output_datatype(name, values.type)
-        return datatype, [n, k], _numeric_payload(name, values, row_nulls, k)
+        datatype = _tensor_datatype(name, values.type, what)
+        return datatype, [n, k], _numeric_payload(name, values, row_nulls, k, what)
     if _is_text(column.type):
-        return "BYTES", [n], _bytes_payload(name, column)
-    datatype = _output_datatype(name, column.type)
-    return datatype, [n], _numeric_payload(name, column, None, 1)
+        return "BYTES", [n], _bytes_payload(name, column, what)
+    datatype = _tensor_datatype(name, column.type, what)
+    return datatype, [n], _numeric_payload(name, column, None, 1, what)
 
 
-def _output_datatype(name: str, arrow_type: pa.DataType) -> str:
+def _tensor_datatype(name: str, arrow_type: pa.DataType, what: str) -> str:
     if not (_is_numeric(arrow_type) or pa.types.is_boolean(arrow_type)):
         raise ValueError(
-            f"output {name!r} has Arrow type {arrow_type}, which has no Open Inference "
+            f"{what} {name!r} has Arrow type {arrow_type}, which has no Open Inference "
             "Protocol tensor form"
         )
     return datatype_of(arrow_type)
 
 
 def _numeric_payload(
-    name: str, values: pa.Array, row_nulls: np.ndarray | None, k: int
+    name: str, values: pa.Array, row_nulls: np.ndarray | None, k: int, what: str
 ) -> bytes:
     """Little-endian bytes of a flat numeric/bool array; straight from its buffer when possible."""
     has_nulls = values.null_count > 0 or (row_nulls is not None and bool(row_nulls.any()))
     floating = pa.types.is_floating(values.type)
     if has_nulls and not floating:
         raise ValueError(
-            f"output {name!r} ({values.type}) has null values, which a non-float "
+            f"{what} {name!r} ({values.type}) has null values, which a non-float "
             "tensor cannot represent"
         )
     if len(values) == 0:
@@ -572,14 +581,14 @@ def _numeric_payload(
     return array.astype(array.dtype.newbyteorder("<"), copy=False).tobytes()
 
 
-def _bytes_payload(name: str, column: pa.Array) -> bytes:
+def _bytes_payload(name: str, column: pa.Array, what: str) -> bytes:
     """OIP raw BYTES: each element as a 4-byte little-endian length, then its bytes.
 
     Built with two vectorised scatters (prefixes, then data into the gaps) rather
     than a Python loop over elements.
     """
     if column.null_count:
-        raise ValueError(f"output {name!r} has null strings, which BYTES cannot represent")
+        raise ValueError(f"{what} {name!r} has null strings, which BYTES cannot represent")
     n = len(column)
     if n == 0:
         return b""
@@ -591,7 +600,7 @@ def _bytes_payload(name: str, column: pa.Array) -> bytes:
     ).astype(np.int64)
     lengths = np.diff(offsets)
     if lengths.max() >= 2**32:
-        raise ValueError(f"output {name!r} has an element over 4 GiB, too long for BYTES")
+        raise ValueError(f"{what} {name!r} has an element over 4 GiB, too long for BYTES")
     start, total = int(offsets[0]), int(offsets[-1] - offsets[0])
     out = np.empty(_PREFIX.size * n + total, dtype=np.uint8)
     is_prefix = np.zeros(out.size, dtype=np.bool_)
@@ -601,6 +610,127 @@ def _bytes_payload(name: str, column: pa.Array) -> bytes:
     if total:
         out[~is_prefix] = np.frombuffer(data_buffer, dtype=np.uint8, count=total, offset=start)
     return out.tobytes()
+
+
+# ---------------------------------------------------------------------------
+# The calling side: Arrow -> requests, responses -> Arrow
+#
+# A remote member (a model on another agent) and the Python client speak the
+# protocol from the other end; these two are the mirror images of
+# decode_inputs and encode_outputs, so a batch survives the round trip.
+
+
+def encode_inputs(batch: pa.RecordBatch, request: pb.ModelInferRequest) -> None:
+    """Append the batch's columns to ``request`` as raw input tensors, in column order.
+
+    The layouts are those of ``encode_outputs`` (numeric -> ``[n]``, fixed-size
+    list -> ``[n, k]``, bool -> BOOL, string/binary -> BYTES), which are what
+    ``decode_inputs`` reads: a batch of one fixed-size-list column travels as the
+    matrix shape (a), a batch of named columns as shape (b). Nothing is appended
+    unless every column encodes. Columns with no tensor form raise ValueError
+    (the batch is ours, not the caller's); duplicate names raise InvalidArgument.
+    """
+    if len(request.raw_input_contents) != len(request.inputs):
+        raise ValueError(
+            "request already holds inputs with typed contents; raw_input_contents "
+            "must carry every input or none"
+        )
+    names = batch.schema.names
+    taken = {t.name for t in request.inputs}
+    for name in names:
+        if name in taken:
+            raise InvalidArgument(f"input {name!r} appears more than once")
+        taken.add(name)
+    encoded = [(name, *_encode_column(name, batch.column(i), "input")) for i, name in enumerate(names)]
+    for name, datatype, shape, payload in encoded:
+        tensor = request.inputs.add()
+        tensor.name = name
+        tensor.datatype = datatype
+        tensor.shape.extend(shape)
+        request.raw_input_contents.append(payload)
+
+
+def decode_outputs(response: pb.ModelInferResponse) -> pa.RecordBatch:
+    """A response's output tensors as one record batch, one column per output, in order.
+
+    ``[n]`` becomes a column of the datatype's Arrow type, ``[n, k]`` a
+    fixed-size list of width k (higher ranks flatten their trailing dimensions
+    into k), BYTES a binary column. Raw little-endian payloads become columns
+    over the response's own bytes, without a copy; typed contents are read too.
+    A response whose payloads do not match their shapes, or whose outputs
+    disagree on the number of rows, raises DataLoss naming the output: the
+    bytes that arrived are not what the sender described.
+    """
+    outputs = response.outputs
+    raws = response.raw_output_contents
+    if len(raws) and len(raws) != len(outputs):
+        raise DataLoss(
+            f"response has {len(outputs)} outputs but {len(raws)} raw_output_contents entries"
+        )
+    columns: list[pa.Array] = []
+    names: list[str] = []
+    rows: int | None = None
+    for index, tensor in enumerate(outputs):
+        label = f"output {tensor.name!r}"
+        datatype = _DATATYPES.get(tensor.datatype)
+        if datatype is None:
+            raise DataLoss(f"{label} has datatype {tensor.datatype!r}, which is not an OIP datatype")
+        shape = tuple(int(d) for d in tensor.shape)
+        if not shape or any(d < 0 for d in shape):
+            raise DataLoss(f"{label} has shape {_fmt(shape)}; outputs need concrete dimensions, rows first")
+        n = shape[0]
+        width = math.prod(shape[1:]) if len(shape) > 1 else None
+        count = n * (width if width is not None else 1)
+        if rows is not None and n != rows:
+            raise DataLoss(f"{label} has {n} rows but {names[0]!r} has {rows}")
+        rows = n
+        raw = raws[index] if len(raws) else None
+        values = _output_values(label, datatype, shape, count, raw, tensor.contents)
+        if width is not None:
+            if width == 0:
+                raise Unimplemented(f"{label} has shape {_fmt(shape)}; Arrow has no fixed-size list of width 0")
+            if datatype.wire is None:
+                raise DataLoss(f"{label} is BYTES of shape {_fmt(shape)}; only [n] BYTES outputs have an Arrow form")
+            values = pa.FixedSizeListArray.from_arrays(values, width)
+        columns.append(values)
+        names.append(tensor.name)
+    return pa.RecordBatch.from_arrays(columns, names=names)
+
+
+def _output_values(
+    label: str, datatype: _Datatype, shape: tuple[int, ...], count: int,
+    raw: bytes | None, contents: pb.InferTensorContents,
+) -> pa.Array:
+    """The flat values of one output tensor, from its raw payload or its typed contents."""
+    if raw is not None:
+        if datatype.wire is None:
+            return _split_bytes(raw, count, label, shape, DataLoss)
+        expected = count * datatype.wire.itemsize
+        if len(raw) != expected:
+            raise DataLoss(
+                f"{label} has shape {_fmt(shape)} and datatype {datatype.name}, so its payload "
+                f"should be {expected} bytes, but it is {len(raw)} bytes"
+            )
+        if datatype.name == "BOOL":
+            return pa.array(np.frombuffer(raw, dtype=np.uint8).astype(np.bool_))
+        if _LITTLE_ENDIAN_HOST or datatype.wire.itemsize == 1:
+            return pa.Array.from_buffers(datatype.arrow, count, [None, pa.py_buffer(raw)])
+        return pa.array(np.frombuffer(raw, dtype=datatype.wire).astype(datatype.wire.newbyteorder("=")))
+    fields = [f.name for f, _ in contents.ListFields()]
+    if not fields:
+        if count:
+            raise DataLoss(f"{label} has shape {_fmt(shape)} but carries no values")
+        return pa.array([], type=datatype.arrow)
+    field = fields[0]
+    if len(fields) > 1 or field not in datatype.typed_fields:
+        raise DataLoss(f"{label} is {datatype.name} but its values are in contents.{', contents.'.join(fields)}")
+    typed = getattr(contents, field)
+    if len(typed) != count:
+        raise DataLoss(f"{label} has shape {_fmt(shape)}, which is {count} values, but holds {len(typed)}")
+    if datatype.wire is None:
+        return pa.array(list(typed), type=pa.binary())
+    values = np.fromiter(typed, dtype=_CONTAINER_DTYPES[field], count=count)
+    return pa.array(values).cast(datatype.arrow, safe=False)
 
 
 # ---------------------------------------------------------------------------

@@ -9,16 +9,13 @@ state, and a restarted coordinator starts counting again.
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from agent.routing.arm_metrics import LATENCY_BOUNDS_MS
 from milepost.v1 import routing_pb2
-
-# Upper bounds of the agents' latency buckets in milliseconds; the last bucket is +inf.
-LATENCY_BOUNDS_MS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, math.inf)
 
 _COUNTERS = (
     "requests", "errors", "latency_sum_ms", "predictions", "prediction_sum",

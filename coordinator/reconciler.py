@@ -193,6 +193,9 @@ class Reconciler:
                     continue
                 lost = sorted(set(d.agent_ids) - live)
                 self.store.set_replicas(d.deployment_id, keep + added)
+                if added and not keep:
+                    # No replica serves until the new ones load: say so rather than a stale READY.
+                    self.store.set_deployment_state(d.deployment_id, "PENDING", f"re-placing on {added}")
                 log.warning(
                     "deployment %s (%s): lost %s, placed on %s", d.deployment_id, d.endpoint, lost or "-", added or "-"
                 )

@@ -177,7 +177,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def Feedback(self, request: pb.FeedbackRequest, context: grpc.ServicerContext) -> pb.FeedbackResponse:
         endpoint = self.endpoints.get(request.endpoint)
         policy = policy_of(endpoint)
-        arm = request.arm or self._arm_for_key(policy, request.key)
+        arm = request.arm or self._arm_for_key(request.endpoint, policy, request.key)
         if arm not in {a.name for a in policy.arms}:
             raise NotFound(f"endpoint {request.endpoint!r} has no arm {arm!r}; arms: {[a.name for a in policy.arms]}")
         self.store.add_reward(request.endpoint, arm, request.value)
@@ -185,19 +185,17 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             self.routes.push()  # bandits learn from the new reward at once
         return pb.FeedbackResponse(arm=arm)
 
-    def _arm_for_key(self, policy: routing_pb2.RoutingPolicy, key: str) -> str:
-        from agent.routing.policies import sticky_arm
+    def _arm_for_key(self, endpoint: str, policy: routing_pb2.RoutingPolicy, key: str) -> str:
+        """The arm the agents' own policy code gives this key: exact for single, split and
+        canary (sticky by key); for a bandit, the arm under the current route generation."""
+        from agent.routing.policy import build
 
         if not key:
             raise InvalidArgument("feedback needs the request key or the arm that served it")
-        if policy.kind in ("single",):
-            return policy.arms[0].name
-        if policy.kind not in ("split", "canary"):
-            raise InvalidArgument(
-                f"a {policy.kind} endpoint cannot tell the arm from the key; pass the arm "
-                "(the response's milepost-arm parameter)"
-            )
-        return sticky_arm(policy, key)
+        if policy.kind == "ensemble":
+            raise InvalidArgument("an ensemble's answer comes from every member; pass the arm to credit")
+        choice = build(endpoint, policy, self.routes.current().generation).choose(key, lambda _arm: True)
+        return choice.arms[0].name
 
     def ListEvents(self, request: pb.ListEventsRequest, context: grpc.ServicerContext) -> pb.ListEventsResponse:
         events = self.store.list_events(request.endpoint, request.limit or 100)

@@ -18,6 +18,7 @@ from coordinator.endpoints import ArmTarget, Endpoints, Placement, policy_of
 from coordinator.reconciler import Reconciler
 from coordinator.store import ModelRecord, Store
 from milepost.v1 import routing_pb2, types_pb2
+from tests.conftest import wait_until
 
 
 class FakeAgents:
@@ -135,7 +136,7 @@ def test_erroring_candidate_is_rolled_back_with_the_reason(world) -> None:  # ty
     assert endpoint.policy == "single" and [d.version for d in endpoint.deployments] == ["a" * 64]
     last = store.list_events("ep")[-1]
     assert last.kind == "rollback" and "gate failed at 10%" in last.message
-    assert any(dep for _, dep in fake.unloaded), "the candidate's deployment is unloaded"
+    wait_until(lambda: fake.unloaded)  # the candidate's deployment is unloaded, in the background
 
 
 def test_slow_candidate_fails_the_latency_gate_and_idle_windows_wait(world) -> None:  # type: ignore[no-untyped-def]

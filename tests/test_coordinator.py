@@ -150,4 +150,6 @@ def test_status_reports_agent_resources_and_engines(cluster) -> None:  # type: i
     assert agent.info.resources.cpu_cores >= 1 and agent.info.resources.memory_bytes > 0
     engines = {e.name: e for e in agent.info.engines}
     assert engines["native"].available and engines["native"].version.startswith("numba")
-    assert not engines["torch"].available and engines["torch"].reason
+    # Code bundles are refused unless an operator allows them, and the agent says why.
+    assert not engines["python"].available and "MILEPOST_ALLOW_CODE_BUNDLES" in engines["python"].reason
+    assert all(e.reason for e in engines.values() if not e.available)

@@ -1,0 +1,224 @@
+"""Remote members: a deployment on another agent, behind the same LoadedModel interface.
+
+A RemoteModel calls the other agent's Open Inference Protocol ``ModelInfer``
+with the request parameter ``milepost-deployment`` set to the deployment id,
+so the other agent scores exactly that deployment and does not route again.
+Routing treats it like a local model: ``predict(batch) -> batch``.
+
+- One gRPC channel per address, shared by every remote member (``Channels``).
+- Addresses are taken round-robin; an address that answers UNAVAILABLE (or
+  NOT_FOUND: the route is stale and the deployment has left it) is given up
+  for this call and the next address tried, once.
+- The caller's remaining deadline travels with the call: routing sets it with
+  ``deadline_scope`` around ``predict``, on the thread that makes the call
+  (LoadedModel.predict takes no deadline). With none in scope, calls get
+  DEFAULT_TIMEOUT_S.
+- Schemas, version and engine are learned on first need from the other
+  agent's ``ModelConfig`` for the deployment id (see dataplane), then kept:
+  a deployment id always names the same model version.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import contextvars
+import itertools
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import pyarrow as pa
+
+from agent import tensor_codec
+from engines.base import LoadedModel
+from milepost.errors import (
+    DeadlineExceeded, FailedPrecondition, MilepostError, Unavailable,
+)
+from milepost.inference import grpc_predict_v2_pb2 as pb
+from milepost.inference import grpc_predict_v2_pb2_grpc as pb_grpc
+
+DEPLOYMENT_PARAMETER = "milepost-deployment"
+DEFAULT_TIMEOUT_S = 30.0  # remote calls made with no deadline in scope
+DESCRIBE_TIMEOUT_S = 10.0
+_RETRY_ON = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
+_CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("milepost_deadline", default=None)
+
+
+@contextlib.contextmanager
+def deadline_scope(deadline: float | None) -> Iterator[None]:
+    """Calls made inside carry ``deadline`` (time.monotonic() seconds; None: no deadline)."""
+    token = _deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def remaining(default: float | None = None) -> float | None:
+    """Seconds left before the deadline in scope, or ``default`` when there is none."""
+    deadline = _deadline.get()
+    return default if deadline is None else deadline - time.monotonic()
+
+
+def schema_to_text(schema: pa.Schema) -> str:
+    return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
+
+
+def schema_from_text(text: str) -> pa.Schema:
+    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
+
+
+class Channels:
+    """One channel per peer address, made on first use and kept until close."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stubs: dict[str, tuple[grpc.Channel, pb_grpc.GRPCInferenceServiceStub]] = {}
+
+    def stub(self, address: str) -> pb_grpc.GRPCInferenceServiceStub:
+        found = self._stubs.get(address)
+        if found is None:
+            with self._lock:
+                found = self._stubs.get(address)
+                if found is None:
+                    channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+                    found = (channel, pb_grpc.GRPCInferenceServiceStub(channel))
+                    self._stubs[address] = found
+        return found[1]
+
+    def close(self) -> None:
+        with self._lock:
+            stubs, self._stubs = self._stubs, {}
+        for channel, _ in stubs.values():
+            channel.close()
+
+
+@dataclass(frozen=True)
+class RemoteDescription:
+    """What the other agent says about the deployment, from its ModelConfig."""
+
+    input_schema: pa.Schema
+    output_schema: pa.Schema
+    version: str
+    platform: str
+    engine: str
+    model: str
+
+
+class RemoteModel(LoadedModel):
+    """A deployment served by other agents, reached over the data plane."""
+
+    def __init__(self, deployment_id: str, addresses: tuple[str, ...], channels: Channels,
+                 describe_cache: dict[str, RemoteDescription] | None = None) -> None:
+        if not addresses:
+            raise ValueError(f"remote deployment {deployment_id} needs at least one address")
+        self.deployment_id = deployment_id
+        self.addresses = addresses
+        self._channels = channels
+        self._turn = itertools.count()
+        self._described = describe_cache if describe_cache is not None else {}
+        self._known_version = ""
+
+    # ---- LoadedModel ----
+    @property
+    def input_schema(self) -> pa.Schema:  # type: ignore[override]
+        return self.describe().input_schema
+
+    @property
+    def output_schema(self) -> pa.Schema:  # type: ignore[override]
+        return self.describe().output_schema
+
+    @property
+    def version(self) -> str:  # type: ignore[override]
+        return self._known_version or self.describe().version
+
+    @property
+    def platform(self) -> str:  # type: ignore[override]
+        return self.describe().platform
+
+    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        request = pb.ModelInferRequest(model_name=self.deployment_id)
+        request.parameters[DEPLOYMENT_PARAMETER].string_param = self.deployment_id
+        tensor_codec.encode_inputs(batch, request)
+        response = self._call("ModelInfer", request, DEFAULT_TIMEOUT_S)
+        if response.model_version:
+            self._known_version = response.model_version
+        return tensor_codec.decode_outputs(response)
+
+    # ---- what it is ----
+    @property
+    def described(self) -> bool:
+        return self.deployment_id in self._described
+
+    def describe(self) -> RemoteDescription:
+        found = self._described.get(self.deployment_id)
+        if found is not None:
+            return found
+        reply = self._call("ModelConfig", pb.ModelConfigRequest(name=self.deployment_id), DESCRIBE_TIMEOUT_S)
+        params = reply.config.parameters
+        try:
+            found = RemoteDescription(
+                input_schema=schema_from_text(params["arrow_input_schema"].string_value),
+                output_schema=schema_from_text(params["arrow_output_schema"].string_value),
+                version=params["version"].string_value,
+                platform=reply.config.platform,
+                engine=reply.config.backend.removeprefix("milepost-"),
+                model=params["model"].string_value,
+            )
+        except (KeyError, ValueError, pa.ArrowInvalid) as err:
+            raise FailedPrecondition(
+                f"the agent serving deployment {self.deployment_id} does not describe its Arrow schemas "
+                f"(is it a Milepost agent of this release?): {err}"
+            ) from err
+        self._described[self.deployment_id] = found
+        return found
+
+    # ---- the calls ----
+    def _call(self, method: str, request: object, default_timeout: float) -> object:
+        start = next(self._turn)
+        tries = min(2, len(self.addresses))
+        last: grpc.RpcError | None = None
+        for attempt in range(tries):
+            address = self.addresses[(start + attempt) % len(self.addresses)]
+            timeout = remaining(default_timeout)
+            if timeout is not None and timeout <= 0:
+                raise DeadlineExceeded(f"deadline passed before calling deployment {self.deployment_id} on {address}")
+            try:
+                return getattr(self._channels.stub(address), method)(request, timeout=timeout)
+            except grpc.RpcError as err:
+                code = err.code()  # type: ignore[attr-defined]
+                if code not in _RETRY_ON:
+                    raise _as_error(err, self.deployment_id, address) from err
+                last = err
+        assert last is not None
+        error = _as_error(last, self.deployment_id, self.addresses[(start + tries - 1) % len(self.addresses)])
+        if not isinstance(error, Unavailable):  # NOT_FOUND from a stale replica list
+            error = Unavailable(error.message)
+        raise error from last
+
+
+def _as_error(err: grpc.RpcError, deployment_id: str, address: str) -> MilepostError:
+    """The peer's status as the matching MilepostError, its message prefixed with where it came from."""
+    code = err.code()  # type: ignore[attr-defined]
+    message = f"deployment {deployment_id} on agent {address}: {err.details() or code.name}"  # type: ignore[attr-defined]
+    for cls in _error_classes():
+        if cls.code == code:
+            return cls(message)
+    error = MilepostError(message)
+    error.code = code
+    return error
+
+
+def _error_classes() -> list[type[MilepostError]]:
+    found, todo = [], list(MilepostError.__subclasses__())
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found
+

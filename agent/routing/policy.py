@@ -1,0 +1,119 @@
+"""The strategy interface every routing policy implements, and building one from its message.
+
+A policy only decides: ``choose(key, available)`` names the arm(s) whose
+answers make the response and, for shadows, an arm to mirror to. Calling the
+members, recording metrics and combining answers belong to the router, which
+calls the policy's hooks (``combine`` for ensembles) on completion.
+
+Stickiness: a request's key (the value of the request parameter named by the
+policy's ``key_parameter``, default ``milepost-key``) is hashed with the
+endpoint name into [0, 1) by ``unit_interval``; the same key always lands on
+the same point, so the same arm while the weights stay put. Requests without
+a key get a random point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from milepost.errors import FailedPrecondition, Unavailable
+from milepost.v1 import routing_pb2
+
+DEFAULT_KEY_PARAMETER = "milepost-key"
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm: a deployment (``deployment_id``) or another endpoint (``endpoint``)."""
+
+    name: str
+    deployment_id: str = ""
+    endpoint: str = ""
+    weight: float = 0.0
+
+    @property
+    def target(self) -> str:
+        return f"endpoint {self.endpoint!r}" if self.endpoint else f"deployment {self.deployment_id}"
+
+
+@dataclass(frozen=True)
+class Choice:
+    """What a policy chose for one request."""
+
+    arms: tuple[Arm, ...]  # whose answers make the response: one, or an ensemble's members
+    mirror: Arm | None = None  # scored in the background, compared, discarded (shadow)
+
+
+Available = Callable[[Arm], bool]
+
+
+def unit_interval(endpoint: str, key: str) -> float:
+    """A stable point in [0, 1) for (endpoint, key): blake2b-64 of ``endpoint + "\\0" + key`` over 2**64.
+
+    The endpoint is part of the hash so that nested splits under one key are
+    independent of each other.
+    """
+    digest = hashlib.blake2b(f"{endpoint}\0{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def point_for(endpoint: str, key: str | None) -> float:
+    return unit_interval(endpoint, key) if key is not None else random.random()
+
+
+class Policy(ABC):
+    kind: str = ""
+
+    def __init__(self, endpoint: str, spec: routing_pb2.RoutingPolicy, generation: int) -> None:
+        self.endpoint = endpoint
+        self.spec = spec
+        self.generation = generation
+        self.arms = tuple(Arm(a.name, a.deployment_id, a.endpoint, a.weight) for a in spec.arms)
+        self.key_parameter = spec.key_parameter or DEFAULT_KEY_PARAMETER
+        for arm in self.arms:
+            if bool(arm.deployment_id) == bool(arm.endpoint):
+                raise FailedPrecondition(
+                    f"endpoint {endpoint!r}: arm {arm.name!r} must name exactly one of a deployment and an endpoint"
+                )
+
+    @abstractmethod
+    def choose(self, key: str | None, available: Available) -> Choice:
+        """The arm(s) for a request with this key; Unavailable when none can serve it."""
+
+    def ready(self, available: Available) -> bool:
+        """Whether requests can be served now: by default, when every arm can."""
+        return all(available(arm) for arm in self.arms)
+
+    def _unavailable(self, arms: tuple[Arm, ...]) -> Unavailable:
+        names = ", ".join(f"{a.name!r} ({a.target})" for a in arms)
+        return Unavailable(f"endpoint {self.endpoint!r}: arm {names} has no replica on any agent")
+
+
+def expect_arms(policy: Policy, low: int, high: int | None = None) -> None:
+    n = len(policy.arms)
+    if n < low or (high is not None and n > high):
+        wanted = f"{low}" if high == low else f"at least {low}" if high is None else f"{low} to {high}"
+        raise FailedPrecondition(f"endpoint {policy.endpoint!r}: a {policy.kind} policy takes {wanted} arm(s), got {n}")
+
+
+def build(endpoint: str, spec: routing_pb2.RoutingPolicy, generation: int) -> Policy:
+    """The policy object for a route; FailedPrecondition when the message makes no sense."""
+    from agent.routing import bandit, canary, ensemble, shadow, single, split
+
+    kinds: dict[str, type[Policy]] = {
+        cls.kind: cls for cls in (
+            single.SinglePolicy, split.SplitPolicy, canary.CanaryPolicy,
+            shadow.ShadowPolicy, ensemble.EnsemblePolicy, bandit.BanditPolicy,
+        )
+    }
+    cls = kinds.get(spec.kind or "single")
+    if cls is None:
+        raise FailedPrecondition(
+            f"endpoint {endpoint!r} has routing policy kind {spec.kind!r}, which this agent does not know; "
+            f"known: {', '.join(kinds)}"
+        )
+    return cls(endpoint, spec, generation)

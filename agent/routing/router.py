@@ -1,0 +1,535 @@
+"""The router: applies the coordinator's route table and serves requests by it.
+
+For an endpoint with a route, a request is decoded once (by the dataplane),
+the endpoint's policy chooses arm(s), and the router calls them: a deployment
+arm on this agent's own replica when there is one (the MicroBatcher in the
+DeploymentTable) or else on a RemoteModel proxy to the agents listed in the
+route's replicas; an endpoint arm through that endpoint's own route (nesting,
+at most MAX_DEPTH deep; a cycle is FailedPrecondition). Every arm call is
+timed and recorded in the ArmMetricsBook (the completion hook); shadows are
+mirrored on a bounded pool, ensemble members fanned out on another.
+
+Route tables: a pushed table (SetRoutes) replaces the held one unless it is
+older; a table in a heartbeat reply replaces it when newer, or whatever its
+generation when it is the first since the agent (re)registered (a coordinator
+with a fresh store starts counting again). One request sees one table from
+start to end. Without a route the agent serves the deployment registered
+locally under the endpoint name, as a standalone agent does.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from agent.deployments import DeploymentTable, Hosted
+from agent.routing import policy as policies
+from agent.routing.arm_metrics import ArmMetricsBook
+from agent.routing.ensemble import EnsemblePolicy, MemberAnswer
+from agent.routing.members import Channels, RemoteDescription, RemoteModel, deadline_scope
+from agent.routing.policy import Arm, Policy
+from agent.statistics import EndpointStatistics
+from engines.base import LoadedModel
+from milepost.errors import (
+    DeadlineExceeded, FailedPrecondition, MilepostError, NotFound, ResourceExhausted, Unavailable,
+)
+from milepost.v1 import routing_pb2
+
+log = logging.getLogger("milepost.agent")
+MAX_DEPTH = 4
+STACKER_ARM = "(stacker)"  # the arm name a stacker's calls are recorded under; no real arm can have it
+SHADOW_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Served:
+    """An answer and who gave it: the arm(s) of the endpoint and the deployments that scored."""
+
+    batch: pa.RecordBatch
+    arms: tuple[str, ...]
+    deployments: tuple[str, ...]
+    version: str = ""
+
+
+@dataclass(frozen=True)
+class Description:
+    """The model a name stands for, for metadata calls."""
+
+    input_schema: pa.Schema
+    output_schema: pa.Schema
+    version: str
+    platform: str
+    engine: str
+    model: str
+    deployment_id: str
+
+
+@dataclass
+class _Route:
+    endpoint: str
+    policy: Policy | None
+    broken: str
+    replicas: dict[str, tuple[str, ...]]
+    remotes: dict[str, RemoteModel]
+
+
+@dataclass
+class _Table:
+    generation: int = 0
+    routes: dict[str, _Route] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _Request:
+    table: _Table
+    parameters: Mapping[str, str]
+
+
+class Router:
+    def __init__(
+        self, table: DeploymentTable, address: Callable[[], str], metrics: ArmMetricsBook, *,
+        member_workers: int = 16, member_queue: int = 64, shadow_workers: int = 2, shadow_queue: int = 32,
+    ) -> None:
+        self._local = table
+        self._address = address
+        self.metrics = metrics
+        self._channels = Channels()
+        self._described: dict[str, RemoteDescription] = {}
+        self._table = _Table()
+        self._apply_lock = threading.Lock()
+        self._accept_any_heartbeat_table = False
+        self._stats: dict[str, EndpointStatistics] = {}
+        self._stats_lock = threading.Lock()
+        self._member_pool = ThreadPoolExecutor(member_workers, thread_name_prefix="ensemble")
+        self._member_slots = threading.BoundedSemaphore(member_queue)
+        self._shadow_pool = ThreadPoolExecutor(shadow_workers, thread_name_prefix="shadow")
+        self._shadow_slots = threading.BoundedSemaphore(shadow_queue)
+
+    # ---- the table ----
+    @property
+    def generation(self) -> int:
+        return self._table.generation
+
+    def apply(self, message: routing_pb2.RouteTable, *, from_heartbeat: bool = False) -> bool:
+        """Hold ``message`` if it is not older than the held table (see the module docstring)."""
+        with self._apply_lock:
+            held = self._table.generation
+            if from_heartbeat:
+                accept = message.generation > held or self._accept_any_heartbeat_table
+            else:
+                accept = message.generation >= held
+            if not accept:
+                log.debug("ignoring route table generation %d (holding %d)", message.generation, held)
+                return False
+            self._table = self._compile(message)
+            self._accept_any_heartbeat_table = False
+        log.info("routes generation %d applied: %s", message.generation, ", ".join(self._table.routes) or "none")
+        return True
+
+    def registered(self) -> None:
+        """The agent (re)registered: take the next heartbeat's table whatever its generation."""
+        with self._apply_lock:
+            self._accept_any_heartbeat_table = True
+
+    def _compile(self, message: routing_pb2.RouteTable) -> _Table:
+        own = self._address()
+        routes: dict[str, _Route] = {}
+        for route in message.routes:
+            replicas = {dep: tuple(a.addresses) for dep, a in route.replicas.items()}
+            remotes = {}
+            for dep, addresses in replicas.items():
+                others = tuple(a for a in addresses if a != own)
+                if others:
+                    remotes[dep] = RemoteModel(dep, others, self._channels, self._described)
+            try:
+                built, broken = policies.build(route.endpoint, route.policy, message.generation), ""
+            except MilepostError as err:
+                built, broken = None, err.message
+                log.warning("route for %s cannot be applied: %s", route.endpoint, broken)
+            routes[route.endpoint] = _Route(route.endpoint, built, broken, replicas, remotes)
+        return _Table(message.generation, routes)
+
+    def has_route(self, endpoint: str) -> bool:
+        return endpoint in self._table.routes
+
+    def endpoints(self) -> list[str]:
+        return sorted(self._table.routes)
+
+    def policy_kind(self, endpoint: str) -> str:
+        route = self._table.routes.get(endpoint)
+        return route.policy.kind if route is not None and route.policy is not None else ""
+
+    def statistics(self, endpoint: str) -> EndpointStatistics:
+        """ModelStatistics-style counters of requests to a routed endpoint, kept by the dataplane."""
+        found = self._stats.get(endpoint)
+        if found is None:
+            with self._stats_lock:
+                found = self._stats.setdefault(endpoint, EndpointStatistics())
+        return found
+
+    def all_statistics(self) -> dict[str, EndpointStatistics]:
+        with self._stats_lock:
+            return dict(self._stats)
+
+    def close(self) -> None:
+        self._shadow_pool.shutdown(wait=False, cancel_futures=True)
+        self._member_pool.shutdown(wait=False, cancel_futures=True)
+        self._channels.close()
+
+    # ---- serving ----
+    def infer(
+        self, endpoint: str, batch: pa.RecordBatch, parameters: Mapping[str, str],
+        deadline: float | None, version: str = "",
+    ) -> Served:
+        """Serve one request to a routed endpoint; ``version`` pins the arm serving that model version."""
+        request = _Request(self._table, parameters)
+        if version:
+            return self._serve_version(request, endpoint, batch, version, deadline)
+        return self._serve(request, endpoint, batch, (), deadline)
+
+    def _serve(
+        self, request: _Request, endpoint: str, batch: pa.RecordBatch, path: tuple[str, ...], deadline: float | None,
+    ) -> Served:
+        if endpoint in path:
+            raise FailedPrecondition(f"routing cycle: {' -> '.join((*path, endpoint))}")
+        if len(path) >= MAX_DEPTH:
+            raise FailedPrecondition(f"routing nests deeper than {MAX_DEPTH} endpoints: {' -> '.join((*path, endpoint))}")
+        route = request.table.routes.get(endpoint)
+        if route is None:
+            return self._serve_local_endpoint(endpoint, batch, path, deadline)
+        policy = _policy_of(route)
+        path = (*path, endpoint)
+        choice = policy.choose(
+            request.parameters.get(policy.key_parameter), lambda arm: self._available(request.table, route, arm, path)
+        )
+        if isinstance(policy, EnsemblePolicy):
+            return self._ensemble(request, route, policy, batch, path, deadline)
+        try:
+            served = self._call_arm(request, route, choice.arms[0], batch, path, deadline)
+        except BaseException:
+            if choice.mirror is not None:
+                self._mirror(request, route, choice.mirror, batch, None, path)
+            raise
+        if choice.mirror is not None:
+            self._mirror(request, route, choice.mirror, batch, served.batch, path)
+        return served
+
+    def _serve_local_endpoint(
+        self, endpoint: str, batch: pa.RecordBatch, path: tuple[str, ...], deadline: float | None,
+    ) -> Served:
+        """An endpoint with no route: its deployment on this agent, if any (NOT_FOUND at the top,
+        UNAVAILABLE for a nested arm, whose endpoint exists elsewhere)."""
+        try:
+            hosted = self._local.route(endpoint)
+        except NotFound as err:
+            if not path:
+                raise
+            raise Unavailable(
+                f"endpoint {endpoint!r} (an arm of {path[-1]!r}) has no route and is not served by this agent"
+            ) from err
+        with deadline_scope(deadline):
+            _check_deadline(deadline, f"endpoint {endpoint!r}")
+            out = hosted.model.predict(batch)
+        return Served(out, (), (hosted.spec.deployment_id,), hosted.model.version)
+
+    def _serve_version(
+        self, request: _Request, endpoint: str, batch: pa.RecordBatch, version: str, deadline: float | None,
+    ) -> Served:
+        route = request.table.routes.get(endpoint)
+        if route is None:  # the route went away since the dataplane looked
+            raise NotFound(f"endpoint {endpoint!r} has no route on this agent any more; retry")
+        policy = _policy_of(route)
+        versions = []
+        for arm in policy.arms:
+            model = self._member(route, arm.deployment_id) if arm.deployment_id else None
+            if model is None:
+                continue
+            if model.version.startswith(version):
+                return self._call_arm(request, route, arm, batch, (endpoint,), deadline)
+            versions.append(f"{arm.name}={model.version[:12]}")
+        raise NotFound(
+            f"version {version!r} of endpoint {endpoint!r} is not served by any of its arms"
+            + (f" ({', '.join(versions)})" if versions else "")
+        )
+
+    def _call_arm(
+        self, request: _Request, route: _Route, arm: Arm, batch: pa.RecordBatch,
+        path: tuple[str, ...], deadline: float | None,
+    ) -> Served:
+        started = time.perf_counter()
+        try:
+            served = self._invoke_arm(request, route, arm, batch, path, deadline)
+        except BaseException:
+            self.metrics.record(route.endpoint, arm.name, _ms_since(started), None, failed=True)
+            raise
+        self.metrics.record(route.endpoint, arm.name, _ms_since(started), served.batch, failed=False)
+        return served
+
+    def _invoke_arm(
+        self, request: _Request, route: _Route, arm: Arm, batch: pa.RecordBatch,
+        path: tuple[str, ...], deadline: float | None,
+    ) -> Served:
+        if arm.endpoint:
+            inner = self._serve(request, arm.endpoint, batch, path, deadline)
+            return Served(inner.batch, (arm.name,), inner.deployments, inner.version)
+        out, version = self._call_deployment(route, arm.deployment_id, arm.name, batch, deadline)
+        return Served(out, (arm.name,), (arm.deployment_id,), version)
+
+    def _member(self, route: _Route, deployment_id: str) -> LoadedModel | None:
+        """This agent's replica of the deployment if it has one, else the remote proxy, else None."""
+        hosted = self._local.get(deployment_id)
+        if hosted is not None:
+            return hosted.model
+        return route.remotes.get(deployment_id)
+
+    def _call_deployment(
+        self, route: _Route, deployment_id: str, arm_name: str, batch: pa.RecordBatch, deadline: float | None,
+    ) -> tuple[pa.RecordBatch, str]:
+        model = self._member(route, deployment_id)
+        if model is None:
+            raise Unavailable(
+                f"endpoint {route.endpoint!r}: arm {arm_name!r} (deployment {deployment_id}) has no replica on any agent"
+            )
+        with deadline_scope(deadline):
+            _check_deadline(deadline, f"arm {arm_name!r} of endpoint {route.endpoint!r}")
+            out = model.predict(batch)
+        return out, model.version
+
+    def _available(self, table: _Table, route: _Route, arm: Arm, path: tuple[str, ...]) -> bool:
+        if arm.deployment_id:
+            return self._local.get(arm.deployment_id) is not None or arm.deployment_id in route.remotes
+        if arm.endpoint in path or len(path) >= MAX_DEPTH:
+            return True  # serving it raises FailedPrecondition, which says more than UNAVAILABLE would
+        inner = table.routes.get(arm.endpoint)
+        if inner is None:
+            return self._local.has_endpoint(arm.endpoint)
+        if inner.policy is None:
+            return True  # serving it says why it is broken
+        inner_path = (*path, arm.endpoint)
+        return inner.policy.ready(lambda a: self._available(table, inner, a, inner_path))
+
+    # ---- shadows ----
+    def _mirror(
+        self, request: _Request, route: _Route, arm: Arm, batch: pa.RecordBatch,
+        primary: pa.RecordBatch | None, path: tuple[str, ...],
+    ) -> None:
+        """Score ``batch`` on the shadow arm in the background, if there is room; never raises."""
+        if not self._shadow_slots.acquire(blocking=False):
+            self.metrics.record_shadow_dropped(route.endpoint)
+            return
+        policy = route.policy
+        timeout = policy.spec.member_timeout_s if policy is not None and policy.spec.member_timeout_s > 0 else SHADOW_TIMEOUT_S
+        try:
+            future = self._shadow_pool.submit(
+                self._shadow_job, request, route, arm, batch, primary, path, time.monotonic() + timeout
+            )
+        except RuntimeError:  # the pool is shut down: the agent is stopping
+            self._shadow_slots.release()
+            return
+        future.add_done_callback(lambda _: self._shadow_slots.release())
+
+    def _shadow_job(
+        self, request: _Request, route: _Route, arm: Arm, batch: pa.RecordBatch,
+        primary: pa.RecordBatch | None, path: tuple[str, ...], deadline: float,
+    ) -> None:
+        try:
+            served = self._call_arm(request, route, arm, batch, path, deadline)
+            if primary is not None:
+                self.metrics.record_comparison(route.endpoint, arm.name, primary, served.batch)
+        except Exception as err:  # noqa: BLE001 - a shadow's failure is counted in its metrics, never raised
+            if not isinstance(err, MilepostError):
+                log.exception("shadow arm %s of %s failed", arm.name, route.endpoint)
+
+    # ---- ensembles ----
+    def _ensemble(
+        self, request: _Request, route: _Route, policy: EnsemblePolicy, batch: pa.RecordBatch,
+        path: tuple[str, ...], deadline: float | None,
+    ) -> Served:
+        member_deadline = time.monotonic() + policy.member_timeout_s
+        if deadline is not None:
+            member_deadline = min(member_deadline, deadline)
+        jobs: list[tuple[Arm, Future, float]] = []
+        try:
+            for arm in policy.arms:
+                if not self._member_slots.acquire(blocking=False):
+                    raise ResourceExhausted(
+                        f"endpoint {route.endpoint!r}: too many ensemble members in flight on this agent; retry with backoff"
+                    )
+                started = time.perf_counter()
+                try:
+                    future = self._member_pool.submit(
+                        self._member_job, request, route, arm, batch, path, member_deadline
+                    )
+                except RuntimeError as err:
+                    self._member_slots.release()
+                    raise Unavailable("the agent is stopping") from err
+                future.add_done_callback(lambda _: self._member_slots.release())
+                jobs.append((arm, future, started))
+        except BaseException:
+            for _, future, _ in jobs:
+                future.cancel()
+            raise
+        wait([f for _, f, _ in jobs], timeout=max(0.0, member_deadline - time.monotonic()))
+        answers: list[MemberAnswer] = []
+        served_by: dict[str, Served] = {}
+        for arm, future, started in jobs:
+            if future.done() and not future.cancelled():
+                error = future.exception()
+                if error is None:
+                    served, finished = future.result()
+                    served_by[arm.name] = served
+                    self.metrics.record(route.endpoint, arm.name, (finished - started) * 1e3, served.batch, failed=False)
+                    answers.append(MemberAnswer(arm, served.batch))
+                    continue
+                finished_ms = _ms_since(started)
+            else:
+                future.cancel()
+                finished_ms = _ms_since(started)
+                error = DeadlineExceeded(
+                    f"endpoint {route.endpoint!r}: member {arm.name!r} did not answer within "
+                    f"{policy.member_timeout_s:g}s (or the request's deadline)"
+                )
+            self.metrics.record(route.endpoint, arm.name, finished_ms, None, failed=True)
+            answers.append(MemberAnswer(arm, error=error))
+        chosen = policy.answered(answers)
+        stacker = None
+        deployments = [d for a in chosen for d in served_by[a.arm.name].deployments]
+        if policy.combiner == "stacking":
+            stacker = _Stacker(self, route, policy.stacker_deployment_id, deadline)
+            deployments.append(policy.stacker_deployment_id)
+        combined = policy.combine(chosen, stacker)
+        return Served(combined, tuple(a.arm.name for a in chosen), tuple(deployments))
+
+    def _member_job(
+        self, request: _Request, route: _Route, arm: Arm, batch: pa.RecordBatch,
+        path: tuple[str, ...], deadline: float,
+    ) -> tuple[Served, float]:
+        served = self._invoke_arm(request, route, arm, batch, path, deadline)
+        return served, time.perf_counter()
+
+    # ---- describing ----
+    def describe(self, endpoint: str, path: tuple[str, ...] = ()) -> Description:
+        """The model behind a routed endpoint: its first arm's that has a replica somewhere (the
+        arms of one endpoint take the same inputs); a stacking ensemble's outputs are the stacker's."""
+        route = self._route_for_description(endpoint, path)
+        if route is None:
+            return describe_hosted(self._local.route(endpoint))
+        policy = _policy_of(route)
+        described = None
+        for arm in policy.arms:
+            try:
+                described = (
+                    self.describe(arm.endpoint, (*path, endpoint)) if arm.endpoint
+                    else self._describe_deployment(route, arm.deployment_id, arm.name)
+                )
+                break
+            except (Unavailable, NotFound):
+                continue
+        if described is None:
+            raise policy._unavailable(policy.arms)
+        if isinstance(policy, EnsemblePolicy) and policy.combiner == "stacking":
+            stacker = self._describe_deployment(route, policy.stacker_deployment_id, STACKER_ARM)
+            described = Description(
+                described.input_schema, stacker.output_schema, stacker.version, stacker.platform,
+                stacker.engine, stacker.model, stacker.deployment_id,
+            )
+        return described
+
+    def input_schema(self, endpoint: str, path: tuple[str, ...] = ()) -> pa.Schema:
+        """The schema requests to an endpoint are decoded with: the first arm's that is known
+        without asking another agent, else as ``describe`` finds it."""
+        route = self._route_for_description(endpoint, path)
+        if route is None:
+            return self._local.route(endpoint).model.input_schema
+        for arm in _policy_of(route).arms:
+            if not arm.deployment_id:
+                continue
+            hosted = self._local.get(arm.deployment_id)
+            if hosted is not None:
+                return hosted.model.input_schema
+            remote = route.remotes.get(arm.deployment_id)
+            if remote is not None and remote.described:
+                return remote.input_schema
+        return self.describe(endpoint, path).input_schema
+
+    def _route_for_description(self, endpoint: str, path: tuple[str, ...]) -> _Route | None:
+        if endpoint in path or len(path) >= MAX_DEPTH:
+            raise FailedPrecondition(f"routing cycle or nesting deeper than {MAX_DEPTH}: {' -> '.join((*path, endpoint))}")
+        return self._table.routes.get(endpoint)
+
+    def _describe_deployment(self, route: _Route, deployment_id: str, arm_name: str) -> Description:
+        hosted = self._local.get(deployment_id)
+        if hosted is not None:
+            return describe_hosted(hosted)
+        remote = route.remotes.get(deployment_id)
+        if remote is None:
+            raise Unavailable(
+                f"endpoint {route.endpoint!r}: arm {arm_name!r} (deployment {deployment_id}) has no replica on any agent"
+            )
+        d = remote.describe()
+        return Description(d.input_schema, d.output_schema, d.version, d.platform, d.engine, d.model, deployment_id)
+
+    def ready(self, endpoint: str) -> bool:
+        """Whether the endpoint can answer now (see each policy's ``ready``)."""
+        table = self._table
+        route = table.routes.get(endpoint)
+        if route is None:
+            return self._local.has_endpoint(endpoint)
+        if route.policy is None:
+            return False
+        path = (endpoint,)
+        return route.policy.ready(lambda arm: self._available(table, route, arm, path))
+
+
+class _Stacker:
+    """The stacker deployment of an ensemble, called like a member and recorded as arm STACKER_ARM."""
+
+    def __init__(self, router: Router, route: _Route, deployment_id: str, deadline: float | None) -> None:
+        self._router = router
+        self._route = route
+        self._deployment_id = deployment_id
+        self._deadline = deadline
+
+    @property
+    def input_schema(self) -> pa.Schema:
+        return self._router._describe_deployment(self._route, self._deployment_id, STACKER_ARM).input_schema
+
+    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        started = time.perf_counter()
+        try:
+            out, _ = self._router._call_deployment(self._route, self._deployment_id, STACKER_ARM, batch, self._deadline)
+        except BaseException:
+            self._router.metrics.record(self._route.endpoint, STACKER_ARM, _ms_since(started), None, failed=True)
+            raise
+        self._router.metrics.record(self._route.endpoint, STACKER_ARM, _ms_since(started), out, failed=False)
+        return out
+
+
+def _policy_of(route: _Route) -> Policy:
+    if route.policy is None:
+        raise FailedPrecondition(route.broken)
+    return route.policy
+
+
+def describe_hosted(hosted: Hosted) -> Description:
+    """A deployment on this agent, described."""
+    model = hosted.model
+    return Description(
+        model.input_schema, model.output_schema, model.version, model.platform,
+        hosted.engine, hosted.spec.model, hosted.spec.deployment_id,
+    )
+
+
+def _check_deadline(deadline: float | None, what: str) -> None:
+    if deadline is not None and time.monotonic() >= deadline:
+        raise DeadlineExceeded(f"deadline passed before {what} could score")
+
+
+def _ms_since(started: float) -> float:
+    return (time.perf_counter() - started) * 1e3

@@ -1,0 +1,161 @@
+"""Agents on loopback with real compiled models, and a fake coordinator that only serves bundles (helpers).
+
+The routing tests push RouteTables to the agents themselves (AgentService.SetRoutes),
+so the coordinator here is a fake: it registers agents, answers heartbeats (with a
+route table when a test sets one) and streams bundles. A real coordinator would
+reconcile away deployments it did not place, and push its own tables.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+import pytest
+
+from milepost._grpc_server import bind, new_server
+from milepost.inference import grpc_predict_v2_pb2 as oip
+from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from milepost.v1 import agent_pb2, agent_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, routing_pb2
+
+FLAVOR = "scoring_core"
+
+
+class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
+    """Registers anyone, remembers heartbeats, serves bundle archives by version."""
+
+    def __init__(self) -> None:
+        self.archives: dict[str, bytes] = {}
+        self.heartbeats: list[coordinator_pb2.HeartbeatRequest] = []
+        self.table: routing_pb2.RouteTable | None = None
+        self.lock = threading.Lock()
+        self.server = new_server(max_workers=8)
+        coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(self, self.server)
+        self.address = f"127.0.0.1:{bind(self.server, '127.0.0.1', 0)}"
+        self.server.start()
+
+    def RegisterAgent(self, request, context):  # type: ignore[no-untyped-def]
+        return coordinator_pb2.RegisterAgentResponse(agent_id=request.agent.agent_id, heartbeat_interval_s=0.2, ttl_s=5)
+
+    def Heartbeat(self, request, context):  # type: ignore[no-untyped-def]
+        with self.lock:
+            self.heartbeats.append(request)
+            table = self.table
+        if table is not None and request.routes_generation < table.generation:
+            return coordinator_pb2.HeartbeatResponse(known=True, routes=table)
+        return coordinator_pb2.HeartbeatResponse(known=True)
+
+    def FetchModel(self, request, context):  # type: ignore[no-untyped-def]
+        data = self.archives[request.version]
+        for start in range(0, len(data), 1 << 20):
+            yield coordinator_pb2.ModelChunk(data=data[start : start + (1 << 20)])
+
+    def stop(self) -> None:
+        self.server.stop(0).wait()
+
+
+@dataclass
+class Model:
+    name: str
+    estimator: object
+    version: str
+
+
+@dataclass
+class Mesh:
+    """A fake coordinator, agents a1 (with /metrics) and a2, and deployments loaded on them."""
+
+    coordinator: FakeCoordinator
+    agents: dict[str, object]
+    models: dict[str, Model]
+    rows: np.ndarray
+    generation: itertools.count = field(default_factory=lambda: itertools.count(1000))
+    _channels: dict[str, grpc.Channel] = field(default_factory=dict)
+
+    def channel(self, address: str) -> grpc.Channel:
+        if address not in self._channels:
+            self._channels[address] = grpc.insecure_channel(address)
+        return self._channels[address]
+
+    def address(self, agent: str) -> str:
+        return self.agents[agent].address  # type: ignore[attr-defined]
+
+    def inference(self, agent: str = "a1") -> oip_grpc.GRPCInferenceServiceStub:
+        return oip_grpc.GRPCInferenceServiceStub(self.channel(self.address(agent)))
+
+    def control(self, agent: str = "a1") -> agent_pb2_grpc.AgentServiceStub:
+        return agent_pb2_grpc.AgentServiceStub(self.channel(self.address(agent)))
+
+    def load(self, agent: str, deployment_id: str, model: str) -> None:
+        m = self.models[model]
+        self.control(agent).Load(agent_pb2.LoadRequest(
+            deployment_id=deployment_id, endpoint=f"direct-{deployment_id}", model=m.name,
+            version=m.version, flavor=FLAVOR,
+        ), timeout=60)
+
+    def table(self, *routes: routing_pb2.Route) -> routing_pb2.RouteTable:
+        return routing_pb2.RouteTable(generation=next(self.generation), routes=routes)
+
+    def set_routes(self, *routes: routing_pb2.Route, agents: tuple[str, ...] = ("a1", "a2")) -> routing_pb2.RouteTable:
+        table = self.table(*routes)
+        for agent in agents:
+            self.control(agent).SetRoutes(table, timeout=10)
+        return table
+
+    def close(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+
+
+def route(endpoint: str, kind: str, arms: list[routing_pb2.Arm], replicas: dict[str, list[str]], **params) -> routing_pb2.Route:  # type: ignore[no-untyped-def]
+    policy = routing_pb2.RoutingPolicy(kind=kind, arms=arms, **params)
+    message = routing_pb2.Route(endpoint=endpoint, policy=policy)
+    for dep, addresses in replicas.items():
+        message.replicas[dep].addresses.extend(addresses)
+    return message
+
+
+def arm(name: str, deployment_id: str = "", endpoint: str = "", weight: float = 0.0) -> routing_pb2.Arm:
+    return routing_pb2.Arm(name=name, deployment_id=deployment_id, endpoint=endpoint, weight=weight)
+
+
+def infer_request(endpoint: str, rows: np.ndarray, **parameters: str) -> oip.ModelInferRequest:
+    request = oip.ModelInferRequest(model_name=endpoint)
+    request.inputs.add(name="input", datatype="FP32", shape=list(rows.shape))
+    request.raw_input_contents.append(np.ascontiguousarray(rows, dtype=np.float32).tobytes())
+    for name, value in parameters.items():
+        request.parameters[name].string_param = value
+    return request
+
+
+@dataclass
+class Answer:
+    values: np.ndarray
+    arm: str
+    deployment: str
+    version: str
+
+
+def infer(stub: oip_grpc.GRPCInferenceServiceStub, endpoint: str, rows: np.ndarray, **parameters: str) -> Answer:
+    response = stub.ModelInfer(infer_request(endpoint, rows, **parameters), timeout=30)
+    out = response.outputs[0]
+    dtype = {"FP64": "<f8", "FP32": "<f4"}[out.datatype]
+    values = np.frombuffer(response.raw_output_contents[0], dtype=dtype).reshape(list(out.shape))
+    p = response.parameters
+    return Answer(values, p["milepost-arm"].string_param, p["milepost-deployment"].string_param, response.model_version)
+
+
+def direct(mesh: Mesh, deployment_id: str, rows: np.ndarray, agent: str = "a1") -> np.ndarray:
+    """A deployment's own answer, asked of it directly (no routing)."""
+    return infer(mesh.inference(agent), deployment_id, rows, **{"milepost-deployment": deployment_id}).values
+
+
+def code_of(fn) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
+    with pytest.raises(grpc.RpcError) as info:
+        fn()
+    return info.value.code(), info.value.details()
+
+

@@ -128,7 +128,8 @@ def main() -> None:
 
         data_dir = Path(tmp) / "data"
         up = subprocess.Popen(
-            [sys.executable, "-m", "milepost.cli", "up", "--data-dir", str(data_dir), "--port", "0", "--agent-port", "0"],
+            [sys.executable, "-m", "milepost.cli", "up", "--data-dir", str(data_dir), "--port", "0", "--agent-port", "0",
+             "--metrics-port", "-1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:

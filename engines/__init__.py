@@ -7,9 +7,11 @@ only when used.
 
 from __future__ import annotations
 
-# Which engine runs a bundle of a given flavor.
+# Which engine serves a bundle of a given flavor online (its default engine).
 FLAVOR_ENGINES: dict[str, str] = {
     "scoring_core": "native",
+    "torch": "torch",
+    "python": "python",
 }
 
 

@@ -1,39 +1,132 @@
 """The engine adapter interface every engine implements.
 
 An engine turns a verified bundle directory into a LoadedModel whose predict
-takes and returns Arrow record batches. Micro-batching, remote proxies and
-routing wrap LoadedModels from the outside; engines know nothing of them, nor of
-protobuf.
+takes and returns Arrow record batches, scores Parquet datasets into Parquet
+datasets (``score_dataset``), and runs pipeline stages (``run_stage``).
+Micro-batching, remote proxies and routing wrap LoadedModels from the outside;
+engines know nothing of them, nor of protobuf.
+
+The dataclasses here are the messages engines exchange with the agent and the
+CLI: what to serve (DeploymentSpec), what to score offline (DatasetJob and its
+JobResult), what stage to run (StageSpec).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
+
+from milepost.errors import InvalidArgument, Unimplemented
+
+# Called with the number of rows scored so far, as engines make progress.
+Progress = Callable[[int], None]
+
+STAGE_KINDS = ("training", "batch_scoring", "custom")
 
 
 @dataclass(frozen=True)
 class EngineInfo:
-    """An engine as found on this node: usable, or not and why not."""
+    """An engine as found on this node: usable, or not and why not.
+
+    ``flavors`` are the bundle flavors it runs; ``online`` says whether it serves
+    requests (load/predict) or only scores datasets and runs stages.
+    """
 
     name: str
     version: str
     available: bool
     reason: str = ""
     devices: tuple[str, ...] = field(default_factory=tuple)
+    flavors: tuple[str, ...] = field(default_factory=tuple)
+    online: bool = True
 
 
 @dataclass(frozen=True)
 class DeploymentSpec:
-    """What the agent was asked to run; engines read what concerns them."""
+    """What the agent was asked to run; engines read what concerns them.
+
+    ``device`` ("cpu", "cuda", "cuda:N") and ``half`` matter to engines that run on
+    accelerators (torch); ``engine`` names an engine asked for explicitly (empty: the
+    flavor's default engine).
+    """
 
     deployment_id: str
     endpoint: str
     model: str
     version: str
+    device: str = "cpu"
+    half: bool = False
+    engine: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetJob:
+    """Score the Parquet dataset at ``source`` into a new Parquet dataset at ``sink``.
+
+    ``source`` and ``sink`` are local paths or URIs (file://, or what the engine's
+    filesystem layer reads); ``source`` is a file or a directory of files, read in
+    sorted path order. The output holds the ``keep`` columns of the source (an id,
+    say) followed by the model's outputs, row for row in source order.
+    ``batch_rows`` bounds the rows scored per call (and so the memory held);
+    ``options`` are engine specific (Spark's ``master``, Ray's ``address``...).
+    """
+
+    source: str
+    sink: str
+    batch_rows: int = 65536
+    keep: tuple[str, ...] = ()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            raise InvalidArgument("DatasetJob.source is required")
+        if not self.sink:
+            raise InvalidArgument("DatasetJob.sink is required")
+        if isinstance(self.batch_rows, bool) or not isinstance(self.batch_rows, int) or self.batch_rows < 1:
+            raise InvalidArgument(f"DatasetJob.batch_rows must be a positive integer, got {self.batch_rows!r}")
+        if isinstance(self.keep, str):
+            raise InvalidArgument("DatasetJob.keep must be a sequence of column names, not one string")
+        object.__setattr__(self, "keep", tuple(self.keep))
+        if len(set(self.keep)) != len(self.keep):
+            raise InvalidArgument(f"DatasetJob.keep names a column twice: {list(self.keep)}")
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a dataset job did: rows written to ``sink`` in ``seconds`` by ``engine``."""
+
+    rows: int
+    seconds: float
+    sink: str
+    engine: str
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One pipeline stage for an engine to run.
+
+    ``kind`` is "training" (produces a model bundle), "batch_scoring" (a dataset job
+    on ``bundle_dir``) or "custom". ``entry`` says what runs: a "module:function"
+    (importable, or inside the code bundle at ``bundle_dir`` for the python engine) or
+    a Python callable when the stage is built in-process. ``params`` are passed to it.
+    """
+
+    name: str
+    kind: str
+    entry: str | Callable[..., Any] = ""
+    bundle_dir: Path | None = None
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise InvalidArgument("StageSpec.name is required")
+        if self.kind not in STAGE_KINDS:
+            raise InvalidArgument(f"StageSpec.kind must be one of {STAGE_KINDS}, got {self.kind!r}")
 
 
 class LoadedModel(ABC):
@@ -59,3 +152,59 @@ class Engine(ABC):
 
     @abstractmethod
     def load(self, bundle_dir: Path, deployment: DeploymentSpec) -> LoadedModel: ...
+
+    def score_dataset(self, bundle_dir: Path, job: DatasetJob, progress: Progress | None = None) -> JobResult:
+        """Score ``job.source`` into ``job.sink`` with the model at ``bundle_dir``.
+
+        The default streams record batches through this engine's own ``load`` and
+        ``predict`` in this process: bounded memory, source row order. Engines that
+        distribute the work (Spark, Ray) override it.
+        """
+        from engines.parquet_stream import stream_score
+
+        model = self.load(Path(bundle_dir), dataset_deployment(bundle_dir, job))
+        try:
+            return stream_score(model, job, engine=self.name, progress=progress)
+        finally:
+            model.close()
+
+    def run_stage(self, stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
+        """Run a pipeline stage. Every engine runs "batch_scoring" stages through
+        ``score_dataset`` (inputs: ``source``, ``sink``, optional ``keep``; the model
+        at ``stage.bundle_dir``); engines that train or run user code override this."""
+        if stage.kind != "batch_scoring":
+            raise Unimplemented(
+                f"engine {self.name!r} does not run {stage.kind} stages (stage {stage.name!r}); "
+                "training and custom stages run on the spark, ray or python engines"
+            )
+        return run_batch_scoring_stage(self, stage, inputs)
+
+
+def dataset_deployment(bundle_dir: Path | str, job: DatasetJob) -> DeploymentSpec:
+    """The DeploymentSpec a dataset job loads its model with: the bundle's own
+    version (verified at load), device and precision from the job's options."""
+    return DeploymentSpec(
+        deployment_id=f"dataset:{Path(bundle_dir).name}",
+        endpoint="",
+        model=Path(bundle_dir).name,
+        version="",
+        device=str(job.options.get("device", "cpu")),
+        half=bool(job.options.get("half", False)),
+    )
+
+
+def run_batch_scoring_stage(engine: Engine, stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
+    """A "batch_scoring" stage: ``inputs`` name the source and sink; the outputs are
+    the sink, the rows written and the seconds taken."""
+    if stage.bundle_dir is None:
+        raise InvalidArgument(f"batch_scoring stage {stage.name!r} needs bundle_dir: the model to score with")
+    for key in ("source", "sink"):
+        if not inputs.get(key):
+            raise InvalidArgument(f"batch_scoring stage {stage.name!r} needs inputs[{key!r}]")
+    job = DatasetJob(
+        source=str(inputs["source"]), sink=str(inputs["sink"]), keep=tuple(inputs.get("keep", ())),
+        batch_rows=int(stage.params.get("batch_rows", 65536)),
+        options={k: v for k, v in stage.params.items() if k != "batch_rows"},
+    )
+    result = engine.score_dataset(stage.bundle_dir, job)
+    return {"dataset": result.sink, "rows": result.rows, "seconds": result.seconds}

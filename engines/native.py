@@ -1,4 +1,8 @@
-"""The native engine: bundles of flavor scoring_core, run by the compiled scoring core."""
+"""The native engine: bundles of flavor scoring_core, run by the compiled scoring core.
+
+It serves online and scores datasets in this process (Engine.score_dataset's
+streaming default: one record batch at a time through the compiled kernels).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 
 from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel
+from milepost.errors import InvalidArgument, Unavailable
 
 
 class NativeModel(LoadedModel):
@@ -18,26 +23,42 @@ class NativeModel(LoadedModel):
         self.input_schema = compiled.input_schema
         self.output_schema = compiled.output_schema
         self.version = compiled.version
+        self._feature_names = list(compiled.feature_names)
 
     @property
     def feature_names(self) -> list[str]:
-        return list(self._compiled.feature_names)
+        return list(self._feature_names)
 
     def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        return self._compiled.predict_arrow(batch)
+        compiled = self._compiled  # one read: a close() racing this call lets it finish
+        if compiled is None:
+            raise Unavailable(f"model {self.version[:12]} was unloaded; retry on another replica")
+        return compiled.predict_arrow(batch)
+
+    def close(self) -> None:
+        """Drop the compiled weights; calls already running finish with them."""
+        self._compiled = None
 
 
 class NativeEngine(Engine):
     name = "native"
+    flavors = ("scoring_core",)
 
     def info(self) -> EngineInfo:
         try:
             numba_version = version("numba")
         except PackageNotFoundError:
-            return EngineInfo(self.name, "", False, "numba is not installed")
-        return EngineInfo(self.name, f"numba {numba_version}", True, devices=("cpu",))
+            return EngineInfo(self.name, "", False, "numba is not installed", flavors=self.flavors)
+        return EngineInfo(self.name, f"numba {numba_version}", True, devices=("cpu",), flavors=self.flavors)
 
     def load(self, bundle_dir: Path, deployment: DeploymentSpec) -> LoadedModel:
         import scoring_core
 
-        return NativeModel(scoring_core.load(bundle_dir, version=deployment.version))
+        if deployment.device != "cpu":
+            raise InvalidArgument(
+                f"device: the native engine runs on 'cpu', deployment {deployment.deployment_id!r} asks for "
+                f"{deployment.device!r}"
+            )
+        if deployment.half:
+            raise InvalidArgument("half: half precision is for GPU engines; the native engine scores in float32/float64")
+        return NativeModel(scoring_core.load(bundle_dir, version=deployment.version or None))

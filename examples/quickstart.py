@@ -51,7 +51,7 @@ def main() -> None:
         data_dir.mkdir()
         print("$ milepost up --port 0 --agent-port 0   (free ports, so nothing clashes)")
         up = subprocess.Popen(
-            [*MILEPOST, "up", "--data-dir", str(data_dir), "--port", "0", "--agent-port", "0"],
+            [*MILEPOST, "up", "--data-dir", str(data_dir), "--port", "0", "--agent-port", "0", "--metrics-port", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         try:

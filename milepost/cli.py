@@ -27,6 +27,10 @@ def _model_ref(ref: str) -> tuple[str, str]:
     return name, version
 
 
+def _metrics_port(port: int) -> int | None:
+    return None if port < 0 else port
+
+
 def _pairs(items: list[str], flag: str) -> dict[str, str]:
     pairs = {}
     for item in items:
@@ -67,14 +71,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     coordinator.start()
     agent = Agent(AgentConfig(
         coordinator=coordinator.address, data_dir=data_dir / "agent", host=args.host,
-        port=args.agent_port, agent_id="local",
+        port=args.agent_port, agent_id="local", metrics_port=_metrics_port(args.metrics_port),
     ))
     try:
         agent.start()
     except BaseException:
         coordinator.stop()
         raise
-    serve_forever([coordinator, agent], data_dir, "up", {"coordinator": coordinator.address, "agent": agent.address})
+    addresses = {"coordinator": coordinator.address, "agent": agent.address}
+    if agent.metrics_port is not None:
+        addresses["metrics"] = f"http://{args.host}:{agent.metrics_port}/metrics"
+    serve_forever([coordinator, agent], data_dir, "up", addresses)
     return 0
 
 
@@ -102,9 +109,13 @@ def cmd_agent(args: argparse.Namespace) -> int:
     agent = Agent(AgentConfig(
         coordinator=args.coordinator, data_dir=data_dir, host=args.host, port=args.port,
         agent_id=args.agent_id, advertise=args.advertise, labels=labels,
+        metrics_port=_metrics_port(args.metrics_port),
     ))
     agent.start()
-    serve_forever([agent], data_dir, "agent", {"agent": agent.address})
+    addresses = {"agent": agent.address}
+    if agent.metrics_port is not None:
+        addresses["metrics"] = f"http://{args.host}:{agent.metrics_port}/metrics"
+    serve_forever([agent], data_dir, "agent", addresses)
     return 0
 
 
@@ -358,6 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=7070, help="coordinator port (0 picks a free one)")
     p.add_argument("--agent-port", type=int, default=8001, help="agent data-plane port (0 picks a free one)")
+    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus /metrics port (-1: off, 0: any)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("coordinator", parents=[common], help="run the coordinator")
@@ -376,6 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--agent-id", default="", help="stable name of this agent (default: HOSTNAME-PORT)")
     p.add_argument("--advertise", default="", help="HOST:PORT others use to reach this agent")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--metrics-port", type=int, default=8002, help="Prometheus /metrics port (-1: off, 0: any)")
     p.set_defaults(func=cmd_agent)
 
     p = sub.add_parser("models", parents=[common], help="list model versions; `models push` registers one")

@@ -7,8 +7,11 @@ The public surface is small::
     model = scoring_core.load("bundles/churn", version=version)
     model.predict_arrow(batch)                       # pa.RecordBatch -> pa.RecordBatch
 
-``scoring_core.bundle`` reads, verifies, packs and unpacks bundles;
-``register_kind`` lets further stage kinds (trees, MLPs, transforms) be loaded.
+``compile`` takes scikit-learn linear models and MLPs, XGBoost and LightGBM models,
+torch ``nn.Sequential`` MLPs, and scikit-learn Pipelines (scalers, imputers, encoders,
+ColumnTransformers) ending in any of them (see ``scoring_core.convert``).
+``scoring_core.bundle`` reads, verifies, packs and unpacks bundles; ``register_kind``
+lets further stage kinds be loaded.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ from __future__ import annotations
 from typing import Any
 
 from milepost.errors import InvalidArgument
-from scoring_core import bundle, linear  # noqa: F401  (linear registers the "linear" kind)
+# Importing these registers their stage kinds ("linear", "mlp", "column_map", "encode").
+from scoring_core import bundle, linear, mlp, transforms  # noqa: F401
 from scoring_core.convert import convert as _convert
 from scoring_core.kinds import register_kind, registered_kinds
 from scoring_core.model import CompiledModel, load
 from scoring_core.threads import set_num_threads
+from scoring_core.trees import stage as _tree_stage  # noqa: F401  (kind "trees", XGBoost and LightGBM)
 
 __all__ = [
     "CompiledModel",
@@ -58,4 +63,7 @@ def compile(model: Any, *, feature_names: list[str] | None = None) -> CompiledMo
         classes=converted.classes,
         metadata=metadata,
         transforms=converted.transforms,
+        string_columns={names[i]: column for i, column in converted.string_inputs.items()},
+        predict_ndim=converted.predict_ndim,
+        unused_columns=[names[i] for i in sorted(converted.unused_inputs)],
     )

@@ -8,18 +8,22 @@ Two Arrow layouts are accepted, because two producers exist:
 - a single fixed-size-list column of width n_features (the network layer's zero-copy
   view of a row-major tensor): read in place as a C-ordered array, no copy.
 
+String (categorical) columns, where the model has them, become their codes in the same
+float32 matrix (``string_inputs``); such a model takes named columns only.
+
 Every rejection is an InvalidArgument naming the offending column, since these are
 the caller's inputs.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
 
 from milepost.errors import InvalidArgument
+from scoring_core.string_inputs import StringColumn
 
 _FLOAT_TYPES = (pa.float32(), pa.float64())
 _MAX_NAMES_IN_MESSAGE = 10
@@ -31,13 +35,24 @@ def _quoted(names: list[str]) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
-def matrix_from_batch(batch: pa.RecordBatch, feature_names: list[str]) -> np.ndarray:
+def matrix_from_batch(
+    batch: pa.RecordBatch,
+    feature_names: list[str],
+    string_columns: Mapping[str, StringColumn] | None = None,
+    unused: frozenset[str] = frozenset(),
+) -> np.ndarray:
     """The (n, n_features) float array for ``batch``: a zero-copy C-ordered view for a
     single fixed-size-list column, else a Fortran-ordered float32 copy of the named columns.
-    Nulls become NaN."""
+    Nulls become NaN; the columns named in ``string_columns`` become their codes; columns
+    in ``unused`` (the model never reads them) must be present but may hold anything."""
     if batch.num_columns == 1 and pa.types.is_fixed_size_list(batch.schema.field(0).type):
+        if string_columns:
+            raise InvalidArgument(
+                f"column {batch.schema.field(0).name!r} is a tensor, but this model has string columns "
+                f"({', '.join(repr(n) for n in string_columns)}); send one column per feature"
+            )
         return _matrix_from_tensor_column(batch.column(0), batch.schema.field(0).name, len(feature_names))
-    return _matrix_from_named_columns(batch, feature_names)
+    return _matrix_from_named_columns(batch, feature_names, string_columns or {}, unused)
 
 
 def _matrix_from_tensor_column(col: pa.Array, name: str, width: int) -> np.ndarray:
@@ -62,7 +77,12 @@ def _matrix_from_tensor_column(col: pa.Array, name: str, width: int) -> np.ndarr
     return X
 
 
-def _matrix_from_named_columns(batch: pa.RecordBatch, feature_names: list[str]) -> np.ndarray:
+def _matrix_from_named_columns(
+    batch: pa.RecordBatch,
+    feature_names: list[str],
+    string_columns: Mapping[str, StringColumn],
+    unused: frozenset[str],
+) -> np.ndarray:
     names = batch.schema.names
     seen: set[str] = set()
     duplicated = sorted({n for n in names if n in seen or seen.add(n)})
@@ -80,7 +100,13 @@ def _matrix_from_named_columns(batch: pa.RecordBatch, feature_names: list[str]) 
     index = {n: i for i, n in enumerate(names)}
     X = np.empty((batch.num_rows, len(feature_names)), dtype=np.float32, order="F")
     for j, name in enumerate(feature_names):
-        _fill_column(X[:, j], batch.column(index[name]), name)
+        strings = string_columns.get(name)
+        if name in unused:
+            X[:, j] = np.nan
+        elif strings is None:
+            _fill_column(X[:, j], batch.column(index[name]), name)
+        else:
+            strings.fill_codes(X[:, j], batch.column(index[name]), name)
     return X
 
 
@@ -113,6 +139,27 @@ def _fill_column(out: np.ndarray, col: pa.Array, name: str) -> None:
         out[col.is_null().to_numpy(zero_copy_only=False)] = np.nan
 
 
+def _batch_from_rows(
+    X: np.ndarray, feature_names: list[str], string_columns: Mapping[str, StringColumn], unused: frozenset[str]
+) -> pa.RecordBatch:
+    """A record batch from a 2-D (object or numeric) array, column by column: string
+    columns as Arrow strings (None and NaN becoming null), the others as float64."""
+    columns = []
+    for j, name in enumerate(feature_names):
+        values = X[:, j]
+        if name in unused:
+            columns.append(pa.nulls(len(values)))
+            continue
+        try:
+            if name in string_columns or values.dtype == object:
+                columns.append(pa.array(values, from_pandas=True))
+            else:
+                columns.append(pa.array(np.asarray(values, dtype=np.float64)))
+        except (TypeError, ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as err:
+            raise InvalidArgument(f"column {name!r} (index {j}) could not be read: {err}") from err
+    return pa.RecordBatch.from_arrays(columns, names=feature_names)
+
+
 def as_batch(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
     """One RecordBatch for a batch or table (a table's chunks are combined, a copy)."""
     if isinstance(data, pa.RecordBatch):
@@ -122,25 +169,34 @@ def as_batch(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays(arrays, schema=table.schema)
 
 
-def matrix_from_data(data: Any, feature_names: list[str]) -> np.ndarray:
+def matrix_from_data(
+    data: Any,
+    feature_names: list[str],
+    string_columns: Mapping[str, StringColumn] | None = None,
+    unused: frozenset[str] = frozenset(),
+) -> np.ndarray:
     """The (n, n_features) float array for any input ``CompiledModel.predict`` accepts:
     a 2-D numpy array (or nested sequence), an Arrow Table or RecordBatch, a pandas DataFrame.
 
     Numpy input keeps its float32/float64 precision and layout; other numeric dtypes are
-    widened to float64, as scikit-learn would.
+    widened to float64, as scikit-learn would. A model with string columns takes an
+    object array too, its columns in feature order.
     """
     if isinstance(data, (pa.RecordBatch, pa.Table)):
-        return matrix_from_batch(as_batch(data), feature_names)
+        return matrix_from_batch(as_batch(data), feature_names, string_columns, unused)
     if type(data).__module__.startswith("pandas") and hasattr(data, "columns"):
         try:
             batch = pa.RecordBatch.from_pandas(data, preserve_index=False)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
             raise InvalidArgument(f"could not read the DataFrame's columns: {err}") from err
-        return matrix_from_batch(batch, feature_names)
+        return matrix_from_batch(batch, feature_names, string_columns, unused)
     X = np.asarray(data)
     width = len(feature_names)
     if X.ndim != 2 or X.shape[1] != width:
         raise InvalidArgument(f"input has shape {X.shape}; the model expects (n, {width})")
+    if string_columns or (unused and X.dtype == object):
+        batch = _batch_from_rows(X, feature_names, string_columns or {}, unused)
+        return matrix_from_batch(batch, feature_names, string_columns, unused)
     if X.dtype.kind == "f" and X.dtype.itemsize in (4, 8):
         pass
     elif X.dtype.kind in "iub" or X.dtype == np.float16:

@@ -23,11 +23,13 @@ _ARRAY_NAME = re.compile(r"^[A-Za-z0-9_]+$")
 
 @runtime_checkable
 class Stage(Protocol):
-    """One step of scoring: maps an (n, n_features) float array to (n, n_outputs) float64.
+    """One step of scoring: maps an (n, n_features) float array to (n, n_outputs) floats.
 
     ``predict`` must accept float32 or float64 input in C or Fortran order (Arrow batches
-    arrive column-major, network tensors row-major) and return a C-ordered float64 array.
-    It must be safe to call from several threads at once (no mutable state).
+    arrive column-major as float32, network tensors row-major, and transforms keep the
+    dtype and order they are given). A model stage returns a C-ordered float64 array; a
+    transform stage returns its input's dtype, in either order. It must be safe to call
+    from several threads at once (no mutable state).
     """
 
     kind: ClassVar[str]

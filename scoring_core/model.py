@@ -9,7 +9,7 @@ It saves to, and loads from, a content-addressed bundle directory.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -18,6 +18,7 @@ from milepost.errors import DataLoss, InvalidArgument, Unimplemented
 from scoring_core import bundle
 from scoring_core.arrow_input import as_batch, matrix_from_batch, matrix_from_data
 from scoring_core.kinds import Stage, stage_from_manifest, stage_to_manifest
+from scoring_core.string_inputs import StringColumn
 
 FLAVOR = "scoring_core"
 TASKS = ("classification", "regression")
@@ -27,6 +28,15 @@ _JSON_SCALARS = (str, int, float, bool)
 class CompiledModel:
     """A compiled, immutable-weights model: ``predict`` for numpy/Arrow/pandas callers,
     ``predict_arrow`` for the serving path, ``save`` to write a bundle.
+
+    Inputs: one float32 field per feature, or pa.string() for the categorical columns
+    named in ``string_columns``. ``unused_columns`` are features the model was fitted
+    with but never reads (a ColumnTransformer dropped them): they must be present, as
+    for scikit-learn, but any values (strings too) are accepted and ignored. Output, one field: ``probabilities`` (a list of
+    n_classes float64) for a classifier; for a regressor ``prediction`` (float64) when it
+    gives one value per row, else ``output`` (a list of n_outputs float64).
+    ``predict_ndim`` says whether ``predict`` returns (n,) or (n, n_outputs), as the
+    source library does (scikit-learn regressors (n,), torch modules (n, out)).
 
     Scoring is thread-safe: the stages hold no mutable state and every call allocates
     its own output.
@@ -44,11 +54,19 @@ class CompiledModel:
         metadata: dict[str, Any] | None = None,
         transforms: Sequence[Stage] = (),
         version: str | None = None,
+        string_columns: Mapping[str, StringColumn] | None = None,
+        predict_ndim: int | None = None,
+        unused_columns: Sequence[str] = (),
     ) -> None:
         feature_names = list(feature_names)
         _check_feature_names(feature_names)
         if task not in TASKS:
             raise InvalidArgument(f"task must be one of {TASKS}, got {task!r}")
+        string_columns = dict(string_columns or {})
+        unused_columns = frozenset(unused_columns)
+        strangers = [name for name in [*string_columns, *unused_columns] if name not in feature_names]
+        if strangers:
+            raise InvalidArgument(f"string or unused columns {strangers!r} are not among the feature names")
         stages = [*transforms, model]
         width = len(feature_names)
         for stage in stages:
@@ -65,22 +83,38 @@ class CompiledModel:
                 raise InvalidArgument(f"class labels must be str, int, float or bool; got {classes!r}")
             if width != len(classes):
                 raise InvalidArgument(f"the model gives {width} outputs for {len(classes)} classes")
+            if predict_ndim not in (None, 2):
+                raise InvalidArgument("a classifier's predict gives (n, n_classes): predict_ndim must be 2")
+            predict_ndim = 2
             output = pa.field("probabilities", pa.list_(pa.float64(), len(classes)))
         else:
             if classes is not None:
                 raise InvalidArgument("a regressor has no classes")
-            if width != 1:
-                raise InvalidArgument(f"a regressor must give one output, this one gives {width}")
-            output = pa.field("prediction", pa.float64())
+            if predict_ndim is None:
+                predict_ndim = 1 if width == 1 else 2
+            if predict_ndim not in (1, 2) or (predict_ndim == 1 and width != 1):
+                raise InvalidArgument(
+                    f"predict_ndim must be 2, or 1 for a single output; got {predict_ndim} for {width} outputs"
+                )
+            if width == 1:
+                output = pa.field("prediction", pa.float64())
+            else:
+                output = pa.field("output", pa.list_(pa.float64(), width))
         self.model = model
         self.transforms = list(transforms)
         self.feature_names = feature_names
         self.n_features = len(feature_names)
+        self.n_outputs = width
         self.task = task
         self.classes = classes
+        self.predict_ndim = predict_ndim
+        self.string_columns = string_columns
+        self.unused_columns = unused_columns
         self.metadata = dict(metadata or {})
         self.version = version
-        self.input_schema = pa.schema([pa.field(name, pa.float32()) for name in feature_names])
+        self.input_schema = pa.schema(
+            [pa.field(name, pa.string() if name in string_columns else pa.float32()) for name in feature_names]
+        )
         self.output_schema = pa.schema([output])
 
     def __repr__(self) -> str:
@@ -92,29 +126,33 @@ class CompiledModel:
             X = stage.predict(X)
         out = self.model.predict(X)
         # A single-output stage may answer (n,), as its library's predict does.
-        return out.reshape(-1, 1) if out.ndim == 1 else out
+        return out.reshape(-1, 1) if out.ndim == 1 else np.ascontiguousarray(out)
 
     def predict(self, data: Any) -> np.ndarray:
         """Scores as the source library's default prediction gives them: for classifiers
-        predict_proba's (n, n_classes), for regressors predict's (n,); float64.
+        predict_proba's (n, n_classes), for scikit-learn regressors predict's (n,), for
+        torch modules (n, out); float64.
 
         ``data``: a 2-D array (n, n_features), an Arrow Table or RecordBatch, or a
-        pandas DataFrame with one column per feature.
+        pandas DataFrame with one column per feature (an object array or DataFrame
+        when the model has string columns).
         """
-        out = self._score(matrix_from_data(data, self.feature_names))
-        return out if self.task == "classification" else out[:, 0]
+        out = self._score(matrix_from_data(data, self.feature_names, self.string_columns, self.unused_columns))
+        return out if self.predict_ndim == 2 else out[:, 0]
 
     def predict_arrow(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Score a RecordBatch into one matching ``output_schema``.
 
         The batch holds either one column per feature, named per ``input_schema``, or a
         single fixed-size-list column of width n_features (a row-major tensor, read
-        without a copy). Bad columns raise InvalidArgument naming them.
+        without a copy; only for models without string columns). Bad columns, and
+        unknown categories where the encoder refuses them, raise InvalidArgument naming
+        the column.
         """
         if not isinstance(batch, (pa.RecordBatch, pa.Table)):
             raise InvalidArgument(f"predict_arrow takes a pyarrow RecordBatch, got {type(batch).__name__}")
-        out = self._score(matrix_from_batch(as_batch(batch), self.feature_names))
-        if self.task == "classification":
+        out = self._score(matrix_from_batch(as_batch(batch), self.feature_names, self.string_columns, self.unused_columns))
+        if out.shape[1] > 1:
             values = pa.array(out.reshape(-1))
             column = pa.FixedSizeListArray.from_arrays(values, type=self.output_schema.field(0).type)
         else:
@@ -122,8 +160,20 @@ class CompiledModel:
         return pa.RecordBatch.from_arrays([column], schema=self.output_schema)
 
     def _outputs_entry(self) -> list[dict[str, Any]]:
-        shape = [len(self.classes)] if self.task == "classification" else []
+        shape = [self.n_outputs] if self.n_outputs > 1 else []
         return [{"name": self.output_schema.field(0).name, "type": "float64", "shape": shape}]
+
+    def _inputs_entry(self) -> list[dict[str, Any]]:
+        entries: list[dict[str, Any]] = []
+        for name in self.feature_names:
+            strings = self.string_columns.get(name)
+            if name in self.unused_columns:
+                entries.append({"name": name, "type": "float32", "unused": True})
+            elif strings is None:
+                entries.append({"name": name, "type": "float32"})
+            else:
+                entries.append({"name": name, "type": "string", "encoding": strings.to_json()})
+        return entries
 
     def manifest_and_files(self) -> tuple[dict[str, Any], dict[str, bytes]]:
         """The milepost.json content and every array file of this model's bundle."""
@@ -139,8 +189,9 @@ class CompiledModel:
             "format_version": bundle.FORMAT_VERSION,
             "flavor": self.flavor,
             "task": self.task,
-            "inputs": [{"name": name, "type": "float32"} for name in self.feature_names],
+            "inputs": self._inputs_entry(),
             "outputs": self._outputs_entry(),
+            "predict_ndim": self.predict_ndim,
             "classes": self.classes,
             "transforms": transforms,
             "model": model_entry,
@@ -195,9 +246,14 @@ def model_from_manifest(manifest: dict[str, Any], files: dict[str, bytes], *, ve
     inputs = manifest.get("inputs")
     if not isinstance(inputs, list) or not all(isinstance(i, dict) and "name" in i for i in inputs):
         raise InvalidArgument("milepost.json: 'inputs' must be a list of {name, type}")
-    unsupported = [i["name"] for i in inputs if i.get("type") != "float32"]
+    unsupported = [i["name"] for i in inputs if i.get("type") not in ("float32", "string")]
     if unsupported:
-        raise Unimplemented(f"milepost.json: inputs {unsupported!r} are not float32")
+        raise Unimplemented(f"milepost.json: inputs {unsupported!r} are neither float32 nor string")
+    string_columns = {
+        i["name"]: StringColumn.from_json(i.get("encoding"), f"inputs[{i['name']!r}].encoding")
+        for i in inputs
+        if i.get("type") == "string"
+    }
     transforms_entries = manifest.get("transforms", [])
     if not isinstance(transforms_entries, list):
         raise InvalidArgument("milepost.json: 'transforms' must be a list")
@@ -213,6 +269,9 @@ def model_from_manifest(manifest: dict[str, Any], files: dict[str, bytes], *, ve
         metadata=manifest.get("metadata") or {},
         transforms=transforms,
         version=version,
+        string_columns=string_columns,
+        predict_ndim=manifest.get("predict_ndim"),
+        unused_columns=[i["name"] for i in inputs if i.get("unused") is True],
     )
     declared = manifest.get("outputs")
     expected = compiled._outputs_entry()

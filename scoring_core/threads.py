@@ -2,10 +2,15 @@
 
 numba's ``set_num_threads`` is per calling thread: a value set on the main thread does
 not reach the server's worker threads. So the wanted count is kept here, process-wide,
-and applied by ``parallel_for`` on whichever thread launches a kernel.
+and applied by ``parallel_for`` on whichever thread launches a kernel. Kernels that call
+BLAS split their rows over a small pool of Python threads instead (``run_spans``).
 """
 
 from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable
 
 import numba
 
@@ -43,4 +48,65 @@ def parallel_for(n_rows: int) -> bool:
         return False
     if numba.get_num_threads() != wanted:
         numba.set_num_threads(wanted)
+    return True
+
+
+# Kernels that call BLAS (the MLP's matrix products) cannot run inside numba's prange:
+# they split their rows into spans and run them on this pool, the caller taking one.
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def row_spans(n_rows: int, align: int) -> list[tuple[int, int]]:
+    """Split ``range(n_rows)`` into one span per thread (a single span for a small batch
+    or a single thread), each but the last a multiple of ``align`` rows long."""
+    if n_rows <= 0:
+        return []
+    parts = num_threads() if n_rows >= PARALLEL_MIN_ROWS else 1
+    per = -(-n_rows // parts)
+    per = -(-per // align) * align
+    return [(lo, min(n_rows, lo + per)) for lo in range(0, n_rows, per)]
+
+
+def run_spans(work: Callable[[int, int], None], spans: list[tuple[int, int]]) -> None:
+    """Run ``work(lo, hi)`` for every span: the first on the calling thread, the others
+    on the shared pool. ``work`` must release the GIL for its heavy parts (numpy's BLAS
+    calls and ``nogil`` numba kernels do). The first error is raised after all finish."""
+    if len(spans) <= 1:
+        for lo, hi in spans:
+            work(lo, hi)
+        return
+    futures = [_shared_pool().submit(work, lo, hi) for lo, hi in spans[1:]]
+    try:
+        work(*spans[0])
+    finally:
+        for future in futures:
+            future.exception()  # wait for every span before anything is raised
+    for future in futures:
+        future.result()
+
+
+def _shared_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            workers = max(1, numba.config.NUMBA_NUM_THREADS - 1)
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scoring-core")
+        return _pool
+
+
+def pin_blas_to_one_thread() -> bool:
+    """Make BLAS (OpenBLAS, MKL) run single-threaded in this whole process, from now on.
+
+    For scoring processes: the MLP kernel runs one small GEMM per block on each of its
+    own threads, and BLAS threads spinning beside them (or beside numba's pool) cost up
+    to half the throughput (PERF_NOTES technique 8). Uses threadpoolctl when installed
+    (it comes with scikit-learn) and returns whether it could; setting
+    ``OPENBLAS_NUM_THREADS=1`` before numpy is imported does the same.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        return False
+    threadpool_limits(limits=1, user_api="blas")
     return True

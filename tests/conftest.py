@@ -56,7 +56,8 @@ def start_up(data_dir: Path, *, port: int = 0, agent_port: int = 0) -> UpProcess
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / "up.json").unlink(missing_ok=True)
     process = subprocess.Popen(
-        milepost_cmd("up", "--data-dir", str(data_dir), "--port", str(port), "--agent-port", str(agent_port)),
+        milepost_cmd("up", "--data-dir", str(data_dir), "--port", str(port), "--agent-port", str(agent_port),
+                     "--metrics-port", "0"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

@@ -19,7 +19,8 @@ def start(role: str, data_dir: Path, *extra: str) -> tuple[subprocess.Popen, dic
     data_dir.mkdir(parents=True, exist_ok=True)
     (data_dir / f"{role}.json").unlink(missing_ok=True)
     process = subprocess.Popen(
-        milepost_cmd(role, "--data-dir", str(data_dir), "--port", "0", *extra),
+        milepost_cmd(role, "--data-dir", str(data_dir), "--port", "0",
+                     *(("--metrics-port", "0") if role == "agent" else ()), *extra),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )

@@ -2,7 +2,9 @@
 
 Each converter module says which estimator classes it takes (by exact class: a user's
 subclass may override prediction) and turns one into a ``Converted``. More modules
-(tree ensembles, MLPs) join through ``register_converter``.
+(tree ensembles) join through ``register_converter``; a Pipeline's final estimator is
+converted through this same registry, so every registered estimator also works at the
+end of a Pipeline.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any, Callable
 
 from milepost.errors import Unimplemented
 from scoring_core.kinds import Stage
+from scoring_core.string_inputs import StringColumn
 
 
 @dataclass
@@ -26,6 +29,12 @@ class Converted:
     transforms: list[Stage] = field(default_factory=list)
     lineage: dict[str, Any] = field(default_factory=dict)
     baseline: dict[str, Any] = field(default_factory=dict)
+    # Input columns (by index) that hold strings, read as codes into their vocabulary.
+    string_inputs: dict[int, StringColumn] = field(default_factory=dict)
+    # Input columns (by index) the model never reads: present, but any type is accepted.
+    unused_inputs: set[int] = field(default_factory=set)
+    # 1: predict gives (n,) (scikit-learn regressors); 2: (n, n_outputs); None: by task.
+    predict_ndim: int | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +71,16 @@ def convert(estimator: Any) -> Converted:
     )
 
 
-from scoring_core.convert import sklearn_linear  # noqa: E402  (registers itself)
+# Each registers itself; none imports its library at import time.
+from scoring_core.convert import sklearn_linear, sklearn_mlp, sklearn_pipeline, torch_sequential  # noqa: E402
 
-__all__ = ["Converted", "convert", "register_converter", "supported_estimators", "sklearn_linear"]
+__all__ = [
+    "Converted",
+    "convert",
+    "register_converter",
+    "supported_estimators",
+    "sklearn_linear",
+    "sklearn_mlp",
+    "sklearn_pipeline",
+    "torch_sequential",
+]

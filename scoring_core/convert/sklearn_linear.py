@@ -11,13 +11,13 @@ Each estimator is reproduced as its default prediction computes it (scikit-learn
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from milepost.errors import InvalidArgument, Unimplemented
 from scoring_core.convert import Converted, register_converter
+from scoring_core.convert.lineage import sklearn_lineage
 from scoring_core.linear import LinearModel
 
 REGRESSORS = (
@@ -45,27 +45,6 @@ def _dense(array: Any) -> np.ndarray:
     return np.asarray(array, dtype=np.float64)
 
 
-def _json_param(value: Any) -> Any:
-    """A parameter value as deterministic JSON: objects (random states, arrays) become
-    their type name, so the bundle version never depends on a memory address."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else repr(value)
-    if isinstance(value, (np.integer, np.floating, np.bool_)):
-        return _json_param(value.item())
-    if isinstance(value, (list, tuple)) and all(v is None or isinstance(v, (bool, int, float, str)) for v in value):
-        return [_json_param(v) for v in value]
-    return f"<{type(value).__name__}>"
-
-
-def _lineage(estimator: Any) -> dict[str, Any]:
-    import sklearn
-
-    params = {k: _json_param(v) for k, v in sorted(estimator.get_params(deep=False).items())}
-    return {"library": "scikit-learn", "library_version": sklearn.__version__, "params": params}
-
-
 def convert(estimator: Any) -> Converted:
     name = type(estimator).__name__
     if not hasattr(estimator, "coef_"):
@@ -78,7 +57,7 @@ def convert(estimator: Any) -> Converted:
     common: dict[str, Any] = {
         "source": f"{_MODULE}.{name}",
         "feature_names": None if names is None else [str(n) for n in names],
-        "lineage": _lineage(estimator),
+        "lineage": sklearn_lineage(estimator),
     }
     if name in REGRESSORS:
         if coef.shape[0] != 1:

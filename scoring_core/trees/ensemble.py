@@ -25,12 +25,16 @@ import numpy as np
 
 from milepost.errors import InvalidArgument, Unimplemented
 from scoring_core.trees import tree_kernels as K
+from scoring_core.trees.layouts import kernel_arrays
 
 FORMAT = "milepost.trees"
 FORMAT_VERSION = 1
 
 # Deepest tree the complete layout takes: 2**10 slots a tree keeps 500 trees in a few MiB.
 COMPLETE_MAX_DEPTH = 10
+COMPLETE_MAX_PADDING = 8
+# What from_arrays accepts as complete at all: 2**16 slots a tree.
+COMPLETE_HARD_MAX_DEPTH = 16
 # Below this many rows a prange launch costs more than it saves (PERF_NOTES technique 6).
 PARALLEL_MIN_ROWS = 1024
 
@@ -60,6 +64,8 @@ _ARRAY_DTYPES = {
     "base_margin": np.float64,
 }
 _ACCUMULATE = {"float32": np.float32, "float64": np.float64}
+_REQUIRED_PARAMS = ("n_features", "feature_names", "n_groups", "task", "classes", "objective",
+                    "link", "link_scale", "divisor", "accumulate", "layout")
 
 # The workqueue threading layer aborts the process when two threads launch parallel
 # kernels at once; other layers do not need this lock.
@@ -86,11 +92,7 @@ class TreeEnsemble:
         self._link_scale = float(p["link_scale"])
         self._divisor = float(p["divisor"])
         self._acc = _ACCUMULATE[p["accumulate"]]
-        a = self._arrays
-        self._base = a["base_margin"].astype(self._acc)
-        self._transform = a["feature_transform"]
-        self._any_transform = bool(np.any(self._transform != K.TRANSFORM_NONE))
-        self._prepare_kernel_arrays()
+        self._kernel_args = kernel_arrays(self._arrays, self.layout, self._acc)
 
     # -- construction ---------------------------------------------------------------
 
@@ -102,36 +104,6 @@ class TreeEnsemble:
     def to_arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         """(JSON-able params, named numeric arrays) that ``from_arrays`` takes back."""
         return _json_copy(self._params), {k: v.copy() for k, v in self._arrays.items()}
-
-    def _prepare_kernel_arrays(self) -> None:
-        a = self._arrays
-        feat_dtype = np.int16 if self.n_features <= np.iinfo(np.int16).max else np.int32
-        if self.layout == "complete":
-            depths = K.tree_depths(a["tree_root"], a["node_children"])
-            n_slots = (1 << depths.astype(np.int64)) - 1
-            node_off = np.zeros(len(depths), np.int64)
-            leaf_off = np.zeros(len(depths), np.int64)
-            feature = np.empty(int(n_slots.sum()), feat_dtype)
-            threshold = np.empty(int(n_slots.sum()), np.float32)
-            nan_right = np.empty(int(n_slots.sum()), np.uint8)
-            leaf = np.empty(int((n_slots + 1).sum()), self._acc)
-            K.build_complete(a["tree_root"], depths, a["node_feature"], a["node_threshold"],
-                             a["node_flags"], a["node_children"], a["leaf_value"],
-                             feature, threshold, nan_right, leaf, node_off, leaf_off)
-            self._kernel_args = (self._transform, self._any_transform, self._base, feature,
-                                 threshold, nan_right, leaf, node_off, leaf_off, depths,
-                                 a["tree_group"])
-            self._serial = K.predict_complete_serial
-            self._parallel = K.predict_complete_parallel
-        else:
-            has_cat = bool(np.any(a["node_flags"] & K.FLAG_CATEGORICAL))
-            self._kernel_args = (self._transform, self._any_transform, self._base,
-                                 a["node_feature"].astype(feat_dtype), a["node_threshold"],
-                                 a["node_flags"], a["node_cat_set"], a["node_children"],
-                                 a["leaf_value"].astype(self._acc), a["tree_root"],
-                                 a["tree_group"], a["cat_bounds"], a["cat_bits"], has_cat)
-            self._serial = K.predict_compact_serial
-            self._parallel = K.predict_compact_parallel
 
     # -- scoring ----------------------------------------------------------------------
 
@@ -161,43 +133,55 @@ class TreeEnsemble:
                 parallel = n >= PARALLEL_MIN_ROWS and numba.get_num_threads() > 1
             args = (X, out, *self._kernel_args, self._divisor, self._link, self._link_scale)
             if parallel:
-                _run_parallel(self._parallel, args)
+                _run_parallel(K.predict_parallel, args)
             else:
-                self._serial(*args)
+                K.predict_serial(*args)
         if self._params["link"] == "argmax":
             return out.argmax(axis=1).astype(self._acc)
         return out[:, 0] if self._squeeze else out
 
     def __repr__(self) -> str:
-        return (f"TreeEnsemble(objective={self.objective!r}, trees={len(self._arrays['tree_root'])}, "
-                f"n_features={self.n_features}, n_outputs={self.n_outputs}, layout={self.layout!r})")
+        return (f"TreeEnsemble(objective={self.objective!r}, "
+                f"trees={len(self._arrays['tree_root'])}, n_features={self.n_features}, "
+                f"n_outputs={self.n_outputs}, layout={self.layout!r})")
 
 
 def choose_layout(arrays: dict[str, np.ndarray]) -> str:
-    """``complete`` when every node is numerical and no tree is deeper than
-    ``COMPLETE_MAX_DEPTH``, else ``compact``."""
+    """``complete`` when every node is numerical, no tree is deeper than
+    ``COMPLETE_MAX_DEPTH`` and padding at most multiplies the nodes by
+    ``COMPLETE_MAX_PADDING``; else ``compact``.
+
+    Measured here on 500-tree models (1 thread): XGBoost depth 8, complete 0.30 vs compact
+    0.24 M rows/s; LightGBM 63 leaves, depth <= 8 (4x padding) 0.30 vs 0.25; LightGBM 31
+    leaves, depth <= 10 (12x padding) 0.20 vs 0.22.
+    """
     if np.any(arrays["node_flags"] & K.FLAG_CATEGORICAL):
         return "compact"
     roots = np.asarray(arrays["tree_root"], np.int32)
     children = np.asarray(arrays["node_children"], np.int32)
-    if roots.size and int(K.tree_depths(roots, children).max()) > COMPLETE_MAX_DEPTH:
+    if not roots.size:
+        return "complete"
+    depths = K.tree_depths(roots, children).astype(np.int64)
+    padded = int(((np.int64(1) << depths) - 1).sum())
+    n_internal = children.size // 2
+    if depths.max() > COMPLETE_MAX_DEPTH or padded > COMPLETE_MAX_PADDING * n_internal + 1024:
         return "compact"
     return "complete"
 
 
 def _run_parallel(kernel: Any, args: tuple) -> None:
-    if _layer_is_workqueue():
+    if _may_be_workqueue():
         with _workqueue_lock:
             kernel(*args)
     else:
         kernel(*args)
 
 
-def _layer_is_workqueue() -> bool:
+def _may_be_workqueue() -> bool:
     try:
         return numba.threading_layer() == "workqueue"
     except ValueError:  # no parallel kernel has run yet: the layer is not chosen
-        return False
+        return True
 
 
 def _json_copy(value: Any) -> Any:
@@ -223,18 +207,22 @@ def _validate(params: dict[str, Any], arrays: dict[str, np.ndarray]
             f"tree ensemble format_version {params.get('format_version')!r}; "
             f"this build reads {FORMAT_VERSION}")
     p = _json_copy(params)
+    missing = [k for k in _REQUIRED_PARAMS if k not in p]
+    if missing:
+        raise bad(f"params lacks {', '.join(missing)}")
     try:
-        n_features = int(p["n_features"])
-        n_groups = int(p["n_groups"])
-        for key in ("feature_names", "task", "classes", "objective", "link", "link_scale",
-                    "divisor", "accumulate", "layout"):
-            p[key]
-    except (KeyError, TypeError, ValueError) as err:
-        raise bad(f"params lacks or mistypes {err}") from err
+        n_features = p["n_features"] = int(p["n_features"])
+        n_groups = p["n_groups"] = int(p["n_groups"])
+        p["link_scale"] = float(p["link_scale"])
+        p["divisor"] = float(p["divisor"])
+    except (TypeError, ValueError) as err:
+        raise bad(f"params holds a non-number where a number belongs: {err}") from err
     if n_features < 1 or n_groups < 1:
         raise bad("params.n_features and params.n_groups must be positive")
-    if len(p["feature_names"]) != n_features:
-        raise bad("params.feature_names must have n_features names")
+    if not isinstance(p["feature_names"], list) or len(p["feature_names"]) != n_features:
+        raise bad("params.feature_names must be a list of n_features names")
+    if p["classes"] is not None and not isinstance(p["classes"], list):
+        raise bad("params.classes must be a list or null")
     if p["link"] not in LINKS:
         raise Unimplemented(f"tree ensemble link {p['link']!r}")
     if p["accumulate"] not in _ACCUMULATE:
@@ -248,13 +236,10 @@ def _validate(params: dict[str, Any], arrays: dict[str, np.ndarray]
     for name, dtype in _ARRAY_DTYPES.items():
         if name not in arrays:
             raise bad(f"array {name!r} is missing")
-        arr = np.asarray(arrays[name])
-        if arr.ndim != 1 or (arr.size and not np.can_cast(arr.dtype, dtype, "same_kind")):
-            raise bad(f"array {name!r} must be 1-D {np.dtype(dtype).name}")
-        a[name] = np.ascontiguousarray(arr, dtype=dtype)
+        a[name] = _as_1d(name, arrays[name], dtype)
     if "leaf_value" not in arrays:
         raise bad("array 'leaf_value' is missing")
-    a["leaf_value"] = np.ascontiguousarray(arrays["leaf_value"], dtype=_ACCUMULATE[p["accumulate"]])
+    a["leaf_value"] = _as_1d("leaf_value", arrays["leaf_value"], _ACCUMULATE[p["accumulate"]])
 
     n_nodes = a["node_feature"].size
     n_leaves = a["leaf_value"].size
@@ -286,7 +271,22 @@ def _validate(params: dict[str, Any], arrays: dict[str, np.ndarray]
     if np.any(is_cat) and p["layout"] == "complete":
         raise bad("the complete layout takes numerical nodes only")
     _check_acyclic(a["tree_root"], a["node_children"], n_nodes)
+    if p["layout"] == "complete" and a["tree_root"].size and COMPLETE_HARD_MAX_DEPTH < int(
+            K.tree_depths(a["tree_root"], a["node_children"]).max()):
+        raise bad(f"the complete layout takes trees of depth <= {COMPLETE_HARD_MAX_DEPTH}")
     return p, a
+
+
+def _as_1d(name: str, value: Any, dtype: type) -> np.ndarray:
+    arr = np.asarray(value)
+    target = np.dtype(dtype)
+    fits = arr.ndim == 1 and (arr.size == 0 or np.can_cast(arr.dtype, target, "same_kind"))
+    if fits and arr.size and target.kind in "iu" and arr.dtype != target:
+        info = np.iinfo(target)
+        fits = arr.dtype.kind in "iu" and info.min <= arr.min() and arr.max() <= info.max
+    if not fits:
+        raise InvalidArgument(f"tree ensemble: array {name!r} must be 1-D {target.name}")
+    return np.ascontiguousarray(arr, dtype=target)
 
 
 def _check_acyclic(roots: np.ndarray, children: np.ndarray, n_nodes: int) -> None:

@@ -73,13 +73,15 @@ def from_lightgbm_text(source: Any) -> TreeEnsemble:
     try:
         return _convert(text, classes)
     except (KeyError, TypeError, ValueError, IndexError) as err:
-        raise InvalidArgument(f"LightGBM text model: malformed ({type(err).__name__}: {err})") from err
+        raise InvalidArgument(
+            f"LightGBM text model: malformed ({type(err).__name__}: {err})") from err
 
 
 def _load(source: Any) -> tuple[str, list | None]:
     classes = None
     if hasattr(source, "booster_"):  # scikit-learn wrapper
-        wrapper_classes = getattr(source, "classes_", None) if hasattr(source, "predict_proba") else None
+        is_classifier = hasattr(source, "predict_proba")
+        wrapper_classes = getattr(source, "classes_", None) if is_classifier else None
         if wrapper_classes is not None:
             classes = np.asarray(wrapper_classes).tolist()
         source = source.booster_
@@ -96,8 +98,8 @@ def _load(source: Any) -> tuple[str, list | None]:
             return Path(source).read_text(encoding="utf-8", errors="replace"), classes
         except OSError as err:
             raise InvalidArgument(f"LightGBM text model: cannot read {source}: {err}") from err
-    raise InvalidArgument(
-        f"LightGBM model source: expected a path, model text or a Booster, got {type(source).__name__}")
+    raise InvalidArgument("LightGBM model source: expected a path, model text or a Booster, "
+                          f"got {type(source).__name__}")
 
 
 def _looks_like_model(text: str) -> bool:

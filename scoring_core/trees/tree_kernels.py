@@ -5,9 +5,9 @@ Every kernel works the same way (PERF_NOTES techniques 3, 5, 6, 7): rows go in b
 scratch, with the per-feature input rules of the source library applied on the way (see
 ``TRANSFORM_*``); then trees outer, rows inner, leaf values summed into the output rows,
 which start at the base margin; last the link function. A ``prange`` over blocks in the
-parallel drivers, a plain loop in the serial ones.
+parallel driver, a plain loop in the serial one.
 
-Node semantics shared by every layout (the converters reduce both libraries to this):
+Canonical node semantics (what the converters reduce both libraries to):
 
 - a numerical node sends ``x`` right iff ``x >= threshold`` (float32 against float32),
   and a NaN the way its ``FLAG_NAN_RIGHT`` bit says;
@@ -15,14 +15,23 @@ Node semantics shared by every layout (the converters reduce both libraries to t
   32-bit words; a member goes right if ``FLAG_CAT_IN_SET_RIGHT`` else left, and a
   non-member (negative, or past the bitset) goes the other way; NaN per ``FLAG_NAN_RIGHT``.
 
+Kernel form (``kernel_form``): a numerical node whose NaN goes right is mirrored, so that
+every numerical node sends NaN to its *first* child and no descent step tests for NaN.
+The mirrored node tests ``-x >= t'`` on a negated copy of its feature, which the gather
+appends to the scratch row (``-x >= nextafter(-t, +inf)`` is exactly ``x < t``), and its
+children swap places. A step is then ``i = child(i, x[f] >= t)``, whatever the input.
+
 Two layouts:
 
 - *complete*: each tree padded to a complete binary tree of its own depth, nodes in level
-  order, descent branch-free ``i = 2*i + 1 + right`` (technique 1); numerical nodes only.
-  Eight rows walk a tree together so that their independent loads overlap (technique 2,
-  written out by hand rather than generated per model).
-- *compact*: internal nodes only, children in one array ``children[2*node + right]``,
-  a negative child ``~leaf`` being a leaf; for deep or categorical trees.
+  order, descent ``i = 2*i + 1 + (x >= t)`` with no branch (technique 1); numerical only.
+- *compact*: per tree, internal nodes in depth-first order, then its leaves as nodes that
+  lead to themselves, children in ``children[2*i + step]``. Numerical trees take a fixed
+  number of steps (the tree's depth) with no branch; trees with categorical nodes walk.
+
+In both, eight rows descend a tree together so that their independent loads overlap
+(technique 2, written out by hand rather than generated per model). Node indices are
+unsigned so that numba emits no negative-index fix-up in the inner loop.
 """
 
 from __future__ import annotations
@@ -61,60 +70,63 @@ LINK_HINGE = 4  # 1.0 if x > 0 else 0.0
 LINK_LOG1P_EXP = 5  # log(1 + exp(x))
 LINK_SIGNED_SQUARE = 6  # sign(x) * x * x
 
+LAYOUT_COMPLETE = 0
+LAYOUT_COMPACT = 1
+LAYOUT_COMPACT_CATEGORICAL = 2
+
+_U = np.uint64
+
 
 # ---------------------------------------------------------------------------------------
 # Block pieces
 
 
 @njit(nogil=True, cache=True)
-def _gather(X, r0, nr, transform, any_transform, xs):
-    """Copy rows ``r0 .. r0+nr`` of ``X`` into ``xs[:nr]``, applying the input rules."""
+def _gather(X, r0, nr, transform, any_transform, neg_cols, xs, width):
+    """Copy rows ``r0 .. r0+nr`` of ``X`` into the flat scratch ``xs`` (row stride
+    ``width``), apply the input rules, append the negated columns."""
     n_features = X.shape[1]
     if X.strides[0] >= X.strides[1]:
         for r in range(nr):
             for f in range(n_features):
-                xs[r, f] = X[r0 + r, f]
+                xs[r * width + f] = X[r0 + r, f]
     else:
         for f in range(n_features):
             for r in range(nr):
-                xs[r, f] = X[r0 + r, f]
-    if not any_transform:
-        return
-    nan = np.float32(np.nan)
-    zero = np.float32(0.0)
-    for f in range(n_features):
-        code = transform[f]
-        if code == TRANSFORM_NONE:
-            continue
+                xs[r * width + f] = X[r0 + r, f]
+    if any_transform:
+        nan = np.float32(np.nan)
+        zero = np.float32(0.0)
+        for f in range(n_features):
+            code = transform[f]
+            if code == TRANSFORM_NONE:
+                continue
+            for r in range(nr):
+                k = r * width + f
+                x = xs[k]
+                if code == TRANSFORM_LGB_NAN_TO_ZERO:
+                    if x != x or abs(x) <= _LGB_ZERO:
+                        xs[k] = zero
+                elif code == TRANSFORM_LGB_KEEP_NAN:
+                    if abs(x) <= _LGB_ZERO:
+                        xs[k] = zero
+                elif code == TRANSFORM_LGB_ZERO_IS_MISSING:
+                    if x != x or abs(x) <= _LGB_ZERO:
+                        xs[k] = nan
+                elif code == TRANSFORM_LGB_CATEGORY:
+                    # static_cast<int>: NaN and out-of-range give INT_MIN, which goes
+                    # right like any negative value; (-1, 0) truncates to category 0.
+                    if x <= -1.0 or x >= 2147483648.0:
+                        xs[k] = -1.0
+                    elif x < 0.0:
+                        xs[k] = zero
+                elif code == TRANSFORM_XGB_CATEGORY:
+                    if x < 0.0 or x >= 16777216.0:
+                        xs[k] = -1.0
+    for j in range(neg_cols.shape[0]):
+        src = neg_cols[j]
         for r in range(nr):
-            x = xs[r, f]
-            if code == TRANSFORM_LGB_NAN_TO_ZERO:
-                if x != x or abs(x) <= _LGB_ZERO:
-                    xs[r, f] = zero
-            elif code == TRANSFORM_LGB_KEEP_NAN:
-                if abs(x) <= _LGB_ZERO:
-                    xs[r, f] = zero
-            elif code == TRANSFORM_LGB_ZERO_IS_MISSING:
-                if x != x or abs(x) <= _LGB_ZERO:
-                    xs[r, f] = nan
-            elif code == TRANSFORM_LGB_CATEGORY:
-                # static_cast<int>: NaN and out-of-range give INT_MIN, which goes right
-                # like any negative value; (-1, 0) truncates to category 0.
-                if x <= -1.0 or x >= 2147483648.0:
-                    xs[r, f] = -1.0
-                elif x < 0.0:
-                    xs[r, f] = zero
-            elif code == TRANSFORM_XGB_CATEGORY:
-                if x < 0.0 or x >= 16777216.0:
-                    xs[r, f] = -1.0
-
-
-@njit(nogil=True, cache=True)
-def _init_rows(out, r0, nr, base_margin):
-    n_groups = out.shape[1]
-    for r in range(r0, r0 + nr):
-        for g in range(n_groups):
-            out[r, g] = base_margin[g]
+            xs[r * width + n_features + j] = -xs[r * width + src]
 
 
 @njit(nogil=True, cache=True)
@@ -156,185 +168,220 @@ def _finish_rows(out, r0, nr, divisor, link, link_scale):
 
 
 @njit(nogil=True, cache=True)
-def _walk_complete_block(xs, nr, out, r0, feature, threshold, nan_right, leaf,
-                         node_off, leaf_off, depth, group, has_nan):
-    """Sum every tree's leaf into ``out[r0 : r0+nr]`` (complete layout)."""
-    n_trees = node_off.shape[0]
-    for t in range(n_trees):
-        no = node_off[t]
-        lo = leaf_off[t] - ((1 << depth[t]) - 1)  # leaf of slot i is leaf[lo + i]
+def _walk_complete(xs, width, nr, out, r0, feature, threshold, leaf, node_off, leaf_off,
+                   depth, group):
+    """Sum every tree's leaf into ``out[r0 : r0+nr]``, complete layout."""
+    one = _U(1)
+    w = _U(width)
+    for t in range(node_off.shape[0]):
         d = depth[t]
         g = group[t]
-        f_t = feature[no:]
-        t_t = threshold[no:]
-        n_t = nan_right[no:]
+        first_leaf = _U((1 << d) - 1)  # slot of leaf 0
+        f_t = feature[node_off[t]:]
+        t_t = threshold[node_off[t]:]
+        l_t = leaf[leaf_off[t]:]
         r = 0
-        if not has_nan:
-            while r + 8 <= nr:
-                i0 = 0
-                i1 = 0
-                i2 = 0
-                i3 = 0
-                i4 = 0
-                i5 = 0
-                i6 = 0
-                i7 = 0
-                for _ in range(d):
-                    i0 = 2 * i0 + 1 + (xs[r, f_t[i0]] >= t_t[i0])
-                    i1 = 2 * i1 + 1 + (xs[r + 1, f_t[i1]] >= t_t[i1])
-                    i2 = 2 * i2 + 1 + (xs[r + 2, f_t[i2]] >= t_t[i2])
-                    i3 = 2 * i3 + 1 + (xs[r + 3, f_t[i3]] >= t_t[i3])
-                    i4 = 2 * i4 + 1 + (xs[r + 4, f_t[i4]] >= t_t[i4])
-                    i5 = 2 * i5 + 1 + (xs[r + 5, f_t[i5]] >= t_t[i5])
-                    i6 = 2 * i6 + 1 + (xs[r + 6, f_t[i6]] >= t_t[i6])
-                    i7 = 2 * i7 + 1 + (xs[r + 7, f_t[i7]] >= t_t[i7])
-                out[r0 + r, g] += leaf[lo + i0]
-                out[r0 + r + 1, g] += leaf[lo + i1]
-                out[r0 + r + 2, g] += leaf[lo + i2]
-                out[r0 + r + 3, g] += leaf[lo + i3]
-                out[r0 + r + 4, g] += leaf[lo + i4]
-                out[r0 + r + 5, g] += leaf[lo + i5]
-                out[r0 + r + 6, g] += leaf[lo + i6]
-                out[r0 + r + 7, g] += leaf[lo + i7]
-                r += 8
-        while r < nr:
-            i = 0
+        while r + 8 <= nr:
+            b0 = _U(r) * w
+            b1 = b0 + w
+            b2 = b1 + w
+            b3 = b2 + w
+            b4 = b3 + w
+            b5 = b4 + w
+            b6 = b5 + w
+            b7 = b6 + w
+            i0 = _U(0)
+            i1 = _U(0)
+            i2 = _U(0)
+            i3 = _U(0)
+            i4 = _U(0)
+            i5 = _U(0)
+            i6 = _U(0)
+            i7 = _U(0)
             for _ in range(d):
-                x = xs[r, f_t[i]]
-                right = x >= t_t[i]
-                if x != x:
-                    right = n_t[i] != 0
-                i = 2 * i + 1 + right
-            out[r0 + r, g] += leaf[lo + i]
+                i0 = i0 + i0 + one + _U(xs[b0 + _U(f_t[i0])] >= t_t[i0])
+                i1 = i1 + i1 + one + _U(xs[b1 + _U(f_t[i1])] >= t_t[i1])
+                i2 = i2 + i2 + one + _U(xs[b2 + _U(f_t[i2])] >= t_t[i2])
+                i3 = i3 + i3 + one + _U(xs[b3 + _U(f_t[i3])] >= t_t[i3])
+                i4 = i4 + i4 + one + _U(xs[b4 + _U(f_t[i4])] >= t_t[i4])
+                i5 = i5 + i5 + one + _U(xs[b5 + _U(f_t[i5])] >= t_t[i5])
+                i6 = i6 + i6 + one + _U(xs[b6 + _U(f_t[i6])] >= t_t[i6])
+                i7 = i7 + i7 + one + _U(xs[b7 + _U(f_t[i7])] >= t_t[i7])
+            out[r0 + r, g] += l_t[i0 - first_leaf]
+            out[r0 + r + 1, g] += l_t[i1 - first_leaf]
+            out[r0 + r + 2, g] += l_t[i2 - first_leaf]
+            out[r0 + r + 3, g] += l_t[i3 - first_leaf]
+            out[r0 + r + 4, g] += l_t[i4 - first_leaf]
+            out[r0 + r + 5, g] += l_t[i5 - first_leaf]
+            out[r0 + r + 6, g] += l_t[i6 - first_leaf]
+            out[r0 + r + 7, g] += l_t[i7 - first_leaf]
+            r += 8
+        while r < nr:
+            b = _U(r) * w
+            i = _U(0)
+            for _ in range(d):
+                i = i + i + one + _U(xs[b + _U(f_t[i])] >= t_t[i])
+            out[r0 + r, g] += l_t[i - first_leaf]
             r += 1
 
 
 @njit(nogil=True, cache=True)
-def _walk_compact_block(xs, nr, out, r0, feature, threshold, flags, cat_set, children,
-                        leaf, tree_root, group, cat_bounds, cat_bits, has_categorical):
-    """Sum every tree's leaf into ``out[r0 : r0+nr]`` (compact layout)."""
-    n_trees = tree_root.shape[0]
-    for t in range(n_trees):
-        root = tree_root[t]
+def _walk_compact(xs, width, nr, out, r0, feature, threshold, children, leaf, node_off,
+                  leaf_off, n_internal, depth, group):
+    """Sum every tree's leaf into ``out[r0 : r0+nr]``, compact layout, numerical nodes:
+    ``depth`` steps for every row; a row that reaches a leaf early stays on it."""
+    w = _U(width)
+    for t in range(node_off.shape[0]):
+        d = depth[t]
         g = group[t]
+        first_leaf = _U(n_internal[t])
+        f_t = feature[node_off[t]:]
+        t_t = threshold[node_off[t]:]
+        c_t = children[2 * node_off[t]:]
+        l_t = leaf[leaf_off[t]:]
+        r = 0
+        while r + 8 <= nr:
+            b0 = _U(r) * w
+            b1 = b0 + w
+            b2 = b1 + w
+            b3 = b2 + w
+            b4 = b3 + w
+            b5 = b4 + w
+            b6 = b5 + w
+            b7 = b6 + w
+            i0 = _U(0)
+            i1 = _U(0)
+            i2 = _U(0)
+            i3 = _U(0)
+            i4 = _U(0)
+            i5 = _U(0)
+            i6 = _U(0)
+            i7 = _U(0)
+            for _ in range(d):
+                i0 = _U(c_t[i0 + i0 + _U(xs[b0 + _U(f_t[i0])] >= t_t[i0])])
+                i1 = _U(c_t[i1 + i1 + _U(xs[b1 + _U(f_t[i1])] >= t_t[i1])])
+                i2 = _U(c_t[i2 + i2 + _U(xs[b2 + _U(f_t[i2])] >= t_t[i2])])
+                i3 = _U(c_t[i3 + i3 + _U(xs[b3 + _U(f_t[i3])] >= t_t[i3])])
+                i4 = _U(c_t[i4 + i4 + _U(xs[b4 + _U(f_t[i4])] >= t_t[i4])])
+                i5 = _U(c_t[i5 + i5 + _U(xs[b5 + _U(f_t[i5])] >= t_t[i5])])
+                i6 = _U(c_t[i6 + i6 + _U(xs[b6 + _U(f_t[i6])] >= t_t[i6])])
+                i7 = _U(c_t[i7 + i7 + _U(xs[b7 + _U(f_t[i7])] >= t_t[i7])])
+            out[r0 + r, g] += l_t[i0 - first_leaf]
+            out[r0 + r + 1, g] += l_t[i1 - first_leaf]
+            out[r0 + r + 2, g] += l_t[i2 - first_leaf]
+            out[r0 + r + 3, g] += l_t[i3 - first_leaf]
+            out[r0 + r + 4, g] += l_t[i4 - first_leaf]
+            out[r0 + r + 5, g] += l_t[i5 - first_leaf]
+            out[r0 + r + 6, g] += l_t[i6 - first_leaf]
+            out[r0 + r + 7, g] += l_t[i7 - first_leaf]
+            r += 8
+        while r < nr:
+            b = _U(r) * w
+            i = _U(0)
+            while i < first_leaf:
+                i = _U(c_t[i + i + _U(xs[b + _U(f_t[i])] >= t_t[i])])
+            out[r0 + r, g] += l_t[i - first_leaf]
+            r += 1
+
+
+@njit(nogil=True, cache=True)
+def _walk_compact_categorical(xs, width, nr, out, r0, feature, threshold, children, leaf,
+                              node_off, leaf_off, n_internal, group, flags, cat_set,
+                              cat_bounds, cat_bits):
+    """Like ``_walk_compact``, with categorical nodes: one row at a time, to its leaf."""
+    w = _U(width)
+    for t in range(node_off.shape[0]):
+        g = group[t]
+        first_leaf = _U(n_internal[t])
+        f_t = feature[node_off[t]:]
+        t_t = threshold[node_off[t]:]
+        c_t = children[2 * node_off[t]:]
+        fl_t = flags[node_off[t]:]
+        cs_t = cat_set[node_off[t]:]
+        l_t = leaf[leaf_off[t]:]
         for r in range(nr):
-            node = root
-            while node >= 0:
-                x = xs[r, feature[node]]
-                fl = flags[node]
-                if has_categorical and (fl & FLAG_CATEGORICAL) != 0:
-                    if x != x:
-                        right = (fl & FLAG_NAN_RIGHT) != 0
-                    else:
-                        member = False
-                        if x >= 0.0:
-                            c = cat_set[node]
-                            w0 = cat_bounds[c]
-                            if x < 32.0 * (cat_bounds[c + 1] - w0):
-                                v = np.int64(x)
-                                member = ((cat_bits[w0 + (v >> 5)] >> (v & 31)) & 1) != 0
-                        right = member == ((fl & FLAG_CAT_IN_SET_RIGHT) != 0)
+            b = _U(r) * w
+            i = _U(0)
+            while i < first_leaf:
+                x = xs[b + _U(f_t[i])]
+                fl = fl_t[i]
+                if (fl & FLAG_CATEGORICAL) == 0:
+                    step = x >= t_t[i]
+                elif x != x:
+                    step = (fl & FLAG_NAN_RIGHT) != 0
                 else:
-                    right = x >= threshold[node]
-                    if x != x:
-                        right = (fl & FLAG_NAN_RIGHT) != 0
-                node = children[2 * node + right]
-            out[r0 + r, g] += leaf[~node]
+                    member = False
+                    if x >= 0.0:
+                        c = cs_t[i]
+                        w0 = cat_bounds[c]
+                        if x < 32.0 * (cat_bounds[c + 1] - w0):
+                            v = np.int64(x)
+                            member = ((cat_bits[w0 + (v >> 5)] >> (v & 31)) & 1) != 0
+                    step = member == ((fl & FLAG_CAT_IN_SET_RIGHT) != 0)
+                i = _U(c_t[i + i + _U(step)])
+            out[r0 + r, g] += l_t[i - first_leaf]
 
 
 # ---------------------------------------------------------------------------------------
-# Drivers: the same body twice, once with prange (parallel=True), once serial.
+# Drivers. One block is the same in both; the parallel driver takes blocks in prange.
 
 
 @njit(nogil=True, cache=True)
-def _complete_one_block(X, out, b, transform, any_transform, base_margin, feature,
-                        threshold, nan_right, leaf, node_off, leaf_off, depth, group,
-                        divisor, link, link_scale, xs):
-    n = X.shape[0]
+def _score_block(X, out, b, xs, width, layout, transform, any_transform, neg_cols,
+                 base_margin, feature, threshold, children, leaf, node_off, leaf_off,
+                 n_internal, depth, group, flags, cat_set, cat_bounds, cat_bits, divisor,
+                 link, link_scale):
     r0 = b * BLOCK
-    nr = min(BLOCK, n - r0)
-    _gather(X, r0, nr, transform, any_transform, xs)
-    has_nan = False
-    for r in range(nr):
-        for f in range(xs.shape[1]):
-            if xs[r, f] != xs[r, f]:
-                has_nan = True
-                break
-        if has_nan:
-            break
-    _init_rows(out, r0, nr, base_margin)
-    _walk_complete_block(xs, nr, out, r0, feature, threshold, nan_right, leaf, node_off,
-                         leaf_off, depth, group, has_nan)
+    nr = min(BLOCK, X.shape[0] - r0)
+    _gather(X, r0, nr, transform, any_transform, neg_cols, xs, width)
+    for r in range(r0, r0 + nr):
+        for g in range(out.shape[1]):
+            out[r, g] = base_margin[g]
+    if layout == LAYOUT_COMPLETE:
+        _walk_complete(xs, width, nr, out, r0, feature, threshold, leaf, node_off, leaf_off,
+                       depth, group)
+    elif layout == LAYOUT_COMPACT:
+        _walk_compact(xs, width, nr, out, r0, feature, threshold, children, leaf, node_off,
+                      leaf_off, n_internal, depth, group)
+    else:
+        _walk_compact_categorical(xs, width, nr, out, r0, feature, threshold, children,
+                                  leaf, node_off, leaf_off, n_internal, group, flags,
+                                  cat_set, cat_bounds, cat_bits)
     _finish_rows(out, r0, nr, divisor, link, link_scale)
 
 
 @njit(nogil=True, cache=True)
-def predict_complete_serial(X, out, transform, any_transform, base_margin, feature,
-                            threshold, nan_right, leaf, node_off, leaf_off, depth, group,
-                            divisor, link, link_scale):
-    n_blocks = (X.shape[0] + BLOCK - 1) // BLOCK
-    xs = np.empty((BLOCK, X.shape[1]), np.float32)
-    for b in range(n_blocks):
-        _complete_one_block(X, out, b, transform, any_transform, base_margin, feature,
-                            threshold, nan_right, leaf, node_off, leaf_off, depth, group,
-                            divisor, link, link_scale, xs)
+def predict_serial(X, out, layout, transform, any_transform, neg_cols, base_margin, feature,
+                   threshold, children, leaf, node_off, leaf_off, n_internal, depth, group,
+                   flags, cat_set, cat_bounds, cat_bits, divisor, link, link_scale):
+    """Score ``X`` into ``out`` (n, n_groups) on the calling thread."""
+    width = X.shape[1] + neg_cols.shape[0]
+    xs = np.empty(BLOCK * width, np.float32)
+    for b in range((X.shape[0] + BLOCK - 1) // BLOCK):
+        _score_block(X, out, b, xs, width, layout, transform, any_transform, neg_cols,
+                     base_margin, feature, threshold, children, leaf, node_off, leaf_off,
+                     n_internal, depth, group, flags, cat_set, cat_bounds, cat_bits, divisor,
+                     link, link_scale)
 
 
 @njit(nogil=True, cache=True, parallel=True)
-def predict_complete_parallel(X, out, transform, any_transform, base_margin, feature,
-                              threshold, nan_right, leaf, node_off, leaf_off, depth, group,
-                              divisor, link, link_scale):
-    n_blocks = (X.shape[0] + BLOCK - 1) // BLOCK
-    for b in prange(n_blocks):
-        xs = np.empty((BLOCK, X.shape[1]), np.float32)
-        _complete_one_block(X, out, b, transform, any_transform, base_margin, feature,
-                            threshold, nan_right, leaf, node_off, leaf_off, depth, group,
-                            divisor, link, link_scale, xs)
-
-
-@njit(nogil=True, cache=True)
-def _compact_one_block(X, out, b, transform, any_transform, base_margin, feature,
-                       threshold, flags, cat_set, children, leaf, tree_root, group,
-                       cat_bounds, cat_bits, has_categorical, divisor, link, link_scale, xs):
-    n = X.shape[0]
-    r0 = b * BLOCK
-    nr = min(BLOCK, n - r0)
-    _gather(X, r0, nr, transform, any_transform, xs)
-    _init_rows(out, r0, nr, base_margin)
-    _walk_compact_block(xs, nr, out, r0, feature, threshold, flags, cat_set, children, leaf,
-                        tree_root, group, cat_bounds, cat_bits, has_categorical)
-    _finish_rows(out, r0, nr, divisor, link, link_scale)
-
-
-@njit(nogil=True, cache=True)
-def predict_compact_serial(X, out, transform, any_transform, base_margin, feature,
-                           threshold, flags, cat_set, children, leaf, tree_root, group,
-                           cat_bounds, cat_bits, has_categorical, divisor, link, link_scale):
-    n_blocks = (X.shape[0] + BLOCK - 1) // BLOCK
-    xs = np.empty((BLOCK, X.shape[1]), np.float32)
-    for b in range(n_blocks):
-        _compact_one_block(X, out, b, transform, any_transform, base_margin, feature,
-                           threshold, flags, cat_set, children, leaf, tree_root, group,
-                           cat_bounds, cat_bits, has_categorical, divisor, link, link_scale,
-                           xs)
-
-
-@njit(nogil=True, cache=True, parallel=True)
-def predict_compact_parallel(X, out, transform, any_transform, base_margin, feature,
-                             threshold, flags, cat_set, children, leaf, tree_root, group,
-                             cat_bounds, cat_bits, has_categorical, divisor, link,
-                             link_scale):
-    n_blocks = (X.shape[0] + BLOCK - 1) // BLOCK
-    for b in prange(n_blocks):
-        xs = np.empty((BLOCK, X.shape[1]), np.float32)
-        _compact_one_block(X, out, b, transform, any_transform, base_margin, feature,
-                           threshold, flags, cat_set, children, leaf, tree_root, group,
-                           cat_bounds, cat_bits, has_categorical, divisor, link, link_scale,
-                           xs)
+def predict_parallel(X, out, layout, transform, any_transform, neg_cols, base_margin,
+                     feature, threshold, children, leaf, node_off, leaf_off, n_internal,
+                     depth, group, flags, cat_set, cat_bounds, cat_bits, divisor, link,
+                     link_scale):
+    """Score ``X`` into ``out`` (n, n_groups), blocks spread over numba's threads."""
+    width = X.shape[1] + neg_cols.shape[0]
+    for b in prange((X.shape[0] + BLOCK - 1) // BLOCK):
+        xs = np.empty(BLOCK * width, np.float32)
+        _score_block(X, out, b, xs, width, layout, transform, any_transform, neg_cols,
+                     base_margin, feature, threshold, children, leaf, node_off, leaf_off,
+                     n_internal, depth, group, flags, cat_set, cat_bounds, cat_bits, divisor,
+                     link, link_scale)
 
 
 # ---------------------------------------------------------------------------------------
-# Layout builders (run once per ensemble at load time).
+# Layout builders (run once per ensemble at load time), from canonical global arrays:
+# ``tree_root`` and ``children`` hold node ids ``>= 0`` or ``~leaf``.
 
 
 @njit(nogil=True, cache=True)
@@ -371,42 +418,6 @@ def tree_depths(tree_root, children):
 
 
 @njit(nogil=True, cache=True)
-def build_complete(tree_root, depths, feature, threshold, flags, children, leaf,
-                   feature_out, threshold_out, nan_right_out, leaf_out, node_off, leaf_off):
-    """Fill the complete level-order layout. A leaf above its tree's full depth becomes a
-    padding node whose whole subtree holds that leaf's value, so any descent reaches it."""
-    n_trees = tree_root.shape[0]
-    no = 0
-    lo = 0
-    for t in range(n_trees):
-        d = depths[t]
-        n_internal = (1 << d) - 1
-        n_leaves = 1 << d
-        node_off[t] = no
-        leaf_off[t] = lo
-        src = np.empty(n_internal + n_leaves, np.int64)
-        src[0] = tree_root[t]
-        for p in range(n_internal):
-            s = src[p]
-            if s >= 0:
-                feature_out[no + p] = feature[s]
-                threshold_out[no + p] = threshold[s]
-                nan_right_out[no + p] = flags[s] & FLAG_NAN_RIGHT
-                src[2 * p + 1] = children[2 * s]
-                src[2 * p + 2] = children[2 * s + 1]
-            else:
-                feature_out[no + p] = 0
-                threshold_out[no + p] = 0.0
-                nan_right_out[no + p] = 0
-                src[2 * p + 1] = s
-                src[2 * p + 2] = s
-        for q in range(n_leaves):
-            leaf_out[lo + q] = leaf[~src[n_internal + q]]
-        no += n_internal
-        lo += n_leaves
-
-
-@njit(nogil=True, cache=True)
 def count_reached(tree_root, children):
     """How many internal nodes a walk from the roots reaches. Call it only when every node
     has at most one parent, else it may not end."""
@@ -427,3 +438,113 @@ def count_reached(tree_root, children):
                     top += 1
                     stack[top] = c
     return n
+
+
+@njit(nogil=True, cache=True)
+def build_complete(tree_root, depths, feature, threshold, children, leaf, feature_out,
+                   threshold_out, leaf_out, node_off, leaf_off):
+    """Fill the complete level-order layout from kernel-form nodes. A leaf above its
+    tree's full depth becomes padding whose whole subtree holds that leaf's value, so any
+    descent reaches it."""
+    no = 0
+    lo = 0
+    for t in range(tree_root.shape[0]):
+        d = depths[t]
+        n_slots = (1 << d) - 1
+        node_off[t] = no
+        leaf_off[t] = lo
+        src = np.empty(2 * n_slots + 1, np.int64)
+        src[0] = tree_root[t]
+        for p in range(n_slots):
+            s = src[p]
+            if s >= 0:
+                feature_out[no + p] = feature[s]
+                threshold_out[no + p] = threshold[s]
+                src[2 * p + 1] = children[2 * s]
+                src[2 * p + 2] = children[2 * s + 1]
+            else:
+                feature_out[no + p] = 0
+                threshold_out[no + p] = 0.0
+                src[2 * p + 1] = s
+                src[2 * p + 2] = s
+        for q in range(n_slots + 1):
+            leaf_out[lo + q] = leaf[~src[n_slots + q]]
+        no += n_slots
+        lo += n_slots + 1
+
+
+@njit(nogil=True, cache=True)
+def compact_sizes(tree_root, children):
+    """(internal nodes, leaves) of every tree."""
+    n_trees = tree_root.shape[0]
+    n_int = np.zeros(n_trees, np.int64)
+    n_leaf = np.zeros(n_trees, np.int64)
+    stack = np.empty(max(1, children.shape[0] + 1), np.int64)
+    for t in range(n_trees):
+        top = 0
+        stack[0] = tree_root[t]
+        while top >= 0:
+            node = stack[top]
+            top -= 1
+            if node < 0:
+                n_leaf[t] += 1
+                continue
+            n_int[t] += 1
+            top += 1
+            stack[top] = children[2 * node + 1]
+            top += 1
+            stack[top] = children[2 * node]
+    return n_int, n_leaf
+
+
+@njit(nogil=True, cache=True)
+def build_compact(tree_root, feature, threshold, children, flags, cat_set, leaf, n_int,
+                  feature_out, threshold_out, children_out, flags_out, cat_set_out,
+                  leaf_out, node_off, leaf_off):
+    """Fill the compact layout from kernel-form nodes: per tree, internal nodes in
+    depth-first order (a left child right after its parent), then the leaves, each a node
+    whose children are itself."""
+    stack = np.empty(max(1, children.shape[0] + 1), np.int64)
+    where = np.empty(max(1, children.shape[0] + 1), np.int64)  # (parent slot * 2 + side)
+    no = 0
+    lo = 0
+    for t in range(tree_root.shape[0]):
+        node_off[t] = no
+        leaf_off[t] = lo
+        k_int = n_int[t]
+        next_int = 0
+        next_leaf = 0
+        top = 0
+        stack[0] = tree_root[t]
+        where[0] = -1
+        while top >= 0:
+            node = stack[top]
+            slot_ref = where[top]
+            top -= 1
+            if node < 0:
+                local = k_int + next_leaf
+                leaf_out[lo + next_leaf] = leaf[~node]
+                feature_out[no + local] = 0
+                threshold_out[no + local] = 0.0
+                flags_out[no + local] = 0
+                cat_set_out[no + local] = -1
+                children_out[2 * (no + local)] = local
+                children_out[2 * (no + local) + 1] = local
+                next_leaf += 1
+            else:
+                local = next_int
+                feature_out[no + local] = feature[node]
+                threshold_out[no + local] = threshold[node]
+                flags_out[no + local] = flags[node]
+                cat_set_out[no + local] = cat_set[node]
+                next_int += 1
+                top += 1
+                stack[top] = children[2 * node + 1]
+                where[top] = 2 * local + 1
+                top += 1
+                stack[top] = children[2 * node]
+                where[top] = 2 * local
+            if slot_ref >= 0:
+                children_out[2 * no + slot_ref] = local
+        no += k_int + next_leaf
+        lo += next_leaf

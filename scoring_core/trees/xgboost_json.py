@@ -10,6 +10,13 @@ What XGBoost's CPU predictor does, and this converter reproduces:
   a vector such as ``"[5E-1]"`` since 3.x: mapped to a margin per objective) and adds each
   tree's leaf in float32, tree by tree, into its output group (``tree_info``); dart
   boosters scale each tree by its ``weight_drop``.
+
+Like ``Booster.predict``, every tree counts: a model trained with early stopping keeps
+the rounds after ``best_iteration`` (the scikit-learn wrapper's ``predict`` stops there).
+Categorical features are scored from the integer codes the model was trained on (as with
+a numpy input to XGBoost; a pandas input is re-coded by XGBoost first). The base-score
+rules were checked against XGBoost 3.2 (``binary:logitraw`` takes its base score as a
+margin there; older releases took its logit).
 """
 
 from __future__ import annotations
@@ -61,7 +68,8 @@ def from_xgboost_json(source: Any) -> TreeEnsemble:
     try:
         return _convert(doc, classes)
     except (KeyError, TypeError, ValueError, IndexError) as err:
-        raise InvalidArgument(f"XGBoost JSON model: malformed ({type(err).__name__}: {err})") from err
+        raise InvalidArgument(
+            f"XGBoost JSON model: malformed ({type(err).__name__}: {err})") from err
 
 
 def _load(source: Any) -> tuple[dict, list | None]:
@@ -83,8 +91,8 @@ def _load(source: Any) -> tuple[dict, list | None]:
         except OSError as err:
             raise InvalidArgument(f"XGBoost JSON model: cannot read {source}: {err}") from err
     else:
-        raise InvalidArgument(
-            f"XGBoost model source: expected a path, JSON text or a Booster, got {type(source).__name__}")
+        raise InvalidArgument("XGBoost model source: expected a path, JSON text or a Booster, "
+                              f"got {type(source).__name__}")
     if isinstance(text, bytes) and not text.lstrip().startswith(b"{"):
         raise InvalidArgument("XGBoost JSON model: not JSON (UBJSON or binary models are not read; "
                               "save with save_model('m.json') or save_raw('json'))")
@@ -136,7 +144,8 @@ def _convert(doc: dict, classes: list | None) -> TreeEnsemble:
         _add_tree(builder, tree, tree_info[i], None if weights is None else weights[i],
                   n_features, usage)
     if np.any(usage[0] & usage[1]):
-        raise InvalidArgument("XGBoost JSON model: a feature has both numerical and categorical splits")
+        raise InvalidArgument(
+            "XGBoost JSON model: a feature has both numerical and categorical splits")
 
     arrays = builder.arrays()
     arrays["feature_transform"] = np.where(usage[1], K.TRANSFORM_XGB_CATEGORY,
@@ -201,7 +210,8 @@ def _add_tree(builder: EnsembleBuilder, tree: dict, group: int, weight: float | 
     default_left = np.asarray(tree["default_left"], np.int64)
     n = left.size
     split_type = np.asarray(tree.get("split_type") or [0] * n, np.int64)
-    if not (right.size == feature.size == cond.size == default_left.size == split_type.size == n) or n == 0:
+    if n == 0 or not (right.size == feature.size == cond.size == default_left.size
+                      == split_type.size == n):
         raise InvalidArgument("XGBoost JSON model: a tree's node arrays disagree in length")
 
     is_leaf = left == -1
@@ -242,7 +252,8 @@ def _add_tree(builder: EnsembleBuilder, tree: dict, group: int, weight: float | 
         for nid in cat_nodes:
             nid = int(nid)
             if nid not in by_node:
-                raise InvalidArgument(f"XGBoost JSON model: categorical node {nid} has no categories")
+                raise InvalidArgument(
+                    f"XGBoost JSON model: categorical node {nid} has no categories")
             s, z = by_node[nid]
             j = node_pos[nid]
             cat_set[j] = builder.add_category_set(bitset_from_categories(cats[s:s + z]))

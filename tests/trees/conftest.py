@@ -9,7 +9,7 @@ import pytest
 # The repository root, so that ``scoring_core`` imports however pytest is started.
 _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
+    sys.path.append(_ROOT)
 
 N_ROWS = 2000
 N_FEATURES = 12
@@ -35,15 +35,16 @@ def probe(data: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     X, _ = data
     rng = np.random.default_rng(11)
     extra = X[:300].copy()
-    special = np.array([0.0, -0.0, 1e-38, -1e-38, 1e-36, 5e-35, 1e30, -1e30, np.nan, 0.5, -0.5, 3.0],
-                       np.float32)
+    special = np.array(
+        [0.0, -0.0, 1e-38, -1e-38, 1e-36, 5e-35, 1e30, -1e30, np.nan, 0.5, -0.5, 3.0], np.float32)
     mask = rng.random(extra.shape) < 0.3
     extra[mask] = rng.choice(special, size=int(mask.sum()))
     extra[-5:] = np.nan
     return np.concatenate((X, extra))
 
 
-def at_thresholds(X: np.ndarray, feature: np.ndarray, threshold: np.ndarray, seed: int = 3) -> np.ndarray:
+def at_thresholds(X: np.ndarray, feature: np.ndarray, threshold: np.ndarray,
+                  seed: int = 3) -> np.ndarray:
     """Rows where one split feature sits on a float32 threshold's rounding or one ulp to
     either side: the inputs most likely to take another branch."""
     rng = np.random.default_rng(seed)

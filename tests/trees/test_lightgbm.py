@@ -18,7 +18,7 @@ TOL = 1e-5
 
 
 def _train(X, y, rounds=25, categorical="auto", **params):
-    params = {"num_leaves": 31, "learning_rate": 0.2, "num_threads": 2, "verbose": -1,
+    params = {"num_leaves": 31, "learning_rate": 0.2, "num_threads": 1, "verbose": -1,
               "min_data_in_leaf": 5, **params}
     return lgb.train(params, lgb.Dataset(X, y, categorical_feature=categorical), rounds)
 
@@ -69,7 +69,7 @@ def test_binary_from_booster(data, probe):
 def test_binary_sigmoid_parameter_from_sklearn_wrapper(data, probe):
     X, y = data
     labels = np.where(y > 0, "yes", "no")
-    clf = lgb.LGBMClassifier(n_estimators=20, sigmoid=0.7, num_threads=2, verbose=-1).fit(X, labels)
+    clf = lgb.LGBMClassifier(n_estimators=20, sigmoid=0.7, num_threads=1, verbose=-1).fit(X, labels)
     ens = from_lightgbm_text(clf)
     assert ens.classes == ["no", "yes"]
     got = _check(ens, clf.booster_, probe)
@@ -92,7 +92,7 @@ def test_multiclass_from_text_file(data, probe, tmp_path):
 
 def test_regression_from_sklearn_wrapper(data, probe):
     X, y = data
-    reg = lgb.LGBMRegressor(n_estimators=30, num_threads=2, verbose=-1).fit(X, y)
+    reg = lgb.LGBMRegressor(n_estimators=30, num_threads=1, verbose=-1).fit(X, y)
     ens = from_lightgbm_text(reg)
     assert ens.task == "regression" and ens.classes is None
     got = _check(ens, reg.booster_, probe)
@@ -169,8 +169,8 @@ def test_large_batch_parallel_equals_serial(data):
 def test_unsupported(data):
     X, y = data
     labels = np.clip(np.round(y + 2), 0, 4).astype(int)[:200]
-    rank = lgb.train({"objective": "lambdarank", "verbose": -1, "num_threads": 2, "min_data_in_leaf": 5},
-                     lgb.Dataset(X[:200], labels, group=[100, 100]), 2)
+    rank = lgb.train({"objective": "lambdarank", "verbose": -1, "num_threads": 1,
+                      "min_data_in_leaf": 5}, lgb.Dataset(X[:200], labels, group=[100, 100]), 2)
     with pytest.raises(Unimplemented, match="lambdarank"):
         from_lightgbm_text(rank)
     linear = _train(np.nan_to_num(X), y, rounds=2, linear_tree=True)
@@ -188,3 +188,14 @@ def test_malformed_input(data):
         from_lightgbm_text(broken)
     with pytest.raises(InvalidArgument):
         from_lightgbm_text("/nonexistent/model.txt")
+
+
+def test_complete_layout(data, probe):
+    X, y = data
+    booster = _train(X, (y > 0).astype(int), rounds=15, objective="binary", zero_as_missing=True,
+                     max_depth=6, num_leaves=40)
+    ens = from_lightgbm_text(booster)
+    params, arrays = ens.to_arrays()
+    for layout in ("complete", "compact"):
+        params["layout"] = layout
+        _check(TreeEnsemble.from_arrays(params, arrays), booster, probe)

@@ -18,7 +18,7 @@ TOL = 1e-5
 
 
 def _train(X, y, rounds=25, **params):
-    params = {"max_depth": 5, "eta": 0.3, "nthread": 2, **params}
+    params = {"max_depth": 5, "eta": 0.3, "nthread": 1, **params}
     return xgb.train(params, xgb.DMatrix(X, y), rounds)
 
 
@@ -59,7 +59,7 @@ def test_binary_from_booster(data, probe):
 def test_multiclass_from_sklearn_wrapper(data, probe):
     X, y = data
     labels = np.digitize(y, np.quantile(y, [1 / 3, 2 / 3]))
-    clf = xgb.XGBClassifier(n_estimators=20, max_depth=4, n_jobs=2).fit(X, labels)
+    clf = xgb.XGBClassifier(n_estimators=20, max_depth=4, n_jobs=1).fit(X, labels)
     ens = from_xgboost_json(clf)
     assert ens.n_outputs == 3 and ens.classes == [0, 1, 2]
     got = _check(ens, clf.get_booster(), probe)
@@ -68,7 +68,7 @@ def test_multiclass_from_sklearn_wrapper(data, probe):
 
 def test_regression_from_json_file(data, probe, tmp_path):
     X, y = data
-    reg = xgb.XGBRegressor(n_estimators=30, max_depth=6, n_jobs=2).fit(X, y)
+    reg = xgb.XGBRegressor(n_estimators=30, max_depth=6, n_jobs=1).fit(X, y)
     path = tmp_path / "model.json"
     reg.save_model(path)
     ens = from_xgboost_json(str(path))
@@ -82,7 +82,7 @@ def test_regression_from_json_file(data, probe, tmp_path):
 def test_feature_names_from_model(data):
     X, y = data
     names = [f"col_{i}" for i in range(X.shape[1])]
-    booster = xgb.train({"max_depth": 2, "nthread": 2}, xgb.DMatrix(X, y, feature_names=names), 3)
+    booster = xgb.train({"max_depth": 2, "nthread": 1}, xgb.DMatrix(X, y, feature_names=names), 3)
     assert from_xgboost_json(booster).feature_names == names
 
 
@@ -139,7 +139,7 @@ def test_categorical_feature(data, probe):
     types = ["q"] * X.shape[1]
     types[5] = "c"
     dtrain = xgb.DMatrix(Xc, yc, feature_types=types, enable_categorical=True)
-    booster = xgb.train({"max_depth": 4, "nthread": 2, "max_cat_to_onehot": 1}, dtrain, 15)
+    booster = xgb.train({"max_depth": 4, "nthread": 1, "max_cat_to_onehot": 1}, dtrain, 15)
     ens = from_xgboost_json(booster)
     assert ens.layout == "compact"
     rows = np.concatenate((Xc, probe))
@@ -174,10 +174,10 @@ def test_unsupported_objective_and_booster(data):
     X, y = data
     dtrain = xgb.DMatrix(X[:200], (y[:200] > 0).astype(int))
     dtrain.set_group([100, 100])
-    rank = xgb.train({"objective": "rank:pairwise", "max_depth": 2, "nthread": 2}, dtrain, 2)
+    rank = xgb.train({"objective": "rank:pairwise", "max_depth": 2, "nthread": 1}, dtrain, 2)
     with pytest.raises(Unimplemented, match="rank:pairwise"):
         from_xgboost_json(rank)
-    linear = xgb.train({"booster": "gblinear", "nthread": 2}, xgb.DMatrix(X, y), 2)
+    linear = xgb.train({"booster": "gblinear", "nthread": 1}, xgb.DMatrix(X, y), 2)
     with pytest.raises(Unimplemented, match="gblinear"):
         from_xgboost_json(linear)
 
@@ -199,3 +199,16 @@ def test_wrong_input_shape(data):
     with pytest.raises(InvalidArgument, match="X"):
         ens.predict(X[:, :5])
     assert ens.predict(X[:0]).shape == (0,)
+
+
+def test_compact_layout_and_input_forms(data, probe):
+    X, y = data
+    booster = _train(X, y, rounds=15, objective="reg:squarederror", max_depth=7)
+    ens = from_xgboost_json(booster)
+    assert ens.layout == "complete"
+    params, arrays = ens.to_arrays()
+    params["layout"] = "compact"
+    compact = TreeEnsemble.from_arrays(params, arrays)
+    _check(compact, booster, probe)
+    _check(ens, booster, probe[::3])  # not contiguous: copied
+    np.testing.assert_array_equal(ens.predict(probe.astype(np.float64)), ens.predict(probe))

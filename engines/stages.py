@@ -1,0 +1,66 @@
+"""Training stages: finding the user's training function and turning what it returns
+into a model bundle the coordinator can register.
+
+Spark and Ray run a training function on their own dataset type (a DataFrame, a Ray
+Dataset); what comes back may be a fitted estimator (compiled here with
+scoring_core.compile), a CompiledModel, or the path of a bundle the function wrote
+itself. Either way the stage's outputs name a verified bundle directory and its version.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from engines.base import StageSpec
+from milepost.errors import InvalidArgument, NotFound
+
+
+def resolve_entry(stage: StageSpec) -> Callable[..., Any]:
+    """The stage's function: the callable itself, or an importable "module:function"."""
+    if callable(stage.entry):
+        return stage.entry
+    ref = stage.entry
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise InvalidArgument(f"stage {stage.name!r}: entry {ref!r} must be a callable or 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as err:
+        raise NotFound(f"stage {stage.name!r}: entry {ref!r}: module {module_name!r} is not installed here") from err
+    target: Any = module
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise NotFound(f"stage {stage.name!r}: entry {ref!r}: {module_name!r} has no attribute {attr!r}")
+        target = getattr(target, part)
+    if not callable(target):
+        raise InvalidArgument(f"stage {stage.name!r}: entry {ref!r} is not callable")
+    return target
+
+
+def output_dir(stage: StageSpec, inputs: dict[str, Any]) -> Path:
+    """Where a training stage writes its bundle: ``inputs["output"]``, which must not exist yet."""
+    out = inputs.get("output")
+    if not out:
+        raise InvalidArgument(f"training stage {stage.name!r} needs inputs['output']: the directory for the model bundle")
+    return Path(out)
+
+
+def save_trained(result: Any, dest: Path) -> dict[str, Any]:
+    """Turn a training function's result into a bundle at ``dest`` (or the bundle it
+    already wrote) and return the stage outputs: model path, version and flavor."""
+    from scoring_core import bundle
+
+    if isinstance(result, (str, Path)):
+        path = Path(result)
+        version = bundle.bundle_version(path)
+    else:
+        import scoring_core
+
+        compiled = result if isinstance(result, scoring_core.CompiledModel) else scoring_core.compile(result)
+        version = compiled.save(dest)
+        path = dest
+    flavor = str(bundle.read_manifest(path).get("flavor", ""))
+    return {"model": str(path), "version": version, "flavor": flavor}

@@ -1,0 +1,162 @@
+"""`milepost score-dataset`: score a Parquet dataset with a registered model, on an engine.
+
+The bundle is fetched from the coordinator (verified against its content hash) and
+scored in this process by the chosen engine: native streams the file here, torch
+and python likewise, spark runs the job on the cluster given by ``--master``, ray on
+the one at ``--address``. Progress (rows done) goes to stderr; the summary to stdout.
+
+Pipelines run the same operation as a "batch_scoring" stage (Engine.run_stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+if TYPE_CHECKING:
+    from engines.base import DatasetJob, JobResult
+
+ENGINES = ("native", "torch", "python", "spark", "ray")
+_BAR_WIDTH = 30
+
+
+def add_parser(subparsers: argparse._SubParsersAction, common_parent: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Register ``score-dataset`` on the CLI's subparsers."""
+    p = subparsers.add_parser(
+        "score-dataset", parents=[common_parent],
+        help="score a Parquet file or directory with a registered model on an engine",
+    )
+    p.add_argument("model", metavar="MODEL[:VERSION]", help="registered model; the newest version when none is given")
+    p.add_argument("--input", required=True, help="Parquet file or directory (path or file:// URI)")
+    p.add_argument("--output", required=True, help="where to write the scored Parquet (must not exist)")
+    p.add_argument("--engine", choices=ENGINES, default="",
+                   help="engine to run on (default: the model flavor's engine, native for compiled models)")
+    p.add_argument("--master", default="", help="Spark master URL (spark engine; default local[2])")
+    p.add_argument("--address", default="", help="Ray cluster address (ray engine; default: a local Ray)")
+    p.add_argument("--keep", default="", metavar="COLS", help="comma-separated input columns to copy to the output")
+    p.add_argument("--batch-rows", type=int, default=65536, help="rows scored per call")
+    p.add_argument("--device", default="", help="torch device: cpu, cuda, cuda:N or auto")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from engines.base import DatasetJob
+    from milepost.errors import InvalidArgument
+
+    name, _, version = args.model.partition(":")
+    if not name:
+        raise InvalidArgument(f"MODEL {args.model!r}: expected NAME or NAME:VERSION")
+    options: dict[str, object] = {}
+    for flag, engine, value in (("--master", "spark", args.master), ("--address", "ray", args.address),
+                                ("--device", "torch", args.device)):
+        if value:
+            if args.engine != engine:
+                raise InvalidArgument(f"{flag} applies to --engine {engine}, not {args.engine or 'the default engine'}")
+            options[flag.lstrip("-")] = value
+    keep = tuple(c.strip() for c in args.keep.split(",") if c.strip())
+    job = DatasetJob(source=args.input, sink=args.output, batch_rows=args.batch_rows, keep=keep, options=options)
+    bar = ProgressBar(_total_rows(args.input), sys.stderr)
+    result = score_registered(args.coordinator, name, version, job, engine=args.engine, progress=bar.update,
+                              timeout=args.timeout)
+    bar.finish(result.rows)
+    print(f"scored {result.rows:,} rows of {args.input} with {name} on {result.engine} "
+          f"in {result.seconds:.1f} s ({result.rows / max(result.seconds, 1e-9):,.0f} rows/s) -> {result.sink}")
+    return 0
+
+
+def score_registered(
+    coordinator: str, name: str, version: str, job: DatasetJob, *, engine: str = "",
+    progress: Callable[[int], None] | None = None, timeout: float = 120.0,
+) -> JobResult:
+    """Fetch ``name:version`` (newest when empty; a prefix works) and run ``job`` on
+    ``engine`` (the flavor's default when empty); returns the engine's JobResult."""
+    from engines import registry
+    from scoring_core import bundle
+
+    with tempfile.TemporaryDirectory(prefix="milepost-score-") as tmp:
+        bundle_dir = fetch_bundle(coordinator, name, version, Path(tmp) / "bundle", timeout=timeout)
+        flavor = str(bundle.read_manifest(bundle_dir).get("flavor", ""))
+        chosen = registry.engine_for(flavor, engine, online=False)
+        return chosen.score_dataset(bundle_dir, job, progress)
+
+
+def fetch_bundle(coordinator: str, name: str, version: str, dest: Path, *, timeout: float = 120.0) -> Path:
+    """Download a model version from the coordinator into ``dest`` (unpacked, verified).
+
+    The Client has no fetch yet; this calls the coordinator's FetchModel directly.
+    """
+    import grpc
+
+    from milepost.client import error_from_rpc
+    from milepost.errors import DataLoss
+    from milepost.v1 import coordinator_pb2, coordinator_pb2_grpc
+    from scoring_core import bundle
+
+    with grpc.insecure_channel(coordinator, options=[("grpc.max_receive_message_length", 256 << 20)]) as channel:
+        stub = coordinator_pb2_grpc.CoordinatorServiceStub(channel)
+        try:
+            chunks = [c.data for c in stub.FetchModel(
+                coordinator_pb2.FetchModelRequest(name=name, version=version), timeout=timeout)]
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+    got = bundle.unpack(b"".join(chunks), dest)
+    if len(version) == 64 and got != version:
+        raise DataLoss(f"model {name}:{version} arrived with content hash {got}")
+    return dest
+
+
+def _total_rows(source: str) -> int | None:
+    from engines import parquet_io
+    from milepost.errors import MilepostError
+
+    try:
+        return parquet_io.count_rows(source)
+    except (MilepostError, OSError):
+        return None  # the engine reports the problem with the source itself
+
+
+class ProgressBar:
+    """Rows done on stderr: redrawn in place on a terminal, a line per 10% otherwise."""
+
+    def __init__(self, total: int | None, stream: TextIO) -> None:
+        self.total, self.stream = total, stream
+        self.tty = stream.isatty()
+        self.started = time.monotonic()
+        self._last_draw = 0.0
+        self._last_decile = -1
+
+    def update(self, rows: int) -> None:
+        now = time.monotonic()
+        if self.tty:
+            if now - self._last_draw >= 0.1:
+                self._last_draw = now
+                self.stream.write("\r" + self._line(rows))
+                self.stream.flush()
+        elif self.total:
+            decile = min(10, rows * 10 // self.total)
+            if decile > self._last_decile:
+                self._last_decile = decile
+                self.stream.write(self._line(rows) + "\n")
+                self.stream.flush()
+
+    def finish(self, rows: int) -> None:
+        self._last_draw = 0.0
+        self.update(rows)
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _line(self, rows: int) -> str:
+        elapsed = time.monotonic() - self.started
+        if not self.total:
+            return f"{rows:,} rows  {elapsed:.1f} s"
+        done = min(1.0, rows / self.total)
+        filled = int(done * _BAR_WIDTH)
+        return (f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {rows:,}/{self.total:,} rows "
+                f"({done:.0%})  {elapsed:.1f} s")

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import grpc
 
 from agent.deployments import DeploymentTable
 from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.router import Router
+from agent.stage_runner import StageRunner
 from engines.base import DeploymentSpec
 from engines.batching import batching_config
 from milepost.errors import InvalidArgument
-from milepost.v1 import agent_pb2, agent_pb2_grpc, routing_pb2, types_pb2
+from milepost.v1 import agent_pb2, agent_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
 
 class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self, table: DeploymentTable, info: Callable[[], types_pb2.AgentInfo],
-        router: Router, metrics: ArmMetricsBook,
+        router: Router, metrics: ArmMetricsBook, stages: StageRunner,
     ) -> None:
+        self.stages = stages
         self.table = table
         self.info = info
         self.router = router
@@ -66,3 +68,6 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
             routes_generation=self.router.generation,
             metrics=self.metrics.snapshot(),
         )
+
+    def RunStage(self, request: agent_pb2.RunStageRequest, context: grpc.ServicerContext) -> Iterator[pipelines_pb2.StageProgress]:
+        yield from self.stages.run(request, context)

@@ -19,10 +19,13 @@ from agent.deployments import DeploymentTable
 from agent.model_cache import ModelCache
 from agent.prometheus import MetricsServer, render
 from agent.registration import Registration
+from agent.stage_runner import StageRunner
 from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.router import Router
 from engines import registry
 from milepost import __version__
+from milepost.client import Client
+from scoring_core.threads import pin_blas_to_one_thread
 from milepost._grpc_server import bind, new_server
 from milepost.errors import NotFound, Unavailable
 from milepost.inference import grpc_predict_v2_pb2_grpc
@@ -65,7 +68,8 @@ class Agent:
         self.server = new_server()
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.dataplane, self.server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentControlServicer(self.table, self.info, self.router, self.arm_metrics), self.server
+            AgentControlServicer(self.table, self.info, self.router, self.arm_metrics, self._stage_runner()),
+            self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.registration = Registration(
@@ -117,6 +121,9 @@ class Agent:
         )
 
     def start(self) -> str:
+        # One thread pool per scoring process: BLAS threads spinning beside numba's pool
+        # and the MLP workers halve throughput (PERF_NOTES, technique 8).
+        pin_blas_to_one_thread()
         self.port = bind(self.server, self.config.host, self.config.port)
         if self.config.metrics_port is not None:
             self._metrics_server = MetricsServer(self.config.host, self.config.metrics_port, self.metrics_text)
@@ -141,6 +148,23 @@ class Agent:
         self.router.close()
         self.table.close()
         self._coordinator_channel.close()
+
+    def _stage_runner(self) -> StageRunner:
+        """Stages register the models they train through the same client users have."""
+
+        def push(name: str, bundle_dir: Path) -> str:
+            with Client(self.config.coordinator) as client:
+                model = client.push_model(bundle_dir, name)
+            return f"{model.name}:{model.version}"
+
+        def newest(name: str) -> str:
+            with Client(self.config.coordinator) as client:
+                versions = client.list_models(name)
+            if not versions:
+                raise NotFound(f"model {name!r} is not registered")
+            return max(versions, key=lambda m: m.created_at).version
+
+        return StageRunner(self.cache, self.config.data_dir / "stages", push, newest)
 
     def _fetch(self, model: str, version: str):  # type: ignore[no-untyped-def]
         stub = coordinator_pb2_grpc.CoordinatorServiceStub(self._coordinator_channel)

@@ -35,6 +35,10 @@ class AgentClients:
     def set_routes(self, address: str, table: object, timeout: float = CALL_TIMEOUT_S) -> None:
         self._call(address, "SetRoutes", table, timeout)
 
+    def run_stage(self, address: str, request: object, timeout: float) -> object:
+        """The streaming RunStage call (iterate it for progress; cancel() cancels the stage)."""
+        return self._stub(address).RunStage(request, timeout=timeout)
+
     def _call(self, address: str, method: str, request: object, timeout: float) -> None:
         try:
             getattr(self._stub(address), method)(request, timeout=timeout)

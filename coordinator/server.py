@@ -13,6 +13,7 @@ from coordinator.arm_stats import ArmStats
 from coordinator.artifacts import ArtifactStore
 from coordinator.canary import CanaryController
 from coordinator.endpoints import Endpoints
+from coordinator.pipelines import Pipelines
 from coordinator.reconciler import Reconciler
 from coordinator.routes import RouteBook
 from coordinator.service import CoordinatorServicer
@@ -49,10 +50,12 @@ class Coordinator:
         self.endpoints = Endpoints(self.store, self.reconciler, clock, on_change=self.routes.push)
         self.stats = ArmStats()
         self.canary = CanaryController(self.endpoints, self.stats, clock)
+        self.pipelines = Pipelines(self.store, self.reconciler, self.agent_clients, self.endpoints, clock)
+        self.pipelines.recover()
         self.server = new_server()
         coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(
             CoordinatorServicer(
-                self.store, self.artifacts, self.reconciler, self.endpoints, self.routes, self.stats,
+                self.store, self.artifacts, self.reconciler, self.endpoints, self.routes, self.stats, self.pipelines,
                 heartbeat_interval_s=config.heartbeat_interval_s, clock=clock,
             ),
             self.server,

@@ -17,12 +17,13 @@ from coordinator import report
 from coordinator.arm_stats import ArmStats
 from coordinator.artifacts import ArtifactStore
 from coordinator.endpoints import ArmTarget, Endpoints, Placement, policy_of
+from coordinator.pipelines import FINISHED, Pipelines
 from coordinator.reconciler import Reconciler
 from coordinator.routes import RouteBook
-from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, Store
+from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, RunRecord, Store
 from milepost.errors import FailedPrecondition, InvalidArgument, NotFound
 from milepost.v1 import coordinator_pb2 as pb
-from milepost.v1 import coordinator_pb2_grpc, routing_pb2, types_pb2
+from milepost.v1 import coordinator_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -44,8 +45,10 @@ def _timeout(context: grpc.ServicerContext) -> float | None:
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def __init__(
         self, store: Store, artifacts: ArtifactStore, reconciler: Reconciler, endpoints: Endpoints,
-        routes: RouteBook, stats: ArmStats, *, heartbeat_interval_s: float, clock: Callable[[], float],
+        routes: RouteBook, stats: ArmStats, pipelines: Pipelines, *, heartbeat_interval_s: float,
+        clock: Callable[[], float],
     ) -> None:
+        self.pipelines = pipelines
         self.store = store
         self.artifacts = artifacts
         self.reconciler = reconciler
@@ -203,6 +206,30 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             types_pb2.Event(id=e.id, endpoint=e.endpoint, at=e.at, kind=e.kind, message=e.message) for e in events
         ])
 
+    # ---- pipelines ----
+    def SubmitPipeline(self, request: pipelines_pb2.PipelineSpec, context: grpc.ServicerContext) -> pipelines_pb2.PipelineRun:
+        return run_message(self.pipelines.submit(request))
+
+    def ListRuns(self, request: pb.ListRunsRequest, context: grpc.ServicerContext) -> pb.ListRunsResponse:
+        return pb.ListRunsResponse(runs=[run_message(r) for r in self.store.list_runs(request.limit or 50)])
+
+    def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pipelines_pb2.PipelineRun:
+        return run_message(self.pipelines.get(request.run_id))
+
+    def WatchRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> Iterator[pipelines_pb2.PipelineRun]:
+        last = None
+        while context.is_active():
+            current = run_message(self.pipelines.get(request.run_id))
+            if current != last:
+                yield current
+                last = current
+            if current.state in FINISHED:
+                return
+            self.pipelines.wait_for_change(0.5)
+
+    def CancelRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pipelines_pb2.PipelineRun:
+        return run_message(self.pipelines.cancel(request.run_id))
+
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
         live = self.reconciler.live_agents()
         hosted: dict[str, list[str]] = {}
@@ -258,5 +285,19 @@ def endpoint_message(e: EndpointRecord) -> types_pb2.Endpoint:
                 selector=json.loads(d.selector_json), engine=d.engine,
             )
             for d in e.deployments
+        ],
+    )
+
+
+def run_message(r: RunRecord) -> pipelines_pb2.PipelineRun:
+    return pipelines_pb2.PipelineRun(
+        run_id=r.run_id, pipeline=r.pipeline, state=r.state, created_at=r.created_at, finished_at=r.finished_at,
+        spec=pipelines_pb2.PipelineSpec.FromString(r.spec),
+        stages=[
+            pipelines_pb2.StageRun(
+                name=s.name, state=s.state, agent_id=s.agent_id, message=s.message, started_at=s.started_at,
+                finished_at=s.finished_at, rows=s.rows, outputs=json.loads(s.outputs_json),
+            )
+            for s in r.stages
         ],
     )

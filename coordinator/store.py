@@ -52,6 +52,27 @@ CREATE TABLE IF NOT EXISTS rewards (
     sum_squares REAL NOT NULL,
     PRIMARY KEY (endpoint, arm)
 );
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    pipeline TEXT NOT NULL,
+    state TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    finished_at REAL NOT NULL DEFAULT 0,
+    spec BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS stage_runs (
+    run_id TEXT NOT NULL REFERENCES runs(run_id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    agent_id TEXT NOT NULL DEFAULT '',
+    message TEXT NOT NULL DEFAULT '',
+    started_at REAL NOT NULL DEFAULT 0,
+    finished_at REAL NOT NULL DEFAULT 0,
+    rows INTEGER NOT NULL DEFAULT 0,
+    outputs_json TEXT NOT NULL DEFAULT '{}',
+    PRIMARY KEY (run_id, name)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -131,6 +152,29 @@ class EndpointRecord:
     created_at: float
     policy_blob: bytes  # serialized milepost.v1.RoutingPolicy, kept opaque here
     deployments: tuple[DeploymentRecord, ...] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    name: str
+    state: str
+    agent_id: str
+    message: str
+    started_at: float
+    finished_at: float
+    rows: int
+    outputs_json: str
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    run_id: str
+    pipeline: str
+    state: str
+    created_at: float
+    finished_at: float
+    spec: bytes  # serialized milepost.v1.PipelineSpec
+    stages: tuple[StageRecord, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -305,6 +349,47 @@ class Store:
     def rewards(self, endpoint: str) -> dict[str, tuple[float, float, float]]:
         rows = self._query("SELECT arm, count, sum, sum_squares FROM rewards WHERE endpoint=?", (endpoint,))
         return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+    # ---- pipeline runs ----
+    def add_run(self, run_id: str, pipeline: str, spec: bytes, stage_names: list[str], now: float) -> None:
+        with self.transaction() as db:
+            db.execute("INSERT INTO runs VALUES (?, ?, 'PENDING', ?, 0, ?)", (run_id, pipeline, now, spec))
+            db.executemany(
+                "INSERT INTO stage_runs (run_id, name, position, state) VALUES (?, ?, ?, 'PENDING')",
+                [(run_id, name, i) for i, name in enumerate(stage_names)],
+            )
+
+    def update_stage(self, run_id: str, name: str, **fields: object) -> None:
+        allowed = {"state", "agent_id", "message", "started_at", "finished_at", "rows", "outputs_json"}
+        if not fields or set(fields) - allowed:
+            raise ValueError(f"unknown stage fields {set(fields) - allowed}")
+        assignments = ", ".join(f"{k}=?" for k in fields)
+        with self.transaction() as db:
+            db.execute(f"UPDATE stage_runs SET {assignments} WHERE run_id=? AND name=?", (*fields.values(), run_id, name))
+
+    def set_run_state(self, run_id: str, state: str, finished_at: float = 0.0) -> None:
+        with self.transaction() as db:
+            db.execute("UPDATE runs SET state=?, finished_at=? WHERE run_id=?", (state, finished_at, run_id))
+
+    def get_run(self, run_id: str) -> RunRecord | None:
+        with self._lock:
+            row = self._db.execute("SELECT * FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                return None
+            stages = self._db.execute(
+                "SELECT name, state, agent_id, message, started_at, finished_at, rows, outputs_json "
+                "FROM stage_runs WHERE run_id=? ORDER BY position", (run_id,),
+            ).fetchall()
+            return RunRecord(*row, stages=tuple(StageRecord(*s) for s in stages))
+
+    def list_runs(self, limit: int = 50, states: tuple[str, ...] = ()) -> list[RunRecord]:
+        if states:
+            marks = ",".join("?" * len(states))
+            ids = self._query(f"SELECT run_id FROM runs WHERE state IN ({marks}) ORDER BY created_at DESC LIMIT ?",
+                              (*states, limit))
+        else:
+            ids = self._query("SELECT run_id FROM runs ORDER BY created_at DESC LIMIT ?", (limit,))
+        return [r for (run_id,) in ids if (r := self.get_run(run_id)) is not None]
 
     def next_counter(self, key: str) -> int:
         """Increment and return a persistent counter (route table generations)."""

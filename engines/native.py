@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 
-from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel
+from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel, StageSpec
 from milepost.errors import InvalidArgument, Unavailable
 
 
@@ -62,3 +63,20 @@ class NativeEngine(Engine):
         if deployment.half:
             raise InvalidArgument("half: half precision is for GPU engines; the native engine scores in float32/float64")
         return NativeModel(scoring_core.load(bundle_dir, version=deployment.version or None))
+
+    def run_stage(self, stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
+        """"training": ``fn(table, **params)`` on the Parquet at ``inputs["data"]`` read into
+        one Arrow table in this process (data that fits one node; larger data trains on
+        Spark or Ray); the result becomes a bundle at ``inputs["output"]``. Other kinds as
+        every engine runs them."""
+        if stage.kind != "training":
+            return super().run_stage(stage, inputs)
+        import pyarrow.parquet as pq
+
+        from engines import stages
+
+        if not inputs.get("data"):
+            raise InvalidArgument(f"training stage {stage.name!r} needs inputs['data']: the Parquet training data")
+        fn = stages.resolve_entry(stage)
+        table = pq.read_table(str(inputs["data"]))
+        return stages.save_trained(fn(table, **stage.params), stages.output_dir(stage, inputs), inputs.get("lineage"))

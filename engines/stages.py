@@ -18,6 +18,16 @@ from engines.base import StageSpec
 from milepost.errors import InvalidArgument, NotFound
 
 
+def run_custom(stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
+    """A custom stage on any engine: ``fn(inputs, **params) -> dict`` (the engine has
+    started its cluster session first, so the function finds it)."""
+    outputs = resolve_entry(stage)(dict(inputs), **dict(stage.params))
+    if not isinstance(outputs, dict):
+        raise InvalidArgument(f"stage {stage.name!r}: a custom stage function must return a dict, "
+                              f"not {type(outputs).__name__}")
+    return outputs
+
+
 def resolve_entry(stage: StageSpec) -> Callable[..., Any]:
     """The stage's function: the callable itself, or an importable "module:function"."""
     if callable(stage.entry):
@@ -48,9 +58,13 @@ def output_dir(stage: StageSpec, inputs: dict[str, Any]) -> Path:
     return Path(out)
 
 
-def save_trained(result: Any, dest: Path) -> dict[str, Any]:
+def save_trained(result: Any, dest: Path, lineage: dict[str, Any] | None = None) -> dict[str, Any]:
     """Turn a training function's result into a bundle at ``dest`` (or the bundle it
-    already wrote) and return the stage outputs: model path, version and flavor."""
+    already wrote) and return the stage outputs: model path, version and flavor.
+
+    ``lineage`` (where the data and code came from) goes into the bundle's metadata
+    before it is saved, so the version is a hash of the lineage too; a bundle the
+    function wrote itself keeps the lineage it has."""
     from scoring_core import bundle
 
     if isinstance(result, (str, Path)):
@@ -60,6 +74,8 @@ def save_trained(result: Any, dest: Path) -> dict[str, Any]:
         import scoring_core
 
         compiled = result if isinstance(result, scoring_core.CompiledModel) else scoring_core.compile(result)
+        if lineage:
+            compiled.metadata.setdefault("lineage", {}).update(lineage)
         version = compiled.save(dest)
         path = dest
     flavor = str(bundle.read_manifest(path).get("flavor", ""))

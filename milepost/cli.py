@@ -349,6 +349,67 @@ def cmd_events(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- pipelines ----
+def _print_run(run) -> None:  # type: ignore[no-untyped-def]
+    from milepost.tables import render
+
+    took = f" in {run.finished_at - run.created_at:.1f}s" if run.finished_at else ""
+    print(f"run {run.run_id} ({run.pipeline}): {run.state}{took}")
+    print(render(
+        ["STAGE", "STATE", "AGENT", "ROWS", "OUTPUTS", "MESSAGE"],
+        [[s.name, s.state, s.agent_id or "-", s.rows or "-",
+          " ".join(f"{k}={v}" for k, v in sorted(s.outputs.items())) or "-", s.message] for s in run.stages],
+    ))
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        run = client.submit_pipeline(Path(args.file))
+        print(f"submitted run {run.run_id}")
+        if args.follow:
+            return _follow(client, run.run_id)
+    return 0
+
+
+def _follow(client, run_id: str) -> int:  # type: ignore[no-untyped-def]
+    last = None
+    for run in client.watch_run(run_id):
+        line = " ".join(f"{s.name}:{s.state.lower()}{f'({s.rows} rows)' if s.rows else ''}" for s in run.stages)
+        if line != last:
+            print(f"[{run.state.lower()}] {line}", file=sys.stderr, flush=True)
+            last = line
+    final = client.run(run_id)
+    _print_run(final)
+    return 0 if final.state == "SUCCEEDED" else 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from milepost.tables import render
+
+    with _client(args) as client:
+        runs = client.runs(args.limit)
+    print(render(
+        ["RUN", "PIPELINE", "STATE", "CREATED", "STAGES"],
+        [[r.run_id, r.pipeline, r.state, _when(r.created_at),
+          " ".join(f"{s.name}:{s.state.lower()}" for s in r.stages)] for r in runs],
+    ))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        if args.follow:
+            return _follow(client, args.run_id)
+        _print_run(client.run(args.run_id))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        _print_run(client.cancel_run(args.run_id))
+    return 0
+
+
 # ---- parser ----
 def build_parser() -> argparse.ArgumentParser:
     from milepost import __version__
@@ -492,6 +553,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--value", type=float, required=True)
     p.add_argument("--arm", default="", help="the arm that served it (the milepost-arm response parameter)")
     p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("submit", parents=[common], help="start a pipeline run from a YAML or JSON spec")
+    p.add_argument("file")
+    p.add_argument("--follow", action="store_true", help="show progress until the run finishes")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("runs", parents=[common], help="list pipeline runs")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("run", parents=[common], help="show a pipeline run (--follow: until it finishes)")
+    p.add_argument("run_id")
+    p.add_argument("--follow", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("cancel", parents=[common], help="cancel a pipeline run")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_cancel)
 
     p = sub.add_parser("events", parents=[common], help="the audit trail of endpoint changes")
     p.add_argument("endpoint", nargs="?", default="")

@@ -21,7 +21,7 @@ from milepost.errors import FailedPrecondition, InvalidArgument, MilepostError, 
 from milepost.inference import grpc_predict_v2_pb2 as oip
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from milepost.v1 import coordinator_pb2 as pb
-from milepost.v1 import coordinator_pb2_grpc, routing_pb2, types_pb2
+from milepost.v1 import coordinator_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
 DEFAULT_COORDINATOR = "127.0.0.1:7070"
 CHUNK_BYTES = 1 << 20
@@ -207,6 +207,31 @@ class Client:
 
     def events(self, endpoint: str = "", limit: int = 100) -> list[types_pb2.Event]:
         return list(self._call("ListEvents", pb.ListEventsRequest(endpoint=endpoint, limit=limit)).events)
+
+    # ---- pipelines ----
+    def submit_pipeline(self, spec: pipelines_pb2.PipelineSpec | str | Path) -> pipelines_pb2.PipelineRun:
+        """Start a pipeline run from a PipelineSpec or a YAML/JSON spec file."""
+        if not isinstance(spec, pipelines_pb2.PipelineSpec):
+            from milepost.pipeline_spec import load_spec
+
+            spec = load_spec(Path(spec))
+        return self._call("SubmitPipeline", spec)
+
+    def runs(self, limit: int = 50) -> list[pipelines_pb2.PipelineRun]:
+        return list(self._call("ListRuns", pb.ListRunsRequest(limit=limit)).runs)
+
+    def run(self, run_id: str) -> pipelines_pb2.PipelineRun:
+        return self._call("GetRun", pb.GetRunRequest(run_id=run_id))
+
+    def watch_run(self, run_id: str, timeout: float | None = None) -> Iterator[pipelines_pb2.PipelineRun]:
+        """Snapshots of a run as it changes, until it finishes."""
+        try:
+            yield from self._stub.WatchRun(pb.GetRunRequest(run_id=run_id), timeout=timeout)
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+
+    def cancel_run(self, run_id: str) -> pipelines_pb2.PipelineRun:
+        return self._call("CancelRun", pb.GetRunRequest(run_id=run_id))
 
     def undeploy(self, endpoint: str) -> None:
         self._call("Undeploy", pb.UndeployRequest(endpoint=endpoint))

@@ -12,6 +12,7 @@ import pytest
 
 from milepost.client import Client
 from milepost.errors import DataLoss, InvalidArgument, NotFound
+from milepost.pipeline_spec import spec_from_dict
 from tests.conftest import ROOT, milepost_cmd, wait_for_file, wait_until
 
 
@@ -50,6 +51,11 @@ def test_restart_keeps_models_and_endpoints_and_agents_serve_meanwhile(tmp_path,
             client.push_model(bundle_dir, "lr")
             client.deploy("scores", "lr")
             wait_until(lambda: ready_replica(client, "scores"))
+            run = client.submit_pipeline(spec_from_dict({"name": "p", "stages": [
+                {"name": "s", "kind": "batch_scoring", "engine": "native",
+                 "params": {"model": "lr", "source": "/nonexistent.parquet", "sink": str(tmp_path / "o.parquet")}},
+            ]}, base=tmp_path))
+            wait_until(lambda: client.run(run.run_id).state == "FAILED")
         stop(coord)
 
         # The coordinator is down: the agent keeps serving.
@@ -64,6 +70,8 @@ def test_restart_keeps_models_and_endpoints_and_agents_serve_meanwhile(tmp_path,
             endpoints = client.endpoints()
             assert [e.name for e in endpoints] == ["scores"]
             assert endpoints[0].deployments[0].version == version
+            (kept,) = client.runs()
+            assert kept.run_id == run.run_id and kept.state == "FAILED" and kept.stages[0].message
             wait_until(lambda: ready_replica(client, "scores"))
             assert client.infer("scores", rows).num_rows == len(rows)
     finally:

@@ -1,3 +1,4 @@
+from milepost.v1 import pipelines_pb2 as _pipelines_pb2
 from milepost.v1 import routing_pb2 as _routing_pb2
 from milepost.v1 import types_pb2 as _types_pb2
 from google.protobuf.internal import containers as _containers
@@ -7,6 +8,16 @@ from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class RunStageRequest(_message.Message):
+    __slots__ = ("run_id", "stage", "params_json")
+    RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    run_id: str
+    stage: _pipelines_pb2.StageSpec
+    params_json: str
+    def __init__(self, run_id: _Optional[str] = ..., stage: _Optional[_Union[_pipelines_pb2.StageSpec, _Mapping]] = ..., params_json: _Optional[str] = ...) -> None: ...
 
 class SetRoutesResponse(_message.Message):
     __slots__ = ()

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from milepost.v1 import agent_pb2 as milepost_dot_v1_dot_agent__pb2
+from milepost.v1 import pipelines_pb2 as milepost_dot_v1_dot_pipelines__pb2
 from milepost.v1 import routing_pb2 as milepost_dot_v1_dot_routing__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -55,6 +56,11 @@ class AgentServiceStub:
                 request_serializer=milepost_dot_v1_dot_routing__pb2.RouteTable.SerializeToString,
                 response_deserializer=milepost_dot_v1_dot_agent__pb2.SetRoutesResponse.FromString,
                 _registered_method=True)
+        self.RunStage = channel.unary_stream(
+                '/milepost.v1.AgentService/RunStage',
+                request_serializer=milepost_dot_v1_dot_agent__pb2.RunStageRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_pipelines__pb2.StageProgress.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -86,6 +92,14 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RunStage(self, request, context):
+        """Run one pipeline stage; progress streams back, the last message has done set.
+        Cancelling the call cancels the stage.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -108,6 +122,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.SetRoutes,
                     request_deserializer=milepost_dot_v1_dot_routing__pb2.RouteTable.FromString,
                     response_serializer=milepost_dot_v1_dot_agent__pb2.SetRoutesResponse.SerializeToString,
+            ),
+            'RunStage': grpc.unary_stream_rpc_method_handler(
+                    servicer.RunStage,
+                    request_deserializer=milepost_dot_v1_dot_agent__pb2.RunStageRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_pipelines__pb2.StageProgress.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -218,6 +237,33 @@ class AgentService:
             '/milepost.v1.AgentService/SetRoutes',
             milepost_dot_v1_dot_routing__pb2.RouteTable.SerializeToString,
             milepost_dot_v1_dot_agent__pb2.SetRoutesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunStage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/milepost.v1.AgentService/RunStage',
+            milepost_dot_v1_dot_agent__pb2.RunStageRequest.SerializeToString,
+            milepost_dot_v1_dot_pipelines__pb2.StageProgress.FromString,
             options,
             channel_credentials,
             insecure,

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from milepost.v1 import coordinator_pb2 as milepost_dot_v1_dot_coordinator__pb2
+from milepost.v1 import pipelines_pb2 as milepost_dot_v1_dot_pipelines__pb2
 from milepost.v1 import types_pb2 as milepost_dot_v1_dot_types__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -105,6 +106,31 @@ class CoordinatorServiceStub:
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.SubmitPipeline = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/SubmitPipeline',
+                request_serializer=milepost_dot_v1_dot_pipelines__pb2.PipelineSpec.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_pipelines__pb2.PipelineRun.FromString,
+                _registered_method=True)
+        self.ListRuns = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/ListRuns',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.ListRunsRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListRunsResponse.FromString,
+                _registered_method=True)
+        self.GetRun = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/GetRun',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.GetRunRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_pipelines__pb2.PipelineRun.FromString,
+                _registered_method=True)
+        self.WatchRun = channel.unary_stream(
+                '/milepost.v1.CoordinatorService/WatchRun',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.GetRunRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_pipelines__pb2.PipelineRun.FromString,
+                _registered_method=True)
+        self.CancelRun = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/CancelRun',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.GetRunRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_pipelines__pb2.PipelineRun.FromString,
+                _registered_method=True)
         self.GetStatus = channel.unary_unary(
                 '/milepost.v1.CoordinatorService/GetStatus',
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.GetStatusRequest.SerializeToString,
@@ -205,6 +231,38 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SubmitPipeline(self, request, context):
+        """Pipelines.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListRuns(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchRun(self, request, context):
+        """Snapshots of the run as it changes, until it finishes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CancelRun(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetStatus(self, request, context):
         """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -283,6 +341,31 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListEventsRequest.FromString,
                     response_serializer=milepost_dot_v1_dot_coordinator__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'SubmitPipeline': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitPipeline,
+                    request_deserializer=milepost_dot_v1_dot_pipelines__pb2.PipelineSpec.FromString,
+                    response_serializer=milepost_dot_v1_dot_pipelines__pb2.PipelineRun.SerializeToString,
+            ),
+            'ListRuns': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRuns,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListRunsRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.ListRunsResponse.SerializeToString,
+            ),
+            'GetRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetRun,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.GetRunRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_pipelines__pb2.PipelineRun.SerializeToString,
+            ),
+            'WatchRun': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchRun,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.GetRunRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_pipelines__pb2.PipelineRun.SerializeToString,
+            ),
+            'CancelRun': grpc.unary_unary_rpc_method_handler(
+                    servicer.CancelRun,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.GetRunRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_pipelines__pb2.PipelineRun.SerializeToString,
             ),
             'GetStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetStatus,
@@ -668,6 +751,141 @@ class CoordinatorService:
             '/milepost.v1.CoordinatorService/ListEvents',
             milepost_dot_v1_dot_coordinator__pb2.ListEventsRequest.SerializeToString,
             milepost_dot_v1_dot_coordinator__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitPipeline(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/SubmitPipeline',
+            milepost_dot_v1_dot_pipelines__pb2.PipelineSpec.SerializeToString,
+            milepost_dot_v1_dot_pipelines__pb2.PipelineRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRuns(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/ListRuns',
+            milepost_dot_v1_dot_coordinator__pb2.ListRunsRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.ListRunsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/GetRun',
+            milepost_dot_v1_dot_coordinator__pb2.GetRunRequest.SerializeToString,
+            milepost_dot_v1_dot_pipelines__pb2.PipelineRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/WatchRun',
+            milepost_dot_v1_dot_coordinator__pb2.GetRunRequest.SerializeToString,
+            milepost_dot_v1_dot_pipelines__pb2.PipelineRun.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CancelRun(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/CancelRun',
+            milepost_dot_v1_dot_coordinator__pb2.GetRunRequest.SerializeToString,
+            milepost_dot_v1_dot_pipelines__pb2.PipelineRun.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,303 @@
+"""Pipeline runs: validate a DAG of stages, then drive it, stage by stage, on agents.
+
+A run is persisted before anything starts, and every stage change is written
+as it happens, so `milepost run ID` shows live progress and a coordinator
+restart keeps the record (stages it interrupted are marked so, with the reason).
+Stages whose dependencies succeeded are placed like deployments (engine,
+resources, labels) and run with AgentService.RunStage; deploy stages run here,
+through the Endpoints manager. A failed stage fails its run and skips every
+stage downstream of it, saying which upstream failed and why.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from coordinator import placement
+from coordinator.agent_client import AgentClients
+from coordinator.endpoints import ArmTarget, Endpoints, Placement
+from coordinator.reconciler import Reconciler
+from coordinator.store import RunRecord, Store
+from milepost.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.v1 import agent_pb2, pipelines_pb2, routing_pb2
+
+log = logging.getLogger("milepost.coordinator")
+KINDS = ("training", "batch_scoring", "deploy", "custom")
+FINISHED = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELLED")
+REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.-]+)\.([A-Za-z0-9_]+)\}")
+STAGE_TIMEOUT_S = 24 * 3600.0
+
+
+def parse_params(stage: pipelines_pb2.StageSpec) -> dict[str, Any]:
+    try:
+        params = json.loads(stage.params_json or "{}")
+    except json.JSONDecodeError as err:
+        raise InvalidArgument(f"stage {stage.name!r}: params are not valid JSON: {err}") from err
+    if not isinstance(params, dict):
+        raise InvalidArgument(f"stage {stage.name!r}: params must be a JSON object")
+    return params
+
+
+def validate(spec: pipelines_pb2.PipelineSpec) -> list[str]:
+    """Check the DAG; returns the stage names in an order that respects dependencies."""
+    if not spec.name:
+        raise InvalidArgument("pipeline name is required")
+    names = [s.name for s in spec.stages]
+    if not names:
+        raise InvalidArgument(f"pipeline {spec.name!r} has no stages")
+    if len(set(names)) != len(names):
+        raise InvalidArgument(f"pipeline {spec.name!r}: stage names must be unique, got {names}")
+    stages = {s.name: s for s in spec.stages}
+    for s in spec.stages:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", s.name):
+            raise InvalidArgument(f"stage name {s.name!r} is invalid: 1-64 letters, digits, '_', '.', '-'")
+        if s.kind not in KINDS:
+            raise InvalidArgument(f"stage {s.name!r}: kind {s.kind!r} is unknown; use one of {', '.join(KINDS)}")
+        if s.kind != "deploy" and not s.engine:
+            raise InvalidArgument(f"stage {s.name!r}: engine is required (native, spark, ray, torch, python)")
+        for dep in s.depends_on:
+            if dep not in stages:
+                raise InvalidArgument(f"stage {s.name!r} depends on unknown stage {dep!r}")
+        for ref_stage, _ in REFERENCE.findall(s.params_json):
+            if ref_stage not in _ancestors(s.name, stages):
+                raise InvalidArgument(
+                    f"stage {s.name!r} uses an output of {ref_stage!r}, which is not one of its dependencies"
+                )
+        parse_params(s)
+    order: list[str] = []
+    visiting: set[str] = set()
+
+    def visit(name: str) -> None:
+        if name in order:
+            return
+        if name in visiting:
+            raise InvalidArgument(f"pipeline {spec.name!r} has a dependency cycle through stage {name!r}")
+        visiting.add(name)
+        for dep in stages[name].depends_on:
+            visit(dep)
+        visiting.discard(name)
+        order.append(name)
+
+    for name in names:
+        visit(name)
+    return order
+
+
+def _ancestors(name: str, stages: dict[str, pipelines_pb2.StageSpec]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(stages[name].depends_on)
+    while todo:
+        dep = todo.pop()
+        if dep in seen or dep not in stages:
+            continue
+        seen.add(dep)
+        todo.extend(stages[dep].depends_on)
+    return seen
+
+
+def resolve(value: Any, outputs: dict[str, dict[str, str]]) -> Any:
+    """Replace ${stage.output} in strings (recursively in lists and dicts)."""
+    if isinstance(value, str):
+        def lookup(match: re.Match) -> str:
+            stage, key = match.groups()
+            if key not in outputs.get(stage, {}):
+                raise FailedPrecondition(f"stage {stage!r} has no output {key!r} (it has {sorted(outputs.get(stage, {}))})")
+            return outputs[stage][key]
+        return REFERENCE.sub(lookup, value)
+    if isinstance(value, list):
+        return [resolve(v, outputs) for v in value]
+    if isinstance(value, dict):
+        return {k: resolve(v, outputs) for k, v in value.items()}
+    return value
+
+
+class Pipelines:
+    def __init__(
+        self, store: Store, reconciler: Reconciler, agents: AgentClients, endpoints: Endpoints,
+        clock: Callable[[], float],
+    ) -> None:
+        self.store = store
+        self.reconciler = reconciler
+        self.agents = agents
+        self.endpoints = endpoints
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+        self._calls: dict[tuple[str, str], Any] = {}  # in-flight RunStage calls, to cancel
+        self._cancelled: set[str] = set()
+
+    # ---- the API ----
+    def submit(self, spec: pipelines_pb2.PipelineSpec) -> RunRecord:
+        order = validate(spec)
+        run_id = uuid.uuid4().hex[:12]
+        self.store.add_run(run_id, spec.name, spec.SerializeToString(), order, self.clock())
+        threading.Thread(target=self._drive, args=(run_id,), name=f"run-{run_id}", daemon=True).start()
+        return self.get(run_id)
+
+    def get(self, run_id: str) -> RunRecord:
+        run = self.store.get_run(run_id)
+        if run is None:
+            raise NotFound(f"pipeline run {run_id!r} does not exist; see `milepost runs`")
+        return run
+
+    def cancel(self, run_id: str) -> RunRecord:
+        run = self.get(run_id)
+        if run.state in FINISHED:
+            return run
+        with self._lock:
+            self._cancelled.add(run_id)
+            for (rid, _), call in list(self._calls.items()):
+                if rid == run_id:
+                    call.cancel()
+            self._changed.notify_all()
+        return self.get(run_id)
+
+    def wait_for_change(self, timeout: float) -> None:
+        with self._changed:
+            self._changed.wait(timeout)
+
+    def recover(self) -> None:
+        """After a restart: runs that were in flight are over; say so on each of them."""
+        now = self.clock()
+        for run in self.store.list_runs(limit=10_000, states=("PENDING", "RUNNING")):
+            for stage in run.stages:
+                if stage.state == "RUNNING":
+                    self.store.update_stage(run.run_id, stage.name, state="FAILED", finished_at=now,
+                                            message="interrupted: the coordinator restarted")
+                elif stage.state == "PENDING":
+                    self.store.update_stage(run.run_id, stage.name, state="SKIPPED",
+                                            message="not started: the coordinator restarted")
+            self.store.set_run_state(run.run_id, "FAILED", now)
+
+    # ---- driving a run ----
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def _drive(self, run_id: str) -> None:
+        run = self.get(run_id)
+        spec = pipelines_pb2.PipelineSpec.FromString(run.spec)
+        stages = {s.name: s for s in spec.stages}
+        self.store.set_run_state(run_id, "RUNNING")
+        self._notify()
+        threads: dict[str, threading.Thread] = {}
+        while True:
+            run = self.get(run_id)
+            state = {s.name: s for s in run.stages}
+            cancelled = run_id in self._cancelled
+            for name, s in stages.items():
+                if state[name].state != "PENDING" or name in threads:
+                    continue
+                deps = [state[d] for d in s.depends_on]
+                bad = next((d for d in deps if d.state in ("FAILED", "SKIPPED", "CANCELLED")), None)
+                if cancelled:
+                    self.store.update_stage(run_id, name, state="CANCELLED", message="run cancelled")
+                elif bad is not None:
+                    why = f"upstream stage {bad.name!r} {bad.state.lower()}" + (f": {bad.message}" if bad.message else "")
+                    self.store.update_stage(run_id, name, state="SKIPPED", message=why)
+                elif all(d.state == "SUCCEEDED" for d in deps):
+                    outputs = {d.name: json.loads(d.outputs_json) for d in run.stages if d.state == "SUCCEEDED"}
+                    t = threading.Thread(target=self._run_stage, args=(run_id, s, outputs), daemon=True)
+                    threads[name] = t
+                    t.start()
+            run = self.get(run_id)
+            if all(s.state in FINISHED for s in run.stages):
+                break
+            self.wait_for_change(1.0)
+        final = [s.state for s in self.get(run_id).stages]
+        state = "CANCELLED" if run_id in self._cancelled else "SUCCEEDED" if set(final) == {"SUCCEEDED"} else "FAILED"
+        self.store.set_run_state(run_id, state, self.clock())
+        with self._lock:
+            self._cancelled.discard(run_id)
+        self._notify()
+        log.info("pipeline run %s %s", run_id, state.lower())
+
+    def _run_stage(self, run_id: str, stage: pipelines_pb2.StageSpec, outputs: dict[str, dict[str, str]]) -> None:
+        self.store.update_stage(run_id, stage.name, state="RUNNING", started_at=self.clock())
+        self._notify()
+        try:
+            params = resolve(parse_params(stage), outputs)
+            if stage.kind == "deploy":
+                result = self._deploy(params)
+            else:
+                result = self._on_agent(run_id, stage, params)
+        except MilepostError as err:
+            cancelled = run_id in self._cancelled
+            self.store.update_stage(
+                run_id, stage.name, state="CANCELLED" if cancelled else "FAILED", finished_at=self.clock(),
+                message="run cancelled" if cancelled else err.message,
+            )
+        except Exception as err:  # noqa: BLE001 - a stage's bug must fail the stage, not the driver
+            log.exception("stage %s of run %s", stage.name, run_id)
+            self.store.update_stage(run_id, stage.name, state="FAILED", finished_at=self.clock(),
+                                    message=f"internal error: {type(err).__name__}; see the coordinator log")
+        else:
+            self.store.update_stage(run_id, stage.name, state="SUCCEEDED", finished_at=self.clock(),
+                                    outputs_json=json.dumps(result, sort_keys=True))
+        self._notify()
+
+    def _on_agent(self, run_id: str, stage: pipelines_pb2.StageSpec, params: dict[str, Any]) -> dict[str, str]:
+        req = placement.Requirements(
+            engine=stage.engine, cpu=stage.resources.cpu, memory_bytes=stage.resources.memory_bytes,
+            gpus=stage.resources.gpus, selector=dict(stage.selector),
+        )
+        (agent_id,) = placement.place(self.reconciler.candidates(), req, 1, strategy=self.reconciler.strategy)
+        agent = self.store.get_agent(agent_id)
+        assert agent is not None
+        self.store.update_stage(run_id, stage.name, agent_id=agent_id)
+        request = agent_pb2.RunStageRequest(run_id=run_id, stage=stage, params_json=json.dumps(params))
+        call = self.agents.run_stage(agent.address, request, timeout=STAGE_TIMEOUT_S)
+        with self._lock:
+            if run_id in self._cancelled:
+                call.cancel()
+            self._calls[(run_id, stage.name)] = call
+        try:
+            for progress in call:
+                self.store.update_stage(run_id, stage.name, rows=progress.rows, message=progress.message)
+                self._notify()
+                if progress.done:
+                    return dict(progress.outputs)
+        except grpc.RpcError as err:
+            raise MilepostError(f"agent {agent_id}: {err.details() or err.code().name}") from err  # type: ignore[attr-defined]
+        finally:
+            with self._lock:
+                self._calls.pop((run_id, stage.name), None)
+        raise MilepostError(f"agent {agent_id} ended stage {stage.name!r} without a result")
+
+    def _deploy(self, params: dict[str, Any]) -> dict[str, str]:
+        endpoint, ref = params.get("endpoint"), params.get("model")
+        if not endpoint or not ref:
+            raise InvalidArgument("a deploy stage needs params.endpoint and params.model (NAME[:VERSION])")
+        name, _, version = str(ref).partition(":")
+        policy = params.get("policy", "single")
+        candidate = ArmTarget(name="candidate" if policy == "canary" else "primary", model=name, version=version)
+        current = self.store.get_endpoint(endpoint)
+        if policy == "canary" and current is not None and current.policy == "single" and current.deployments:
+            base = current.deployments[0]
+            spec = routing_pb2.RoutingPolicy(
+                kind="canary", steps=[float(s) for s in params.get("steps", [5, 25, 50, 100])],
+                window_s=float(params.get("window_s", 60)),
+                gates=routing_pb2.CanaryGates(
+                    max_error_rate=float(params.get("max_error_rate", 0)),
+                    max_p99_latency_ms=float(params.get("max_p99_latency_ms", 0)),
+                    max_divergence=float(params.get("max_divergence", 0)),
+                    min_requests=int(params.get("min_requests", 0)),
+                ),
+            )
+            arms = [ArmTarget(name="baseline", model=base.model, version=base.version), candidate]
+        elif policy in ("single", "canary"):
+            # A canary with nothing serving yet has no baseline: the model simply goes live.
+            spec, arms = routing_pb2.RoutingPolicy(kind="single"), [candidate]
+        else:
+            raise InvalidArgument(f"a deploy stage's policy is single or canary, got {policy!r}")
+        result = self.endpoints.set_policy(endpoint, spec, arms, Placement(replicas=int(params.get("replicas", 1))),
+                                           event="pipeline")
+        return {"endpoint": endpoint, "policy": result.policy}

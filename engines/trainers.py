@@ -1,0 +1,105 @@
+"""Built-in training functions for pipeline stages: XGBoost, LightGBM and scikit-learn.
+
+Each takes the engine's dataset (a Spark DataFrame, a Ray Dataset, an Arrow
+table or a pandas DataFrame), trains on all but a held-out fifth of the rows,
+measures the held-out fifth, and returns a CompiledModel whose lineage carries
+those metrics; the stage runner adds where the data and code came from. Name
+them in a training stage as ``entry: engines.trainers:xgboost`` (or lightgbm,
+sklearn) with their keyword parameters under ``params``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import numpy as np
+
+from milepost.errors import InvalidArgument
+
+
+def _frame(data: Any):  # type: ignore[no-untyped-def]
+    """A pandas DataFrame from whatever dataset type the engine handed over."""
+    import pyarrow as pa
+
+    if isinstance(data, pa.Table):
+        return data.to_pandas()
+    module = type(data).__module__
+    if module.startswith("pyspark"):
+        return data.toPandas()
+    if module.startswith("ray"):
+        return data.to_pandas()
+    if hasattr(data, "columns") and hasattr(data, "iloc"):
+        return data
+    raise InvalidArgument(f"cannot train on data of type {type(data).__name__}")
+
+
+def _split(data: Any, label: str, features: list[str] | None, seed: int):  # type: ignore[no-untyped-def]
+    df = _frame(data)
+    if label not in df.columns:
+        raise InvalidArgument(f"label column {label!r} is not in the data; columns: {list(df.columns)[:20]}")
+    features = list(features) if features else [c for c in df.columns if c != label]
+    missing = [f for f in features if f not in df.columns]
+    if missing:
+        raise InvalidArgument(f"feature columns {missing} are not in the data")
+    X = df[features].to_numpy(dtype=np.float32)
+    y = df[label].to_numpy()
+    order = np.random.default_rng(seed).permutation(len(y))
+    cut = max(1, len(y) * 4 // 5)
+    train, test = order[:cut], order[cut:]
+    return features, X[train], y[train], X[test], y[test]
+
+
+def _metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """Held-out metrics: accuracy and log loss for probabilities, RMSE otherwise."""
+    if len(y_true) == 0:
+        return {}
+    if scores.ndim == 2:
+        p = np.clip(scores[np.arange(len(y_true)), y_true.astype(int)], 1e-15, 1)
+        return {"holdout_accuracy": float((scores.argmax(axis=1) == y_true).mean()),
+                "holdout_log_loss": float(-np.log(p).mean()), "holdout_rows": float(len(y_true))}
+    return {"holdout_rmse": float(np.sqrt(np.mean((scores - y_true) ** 2))), "holdout_rows": float(len(y_true))}
+
+
+def _compiled(model: Any, features: list[str], X_test: np.ndarray, y_test: np.ndarray, params: dict) -> Any:
+    import scoring_core
+
+    compiled = scoring_core.compile(model, feature_names=features)
+    compiled.metadata.setdefault("lineage", {}).update(
+        {"metrics": _metrics(y_test, compiled.predict(X_test)), "trainer_params": params}
+    )
+    return compiled
+
+
+def xgboost(data: Any, *, label: str, features: list[str] | None = None, num_boost_round: int = 100,
+            seed: int = 0, **params: Any) -> Any:
+    import xgboost as xgb
+
+    names, X, y, X_test, y_test = _split(data, label, features, seed)
+    params = {"objective": "binary:logistic", "seed": seed, **params}
+    booster = xgb.train(params, xgb.DMatrix(X, y, feature_names=names), num_boost_round)
+    return _compiled(booster, names, X_test, y_test, {**params, "num_boost_round": num_boost_round})
+
+
+def lightgbm(data: Any, *, label: str, features: list[str] | None = None, num_boost_round: int = 100,
+             seed: int = 0, **params: Any) -> Any:
+    import lightgbm as lgb
+
+    names, X, y, X_test, y_test = _split(data, label, features, seed)
+    params = {"objective": "binary", "verbose": -1, "seed": seed, **params}
+    booster = lgb.train(params, lgb.Dataset(X, y, feature_name=names), num_boost_round)
+    return _compiled(booster, names, X_test, y_test, {**params, "num_boost_round": num_boost_round})
+
+
+def sklearn(data: Any, *, label: str, estimator: str, features: list[str] | None = None, seed: int = 0,
+            **params: Any) -> Any:
+    """``estimator`` is a dotted class name, e.g. sklearn.linear_model.LogisticRegression."""
+    module_name, _, cls_name = estimator.rpartition(".")
+    if not module_name.startswith("sklearn."):
+        raise InvalidArgument(f"estimator {estimator!r} must be a scikit-learn class (sklearn.*)")
+    cls = getattr(importlib.import_module(module_name), cls_name, None)
+    if cls is None:
+        raise InvalidArgument(f"{module_name} has no {cls_name}")
+    names, X, y, X_test, y_test = _split(data, label, features, seed)
+    model = cls(**params).fit(X, y)
+    return _compiled(model, names, X_test, y_test, {"estimator": estimator, **params})

@@ -494,6 +494,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("status", parents=[common], help="agents, models and endpoints")
     p.set_defaults(func=cmd_status)
 
+    from milepost import dataset_command
+
+    dataset_command.add_parser(sub, common)
+
     p = sub.add_parser("split", parents=[common], help="A/B split by weight, sticky per request key")
     p.add_argument("endpoint")
     p.add_argument("--arm", action="append", required=True, metavar="NAME=MODEL[:VERSION[:WEIGHT]]")

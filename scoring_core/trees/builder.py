@@ -48,9 +48,12 @@ class EnsembleBuilder:
         leaf_value: np.ndarray,
     ) -> None:
         """Append one tree in local numbering: internal nodes ``0..k-1`` with node 0 the root
-        (none for a single-leaf tree), children ``>= 0`` internal, ``~j`` leaf ``j``."""
+        (none for a single-leaf tree), children ``>= 0`` internal, ``~j`` leaf ``j``.
+        ``leaf_value`` is 1-D, or 2-D (n_leaves, leaf_width) for vector leaves."""
         k = int(len(feature))
         leaf_value = np.asarray(leaf_value, dtype=self._leaf_dtype)
+        n_leaves = leaf_value.shape[0] if leaf_value.ndim == 2 else leaf_value.size
+        leaf_value = leaf_value.reshape(-1)
         if k == 0:
             self._roots.append(~self._n_leaves)
         else:
@@ -69,7 +72,7 @@ class EnsembleBuilder:
         self._groups.append(int(group))
         self._leaves.append(leaf_value)
         self._n_nodes += k
-        self._n_leaves += int(leaf_value.size)
+        self._n_leaves += int(n_leaves)
 
     def arrays(self) -> dict[str, np.ndarray]:
         def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
@@ -97,3 +100,19 @@ def bitset_from_categories(categories: np.ndarray) -> np.ndarray:
     words = np.zeros(int(categories.max()) // 32 + 1, np.uint32)
     np.bitwise_or.at(words, categories >> 5, (np.uint32(1) << (categories & 31).astype(np.uint32)))
     return words
+
+
+def smallest_float32_above(t: np.ndarray) -> np.ndarray:
+    """For each double ``t``, the smallest float32 ``s > t``: for float32 ``x``,
+    ``x <= t`` (compared in double) exactly when ``x < s``, i.e. unless ``x >= s``, the
+    kernels' "right" test. A ``+inf`` threshold (every value goes left, +inf included)
+    has no float32 above it and becomes NaN, which no ``x >= s`` passes. Rounding ``t``
+    to the nearest float32 instead would send an ``x`` between ``t`` and its rounding the
+    wrong way."""
+    t = np.asarray(t, np.float64)
+    with np.errstate(over="ignore"):
+        nearest = t.astype(np.float32)
+    above = nearest.astype(np.float64) > t
+    s = np.where(above, nearest, np.nextafter(nearest, np.float32(np.inf))).astype(np.float32)
+    s[t == np.inf] = np.nan
+    return s

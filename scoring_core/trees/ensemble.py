@@ -10,6 +10,13 @@ XGBoost sums float32 leaves in float32 starting from the base margin, tree by tr
 LightGBM sums float64 leaves in float64. The prediction comes back in the library's dtype
 (float32 for XGBoost, float64 for LightGBM).
 
+scikit-learn's forests average class distributions: their trees have *vector leaves*
+(``params["leaf_width"]`` = n_groups, each leaf ``leaf_width`` consecutive values added to
+groups ``0 .. n_groups-1``; ``tree_group`` is then 0) and ``divisor`` is the number of
+trees. ``params["probabilities"]`` marks an output that is class probabilities although
+the link is not a sigmoid or softmax (an average of leaf distributions). Both are optional
+(default 1 and false), so bundles written before them still load.
+
 At load time the canonical arrays are laid out for the kernels; the layout (``complete``
 for shallow numerical trees, ``compact`` otherwise) is chosen at conversion and kept in
 ``params["layout"]``.
@@ -74,7 +81,8 @@ _workqueue_lock = threading.Lock()
 
 class TreeEnsemble:
     """A converted tree ensemble. Build one with ``from_xgboost_json``,
-    ``from_lightgbm_text`` or ``TreeEnsemble.from_arrays``."""
+    ``from_lightgbm_text``, ``scoring_core.convert.sklearn_trees.from_sklearn`` or
+    ``TreeEnsemble.from_arrays``."""
 
     def __init__(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         self._params, self._arrays = _validate(params, arrays)
@@ -92,7 +100,9 @@ class TreeEnsemble:
         self._link_scale = float(p["link_scale"])
         self._divisor = float(p["divisor"])
         self._acc = _ACCUMULATE[p["accumulate"]]
-        self._kernel_args = kernel_arrays(self._arrays, self.layout, self._acc)
+        self.leaf_width: int = int(p.get("leaf_width", 1))
+        self.probabilities: bool = bool(p.get("probabilities", False))
+        self._kernel_args = kernel_arrays(self._arrays, self.layout, self._acc, self.leaf_width)
 
     # -- construction ---------------------------------------------------------------
 
@@ -213,6 +223,9 @@ def _validate(params: dict[str, Any], arrays: dict[str, np.ndarray]
     try:
         n_features = p["n_features"] = int(p["n_features"])
         n_groups = p["n_groups"] = int(p["n_groups"])
+        leaf_width = int(p.get("leaf_width", 1))
+        if "leaf_width" in p:  # optional keys stay absent when absent: same bundle bytes
+            p["leaf_width"] = leaf_width
         p["link_scale"] = float(p["link_scale"])
         p["divisor"] = float(p["divisor"])
     except (TypeError, ValueError) as err:
@@ -223,6 +236,10 @@ def _validate(params: dict[str, Any], arrays: dict[str, np.ndarray]
         raise bad("params.feature_names must be a list of n_features names")
     if p["classes"] is not None and not isinstance(p["classes"], list):
         raise bad("params.classes must be a list or null")
+    if leaf_width not in (1, n_groups):
+        raise bad("params.leaf_width must be 1 or n_groups")
+    if not isinstance(p.get("probabilities", False), bool):
+        raise bad("params.probabilities must be true or false")
     if p["link"] not in LINKS:
         raise Unimplemented(f"tree ensemble link {p['link']!r}")
     if p["accumulate"] not in _ACCUMULATE:
@@ -242,7 +259,9 @@ def _validate(params: dict[str, Any], arrays: dict[str, np.ndarray]
     a["leaf_value"] = _as_1d("leaf_value", arrays["leaf_value"], _ACCUMULATE[p["accumulate"]])
 
     n_nodes = a["node_feature"].size
-    n_leaves = a["leaf_value"].size
+    if a["leaf_value"].size % leaf_width:
+        raise bad("leaf_value must hold leaf_width values a leaf")
+    n_leaves = a["leaf_value"].size // leaf_width
     n_sets = a["cat_bounds"].size - 1
     if any(a[k].size != n_nodes for k in ("node_threshold", "node_flags", "node_cat_set")) \
             or a["node_children"].size != 2 * n_nodes:
@@ -253,13 +272,15 @@ def _validate(params: dict[str, Any], arrays: dict[str, np.ndarray]
         raise bad("base_margin must have n_groups values, feature_transform n_features")
     if np.any((a["tree_group"] < 0) | (a["tree_group"] >= n_groups)):
         raise bad("tree_group out of range")
+    if leaf_width > 1 and np.any(a["tree_group"] != 0):
+        raise bad("with vector leaves (leaf_width > 1) every tree_group must be 0")
     if np.any((a["node_feature"] < 0) | (a["node_feature"] >= n_features)):
         raise bad("node_feature out of range")
     for name in ("tree_root", "node_children"):
         ref = a[name]
         if np.any(ref >= n_nodes) or np.any(~ref[ref < 0] >= n_leaves):
             raise bad(f"{name} refers past the nodes or leaves")
-    if np.any(a["feature_transform"] > K.TRANSFORM_XGB_CATEGORY):
+    if np.any(a["feature_transform"] > K.TRANSFORM_MAX):
         raise bad("feature_transform holds an unknown code")
     bounds = a["cat_bounds"]
     if bounds.size < 1 or bounds[0] != 0 or np.any(np.diff(bounds) < 0) \

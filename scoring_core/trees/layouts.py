@@ -40,16 +40,24 @@ class KernelArrays(NamedTuple):
     cat_set: np.ndarray
     cat_bounds: np.ndarray
     cat_bits: np.ndarray
+    leaf_width: int
 
 
-def kernel_arrays(arrays: dict[str, np.ndarray], layout: str, acc_dtype: type) -> KernelArrays:
-    """Lay out validated canonical ``arrays`` for the kernels."""
+def kernel_arrays(arrays: dict[str, np.ndarray], layout: str, acc_dtype: type,
+                  leaf_width: int = 1) -> KernelArrays:
+    """Lay out validated canonical ``arrays`` for the kernels. With ``leaf_width`` > 1
+    every leaf is that many consecutive values (one per group)."""
     transform = arrays["feature_transform"]
     n_features = transform.size
     roots = arrays["tree_root"]
     feature, threshold, children, neg_cols = kernel_form(arrays)
     index_dtype = np.uint16 if n_features + neg_cols.size <= np.iinfo(np.uint16).max else np.uint32
-    leaf = arrays["leaf_value"].astype(acc_dtype)
+    if leaf_width == 1:
+        leaf = arrays["leaf_value"].astype(acc_dtype)
+        leaf_dtype = acc_dtype
+    else:  # lay out leaf numbers, then expand each to its vector
+        leaf = np.arange(arrays["leaf_value"].size // leaf_width, dtype=np.int64)
+        leaf_dtype = np.int64
     depth = K.tree_depths(roots, children)
     n_trees = roots.size
     node_off = np.zeros(n_trees, np.int64)
@@ -60,7 +68,7 @@ def kernel_arrays(arrays: dict[str, np.ndarray], layout: str, acc_dtype: type) -
         n_slots = (np.int64(1) << depth.astype(np.int64)) - 1
         feature_out = np.empty(int(n_slots.sum()), index_dtype)
         threshold_out = np.empty(int(n_slots.sum()), np.float32)
-        leaf_out = np.empty(int((n_slots + 1).sum()), acc_dtype)
+        leaf_out = np.empty(int((n_slots + 1).sum()), leaf_dtype)
         K.build_complete(roots, depth, feature, threshold, children, leaf, feature_out,
                          threshold_out, leaf_out, node_off, leaf_off)
         children_out = np.zeros(0, np.uint32)
@@ -76,11 +84,15 @@ def kernel_arrays(arrays: dict[str, np.ndarray], layout: str, acc_dtype: type) -
         children_out = np.empty(2 * n_nodes, np.uint32)
         flags_out = np.empty(n_nodes, np.uint8)
         cat_set_out = np.empty(n_nodes, np.int32)
-        leaf_out = np.empty(int(n_leaf.sum()), acc_dtype)
+        leaf_out = np.empty(int(n_leaf.sum()), leaf_dtype)
         K.build_compact(roots, feature, threshold, children, flags, arrays["node_cat_set"], leaf,
                         n_int, feature_out, threshold_out, children_out, flags_out,
                         cat_set_out, leaf_out, node_off, leaf_off)
         code = K.LAYOUT_COMPACT_CATEGORICAL if has_cat else K.LAYOUT_COMPACT
+    if leaf_width != 1:
+        vectors = arrays["leaf_value"].astype(acc_dtype).reshape(-1, leaf_width)
+        leaf_out = np.ascontiguousarray(vectors[leaf_out].reshape(-1))
+        leaf_off = leaf_off * leaf_width
     return KernelArrays(
         layout=code,
         transform=transform,
@@ -100,6 +112,7 @@ def kernel_arrays(arrays: dict[str, np.ndarray], layout: str, acc_dtype: type) -
         cat_set=cat_set_out,
         cat_bounds=arrays["cat_bounds"],
         cat_bits=arrays["cat_bits"],
+        leaf_width=int(leaf_width),
     )
 
 

@@ -32,6 +32,7 @@ import numpy as np
 from milepost.errors import InvalidArgument, Unimplemented
 from scoring_core.trees import tree_kernels as K
 from scoring_core.trees.builder import EnsembleBuilder
+from scoring_core.trees.builder import smallest_float32_above as _smallest_float32_above
 from scoring_core.trees.ensemble import FORMAT, FORMAT_VERSION, TreeEnsemble, choose_layout
 
 # objective -> (task, link); "sigmoid" takes the model's sigmoid parameter as its scale
@@ -251,16 +252,3 @@ def _add_tree(builder: EnsembleBuilder, tree: dict[str, str], group: int, n_feat
                 f"LightGBM text model: feature {f} has splits of different kinds or missing types")
 
     builder.add_tree(group, feature, thr32, flags, cat_set, left, right, leaf_value)
-
-
-def _smallest_float32_above(t: np.ndarray) -> np.ndarray:
-    """For each double ``t``, the smallest float32 ``s > t``: for float32 ``x``,
-    ``x <= t`` exactly when ``x < s``. LightGBM writes ``inf`` thresholds (every value
-    goes left, +inf included); no float32 lies above, so those become NaN, which no
-    ``x >= s`` passes."""
-    with np.errstate(over="ignore"):
-        nearest = t.astype(np.float32)
-    above = nearest.astype(np.float64) > t
-    s = np.where(above, nearest, np.nextafter(nearest, np.float32(np.inf))).astype(np.float32)
-    s[t == np.inf] = np.nan
-    return s

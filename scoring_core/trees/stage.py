@@ -1,7 +1,9 @@
-"""Tree ensembles as a scoring-core stage (kind "trees"), and the XGBoost and LightGBM converters.
+"""Tree ensembles as a scoring-core stage (kind "trees"), and the XGBoost and LightGBM converters
+(scikit-learn's trees register from ``scoring_core.convert.sklearn_trees``, imported last).
 
 The stage maps a TreeEnsemble's prediction onto CompiledModel's contract: a
-probabilistic classifier (sigmoid or softmax link) gives (n, n_classes)
+probabilistic classifier (sigmoid or softmax link, or an ensemble marked
+``probabilities``, such as a forest's averaged class distributions) gives (n, n_classes)
 probabilities, binary included as [1 - p, p]; everything else the library
 returns as one value per row (regression, raw margins, hinge labels,
 multi:softmax class indices) is a "prediction" column, with the library's values.
@@ -31,7 +33,8 @@ class TreeStage:
     def __init__(self, ensemble: TreeEnsemble) -> None:
         self.ensemble = ensemble
         params, _ = ensemble.to_arrays()
-        self.probabilities = ensemble.task == "classification" and params["link"] in _PROBABILITY_LINKS
+        self.probabilities = ensemble.task == "classification" and (
+            params["link"] in _PROBABILITY_LINKS or ensemble.probabilities)
         self._binary = self.probabilities and ensemble.n_outputs == 1
 
     @property
@@ -94,3 +97,5 @@ register_converter(
     lambda m: _converted(from_lightgbm_text(m), "lightgbm"),
     ("lightgbm.Booster", "lightgbm.LGBMClassifier", "lightgbm.LGBMRegressor", "LightGBM text model file"),
 )
+
+from scoring_core.convert import sklearn_trees  # noqa: E402,F401

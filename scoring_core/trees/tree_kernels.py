@@ -32,6 +32,9 @@ Two layouts:
 In both, eight rows descend a tree together so that their independent loads overlap
 (technique 2, written out by hand rather than generated per model). Node indices are
 unsigned so that numba emits no negative-index fix-up in the inner loop.
+
+A leaf is one value added to its tree's group, or (``leaf_width`` = n_groups > 1) a vector
+added to every group: scikit-learn's forests keep a class distribution in each leaf.
 """
 
 from __future__ import annotations
@@ -57,6 +60,10 @@ TRANSFORM_LGB_ZERO_IS_MISSING = 3
 TRANSFORM_LGB_CATEGORY = 4
 # XGBoost categorical: negative or >= 2**24 is an invalid category.
 TRANSFORM_XGB_CATEGORY = 5
+# scikit-learn HistGradientBoosting categorical: a value that is not one of the integer
+# categories seen in training is unknown (like a negative one): a fraction becomes -1.
+TRANSFORM_SKL_CATEGORY = 6
+TRANSFORM_MAX = TRANSFORM_SKL_CATEGORY
 # LightGBM drops |x| <= kZeroThreshold (1e-35f) from a dense row before it scores it, so
 # such values score as exactly 0.0 (c_api.cpp RowFunctionFromDenseMatric); the LightGBM
 # rules above all apply that first.
@@ -123,6 +130,9 @@ def _gather(X, r0, nr, transform, any_transform, neg_cols, xs, width):
                 elif code == TRANSFORM_XGB_CATEGORY:
                     if x < 0.0 or x >= 16777216.0:
                         xs[k] = -1.0
+                elif code == TRANSFORM_SKL_CATEGORY:
+                    if x == x and x != np.floor(x):
+                        xs[k] = -1.0
     for j in range(neg_cols.shape[0]):
         src = neg_cols[j]
         for r in range(nr):
@@ -168,11 +178,32 @@ def _finish_rows(out, r0, nr, divisor, link, link_scale):
 
 
 @njit(nogil=True, cache=True)
+def _add_vector(out, row, l_t, base):
+    """Vector leaves (a forest's class distributions): add ``out.shape[1]`` values from
+    ``l_t[base:]`` to ``out[row]``."""
+    for k in range(out.shape[1]):
+        out[row, k] += l_t[base + _U(k)]
+
+
+@njit(nogil=True, cache=True)
+def _add_vectors8(out, r, l_t, lw, j0, j1, j2, j3, j4, j5, j6, j7):
+    _add_vector(out, r, l_t, j0 * lw)
+    _add_vector(out, r + 1, l_t, j1 * lw)
+    _add_vector(out, r + 2, l_t, j2 * lw)
+    _add_vector(out, r + 3, l_t, j3 * lw)
+    _add_vector(out, r + 4, l_t, j4 * lw)
+    _add_vector(out, r + 5, l_t, j5 * lw)
+    _add_vector(out, r + 6, l_t, j6 * lw)
+    _add_vector(out, r + 7, l_t, j7 * lw)
+
+
+@njit(nogil=True, cache=True)
 def _walk_complete(xs, width, nr, out, r0, feature, threshold, leaf, node_off, leaf_off,
-                   depth, group):
+                   depth, group, leaf_width):
     """Sum every tree's leaf into ``out[r0 : r0+nr]``, complete layout."""
     one = _U(1)
     w = _U(width)
+    lw = _U(leaf_width)
     for t in range(node_off.shape[0]):
         d = depth[t]
         g = group[t]
@@ -207,30 +238,40 @@ def _walk_complete(xs, width, nr, out, r0, feature, threshold, leaf, node_off, l
                 i5 = i5 + i5 + one + _U(xs[b5 + _U(f_t[i5])] >= t_t[i5])
                 i6 = i6 + i6 + one + _U(xs[b6 + _U(f_t[i6])] >= t_t[i6])
                 i7 = i7 + i7 + one + _U(xs[b7 + _U(f_t[i7])] >= t_t[i7])
-            out[r0 + r, g] += l_t[i0 - first_leaf]
-            out[r0 + r + 1, g] += l_t[i1 - first_leaf]
-            out[r0 + r + 2, g] += l_t[i2 - first_leaf]
-            out[r0 + r + 3, g] += l_t[i3 - first_leaf]
-            out[r0 + r + 4, g] += l_t[i4 - first_leaf]
-            out[r0 + r + 5, g] += l_t[i5 - first_leaf]
-            out[r0 + r + 6, g] += l_t[i6 - first_leaf]
-            out[r0 + r + 7, g] += l_t[i7 - first_leaf]
+            if lw == one:
+                out[r0 + r, g] += l_t[i0 - first_leaf]
+                out[r0 + r + 1, g] += l_t[i1 - first_leaf]
+                out[r0 + r + 2, g] += l_t[i2 - first_leaf]
+                out[r0 + r + 3, g] += l_t[i3 - first_leaf]
+                out[r0 + r + 4, g] += l_t[i4 - first_leaf]
+                out[r0 + r + 5, g] += l_t[i5 - first_leaf]
+                out[r0 + r + 6, g] += l_t[i6 - first_leaf]
+                out[r0 + r + 7, g] += l_t[i7 - first_leaf]
+            else:
+                _add_vectors8(out, r0 + r, l_t, lw, i0 - first_leaf, i1 - first_leaf, i2 - first_leaf,
+                              i3 - first_leaf, i4 - first_leaf, i5 - first_leaf, i6 - first_leaf,
+                              i7 - first_leaf)
             r += 8
         while r < nr:
             b = _U(r) * w
             i = _U(0)
             for _ in range(d):
                 i = i + i + one + _U(xs[b + _U(f_t[i])] >= t_t[i])
-            out[r0 + r, g] += l_t[i - first_leaf]
+            if lw == one:
+                out[r0 + r, g] += l_t[i - first_leaf]
+            else:
+                _add_vector(out, r0 + r, l_t, (i - first_leaf) * lw)
             r += 1
 
 
 @njit(nogil=True, cache=True)
 def _walk_compact(xs, width, nr, out, r0, feature, threshold, children, leaf, node_off,
-                  leaf_off, n_internal, depth, group):
+                  leaf_off, n_internal, depth, group, leaf_width):
     """Sum every tree's leaf into ``out[r0 : r0+nr]``, compact layout, numerical nodes:
     ``depth`` steps for every row; a row that reaches a leaf early stays on it."""
+    one = _U(1)
     w = _U(width)
+    lw = _U(leaf_width)
     for t in range(node_off.shape[0]):
         d = depth[t]
         g = group[t]
@@ -266,30 +307,40 @@ def _walk_compact(xs, width, nr, out, r0, feature, threshold, children, leaf, no
                 i5 = _U(c_t[i5 + i5 + _U(xs[b5 + _U(f_t[i5])] >= t_t[i5])])
                 i6 = _U(c_t[i6 + i6 + _U(xs[b6 + _U(f_t[i6])] >= t_t[i6])])
                 i7 = _U(c_t[i7 + i7 + _U(xs[b7 + _U(f_t[i7])] >= t_t[i7])])
-            out[r0 + r, g] += l_t[i0 - first_leaf]
-            out[r0 + r + 1, g] += l_t[i1 - first_leaf]
-            out[r0 + r + 2, g] += l_t[i2 - first_leaf]
-            out[r0 + r + 3, g] += l_t[i3 - first_leaf]
-            out[r0 + r + 4, g] += l_t[i4 - first_leaf]
-            out[r0 + r + 5, g] += l_t[i5 - first_leaf]
-            out[r0 + r + 6, g] += l_t[i6 - first_leaf]
-            out[r0 + r + 7, g] += l_t[i7 - first_leaf]
+            if lw == one:
+                out[r0 + r, g] += l_t[i0 - first_leaf]
+                out[r0 + r + 1, g] += l_t[i1 - first_leaf]
+                out[r0 + r + 2, g] += l_t[i2 - first_leaf]
+                out[r0 + r + 3, g] += l_t[i3 - first_leaf]
+                out[r0 + r + 4, g] += l_t[i4 - first_leaf]
+                out[r0 + r + 5, g] += l_t[i5 - first_leaf]
+                out[r0 + r + 6, g] += l_t[i6 - first_leaf]
+                out[r0 + r + 7, g] += l_t[i7 - first_leaf]
+            else:
+                _add_vectors8(out, r0 + r, l_t, lw, i0 - first_leaf, i1 - first_leaf, i2 - first_leaf,
+                              i3 - first_leaf, i4 - first_leaf, i5 - first_leaf, i6 - first_leaf,
+                              i7 - first_leaf)
             r += 8
         while r < nr:
             b = _U(r) * w
             i = _U(0)
             while i < first_leaf:
                 i = _U(c_t[i + i + _U(xs[b + _U(f_t[i])] >= t_t[i])])
-            out[r0 + r, g] += l_t[i - first_leaf]
+            if lw == one:
+                out[r0 + r, g] += l_t[i - first_leaf]
+            else:
+                _add_vector(out, r0 + r, l_t, (i - first_leaf) * lw)
             r += 1
 
 
 @njit(nogil=True, cache=True)
 def _walk_compact_categorical(xs, width, nr, out, r0, feature, threshold, children, leaf,
                               node_off, leaf_off, n_internal, group, flags, cat_set,
-                              cat_bounds, cat_bits):
+                              cat_bounds, cat_bits, leaf_width):
     """Like ``_walk_compact``, with categorical nodes: one row at a time, to its leaf."""
+    one = _U(1)
     w = _U(width)
+    lw = _U(leaf_width)
     for t in range(node_off.shape[0]):
         g = group[t]
         first_leaf = _U(n_internal[t])
@@ -319,7 +370,10 @@ def _walk_compact_categorical(xs, width, nr, out, r0, feature, threshold, childr
                             member = ((cat_bits[w0 + (v >> 5)] >> (v & 31)) & 1) != 0
                     step = member == ((fl & FLAG_CAT_IN_SET_RIGHT) != 0)
                 i = _U(c_t[i + i + _U(step)])
-            out[r0 + r, g] += l_t[i - first_leaf]
+            if lw == one:
+                out[r0 + r, g] += l_t[i - first_leaf]
+            else:
+                _add_vector(out, r0 + r, l_t, (i - first_leaf) * lw)
 
 
 # ---------------------------------------------------------------------------------------
@@ -329,8 +383,8 @@ def _walk_compact_categorical(xs, width, nr, out, r0, feature, threshold, childr
 @njit(nogil=True, cache=True)
 def _score_block(X, out, b, xs, width, layout, transform, any_transform, neg_cols,
                  base_margin, feature, threshold, children, leaf, node_off, leaf_off,
-                 n_internal, depth, group, flags, cat_set, cat_bounds, cat_bits, divisor,
-                 link, link_scale):
+                 n_internal, depth, group, flags, cat_set, cat_bounds, cat_bits, leaf_width,
+                 divisor, link, link_scale):
     r0 = b * BLOCK
     nr = min(BLOCK, X.shape[0] - r0)
     _gather(X, r0, nr, transform, any_transform, neg_cols, xs, width)
@@ -339,44 +393,45 @@ def _score_block(X, out, b, xs, width, layout, transform, any_transform, neg_col
             out[r, g] = base_margin[g]
     if layout == LAYOUT_COMPLETE:
         _walk_complete(xs, width, nr, out, r0, feature, threshold, leaf, node_off, leaf_off,
-                       depth, group)
+                       depth, group, leaf_width)
     elif layout == LAYOUT_COMPACT:
         _walk_compact(xs, width, nr, out, r0, feature, threshold, children, leaf, node_off,
-                      leaf_off, n_internal, depth, group)
+                      leaf_off, n_internal, depth, group, leaf_width)
     else:
         _walk_compact_categorical(xs, width, nr, out, r0, feature, threshold, children,
                                   leaf, node_off, leaf_off, n_internal, group, flags,
-                                  cat_set, cat_bounds, cat_bits)
+                                  cat_set, cat_bounds, cat_bits, leaf_width)
     _finish_rows(out, r0, nr, divisor, link, link_scale)
 
 
 @njit(nogil=True, cache=True)
 def predict_serial(X, out, layout, transform, any_transform, neg_cols, base_margin, feature,
                    threshold, children, leaf, node_off, leaf_off, n_internal, depth, group,
-                   flags, cat_set, cat_bounds, cat_bits, divisor, link, link_scale):
+                   flags, cat_set, cat_bounds, cat_bits, leaf_width, divisor, link,
+                   link_scale):
     """Score ``X`` into ``out`` (n, n_groups) on the calling thread."""
     width = X.shape[1] + neg_cols.shape[0]
     xs = np.empty(BLOCK * width, np.float32)
     for b in range((X.shape[0] + BLOCK - 1) // BLOCK):
         _score_block(X, out, b, xs, width, layout, transform, any_transform, neg_cols,
                      base_margin, feature, threshold, children, leaf, node_off, leaf_off,
-                     n_internal, depth, group, flags, cat_set, cat_bounds, cat_bits, divisor,
-                     link, link_scale)
+                     n_internal, depth, group, flags, cat_set, cat_bounds, cat_bits,
+                     leaf_width, divisor, link, link_scale)
 
 
 @njit(nogil=True, cache=True, parallel=True)
 def predict_parallel(X, out, layout, transform, any_transform, neg_cols, base_margin,
                      feature, threshold, children, leaf, node_off, leaf_off, n_internal,
-                     depth, group, flags, cat_set, cat_bounds, cat_bits, divisor, link,
-                     link_scale):
+                     depth, group, flags, cat_set, cat_bounds, cat_bits, leaf_width, divisor,
+                     link, link_scale):
     """Score ``X`` into ``out`` (n, n_groups), blocks spread over numba's threads."""
     width = X.shape[1] + neg_cols.shape[0]
     for b in prange((X.shape[0] + BLOCK - 1) // BLOCK):
         xs = np.empty(BLOCK * width, np.float32)
         _score_block(X, out, b, xs, width, layout, transform, any_transform, neg_cols,
                      base_margin, feature, threshold, children, leaf, node_off, leaf_off,
-                     n_internal, depth, group, flags, cat_set, cat_bounds, cat_bits, divisor,
-                     link, link_scale)
+                     n_internal, depth, group, flags, cat_set, cat_bounds, cat_bits,
+                     leaf_width, divisor, link, link_scale)
 
 
 # ---------------------------------------------------------------------------------------

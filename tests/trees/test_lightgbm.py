@@ -10,7 +10,7 @@ import pytest
 from milepost.errors import InvalidArgument, Unimplemented
 from scoring_core.trees import TreeEnsemble, from_lightgbm_text
 
-from conftest import at_thresholds
+from threshold_rows import at_thresholds
 
 lgb = pytest.importorskip("lightgbm")
 

@@ -33,7 +33,8 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
                 raise InvalidArgument(f"LoadRequest.{field} is required")
         spec = DeploymentSpec(
             deployment_id=request.deployment_id, endpoint=request.endpoint,
-            model=request.model, version=request.version,
+            model=request.model, version=request.version, engine=request.engine,
+            device="cuda" if request.gpus > 0 else "cpu",
         )
         self.table.load(spec, request.flavor, batching_config(request.batching))
         return agent_pb2.LoadResponse()

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from agent.model_cache import ModelCache
 from agent.statistics import EndpointStatistics
-from engines import engine_for_flavor, registry
+from engines import registry
 from engines.base import DeploymentSpec, LoadedModel
 from engines.batching import BatchingConfig, MicroBatcher
 from milepost.errors import NotFound
@@ -46,9 +46,10 @@ class DeploymentTable:
                 existing = self._by_id.get(spec.deployment_id)
             if existing is not None:
                 return existing
-            engine_name = engine_for_flavor(flavor)
+            engine = registry.engine_for(flavor, spec.engine)
+            engine_name = engine.name
             bundle_dir: Path = self._cache.get(spec.model, spec.version)
-            model = MicroBatcher(registry.get(engine_name).load(bundle_dir, spec), batching)
+            model = MicroBatcher(engine.load(bundle_dir, spec), batching)
             hosted = Hosted(spec=spec, engine=engine_name, model=model)
             with self._lock:
                 self._by_id[spec.deployment_id] = hosted

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import queue
+import os
 import shutil
 import socket
 import threading
@@ -28,6 +29,30 @@ from engines.base import DatasetJob, StageSpec
 from milepost import __version__
 from milepost.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
 from milepost.v1 import agent_pb2, pipelines_pb2
+
+# Entry points any training or custom stage may name; others need the operator's consent.
+BUILT_IN_ENTRIES = ("engines.trainers:",)
+
+
+def check_entry(entry: str) -> None:
+    """Refuse entry points outside the built-in trainers unless the operator allowed them.
+
+    A stage entry names a function this agent will call with parameters from a remote
+    spec: "os:system" would be remote code execution. MILEPOST_STAGE_ENTRIES lists
+    allowed module prefixes (comma separated); MILEPOST_ALLOW_CODE_BUNDLES=1 allows all.
+    """
+    if os.environ.get("MILEPOST_ALLOW_CODE_BUNDLES") == "1":
+        return
+    allowed = BUILT_IN_ENTRIES + tuple(
+        p.strip() for p in os.environ.get("MILEPOST_STAGE_ENTRIES", "").split(",") if p.strip()
+    )
+    if not any(entry.startswith(prefix) for prefix in allowed):
+        raise FailedPrecondition(
+            f"stage entry {entry!r} is not allowed on this agent: built-in trainers are "
+            f"({', '.join(BUILT_IN_ENTRIES)}); an operator allows more with "
+            "MILEPOST_STAGE_ENTRIES=module.prefix,... or MILEPOST_ALLOW_CODE_BUNDLES=1"
+        )
+
 
 # (model name, bundle directory) -> "name:version" once registered
 PushModel = Callable[[str, Path], str]
@@ -123,6 +148,7 @@ class StageRunner:
         for key in ("entry", "data", "model_name"):
             if not params.get(key):
                 raise InvalidArgument(f"training stage {stage.name!r} needs params.{key}")
+        check_entry(str(params["entry"]))
         out = self.work_dir / request.run_id / stage.name
         shutil.rmtree(out, ignore_errors=True)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -139,6 +165,7 @@ class StageRunner:
     def _custom(self, engine, request, params: dict[str, Any], progress) -> dict[str, Any]:  # type: ignore[no-untyped-def]
         if not params.get("entry"):
             raise InvalidArgument(f"custom stage {request.stage.name!r} needs params.entry (module:function)")
+        check_entry(str(params["entry"]))
         spec = StageSpec(name=request.stage.name, kind="custom", entry=str(params["entry"]), params=params.get("params", {}))
         outputs = engine.run_stage(spec, dict(params.get("inputs", {})))
         if not isinstance(outputs, dict):

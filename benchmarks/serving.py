@@ -86,8 +86,9 @@ def _drive(address: str, model: str, rows: int, concurrency: int, seconds: float
 
 
 def drive(address: str, model: str, rows: int, concurrency: int, seconds: float, parameters: dict | None = None) -> dict:
-    queue: multiprocessing.Queue = multiprocessing.Queue()
-    proc = multiprocessing.get_context("spawn").Process(
+    ctx = multiprocessing.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(
         target=_drive, args=(address, model, rows, concurrency, seconds, parameters or {}, queue)
     )
     proc.start()

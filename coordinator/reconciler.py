@@ -134,7 +134,7 @@ class Reconciler:
             raise MilepostError(f"deployment {d.deployment_id}: agent or model vanished")
         request = agent_pb2.LoadRequest(
             deployment_id=d.deployment_id, endpoint=d.endpoint, model=d.model,
-            version=d.version, flavor=model.flavor,
+            version=d.version, flavor=model.flavor, engine=d.engine, gpus=d.gpus,
             batching=types_pb2.Batching(
                 max_batch_size=d.max_batch_size, max_delay_us=d.max_delay_us, max_queue_rows=d.max_queue_rows
             ),

@@ -43,6 +43,10 @@ class RouteBook:
             route = routing_pb2.Route(
                 endpoint=endpoint.name, policy=routing_pb2.RoutingPolicy.FromString(endpoint.policy_blob)
             )
+            if route.policy.kind == "bandit":
+                # Bandits choose from the outcomes fed back so far, summed over every agent.
+                for arm, (count, total, squares) in sorted(self.store.rewards(endpoint.name).items()):
+                    route.policy.rewards.add(arm=arm, count=count, sum=total, sum_squares=squares)
             for d in endpoint.deployments:
                 serving = d.state == "READY"
                 addresses = sorted(live[a].address for a in d.agent_ids if a in live and serving)

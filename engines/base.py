@@ -162,6 +162,9 @@ class Engine(ABC):
         """
         from engines.parquet_stream import stream_score
 
+        unknown = set(job.options) - {"device", "half"}
+        if unknown:
+            raise InvalidArgument(f"options: engine {self.name!r} takes 'device' and 'half', not {sorted(unknown)}")
         model = self.load(Path(bundle_dir), dataset_deployment(bundle_dir, job))
         try:
             return stream_score(model, job, engine=self.name, progress=progress)
@@ -175,7 +178,7 @@ class Engine(ABC):
         if stage.kind != "batch_scoring":
             raise Unimplemented(
                 f"engine {self.name!r} does not run {stage.kind} stages (stage {stage.name!r}); "
-                "training and custom stages run on the spark, ray or python engines"
+                "see each engine's run_stage for the kinds it runs"
             )
         return run_batch_scoring_stage(self, stage, inputs)
 

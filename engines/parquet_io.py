@@ -51,10 +51,14 @@ def local_path(uri: str) -> Path | None:
     return Path(path) if isinstance(fs, pafs.LocalFileSystem) else None
 
 
-def spark_uri(uri: str) -> str:
-    """The form Spark and Ray take: an absolute local path or the URI as given."""
+def cluster_uri(uri: str) -> str:
+    """The URI to hand a cluster (Spark): a local path as an explicit file:// URI, so that
+    a cluster whose default filesystem is HDFS does not read it as an HDFS path; other
+    URIs as given."""
     path = local_path(uri)
-    return str(path) if path is not None else uri
+    # Not Path.as_uri(): Hadoop's Path takes the text after the scheme as it is and would
+    # keep percent-escapes literally in file names.
+    return f"file://{path}" if path is not None else uri
 
 
 def _is_data_name(name: str) -> bool:
@@ -79,6 +83,18 @@ def parquet_files(uri: str) -> list[str]:
     if not files:
         raise InvalidArgument(f"dataset directory {uri!r} holds no data files")
     return sorted(files, key=_natural_key)
+
+
+def row_group_pieces(uri: str) -> list[tuple[str, int, int]]:
+    """(file, row group, rows) for every row group of the dataset, in row order: the
+    units of work distributed engines share out."""
+    fs, _ = resolve(uri)
+    pieces = []
+    for path in parquet_files(uri):
+        with fs.open_input_file(path) as handle:
+            metadata = pq.ParquetFile(handle).metadata
+        pieces.extend((path, i, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups))
+    return pieces
 
 
 def dataset_schema(uri: str) -> pa.Schema:

@@ -1,9 +1,12 @@
-"""Score a Parquet dataset in this process, one record batch at a time.
+"""Score Parquet in this process, one record batch at a time.
 
-The shared way to run a dataset job on an engine that scores in-process (native,
-torch, python): read ``batch_rows`` rows, predict, append to the sink, repeat. Memory
-stays bounded by a batch (plus a row group being decoded), whatever the dataset's size,
-and rows come out in source order.
+``stream_score`` is how an engine that scores in-process (native, torch, python) runs
+a dataset job: read ``batch_rows`` rows, predict, append to the sink, repeat. Memory
+stays bounded by a batch (plus a row group being decoded), whatever the dataset's
+size, and rows come out in source order.
+
+``scored_batches`` is the same loop over some row groups of one file; Spark
+executors and Ray actors run it on their share of the dataset.
 
 The sink is one Parquet file when its name ends in ``.parquet``, else a directory
 holding ``part-00000.parquet``. A local sink is written beside its final name and
@@ -15,6 +18,7 @@ from __future__ import annotations
 import shutil
 import time
 import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pyarrow as pa
@@ -35,12 +39,11 @@ def stream_score(model: LoadedModel, job: DatasetJob, *, engine: str, progress: 
     schema = parquet_io.dataset_schema(job.source)
     parquet_io.check_columns(schema, job.source, features, job.keep)
     out_schema = parquet_io.output_schema(schema, job.keep, model.output_schema)
-    columns = features + [k for k in job.keep if k not in features]
 
     sink_fs, sink_path = parquet_io.resolve(job.sink)
     single_file = sink_path.endswith(".parquet")
     local = isinstance(sink_fs, pafs.LocalFileSystem)
-    staging = _staging_name(sink_path) if local else sink_path
+    staging = staging_name(sink_path) if local else sink_path
     target = staging if single_file else f"{staging}/part-00000.parquet"
     if not single_file:
         sink_fs.create_dir(staging, recursive=True)
@@ -51,14 +54,11 @@ def stream_score(model: LoadedModel, job: DatasetJob, *, engine: str, progress: 
     try:
         with pq.ParquetWriter(target, out_schema, filesystem=sink_fs) as writer:
             for path in files:
-                with src_fs.open_input_file(path) as handle:
-                    reader = pq.ParquetFile(handle)
-                    parquet_io.check_columns(reader.schema_arrow, path, features, job.keep)
-                    for batch in reader.iter_batches(batch_size=job.batch_rows, columns=columns):
-                        writer.write_batch(_score_batch(model, batch, features, job.keep, out_schema))
-                        rows += batch.num_rows
-                        if progress is not None:
-                            progress(rows)
+                for batch in scored_batches(model, src_fs, path, None, job.keep, job.batch_rows, out_schema):
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+                    if progress is not None:
+                        progress(rows)
         if local:
             Path(staging).rename(sink_path)
     except BaseException:
@@ -70,15 +70,27 @@ def stream_score(model: LoadedModel, job: DatasetJob, *, engine: str, progress: 
     return JobResult(rows=rows, seconds=time.perf_counter() - started, sink=job.sink, engine=engine)
 
 
-def _staging_name(path: str) -> str:
+def scored_batches(
+    model: LoadedModel, fs: pafs.FileSystem, path: str, row_groups: Sequence[int] | None,
+    keep: Sequence[str], batch_rows: int, out_schema: pa.Schema,
+) -> Iterator[pa.RecordBatch]:
+    """The kept columns and the model's outputs for the row groups of one file (all when
+    None), ``batch_rows`` at a time, cast to ``out_schema``."""
+    features = list(model.input_schema.names)
+    columns = features + [k for k in keep if k not in features]
+    with fs.open_input_file(path) as handle:
+        reader = pq.ParquetFile(handle)
+        parquet_io.check_columns(reader.schema_arrow, path, features, keep)
+        groups = list(row_groups) if row_groups is not None else None
+        for batch in reader.iter_batches(batch_size=batch_rows, row_groups=groups, columns=columns):
+            scored = model.predict(batch.select(features))
+            arrays = [batch.column(name) for name in keep] + list(scored.columns)
+            yield pa.RecordBatch.from_arrays(
+                [a if a.type == f.type else a.cast(f.type) for a, f in zip(arrays, out_schema)], schema=out_schema
+            )
+
+
+def staging_name(path: str) -> str:
+    """A hidden sibling of ``path`` to write into before renaming (readers skip dot-names)."""
     p = Path(path)
     return str(p.parent / f".{p.name}.writing-{uuid.uuid4().hex}")
-
-
-def _score_batch(
-    model: LoadedModel, batch: pa.RecordBatch, features: list[str], keep: tuple[str, ...], out_schema: pa.Schema
-) -> pa.RecordBatch:
-    inputs = batch.select(features)
-    scored = model.predict(inputs)
-    arrays = [batch.column(name) for name in keep] + list(scored.columns)
-    return pa.RecordBatch.from_arrays(arrays, schema=out_schema)

@@ -158,6 +158,7 @@ class ComponentModel(LoadedModel):
             batch = _as_batch(batch)
         if not isinstance(batch, pa.RecordBatch):
             raise InvalidArgument(f"predict takes a pyarrow RecordBatch, got {type(batch).__name__}")
+        batch = self._split_tensor_column(batch)
         expected = self.input_schema.names
         missing = [n for n in expected if n not in batch.schema.names]
         if missing:
@@ -177,6 +178,18 @@ class ComponentModel(LoadedModel):
                     ) from err
             arrays.append(column)
         return pa.RecordBatch.from_arrays(arrays, schema=self.input_schema)
+
+    def _split_tensor_column(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        """A single (rows, k) tensor column, as the data plane decodes a 2-D request, becomes
+        one column per declared input when the component takes k floating-point inputs."""
+        if batch.num_columns != 1 or not pa.types.is_fixed_size_list(batch.schema.field(0).type):
+            return batch
+        if batch.schema.names[0] in self.input_schema.names or not all(pa.types.is_floating(t) for t in self.input_schema.types):
+            return batch
+        from scoring_core.arrow_input import matrix_from_batch
+
+        X = matrix_from_batch(batch, self.input_schema.names)  # InvalidArgument names the column if its width is off
+        return pa.RecordBatch.from_arrays([pa.array(X[:, j]) for j in range(X.shape[1])], names=self.input_schema.names)
 
     def _checked_outputs(self, result: Any, rows: int) -> pa.RecordBatch:
         where = f"component {self.entry_point!r}"
@@ -267,12 +280,18 @@ class PythonEngine(Engine):
             raise
 
     def run_stage(self, stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Run a stage function of a code bundle: ``stage.entry`` is a stage name listed
-        in the manifest, or "module:function"; it is called as fn(inputs, **params)."""
+        """Run a stage function ``fn(inputs, **params) -> dict``: from the code bundle at
+        ``stage.bundle_dir`` (``entry`` a stage name listed in its manifest, or
+        "module:function"), or, without a bundle, an installed "module:function" or a
+        callable; either way only where code bundles are allowed."""
         if stage.kind == "batch_scoring":
             return run_batch_scoring_stage(self, stage, inputs)
         if stage.bundle_dir is None:
-            raise InvalidArgument(f"stage {stage.name!r}: the python engine runs stage functions from a code bundle (bundle_dir)")
+            from engines import stages
+
+            if not self.allowed():  # user code all the same: this engine runs none unless allowed
+                raise FailedPrecondition(self._refusal())
+            return stages.run_custom(stage, inputs)
         code, manifest, _ = self._open(Path(stage.bundle_dir))
         try:
             if not isinstance(stage.entry, str) or not stage.entry:

@@ -1,11 +1,13 @@
 """The ray engine: dataset scoring with Ray Data, online replicas as Ray actors.
 
-``score_dataset`` reads the Parquet dataset with Ray Data and scores it with
-``map_batches`` over an actor pool: each actor loads the compiled model once (the
-packed bundle travels through the object store, put there once per job) and scores
-``pyarrow`` batches; order is preserved and the output is written by Ray's Parquet
-sink as ``part-<task>.parquet`` files. Options: ``address``, ``concurrency`` (actors),
-``num_cpus`` (per actor; the scoring kernels use that many threads).
+``score_dataset`` scores the Parquet dataset with Ray Data ``map_batches`` over an
+actor pool: each actor loads the compiled model once (the packed bundle travels
+through the object store, put there once per job); the work items are the source's
+row groups, which each actor reads, scores a batch at a time and writes as its own
+part file, named by its place in the dataset. The sink therefore reads back in source
+order without Ray having to preserve order, and the features never pass through the
+object store. Options: ``address``, ``concurrency`` (actors), ``num_cpus`` (per
+actor; the scoring kernels use that many threads).
 
 ``load`` starts ``replicas`` actors that each hold the model; the returned
 LoadedModel's predict sends the batch to one of them (round robin), so one agent can
@@ -21,9 +23,13 @@ cluster's nodes.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
+import shutil
+import sys
 import threading
 import time
+import uuid
 from importlib.metadata import PackageNotFoundError, version as package_version
 from pathlib import Path
 from typing import Any
@@ -40,10 +46,25 @@ from milepost.errors import DataLoss, FailedPrecondition, InvalidArgument, Milep
 
 DEFAULT_ADDRESS = os.environ.get("MILEPOST_RAY_ADDRESS", "")
 LOCAL_CPUS = int(os.environ.get("MILEPOST_RAY_LOCAL_CPUS", "2"))
-_PROGRESS_POLL_S = 0.25
+_CLOSE_WAIT_S = 30.0
 _WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 
 _lock = threading.Lock()
+
+
+def _settle_fsspec_http() -> None:
+    """Ray Data asks, from several threads at once, whether a filesystem is fsspec's HTTP
+    one, importing ``fsspec.implementations.http`` to find out. Without aiohttp that
+    import fails, and failing imports racing in threads let one thread see the
+    half-imported module: an ImportError Ray does not catch (it expects
+    ModuleNotFoundError), failing the job. Failing the import once, here, and recording
+    the failure in sys.modules makes every later attempt a plain ModuleNotFoundError."""
+    try:
+        import fsspec.implementations.http  # noqa: F401
+    except ModuleNotFoundError:
+        sys.modules.setdefault("fsspec.implementations.http", None)  # type: ignore[arg-type]
+    except ImportError:
+        pass
 
 
 def connect(address: str = "") -> None:
@@ -51,9 +72,13 @@ def connect(address: str = "") -> None:
     A process already connected stays on its cluster."""
     import ray
 
+    _settle_fsspec_http()
     with _lock:
         if ray.is_initialized():
             return
+        data_log = logging.getLogger("ray.data")
+        if data_log.level == logging.NOTSET:  # Ray Data narrates every job at INFO; the caller has its own progress
+            data_log.setLevel(logging.WARNING)
         runtime_env = {"env_vars": dict(_WORKER_ENV)}
         if address:
             ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
@@ -77,11 +102,13 @@ def _set_threads(num_cpus: float) -> None:
     scoring_core.set_num_threads(max(1, int(num_cpus)))
 
 
-class _BatchScorer:
-    """The map_batches callable: one per actor of the pool, holding the loaded model."""
+class _PieceWriter:
+    """The map_batches callable, one per actor of the pool: it holds the loaded model and,
+    for each piece (a row group of the source) it is handed, scores it and writes the
+    piece's own part file, named by its position so that sorted names are source order."""
 
-    def __init__(self, version: str, flavor: str, archive: Any, features: list[str], keep: list[str],
-                 out_schema: pa.Schema, num_cpus: float, counter: Any) -> None:
+    def __init__(self, version: str, flavor: str, archive: Any, source: str, sink: str, keep: list[str],
+                 batch_rows: int, out_schema: pa.Schema, num_cpus: float) -> None:
         import ray
 
         from engines import shipped_bundle
@@ -89,27 +116,30 @@ class _BatchScorer:
         _set_threads(num_cpus)
         # Ray Data hands constructor kwargs over as they are: the archive is an object ref, fetched once here.
         self.model = shipped_bundle.load_model(version, flavor, archive=ray.get(archive))
-        self.features, self.keep, self.out_schema, self.counter = features, keep, out_schema, counter
+        self.source, self.sink, self.keep = source, sink, keep
+        self.batch_rows, self.out_schema = batch_rows, out_schema
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        scored = self.model.predict(pa.RecordBatch.from_arrays(
-            [batch.column(n).combine_chunks() for n in self.features], names=self.features))
-        columns = [batch.column(k) for k in self.keep] + list(scored.columns)
-        self.counter.add.remote(batch.num_rows)
-        return pa.Table.from_arrays(columns, schema=self.out_schema)
+    def __call__(self, pieces: pa.Table) -> pa.Table:
+        import pyarrow.parquet as pq
 
+        from engines.parquet_stream import scored_batches
 
-class _RowCounter:
-    """Rows scored so far, added to by the scoring actors, read by the driver for progress."""
-
-    def __init__(self) -> None:
-        self.rows = 0
-
-    def add(self, rows: int) -> None:
-        self.rows += rows
-
-    def value(self) -> int:
-        return self.rows
+        fs, _ = parquet_io.resolve(self.source)
+        sink_fs, sink_dir = parquet_io.resolve(self.sink)
+        written = []
+        for index, path, row_group in zip(pieces.column("piece").to_pylist(), pieces.column("path").to_pylist(),
+                                          pieces.column("row_group").to_pylist()):
+            name = f"part-{index:06d}.parquet"
+            partial = f"{sink_dir}/.{name}.{uuid.uuid4().hex}"  # a retried task rewrites the piece whole
+            rows = 0
+            with pq.ParquetWriter(partial, self.out_schema, filesystem=sink_fs) as writer:
+                for batch in scored_batches(self.model, fs, path, [row_group], self.keep, self.batch_rows,
+                                            self.out_schema):
+                    writer.write_batch(batch)
+                    rows += batch.num_rows
+            sink_fs.move(partial, f"{sink_dir}/{name}")
+            written.append(rows)
+        return pa.table({"piece": pieces.column("piece"), "rows": pa.array(written, pa.int64())})
 
 
 class _Replica:
@@ -160,13 +190,23 @@ class RayReplicas(LoadedModel):
             raise Unavailable(f"the Ray replica of model {self.version[:12]} is gone: {err}") from err
 
     def close(self) -> None:
-        """Kill the actors (their CPUs and memory go back to the cluster)."""
+        """Kill the actors and wait until they are gone, so that their CPUs and memory are
+        back with the cluster when close returns (ray.kill itself only asks)."""
         import ray
+        from ray.exceptions import GetTimeoutError, RayActorError
 
         with self._lock:
             actors, self.actors = self.actors, []
         for actor in actors:
             ray.kill(actor, no_restart=True)
+        deadline = time.monotonic() + _CLOSE_WAIT_S
+        for actor in actors:
+            while time.monotonic() < deadline:
+                try:
+                    ray.get(actor.ready.remote(), timeout=max(0.1, deadline - time.monotonic()))
+                except (RayActorError, GetTimeoutError):
+                    break
+                time.sleep(0.05)
 
 
 class RayEngine(Engine):
@@ -217,10 +257,18 @@ class RayEngine(Engine):
         return RayReplicas(actors, local.input_schema, local.output_schema, shipped.version)
 
     def score_dataset(self, bundle_dir: Path, job: DatasetJob, progress: Progress | None = None) -> JobResult:
+        """Score ``job`` on the Ray cluster: the source's row groups are the work items of
+        a Ray Data ``map_batches`` over an actor pool; each actor reads its row groups,
+        scores them and writes one part file per row group (``part-<n>.parquet``, n the
+        row group's place in the dataset), so the sink reads back in source order
+        whatever order the pieces finished in. Source and sink must be on storage the
+        actors can reach. Progress counts the rows of finished pieces."""
         import ray
         import ray.data
+        import pyarrow.fs as pafs
 
         from engines import shipped_bundle
+        from engines.parquet_stream import staging_name
 
         started = time.perf_counter()
         unknown = set(job.options) - {"address", "concurrency", "num_cpus"}
@@ -228,105 +276,85 @@ class RayEngine(Engine):
             raise InvalidArgument(f"options: the ray engine takes 'address', 'concurrency' and 'num_cpus', not {sorted(unknown)}")
         shipped = ShippedBundle.pack(Path(bundle_dir), flavors=self.flavors)
         parquet_io.check_sink_free(job.sink)
-        files = parquet_io.parquet_files(job.source)
-        fs, _ = parquet_io.resolve(job.source)
         schema = parquet_io.dataset_schema(job.source)
         model = shipped_bundle.load_model(shipped.version, shipped.flavor, archive=shipped.archive)
-        features = list(model.input_schema.names)
-        parquet_io.check_columns(schema, job.source, features, job.keep)
+        parquet_io.check_columns(schema, job.source, list(model.input_schema.names), job.keep)
         out_schema = parquet_io.output_schema(schema, job.keep, model.output_schema)
-        rows = parquet_io.count_rows(job.source)
+        pieces = parquet_io.row_group_pieces(job.source)
 
         connect(str(job.options.get("address", self.address)))
         cpus = float(ray.cluster_resources().get("CPU", 1))
         num_cpus = float(job.options.get("num_cpus", 1))
-        concurrency = int(job.options.get("concurrency", 0)) or max(1, int(cpus // max(num_cpus, 1e-9)) - 1)
+        # The actors read and write for themselves: no other task needs a CPU, the pool may have them all.
+        concurrency = int(job.options.get("concurrency", 0)) or max(1, int(cpus // max(num_cpus, 1e-9)))
         if num_cpus * concurrency > cpus:
-            raise FailedPrecondition(
-                f"concurrency: {concurrency} actors x {num_cpus} CPUs exceed the cluster's {cpus:g} CPUs"
-            )
-        counter = ray.remote(num_cpus=0)(_RowCounter).remote()
-        columns = features + [k for k in job.keep if k not in features]
-        context = ray.data.DataContext.get_current()
-        kept_order, kept_progress = context.execution_options.preserve_order, context.enable_progress_bars
-        context.execution_options.preserve_order = True
-        context.enable_progress_bars = False
-        stop = threading.Event()
-        watcher = threading.Thread(target=_report, args=(counter, progress, stop), daemon=True)
+            raise FailedPrecondition(f"concurrency: {concurrency} actors x {num_cpus} CPUs exceed the cluster's {cpus:g} CPUs")
+
+        sink_fs, sink_path = parquet_io.resolve(job.sink)
+        local = isinstance(sink_fs, pafs.LocalFileSystem)
+        staging = staging_name(sink_path) if local else sink_path
+        sink_fs.create_dir(staging, recursive=True)
+        staging_uri = staging if local else job.sink
+        rows = 0
         try:
-            ds = ray.data.read_parquet(files, filesystem=fs).select_columns(columns)
-            scored = ds.map_batches(
-                _BatchScorer,
-                fn_constructor_kwargs={
-                    "version": shipped.version, "flavor": shipped.flavor, "archive": ray.put(shipped.archive),
-                    "features": features, "keep": list(job.keep), "out_schema": out_schema,
-                    "num_cpus": num_cpus, "counter": counter,
-                },
-                batch_format="pyarrow", batch_size=job.batch_rows, concurrency=concurrency, num_cpus=num_cpus,
-                zero_copy_batch=True,
-            )
-            if progress is not None:
-                watcher.start()
-            sink_fs, sink_path = parquet_io.resolve(job.sink)
-            scored.write_parquet(sink_path, filesystem=sink_fs, filename_provider=_part_names())
-        finally:
-            stop.set()
-            if watcher.is_alive():
-                watcher.join()
-            context.execution_options.preserve_order = kept_order
-            context.enable_progress_bars = kept_progress
-            ray.kill(counter)
-        if progress is not None:
-            progress(rows)
+            if not pieces:  # a dataset without rows still gets a (schema-only) part file
+                _write_empty(sink_fs, f"{staging}/part-000000.parquet", out_schema)
+            else:
+                items = ray.data.from_items(
+                    [{"piece": i, "path": path, "row_group": group} for i, (path, group, _) in enumerate(pieces)],
+                    override_num_blocks=len(pieces),
+                )
+                items.context.enable_progress_bars = False
+                scored = items.map_batches(
+                    _PieceWriter,
+                    fn_constructor_kwargs={
+                        "version": shipped.version, "flavor": shipped.flavor, "archive": ray.put(shipped.archive),
+                        "source": job.source, "sink": staging_uri, "keep": list(job.keep),
+                        "batch_rows": job.batch_rows, "out_schema": out_schema, "num_cpus": num_cpus,
+                    },
+                    batch_format="pyarrow", batch_size=1, concurrency=concurrency, num_cpus=num_cpus,
+                )
+                for done in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    rows += sum(done.column("rows").to_pylist())
+                    if progress is not None:
+                        progress(rows)
+            if local:
+                Path(staging).rename(sink_path)
+        except BaseException:
+            if local:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
         return JobResult(rows=rows, seconds=time.perf_counter() - started, sink=job.sink, engine=self.name)
 
     def run_stage(self, stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
         """"training": ``fn(dataset, **params)`` on a Ray Dataset of ``inputs["data"]``
         (Parquet); its result becomes a bundle at ``inputs["output"]``. "custom":
-        ``fn(inputs, **params) -> dict`` with Ray connected. "batch_scoring": score_dataset."""
+        ``fn(inputs, **params) -> dict`` with Ray connected. "batch_scoring": score_dataset.
+        ``params["address"]`` picks the cluster; a training result becomes a bundle with
+        ``inputs["lineage"]`` in its metadata."""
+        from dataclasses import replace
+
         import ray.data
 
         from engines import stages
 
         if stage.kind == "batch_scoring":
             return run_batch_scoring_stage(self, stage, inputs)
-        fn = stages.resolve_entry(stage)
         params = {k: v for k, v in stage.params.items() if k != "address"}
         connect(str(stage.params.get("address", self.address)))
         if stage.kind == "custom":
-            outputs = fn(dict(inputs), **params)
-            if not isinstance(outputs, dict):
-                raise InvalidArgument(f"stage {stage.name!r}: a custom stage function must return a dict")
-            return outputs
+            return stages.run_custom(replace(stage, params=params), inputs)
+        fn = stages.resolve_entry(stage)
         if not inputs.get("data"):
             raise InvalidArgument(f"training stage {stage.name!r} needs inputs['data']: the Parquet training data")
         dest = stages.output_dir(stage, inputs)
         fs, _ = parquet_io.resolve(str(inputs["data"]))
         ds = ray.data.read_parquet(parquet_io.parquet_files(str(inputs["data"])), filesystem=fs)
-        return stages.save_trained(fn(ds, **params), dest)
+        return stages.save_trained(fn(ds, **params), dest, inputs.get("lineage"))
 
 
-def _part_names() -> Any:
-    from ray.data.datasource import FilenameProvider
+def _write_empty(fs: Any, path: str, schema: pa.Schema) -> None:
+    import pyarrow.parquet as pq
 
-    class PartNames(FilenameProvider):
-        """part-<task index>-<write>: sorted names are the dataset's order."""
-
-        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-            return f"part-{task_index:06d}-{write_uuid}.parquet"
-
-    return PartNames(file_format="parquet")
-
-
-def _report(counter: Any, progress: Progress, stop: threading.Event) -> None:
-    import ray
-
-    last = -1
-    while not stop.wait(_PROGRESS_POLL_S):
-        try:
-            value = ray.get(counter.value.remote(), timeout=5)
-        except Exception:  # noqa: BLE001 - progress is best effort; the job's own errors surface elsewhere
-            return
-        if value != last:
-            progress(value)
-            last = value
+    with pq.ParquetWriter(path, schema, filesystem=fs):
+        pass

@@ -133,52 +133,34 @@ def _ship(spark: Any, shipped: ShippedBundle) -> str:
         return name
 
 
-def _row_group_pieces(files: list[str]) -> list[tuple[str, int, int]]:
-    """(file, row group, rows) for every row group of the dataset, in dataset order."""
-    import pyarrow.parquet as pq
-
-    pieces = []
-    for path in files:
-        metadata = pq.ParquetFile(path).metadata
-        pieces.extend((path, i, metadata.row_group(i).num_rows) for i in range(metadata.num_row_groups))
-    return pieces
-
-
 class _PieceScorer:
     """The mapInArrow function: runs in the executors' Python workers (pickled by reference)."""
 
     def __init__(
-        self, shipped: ShippedBundle, archive_name: str, source: str, features: list[str], keep: list[str],
-        batch_rows: int, out_schema: pa.Schema, rows_done: Any,
+        self, shipped: ShippedBundle, archive_name: str, source: str, keep: list[str], batch_rows: int,
+        out_schema: pa.Schema, rows_done: Any,
     ) -> None:
         self.version, self.flavor = shipped.version, shipped.flavor
         self.archive_name, self.source = archive_name, source
-        self.features, self.keep, self.batch_rows = features, keep, batch_rows
+        self.keep, self.batch_rows = keep, batch_rows
         self.out_schema, self.rows_done = out_schema, rows_done
 
     def __call__(self, pieces: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        import pyarrow.parquet as pq
         from pyspark import SparkFiles, TaskContext
 
         import scoring_core
         from engines import shipped_bundle
+        from engines.parquet_stream import scored_batches
 
         context = TaskContext.get()
         scoring_core.set_num_threads(max(1, context.cpus() if context is not None else 1))
         model = shipped_bundle.load_model(self.version, self.flavor, archive_path=SparkFiles.get(self.archive_name))
         fs, _ = parquet_io.resolve(self.source)
-        columns = self.features + [k for k in self.keep if k not in self.features]
         for piece_batch in pieces:
             for path, row_group in zip(piece_batch.column("path").to_pylist(), piece_batch.column("row_group").to_pylist()):
-                with fs.open_input_file(path) as handle:
-                    reader = pq.ParquetFile(handle)
-                    for batch in reader.iter_batches(batch_size=self.batch_rows, row_groups=[row_group], columns=columns):
-                        scored = model.predict(batch.select(self.features))
-                        arrays = [batch.column(k) for k in self.keep] + list(scored.columns)
-                        yield pa.RecordBatch.from_arrays(
-                            [a.cast(f.type) for a, f in zip(arrays, self.out_schema)], schema=self.out_schema
-                        )
-                        self.rows_done.add(batch.num_rows)
+                for batch in scored_batches(model, fs, path, [row_group], self.keep, self.batch_rows, self.out_schema):
+                    yield batch
+                    self.rows_done.add(batch.num_rows)
 
 
 def _spark_arrow_schema(schema: pa.Schema) -> tuple[Any, pa.Schema]:
@@ -228,7 +210,6 @@ class SparkEngine(Engine):
             raise InvalidArgument(f"options: the spark engine takes 'master' and 'partitions', not {sorted(unknown)}")
         shipped = ShippedBundle.pack(Path(bundle_dir), flavors=self.flavors)
         parquet_io.check_sink_free(job.sink)
-        files = parquet_io.parquet_files(job.source)
         schema = parquet_io.dataset_schema(job.source)
         model = shipped_bundle.load_model(shipped.version, shipped.flavor, archive=shipped.archive)  # checks it here first
         features = list(model.input_schema.names)
@@ -238,7 +219,7 @@ class SparkEngine(Engine):
         spark = session(str(job.options.get("master", self.master)))
         sc = spark.sparkContext
         archive_name = _ship(spark, shipped)
-        pieces = _row_group_pieces(files)
+        pieces = parquet_io.row_group_pieces(job.source)
         partitions = int(job.options.get("partitions", 0)) or max(1, min(len(pieces), sc.defaultParallelism * 2))
         from pyspark.sql.types import IntegerType, StringType, StructField, StructType
 
@@ -247,15 +228,14 @@ class SparkEngine(Engine):
             StructType([StructField("path", StringType(), False), StructField("row_group", IntegerType(), False)]),
         )
         rows_done = sc.accumulator(0)
-        scorer = _PieceScorer(shipped, archive_name, job.source, features, list(job.keep), job.batch_rows,
-                              arrow_schema, rows_done)
+        scorer = _PieceScorer(shipped, archive_name, job.source, list(job.keep), job.batch_rows, arrow_schema, rows_done)
         scored = pieces_df.mapInArrow(scorer, spark_schema)
         stop = threading.Event()
         watcher = threading.Thread(target=_report, args=(rows_done, progress, stop), daemon=True)
         if progress is not None:
             watcher.start()
         try:
-            scored.write.mode("errorifexists").parquet(parquet_io.spark_uri(job.sink))
+            scored.write.mode("errorifexists").parquet(parquet_io.cluster_uri(job.sink))
         finally:
             stop.set()
             if progress is not None:
@@ -267,25 +247,26 @@ class SparkEngine(Engine):
 
     def run_stage(self, stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
         """"training": ``fn(df, **params)`` on a DataFrame of ``inputs["data"]`` (Parquet);
-        its result becomes a bundle at ``inputs["output"]``. "custom": ``fn(spark,
-        inputs, **params) -> dict``. "batch_scoring": score_dataset."""
+        its result becomes a bundle at ``inputs["output"]`` (``inputs["lineage"]`` in its
+        metadata). "custom": ``fn(inputs, **params) -> dict`` with this process's
+        SparkSession started (``SparkSession.builder.getOrCreate()`` finds it).
+        "batch_scoring": score_dataset. ``params["master"]`` picks the cluster."""
+        from dataclasses import replace
+
         from engines import stages
 
         if stage.kind == "batch_scoring":
             return run_batch_scoring_stage(self, stage, inputs)
-        fn = stages.resolve_entry(stage)
-        params = {k: v for k, v in stage.params.items() if k != "master"}
         spark = session(str(stage.params.get("master", self.master)))
+        params = {k: v for k, v in stage.params.items() if k != "master"}
         if stage.kind == "custom":
-            outputs = fn(spark, dict(inputs), **params)
-            if not isinstance(outputs, dict):
-                raise InvalidArgument(f"stage {stage.name!r}: a custom stage function must return a dict")
-            return outputs
+            return stages.run_custom(replace(stage, params=params), inputs)
+        fn = stages.resolve_entry(stage)
         if not inputs.get("data"):
             raise InvalidArgument(f"training stage {stage.name!r} needs inputs['data']: the Parquet training data")
         dest = stages.output_dir(stage, inputs)
-        df = spark.read.parquet(parquet_io.spark_uri(str(inputs["data"])))
-        return stages.save_trained(fn(df, **params), dest)
+        df = spark.read.parquet(parquet_io.cluster_uri(str(inputs["data"])))
+        return stages.save_trained(fn(df, **params), dest, inputs.get("lineage"))
 
 
 def _report(rows_done: Any, progress: Progress, stop: threading.Event) -> None:

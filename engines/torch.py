@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel
-from milepost.errors import DataLoss, FailedPrecondition, InvalidArgument, Unavailable, Unimplemented
+from milepost.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, Unavailable, Unimplemented
 
 FLAVOR = "torch"
 FORMATS = {"torchscript": "model.ts", "torch.export": "model.pt2"}
@@ -168,7 +168,9 @@ class TorchModel(LoadedModel):
         X = matrix_from_batch(as_batch(batch), self._features)
         if X.shape[0] == 0:
             return self._to_batch(np.empty((0, self._width()), dtype=np.float32))
-        x = torch.from_numpy(X if X.dtype == np.float32 else X.astype(np.float32))
+        if X.dtype != np.float32 or not X.flags.writeable:  # a read-only view of a request's tensor: torch wants its own
+            X = X.astype(np.float32)
+        x = torch.from_numpy(X)
         with torch.inference_mode():
             x = x.to(self._device, non_blocking=True)
             if self._half:
@@ -186,7 +188,7 @@ class TorchModel(LoadedModel):
         if out.ndim == 1:
             out = out[:, None]
         if out.shape[1] != width:
-            raise FailedPrecondition(
+            raise MilepostError(  # INTERNAL: the model disagrees with its own manifest, not the caller's fault
                 f"model {self.version[:12]} returned {out.shape[1]} values a row; its manifest says {width}"
             )
         if width == 1:

@@ -17,7 +17,7 @@ import grpc
 import pyarrow as pa
 
 from milepost import _oip_client
-from milepost.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, NotFound
 from milepost.inference import grpc_predict_v2_pb2 as oip
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from milepost.v1 import coordinator_pb2 as pb
@@ -91,6 +91,21 @@ class Client:
                 yield pb.PushModelRequest(data=archive[start : start + CHUNK_BYTES])
 
         return self._call("PushModel", messages())
+
+    def fetch_model(self, name: str, version: str, dest: str | Path) -> str:
+        """Download a model version (newest when version is empty) into ``dest``, unpacked
+        and verified against its content hash; returns the version."""
+        from scoring_core import bundle
+
+        try:
+            chunks = [c.data for c in self._stub.FetchModel(
+                pb.FetchModelRequest(name=name, version=version), timeout=self.timeout)]
+        except grpc.RpcError as err:
+            raise error_from_rpc(err) from err
+        got = bundle.unpack(b"".join(chunks), Path(dest))
+        if len(version) == 64 and got != version:
+            raise DataLoss(f"model {name}:{version} arrived with content hash {got}")
+        return got
 
     def list_models(self, name: str = "") -> list[types_pb2.ModelVersion]:
         return list(self._call("ListModels", pb.ListModelsRequest(name=name)).models)

@@ -87,27 +87,11 @@ def score_registered(
 
 
 def fetch_bundle(coordinator: str, name: str, version: str, dest: Path, *, timeout: float = 120.0) -> Path:
-    """Download a model version from the coordinator into ``dest`` (unpacked, verified).
+    """Download a model version from the coordinator into ``dest`` (unpacked, verified)."""
+    from milepost.client import Client
 
-    The Client has no fetch yet; this calls the coordinator's FetchModel directly.
-    """
-    import grpc
-
-    from milepost.client import error_from_rpc
-    from milepost.errors import DataLoss
-    from milepost.v1 import coordinator_pb2, coordinator_pb2_grpc
-    from scoring_core import bundle
-
-    with grpc.insecure_channel(coordinator, options=[("grpc.max_receive_message_length", 256 << 20)]) as channel:
-        stub = coordinator_pb2_grpc.CoordinatorServiceStub(channel)
-        try:
-            chunks = [c.data for c in stub.FetchModel(
-                coordinator_pb2.FetchModelRequest(name=name, version=version), timeout=timeout)]
-        except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
-    got = bundle.unpack(b"".join(chunks), dest)
-    if len(version) == 64 and got != version:
-        raise DataLoss(f"model {name}:{version} arrived with content hash {got}")
+    with Client(coordinator, timeout=timeout) as client:
+        client.fetch_model(name, version, dest)
     return dest
 
 

@@ -114,3 +114,17 @@ def test_invalid_specs_are_refused_before_anything_runs(cluster, stages, message
         with pytest.raises(InvalidArgument, match=message):
             client.submit_pipeline(spec_from_dict({"name": "p", "stages": stages}, base=Path(".")))
         assert client.runs() == []
+
+
+def test_stage_entries_outside_the_built_in_trainers_are_refused(up, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A remote spec must not make an agent call any installed function (say os:system)."""
+    spec = {"name": "sneaky", "stages": [
+        {"name": "x", "kind": "custom", "engine": "native",
+         "params": {"entry": "os:system", "params": {"command": "touch /tmp/pwned"}}},
+    ]}
+    (tmp_path / "sneaky.json").write_text(json.dumps(spec))
+    cli("submit", str(tmp_path / "sneaky.json"), "--follow", "--coordinator", up.coordinator, ok=False)
+    with Client(up.coordinator) as client:
+        (run,) = client.runs()
+    assert run.state == "FAILED"
+    assert "not allowed on this agent" in run.stages[0].message and "MILEPOST_STAGE_ENTRIES" in run.stages[0].message

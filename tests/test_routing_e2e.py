@@ -135,3 +135,20 @@ def test_ensemble_mean_equals_the_mean_of_its_members(mesh) -> None:  # type: ig
     wait_until(lambda: all(d.state == "READY" for d in client.endpoints()[0].deployments))
     got, _ = routed(client, agents[0][1]["agent"], rows, "e")
     np.testing.assert_allclose(got, (base.predict_proba(rows) + other.predict_proba(rows)) / 2, atol=1e-5)
+
+
+def test_bandit_learns_from_feedback_to_favour_the_better_arm(mesh) -> None:  # type: ignore[no-untyped-def]
+    client, address, base, other, rows, agents = mesh
+    cli("bandit", "ep", "--arm", "a=base", "--arm", "b=other", "--algorithm", "thompson", "--coordinator", address)
+    wait_until(lambda: all(d.state == "READY" for d in client.endpoints()[0].deployments))
+    for i in range(40):  # outcomes: arm b converts, arm a never does
+        client.feedback("ep", f"seed-{i}", 1.0 if i % 2 else 0.0, arm="b" if i % 2 else "a")
+    # The agents learn the rewards from the route table the coordinator pushes.
+    agent = agents[0][1]["agent"]
+
+    def share_of_b() -> float:
+        served = [routed(client, agent, rows[:1], f"user-{i}")[0] for i in range(100)]
+        b = sum(np.allclose(s, other.predict_proba(rows[:1]), atol=1e-5) for s in served)
+        return b / len(served)
+
+    assert wait_until(lambda: share_of_b() > 0.8, timeout=20)

@@ -24,20 +24,24 @@ class SetRoutesResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class LoadRequest(_message.Message):
-    __slots__ = ("deployment_id", "endpoint", "model", "version", "flavor", "batching")
+    __slots__ = ("deployment_id", "endpoint", "model", "version", "flavor", "batching", "engine", "gpus")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FLAVOR_FIELD_NUMBER: _ClassVar[int]
     BATCHING_FIELD_NUMBER: _ClassVar[int]
+    ENGINE_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     endpoint: str
     model: str
     version: str
     flavor: str
     batching: _types_pb2.Batching
-    def __init__(self, deployment_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., flavor: _Optional[str] = ..., batching: _Optional[_Union[_types_pb2.Batching, _Mapping]] = ...) -> None: ...
+    engine: str
+    gpus: int
+    def __init__(self, deployment_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., flavor: _Optional[str] = ..., batching: _Optional[_Union[_types_pb2.Batching, _Mapping]] = ..., engine: _Optional[str] = ..., gpus: _Optional[int] = ...) -> None: ...
 
 class LoadResponse(_message.Message):
     __slots__ = ()

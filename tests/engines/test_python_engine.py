@@ -108,3 +108,29 @@ def test_entry_point_must_be_among_the_sources(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="entry_point"):
         save_bundle(tmp_path / "b", entry_point="missing:Thing", sources=[tmp_path / "a.py"],
                     input_schema=SCHEMA_IN, output_schema=SCHEMA_IN)
+
+
+def summarise(inputs: dict, *, scale: float) -> dict:  # type: ignore[type-arg]
+    """An installed stage function (no code bundle)."""
+    return {"scaled": inputs["value"] * scale}
+
+
+def test_installed_stage_function_runs_only_where_code_is_allowed() -> None:
+    from milepost.errors import FailedPrecondition
+
+    stage = StageSpec(name="s", kind="custom", entry="tests.engines.test_python_engine:summarise", params={"scale": 3})
+    assert PythonEngine(allow_code=True).run_stage(stage, {"value": 2}) == {"scaled": 6}
+    with pytest.raises(FailedPrecondition, match="not allowed"):
+        PythonEngine(allow_code=False).run_stage(stage, {"value": 2})
+
+
+def test_a_2d_tensor_column_is_split_into_the_declared_inputs(component, data: Data) -> None:  # type: ignore[no-untyped-def]
+    spec_, bundle_dir = component
+    X = data.X[:30]
+    tensor = pa.record_batch([pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])], names=["input"])
+    model = PythonEngine(allow_code=True).load(bundle_dir, SPEC)
+    try:
+        np.testing.assert_array_equal(model.predict(tensor).column(0).to_numpy(),
+                                      model.predict(feature_batch(X)).column(0).to_numpy())
+    finally:
+        model.close()

@@ -45,3 +45,15 @@ def test_training_stage_on_a_ray_dataset(ray_engine, data: Data, tmp_path: Path)
     stage = StageSpec(name="fit", kind="training", entry=train_logistic, params={"C": 2.0})
     outputs = ray_engine.run_stage(stage, {"data": str(tmp_path / "train.parquet"), "output": str(tmp_path / "m")})
     assert outputs["flavor"] == "scoring_core" and outputs["version"] == bundle.bundle_version(tmp_path / "m")
+
+
+def test_custom_stage_by_module_path(ray_engine, data: Data) -> None:  # type: ignore[no-untyped-def]
+    stage = StageSpec(name="stats", kind="custom", entry="tests.engines.test_ray_engine:dataset_rows")
+    assert ray_engine.run_stage(stage, {"data": str(data.dataset_dir)}) == {"rows": len(data.X)}
+
+
+def dataset_rows(inputs: dict) -> dict:  # type: ignore[type-arg]
+    """A custom stage run on the Ray the engine connected to."""
+    import ray.data
+
+    return {"rows": ray.data.read_parquet(inputs["data"]).count()}

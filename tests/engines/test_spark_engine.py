@@ -65,14 +65,30 @@ def test_training_stage_returns_a_registrable_bundle(spark_engine, data: Data, t
     table = pa.table({**{n: data.X[:, j] for j, n in enumerate(FEATURES)}, "label": labels})
     pq.write_table(table, tmp_path / "train.parquet", row_group_size=4000)
     stage = StageSpec(name="fit", kind="training", entry=train_logistic, params={"C": 0.5})
-    outputs = spark_engine.run_stage(stage, {"data": str(tmp_path / "train.parquet"), "output": str(tmp_path / "model")})
+    lineage = {"data_fingerprint": "abc123", "pipeline_run": "r1"}
+    outputs = spark_engine.run_stage(
+        stage, {"data": str(tmp_path / "train.parquet"), "output": str(tmp_path / "model"), "lineage": lineage})
     assert outputs["flavor"] == "scoring_core"
     assert outputs["version"] == bundle.bundle_version(outputs["model"])
+    assert bundle.read_manifest(outputs["model"])["metadata"]["lineage"]["data_fingerprint"] == "abc123"
     from sklearn.linear_model import LogisticRegression
 
     expected = LogisticRegression(C=0.5, max_iter=500).fit(data.X, labels).predict_proba(data.X[:300].astype(np.float64))
     model = NativeEngine().load(Path(outputs["model"]), _spec(outputs["version"]))
     np.testing.assert_allclose(as_matrix(model.predict(feature_batch(data.X[:300])).column(0)), expected, rtol=1e-4, atol=1e-6)
+
+
+def count_rows(inputs: dict, *, column: str) -> dict:  # type: ignore[type-arg]
+    """A custom stage: finds the running session itself, as user code does."""
+    from pyspark.sql import SparkSession
+
+    df = SparkSession.builder.getOrCreate().read.parquet(inputs["data"])
+    return {"rows": df.count(), "distinct": df.select(column).distinct().count()}
+
+
+def test_custom_stage_finds_the_session(spark_engine, data: Data) -> None:  # type: ignore[no-untyped-def]
+    stage = StageSpec(name="count", kind="custom", entry=count_rows, params={"column": "id"})
+    assert spark_engine.run_stage(stage, {"data": str(data.dataset_dir)}) == {"rows": len(data.X), "distinct": len(data.X)}
 
 
 def test_training_stage_needs_an_output(spark_engine) -> None:  # type: ignore[no-untyped-def]
@@ -84,3 +100,11 @@ def _spec(version: str):  # type: ignore[no-untyped-def]
     from engines.base import DeploymentSpec
 
     return DeploymentSpec("d", "e", "m", version)
+
+
+def test_a_local_sink_with_a_space_is_written_where_named(spark_engine, logistic, data: Data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from engines import parquet_io
+
+    sink = tmp_path / "scored out"
+    spark_engine.score_dataset(logistic[1], DatasetJob(source=str(data.dataset_dir), sink=str(sink), keep=("id",)))
+    assert sink.is_dir() and parquet_io.count_rows(str(sink)) == len(data.X)

@@ -171,8 +171,28 @@ def _standard_scaler(t: Any, cols: list[_Col], ctx: _Context) -> tuple[list[_Ste
             "var": None if var is None else var[i],
             "n_samples_seen": _n_seen(t, i),
         })  # fmt: skip
+    if _rounds_params_to_float32(t, mean, scale):
+        mean, scale = mean.astype(np.float32).astype(np.float64), scale.astype(np.float32).astype(np.float64)
     ops = [{"source": i, "center": mean[i], "divisor": scale[i]} for i in range(n)]
     return [_MapStep(n, ops)], _after(cols, name)
+
+
+def _rounds_params_to_float32(t: Any, mean: np.ndarray, scale: np.ndarray) -> bool:
+    """Whether this scikit-learn rounds mean_ and scale_ to float32 before scaling float32 data.
+
+    scikit-learn 1.9 does (round32(round32(x - m32) / s32)); earlier releases subtract the
+    float64 mean (round32(x - m)). One ulp decides tree branches near thresholds, so the
+    installed version is asked with a probe rather than assumed. Parameters that are
+    float32 values stored as float64 make the column-map kernel round exactly like it.
+    """
+    n = len(mean)
+    probe = (np.random.default_rng(0).normal(size=(64, n)) * scale + mean).astype(np.float32)
+    try:
+        seen = np.asarray(t.transform(probe), dtype=np.float32)
+    except Exception:  # noqa: BLE001 - a transformer that refuses the probe keeps float64 parameters
+        return False
+    m32, s32 = mean.astype(np.float32), scale.astype(np.float32)
+    return bool(np.array_equal(seen, (probe - m32) / s32))
 
 
 def _min_max_scaler(t: Any, cols: list[_Col], ctx: _Context) -> tuple[list[_Step], list[_Col]]:

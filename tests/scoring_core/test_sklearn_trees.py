@@ -273,12 +273,6 @@ def test_pipelines_ending_in_trees(tdata, assert_agrees):
     ], assert_agrees)
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "scikit-learn 1.9's StandardScaler casts mean_ and scale_ to X.dtype before "
-    "X -= mean; X /= scale, so float32 data gives round32(round32(x - m32) / s32); "
-    "the ColumnMap stage rounds float64 arithmetic instead and differs by one ulp on ~1/3 "
-    "of values, which moves rows across tree thresholds (the tree stages agree exactly on "
-    "scikit-learn's scaled values). Drop this mark once the transform rounds as 1.9 does."))
 def test_pipelines_standard_scaler_then_trees(tdata, assert_agrees):
     pytest.importorskip("scoring_core.convert.sklearn_pipeline")
     from sklearn.pipeline import make_pipeline

@@ -19,17 +19,17 @@ from agent.deployments import DeploymentTable
 from agent.model_cache import ModelCache
 from agent.prometheus import MetricsServer, render
 from agent.registration import Registration
-from agent.stage_runner import StageRunner
 from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.router import Router
+from agent.stage_runner import StageRunner
 from engines import registry
 from milepost import __version__
-from milepost.client import Client
-from scoring_core.threads import pin_blas_to_one_thread
 from milepost._grpc_server import bind, new_server
+from milepost.client import Client
 from milepost.errors import NotFound, Unavailable
 from milepost.inference import grpc_predict_v2_pb2_grpc
 from milepost.v1 import agent_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, types_pb2
+from scoring_core.threads import pin_blas_to_one_thread
 
 log = logging.getLogger("milepost.agent")
 SERVICES = ("inference.GRPCInferenceService", "milepost.v1.AgentService")

@@ -99,6 +99,12 @@ class MicroBatcher(LoadedModel):
             self._cond.notify()
         return pending.future.result()
 
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for the model right now (bounded by max_queue_rows)."""
+        with self._cond:
+            return self._queued_rows
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

@@ -70,6 +70,9 @@ def up(tmp_path: Path) -> Iterator[UpProcess]:
     proc = start_up(tmp_path / "milepost")
     yield proc
     proc.stop()
+    # pytest shows what a test printed only when it fails: then the servers' log is there.
+    print("---- milepost up log (tail) ----")
+    print((proc.process.stdout.read() if proc.process.stdout else "")[-8000:])
 
 
 def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]

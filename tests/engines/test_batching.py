@@ -13,6 +13,7 @@ from engines.base import LoadedModel
 from engines.batching import BatchingConfig, MicroBatcher
 from engines.native import NativeModel
 from milepost.errors import InvalidArgument, ResourceExhausted
+from tests.conftest import wait_until
 
 
 @pytest.fixture(scope="module")
@@ -42,8 +43,10 @@ class Gated(LoadedModel):
         self.version, self.platform = inner.version, inner.platform
         self.gate = threading.Event()
         self.calls: list[int] = []
+        self.entered = 0  # rows that reached the model (and may be waiting at the gate)
 
     def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        self.entered += batch.num_rows
         self.gate.wait(10)
         self.calls.append(batch.num_rows)
         return self.inner.predict(batch)
@@ -62,7 +65,8 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(native) -> No
     threads = [threading.Thread(target=call, args=(i,)) for i in range(20)]
     for t in threads:
         t.start()
-    time.sleep(0.2)  # all 20 are queued behind the first call, which waits on the gate
+    # All 20 requests are in: queued, or in the first call, which waits on the gate.
+    wait_until(lambda: gated.entered + batcher.queued_rows == 40)
     gated.gate.set()
     for t in threads:
         t.join()
@@ -117,7 +121,7 @@ def test_full_queue_is_refused_at_once(native) -> None:  # type: ignore[no-untyp
     for t in threads:
         t.start()
     # The worker holds at most 4 rows in the model; 8 rows were sent, so 4 wait: the queue is full.
-    time.sleep(0.2)
+    wait_until(lambda: batcher.queued_rows == 4)
     with pytest.raises(ResourceExhausted, match="queue full"):
         batcher.predict(matrix(rows[:2]))
     gated.gate.set()
@@ -130,7 +134,8 @@ def test_large_requests_bypass_the_queue_and_delay_fills_batches(native) -> None
     model, estimator, rows = native
     gated = Gated(model)
     gated.gate.set()
-    batcher = MicroBatcher(gated, BatchingConfig(max_batch_size=8, max_delay_s=0.3))
+    # Four single rows fill a batch of 4; the generous delay only has to outlast their arrival.
+    batcher = MicroBatcher(gated, BatchingConfig(max_batch_size=4, max_delay_s=5.0))
     big = batcher.predict(matrix(rows[:50]))  # >= max_batch_size: straight through
     np.testing.assert_allclose(probabilities(big), estimator.predict_proba(rows[:50]), atol=1e-5)
     threads = [threading.Thread(target=batcher.predict, args=(matrix(rows[i : i + 1]),)) for i in range(4)]

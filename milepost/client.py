@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pyarrow as pa
 
-from milepost import _oip_client
+from agent import tensor_codec
 from milepost.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, NotFound
 from milepost.inference import grpc_predict_v2_pb2 as oip
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
@@ -288,13 +289,13 @@ class Client:
             request.parameters["milepost-key"].string_param = key
         for name, value in (parameters or {}).items():
             request.parameters[name].string_param = value
-        _oip_client.add_inputs(request, data)
+        tensor_codec.encode_inputs(_as_batch(data), request)
         stub = oip_grpc.GRPCInferenceServiceStub(self._agent_channel(address))
         try:
             response = stub.ModelInfer(request, timeout=timeout or self.timeout)
         except grpc.RpcError as err:
             raise error_from_rpc(err) from err
-        return _oip_client.outputs_table(response)
+        return pa.Table.from_batches([tensor_codec.decode_outputs(response)])
 
     def _agent_channel(self, address: str) -> grpc.Channel:
         channel = self._agent_channels.get(address)
@@ -302,6 +303,22 @@ class Client:
             channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
             self._agent_channels[address] = channel
         return channel
+
+
+def _as_batch(data: Any) -> pa.RecordBatch:
+    """A 2-D array becomes one [n, k] tensor named 'input'; a table, one tensor per column."""
+    if isinstance(data, np.ndarray):
+        if data.ndim != 2:
+            raise InvalidArgument(f"input array must be 2-D (rows, features), got shape {data.shape}")
+        values = pa.array(np.ascontiguousarray(data).reshape(-1))
+        return pa.record_batch([pa.FixedSizeListArray.from_arrays(values, data.shape[1])], names=["input"])
+    if isinstance(data, pa.Table):
+        return data.combine_chunks().to_batches()[0] if data.num_rows else pa.RecordBatch.from_pylist([], schema=data.schema)
+    if isinstance(data, pa.RecordBatch):
+        return data
+    if hasattr(data, "columns") and hasattr(data, "iloc"):
+        return pa.RecordBatch.from_pandas(data, preserve_index=False)
+    raise InvalidArgument(f"cannot score data of type {type(data).__name__}; pass a 2-D numpy array or a table")
 
 
 def _compile_file(path: Path) -> bytes:

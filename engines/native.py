@@ -75,8 +75,7 @@ class NativeEngine(Engine):
 
         from engines import stages
 
-        if not inputs.get("data"):
-            raise InvalidArgument(f"training stage {stage.name!r} needs inputs['data']: the Parquet training data")
+        data = stages.training_data(stage, inputs)
         fn = stages.resolve_entry(stage)
-        table = pq.read_table(str(inputs["data"]))
+        table = pq.read_table(data)
         return stages.save_trained(fn(table, **stage.params), stages.output_dir(stage, inputs), inputs.get("lineage"))

@@ -345,11 +345,10 @@ class RayEngine(Engine):
         if stage.kind == "custom":
             return stages.run_custom(replace(stage, params=params), inputs)
         fn = stages.resolve_entry(stage)
-        if not inputs.get("data"):
-            raise InvalidArgument(f"training stage {stage.name!r} needs inputs['data']: the Parquet training data")
+        data = stages.training_data(stage, inputs)
         dest = stages.output_dir(stage, inputs)
-        fs, _ = parquet_io.resolve(str(inputs["data"]))
-        ds = ray.data.read_parquet(parquet_io.parquet_files(str(inputs["data"])), filesystem=fs)
+        fs, _ = parquet_io.resolve(data)
+        ds = ray.data.read_parquet(parquet_io.parquet_files(data), filesystem=fs)
         return stages.save_trained(fn(ds, **params), dest, inputs.get("lineage"))
 
 

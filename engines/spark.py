@@ -262,10 +262,9 @@ class SparkEngine(Engine):
         if stage.kind == "custom":
             return stages.run_custom(replace(stage, params=params), inputs)
         fn = stages.resolve_entry(stage)
-        if not inputs.get("data"):
-            raise InvalidArgument(f"training stage {stage.name!r} needs inputs['data']: the Parquet training data")
+        data = stages.training_data(stage, inputs)
         dest = stages.output_dir(stage, inputs)
-        df = spark.read.parquet(parquet_io.cluster_uri(str(inputs["data"])))
+        df = spark.read.parquet(parquet_io.cluster_uri(data))
         return stages.save_trained(fn(df, **params), dest, inputs.get("lineage"))
 
 

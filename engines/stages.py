@@ -50,6 +50,13 @@ def resolve_entry(stage: StageSpec) -> Callable[..., Any]:
     return target
 
 
+def training_data(stage: StageSpec, inputs: dict[str, Any]) -> str:
+    """Where a training stage reads its data: ``inputs["data"]``, a Parquet file or folder."""
+    if not inputs.get("data"):
+        raise InvalidArgument(f"training stage {stage.name!r} needs inputs['data']: the Parquet training data")
+    return str(inputs["data"])
+
+
 def output_dir(stage: StageSpec, inputs: dict[str, Any]) -> Path:
     """Where a training stage writes its bundle: ``inputs["output"]``, which must not exist yet."""
     out = inputs.get("output")

@@ -12,7 +12,7 @@ from agent.routing.router import Router
 from agent.stage_runner import StageRunner
 from engines.base import DeploymentSpec
 from engines.batching import batching_config
-from milepost.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument
 from milepost.v1 import agent_pb2, agent_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
 

@@ -1,6 +1,6 @@
 """The Open Inference Protocol (KServe v2) servicer, with Triton's config and statistics calls.
 
-Thin by design: tensors are decoded into Arrow by agent.tensor_codec, scored,
+Thin by design: tensors are decoded into Arrow by milepost.core.tensor_codec, scored,
 and encoded back. The model name clients use is an endpoint name; which model
 answers is decided here, in this order:
 
@@ -25,14 +25,14 @@ import time
 
 import grpc
 
-from agent import tensor_codec
+from milepost.core import tensor_codec
 from agent.deployments import DeploymentTable, Hosted
 from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.members import DEPLOYMENT_PARAMETER, schema_to_text
 from agent.routing.router import Description, Router, describe_hosted
 from agent.statistics import EndpointStatistics
 from milepost import __version__
-from milepost.errors import DeadlineExceeded, MilepostError, NotFound
+from milepost.core.errors import DeadlineExceeded, MilepostError, NotFound
 from milepost.inference import grpc_predict_v2_pb2 as pb
 from milepost.inference import grpc_predict_v2_pb2_grpc
 

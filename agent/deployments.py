@@ -17,7 +17,7 @@ from agent.statistics import EndpointStatistics
 from engines import registry
 from engines.base import DeploymentSpec, LoadedModel
 from engines.batching import BatchingConfig, MicroBatcher
-from milepost.errors import NotFound
+from milepost.core.errors import NotFound
 
 log = logging.getLogger("milepost.agent")
 

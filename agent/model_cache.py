@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from milepost.errors import DataLoss
+from milepost.core.errors import DataLoss
 from scoring_core import bundle
 
 FetchFn = Callable[[str, str], Iterable[bytes]]

@@ -24,9 +24,9 @@ from agent.routing.router import Router
 from agent.stage_runner import StageRunner
 from engines import registry
 from milepost import __version__
-from milepost._grpc_server import bind, new_server
+from milepost.core.grpc_server import bind, new_server
 from milepost.client import Client
-from milepost.errors import NotFound, Unavailable
+from milepost.core.errors import MilepostError, NotFound, Unavailable
 from milepost.inference import grpc_predict_v2_pb2_grpc
 from milepost.v1 import agent_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, types_pb2
 from scoring_core.threads import pin_blas_to_one_thread
@@ -172,6 +172,7 @@ class Agent:
             for chunk in stub.FetchModel(coordinator_pb2.FetchModelRequest(name=model, version=version), timeout=300):
                 yield chunk.data
         except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
-                raise NotFound(f"coordinator has no bundle for {model}:{version}") from err
-            raise Unavailable(f"fetching {model}:{version} from the coordinator failed: {err.details()}") from err  # type: ignore[attr-defined]
+            error = MilepostError.from_status(err, f"fetching {model}:{version} from the coordinator")
+            if isinstance(error, NotFound):
+                raise error from err
+            raise Unavailable(error.message) from err

@@ -27,7 +27,7 @@ from agent.model_cache import ModelCache
 from engines import registry
 from engines.base import DatasetJob, StageSpec
 from milepost import __version__
-from milepost.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
 from milepost.v1 import agent_pb2, pipelines_pb2
 
 # Entry points any training or custom stage may name; others need the operator's consent.

@@ -6,7 +6,7 @@ import threading
 
 import grpc
 
-from milepost.errors import MilepostError, Unavailable
+from milepost.core.errors import DeadlineExceeded, MilepostError, Unavailable
 from milepost.v1 import agent_pb2, agent_pb2_grpc
 
 LOAD_TIMEOUT_S = 120.0
@@ -54,10 +54,7 @@ class AgentClients:
 
 def _as_error(err: grpc.RpcError, address: str, method: str) -> MilepostError:
     """Keep the agent's own status (e.g. INVALID_ARGUMENT for a bad bundle), say which agent."""
-    code = err.code()  # type: ignore[attr-defined]
-    message = f"agent {address} {method}: {err.details()}"  # type: ignore[attr-defined]
-    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-        return Unavailable(message)
-    error = MilepostError(message)
-    error.code = code
+    error = MilepostError.from_status(err, f"agent {address} {method}")
+    if isinstance(error, DeadlineExceeded):
+        return Unavailable(error.message)
     return error

@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from milepost.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
+from milepost.core.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
 from scoring_core import bundle
 
 CHUNK_BYTES = 1 << 20

@@ -19,7 +19,7 @@ from coordinator.reconciler import Reconciler, requirements
 from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, Store
 from engines import engine_for_flavor
 from engines.batching import batching_config
-from milepost.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
 from milepost.v1 import routing_pb2, types_pb2
 
 log = logging.getLogger("milepost.coordinator")

@@ -26,7 +26,7 @@ from coordinator.agent_client import AgentClients
 from coordinator.endpoints import ArmTarget, Endpoints, Placement
 from coordinator.reconciler import Reconciler
 from coordinator.store import RunRecord, Store
-from milepost.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
 from milepost.v1 import agent_pb2, pipelines_pb2, routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
@@ -266,7 +266,7 @@ class Pipelines:
                 if progress.done:
                     return dict(progress.outputs)
         except grpc.RpcError as err:
-            raise MilepostError(f"agent {agent_id}: {err.details() or err.code().name}") from err  # type: ignore[attr-defined]
+            raise MilepostError.from_status(err, f"agent {agent_id}") from err
         finally:
             with self._lock:
                 self._calls.pop((run_id, stage.name), None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-from milepost.errors import FailedPrecondition, InvalidArgument
+from milepost.core.errors import FailedPrecondition, InvalidArgument
 
 STRATEGIES = ("spread", "pack")
 

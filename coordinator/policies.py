@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from milepost.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument
 from milepost.v1 import routing_pb2
 
 KINDS = ("single", "split", "canary", "shadow", "ensemble", "bandit")

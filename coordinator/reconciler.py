@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from coordinator import placement
 from coordinator.agent_client import AgentClients
 from coordinator.store import DeploymentRecord, Store
-from milepost.errors import FailedPrecondition, MilepostError
+from milepost.core.errors import FailedPrecondition, MilepostError
 from milepost.v1 import agent_pb2, types_pb2
 
 log = logging.getLogger("milepost.coordinator")

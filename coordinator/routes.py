@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from coordinator.agent_client import AgentClients
 from coordinator.reconciler import Reconciler
 from coordinator.store import Store
-from milepost.errors import MilepostError
+from milepost.core.errors import MilepostError
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.coordinator")

@@ -18,7 +18,7 @@ from coordinator.reconciler import Reconciler
 from coordinator.routes import RouteBook
 from coordinator.service import CoordinatorServicer
 from coordinator.store import Store
-from milepost._grpc_server import bind, new_server
+from milepost.core.grpc_server import bind, new_server
 from milepost.v1 import coordinator_pb2_grpc
 
 log = logging.getLogger("milepost.coordinator")

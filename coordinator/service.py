@@ -21,7 +21,7 @@ from coordinator.pipelines import FINISHED, Pipelines
 from coordinator.reconciler import Reconciler
 from coordinator.routes import RouteBook
 from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, RunRecord, Store
-from milepost.errors import FailedPrecondition, InvalidArgument, NotFound
+from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 

@@ -16,7 +16,7 @@ FLAVOR_ENGINES: dict[str, str] = {
 
 
 def engine_for_flavor(flavor: str) -> str:
-    from milepost.errors import Unimplemented
+    from milepost.core.errors import Unimplemented
 
     try:
         return FLAVOR_ENGINES[flavor]

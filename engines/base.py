@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from milepost.errors import InvalidArgument, Unimplemented
+from milepost.core.errors import InvalidArgument, Unimplemented
 
 # Called with the number of rows scored so far, as engines make progress.
 Progress = Callable[[int], None]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from engines.base import LoadedModel
-from milepost.errors import InvalidArgument, ResourceExhausted
+from milepost.core.errors import InvalidArgument, ResourceExhausted
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel, StageSpec
-from milepost.errors import InvalidArgument, Unavailable
+from milepost.core.errors import InvalidArgument, Unavailable
 
 
 class NativeModel(LoadedModel):

@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from milepost.errors import AlreadyExists, InvalidArgument, NotFound
+from milepost.core.errors import AlreadyExists, InvalidArgument, NotFound
 
 _DIGITS = re.compile(r"(\d+)")
 

@@ -32,7 +32,7 @@ import pyarrow as pa
 
 from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel, StageSpec, run_batch_scoring_stage
 from engines.user_code import CODE_DIR, UserCode
-from milepost.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, Unavailable, Unimplemented
+from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, Unavailable, Unimplemented
 
 FLAVOR = "python"
 ALLOW_ENV = "MILEPOST_ALLOW_CODE_BUNDLES"

@@ -42,7 +42,7 @@ from engines.base import (
     run_batch_scoring_stage,
 )
 from engines.shipped_bundle import ShippedBundle
-from milepost.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, Unavailable
+from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, Unavailable
 
 DEFAULT_ADDRESS = os.environ.get("MILEPOST_RAY_ADDRESS", "")
 LOCAL_CPUS = int(os.environ.get("MILEPOST_RAY_LOCAL_CPUS", "2"))

@@ -16,7 +16,7 @@ from engines.python import PythonEngine
 from engines.ray import RayEngine
 from engines.spark import SparkEngine
 from engines.torch import TorchEngine
-from milepost.errors import FailedPrecondition, NotFound, Unimplemented
+from milepost.core.errors import FailedPrecondition, NotFound, Unimplemented
 
 _ENGINES: dict[str, Engine] = {
     engine.name: engine

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engines.base import DeploymentSpec, LoadedModel
-from milepost.errors import DataLoss, Unimplemented
+from milepost.core.errors import DataLoss, Unimplemented
 
 MAX_LOADED = 4
 

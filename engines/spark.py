@@ -47,7 +47,7 @@ from engines.base import (
     run_batch_scoring_stage,
 )
 from engines.shipped_bundle import ShippedBundle
-from milepost.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from milepost.core.errors import FailedPrecondition, InvalidArgument, Unimplemented
 
 DEFAULT_MASTER = os.environ.get("MILEPOST_SPARK_MASTER", "local[2]")
 _PROGRESS_POLL_S = 0.25

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engines.base import StageSpec
-from milepost.errors import InvalidArgument, NotFound
+from milepost.core.errors import InvalidArgument, NotFound
 
 
 def run_custom(stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:

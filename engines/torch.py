@@ -35,7 +35,7 @@ import numpy as np
 import pyarrow as pa
 
 from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel
-from milepost.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, Unavailable, Unimplemented
+from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, Unavailable, Unimplemented
 
 FLAVOR = "torch"
 FORMATS = {"torchscript": "model.ts", "torch.export": "model.pt2"}

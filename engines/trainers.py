@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from milepost.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument
 
 
 def _frame(data: Any):  # type: ignore[no-untyped-def]

@@ -24,7 +24,7 @@ from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
-from milepost.errors import InvalidArgument, NotFound
+from milepost.core.errors import InvalidArgument, NotFound
 
 CODE_DIR = "code"
 _counter = itertools.count()

@@ -9,7 +9,7 @@ import sys
 import time
 from pathlib import Path
 
-from milepost.errors import InvalidArgument, MilepostError
+from milepost.core.errors import InvalidArgument, MilepostError
 
 DEFAULT_COORDINATOR = os.environ.get("MILEPOST_COORDINATOR", "127.0.0.1:7070")
 

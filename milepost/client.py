@@ -1,7 +1,7 @@
 """The Python client: the registry and endpoints on the coordinator, scoring on agents.
 
 Every call takes the coordinator's word for where things are, raises a
-milepost.errors.MilepostError subclass carrying the server's status and
+milepost.core.errors.MilepostError subclass carrying the server's status and
 message, and honours a deadline (``timeout`` seconds).
 """
 
@@ -17,8 +17,8 @@ import grpc
 import numpy as np
 import pyarrow as pa
 
-from agent import tensor_codec
-from milepost.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.core import tensor_codec
+from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, NotFound
 from milepost.inference import grpc_predict_v2_pb2 as oip
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from milepost.v1 import coordinator_pb2 as pb
@@ -27,17 +27,6 @@ from milepost.v1 import coordinator_pb2_grpc, pipelines_pb2, routing_pb2, types_
 DEFAULT_COORDINATOR = "127.0.0.1:7070"
 CHUNK_BYTES = 1 << 20
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
-
-
-def error_from_rpc(err: grpc.RpcError) -> MilepostError:
-    """The server's status and message as a MilepostError the caller can catch by kind."""
-    code = err.code()  # type: ignore[attr-defined]
-    for cls in MilepostError.__subclasses__():
-        if cls.code == code:
-            return cls(err.details() or code.name)  # type: ignore[attr-defined]
-    error = MilepostError(f"{code.name}: {err.details()}")  # type: ignore[attr-defined]
-    error.code = code
-    return error
 
 
 class Client:
@@ -64,7 +53,7 @@ class Client:
         try:
             return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
+            raise MilepostError.from_status(err) from err
 
     # ---- registry ----
     def push_model(self, path: str | Path, name: str) -> types_pb2.ModelVersion:
@@ -102,7 +91,7 @@ class Client:
             chunks = [c.data for c in self._stub.FetchModel(
                 pb.FetchModelRequest(name=name, version=version), timeout=self.timeout)]
         except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
+            raise MilepostError.from_status(err) from err
         got = bundle.unpack(b"".join(chunks), Path(dest))
         if len(version) == 64 and got != version:
             raise DataLoss(f"model {name}:{version} arrived with content hash {got}")
@@ -244,7 +233,7 @@ class Client:
         try:
             yield from self._stub.WatchRun(pb.GetRunRequest(run_id=run_id), timeout=timeout)
         except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
+            raise MilepostError.from_status(err) from err
 
     def cancel_run(self, run_id: str) -> pipelines_pb2.PipelineRun:
         return self._call("CancelRun", pb.GetRunRequest(run_id=run_id))
@@ -294,7 +283,7 @@ class Client:
         try:
             response = stub.ModelInfer(request, timeout=timeout or self.timeout)
         except grpc.RpcError as err:
-            raise error_from_rpc(err) from err
+            raise MilepostError.from_status(err) from err
         return pa.Table.from_batches([tensor_codec.decode_outputs(response)])
 
     def _agent_channel(self, address: str) -> grpc.Channel:
@@ -335,4 +324,4 @@ def _compile_file(path: Path) -> bytes:
         return bundle.pack(Path(tmp) / "bundle")
 
 
-__all__ = ["Client", "error_from_rpc"]
+__all__ = ["Client"]

@@ -47,7 +47,7 @@ def add_parser(subparsers: argparse._SubParsersAction, common_parent: argparse.A
 
 def run(args: argparse.Namespace) -> int:
     from engines.base import DatasetJob
-    from milepost.errors import InvalidArgument
+    from milepost.core.errors import InvalidArgument
 
     name, _, version = args.model.partition(":")
     if not name:
@@ -97,7 +97,7 @@ def fetch_bundle(coordinator: str, name: str, version: str, dest: Path, *, timeo
 
 def _total_rows(source: str) -> int | None:
     from engines import parquet_io
-    from milepost.errors import MilepostError
+    from milepost.core.errors import MilepostError
 
     try:
         return parquet_io.count_rows(source)

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from milepost.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument
 from milepost.v1 import pipelines_pb2, types_pb2
 
 PATH_PARAMETERS = ("data", "source", "sink", "output")

@@ -10,7 +10,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from milepost.errors import InvalidArgument, NotFound
+from milepost.core.errors import InvalidArgument, NotFound
 
 
 def read_table(path: Path) -> pa.Table:

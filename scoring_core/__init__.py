@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from milepost.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument
 # Importing these registers their stage kinds ("linear", "mlp", "column_map", "encode").
 from scoring_core import bundle, linear, mlp, transforms  # noqa: F401
 from scoring_core.convert import convert as _convert

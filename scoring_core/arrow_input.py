@@ -22,7 +22,7 @@ from typing import Any, Mapping
 import numpy as np
 import pyarrow as pa
 
-from milepost.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument
 from scoring_core.string_inputs import StringColumn
 
 _FLOAT_TYPES = (pa.float32(), pa.float64())

@@ -25,7 +25,7 @@ import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from milepost.errors import DataLoss, InvalidArgument
+from milepost.core.errors import DataLoss, InvalidArgument
 
 MANIFEST = "milepost.json"
 CHECKSUMS = "CHECKSUMS"

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from milepost.errors import DataLoss, InvalidArgument, Unimplemented
+from milepost.core.errors import DataLoss, InvalidArgument, Unimplemented
 
 _RESERVED_KEYS = frozenset({"kind", "arrays"})
 _ARRAY_NAME = re.compile(r"^[A-Za-z0-9_]+$")

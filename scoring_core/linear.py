@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 import numpy as np
 from numba import njit, prange
 
-from milepost.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument
 from scoring_core import threads
 from scoring_core.kinds import register_kind
 

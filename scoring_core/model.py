@@ -14,7 +14,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import pyarrow as pa
 
-from milepost.errors import DataLoss, InvalidArgument, Unimplemented
+from milepost.core.errors import DataLoss, InvalidArgument, Unimplemented
 from scoring_core import bundle
 from scoring_core.arrow_input import as_batch, matrix_from_batch, matrix_from_data
 from scoring_core.kinds import Stage, stage_from_manifest, stage_to_manifest

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from milepost.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument
 
 UNKNOWN_CODE = -1.0
 ON_UNKNOWN = ("error", "code")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from milepost.client import Client
-from milepost.errors import DataLoss, InvalidArgument, NotFound
+from milepost.core.errors import DataLoss, InvalidArgument, NotFound
 from milepost.pipeline_spec import spec_from_dict
 from tests.conftest import ROOT, milepost_cmd, wait_for_file, wait_until
 

@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 
 import scoring_core
 from milepost.client import Client
-from milepost.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument
 from milepost.pipeline_spec import spec_from_dict
 from tests.conftest import ROOT, milepost_cmd
 

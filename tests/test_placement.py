@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from coordinator.placement import Candidate, Requirements, place
-from milepost.errors import FailedPrecondition
+from milepost.core.errors import FailedPrecondition
 
 GiB = 2**30
 

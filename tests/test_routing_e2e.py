@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 
 import scoring_core
 from milepost.client import Client
-from milepost.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument
 from tests.conftest import milepost_cmd, wait_until
 from tests.test_coordinator import start, stop
 

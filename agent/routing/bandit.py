@@ -25,7 +25,7 @@ import math
 import numpy as np
 
 from agent.routing.policy import Arm, Available, Choice, Policy, expect_arms
-from milepost.errors import FailedPrecondition
+from milepost.core.errors import FailedPrecondition
 
 ALGORITHMS = ("epsilon_greedy", "thompson")
 

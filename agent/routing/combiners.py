@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 import pyarrow as pa
 
-from milepost.errors import FailedPrecondition
+from milepost.core.errors import FailedPrecondition
 
 Outputs = Sequence[tuple[str, pa.RecordBatch]]
 

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from agent.routing import combiners
 from agent.routing.policy import Arm, Available, Choice, Policy, expect_arms
-from milepost.errors import FailedPrecondition
+from milepost.core.errors import FailedPrecondition
 
 COMBINERS = ("mean", "weighted", "vote", "stacking")
 FAILURE_POLICIES = ("fail", "skip")

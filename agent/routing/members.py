@@ -32,9 +32,9 @@ from dataclasses import dataclass
 import grpc
 import pyarrow as pa
 
-from agent import tensor_codec
+from milepost.core import tensor_codec
 from engines.base import LoadedModel
-from milepost.errors import (
+from milepost.core.errors import (
     DeadlineExceeded, FailedPrecondition, MilepostError, Unavailable,
 )
 from milepost.inference import grpc_predict_v2_pb2 as pb
@@ -203,22 +203,5 @@ class RemoteModel(LoadedModel):
 
 
 def _as_error(err: grpc.RpcError, deployment_id: str, address: str) -> MilepostError:
-    """The peer's status as the matching MilepostError, its message prefixed with where it came from."""
-    code = err.code()  # type: ignore[attr-defined]
-    message = f"deployment {deployment_id} on agent {address}: {err.details() or code.name}"  # type: ignore[attr-defined]
-    for cls in _error_classes():
-        if cls.code == code:
-            return cls(message)
-    error = MilepostError(message)
-    error.code = code
-    return error
-
-
-def _error_classes() -> list[type[MilepostError]]:
-    found, todo = [], list(MilepostError.__subclasses__())
-    while todo:
-        cls = todo.pop()
-        found.append(cls)
-        todo.extend(cls.__subclasses__())
-    return found
+    return MilepostError.from_status(err, f"deployment {deployment_id} on agent {address}")
 

@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from milepost.errors import FailedPrecondition, Unavailable
+from milepost.core.errors import FailedPrecondition, Unavailable
 from milepost.v1 import routing_pb2
 
 DEFAULT_KEY_PARAMETER = "milepost-key"

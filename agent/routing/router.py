@@ -36,7 +36,7 @@ from agent.routing.members import Channels, RemoteDescription, RemoteModel, dead
 from agent.routing.policy import Arm, Policy
 from agent.statistics import EndpointStatistics
 from engines.base import LoadedModel
-from milepost.errors import (
+from milepost.core.errors import (
     DeadlineExceeded, FailedPrecondition, MilepostError, NotFound, ResourceExhausted, Unavailable,
 )
 from milepost.v1 import routing_pb2

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 
 from agent.routing.policy import Available, Choice, Policy, expect_arms
-from milepost.errors import FailedPrecondition
+from milepost.core.errors import FailedPrecondition
 
 
 class ShadowPolicy(Policy):

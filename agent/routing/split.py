@@ -15,7 +15,7 @@ import itertools
 from collections.abc import Sequence
 
 from agent.routing.policy import Arm, Available, Choice, Policy, expect_arms, point_for
-from milepost.errors import FailedPrecondition
+from milepost.core.errors import FailedPrecondition
 
 
 def pick_by_weight(arms: Sequence[Arm], weights: Sequence[float], u: float) -> Arm:

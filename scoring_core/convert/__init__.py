@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from milepost.errors import Unimplemented
+from milepost.core.errors import Unimplemented
 from scoring_core.kinds import Stage
 from scoring_core.string_inputs import StringColumn
 

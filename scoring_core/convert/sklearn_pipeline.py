@@ -32,7 +32,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from milepost.errors import InvalidArgument, Unimplemented
+from milepost.core.errors import InvalidArgument, Unimplemented
 from scoring_core.convert import Converted, convert as convert_estimator, register_converter
 from scoring_core.convert.lineage import json_param, json_value
 from scoring_core.kinds import Stage

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from milepost.errors import InvalidArgument, Unimplemented
+from milepost.core.errors import InvalidArgument, Unimplemented
 from scoring_core.convert import Converted, register_converter
 from scoring_core.convert.lineage import sklearn_lineage
 from scoring_core.string_inputs import StringColumn

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from milepost.errors import InvalidArgument, Unimplemented
+from milepost.core.errors import InvalidArgument, Unimplemented
 from scoring_core.convert import Converted, register_converter
 from scoring_core.mlp import mlp_from_layers
 

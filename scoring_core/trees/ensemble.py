@@ -30,7 +30,7 @@ from typing import Any
 import numba
 import numpy as np
 
-from milepost.errors import InvalidArgument, Unimplemented
+from milepost.core.errors import InvalidArgument, Unimplemented
 from scoring_core.trees import tree_kernels as K
 from scoring_core.trees.layouts import kernel_arrays
 

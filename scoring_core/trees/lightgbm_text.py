@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from milepost.errors import InvalidArgument, Unimplemented
+from milepost.core.errors import InvalidArgument, Unimplemented
 from scoring_core.trees import tree_kernels as K
 from scoring_core.trees.builder import EnsembleBuilder
 from scoring_core.trees.builder import smallest_float32_above as _smallest_float32_above

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from milepost.errors import InvalidArgument, Unimplemented
+from milepost.core.errors import InvalidArgument, Unimplemented
 from scoring_core.trees import tree_kernels as K
 from scoring_core.trees.builder import EnsembleBuilder, bitset_from_categories
 from scoring_core.trees.ensemble import FORMAT, FORMAT_VERSION, TreeEnsemble, choose_layout

@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 import pytest
 
-from milepost._grpc_server import bind, new_server
+from milepost.core.grpc_server import bind, new_server
 from milepost.inference import grpc_predict_v2_pb2 as oip
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from milepost.v1 import agent_pb2, agent_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, routing_pb2

@@ -11,7 +11,7 @@ import pytest
 from agent.routing import combiners
 from agent.routing.policy import Arm, build, unit_interval
 from agent.routing.split import pick_by_weight
-from milepost.errors import FailedPrecondition, Unavailable
+from milepost.core.errors import FailedPrecondition, Unavailable
 from milepost.v1 import routing_pb2
 
 

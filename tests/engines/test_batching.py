@@ -12,7 +12,7 @@ import pytest
 from engines.base import LoadedModel
 from engines.batching import BatchingConfig, MicroBatcher
 from engines.native import NativeModel
-from milepost.errors import InvalidArgument, ResourceExhausted
+from milepost.core.errors import InvalidArgument, ResourceExhausted
 from tests.conftest import wait_until
 
 

@@ -18,7 +18,7 @@ import pytest
 
 from engines import parquet_io, registry
 from engines.base import DatasetJob, DeploymentSpec
-from milepost.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable, Unimplemented
+from milepost.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable, Unimplemented
 from tests.engines.conftest import FEATURES, Data, EngineCase, as_matrix, feature_batch
 
 

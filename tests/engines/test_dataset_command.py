@@ -16,7 +16,7 @@ import pytest
 
 from engines import parquet_io
 from milepost import dataset_command
-from milepost.errors import InvalidArgument, NotFound
+from milepost.core.errors import InvalidArgument, NotFound
 from tests.engines.conftest import Data, as_matrix
 
 
@@ -80,7 +80,7 @@ def test_engine_flags_must_match_the_engine(registered: str, data: Data, tmp_pat
 
 
 def test_torch_model_on_a_compiled_model_engine_is_refused(registered: str, data: Data, tmp_path: Path) -> None:
-    from milepost.errors import Unimplemented
+    from milepost.core.errors import Unimplemented
 
     args = parse("score-dataset", "mlp", "--coordinator", registered, "--input", str(data.dataset_dir),
                  "--output", str(tmp_path / "o"), "--engine", "spark")

@@ -12,7 +12,7 @@ import pytest
 from engines import parquet_io
 from engines.base import DatasetJob
 from engines.native import NativeEngine
-from milepost.errors import InvalidArgument, NotFound
+from milepost.core.errors import InvalidArgument, NotFound
 from tests.engines.conftest import Data
 
 

@@ -13,7 +13,7 @@ import pytest
 
 from engines.base import DeploymentSpec, StageSpec
 from engines.python import PythonEngine, save_bundle
-from milepost.errors import DataLoss, InvalidArgument, MilepostError, NotFound
+from milepost.core.errors import DataLoss, InvalidArgument, MilepostError, NotFound
 from scoring_core import bundle
 from tests.engines.conftest import FEATURES, Data, feature_batch
 
@@ -116,7 +116,7 @@ def summarise(inputs: dict, *, scale: float) -> dict:  # type: ignore[type-arg]
 
 
 def test_installed_stage_function_runs_only_where_code_is_allowed() -> None:
-    from milepost.errors import FailedPrecondition
+    from milepost.core.errors import FailedPrecondition
 
     stage = StageSpec(name="s", kind="custom", entry="tests.engines.test_python_engine:summarise", params={"scale": 3})
     assert PythonEngine(allow_code=True).run_stage(stage, {"value": 2}) == {"scaled": 6}

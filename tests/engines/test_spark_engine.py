@@ -14,7 +14,7 @@ import pytest
 from engines import shipped_bundle
 from engines.base import DatasetJob, StageSpec
 from engines.native import NativeEngine
-from milepost.errors import FailedPrecondition, InvalidArgument
+from milepost.core.errors import FailedPrecondition, InvalidArgument
 from scoring_core import bundle
 from tests.engines.conftest import FEATURES, Data, as_matrix, feature_batch
 

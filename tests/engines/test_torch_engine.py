@@ -12,7 +12,7 @@ import pytest
 
 from engines.base import DeploymentSpec
 from engines.torch import TorchEngine, save_bundle
-from milepost.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument
 from scoring_core import bundle
 from tests.engines.conftest import FEATURES, Data, as_matrix, feature_batch
 

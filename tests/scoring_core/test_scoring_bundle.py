@@ -14,7 +14,7 @@ import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 import scoring_core
-from milepost.errors import DataLoss, InvalidArgument, Unimplemented
+from milepost.core.errors import DataLoss, InvalidArgument, Unimplemented
 from scoring_core import bundle
 from scoring_core.model import CompiledModel
 

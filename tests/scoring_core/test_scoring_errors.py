@@ -9,7 +9,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression, SGDClassi
 from sklearn.svm import SVC, LinearSVR
 
 import scoring_core
-from milepost.errors import InvalidArgument, Unimplemented
+from milepost.core.errors import InvalidArgument, Unimplemented
 
 
 @pytest.fixture(scope="module")

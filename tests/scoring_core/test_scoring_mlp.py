@@ -8,7 +8,7 @@ import pytest
 from sklearn.neural_network import MLPClassifier, MLPRegressor
 
 import scoring_core
-from milepost.errors import InvalidArgument, Unimplemented
+from milepost.core.errors import InvalidArgument, Unimplemented
 from scoring_core.mlp import MLP
 
 TOL = 1e-5

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 import scoring_core
-from milepost.errors import Unimplemented
+from milepost.core.errors import Unimplemented
 
 TOL = 1e-5
 N_FEATURES = 8  # as the data fixture

@@ -24,7 +24,7 @@ from sklearn.preprocessing import (
 )
 
 import scoring_core
-from milepost.errors import InvalidArgument, Unimplemented
+from milepost.core.errors import InvalidArgument, Unimplemented
 
 TOL = 1e-5
 

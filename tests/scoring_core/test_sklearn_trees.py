@@ -30,7 +30,7 @@ from sklearn.ensemble import (  # noqa: E402
 from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor  # noqa: E402
 
 import scoring_core  # noqa: E402
-from milepost.errors import InvalidArgument, Unimplemented  # noqa: E402
+from milepost.core.errors import InvalidArgument, Unimplemented  # noqa: E402
 from scoring_core.convert.sklearn_trees import from_sklearn  # noqa: E402
 from scoring_core.trees import TreeEnsemble  # noqa: E402
 

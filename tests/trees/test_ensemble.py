@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from milepost.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument
 from scoring_core.trees import TreeEnsemble
 from scoring_core.trees import tree_kernels as K
 from scoring_core.trees.builder import EnsembleBuilder, bitset_from_categories

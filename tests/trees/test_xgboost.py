@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from milepost.errors import InvalidArgument, Unimplemented
+from milepost.core.errors import InvalidArgument, Unimplemented
 from scoring_core.trees import TreeEnsemble, from_xgboost_json
 
 from threshold_rows import at_thresholds

@@ -12,7 +12,7 @@ from typing import Any, Callable
 
 import grpc
 
-from milepost.errors import MilepostError
+from milepost.core.errors import MilepostError
 
 log = logging.getLogger("milepost.grpc")
 

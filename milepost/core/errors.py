@@ -1,6 +1,6 @@
 """Errors that carry their gRPC status.
 
-Every layer raises these; one server interceptor (``milepost._grpc_errors``)
+Every layer raises these; one server interceptor (``milepost.core.grpc_errors``)
 turns them into the matching status and message. Anything else that escapes a
 handler is our bug: it becomes INTERNAL with a generic message and a logged
 traceback, never the client's fault.
@@ -10,6 +10,8 @@ scoring_core and engines can raise these without seeing protobuf.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import grpc
 
@@ -22,6 +24,25 @@ class MilepostError(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @staticmethod
+    def from_status(err: grpc.RpcError, where: str = "") -> MilepostError:
+        """The status and details a peer answered with, as the matching subclass.
+
+        ``where`` (which peer, which call) prefixes the message. A status with
+        no subclass of its own (CANCELLED, ABORTED...) gives a MilepostError
+        that keeps that code, so a server relaying it answers the same status.
+        """
+        call: Any = err  # a failed call is both an RpcError and a grpc.Call
+        code: grpc.StatusCode = call.code()
+        details = call.details() or code.name
+        message = f"{where}: {details}" if where else details
+        cls = _BY_CODE.get(code)
+        if cls is not None:
+            return cls(message)
+        error = MilepostError(message)
+        error.code = code
+        return error
 
 
 class InvalidArgument(MilepostError):
@@ -77,3 +98,33 @@ class DeadlineExceeded(MilepostError):
     """The caller's deadline passed before the work was done; the work was abandoned."""
 
     code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Cancelled(MilepostError):
+    """The caller cancelled the call, or the work was cancelled on its behalf."""
+
+    code = grpc.StatusCode.CANCELLED
+
+
+class Unauthenticated(MilepostError):
+    """The call carries no valid identity (missing, malformed, expired or revoked token)."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(MilepostError):
+    """The caller's identity is known but its role does not allow this call."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+
+
+def _subclasses(cls: type[MilepostError]) -> list[type[MilepostError]]:
+    found = []
+    for sub in cls.__subclasses__():
+        found.append(sub)
+        found.extend(_subclasses(sub))
+    return found
+
+
+# The direct subclasses above, one per status; deeper subclasses never shadow them.
+_BY_CODE: dict[grpc.StatusCode, type[MilepostError]] = {c.code: c for c in reversed(_subclasses(MilepostError))}

@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from agent import tensor_codec
-from agent.tensor_codec import datatype_of, decode_inputs, encode_outputs, tensor_metadata
-from milepost.errors import InvalidArgument, ResourceExhausted
+from milepost.core import tensor_codec
+from milepost.core.tensor_codec import requests as codec_requests
+from milepost.core.tensor_codec import datatype_of, decode_inputs, encode_outputs, tensor_metadata
+from milepost.core.errors import InvalidArgument, ResourceExhausted
 from milepost.inference import grpc_predict_v2_pb2 as pb
 
 Input = pb.ModelInferRequest.InferInputTensor
@@ -169,9 +170,9 @@ def test_empty_matrix() -> None:
 
 def test_fp32_matrix_values_are_the_request_bytes() -> None:
     request = _raw_request(("x", "FP32", [4, 2], np.arange(8, dtype="<f4").tobytes()))
-    (tensor,) = tensor_codec._checked_inputs(request, None)
+    (tensor,) = codec_requests._checked_inputs(request, None)
 
-    batch = tensor_codec._decode_matrix(tensor, 2)
+    batch = codec_requests._decode_matrix(tensor, 2)
 
     values = batch.column(0).values.buffers()[1]
     assert values.address == pa.py_buffer(tensor.raw).address
@@ -228,8 +229,8 @@ def test_named_typed_inputs() -> None:
 
 def test_named_fp32_input_is_zero_copy_too() -> None:
     request = _raw_request(("a", "FP32", [3], np.array([1, 2, 3], "<f4").tobytes()))
-    tensors = tensor_codec._checked_inputs(request, None)
-    column = tensor_codec._column_for_field(tensors[0], pa.field("a", pa.float32()))
+    tensors = codec_requests._checked_inputs(request, None)
+    column = codec_requests._column_for_field(tensors[0], pa.field("a", pa.float32()))
     assert column.buffers()[1].address == pa.py_buffer(tensors[0].raw).address
 
 

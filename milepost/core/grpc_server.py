@@ -6,7 +6,7 @@ from concurrent import futures
 
 import grpc
 
-from milepost._grpc_errors import ErrorMappingInterceptor
+from milepost.core.grpc_errors import ErrorMappingInterceptor
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 

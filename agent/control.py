@@ -11,7 +11,7 @@ from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.router import Router
 from agent.stage_runner import StageRunner
 from engines.base import DeploymentSpec
-from engines.batching import batching_config
+from milepost.core.batching import BatchingSettings
 from milepost.core.errors import InvalidArgument
 from milepost.v1 import agent_pb2, agent_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
@@ -36,7 +36,7 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
             model=request.model, version=request.version, engine=request.engine,
             device="cuda" if request.gpus > 0 else "cpu",
         )
-        self.table.load(spec, request.flavor, batching_config(request.batching))
+        self.table.load(spec, request.flavor, BatchingSettings.from_proto(request.batching))
         return agent_pb2.LoadResponse()
 
     def Unload(self, request: agent_pb2.UnloadRequest, context: grpc.ServicerContext) -> agent_pb2.UnloadResponse:

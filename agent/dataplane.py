@@ -25,13 +25,13 @@ import time
 
 import grpc
 
-from milepost.core import tensor_codec
 from agent.deployments import DeploymentTable, Hosted
 from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.members import DEPLOYMENT_PARAMETER, schema_to_text
 from agent.routing.router import Description, Router, describe_hosted
 from agent.statistics import EndpointStatistics
 from milepost import __version__
+from milepost.core import tensor_codec
 from milepost.core.errors import DeadlineExceeded, MilepostError, NotFound
 from milepost.inference import grpc_predict_v2_pb2 as pb
 from milepost.inference import grpc_predict_v2_pb2_grpc

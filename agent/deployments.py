@@ -16,7 +16,8 @@ from agent.model_cache import ModelCache
 from agent.statistics import EndpointStatistics
 from engines import registry
 from engines.base import DeploymentSpec, LoadedModel
-from engines.batching import BatchingConfig, MicroBatcher
+from engines.batching import MicroBatcher
+from milepost.core.batching import BatchingSettings
 from milepost.core.errors import NotFound
 
 log = logging.getLogger("milepost.agent")
@@ -38,7 +39,7 @@ class DeploymentTable:
         self._by_id: dict[str, Hosted] = {}
         self._routes: dict[str, str] = {}  # endpoint -> deployment id
 
-    def load(self, spec: DeploymentSpec, flavor: str, batching: BatchingConfig) -> Hosted:
+    def load(self, spec: DeploymentSpec, flavor: str, batching: BatchingSettings) -> Hosted:
         with self._lock:
             load_lock = self._load_locks.setdefault(spec.deployment_id, threading.Lock())
         with load_lock:

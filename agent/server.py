@@ -24,9 +24,9 @@ from agent.routing.router import Router
 from agent.stage_runner import StageRunner
 from engines import registry
 from milepost import __version__
-from milepost.core.grpc_server import bind, new_server
 from milepost.client import Client
 from milepost.core.errors import MilepostError, NotFound, Unavailable
+from milepost.core.grpc_server import bind, new_server
 from milepost.inference import grpc_predict_v2_pb2_grpc
 from milepost.v1 import agent_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, types_pb2
 from scoring_core.threads import pin_blas_to_one_thread

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import queue
 import os
+import queue
 import shutil
 import socket
 import threading

@@ -9,18 +9,18 @@ that fails to load leaves the endpoint as it was.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from coordinator import policies
-from coordinator.reconciler import Reconciler, requirements
+from coordinator.reconciler import Reconciler
 from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, Store
 from engines import engine_for_flavor
-from engines.batching import batching_config
+from milepost.core.batching import BatchingSettings
 from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
-from milepost.v1 import routing_pb2, types_pb2
+from milepost.core.requirements import Requirements
+from milepost.core.routing import spec as routing_spec
+from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
 DEFAULT_TIMEOUT_S = 120.0
@@ -42,12 +42,8 @@ class Placement:
     """How new deployments of a policy are placed and batched."""
 
     replicas: int = 1
-    cpu: float = 0.0
-    memory_bytes: int = 0
-    gpus: int = 0
-    selector: dict[str, str] = field(default_factory=dict)
-    engine: str = ""
-    batching: types_pb2.Batching = field(default_factory=types_pb2.Batching)
+    requirements: Requirements = field(default_factory=Requirements)
+    batching: BatchingSettings = field(default_factory=BatchingSettings)
 
 
 def policy_of(endpoint: EndpointRecord) -> routing_pb2.RoutingPolicy:
@@ -82,12 +78,9 @@ class Endpoints:
         self, endpoint: str, policy: routing_pb2.RoutingPolicy, arms: list[ArmTarget], placement: Placement,
         *, stacker: ArmTarget | None = None, timeout: float | None = None, event: str = "policy",
     ) -> EndpointRecord:
-        policies.check(policy, [a.name for a in arms], [a.weight for a in arms], stacker is not None)
+        routing_spec.check(policy, [a.name for a in arms], [a.weight for a in arms], stacker is not None)
         if placement.replicas < 0:
             raise InvalidArgument(f"replicas must be >= 1, got {placement.replicas}")
-        if min(placement.cpu, placement.memory_bytes, placement.gpus) < 0:
-            raise InvalidArgument("resources.cpu, resources.memory_bytes and resources.gpus must be >= 0")
-        batching_config(placement.batching)  # validated here, applied by the agents
 
         existing = self.store.get_endpoint(endpoint)
         current = {(d.model, d.version): d for d in existing.deployments} if existing else {}
@@ -137,14 +130,13 @@ class Endpoints:
             deployment_id=self.reconciler.new_deployment_id(), endpoint=endpoint,
             model=model.name, version=model.version, replicas=placement.replicas or 1, state="PENDING",
             message="", created_at=self.clock(),
-            max_batch_size=placement.batching.max_batch_size, max_delay_us=placement.batching.max_delay_us,
-            max_queue_rows=placement.batching.max_queue_rows,
-            engine=placement.engine or engine_for_flavor(model.flavor),
-            cpu=placement.cpu, memory_bytes=placement.memory_bytes, gpus=placement.gpus,
-            selector_json=json.dumps(placement.selector, sort_keys=True),
+            batching=placement.batching,
+            requirements=placement.requirements.with_engine(
+                placement.requirements.engine or engine_for_flavor(model.flavor)
+            ),
         )
         try:
-            agent_ids = self.reconciler.place(requirements(d), d.replicas)
+            agent_ids = self.reconciler.place(d.requirements, d.replicas)
         except FailedPrecondition as err:
             return replace(d, message=f"waiting for an agent: {err.message}")
         return replace(d, agent_ids=tuple(agent_ids))

@@ -27,6 +27,7 @@ from coordinator.endpoints import ArmTarget, Endpoints, Placement
 from coordinator.reconciler import Reconciler
 from coordinator.store import RunRecord, Store
 from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.core.requirements import Requirements
 from milepost.v1 import agent_pb2, pipelines_pb2, routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
@@ -245,10 +246,7 @@ class Pipelines:
         self._notify()
 
     def _on_agent(self, run_id: str, stage: pipelines_pb2.StageSpec, params: dict[str, Any]) -> dict[str, str]:
-        req = placement.Requirements(
-            engine=stage.engine, cpu=stage.resources.cpu, memory_bytes=stage.resources.memory_bytes,
-            gpus=stage.resources.gpus, selector=dict(stage.selector),
-        )
+        req = Requirements.from_proto(stage.resources, stage.selector, stage.engine)
         (agent_id,) = placement.place(self.reconciler.candidates(), req, 1, strategy=self.reconciler.strategy)
         agent = self.store.get_agent(agent_id)
         assert agent is not None

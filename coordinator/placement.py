@@ -14,17 +14,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from milepost.core.errors import FailedPrecondition, InvalidArgument
+from milepost.core.requirements import Requirements
 
 STRATEGIES = ("spread", "pack")
-
-
-@dataclass(frozen=True)
-class Requirements:
-    engine: str
-    cpu: float = 0.0
-    memory_bytes: int = 0
-    gpus: int = 0
-    selector: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ injected so that tests drive the loops without waiting.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
@@ -24,17 +23,11 @@ from coordinator import placement
 from coordinator.agent_client import AgentClients
 from coordinator.store import DeploymentRecord, Store
 from milepost.core.errors import FailedPrecondition, MilepostError
+from milepost.core.requirements import Requirements
 from milepost.v1 import agent_pb2, types_pb2
 
 log = logging.getLogger("milepost.coordinator")
 LOAD_TIMEOUT_S = 120.0
-
-
-def requirements(d: DeploymentRecord) -> placement.Requirements:
-    return placement.Requirements(
-        engine=d.engine, cpu=d.cpu, memory_bytes=d.memory_bytes, gpus=d.gpus,
-        selector=json.loads(d.selector_json),
-    )
 
 
 class Reconciler:
@@ -72,9 +65,9 @@ class Reconciler:
         for d in self.store.list_deployments():
             for a in d.agent_ids:
                 if a in used:
-                    used[a][0] += d.cpu
-                    used[a][1] += d.memory_bytes
-                    used[a][2] += d.gpus
+                    used[a][0] += d.requirements.cpu
+                    used[a][1] += d.requirements.memory_bytes
+                    used[a][2] += d.requirements.gpus
         return [
             placement.Candidate(
                 agent_id=a,
@@ -88,7 +81,7 @@ class Reconciler:
             for a, info in live.items()
         ]
 
-    def place(self, req: placement.Requirements, count: int, exclude: frozenset[str] = frozenset()) -> list[str]:
+    def place(self, req: Requirements, count: int, exclude: frozenset[str] = frozenset()) -> list[str]:
         return placement.place(self.candidates(), req, count, exclude=exclude, strategy=self.strategy)
 
     @staticmethod
@@ -134,10 +127,8 @@ class Reconciler:
             raise MilepostError(f"deployment {d.deployment_id}: agent or model vanished")
         request = agent_pb2.LoadRequest(
             deployment_id=d.deployment_id, endpoint=d.endpoint, model=d.model,
-            version=d.version, flavor=model.flavor, engine=d.engine, gpus=d.gpus,
-            batching=types_pb2.Batching(
-                max_batch_size=d.max_batch_size, max_delay_us=d.max_delay_us, max_queue_rows=d.max_queue_rows
-            ),
+            version=d.version, flavor=model.flavor, engine=d.requirements.engine, gpus=d.requirements.gpus,
+            batching=d.batching.to_proto(),
         )
         self.agents.load(agent.address, request, timeout=timeout)
 
@@ -185,7 +176,7 @@ class Reconciler:
                 added: list[str] = []
                 if missing > 0:
                     try:
-                        added = self.place(requirements(d), missing, exclude=frozenset(d.agent_ids))
+                        added = self.place(d.requirements, missing, exclude=frozenset(d.agent_ids))
                     except FailedPrecondition as err:
                         if not keep:
                             self.store.set_deployment_state(d.deployment_id, "PENDING", f"waiting for an agent: {err.message}")

@@ -20,8 +20,10 @@ from coordinator.endpoints import ArmTarget, Endpoints, Placement, policy_of
 from coordinator.pipelines import FINISHED, Pipelines
 from coordinator.reconciler import Reconciler
 from coordinator.routes import RouteBook
-from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, RunRecord, Store
+from coordinator.store import EndpointRecord, ModelRecord, RunRecord, Store
+from milepost.core.batching import BatchingSettings
 from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from milepost.core.requirements import Requirements
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
@@ -122,7 +124,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     # ---- endpoints ----
     def Deploy(self, request: pb.DeployRequest, context: grpc.ServicerContext) -> types_pb2.Endpoint:
         check_name("endpoint", request.endpoint)
-        placement = _placement(request.replicas, request.resources, request.selector, request.batching, request.engine)
+        placement = _placement(request)
         arm = ArmTarget(name="primary", model=request.model, version=request.version)
         endpoint = self.endpoints.set_policy(
             request.endpoint, routing_pb2.RoutingPolicy(kind="single"), [arm], placement,
@@ -133,7 +135,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
 
     def SetPolicy(self, request: pb.SetPolicyRequest, context: grpc.ServicerContext) -> types_pb2.Endpoint:
         check_name("endpoint", request.endpoint)
-        placement = _placement(request.replicas, request.resources, request.selector, request.batching, request.engine)
+        placement = _placement(request)
         arms = [
             ArmTarget(name=a.name, model=a.model, version=a.version, weight=a.weight or 1.0, endpoint=a.endpoint)
             for a in request.arms
@@ -191,7 +193,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def _arm_for_key(self, endpoint: str, policy: routing_pb2.RoutingPolicy, key: str) -> str:
         """The arm the agents' own policy code gives this key: exact for single, split and
         canary (sticky by key); for a bandit, the arm under the current route generation."""
-        from agent.routing.policy import build
+        from milepost.core.routing.policy import build
 
         if not key:
             raise InvalidArgument("feedback needs the request key or the arm that served it")
@@ -252,10 +254,11 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         )
 
 
-def _placement(replicas: int, resources, selector, batching, engine: str) -> Placement:  # type: ignore[no-untyped-def]
+def _placement(request: pb.DeployRequest | pb.SetPolicyRequest) -> Placement:
     return Placement(
-        replicas=replicas, cpu=resources.cpu, memory_bytes=resources.memory_bytes, gpus=resources.gpus,
-        selector=dict(selector), engine=engine, batching=batching,
+        replicas=request.replicas,
+        requirements=Requirements.from_proto(request.resources, request.selector, request.engine),
+        batching=BatchingSettings.from_proto(request.batching),
     )
 
 
@@ -263,12 +266,6 @@ def model_message(m: ModelRecord) -> types_pb2.ModelVersion:
     return types_pb2.ModelVersion(
         name=m.name, version=m.version, flavor=m.flavor, size_bytes=m.size_bytes,
         created_at=m.created_at, manifest_json=m.manifest_json,
-    )
-
-
-def batching_message(d: DeploymentRecord) -> types_pb2.Batching:
-    return types_pb2.Batching(
-        max_batch_size=d.max_batch_size, max_delay_us=d.max_delay_us, max_queue_rows=d.max_queue_rows
     )
 
 
@@ -280,9 +277,8 @@ def endpoint_message(e: EndpointRecord) -> types_pb2.Endpoint:
             types_pb2.Deployment(
                 deployment_id=d.deployment_id, endpoint=d.endpoint, model=d.model, version=d.version,
                 replicas=d.replicas, agent_ids=list(d.agent_ids), state=d.state, message=d.message,
-                batching=batching_message(d),
-                resources=types_pb2.ResourceRequest(cpu=d.cpu, memory_bytes=d.memory_bytes, gpus=d.gpus),
-                selector=json.loads(d.selector_json), engine=d.engine,
+                batching=d.batching.to_proto(), resources=d.requirements.to_proto(),
+                selector=d.requirements.selector, engine=d.requirements.engine,
             )
             for d in e.deployments
         ],

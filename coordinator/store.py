@@ -7,12 +7,16 @@ call has acknowledged is committed before it returns, so it survives a restart.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from milepost.core.batching import BatchingSettings
+from milepost.core.requirements import Requirements
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -132,16 +136,9 @@ class DeploymentRecord:
     state: str
     message: str
     created_at: float
-    # Micro-batching settings; 0 takes the agent's default.
-    max_batch_size: int = 0
-    max_delay_us: int = 0
-    max_queue_rows: int = 0
-    # Placement: the engine (resolved from the flavor at deploy time), per-replica resources, labels.
-    engine: str = ""
-    cpu: float = 0.0
-    memory_bytes: int = 0
-    gpus: int = 0
-    selector_json: str = "{}"
+    batching: BatchingSettings = field(default_factory=BatchingSettings)
+    # The engine is resolved from the flavor at deploy time.
+    requirements: Requirements = field(default_factory=Requirements)
     agent_ids: tuple[str, ...] = ()
 
 
@@ -438,8 +435,9 @@ class Store:
         db.execute(
             "INSERT INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (d.deployment_id, d.endpoint, d.model, d.version, d.replicas, d.state, d.message, d.created_at,
-             d.max_batch_size, d.max_delay_us, d.max_queue_rows, d.engine, d.cpu, d.memory_bytes, d.gpus,
-             d.selector_json),
+             d.batching.max_batch_size, d.batching.max_delay_us, d.batching.max_queue_rows,
+             d.requirements.engine, d.requirements.cpu, d.requirements.memory_bytes, d.requirements.gpus,
+             json.dumps(d.requirements.selector, sort_keys=True)),
         )
         db.executemany("INSERT INTO replicas VALUES (?, ?)", [(d.deployment_id, a) for a in d.agent_ids])
 
@@ -453,6 +451,9 @@ class Store:
             agents = db.execute(
                 "SELECT agent_id FROM replicas WHERE deployment_id=? ORDER BY agent_id", (r[0],)
             ).fetchall()
-            out.append(DeploymentRecord(*r, agent_ids=tuple(a[0] for a in agents)))
+            batching = BatchingSettings(*r[8:11])
+            engine, cpu, memory_bytes, gpus, selector_json = r[11:16]
+            requirements = Requirements(engine, cpu, memory_bytes, gpus, json.loads(selector_json))
+            out.append(DeploymentRecord(*r[:8], batching, requirements, tuple(a[0] for a in agents)))
         return out
 

@@ -5,7 +5,7 @@ batching the same way and nothing inside an engine changes. Promises:
 
 - Bounded: at most ``max_queue_rows`` rows wait; past that predict raises
   ResourceExhausted at once instead of queueing without limit.
-- A batch is cut at ``max_batch_size`` rows or ``max_delay_s`` after its first
+- A batch is cut at ``max_batch_size`` rows or ``max_delay`` after its first
   request arrived, whichever comes first.
 - Each request gets exactly its own rows back, or its own error: when a merged
   call fails, its requests are retried one by one so that one bad request
@@ -25,37 +25,8 @@ from dataclasses import dataclass
 import pyarrow as pa
 
 from engines.base import LoadedModel
+from milepost.core.batching import BatchingSettings
 from milepost.core.errors import InvalidArgument, ResourceExhausted
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    """Defaults batch opportunistically: no added wait, requests that queued while
-    the model was busy run together. A positive max_delay_s trades latency for
-    fuller batches."""
-
-    max_batch_size: int = 256
-    max_delay_s: float = 0.0
-    max_queue_rows: int = 1 << 16
-
-    def __post_init__(self) -> None:
-        if self.max_batch_size < 1:
-            raise InvalidArgument(f"max_batch_size must be >= 1, got {self.max_batch_size}")
-        if not 0 <= self.max_delay_s <= 10:
-            raise InvalidArgument(f"max_delay must be between 0 and 10 s, got {self.max_delay_s}")
-        if self.max_queue_rows < self.max_batch_size:
-            raise InvalidArgument("max_queue_rows must be at least max_batch_size")
-
-
-def batching_config(message) -> BatchingConfig:  # type: ignore[no-untyped-def]
-    """A BatchingConfig from a milepost.v1.Batching-shaped message; zero fields take defaults."""
-    defaults = BatchingConfig()
-    max_batch_size = message.max_batch_size or defaults.max_batch_size
-    return BatchingConfig(
-        max_batch_size=max_batch_size,
-        max_delay_s=message.max_delay_us / 1e6,
-        max_queue_rows=message.max_queue_rows or max(defaults.max_queue_rows, max_batch_size),
-    )
 
 
 @dataclass
@@ -66,7 +37,7 @@ class _Pending:
 
 
 class MicroBatcher(LoadedModel):
-    def __init__(self, model: LoadedModel, config: BatchingConfig = BatchingConfig()) -> None:
+    def __init__(self, model: LoadedModel, config: BatchingSettings = BatchingSettings()) -> None:
         self.model = model
         self.config = config
         self.input_schema = model.input_schema
@@ -83,15 +54,15 @@ class MicroBatcher(LoadedModel):
 
     def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         rows = batch.num_rows
-        if rows >= self.config.max_batch_size or rows == 0:
+        if rows >= self.config.effective_max_batch_size or rows == 0:
             return self.model.predict(batch)
         pending = _Pending(batch, Future(), time.monotonic())
         with self._cond:
             if self._closed:
                 raise ResourceExhausted("model is unloading; retry on another replica")
-            if self._queued_rows + rows > self.config.max_queue_rows:
+            if self._queued_rows + rows > self.config.effective_max_queue_rows:
                 raise ResourceExhausted(
-                    f"queue full ({self._queued_rows} rows waiting, limit {self.config.max_queue_rows}); "
+                    f"queue full ({self._queued_rows} rows waiting, limit {self.config.effective_max_queue_rows}); "
                     "retry with backoff"
                 )
             self._queue.append(pending)
@@ -128,17 +99,17 @@ class MicroBatcher(LoadedModel):
                     return None
                 self._cond.wait()
             first = self._queue[0]
-            deadline = first.arrived + self.config.max_delay_s
+            deadline = first.arrived + self.config.effective_max_delay_s
             while True:
                 rows = self._rows_ready(first.batch.schema)
                 remaining = deadline - time.monotonic()
-                if rows >= self.config.max_batch_size or remaining <= 0 or self._closed:
+                if rows >= self.config.effective_max_batch_size or remaining <= 0 or self._closed:
                     break
                 self._cond.wait(remaining)
             group, rows, keep = [], 0, deque()
             while self._queue:
                 item = self._queue.popleft()
-                fits = rows + item.batch.num_rows <= self.config.max_batch_size
+                fits = rows + item.batch.num_rows <= self.config.effective_max_batch_size
                 if item.batch.schema.equals(first.batch.schema) and (fits or not group):
                     group.append(item)
                     rows += item.batch.num_rows

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.placement import Candidate, Requirements, place
+from coordinator.placement import Candidate, place
 from milepost.core.errors import FailedPrecondition
+from milepost.core.requirements import Requirements
 
 GiB = 2**30
 

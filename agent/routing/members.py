@@ -32,10 +32,13 @@ from dataclasses import dataclass
 import grpc
 import pyarrow as pa
 
-from milepost.core import tensor_codec
 from engines.base import LoadedModel
+from milepost.core import tensor_codec
 from milepost.core.errors import (
-    DeadlineExceeded, FailedPrecondition, MilepostError, Unavailable,
+    DeadlineExceeded,
+    FailedPrecondition,
+    MilepostError,
+    Unavailable,
 )
 from milepost.inference import grpc_predict_v2_pb2 as pb
 from milepost.inference import grpc_predict_v2_pb2_grpc as pb_grpc

@@ -29,16 +29,23 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from agent.deployments import DeploymentTable, Hosted
-from agent.routing import policy as policies
+from agent.routing import ensemble
 from agent.routing.arm_metrics import ArmMetricsBook
-from agent.routing.ensemble import EnsemblePolicy, MemberAnswer
+from agent.routing.ensemble import MemberAnswer
 from agent.routing.members import Channels, RemoteDescription, RemoteModel, deadline_scope
-from agent.routing.policy import Arm, Policy
 from agent.statistics import EndpointStatistics
 from engines.base import LoadedModel
 from milepost.core.errors import (
-    DeadlineExceeded, FailedPrecondition, MilepostError, NotFound, ResourceExhausted, Unavailable,
+    DeadlineExceeded,
+    FailedPrecondition,
+    MilepostError,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
 )
+from milepost.core.routing import policy as policies
+from milepost.core.routing.ensemble import EnsemblePolicy
+from milepost.core.routing.policy import Arm, Policy
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.agent")
@@ -397,13 +404,13 @@ class Router:
                 )
             self.metrics.record(route.endpoint, arm.name, finished_ms, None, failed=True)
             answers.append(MemberAnswer(arm, error=error))
-        chosen = policy.answered(answers)
+        chosen = ensemble.answered(policy, answers)
         stacker = None
         deployments = [d for a in chosen for d in served_by[a.arm.name].deployments]
         if policy.combiner == "stacking":
             stacker = _Stacker(self, route, policy.stacker_deployment_id, deadline)
             deployments.append(policy.stacker_deployment_id)
-        combined = policy.combine(chosen, stacker)
+        combined = ensemble.combine(policy, chosen, stacker)
         return Served(combined, tuple(a.arm.name for a in chosen), tuple(deployments))
 
     def _member_job(

@@ -9,8 +9,8 @@ import pyarrow as pa
 import pytest
 
 from agent.routing import combiners
-from agent.routing.policy import Arm, build, unit_interval
-from agent.routing.split import pick_by_weight
+from milepost.core.routing.policy import Arm, build, unit_interval
+from milepost.core.routing.split import pick_by_weight
 from milepost.core.errors import FailedPrecondition, Unavailable
 from milepost.v1 import routing_pb2
 

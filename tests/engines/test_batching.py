@@ -10,7 +10,8 @@ import pyarrow as pa
 import pytest
 
 from engines.base import LoadedModel
-from engines.batching import BatchingConfig, MicroBatcher
+from engines.batching import MicroBatcher
+from milepost.core.batching import BatchingSettings
 from engines.native import NativeModel
 from milepost.core.errors import InvalidArgument, ResourceExhausted
 from tests.conftest import wait_until
@@ -55,7 +56,7 @@ class Gated(LoadedModel):
 def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(native) -> None:  # type: ignore[no-untyped-def]
     model, estimator, rows = native
     gated = Gated(model)
-    batcher = MicroBatcher(gated, BatchingConfig(max_batch_size=64))
+    batcher = MicroBatcher(gated, BatchingSettings(max_batch_size=64))
     expected = estimator.predict_proba(rows)
     results: dict[int, np.ndarray] = {}
 
@@ -81,7 +82,7 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(native) -> No
 def test_a_bad_request_fails_alone(native) -> None:  # type: ignore[no-untyped-def]
     model, estimator, rows = native
     gated = Gated(model)
-    batcher = MicroBatcher(gated, BatchingConfig(max_batch_size=64))
+    batcher = MicroBatcher(gated, BatchingSettings(max_batch_size=64))
     outcomes: dict[str, object] = {}
 
     def good() -> None:
@@ -109,7 +110,7 @@ def test_a_bad_request_fails_alone(native) -> None:  # type: ignore[no-untyped-d
 def test_full_queue_is_refused_at_once(native) -> None:  # type: ignore[no-untyped-def]
     model, _, rows = native
     gated = Gated(model)
-    batcher = MicroBatcher(gated, BatchingConfig(max_batch_size=4, max_queue_rows=4))
+    batcher = MicroBatcher(gated, BatchingSettings(max_batch_size=4, max_queue_rows=4))
 
     def call() -> None:
         try:
@@ -135,7 +136,7 @@ def test_large_requests_bypass_the_queue_and_delay_fills_batches(native) -> None
     gated = Gated(model)
     gated.gate.set()
     # Four single rows fill a batch of 4; the generous delay only has to outlast their arrival.
-    batcher = MicroBatcher(gated, BatchingConfig(max_batch_size=4, max_delay_s=5.0))
+    batcher = MicroBatcher(gated, BatchingSettings(max_batch_size=4, max_delay_us=5_000_000))
     big = batcher.predict(matrix(rows[:50]))  # >= max_batch_size: straight through
     np.testing.assert_allclose(probabilities(big), estimator.predict_proba(rows[:50]), atol=1e-5)
     threads = [threading.Thread(target=batcher.predict, args=(matrix(rows[i : i + 1]),)) for i in range(4)]
@@ -151,6 +152,6 @@ def test_large_requests_bypass_the_queue_and_delay_fills_batches(native) -> None
 
 def test_invalid_config_is_rejected() -> None:
     with pytest.raises(InvalidArgument):
-        BatchingConfig(max_batch_size=0)
+        BatchingSettings(max_batch_size=-1)
     with pytest.raises(InvalidArgument):
-        BatchingConfig(max_delay_s=-1)
+        BatchingSettings(max_delay_us=-1)

@@ -9,18 +9,15 @@ with no replica anywhere hands its traffic to the other arm.
 
 from __future__ import annotations
 
-from agent.routing.policy import Available, Choice, Policy, expect_arms, point_for
+from milepost.core.routing.policy import Available, Choice, Policy, point_for, routing_pb2
 
 
 class CanaryPolicy(Policy):
     kind = "canary"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        expect_arms(self, 2, 2)
-        steps = list(self.spec.steps)
-        step = min(max(self.spec.step, 0), len(steps) - 1) if steps else 0
-        self.percent = min(max(steps[step], 0.0), 100.0) if steps else 0.0
+    def __init__(self, endpoint: str, spec: routing_pb2.RoutingPolicy, generation: int) -> None:
+        super().__init__(endpoint, spec, generation)
+        self.percent = spec.steps[spec.step]
 
     def choose(self, key: str | None, available: Available) -> Choice:
         baseline, candidate = self.arms

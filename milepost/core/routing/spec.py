@@ -1,24 +1,33 @@
-"""What makes a routing policy valid, checked when it is set (not when traffic arrives).
+"""What makes a routing policy valid: the one set of rules, for the coordinator and the agents.
 
-Each kind states its arm count and parameters; defaults are filled in here so
-agents and the canary controller read complete policies.
+The coordinator checks a policy when it is set (``check``: InvalidArgument, the
+user's mistake) and fills in the defaults, so agents and the canary controller
+read complete policies. An agent checks every policy it is pushed with the same
+rules (``check_resolved``: FailedPrecondition, since a bad pushed route is not
+the caller's fault) before it serves by it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
-from milepost.core.errors import InvalidArgument
+from milepost.core.errors import FailedPrecondition, InvalidArgument
 from milepost.v1 import routing_pb2
 
 KINDS = ("single", "split", "canary", "shadow", "ensemble", "bandit")
 COMBINERS = ("mean", "weighted", "vote", "stacking")
 BANDITS = ("epsilon_greedy", "thompson")
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+FAILURE_POLICIES = ("fail", "skip")
 DEFAULT_KEY_PARAMETER = "milepost-key"
+DEFAULT_CANARY_STEPS = (5.0, 25.0, 50.0, 100.0)
+DEFAULT_MEMBER_TIMEOUT_S = 10.0
 
 
-def check(policy: routing_pb2.RoutingPolicy, arm_names: list[str], weights: list[float], has_stacker: bool) -> None:
+def check(
+    policy: routing_pb2.RoutingPolicy, arm_names: Sequence[str], weights: Sequence[float], has_stacker: bool,
+) -> None:
     """Raise InvalidArgument naming the first problem; fill defaults into ``policy`` in place."""
     kind = policy.kind
     if kind not in KINDS:
@@ -27,17 +36,17 @@ def check(policy: routing_pb2.RoutingPolicy, arm_names: list[str], weights: list
         if not ARM_NAME.match(name):
             raise InvalidArgument(f"arm name {name!r} is invalid: 1-64 letters, digits, '_', '.', '-'")
     if len(set(arm_names)) != len(arm_names):
-        raise InvalidArgument(f"arm names must be unique, got {arm_names}")
+        raise InvalidArgument(f"arm names must be unique, got {list(arm_names)}")
     n = len(arm_names)
     exact = {"single": 1, "canary": 2, "shadow": 2}
     if kind in exact and n != exact[kind]:
         raise InvalidArgument(f"a {kind} policy takes exactly {exact[kind]} arm(s), got {n}")
-    if kind in ("split", "ensemble", "bandit") and n < 2:
-        raise InvalidArgument(f"a {kind} policy takes at least 2 arms, got {n}")
+    if kind in ("split", "ensemble", "bandit") and n < 1:
+        raise InvalidArgument(f"a {kind} policy takes at least 1 arm, got none")
     if any(w < 0 for w in weights):
-        raise InvalidArgument(f"arm weights must be >= 0, got {weights}")
+        raise InvalidArgument(f"arm weights must be >= 0, got {list(weights)}")
     if kind == "split" and not any(w > 0 for w in weights):
-        raise InvalidArgument("a split needs at least one arm with a positive weight")
+        raise InvalidArgument(f"split weights must be >= 0 with at least one > 0, got {list(weights)}")
     if not policy.key_parameter:
         policy.key_parameter = DEFAULT_KEY_PARAMETER
     if kind == "canary":
@@ -53,10 +62,12 @@ def check(policy: routing_pb2.RoutingPolicy, arm_names: list[str], weights: list
             raise InvalidArgument("the stacking combiner needs a stacker model, and only it takes one")
         if not policy.on_member_failure:
             policy.on_member_failure = "fail"
-        if policy.on_member_failure not in ("fail", "skip"):
+        if policy.on_member_failure not in FAILURE_POLICIES:
             raise InvalidArgument(f"on_member_failure must be fail or skip, got {policy.on_member_failure!r}")
         if policy.member_timeout_s < 0:
             raise InvalidArgument("member_timeout_s must be >= 0")
+        if policy.combiner == "weighted" and not any(w > 0 for w in weights):
+            raise InvalidArgument("the weighted combiner needs at least one arm with a positive weight")
     if kind == "bandit":
         if not policy.bandit:
             policy.bandit = "thompson"
@@ -69,7 +80,7 @@ def check(policy: routing_pb2.RoutingPolicy, arm_names: list[str], weights: list
 
 
 def _check_canary(policy: routing_pb2.RoutingPolicy) -> None:
-    steps = list(policy.steps) or [5.0, 25.0, 50.0, 100.0]
+    steps = list(policy.steps) or list(DEFAULT_CANARY_STEPS)
     if any(not 0 < s <= 100 for s in steps) or steps != sorted(steps):
         raise InvalidArgument(f"canary steps must be increasing percentages in (0, 100], got {steps}")
     if steps[-1] != 100:
@@ -87,3 +98,25 @@ def _check_canary(policy: routing_pb2.RoutingPolicy) -> None:
         gates.min_requests = 20
     if gates.max_p99_latency_ms < 0 or gates.max_divergence < 0:
         raise InvalidArgument("canary gates must be >= 0")
+
+
+def check_resolved(endpoint: str, policy: routing_pb2.RoutingPolicy) -> routing_pb2.RoutingPolicy:
+    """A pushed policy, checked by ``check`` and completed (a copy; ``policy`` is untouched).
+
+    Its arms are resolved: each names exactly one of a deployment and an
+    endpoint. Any problem is FailedPrecondition naming the endpoint.
+    """
+    complete = routing_pb2.RoutingPolicy()
+    complete.CopyFrom(policy)
+    complete.kind = complete.kind or "single"
+    try:
+        for arm in complete.arms:
+            if bool(arm.deployment_id) == bool(arm.endpoint):
+                raise InvalidArgument(f"arm {arm.name!r} must name exactly one of a deployment and an endpoint")
+        check(
+            complete, [a.name for a in complete.arms], [a.weight for a in complete.arms],
+            has_stacker=bool(complete.stacker_deployment_id),
+        )
+    except InvalidArgument as err:
+        raise FailedPrecondition(f"endpoint {endpoint!r}: {err.message}") from err
+    return complete

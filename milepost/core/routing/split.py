@@ -14,8 +14,7 @@ import bisect
 import itertools
 from collections.abc import Sequence
 
-from agent.routing.policy import Arm, Available, Choice, Policy, expect_arms, point_for
-from milepost.core.errors import FailedPrecondition
+from milepost.core.routing.policy import Arm, Available, Choice, Policy, point_for, routing_pb2
 
 
 def pick_by_weight(arms: Sequence[Arm], weights: Sequence[float], u: float) -> Arm:
@@ -31,14 +30,9 @@ def pick_by_weight(arms: Sequence[Arm], weights: Sequence[float], u: float) -> A
 class SplitPolicy(Policy):
     kind = "split"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        expect_arms(self, 1)
+    def __init__(self, endpoint: str, spec: routing_pb2.RoutingPolicy, generation: int) -> None:
+        super().__init__(endpoint, spec, generation)
         self.weights = tuple(arm.weight for arm in self.arms)
-        if any(w < 0 for w in self.weights) or not any(w > 0 for w in self.weights):
-            raise FailedPrecondition(
-                f"endpoint {self.endpoint!r}: split weights must be >= 0 with at least one > 0, got {list(self.weights)}"
-            )
 
     def choose(self, key: str | None, available: Available) -> Choice:
         u = point_for(self.endpoint, key)

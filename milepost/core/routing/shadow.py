@@ -12,25 +12,21 @@ from __future__ import annotations
 
 import random
 
-from agent.routing.policy import Available, Choice, Policy, expect_arms
-from milepost.core.errors import FailedPrecondition
+from milepost.core.routing.policy import Available, Choice, Policy, routing_pb2
 
 
 class ShadowPolicy(Policy):
     kind = "shadow"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        expect_arms(self, 2, 2)
-        self.fraction = self.spec.shadow_fraction
-        if not 0 <= self.fraction <= 1:
-            raise FailedPrecondition(f"endpoint {self.endpoint!r}: shadow_fraction must be in [0, 1], got {self.fraction}")
+    def __init__(self, endpoint: str, spec: routing_pb2.RoutingPolicy, generation: int) -> None:
+        super().__init__(endpoint, spec, generation)
+        self.fraction = spec.shadow_fraction
 
     def choose(self, key: str | None, available: Available) -> Choice:
         primary, shadow = self.arms
         if not available(primary):
             raise self._unavailable((primary,))
-        mirror = shadow if self.fraction > 0 and random.random() < self.fraction and available(shadow) else None
+        mirror = shadow if random.random() < self.fraction and available(shadow) else None
         return Choice((primary,), mirror)
 
     def ready(self, available: Available) -> bool:

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from agent.routing.policy import Available, Choice, Policy, expect_arms
+from milepost.core.routing.policy import Available, Choice, Policy
 
 
 class SinglePolicy(Policy):
     kind = "single"
-
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        expect_arms(self, 1, 1)
 
     def choose(self, key: str | None, available: Available) -> Choice:
         arm = self.arms[0]

@@ -21,9 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from milepost.core.errors import FailedPrecondition, Unavailable
+from milepost.core.routing import spec as rules
 from milepost.v1 import routing_pb2
-
-DEFAULT_KEY_PARAMETER = "milepost-key"
 
 
 @dataclass(frozen=True)
@@ -38,6 +37,13 @@ class Arm:
     @property
     def target(self) -> str:
         return f"endpoint {self.endpoint!r}" if self.endpoint else f"deployment {self.deployment_id}"
+
+    def to_proto(self) -> routing_pb2.Arm:
+        return routing_pb2.Arm(name=self.name, deployment_id=self.deployment_id, endpoint=self.endpoint, weight=self.weight)
+
+    @classmethod
+    def from_proto(cls, message: routing_pb2.Arm) -> Arm:
+        return cls(message.name, message.deployment_id, message.endpoint, message.weight)
 
 
 @dataclass(frozen=True)
@@ -69,16 +75,12 @@ class Policy(ABC):
     kind: str = ""
 
     def __init__(self, endpoint: str, spec: routing_pb2.RoutingPolicy, generation: int) -> None:
+        """``spec`` has passed ``spec.check_resolved``: complete, with its defaults filled in."""
         self.endpoint = endpoint
         self.spec = spec
         self.generation = generation
-        self.arms = tuple(Arm(a.name, a.deployment_id, a.endpoint, a.weight) for a in spec.arms)
-        self.key_parameter = spec.key_parameter or DEFAULT_KEY_PARAMETER
-        for arm in self.arms:
-            if bool(arm.deployment_id) == bool(arm.endpoint):
-                raise FailedPrecondition(
-                    f"endpoint {endpoint!r}: arm {arm.name!r} must name exactly one of a deployment and an endpoint"
-                )
+        self.arms = tuple(Arm.from_proto(a) for a in spec.arms)
+        self.key_parameter = spec.key_parameter
 
     @abstractmethod
     def choose(self, key: str | None, available: Available) -> Choice:
@@ -93,16 +95,9 @@ class Policy(ABC):
         return Unavailable(f"endpoint {self.endpoint!r}: arm {names} has no replica on any agent")
 
 
-def expect_arms(policy: Policy, low: int, high: int | None = None) -> None:
-    n = len(policy.arms)
-    if n < low or (high is not None and n > high):
-        wanted = f"{low}" if high == low else f"at least {low}" if high is None else f"{low} to {high}"
-        raise FailedPrecondition(f"endpoint {policy.endpoint!r}: a {policy.kind} policy takes {wanted} arm(s), got {n}")
-
-
 def build(endpoint: str, spec: routing_pb2.RoutingPolicy, generation: int) -> Policy:
-    """The policy object for a route; FailedPrecondition when the message makes no sense."""
-    from agent.routing import bandit, canary, ensemble, shadow, single, split
+    """The policy object for a route; FailedPrecondition when the message breaks the rules."""
+    from milepost.core.routing import bandit, canary, ensemble, shadow, single, split
 
     kinds: dict[str, type[Policy]] = {
         cls.kind: cls for cls in (
@@ -110,10 +105,5 @@ def build(endpoint: str, spec: routing_pb2.RoutingPolicy, generation: int) -> Po
             shadow.ShadowPolicy, ensemble.EnsemblePolicy, bandit.BanditPolicy,
         )
     }
-    cls = kinds.get(spec.kind or "single")
-    if cls is None:
-        raise FailedPrecondition(
-            f"endpoint {endpoint!r} has routing policy kind {spec.kind!r}, which this agent does not know; "
-            f"known: {', '.join(kinds)}"
-        )
-    return cls(endpoint, spec, generation)
+    complete = rules.check_resolved(endpoint, spec)
+    return kinds[complete.kind](endpoint, complete, generation)

@@ -24,26 +24,16 @@ import math
 
 import numpy as np
 
-from agent.routing.policy import Arm, Available, Choice, Policy, expect_arms
-from milepost.core.errors import FailedPrecondition
-
-ALGORITHMS = ("epsilon_greedy", "thompson")
+from milepost.core.routing.policy import Arm, Available, Choice, Policy, routing_pb2
 
 
 class BanditPolicy(Policy):
     kind = "bandit"
 
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(*args, **kwargs)
-        expect_arms(self, 1)
-        self.algorithm = self.spec.bandit or "thompson"
-        if self.algorithm not in ALGORITHMS:
-            raise FailedPrecondition(
-                f"endpoint {self.endpoint!r}: bandit {self.algorithm!r} is unknown; use one of {', '.join(ALGORITHMS)}"
-            )
-        self.epsilon = self.spec.epsilon
-        if not 0 <= self.epsilon <= 1:
-            raise FailedPrecondition(f"endpoint {self.endpoint!r}: epsilon must be in [0, 1], got {self.epsilon}")
+    def __init__(self, endpoint: str, spec: routing_pb2.RoutingPolicy, generation: int) -> None:
+        super().__init__(endpoint, spec, generation)
+        self.algorithm = spec.bandit
+        self.epsilon = spec.epsilon
         names = {arm.name for arm in self.arms}
         self.rewards: dict[str, tuple[float, float, float]] = {
             r.arm: (r.count, r.sum, r.sum_squares) for r in self.spec.rewards if r.arm in names

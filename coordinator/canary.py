@@ -16,8 +16,9 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from coordinator.arm_stats import ArmStats, Totals
+from coordinator.arm_stats import ArmStats
 from coordinator.endpoints import Endpoints, policy_of
+from milepost.core.arm_counters import ArmCounters
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
@@ -27,11 +28,11 @@ log = logging.getLogger("milepost.coordinator")
 class _Window:
     step: int
     opened_at: float
-    baseline: Totals
-    candidate: Totals
+    baseline: ArmCounters
+    candidate: ArmCounters
 
 
-def failed_gate(gates: routing_pb2.CanaryGates, baseline: Totals, candidate: Totals) -> str | None:
+def failed_gate(gates: routing_pb2.CanaryGates, baseline: ArmCounters, candidate: ArmCounters) -> str | None:
     """The reason the candidate fails this window's gates, or None when it passes."""
     if candidate.error_rate > gates.max_error_rate:
         return f"error rate {candidate.error_rate:.3f} > {gates.max_error_rate:g} over {candidate.requests:.0f} requests"
@@ -71,7 +72,7 @@ class CanaryController:
     def _judge(self, name: str, policy: routing_pb2.RoutingPolicy) -> str | None:
         baseline_arm, candidate_arm = policy.arms[0].name, policy.arms[1].name
         totals = self.stats.totals(name)
-        baseline, candidate = totals.get(baseline_arm, Totals()), totals.get(candidate_arm, Totals())
+        baseline, candidate = totals.get(baseline_arm, ArmCounters()), totals.get(candidate_arm, ArmCounters())
         window = self._windows.get(name)
         now = self.clock()
         if window is None or window.step != policy.step:

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import math
 
-from coordinator.arm_stats import Totals
 from coordinator.significance import two_proportion_z, welch_t
 from coordinator.store import EndpointRecord
+from milepost.core.arm_counters import ArmCounters
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import routing_pb2
 
 
 def build(
-    endpoint: EndpointRecord, policy: routing_pb2.RoutingPolicy, totals: dict[str, Totals],
+    endpoint: EndpointRecord, policy: routing_pb2.RoutingPolicy, totals: dict[str, ArmCounters],
     rewards: dict[str, tuple[float, float, float]],
 ) -> tuple[list[pb.ArmReport], list[pb.ArmComparison]]:
     deployments = {d.deployment_id: d for d in endpoint.deployments}
     arms = []
     for arm in policy.arms:
-        t = totals.get(arm.name, Totals())
+        t = totals.get(arm.name, ArmCounters())
         count, total, squares = rewards.get(arm.name, (0.0, 0.0, 0.0))
         d = deployments.get(arm.deployment_id)
         arms.append(pb.ArmReport(

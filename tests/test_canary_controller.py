@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from coordinator.arm_stats import LATENCY_BOUNDS_MS, ArmStats
+from coordinator.arm_stats import ArmStats
 from coordinator.canary import CanaryController
 from coordinator.endpoints import ArmTarget, Endpoints, Placement, policy_of
 from coordinator.reconciler import Reconciler
 from coordinator.store import ModelRecord, Store
+from milepost.core.arm_counters import LATENCY_BOUNDS_MS
 from milepost.v1 import routing_pb2, types_pb2
 from tests.conftest import wait_until
 

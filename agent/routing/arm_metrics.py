@@ -1,39 +1,22 @@
-"""Per-arm counters: what each arm of each endpoint served, how fast, and what it predicted.
+"""Per-arm counting on the agent: what each arm of each endpoint served, how fast, what it predicted.
 
 Keyed by (endpoint, arm name); cumulative since the agent started (the
 heartbeat carries the agent's uptime so the coordinator can tell a restart
 from a quiet arm). Recording takes one short per-arm lock and a few numpy
-reductions per batch, never a loop over rows.
-
-What the numbers mean:
-
-- ``requests``, ``errors``: calls to the arm, and those that raised (a
-  timed-out ensemble member counts as an error).
-- ``latency_buckets[i]``: calls that took at most ``LATENCY_BOUNDS_MS[i]``
-  milliseconds and more than the bound before it (not cumulative; the last
-  bound is +inf); ``latency_sum_ms`` their total.
-- ``predictions``, ``prediction_sum``, ``prediction_sum_squares``: over the
-  rows an arm answered, the value of its first output column; for a
-  fixed-size list (a classifier's probabilities) the last element, i.e. the
-  probability of the last class. NaN values are left out.
-- ``shadow_compared``, ``shadow_abs_diff_sum``: on a shadow arm, the rows
-  compared with the primary's answer and the sum of |shadow - primary| of that
-  same first-output value.
+reductions per batch, never a loop over rows. What each counter means is
+said once, in milepost.core.arm_counters.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
 import threading
-from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 
+from milepost.core.arm_counters import LATENCY_BOUNDS_MS, ArmCounters
 from milepost.v1 import routing_pb2
-
-LATENCY_BOUNDS_MS: tuple[float, ...] = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, math.inf)
 
 
 def first_output_values(batch: pa.RecordBatch) -> np.ndarray | None:
@@ -60,18 +43,12 @@ def first_output_values(batch: pa.RecordBatch) -> np.ndarray | None:
     return None
 
 
-@dataclass
-class ArmCounters:
-    requests: int = 0
-    errors: int = 0
-    latency_buckets: list[int] = field(default_factory=lambda: [0] * len(LATENCY_BOUNDS_MS))
-    latency_sum_ms: float = 0.0
-    predictions: int = 0
-    prediction_sum: float = 0.0
-    prediction_sum_squares: float = 0.0
-    shadow_compared: int = 0
-    shadow_abs_diff_sum: float = 0.0
-    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+class ArmRecorder:
+    """One arm's counters and the lock that guards them."""
+
+    def __init__(self) -> None:
+        self.counters = ArmCounters()
+        self.lock = threading.Lock()
 
     def record(self, latency_ms: float, outputs: pa.RecordBatch | None, failed: bool) -> None:
         count, total, squares = 0, 0.0, 0.0
@@ -81,29 +58,24 @@ class ArmCounters:
                 values = values[~np.isnan(values)]
                 count, total, squares = int(values.size), float(values.sum()), float(np.dot(values, values))
         bucket = bisect.bisect_left(LATENCY_BOUNDS_MS, latency_ms)
+        c = self.counters
         with self.lock:
-            self.requests += 1
-            self.errors += int(failed)
-            self.latency_buckets[bucket] += 1
-            self.latency_sum_ms += latency_ms
-            self.predictions += count
-            self.prediction_sum += total
-            self.prediction_sum_squares += squares
+            c.requests += 1
+            c.errors += int(failed)
+            c.latency_buckets[bucket] += 1
+            c.latency_sum_ms += latency_ms
+            c.predictions += count
+            c.prediction_sum += total
+            c.prediction_sum_squares += squares
 
     def record_comparison(self, compared: int, abs_diff_sum: float) -> None:
         with self.lock:
-            self.shadow_compared += compared
-            self.shadow_abs_diff_sum += abs_diff_sum
+            self.counters.shadow_compared += compared
+            self.counters.shadow_abs_diff_sum += abs_diff_sum
 
     def snapshot(self, endpoint: str, arm: str) -> routing_pb2.ArmMetrics:
         with self.lock:
-            return routing_pb2.ArmMetrics(
-                endpoint=endpoint, arm=arm, requests=self.requests, errors=self.errors,
-                latency_buckets=list(self.latency_buckets), latency_sum_ms=self.latency_sum_ms,
-                predictions=self.predictions, prediction_sum=self.prediction_sum,
-                prediction_sum_squares=self.prediction_sum_squares,
-                shadow_compared=self.shadow_compared, shadow_abs_diff_sum=self.shadow_abs_diff_sum,
-            )
+            return self.counters.to_proto(endpoint, arm)
 
 
 def compare(primary: pa.RecordBatch, shadow: pa.RecordBatch) -> tuple[int, float]:
@@ -121,15 +93,15 @@ class ArmMetricsBook:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._arms: dict[tuple[str, str], ArmCounters] = {}
+        self._arms: dict[tuple[str, str], ArmRecorder] = {}
         self._shadow_dropped: dict[str, int] = {}
 
-    def arm(self, endpoint: str, arm: str) -> ArmCounters:
+    def arm(self, endpoint: str, arm: str) -> ArmRecorder:
         key = (endpoint, arm)
         counters = self._arms.get(key)
         if counters is None:
             with self._lock:
-                counters = self._arms.setdefault(key, ArmCounters())
+                counters = self._arms.setdefault(key, ArmRecorder())
         return counters
 
     def record(self, endpoint: str, arm: str, latency_ms: float, outputs: pa.RecordBatch | None, failed: bool) -> None:

@@ -11,8 +11,9 @@ import pyarrow as pa
 import pytest
 
 from agent.prometheus import render
-from agent.routing.arm_metrics import LATENCY_BOUNDS_MS, ArmMetricsBook, first_output_values
+from agent.routing.arm_metrics import ArmMetricsBook, first_output_values
 from agent.statistics import EndpointStatistics
+from milepost.core.arm_counters import LATENCY_BOUNDS_MS
 from milepost.v1 import agent_pb2, coordinator_pb2, routing_pb2
 from tests.agent.mesh import arm, infer, route
 from tests.conftest import wait_until

@@ -9,9 +9,9 @@ import pyarrow as pa
 import pytest
 
 from agent.routing import combiners
+from milepost.core.errors import FailedPrecondition, Unavailable
 from milepost.core.routing.policy import Arm, build, unit_interval
 from milepost.core.routing.split import pick_by_weight
-from milepost.core.errors import FailedPrecondition, Unavailable
 from milepost.v1 import routing_pb2
 
 

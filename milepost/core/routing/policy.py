@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from milepost.core.errors import FailedPrecondition, Unavailable
+from milepost.core.errors import Unavailable
 from milepost.core.routing import spec as rules
 from milepost.v1 import routing_pb2
 

@@ -1,243 +1,136 @@
-"""The Open Inference Protocol (KServe v2) servicer, with Triton's config and statistics calls.
+"""The data-plane core: ``serve(request) -> response`` over the one route table.
 
-Thin by design: tensors are decoded into Arrow by milepost.core.tensor_codec, scored,
-and encoded back. The model name clients use is an endpoint name; which model
-answers is decided here, in this order:
+Front ends (the Open Inference Protocol gRPC servicer today; REST and
+streaming later) translate their wire format into an ``InferenceRequest`` and
+the ``InferenceResponse`` back, and nothing else: which model answers, the
+deadline, the statistics and the errors are decided here, once.
 
-1. request parameter ``milepost-deployment`` (string): exactly that deployment
-   on this agent, no routing (other agents' remote members call with it);
-   NOT_FOUND if this agent does not host it;
-2. an endpoint with a route: the router applies its policy (agent.routing);
-3. otherwise the deployment registered on this agent under the endpoint name.
+Which model answers a name:
 
-Responses carry ``milepost-deployment`` (the deployment id(s) that scored,
-comma-separated) and, for routed endpoints, ``milepost-arm`` (the endpoint's
-arm that answered; an ensemble's members that answered, comma-separated).
-Metadata calls also accept a deployment id hosted here as the model name, and
-ModelConfig describes the Arrow schemas and version in its parameters, which
-is how remote members learn them.
+1. request parameter ``milepost-deployment``: exactly that deployment on this
+   agent, no routing (other agents' remote members call with it); NOT_FOUND
+   if this agent does not host it;
+2. otherwise the name's route (agent.routing.route_table): a pushed route, or
+   the synthesised single route of a deployment loaded here.
+
+A request reads the route table once; its inputs are decoded against the
+schema that table says, and served by the same table.
 """
 
 from __future__ import annotations
 
-import json
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
 
-import grpc
+import pyarrow as pa
 
-from agent.deployments import DeploymentTable, Hosted
-from agent.routing.arm_metrics import ArmMetricsBook
-from agent.routing.members import DEPLOYMENT_PARAMETER, schema_to_text
-from agent.routing.router import Description, Router, describe_hosted
+from agent.deployments import DeploymentTable
+from agent.routing.members import DEPLOYMENT_PARAMETER
+from agent.routing.router import Router, describe_hosted
 from agent.statistics import EndpointStatistics
-from milepost import __version__
-from milepost.core import tensor_codec
-from milepost.core.errors import DeadlineExceeded, MilepostError, NotFound
-from milepost.inference import grpc_predict_v2_pb2 as pb
-from milepost.inference import grpc_predict_v2_pb2_grpc
+from milepost.core import deadlines
+from milepost.core.deadlines import Deadline
+from milepost.core.description import ModelDescription
+from milepost.core.errors import MilepostError, NotFound
 
-MATRIX_INPUT_NAME = "input"
-EXTENSIONS = ["model_configuration", "statistics"]
 ARM_PARAMETER = "milepost-arm"
-_NO_DEADLINE_S = 1e7  # grpc reports a huge time_remaining() when the caller set no deadline
+Encoded = TypeVar("Encoded")
 
 
-class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
-    def __init__(self, table: DeploymentTable, router: Router | None = None, *, max_batch_rows: int = 1 << 20) -> None:
-        self.table = table
-        self.router = router if router is not None else Router(table, lambda: "", ArmMetricsBook())
-        self.max_batch_rows = max_batch_rows
+@dataclass(frozen=True)
+class InferenceRequest:
+    """One request as the core sees it; ``decode`` turns the front end's inputs into a batch
+    of the given schema (raising InvalidArgument naming the input when they do not fit)."""
+
+    name: str
+    decode: Callable[[pa.Schema], pa.RecordBatch]
+    version: str = ""
+    parameters: Mapping[str, str] = field(default_factory=dict)
+    deadline: Deadline = None
+
+
+@dataclass(frozen=True)
+class InferenceResponse:
+    batch: pa.RecordBatch
+    version: str
+    arms: tuple[str, ...]  # the endpoint's arm(s) that answered; empty for a direct deployment call
+    deployments: tuple[str, ...]  # the deployments that scored
+
+
+class DataPlane:
+    def __init__(self, deployments: DeploymentTable, router: Router) -> None:
+        self.deployments = deployments
+        self.router = router
         self.ready = True
+        self._stats: dict[str, EndpointStatistics] = {}
 
-    def ServerLive(self, request: pb.ServerLiveRequest, context: grpc.ServicerContext) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
-
-    def ServerReady(self, request: pb.ServerReadyRequest, context: grpc.ServicerContext) -> pb.ServerReadyResponse:
-        return pb.ServerReadyResponse(ready=self.ready)
-
-    def ModelReady(self, request: pb.ModelReadyRequest, context: grpc.ServicerContext) -> pb.ModelReadyResponse:
-        name = request.name
-        if self.router.has_route(name) and not request.version:
-            return pb.ModelReadyResponse(ready=self.router.ready(name))
+    def serve(self, request: InferenceRequest, encode: Callable[[InferenceResponse], Encoded]) -> Encoded:
+        """Serve ``request`` and return ``encode(response)``: the front end's reply, timed here too."""
+        stats = self.statistics(request.name)
+        started = time.perf_counter_ns()
         try:
-            self._describe(name, request.version)
-        except MilepostError:
-            return pb.ModelReadyResponse(ready=False)
-        return pb.ModelReadyResponse(ready=True)
-
-    def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="milepost", version=__version__, extensions=EXTENSIONS)
-
-    def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext) -> pb.ModelMetadataResponse:
-        d = self._describe(request.name, request.version)
-        return pb.ModelMetadataResponse(
-            name=request.name,
-            versions=[d.version],
-            platform=d.platform,
-            inputs=tensor_codec.tensor_metadata(d.input_schema, as_matrix_name=MATRIX_INPUT_NAME),
-            outputs=tensor_codec.tensor_metadata(d.output_schema, as_matrix_name=None),
-        )
-
-    def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.ServicerContext) -> pb.ModelConfigResponse:
-        d = self._describe(request.name, request.version)
-        inputs = tensor_codec.tensor_metadata(d.input_schema, as_matrix_name=MATRIX_INPUT_NAME)
-        outputs = tensor_codec.tensor_metadata(d.output_schema, as_matrix_name=None)
-        parameters = {
-            "feature_names": json.dumps(d.input_schema.names),
-            "model": d.model,
-            "deployment_id": d.deployment_id,
-            "version": d.version,
-            "arrow_input_schema": schema_to_text(d.input_schema),
-            "arrow_output_schema": schema_to_text(d.output_schema),
-        }
-        if self.router.has_route(request.name):
-            parameters["routing_policy"] = self.router.policy_kind(request.name)
-        config = pb.ModelConfig(
-            name=request.name,
-            platform=d.platform,
-            backend=f"milepost-{d.engine}",
-            max_batch_size=0,  # dims below include the batch dimension (-1)
-            input=[pb.ModelInput(name=t.name, data_type=_config_type(t.datatype), dims=t.shape) for t in inputs],
-            output=[pb.ModelOutput(name=t.name, data_type=_config_type(t.datatype), dims=t.shape) for t in outputs],
-            parameters={k: pb.ModelParameter(string_value=v) for k, v in parameters.items()},
-        )
-        return pb.ModelConfigResponse(config=config)
-
-    def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.ServicerContext) -> pb.ModelStatisticsResponse:
-        if request.name:
-            if self.router.has_route(request.name):
-                selected = [(request.name, "", self.router.statistics(request.name))]
+            direct = request.parameters.get(DEPLOYMENT_PARAMETER)
+            if direct:
+                hosted = self.deployments.get(direct)
+                if hosted is None:
+                    raise NotFound(f"deployment {direct!r} is not hosted by this agent")
+                stats = self.statistics(direct)
+                batch = request.decode(hosted.model.input_schema)
+                decoded = time.perf_counter_ns()
+                deadlines.check(request.deadline, f"scoring {request.name!r}")
+                out = hosted.model.predict(batch, request.deadline)
+                response = InferenceResponse(out, hosted.model.version, (), (direct,))
             else:
-                hosted = self._resolve(request.name, request.version)
-                selected = [(request.name, hosted.model.version, hosted.stats)]
-        else:
-            routed = self.router.endpoints()
-            selected = [(name, "", self.router.statistics(name)) for name in routed]
-            for name in self.table.endpoints():
-                if name not in routed:
-                    hosted = self.table.route(name)
-                    selected.append((name, hosted.model.version, hosted.stats))
-        return pb.ModelStatisticsResponse(model_stats=[_statistics(*s) for s in selected])
-
-    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
-        deadline = _deadline(context)
-        direct = request.parameters.get(DEPLOYMENT_PARAMETER)
-        if direct is not None and direct.string_param:
-            hosted = self.table.get(direct.string_param)
-            if hosted is None:
-                raise NotFound(f"deployment {direct.string_param!r} is not hosted by this agent")
-            return self._infer_hosted(request, hosted, deadline)
-        if self.router.has_route(request.model_name):
-            return self._infer_routed(request, deadline)
-        return self._infer_hosted(request, self._resolve(request.model_name, request.model_version), deadline)
-
-    def _infer_hosted(self, request: pb.ModelInferRequest, hosted: Hosted, deadline: float | None) -> pb.ModelInferResponse:
-        model = hosted.model
-        started = time.perf_counter_ns()
-        try:
-            batch = tensor_codec.decode_inputs(request, model.input_schema, max_rows=self.max_batch_rows)
-            decoded = time.perf_counter_ns()
-            _check_deadline(deadline, request.model_name)
-            result = model.predict(batch)
+                table = self.router.table
+                batch = request.decode(self.router.input_schema(table, request.name))
+                decoded = time.perf_counter_ns()
+                deadlines.check(request.deadline, f"scoring {request.name!r}")
+                served = self.router.serve(
+                    table, request.name, batch, request.parameters, request.deadline, request.version
+                )
+                response = InferenceResponse(served.batch, served.version, served.arms, served.deployments)
             scored = time.perf_counter_ns()
-            response = pb.ModelInferResponse(
-                model_name=request.model_name, model_version=model.version, id=request.id
-            )
-            tensor_codec.encode_outputs(result, response, requested=[o.name for o in request.outputs] or None)
-            response.parameters[DEPLOYMENT_PARAMETER].string_param = hosted.spec.deployment_id
-        except BaseException:
-            hosted.stats.record_failure(time.perf_counter_ns() - started)
-            raise
-        hosted.stats.record_success(
-            batch.num_rows, decoded - started, scored - decoded, time.perf_counter_ns() - scored
-        )
-        return response
-
-    def _infer_routed(self, request: pb.ModelInferRequest, deadline: float | None) -> pb.ModelInferResponse:
-        name = request.model_name
-        stats: EndpointStatistics = self.router.statistics(name)
-        started = time.perf_counter_ns()
-        try:
-            batch = tensor_codec.decode_inputs(request, self.router.input_schema(name), max_rows=self.max_batch_rows)
-            decoded = time.perf_counter_ns()
-            _check_deadline(deadline, name)
-            served = self.router.infer(name, batch, _parameter_strings(request), deadline, request.model_version)
-            scored = time.perf_counter_ns()
-            response = pb.ModelInferResponse(model_name=name, model_version=served.version, id=request.id)
-            tensor_codec.encode_outputs(served.batch, response, requested=[o.name for o in request.outputs] or None)
-            response.parameters[ARM_PARAMETER].string_param = ",".join(served.arms)
-            response.parameters[DEPLOYMENT_PARAMETER].string_param = ",".join(served.deployments)
+            reply = encode(response)
         except BaseException:
             stats.record_failure(time.perf_counter_ns() - started)
             raise
         stats.record_success(batch.num_rows, decoded - started, scored - decoded, time.perf_counter_ns() - scored)
-        return response
+        return reply
 
-    def _resolve(self, name: str, version: str) -> Hosted:
-        hosted = self.table.route(name)
-        if version and not hosted.model.version.startswith(version):
-            raise NotFound(
-                f"version {version!r} of model {name!r} is not served here; serving {hosted.model.version}"
-            )
-        return hosted
-
-    def _describe(self, name: str, version: str) -> Description:
-        """An endpoint (routed, then local), or a deployment id hosted here."""
-        if self.router.has_route(name):
-            d = self.router.describe(name)
-        elif self.table.has_endpoint(name):
-            d = describe_hosted(self.table.route(name))
+    def describe(self, name: str, version: str = "") -> ModelDescription:
+        """A served name, or a deployment id hosted here (how remote members learn schemas)."""
+        table = self.router.table
+        if table.get(name) is not None:
+            described = self.router.describe(table, name)
         else:
-            hosted = self.table.get(name)
+            hosted = self.deployments.get(name)
             if hosted is None:
                 raise NotFound(f"model {name!r} is not served by this agent")
-            d = describe_hosted(hosted)
-        if version and not d.version.startswith(version):
-            raise NotFound(f"version {version!r} of model {name!r} is not served here; serving {d.version}")
-        return d
+            described = describe_hosted(hosted)
+        if version and not described.version.startswith(version):
+            raise NotFound(f"version {version!r} of model {name!r} is not served here; serving {described.version}")
+        return described
 
+    def is_ready(self, name: str, version: str = "") -> bool:
+        table = self.router.table
+        if table.get(name) is not None and not version:
+            return self.router.ready(table, name)
+        try:
+            self.describe(name, version)
+        except MilepostError:
+            return False
+        return True
 
-def _deadline(context: grpc.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
-    if remaining is None or remaining > _NO_DEADLINE_S:
-        return None
-    return time.monotonic() + remaining
+    def statistics(self, name: str) -> EndpointStatistics:
+        """ModelStatistics-style counters of the requests made to a name (an endpoint or a deployment id)."""
+        found = self._stats.get(name)
+        if found is None:
+            found = self._stats.setdefault(name, EndpointStatistics())
+        return found
 
-
-def _check_deadline(deadline: float | None, name: str) -> None:
-    if deadline is not None and time.monotonic() >= deadline:
-        raise DeadlineExceeded(f"deadline passed before scoring {name!r}")
-
-
-def _parameter_strings(request: pb.ModelInferRequest) -> dict[str, str]:
-    """Request parameters as text, for routing keys: bools as true/false, numbers as Python prints them."""
-    found = {}
-    for name, parameter in request.parameters.items():
-        which = parameter.WhichOneof("parameter_choice")
-        if which is None:
-            continue
-        value = getattr(parameter, which)
-        found[name] = ("true" if value else "false") if which == "bool_param" else str(value)
-    return found
-
-
-def _config_type(datatype: str) -> int:
-    return pb.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
-
-
-def _statistics(name: str, version: str, s: EndpointStatistics) -> pb.ModelStatistics:
-    def duration(d) -> pb.StatisticDuration:  # type: ignore[no-untyped-def]
-        return pb.StatisticDuration(count=d.count, ns=d.ns)
-
-    return pb.ModelStatistics(
-        name=name,
-        version=version,
-        last_inference=s.last_inference_ms,
-        inference_count=s.inference_count,
-        execution_count=s.execution_count,
-        inference_stats=pb.InferStatistics(
-            success=duration(s.success), fail=duration(s.fail),
-            compute_input=duration(s.compute_input), compute_infer=duration(s.compute_infer),
-            compute_output=duration(s.compute_output),
-        ),
-    )
+    def all_statistics(self) -> dict[str, EndpointStatistics]:
+        """The counters of every name served now (names no longer served are left out)."""
+        served = set(self.router.endpoints())
+        return {name: s for name, s in list(self._stats.items()) if name in served}

@@ -1,24 +1,26 @@
-"""The deployments an agent hosts and the endpoint names that route to them.
+"""The deployments an agent hosts and the endpoint each was loaded for.
 
-Loading happens outside the lock; the route to an endpoint is switched in one
-step once the new model is ready, so a redeploy never leaves a gap. Loads are
-idempotent per deployment id, because the coordinator may retry them.
+Loading happens outside the lock; an endpoint's local deployment is switched
+in one step once the new model is ready, so a redeploy never leaves a gap.
+Loads are idempotent per deployment id, because the coordinator may retry
+them. The router serves a local endpoint that has no pushed route as a
+synthesised ``single`` route over its local deployment (``local_endpoints``);
+``on_change`` tells it when that mapping moved.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.model_cache import ModelCache
-from agent.statistics import EndpointStatistics
 from engines import registry
 from engines.base import DeploymentSpec, LoadedModel
 from engines.batching import MicroBatcher
 from milepost.core.batching import BatchingSettings
-from milepost.core.errors import NotFound
 
 log = logging.getLogger("milepost.agent")
 
@@ -28,7 +30,6 @@ class Hosted:
     spec: DeploymentSpec
     engine: str
     model: LoadedModel
-    stats: EndpointStatistics = field(default_factory=EndpointStatistics)
 
 
 class DeploymentTable:
@@ -38,6 +39,7 @@ class DeploymentTable:
         self._load_locks: dict[str, threading.Lock] = {}
         self._by_id: dict[str, Hosted] = {}
         self._routes: dict[str, str] = {}  # endpoint -> deployment id
+        self.on_change: Callable[[], None] = lambda: None
 
     def load(self, spec: DeploymentSpec, flavor: str, batching: BatchingSettings) -> Hosted:
         with self._lock:
@@ -55,6 +57,7 @@ class DeploymentTable:
             with self._lock:
                 self._by_id[spec.deployment_id] = hosted
                 self._routes[spec.endpoint] = spec.deployment_id
+            self.on_change()  # outside self._lock: the router reads local_endpoints()
             log.info("serving %s as %s:%s (%s)", spec.endpoint, spec.model, spec.version[:12], engine_name)
             return hosted
 
@@ -71,30 +74,20 @@ class DeploymentTable:
                     self._routes[hosted.spec.endpoint] = others[-1].spec.deployment_id
                 else:
                     del self._routes[hosted.spec.endpoint]
+        self.on_change()
         hosted.model.close()
         log.info("unloaded %s (%s)", deployment_id, hosted.spec.endpoint)
         return True
-
-    def route(self, endpoint: str) -> Hosted:
-        with self._lock:
-            dep_id = self._routes.get(endpoint)
-            hosted = self._by_id.get(dep_id) if dep_id else None
-        if hosted is None:
-            raise NotFound(f"model {endpoint!r} is not served by this agent")
-        return hosted
 
     def get(self, deployment_id: str) -> Hosted | None:
         """The deployment with this id if this agent hosts it."""
         with self._lock:
             return self._by_id.get(deployment_id)
 
-    def has_endpoint(self, endpoint: str) -> bool:
+    def local_endpoints(self) -> dict[str, str]:
+        """Endpoint name -> the deployment id that serves it on this agent."""
         with self._lock:
-            return endpoint in self._routes
-
-    def endpoints(self) -> list[str]:
-        with self._lock:
-            return sorted(self._routes)
+            return dict(self._routes)
 
     def hosted(self) -> list[Hosted]:
         with self._lock:

@@ -14,8 +14,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent import resources
 from agent.control import AgentControlServicer
-from agent.dataplane import InferenceServicer
+from agent.dataplane import DataPlane
 from agent.deployments import DeploymentTable
+from agent.grpc_inference import InferenceServicer
 from agent.model_cache import ModelCache
 from agent.prometheus import MetricsServer, render
 from agent.registration import Registration
@@ -23,12 +24,13 @@ from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.router import Router
 from agent.stage_runner import StageRunner
 from engines import registry
-from milepost import __version__
-from milepost.client import Client
+from milepost.core import model_upload
 from milepost.core.errors import MilepostError, NotFound, Unavailable
 from milepost.core.grpc_server import bind, new_server
+from milepost.core.version import __version__
 from milepost.inference import grpc_predict_v2_pb2_grpc
 from milepost.v1 import agent_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, types_pb2
+from scoring_core import bundle
 from scoring_core.threads import pin_blas_to_one_thread
 
 log = logging.getLogger("milepost.agent")
@@ -63,10 +65,10 @@ class Agent:
         self.table = DeploymentTable(self.cache)
         self.arm_metrics = ArmMetricsBook()
         self.router = Router(self.table, lambda: self.address, self.arm_metrics)
-        self.dataplane = InferenceServicer(self.table, self.router)
+        self.dataplane = DataPlane(self.table, self.router)
         self.health = health.HealthServicer()
         self.server = new_server()
-        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(self.dataplane, self.server)
+        grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.dataplane), self.server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentControlServicer(self.table, self.info, self.router, self.arm_metrics, self._stage_runner()),
             self.server,
@@ -94,13 +96,7 @@ class Agent:
 
     def metrics_text(self) -> str:
         """This agent's metrics in Prometheus text format."""
-        endpoints = {}
-        for name in self.table.endpoints():
-            try:
-                endpoints[name] = self.table.route(name).stats
-            except NotFound:  # unloaded since it was listed
-                continue
-        endpoints.update(self.router.all_statistics())
+        endpoints = self.dataplane.all_statistics()
         return render(self.arm_metrics.snapshot(), endpoints, self.arm_metrics.shadow_dropped(), self.router.generation)
 
     @property
@@ -150,16 +146,22 @@ class Agent:
         self._coordinator_channel.close()
 
     def _stage_runner(self) -> StageRunner:
-        """Stages register the models they train through the same client users have."""
+        """Stages register the models they train as users push theirs (milepost.core.model_upload)."""
+
+        stub = coordinator_pb2_grpc.CoordinatorServiceStub(self._coordinator_channel)
 
         def push(name: str, bundle_dir: Path) -> str:
-            with Client(self.config.coordinator) as client:
-                model = client.push_model(bundle_dir, name)
+            try:
+                model = stub.PushModel(model_upload.push_requests(name, bundle.pack(bundle_dir)), timeout=300)
+            except grpc.RpcError as err:
+                raise MilepostError.from_status(err, f"registering {name!r} with the coordinator") from err
             return f"{model.name}:{model.version}"
 
         def newest(name: str) -> str:
-            with Client(self.config.coordinator) as client:
-                versions = client.list_models(name)
+            try:
+                versions = stub.ListModels(coordinator_pb2.ListModelsRequest(name=name), timeout=30).models
+            except grpc.RpcError as err:
+                raise MilepostError.from_status(err, f"listing versions of {name!r} at the coordinator") from err
             if not versions:
                 raise NotFound(f"model {name!r} is not registered")
             return max(versions, key=lambda m: m.created_at).version

@@ -12,6 +12,11 @@ batching the same way and nothing inside an engine changes. Promises:
   cannot fail its neighbours.
 - Requests at least ``max_batch_size`` rows long gain nothing from merging and
   run directly on the caller's thread.
+- Deadlines: each queued request keeps its own. A caller waits no longer than
+  its deadline (DeadlineExceeded, and the request leaves the queue); the
+  worker answers a request whose deadline has passed DeadlineExceeded without
+  scoring it, and its neighbours are scored as usual. A merged call is given
+  the latest deadline of its requests.
 """
 
 from __future__ import annotations
@@ -20,13 +25,16 @@ import threading
 import time
 from collections import deque
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 import pyarrow as pa
 
 from engines.base import LoadedModel
+from milepost.core import deadlines
 from milepost.core.batching import BatchingSettings
-from milepost.core.errors import InvalidArgument, ResourceExhausted
+from milepost.core.deadlines import Deadline
+from milepost.core.errors import DeadlineExceeded, ResourceExhausted
 
 
 @dataclass
@@ -34,6 +42,7 @@ class _Pending:
     batch: pa.RecordBatch
     future: Future
     arrived: float
+    deadline: Deadline
 
 
 class MicroBatcher(LoadedModel):
@@ -52,11 +61,11 @@ class MicroBatcher(LoadedModel):
         self._worker = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
         self._worker.start()
 
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+    def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
         rows = batch.num_rows
         if rows >= self.config.effective_max_batch_size or rows == 0:
-            return self.model.predict(batch)
-        pending = _Pending(batch, Future(), time.monotonic())
+            return self.model.predict(batch, deadline)
+        pending = _Pending(batch, Future(), time.monotonic(), deadline)
         with self._cond:
             if self._closed:
                 raise ResourceExhausted("model is unloading; retry on another replica")
@@ -68,7 +77,11 @@ class MicroBatcher(LoadedModel):
             self._queue.append(pending)
             self._queued_rows += rows
             self._cond.notify()
-        return pending.future.result()
+        try:
+            return pending.future.result(timeout=deadlines.remaining(deadline))
+        except FutureTimeout:
+            pending.future.cancel()  # the worker skips it if it has not taken it yet
+            raise DeadlineExceeded("deadline passed while the request waited for the model") from None
 
     @property
     def queued_rows(self) -> int:
@@ -107,8 +120,15 @@ class MicroBatcher(LoadedModel):
                     break
                 self._cond.wait(remaining)
             group, rows, keep = [], 0, deque()
+            now = time.monotonic()
             while self._queue:
                 item = self._queue.popleft()
+                expired = item.deadline is not None and item.deadline <= now
+                if expired or item.future.cancelled():
+                    self._queued_rows -= item.batch.num_rows
+                    if item.future.set_running_or_notify_cancel():  # False: its caller gave up waiting
+                        item.future.set_exception(DeadlineExceeded("deadline passed while the request was queued"))
+                    continue
                 fits = rows + item.batch.num_rows <= self.config.effective_max_batch_size
                 if item.batch.schema.equals(first.batch.schema) and (fits or not group):
                     group.append(item)
@@ -117,18 +137,22 @@ class MicroBatcher(LoadedModel):
                     keep.append(item)
             self._queue = keep
             self._queued_rows -= rows
-            return group
+            # From here a caller's cancel() fails: whatever it stopped waiting for is still answered.
+            return [p for p in group if p.future.set_running_or_notify_cancel()]
 
     def _rows_ready(self, schema: pa.Schema) -> int:
         return sum(p.batch.num_rows for p in self._queue if p.batch.schema.equals(schema))
 
     def _score(self, group: list[_Pending]) -> None:
+        if not group:
+            return
         if len(group) == 1:
             self._score_one(group[0])
             return
         try:
             merged = pa.concat_batches([p.batch for p in group])
-            result = self.model.predict(merged)
+            latest = None if any(p.deadline is None for p in group) else max(p.deadline for p in group)
+            result = self.model.predict(merged, latest)
             self.batches_run += 1
         except Exception:  # noqa: BLE001 - each request is retried alone to get its own answer
             for p in group:
@@ -141,6 +165,6 @@ class MicroBatcher(LoadedModel):
 
     def _score_one(self, pending: _Pending) -> None:
         try:
-            pending.future.set_result(self.model.predict(pending.batch))
+            pending.future.set_result(self.model.predict(pending.batch, pending.deadline))
         except BaseException as err:  # noqa: BLE001 - handed to the waiting caller
             pending.future.set_exception(err)

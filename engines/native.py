@@ -13,6 +13,7 @@ from typing import Any
 import pyarrow as pa
 
 from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel, StageSpec
+from milepost.core.deadlines import Deadline
 from milepost.core.errors import InvalidArgument, Unavailable
 
 
@@ -30,7 +31,7 @@ class NativeModel(LoadedModel):
     def feature_names(self) -> list[str]:
         return list(self._feature_names)
 
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+    def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
         compiled = self._compiled  # one read: a close() racing this call lets it finish
         if compiled is None:
             raise Unavailable(f"model {self.version[:12]} was unloaded; retry on another replica")

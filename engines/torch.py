@@ -27,7 +27,8 @@ import re
 import threading
 import warnings
 from collections.abc import Iterator
-from importlib.metadata import PackageNotFoundError, version as package_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -35,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel
+from milepost.core.deadlines import Deadline
 from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, Unavailable, Unimplemented
 
 FLAVOR = "torch"
@@ -155,7 +157,7 @@ class TorchModel(LoadedModel):
         self.device = str(device)
         self._lock = threading.Lock()
 
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+    def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
         import torch
 
         from scoring_core.arrow_input import as_batch, matrix_from_batch

@@ -7,7 +7,6 @@ message, and honours a deadline (``timeout`` seconds).
 
 from __future__ import annotations
 
-import hashlib
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ import grpc
 import numpy as np
 import pyarrow as pa
 
-from milepost.core import tensor_codec
+from milepost.core import model_upload, tensor_codec
 from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, NotFound
 from milepost.inference import grpc_predict_v2_pb2 as oip
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
@@ -25,7 +24,6 @@ from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
 DEFAULT_COORDINATOR = "127.0.0.1:7070"
-CHUNK_BYTES = 1 << 20
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
 
 
@@ -71,16 +69,7 @@ class Client:
             archive = _compile_file(path)
         else:
             raise NotFound(f"no such file or directory: {path}")
-        header = pb.PushModelRequest.Header(
-            name=name, format="bundle", sha256=hashlib.sha256(archive).hexdigest()
-        )
-
-        def messages() -> Iterator[pb.PushModelRequest]:
-            yield pb.PushModelRequest(header=header, data=archive[:CHUNK_BYTES])
-            for start in range(CHUNK_BYTES, len(archive), CHUNK_BYTES):
-                yield pb.PushModelRequest(data=archive[start : start + CHUNK_BYTES])
-
-        return self._call("PushModel", messages())
+        return self._call("PushModel", model_upload.push_requests(name, archive))
 
     def fetch_model(self, name: str, version: str, dest: str | Path) -> str:
         """Download a model version (newest when version is empty) into ``dest``, unpacked

@@ -14,6 +14,7 @@ from typing import Protocol
 import pyarrow as pa
 
 from agent.routing import combiners
+from milepost.core.deadlines import Deadline
 from milepost.core.errors import FailedPrecondition
 from milepost.core.routing.ensemble import EnsemblePolicy
 from milepost.core.routing.policy import Arm
@@ -30,7 +31,7 @@ class Stacker(Protocol):
     @property
     def input_schema(self) -> pa.Schema: ...
 
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch: ...
+    def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch: ...
 
 
 def answered(policy: EnsemblePolicy, answers: Sequence[MemberAnswer]) -> list[MemberAnswer]:

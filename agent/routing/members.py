@@ -9,10 +9,8 @@ Routing treats it like a local model: ``predict(batch) -> batch``.
 - Addresses are taken round-robin; an address that answers UNAVAILABLE (or
   NOT_FOUND: the route is stale and the deployment has left it) is given up
   for this call and the next address tried, once.
-- The caller's remaining deadline travels with the call: routing sets it with
-  ``deadline_scope`` around ``predict``, on the thread that makes the call
-  (LoadedModel.predict takes no deadline). With none in scope, calls get
-  DEFAULT_TIMEOUT_S.
+- The caller's deadline (``predict(batch, deadline)``) travels with the call;
+  without one, calls get DEFAULT_TIMEOUT_S.
 - Schemas, version and engine are learned on first need from the other
   agent's ``ModelConfig`` for the deployment id (see dataplane), then kept:
   a deployment id always names the same model version.
@@ -20,60 +18,26 @@ Routing treats it like a local model: ``predict(batch) -> batch``.
 
 from __future__ import annotations
 
-import base64
-import contextlib
-import contextvars
 import itertools
 import threading
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import pyarrow as pa
 
 from engines.base import LoadedModel
-from milepost.core import tensor_codec
-from milepost.core.errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    MilepostError,
-    Unavailable,
-)
+from milepost.core import deadlines, tensor_codec
+from milepost.core.deadlines import Deadline
+from milepost.core.description import ModelDescription
+from milepost.core.errors import DeadlineExceeded, MilepostError, Unavailable
 from milepost.inference import grpc_predict_v2_pb2 as pb
 from milepost.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 DEPLOYMENT_PARAMETER = "milepost-deployment"
-DEFAULT_TIMEOUT_S = 30.0  # remote calls made with no deadline in scope
+DEFAULT_TIMEOUT_S = 30.0  # remote calls made with no deadline
 DESCRIBE_TIMEOUT_S = 10.0
 _RETRY_ON = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
-
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("milepost_deadline", default=None)
-
-
-@contextlib.contextmanager
-def deadline_scope(deadline: float | None) -> Iterator[None]:
-    """Calls made inside carry ``deadline`` (time.monotonic() seconds; None: no deadline)."""
-    token = _deadline.set(deadline)
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
-
-
-def remaining(default: float | None = None) -> float | None:
-    """Seconds left before the deadline in scope, or ``default`` when there is none."""
-    deadline = _deadline.get()
-    return default if deadline is None else deadline - time.monotonic()
-
-
-def schema_to_text(schema: pa.Schema) -> str:
-    return base64.b64encode(schema.serialize().to_pybytes()).decode("ascii")
-
-
-def schema_from_text(text: str) -> pa.Schema:
-    return pa.ipc.read_schema(pa.py_buffer(base64.b64decode(text)))
 
 
 class Channels:
@@ -101,23 +65,11 @@ class Channels:
             channel.close()
 
 
-@dataclass(frozen=True)
-class RemoteDescription:
-    """What the other agent says about the deployment, from its ModelConfig."""
-
-    input_schema: pa.Schema
-    output_schema: pa.Schema
-    version: str
-    platform: str
-    engine: str
-    model: str
-
-
 class RemoteModel(LoadedModel):
     """A deployment served by other agents, reached over the data plane."""
 
     def __init__(self, deployment_id: str, addresses: tuple[str, ...], channels: Channels,
-                 describe_cache: dict[str, RemoteDescription] | None = None) -> None:
+                 describe_cache: dict[str, ModelDescription] | None = None) -> None:
         if not addresses:
             raise ValueError(f"remote deployment {deployment_id} needs at least one address")
         self.deployment_id = deployment_id
@@ -129,26 +81,26 @@ class RemoteModel(LoadedModel):
 
     # ---- LoadedModel ----
     @property
-    def input_schema(self) -> pa.Schema:  # type: ignore[override]
+    def input_schema(self) -> pa.Schema:  # type: ignore[override]  # a property over the attribute
         return self.describe().input_schema
 
     @property
-    def output_schema(self) -> pa.Schema:  # type: ignore[override]
+    def output_schema(self) -> pa.Schema:  # type: ignore[override]  # a property over the attribute
         return self.describe().output_schema
 
     @property
-    def version(self) -> str:  # type: ignore[override]
+    def version(self) -> str:  # type: ignore[override]  # a property over the attribute
         return self._known_version or self.describe().version
 
     @property
-    def platform(self) -> str:  # type: ignore[override]
+    def platform(self) -> str:  # type: ignore[override]  # a property over the attribute
         return self.describe().platform
 
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+    def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
         request = pb.ModelInferRequest(model_name=self.deployment_id)
         request.parameters[DEPLOYMENT_PARAMETER].string_param = self.deployment_id
         tensor_codec.encode_inputs(batch, request)
-        response = self._call("ModelInfer", request, DEFAULT_TIMEOUT_S)
+        response = self._call("ModelInfer", request, deadlines.remaining(deadline, DEFAULT_TIMEOUT_S))
         if response.model_version:
             self._known_version = response.model_version
         return tensor_codec.decode_outputs(response)
@@ -158,44 +110,31 @@ class RemoteModel(LoadedModel):
     def described(self) -> bool:
         return self.deployment_id in self._described
 
-    def describe(self) -> RemoteDescription:
+    def describe(self) -> ModelDescription:
         found = self._described.get(self.deployment_id)
         if found is not None:
             return found
         reply = self._call("ModelConfig", pb.ModelConfigRequest(name=self.deployment_id), DESCRIBE_TIMEOUT_S)
-        params = reply.config.parameters
-        try:
-            found = RemoteDescription(
-                input_schema=schema_from_text(params["arrow_input_schema"].string_value),
-                output_schema=schema_from_text(params["arrow_output_schema"].string_value),
-                version=params["version"].string_value,
-                platform=reply.config.platform,
-                engine=reply.config.backend.removeprefix("milepost-"),
-                model=params["model"].string_value,
-            )
-        except (KeyError, ValueError, pa.ArrowInvalid) as err:
-            raise FailedPrecondition(
-                f"the agent serving deployment {self.deployment_id} does not describe its Arrow schemas "
-                f"(is it a Milepost agent of this release?): {err}"
-            ) from err
+        found = ModelDescription.from_proto(reply.config)
         self._described[self.deployment_id] = found
         return found
 
     # ---- the calls ----
-    def _call(self, method: str, request: object, default_timeout: float) -> object:
+    def _call(self, method: str, request: object, timeout: float | None) -> Any:
+        """One call to the next address, and to one more if it is unavailable; ``timeout`` covers both."""
+        deadline = deadlines.after(timeout)
         start = next(self._turn)
         tries = min(2, len(self.addresses))
         last: grpc.RpcError | None = None
         for attempt in range(tries):
             address = self.addresses[(start + attempt) % len(self.addresses)]
-            timeout = remaining(default_timeout)
-            if timeout is not None and timeout <= 0:
+            left = deadlines.remaining(deadline)
+            if left is not None and left <= 0:
                 raise DeadlineExceeded(f"deadline passed before calling deployment {self.deployment_id} on {address}")
             try:
-                return getattr(self._channels.stub(address), method)(request, timeout=timeout)
+                return getattr(self._channels.stub(address), method)(request, timeout=left)
             except grpc.RpcError as err:
-                code = err.code()  # type: ignore[attr-defined]
-                if code not in _RETRY_ON:
+                if MilepostError.from_status(err).code not in _RETRY_ON:
                     raise _as_error(err, self.deployment_id, address) from err
                 last = err
         assert last is not None

@@ -1,20 +1,20 @@
-"""The router: applies the coordinator's route table and serves requests by it.
+"""The router: serves a request to a name by that name's route (see route_table).
 
-For an endpoint with a route, a request is decoded once (by the dataplane),
-the endpoint's policy chooses arm(s), and the router calls them: a deployment
-arm on this agent's own replica when there is one (the MicroBatcher in the
-DeploymentTable) or else on a RemoteModel proxy to the agents listed in the
-route's replicas; an endpoint arm through that endpoint's own route (nesting,
-at most MAX_DEPTH deep; a cycle is FailedPrecondition). Every arm call is
-timed and recorded in the ArmMetricsBook (the completion hook); shadows are
-mirrored on a bounded pool, ensemble members fanned out on another.
+The dataplane decodes a request once and hands it here with the table it
+read; the endpoint's policy chooses arm(s), and the router calls them: a
+deployment arm on this agent's own replica when there is one (the
+MicroBatcher in the DeploymentTable) or else on a RemoteModel proxy to the
+agents listed in the route's replicas; an endpoint arm through that
+endpoint's own route (nesting, at most MAX_DEPTH deep; a cycle is
+FailedPrecondition). Every arm call is timed and recorded in the
+ArmMetricsBook (the completion hook); shadows are mirrored on a bounded pool,
+ensemble members fanned out on another. The caller's deadline is passed to
+every ``predict``.
 
 Route tables: a pushed table (SetRoutes) replaces the held one unless it is
 older; a table in a heartbeat reply replaces it when newer, or whatever its
 generation when it is the first since the agent (re)registered (a coordinator
-with a fresh store starts counting again). One request sees one table from
-start to end. Without a route the agent serves the deployment registered
-locally under the endpoint name, as a standalone agent does.
+with a fresh store starts counting again).
 """
 
 from __future__ import annotations
@@ -24,17 +24,21 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import pyarrow as pa
 
 from agent.deployments import DeploymentTable, Hosted
 from agent.routing import ensemble
+from agent.routing import route_table as tables
 from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.ensemble import MemberAnswer
-from agent.routing.members import Channels, RemoteDescription, RemoteModel, deadline_scope
-from agent.statistics import EndpointStatistics
+from agent.routing.members import Channels
+from agent.routing.route_table import Route, RouteTable
 from engines.base import LoadedModel
+from milepost.core import deadlines
+from milepost.core.deadlines import Deadline
+from milepost.core.description import ModelDescription
 from milepost.core.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -43,9 +47,8 @@ from milepost.core.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from milepost.core.routing import policy as policies
 from milepost.core.routing.ensemble import EnsemblePolicy
-from milepost.core.routing.policy import Arm, Policy
+from milepost.core.routing.policy import Arm
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.agent")
@@ -65,36 +68,8 @@ class Served:
 
 
 @dataclass(frozen=True)
-class Description:
-    """The model a name stands for, for metadata calls."""
-
-    input_schema: pa.Schema
-    output_schema: pa.Schema
-    version: str
-    platform: str
-    engine: str
-    model: str
-    deployment_id: str
-
-
-@dataclass
-class _Route:
-    endpoint: str
-    policy: Policy | None
-    broken: str
-    replicas: dict[str, tuple[str, ...]]
-    remotes: dict[str, RemoteModel]
-
-
-@dataclass
-class _Table:
-    generation: int = 0
-    routes: dict[str, _Route] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
 class _Request:
-    table: _Table
+    table: RouteTable
     parameters: Mapping[str, str]
 
 
@@ -107,18 +82,23 @@ class Router:
         self._address = address
         self.metrics = metrics
         self._channels = Channels()
-        self._described: dict[str, RemoteDescription] = {}
-        self._table = _Table()
+        self._described: dict[str, ModelDescription] = {}
+        self._table = RouteTable()
         self._apply_lock = threading.Lock()
         self._accept_any_heartbeat_table = False
-        self._stats: dict[str, EndpointStatistics] = {}
-        self._stats_lock = threading.Lock()
         self._member_pool = ThreadPoolExecutor(member_workers, thread_name_prefix="ensemble")
         self._member_slots = threading.BoundedSemaphore(member_queue)
         self._shadow_pool = ThreadPoolExecutor(shadow_workers, thread_name_prefix="shadow")
         self._shadow_slots = threading.BoundedSemaphore(shadow_queue)
+        table.on_change = self._local_changed
+        self._local_changed()
 
     # ---- the table ----
+    @property
+    def table(self) -> RouteTable:
+        """The table now; a request reads it once and passes it along."""
+        return self._table
+
     @property
     def generation(self) -> int:
         return self._table.generation
@@ -134,55 +114,29 @@ class Router:
             if not accept:
                 log.debug("ignoring route table generation %d (holding %d)", message.generation, held)
                 return False
-            self._table = self._compile(message)
+            pushed = tables.compile_pushed(message, self._address(), self._channels, self._described)
+            self._table = tables.with_local(message.generation, pushed, self._local.local_endpoints())
             self._accept_any_heartbeat_table = False
-        log.info("routes generation %d applied: %s", message.generation, ", ".join(self._table.routes) or "none")
+        log.info("routes generation %d applied: %s", message.generation, ", ".join(pushed) or "none")
         return True
+
+    def _local_changed(self) -> None:
+        with self._apply_lock:
+            held = self._table
+            self._table = tables.with_local(held.generation, held.pushed, self._local.local_endpoints())
 
     def registered(self) -> None:
         """The agent (re)registered: take the next heartbeat's table whatever its generation."""
         with self._apply_lock:
             self._accept_any_heartbeat_table = True
 
-    def _compile(self, message: routing_pb2.RouteTable) -> _Table:
-        own = self._address()
-        routes: dict[str, _Route] = {}
-        for route in message.routes:
-            replicas = {dep: tuple(a.addresses) for dep, a in route.replicas.items()}
-            remotes = {}
-            for dep, addresses in replicas.items():
-                others = tuple(a for a in addresses if a != own)
-                if others:
-                    remotes[dep] = RemoteModel(dep, others, self._channels, self._described)
-            try:
-                built, broken = policies.build(route.endpoint, route.policy, message.generation), ""
-            except MilepostError as err:
-                built, broken = None, err.message
-                log.warning("route for %s cannot be applied: %s", route.endpoint, broken)
-            routes[route.endpoint] = _Route(route.endpoint, built, broken, replicas, remotes)
-        return _Table(message.generation, routes)
-
     def has_route(self, endpoint: str) -> bool:
-        return endpoint in self._table.routes
+        """Whether the coordinator pushed a route for ``endpoint`` (local deployments aside)."""
+        return endpoint in self._table.pushed
 
     def endpoints(self) -> list[str]:
+        """Every name served: pushed routes and local deployments."""
         return sorted(self._table.routes)
-
-    def policy_kind(self, endpoint: str) -> str:
-        route = self._table.routes.get(endpoint)
-        return route.policy.kind if route is not None and route.policy is not None else ""
-
-    def statistics(self, endpoint: str) -> EndpointStatistics:
-        """ModelStatistics-style counters of requests to a routed endpoint, kept by the dataplane."""
-        found = self._stats.get(endpoint)
-        if found is None:
-            with self._stats_lock:
-                found = self._stats.setdefault(endpoint, EndpointStatistics())
-        return found
-
-    def all_statistics(self) -> dict[str, EndpointStatistics]:
-        with self._stats_lock:
-            return dict(self._stats)
 
     def close(self) -> None:
         self._shadow_pool.shutdown(wait=False, cancel_futures=True)
@@ -190,33 +144,41 @@ class Router:
         self._channels.close()
 
     # ---- serving ----
-    def infer(
-        self, endpoint: str, batch: pa.RecordBatch, parameters: Mapping[str, str],
-        deadline: float | None, version: str = "",
+    def serve(
+        self, table: RouteTable, endpoint: str, batch: pa.RecordBatch, parameters: Mapping[str, str],
+        deadline: Deadline, version: str = "",
     ) -> Served:
-        """Serve one request to a routed endpoint; ``version`` pins the arm serving that model version."""
-        request = _Request(self._table, parameters)
+        """Serve one request by ``table``; ``version`` pins the arm serving that model version."""
+        request = _Request(table, parameters)
         if version:
             return self._serve_version(request, endpoint, batch, version, deadline)
         return self._serve(request, endpoint, batch, (), deadline)
 
     def _serve(
-        self, request: _Request, endpoint: str, batch: pa.RecordBatch, path: tuple[str, ...], deadline: float | None,
+        self, request: _Request, endpoint: str, batch: pa.RecordBatch, path: tuple[str, ...], deadline: Deadline,
     ) -> Served:
         if endpoint in path:
             raise FailedPrecondition(f"routing cycle: {' -> '.join((*path, endpoint))}")
         if len(path) >= MAX_DEPTH:
             raise FailedPrecondition(f"routing nests deeper than {MAX_DEPTH} endpoints: {' -> '.join((*path, endpoint))}")
-        route = request.table.routes.get(endpoint)
+        route = request.table.get(endpoint)
         if route is None:
-            return self._serve_local_endpoint(endpoint, batch, path, deadline)
-        policy = _policy_of(route)
+            if not path:
+                raise NotFound(f"model {endpoint!r} is not served by this agent")
+            raise Unavailable(
+                f"endpoint {endpoint!r} (an arm of {path[-1]!r}) has no route and is not served by this agent"
+            )
+        policy = route.policy_or_raise()
         path = (*path, endpoint)
         choice = policy.choose(
             request.parameters.get(policy.key_parameter), lambda arm: self._available(request.table, route, arm, path)
         )
         if isinstance(policy, EnsemblePolicy):
             return self._ensemble(request, route, policy, batch, path, deadline)
+        if not route.pushed:  # a local deployment: no arms to report or count
+            (arm,) = choice.arms
+            out, version = self._call_deployment(route, arm.deployment_id, arm.name, batch, deadline)
+            return Served(out, (), (arm.deployment_id,), version)
         try:
             served = self._call_arm(request, route, choice.arms[0], batch, path, deadline)
         except BaseException:
@@ -227,31 +189,13 @@ class Router:
             self._mirror(request, route, choice.mirror, batch, served.batch, path)
         return served
 
-    def _serve_local_endpoint(
-        self, endpoint: str, batch: pa.RecordBatch, path: tuple[str, ...], deadline: float | None,
-    ) -> Served:
-        """An endpoint with no route: its deployment on this agent, if any (NOT_FOUND at the top,
-        UNAVAILABLE for a nested arm, whose endpoint exists elsewhere)."""
-        try:
-            hosted = self._local.route(endpoint)
-        except NotFound as err:
-            if not path:
-                raise
-            raise Unavailable(
-                f"endpoint {endpoint!r} (an arm of {path[-1]!r}) has no route and is not served by this agent"
-            ) from err
-        with deadline_scope(deadline):
-            _check_deadline(deadline, f"endpoint {endpoint!r}")
-            out = hosted.model.predict(batch)
-        return Served(out, (), (hosted.spec.deployment_id,), hosted.model.version)
-
     def _serve_version(
-        self, request: _Request, endpoint: str, batch: pa.RecordBatch, version: str, deadline: float | None,
+        self, request: _Request, endpoint: str, batch: pa.RecordBatch, version: str, deadline: Deadline,
     ) -> Served:
-        route = request.table.routes.get(endpoint)
-        if route is None:  # the route went away since the dataplane looked
-            raise NotFound(f"endpoint {endpoint!r} has no route on this agent any more; retry")
-        policy = _policy_of(route)
+        route = request.table.get(endpoint)
+        if route is None:
+            raise NotFound(f"model {endpoint!r} is not served by this agent")
+        policy = route.policy_or_raise()
         versions = []
         for arm in policy.arms:
             model = self._member(route, arm.deployment_id) if arm.deployment_id else None
@@ -266,8 +210,8 @@ class Router:
         )
 
     def _call_arm(
-        self, request: _Request, route: _Route, arm: Arm, batch: pa.RecordBatch,
-        path: tuple[str, ...], deadline: float | None,
+        self, request: _Request, route: Route, arm: Arm, batch: pa.RecordBatch,
+        path: tuple[str, ...], deadline: Deadline,
     ) -> Served:
         started = time.perf_counter()
         try:
@@ -279,8 +223,8 @@ class Router:
         return served
 
     def _invoke_arm(
-        self, request: _Request, route: _Route, arm: Arm, batch: pa.RecordBatch,
-        path: tuple[str, ...], deadline: float | None,
+        self, request: _Request, route: Route, arm: Arm, batch: pa.RecordBatch,
+        path: tuple[str, ...], deadline: Deadline,
     ) -> Served:
         if arm.endpoint:
             inner = self._serve(request, arm.endpoint, batch, path, deadline)
@@ -288,7 +232,7 @@ class Router:
         out, version = self._call_deployment(route, arm.deployment_id, arm.name, batch, deadline)
         return Served(out, (arm.name,), (arm.deployment_id,), version)
 
-    def _member(self, route: _Route, deployment_id: str) -> LoadedModel | None:
+    def _member(self, route: Route, deployment_id: str) -> LoadedModel | None:
         """This agent's replica of the deployment if it has one, else the remote proxy, else None."""
         hosted = self._local.get(deployment_id)
         if hosted is not None:
@@ -296,26 +240,24 @@ class Router:
         return route.remotes.get(deployment_id)
 
     def _call_deployment(
-        self, route: _Route, deployment_id: str, arm_name: str, batch: pa.RecordBatch, deadline: float | None,
+        self, route: Route, deployment_id: str, arm_name: str, batch: pa.RecordBatch, deadline: Deadline,
     ) -> tuple[pa.RecordBatch, str]:
         model = self._member(route, deployment_id)
         if model is None:
             raise Unavailable(
                 f"endpoint {route.endpoint!r}: arm {arm_name!r} (deployment {deployment_id}) has no replica on any agent"
             )
-        with deadline_scope(deadline):
-            _check_deadline(deadline, f"arm {arm_name!r} of endpoint {route.endpoint!r}")
-            out = model.predict(batch)
-        return out, model.version
+        deadlines.check(deadline, f"arm {arm_name!r} of endpoint {route.endpoint!r} could score")
+        return model.predict(batch, deadline), model.version
 
-    def _available(self, table: _Table, route: _Route, arm: Arm, path: tuple[str, ...]) -> bool:
+    def _available(self, table: RouteTable, route: Route, arm: Arm, path: tuple[str, ...]) -> bool:
         if arm.deployment_id:
             return self._local.get(arm.deployment_id) is not None or arm.deployment_id in route.remotes
         if arm.endpoint in path or len(path) >= MAX_DEPTH:
             return True  # serving it raises FailedPrecondition, which says more than UNAVAILABLE would
-        inner = table.routes.get(arm.endpoint)
+        inner = table.get(arm.endpoint)
         if inner is None:
-            return self._local.has_endpoint(arm.endpoint)
+            return False
         if inner.policy is None:
             return True  # serving it says why it is broken
         inner_path = (*path, arm.endpoint)
@@ -323,7 +265,7 @@ class Router:
 
     # ---- shadows ----
     def _mirror(
-        self, request: _Request, route: _Route, arm: Arm, batch: pa.RecordBatch,
+        self, request: _Request, route: Route, arm: Arm, batch: pa.RecordBatch,
         primary: pa.RecordBatch | None, path: tuple[str, ...],
     ) -> None:
         """Score ``batch`` on the shadow arm in the background, if there is room; never raises."""
@@ -342,7 +284,7 @@ class Router:
         future.add_done_callback(lambda _: self._shadow_slots.release())
 
     def _shadow_job(
-        self, request: _Request, route: _Route, arm: Arm, batch: pa.RecordBatch,
+        self, request: _Request, route: Route, arm: Arm, batch: pa.RecordBatch,
         primary: pa.RecordBatch | None, path: tuple[str, ...], deadline: float,
     ) -> None:
         try:
@@ -355,8 +297,8 @@ class Router:
 
     # ---- ensembles ----
     def _ensemble(
-        self, request: _Request, route: _Route, policy: EnsemblePolicy, batch: pa.RecordBatch,
-        path: tuple[str, ...], deadline: float | None,
+        self, request: _Request, route: Route, policy: EnsemblePolicy, batch: pa.RecordBatch,
+        path: tuple[str, ...], deadline: Deadline,
     ) -> Served:
         member_deadline = time.monotonic() + policy.member_timeout_s
         if deadline is not None:
@@ -414,25 +356,23 @@ class Router:
         return Served(combined, tuple(a.arm.name for a in chosen), tuple(deployments))
 
     def _member_job(
-        self, request: _Request, route: _Route, arm: Arm, batch: pa.RecordBatch,
+        self, request: _Request, route: Route, arm: Arm, batch: pa.RecordBatch,
         path: tuple[str, ...], deadline: float,
     ) -> tuple[Served, float]:
         served = self._invoke_arm(request, route, arm, batch, path, deadline)
         return served, time.perf_counter()
 
     # ---- describing ----
-    def describe(self, endpoint: str, path: tuple[str, ...] = ()) -> Description:
-        """The model behind a routed endpoint: its first arm's that has a replica somewhere (the
-        arms of one endpoint take the same inputs); a stacking ensemble's outputs are the stacker's."""
-        route = self._route_for_description(endpoint, path)
-        if route is None:
-            return describe_hosted(self._local.route(endpoint))
-        policy = _policy_of(route)
+    def describe(self, table: RouteTable, endpoint: str, path: tuple[str, ...] = ()) -> ModelDescription:
+        """The model behind a name: its first arm's that has a replica somewhere (the arms of one
+        endpoint take the same inputs); a stacking ensemble's outputs are the stacker's."""
+        route = self._route_for_description(table, endpoint, path)
+        policy = route.policy_or_raise()
         described = None
         for arm in policy.arms:
             try:
                 described = (
-                    self.describe(arm.endpoint, (*path, endpoint)) if arm.endpoint
+                    self.describe(table, arm.endpoint, (*path, endpoint)) if arm.endpoint
                     else self._describe_deployment(route, arm.deployment_id, arm.name)
                 )
                 break
@@ -442,19 +382,16 @@ class Router:
             raise policy._unavailable(policy.arms)
         if isinstance(policy, EnsemblePolicy) and policy.combiner == "stacking":
             stacker = self._describe_deployment(route, policy.stacker_deployment_id, STACKER_ARM)
-            described = Description(
-                described.input_schema, stacker.output_schema, stacker.version, stacker.platform,
-                stacker.engine, stacker.model, stacker.deployment_id,
-            )
+            described = described.with_outputs_of(stacker)
+        if route.pushed and not path:
+            described = replace(described, routing_policy=policy.kind)
         return described
 
-    def input_schema(self, endpoint: str, path: tuple[str, ...] = ()) -> pa.Schema:
+    def input_schema(self, table: RouteTable, endpoint: str, path: tuple[str, ...] = ()) -> pa.Schema:
         """The schema requests to an endpoint are decoded with: the first arm's that is known
         without asking another agent, else as ``describe`` finds it."""
-        route = self._route_for_description(endpoint, path)
-        if route is None:
-            return self._local.route(endpoint).model.input_schema
-        for arm in _policy_of(route).arms:
+        route = self._route_for_description(table, endpoint, path)
+        for arm in route.policy_or_raise().arms:
             if not arm.deployment_id:
                 continue
             hosted = self._local.get(arm.deployment_id)
@@ -463,14 +400,19 @@ class Router:
             remote = route.remotes.get(arm.deployment_id)
             if remote is not None and remote.described:
                 return remote.input_schema
-        return self.describe(endpoint, path).input_schema
+        return self.describe(table, endpoint, path).input_schema
 
-    def _route_for_description(self, endpoint: str, path: tuple[str, ...]) -> _Route | None:
+    def _route_for_description(self, table: RouteTable, endpoint: str, path: tuple[str, ...]) -> Route:
         if endpoint in path or len(path) >= MAX_DEPTH:
             raise FailedPrecondition(f"routing cycle or nesting deeper than {MAX_DEPTH}: {' -> '.join((*path, endpoint))}")
-        return self._table.routes.get(endpoint)
+        route = table.get(endpoint)
+        if route is None:
+            if path:
+                raise Unavailable(f"endpoint {endpoint!r} (an arm of {path[-1]!r}) has no route on this agent")
+            raise NotFound(f"model {endpoint!r} is not served by this agent")
+        return route
 
-    def _describe_deployment(self, route: _Route, deployment_id: str, arm_name: str) -> Description:
+    def _describe_deployment(self, route: Route, deployment_id: str, arm_name: str) -> ModelDescription:
         hosted = self._local.get(deployment_id)
         if hosted is not None:
             return describe_hosted(hosted)
@@ -479,16 +421,12 @@ class Router:
             raise Unavailable(
                 f"endpoint {route.endpoint!r}: arm {arm_name!r} (deployment {deployment_id}) has no replica on any agent"
             )
-        d = remote.describe()
-        return Description(d.input_schema, d.output_schema, d.version, d.platform, d.engine, d.model, deployment_id)
+        return replace(remote.describe(), deployment_id=deployment_id)
 
-    def ready(self, endpoint: str) -> bool:
+    def ready(self, table: RouteTable, endpoint: str) -> bool:
         """Whether the endpoint can answer now (see each policy's ``ready``)."""
-        table = self._table
-        route = table.routes.get(endpoint)
-        if route is None:
-            return self._local.has_endpoint(endpoint)
-        if route.policy is None:
+        route = table.get(endpoint)
+        if route is None or route.policy is None:
             return False
         path = (endpoint,)
         return route.policy.ready(lambda arm: self._available(table, route, arm, path))
@@ -497,7 +435,7 @@ class Router:
 class _Stacker:
     """The stacker deployment of an ensemble, called like a member and recorded as arm STACKER_ARM."""
 
-    def __init__(self, router: Router, route: _Route, deployment_id: str, deadline: float | None) -> None:
+    def __init__(self, router: Router, route: Route, deployment_id: str, deadline: Deadline) -> None:
         self._router = router
         self._route = route
         self._deployment_id = deployment_id
@@ -507,7 +445,7 @@ class _Stacker:
     def input_schema(self) -> pa.Schema:
         return self._router._describe_deployment(self._route, self._deployment_id, STACKER_ARM).input_schema
 
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+    def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
         started = time.perf_counter()
         try:
             out, _ = self._router._call_deployment(self._route, self._deployment_id, STACKER_ARM, batch, self._deadline)
@@ -518,24 +456,13 @@ class _Stacker:
         return out
 
 
-def _policy_of(route: _Route) -> Policy:
-    if route.policy is None:
-        raise FailedPrecondition(route.broken)
-    return route.policy
-
-
-def describe_hosted(hosted: Hosted) -> Description:
+def describe_hosted(hosted: Hosted) -> ModelDescription:
     """A deployment on this agent, described."""
     model = hosted.model
-    return Description(
+    return ModelDescription(
         model.input_schema, model.output_schema, model.version, model.platform,
         hosted.engine, hosted.spec.model, hosted.spec.deployment_id,
     )
-
-
-def _check_deadline(deadline: float | None, what: str) -> None:
-    if deadline is not None and time.monotonic() >= deadline:
-        raise DeadlineExceeded(f"deadline passed before {what} could score")
 
 
 def _ms_since(started: float) -> float:

@@ -44,10 +44,7 @@ def earliest(*deadlines: Deadline) -> Deadline:
 
 def remaining(deadline: Deadline, default: float | None = None) -> float | None:
     """Seconds left before ``deadline`` (may be <= 0), or ``default`` without one: a call timeout."""
-    if deadline is None:
-        return default
-    left = deadline - time.monotonic()
-    return left if default is None else min(left, default)
+    return default if deadline is None else deadline - time.monotonic()
 
 
 def check(deadline: Deadline, what: str) -> None:

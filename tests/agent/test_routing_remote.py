@@ -62,7 +62,7 @@ def test_a_local_replica_is_preferred_and_the_remote_one_is_used_when_alone(mesh
     for agent in ("a1", "a2"):
         answer = infer(mesh.inference(agent), "mixed", rows)
         np.testing.assert_allclose(answer.values, expected, rtol=1e-12)
-    remote_calls = mesh.agents["a1"].table.get("dep-b").stats.execution_count
+    remote_calls = mesh.agents["a1"].dataplane.statistics("dep-b").execution_count
     assert remote_calls >= 1  # a2's request for dep-b reached a1 as a direct deployment call
 
 

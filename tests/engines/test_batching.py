@@ -46,7 +46,7 @@ class Gated(LoadedModel):
         self.calls: list[int] = []
         self.entered = 0  # rows that reached the model (and may be waiting at the gate)
 
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+    def predict(self, batch: pa.RecordBatch, deadline: float | None = None) -> pa.RecordBatch:
         self.entered += batch.num_rows
         self.gate.wait(10)
         self.calls.append(batch.num_rows)

@@ -97,7 +97,7 @@ class Registration:
                 backoff = 0.2
                 self._stop.wait(interval)
             except grpc.RpcError as err:
-                log.debug("coordinator unreachable (%s); retrying in %.1fs", err.code(), backoff)  # type: ignore[attr-defined]
+                log.debug("coordinator unreachable (%s); retrying in %.1fs", err, backoff)
                 self.registered.clear()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -168,7 +169,7 @@ class Agent:
 
         return StageRunner(self.cache, self.config.data_dir / "stages", push, newest)
 
-    def _fetch(self, model: str, version: str):  # type: ignore[no-untyped-def]
+    def _fetch(self, model: str, version: str) -> Iterator[bytes]:
         stub = coordinator_pb2_grpc.CoordinatorServiceStub(self._coordinator_channel)
         try:
             for chunk in stub.FetchModel(coordinator_pb2.FetchModelRequest(name=model, version=version), timeout=300):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import grpc
 
@@ -35,7 +36,7 @@ class AgentClients:
     def set_routes(self, address: str, table: object, timeout: float = CALL_TIMEOUT_S) -> None:
         self._call(address, "SetRoutes", table, timeout)
 
-    def run_stage(self, address: str, request: object, timeout: float) -> object:
+    def run_stage(self, address: str, request: agent_pb2.RunStageRequest, timeout: float) -> Any:
         """The streaming RunStage call (iterate it for progress; cancel() cancels the stage)."""
         return self._stub(address).RunStage(request, timeout=timeout)
 

@@ -18,6 +18,7 @@ from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, Sto
 from engines import engine_for_flavor
 from milepost.core.batching import BatchingSettings
 from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.core.names import check_name
 from milepost.core.requirements import Requirements
 from milepost.core.routing import spec as routing_spec
 from milepost.v1 import routing_pb2
@@ -78,6 +79,7 @@ class Endpoints:
         self, endpoint: str, policy: routing_pb2.RoutingPolicy, arms: list[ArmTarget], placement: Placement,
         *, stacker: ArmTarget | None = None, timeout: float | None = None, event: str = "policy",
     ) -> EndpointRecord:
+        check_name("endpoint", endpoint)  # every way in (Deploy, SetPolicy, pipeline deploy stages) passes here
         routing_spec.check(policy, [a.name for a in arms], [a.weight for a in arms], stacker is not None)
         if placement.replicas < 0:
             raise InvalidArgument(f"replicas must be >= 1, got {placement.replicas}")

@@ -192,12 +192,12 @@ class Pipelines:
         threads: dict[str, threading.Thread] = {}
         while True:
             run = self.get(run_id)
-            state = {s.name: s for s in run.stages}
+            by_name = {s.name: s for s in run.stages}
             cancelled = run_id in self._cancelled
             for name, s in stages.items():
-                if state[name].state != "PENDING" or name in threads:
+                if by_name[name].state != "PENDING" or name in threads:
                     continue
-                deps = [state[d] for d in s.depends_on]
+                deps = [by_name[d] for d in s.depends_on]
                 bad = next((d for d in deps if d.state in ("FAILED", "SKIPPED", "CANCELLED")), None)
                 if cancelled:
                     self.store.update_stage(run_id, name, state="CANCELLED", message="run cancelled")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,7 +38,7 @@ class CoordinatorConfig:
 class Coordinator:
     """Owns everything the coordinator runs; start() binds, stop() releases it all."""
 
-    def __init__(self, config: CoordinatorConfig, clock=time.time) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, config: CoordinatorConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = Store(config.data_dir / "milepost.db")
         self.artifacts = ArtifactStore(config.data_dir / "artifacts")

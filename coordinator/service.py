@@ -8,7 +8,6 @@ line. They raise MilepostErrors; the shared interceptor turns them into statuses
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -21,26 +20,18 @@ from coordinator.pipelines import FINISHED, Pipelines
 from coordinator.reconciler import Reconciler
 from coordinator.routes import RouteBook
 from coordinator.store import EndpointRecord, ModelRecord, RunRecord, Store
+from milepost.core import deadlines
 from milepost.core.batching import BatchingSettings
 from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from milepost.core.names import check_name
 from milepost.core.requirements import Requirements
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-
-
-def check_name(kind: str, value: str) -> str:
-    if not NAME_PATTERN.match(value):
-        raise InvalidArgument(
-            f"{kind} name {value!r} is invalid: use 1-128 letters, digits, '_', '.', '-', "
-            "starting with a letter or digit"
-        )
-    return value
-
 
 def _timeout(context: grpc.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
+    """The caller's time left, less a margin to answer in: the budget for calls to agents."""
+    remaining = deadlines.remaining(deadlines.from_grpc(context))
     return None if remaining is None else max(remaining - 0.5, 0.1)
 
 

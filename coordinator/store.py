@@ -377,7 +377,8 @@ class Store:
                 "SELECT name, state, agent_id, message, started_at, finished_at, rows, outputs_json "
                 "FROM stage_runs WHERE run_id=? ORDER BY position", (run_id,),
             ).fetchall()
-            return RunRecord(*row, stages=tuple(StageRecord(*s) for s in stages))
+            run_id, pipeline, state, created_at, finished_at, spec = row
+            return RunRecord(run_id, pipeline, state, created_at, finished_at, spec, tuple(StageRecord(*s) for s in stages))
 
     def list_runs(self, limit: int = 50, states: tuple[str, ...] = ()) -> list[RunRecord]:
         if states:
@@ -421,7 +422,7 @@ class Store:
         with self._lock:
             rows = self._db.execute("SELECT * FROM endpoints ORDER BY name").fetchall()
             return [
-                EndpointRecord(*r, deployments=tuple(self._deployments_of(self._db, r[0]))) for r in rows
+                EndpointRecord(r[0], r[1], r[2], r[3], tuple(self._deployments_of(self._db, r[0]))) for r in rows
             ]
 
     def get_endpoint(self, name: str) -> EndpointRecord | None:
@@ -454,6 +455,10 @@ class Store:
             batching = BatchingSettings(*r[8:11])
             engine, cpu, memory_bytes, gpus, selector_json = r[11:16]
             requirements = Requirements(engine, cpu, memory_bytes, gpus, json.loads(selector_json))
-            out.append(DeploymentRecord(*r[:8], batching, requirements, tuple(a[0] for a in agents)))
+            deployment_id, endpoint_name, model, version, replicas, state, message, created_at = r[:8]
+            out.append(DeploymentRecord(
+                deployment_id, endpoint_name, model, version, replicas, state, message, created_at,
+                batching, requirements, tuple(a[0] for a in agents),
+            ))
         return out
 

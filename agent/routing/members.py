@@ -81,19 +81,19 @@ class RemoteModel(LoadedModel):
 
     # ---- LoadedModel ----
     @property
-    def input_schema(self) -> pa.Schema:  # type: ignore[override]  # a property over the attribute
+    def input_schema(self) -> pa.Schema:
         return self.describe().input_schema
 
     @property
-    def output_schema(self) -> pa.Schema:  # type: ignore[override]  # a property over the attribute
+    def output_schema(self) -> pa.Schema:
         return self.describe().output_schema
 
     @property
-    def version(self) -> str:  # type: ignore[override]  # a property over the attribute
+    def version(self) -> str:  # type: ignore[override]  # learned on first use, not at construction
         return self._known_version or self.describe().version
 
     @property
-    def platform(self) -> str:  # type: ignore[override]  # a property over the attribute
+    def platform(self) -> str:  # type: ignore[override]  # learned on first use, not at construction
         return self.describe().platform
 
     def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:

@@ -50,7 +50,7 @@ class ArmCounters:
 
     # ---- arithmetic over reports ----
     def copy(self) -> ArmCounters:
-        return ArmCounters(**{**self._scalars(), "latency_buckets": list(self.latency_buckets)})
+        return ArmCounters(**self._scalars(), latency_buckets=list(self.latency_buckets))
 
     def plus(self, other: ArmCounters) -> ArmCounters:
         return self._combine(other, 1.0)

@@ -86,8 +86,9 @@ class ModelDescription:
             ) from err
 
 
-def _config_type(datatype: str) -> int:
-    return pb.DataType.Value("TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}")
+def _config_type(datatype: str) -> str:
+    """The ModelConfig enum name of an OIP datatype (BYTES is TYPE_STRING there)."""
+    return "TYPE_STRING" if datatype == "BYTES" else f"TYPE_{datatype}"
 
 
 def _schema_to_text(schema: pa.Schema) -> str:

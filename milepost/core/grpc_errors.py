@@ -8,7 +8,8 @@ log, so internals never leak and the client is never blamed for our faults.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 
@@ -56,7 +57,9 @@ def _already_aborted(context: grpc.ServicerContext) -> bool:
 class ErrorMappingInterceptor(grpc.ServerInterceptor):
     """Wraps every handler so raised MilepostErrors become their status."""
 
-    def intercept_service(self, continuation, handler_call_details):  # type: ignore[no-untyped-def]
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Any], handler_call_details: grpc.HandlerCallDetails,
+    ) -> Any:
         handler = continuation(handler_call_details)
         if handler is None:
             return None

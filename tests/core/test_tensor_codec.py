@@ -13,10 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from milepost.core import tensor_codec
-from milepost.core.tensor_codec import requests as codec_requests
-from milepost.core.tensor_codec import datatype_of, decode_inputs, encode_outputs, tensor_metadata
 from milepost.core.errors import InvalidArgument, ResourceExhausted
+from milepost.core.tensor_codec import datatype_of, decode_inputs, encode_outputs, tensor_metadata
+from milepost.core.tensor_codec import requests as codec_requests
 from milepost.inference import grpc_predict_v2_pb2 as pb
 
 Input = pb.ModelInferRequest.InferInputTensor

@@ -9,8 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from milepost.core.tensor_codec import decode_inputs, decode_outputs, encode_inputs, encode_outputs
 from milepost.core.errors import DataLoss, InvalidArgument, Unimplemented
+from milepost.core.tensor_codec import decode_inputs, decode_outputs, encode_inputs, encode_outputs
 from milepost.inference import grpc_predict_v2_pb2 as pb
 
 

@@ -1,0 +1,162 @@
+"""Every setting of a Milepost process, in one place: defaults, ``MILEPOST_*`` variables, a TOML file.
+
+A setting comes from, highest first: an explicit value (a command-line flag, passed to
+``load_settings``), its environment variable (``MILEPOST_`` + the field name in capitals:
+``spark_master`` is ``MILEPOST_SPARK_MASTER``), the TOML file named by ``MILEPOST_CONFIG``
+(or ``milepost --config FILE``; top-level keys are the field names), then the default here.
+The README's "Settings" section lists them all.
+
+Nothing reads the environment when a module is imported. A process reads its settings once
+when it starts (the CLI calls ``load_settings``) and code fetches them through
+``get_settings``; without a ``load_settings`` (a library user, a test) ``get_settings``
+reads the environment at each call, so a test may set a variable for itself alone.
+Bad values are refused when they are read, naming the variable: InvalidArgument.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+
+from milepost.core.errors import InvalidArgument
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+ENV_PREFIX = "MILEPOST_"
+DEFAULT_BATCH_ROWS = 65536
+
+
+def env_var(field: str) -> str:
+    """The environment variable of a setting: ``env_var("spark_master") == "MILEPOST_SPARK_MASTER"``."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+class Settings(BaseSettings):
+    """One process's settings; immutable once read. Field names are the TOML keys."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    # ---- the file itself ----
+    config: Path | None = Field(None, description="TOML file with more settings (its keys are the names below, lower case)")
+
+    # ---- processes and the command line ----
+    home: Path = Field(default_factory=lambda: Path.home() / ".milepost",
+                       description="data directory of `milepost up`, `coordinator` (home/coordinator), `agent` (home/agent)")
+    coordinator: str = Field("127.0.0.1:7070", description="coordinator address client commands and agents use (--coordinator)")
+    host: str = Field("127.0.0.1", description="interface `up`, `coordinator` and `agent` listen on (--host)")
+    coordinator_port: int = Field(7070, ge=0, le=65535, description="coordinator port of `up` and `coordinator`; 0 picks a free one")
+    agent_port: int = Field(8001, ge=0, le=65535, description="agent data-plane port of `up` and `agent`; 0 picks a free one")
+    metrics_port: int = Field(8002, ge=-1, le=65535, description="agent Prometheus /metrics port; -1: off, 0: a free one")
+    call_timeout_s: float = Field(120.0, gt=0, description="deadline of each call a CLI command makes, seconds (--timeout)")
+    agent_ttl_s: float = Field(5.0, gt=0, description="seconds without a heartbeat before the coordinator marks an agent lost")
+    heartbeat_interval_s: float = Field(1.0, gt=0, description="seconds between an agent's heartbeats, as the coordinator asks")
+    placement: Literal["spread", "pack"] = Field("spread", description="how the coordinator places replicas: spread or pack")
+    batch_rows: int = Field(DEFAULT_BATCH_ROWS, ge=1, description="rows per engine call when scoring a dataset "
+                            "(score-dataset --batch-rows, batch_scoring stages without batch_rows)")
+
+    # ---- engines and stages ----
+    allow_code_bundles: bool = Field(False, description="1: run python code bundles and any stage entry point on this node "
+                                     "(executes their code)")
+    stage_entries: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated module prefixes a training or custom stage may name, beyond engines.trainers:")
+    spark_master: str = Field("local[2]", description="Spark master of the spark engine when a job names none")
+    ray_address: str = Field("", description="Ray cluster of the ray engine; empty: start a local Ray")
+    ray_local_cpus: int = Field(2, ge=1, description="CPUs of the local Ray the ray engine starts")
+
+    # ---- control-plane timeouts (seconds) ----
+    client_timeout_s: float = Field(60.0, gt=0, description="default deadline of a milepost.Client call")
+    model_fetch_timeout_s: float = Field(300.0, gt=0, description="an agent fetching a model bundle from the coordinator")
+    registration_timeout_s: float = Field(5.0, gt=0, description="an agent's register and heartbeat calls")
+    registration_max_backoff_s: float = Field(5.0, gt=0, description="longest wait between an agent's failed registrations")
+    gpu_probe_timeout_s: float = Field(10.0, gt=0, description="nvidia-smi when an agent probes its GPUs")
+    remote_call_timeout_s: float = Field(30.0, gt=0, description="an agent calling a member on another agent without a deadline")
+    describe_timeout_s: float = Field(10.0, gt=0, description="an agent asking another for a model's metadata")
+    shadow_timeout_s: float = Field(10.0, gt=0, description="a shadow (mirrored) call")
+    load_timeout_s: float = Field(120.0, gt=0, description="the coordinator loading a deployment on an agent")
+    agent_call_timeout_s: float = Field(10.0, gt=0, description="the coordinator's other calls to agents (unload, routes)")
+    stage_timeout_s: float = Field(86400.0, gt=0, description="one pipeline stage on an agent")
+
+    @field_validator("stage_entries", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(p.strip() for p in value.split(",") if p.strip())
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _ConfigFile(settings_cls)
+
+
+class _ConfigFile(PydanticBaseSettingsSource):
+    """The TOML file named by the ``config`` setting, below explicit values and the environment."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self().get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        path = self.current_state.get("config")  # what the sources above this one found
+        if not path:
+            return {}
+        try:
+            with Path(path).open("rb") as handle:
+                return tomllib.load(handle)
+        except OSError as err:
+            raise InvalidArgument(f"settings file {path} ({env_var('config')}): cannot read it: {err}") from err
+        except tomllib.TOMLDecodeError as err:
+            raise InvalidArgument(f"settings file {path} ({env_var('config')}): not valid TOML: {err}") from err
+
+
+_loaded: Settings | None = None
+
+
+def read_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read settings now (explicit ``overrides`` > environment > ``config_file`` or $MILEPOST_CONFIG > defaults)."""
+    values = {k: v for k, v in overrides.items() if v is not None}
+    if config_file:
+        values["config"] = Path(config_file)
+    try:
+        return Settings(**values)
+    except ValidationError as err:
+        raise InvalidArgument(f"settings: {'; '.join(_problem(e) for e in err.errors())}") from err
+
+
+def _problem(error: Any) -> str:
+    name = str(error["loc"][0]) if error["loc"] else ""
+    if error["type"] == "extra_forbidden":
+        return f"unknown setting {name!r}"
+    return f"{name} ({env_var(name)}): {error['msg']}"
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read settings as ``read_settings`` does and make them this process's (``get_settings``):
+    what a process calls once when it starts."""
+    global _loaded
+    _loaded = read_settings(config_file, **overrides)
+    return _loaded
+
+
+def get_settings() -> Settings:
+    """This process's settings: those ``load_settings`` read, else read from the environment now."""
+    return _loaded if _loaded is not None else read_settings()
+
+
+def reset_settings() -> None:
+    """Forget the settings ``load_settings`` read; ``get_settings`` reads the environment again."""
+    global _loaded
+    _loaded = None

@@ -185,7 +185,9 @@ class Endpoints:
             raise FailedPrecondition(f"endpoint {name!r} is a {policy.kind}; only canaries and shadows roll back")
         return self._collapse(endpoint, policy, policy.arms[0].name, "rollback", reason)
 
-    def _collapse(self, endpoint: EndpointRecord, policy: routing_pb2.RoutingPolicy, arm_name: str, event: str, reason: str) -> EndpointRecord:
+    def _collapse(
+        self, endpoint: EndpointRecord, policy: routing_pb2.RoutingPolicy, arm_name: str, event: str, reason: str,
+    ) -> EndpointRecord:
         arm = next((a for a in policy.arms if a.name == arm_name), None)
         if arm is None:
             raise NotFound(f"endpoint {endpoint.name!r} has no arm {arm_name!r}; arms: {[a.name for a in policy.arms]}")

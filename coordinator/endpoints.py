@@ -21,21 +21,11 @@ from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostEr
 from milepost.core.names import check_name
 from milepost.core.requirements import Requirements
 from milepost.core.routing import spec as routing_spec
+from milepost.core.routing.policy import Arm
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
 DEFAULT_TIMEOUT_S = 120.0
-
-
-@dataclass(frozen=True)
-class ArmTarget:
-    """One arm as the user named it: a model version, or another endpoint."""
-
-    name: str
-    model: str = ""
-    version: str = ""
-    weight: float = 1.0
-    endpoint: str = ""
 
 
 @dataclass(frozen=True)
@@ -76,8 +66,8 @@ class Endpoints:
 
     # ---- setting policies ----
     def set_policy(
-        self, endpoint: str, policy: routing_pb2.RoutingPolicy, arms: list[ArmTarget], placement: Placement,
-        *, stacker: ArmTarget | None = None, timeout: float | None = None, event: str = "policy",
+        self, endpoint: str, policy: routing_pb2.RoutingPolicy, arms: list[Arm], placement: Placement,
+        *, stacker: Arm | None = None, timeout: float | None = None, event: str = "policy",
     ) -> EndpointRecord:
         check_name("endpoint", endpoint)  # every way in (Deploy, SetPolicy, pipeline deploy stages) passes here
         routing_spec.check(policy, [a.name for a in arms], [a.weight for a in arms], stacker is not None)
@@ -89,7 +79,7 @@ class Endpoints:
         new: list[DeploymentRecord] = []
         policy.ClearField("arms")
 
-        def deployment_for(target: ArmTarget) -> str:
+        def deployment_for(target: Arm) -> str:
             record = self.model(target.model, target.version)
             found = current.get((record.name, record.version)) or next(
                 (d for d in new if (d.model, d.version) == (record.name, record.version)), None
@@ -104,9 +94,9 @@ class Endpoints:
                 if arm.endpoint == endpoint:
                     raise InvalidArgument(f"arm {arm.name!r} cannot route to its own endpoint")
                 self.get(arm.endpoint)
-                policy.arms.add(name=arm.name, endpoint=arm.endpoint, weight=arm.weight)
+                policy.arms.append(arm.to_proto())
             elif arm.model:
-                policy.arms.add(name=arm.name, deployment_id=deployment_for(arm), weight=arm.weight)
+                policy.arms.append(arm.resolved(deployment_for(arm)).to_proto())
             else:
                 raise InvalidArgument(f"arm {arm.name!r} names neither a model nor an endpoint")
         if stacker is not None:

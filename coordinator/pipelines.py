@@ -23,11 +23,12 @@ import grpc
 
 from coordinator import placement
 from coordinator.agent_client import AgentClients
-from coordinator.endpoints import ArmTarget, Endpoints, Placement
+from coordinator.endpoints import Endpoints, Placement
 from coordinator.reconciler import Reconciler
 from coordinator.store import RunRecord, Store
 from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
 from milepost.core.requirements import Requirements
+from milepost.core.routing.policy import Arm
 from milepost.v1 import agent_pb2, pipelines_pb2, routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
@@ -276,7 +277,7 @@ class Pipelines:
             raise InvalidArgument("a deploy stage needs params.endpoint and params.model (NAME[:VERSION])")
         name, _, version = str(ref).partition(":")
         policy = params.get("policy", "single")
-        candidate = ArmTarget(name="candidate" if policy == "canary" else "primary", model=name, version=version)
+        candidate = Arm("candidate" if policy == "canary" else "primary", model=name, version=version, weight=1.0)
         current = self.store.get_endpoint(endpoint)
         if policy == "canary" and current is not None and current.policy == "single" and current.deployments:
             base = current.deployments[0]
@@ -290,7 +291,7 @@ class Pipelines:
                     min_requests=int(params.get("min_requests", 0)),
                 ),
             )
-            arms = [ArmTarget(name="baseline", model=base.model, version=base.version), candidate]
+            arms = [Arm("baseline", model=base.model, version=base.version, weight=1.0), candidate]
         elif policy in ("single", "canary"):
             # A canary with nothing serving yet has no baseline: the model simply goes live.
             spec, arms = routing_pb2.RoutingPolicy(kind="single"), [candidate]

@@ -15,7 +15,7 @@ import grpc
 from coordinator import report
 from coordinator.arm_stats import ArmStats
 from coordinator.artifacts import ArtifactStore
-from coordinator.endpoints import ArmTarget, Endpoints, Placement, policy_of
+from coordinator.endpoints import Endpoints, Placement, policy_of
 from coordinator.pipelines import FINISHED, Pipelines
 from coordinator.reconciler import Reconciler
 from coordinator.routes import RouteBook
@@ -25,6 +25,7 @@ from milepost.core.batching import BatchingSettings
 from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound
 from milepost.core.names import check_name
 from milepost.core.requirements import Requirements
+from milepost.core.routing.policy import Arm, build
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
@@ -116,7 +117,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def Deploy(self, request: pb.DeployRequest, context: grpc.ServicerContext) -> types_pb2.Endpoint:
         check_name("endpoint", request.endpoint)
         placement = _placement(request)
-        arm = ArmTarget(name="primary", model=request.model, version=request.version)
+        arm = Arm("primary", model=request.model, version=request.version, weight=1.0)
         endpoint = self.endpoints.set_policy(
             request.endpoint, routing_pb2.RoutingPolicy(kind="single"), [arm], placement,
             timeout=_timeout(context), event="deploy",
@@ -127,14 +128,8 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def SetPolicy(self, request: pb.SetPolicyRequest, context: grpc.ServicerContext) -> types_pb2.Endpoint:
         check_name("endpoint", request.endpoint)
         placement = _placement(request)
-        arms = [
-            ArmTarget(name=a.name, model=a.model, version=a.version, weight=a.weight or 1.0, endpoint=a.endpoint)
-            for a in request.arms
-        ]
-        stacker = None
-        if request.HasField("stacker"):
-            s = request.stacker
-            stacker = ArmTarget(name=s.name or "stacker", model=s.model, version=s.version)
+        arms = [Arm.from_spec(a) for a in request.arms]
+        stacker = Arm.from_spec(request.stacker, name="stacker") if request.HasField("stacker") else None
         policy = routing_pb2.RoutingPolicy()
         policy.CopyFrom(request.policy)
         endpoint = self.endpoints.set_policy(
@@ -184,7 +179,6 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def _arm_for_key(self, endpoint: str, policy: routing_pb2.RoutingPolicy, key: str) -> str:
         """The arm the agents' own policy code gives this key: exact for single, split and
         canary (sticky by key); for a bandit, the arm under the current route generation."""
-        from milepost.core.routing.policy import build
 
         if not key:
             raise InvalidArgument("feedback needs the request key or the arm that served it")

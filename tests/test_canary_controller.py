@@ -14,10 +14,11 @@ import pytest
 
 from coordinator.arm_stats import ArmStats
 from coordinator.canary import CanaryController
-from coordinator.endpoints import ArmTarget, Endpoints, Placement, policy_of
+from coordinator.endpoints import Endpoints, Placement, policy_of
 from coordinator.reconciler import Reconciler
 from coordinator.store import ModelRecord, Store
 from milepost.core.arm_counters import LATENCY_BOUNDS_MS
+from milepost.core.routing.policy import Arm
 from milepost.v1 import routing_pb2, types_pb2
 from tests.conftest import wait_until
 
@@ -63,13 +64,13 @@ def world(tmp_path: Path):  # type: ignore[no-untyped-def]
     store.upsert_agent("a1", info.address, info.SerializeToString(), clock())
     for version in ("a" * 64, "b" * 64):
         store.add_model(ModelRecord("m", version, "scoring_core", 1, clock(), json.dumps({})))
-    endpoints.set_policy("ep", routing_pb2.RoutingPolicy(kind="single"), [ArmTarget("primary", "m", "a" * 64)], Placement())
+    endpoints.set_policy("ep", routing_pb2.RoutingPolicy(kind="single"), [Arm("primary", model="m", version="a" * 64, weight=1.0)], Placement())
     policy = routing_pb2.RoutingPolicy(
         kind="canary", steps=[10, 50, 100], window_s=60,
         gates=routing_pb2.CanaryGates(max_error_rate=0.05, max_p99_latency_ms=100, min_requests=20),
     )
     endpoints.set_policy(
-        "ep", policy, [ArmTarget("baseline", "m", "a" * 64), ArmTarget("candidate", "m", "b" * 64)], Placement()
+        "ep", policy, [Arm("baseline", model="m", version="a" * 64, weight=1.0), Arm("candidate", model="m", version="b" * 64, weight=1.0)], Placement()
     )
     yield clock, store, stats, controller, fake
     reconciler.close()

@@ -18,21 +18,31 @@ import hashlib
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from milepost.core.errors import Unavailable
 from milepost.core.routing import spec as rules
-from milepost.v1 import routing_pb2
+from milepost.v1 import coordinator_pb2, routing_pb2
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm: a deployment (``deployment_id``) or another endpoint (``endpoint``)."""
+    """One arm: a deployment (``deployment_id``) or another endpoint (``endpoint``).
+
+    As a user names it (``milepost.v1.ArmSpec``), a deployment arm is a model and
+    version (a prefix, or empty for the newest); the coordinator resolves that to
+    a deployment (``resolved``) before the arm goes into a route (``to_proto``).
+    """
 
     name: str
     deployment_id: str = ""
     endpoint: str = ""
     weight: float = 0.0
+    model: str = ""
+    version: str = ""
+
+    def resolved(self, deployment_id: str) -> Arm:
+        return replace(self, deployment_id=deployment_id)
 
     @property
     def target(self) -> str:
@@ -44,6 +54,16 @@ class Arm:
     @classmethod
     def from_proto(cls, message: routing_pb2.Arm) -> Arm:
         return cls(message.name, message.deployment_id, message.endpoint, message.weight)
+
+    @classmethod
+    def from_spec(cls, spec: coordinator_pb2.ArmSpec, *, name: str = "") -> Arm:
+        """An arm as a user asked for it; weight 0 means 1 (an unweighted arm counts once)."""
+        return cls(spec.name or name, "", spec.endpoint, spec.weight or 1.0, spec.model, spec.version)
+
+    def to_spec(self) -> coordinator_pb2.ArmSpec:
+        return coordinator_pb2.ArmSpec(
+            name=self.name, model=self.model, version=self.version, weight=self.weight, endpoint=self.endpoint,
+        )
 
 
 @dataclass(frozen=True)

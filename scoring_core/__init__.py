@@ -9,7 +9,8 @@ The public surface is small::
 
 ``compile`` takes scikit-learn linear models and MLPs, XGBoost and LightGBM models,
 torch ``nn.Sequential`` MLPs, and scikit-learn Pipelines (scalers, imputers, encoders,
-ColumnTransformers) ending in any of them (see ``scoring_core.convert``).
+ColumnTransformers) ending in any of them: ``scoring_core.convert`` holds the one table of
+what it takes.
 ``scoring_core.bundle`` reads, verifies, packs and unpacks bundles; ``register_kind``
 lets further stage kinds be loaded.
 """
@@ -19,13 +20,15 @@ from __future__ import annotations
 from typing import Any
 
 from milepost.core.errors import InvalidArgument
-# Importing these registers their stage kinds ("linear", "mlp", "column_map", "encode").
-from scoring_core import bundle, linear, mlp, transforms  # noqa: F401
+
+# Imported for their stage kinds ("linear", "mlp", "column_map", "encode", "trees"), which
+# they register as they load: load reads every bundle even where compile never ran.
+from scoring_core import bundle, linear, mlp, transforms  # noqa: F401 - imported to register stage kinds
 from scoring_core.convert import convert as _convert
 from scoring_core.kinds import register_kind, registered_kinds
 from scoring_core.model import CompiledModel, load
 from scoring_core.threads import set_num_threads
-from scoring_core.trees import stage as _tree_stage  # noqa: F401  (kind "trees", XGBoost and LightGBM)
+from scoring_core.trees import stage as _tree_stage  # noqa: F401 - imported to register the stage kind "trees"
 
 __all__ = [
     "CompiledModel",
@@ -38,7 +41,7 @@ __all__ = [
 ]
 
 
-def compile(model: Any, *, feature_names: list[str] | None = None) -> CompiledModel:  # noqa: A001
+def compile(model: Any, *, feature_names: list[str] | None = None) -> CompiledModel:
     """Compile a trained estimator into a CompiledModel that predicts as it does.
 
     Feature names come from ``feature_names``, else the estimator's ``feature_names_in_``,

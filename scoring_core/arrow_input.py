@@ -17,7 +17,9 @@ the caller's inputs.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -84,8 +86,8 @@ def _matrix_from_named_columns(
     unused: frozenset[str],
 ) -> np.ndarray:
     names = batch.schema.names
-    seen: set[str] = set()
-    duplicated = sorted({n for n in names if n in seen or seen.add(n)})
+    counts = Counter(names)
+    duplicated = sorted(n for n, count in counts.items() if count > 1)
     if duplicated:
         raise InvalidArgument(f"duplicate column(s) {_quoted(duplicated)}")
     expected = set(feature_names)
@@ -94,7 +96,7 @@ def _matrix_from_named_columns(
         raise InvalidArgument(
             f"unexpected column(s) {_quoted(extra)}; the model's inputs are {_quoted(list(feature_names))}"
         )
-    missing = [n for n in feature_names if n not in seen]
+    missing = [n for n in feature_names if n not in counts]
     if missing:
         raise InvalidArgument(f"missing feature column(s) {_quoted(missing)}")
     index = {n: i for i, n in enumerate(names)}

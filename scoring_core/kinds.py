@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import io
 import re
-from typing import Any, ClassVar, Protocol, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
 
 import numpy as np
 
@@ -52,10 +52,11 @@ class Stage(Protocol):
     def predict(self, X: np.ndarray) -> np.ndarray: ...
 
 
-_KINDS: dict[str, type] = {}
+_KINDS: dict[str, type[Stage]] = {}
+_StageClass = TypeVar("_StageClass", bound=type)
 
 
-def register_kind(cls: type) -> type:
+def register_kind(cls: _StageClass) -> _StageClass:
     """Make a stage class loadable by its ``kind`` name; usable as a class decorator.
 
     Registering a different class under a taken name is refused, since two modules
@@ -70,11 +71,11 @@ def register_kind(cls: type) -> type:
     existing = _KINDS.get(kind)
     if existing is not None and existing is not cls:
         raise ValueError(f"kind {kind!r} is already registered to {existing.__qualname__}")
-    _KINDS[kind] = cls
+    _KINDS[kind] = cast("type[Stage]", cls)  # its methods were checked above
     return cls
 
 
-def kind_class(kind: str) -> type:
+def kind_class(kind: str) -> type[Stage]:
     """The class registered for ``kind``; Unimplemented names the kinds this build knows."""
     try:
         return _KINDS[kind]

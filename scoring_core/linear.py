@@ -23,6 +23,7 @@ from numba import njit, prange
 from milepost.core.errors import InvalidArgument
 from scoring_core import threads
 from scoring_core.kinds import register_kind
+from scoring_core.links import normalised_sigmoids, sigmoid, softmax
 
 LINKS = ("identity", "logistic", "softmax", "ovr_logistic")
 _LINK_CODE = {name: code for code, name in enumerate(LINKS)}
@@ -42,30 +43,14 @@ def _finish_row(acc, r, link, out, row):
             out[row, c] = acc[c, r]
     elif link == LOGISTIC:
         # Binary: [1 - p, p], as scikit-learn's predict_proba.
-        p = 1.0 / (1.0 + np.exp(-acc[0, r]))
+        p = sigmoid(acc[0, r])
         out[row, 0] = 1.0 - p
         out[row, 1] = p
     elif link == SOFTMAX:
-        m = acc[0, r]
-        for c in range(1, k):
-            if acc[c, r] > m:
-                m = acc[c, r]
-        s = 0.0
-        for c in range(k):
-            e = np.exp(acc[c, r] - m)
-            out[row, c] = e
-            s += e
-        for c in range(k):
-            out[row, c] /= s
+        softmax(acc[:, r], out[row], 0.0)
     else:
         # One-vs-rest sigmoids normalised to sum to one (SGDClassifier, log loss).
-        s = 0.0
-        for c in range(k):
-            p = 1.0 / (1.0 + np.exp(-acc[c, r]))
-            out[row, c] = p
-            s += p
-        for c in range(k):
-            out[row, c] = 1.0 / k if s == 0.0 else out[row, c] / s
+        normalised_sigmoids(acc[:, r], out[row])
 
 
 @njit(nogil=True, cache=True, fastmath=False)
@@ -194,14 +179,13 @@ def score(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, link: str) -> 
         return out
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
-    parallel = threads.parallel_for(X.shape[0])
     if X.flags.c_contiguous:
-        kernel = _score_rows_parallel if parallel else _score_rows_serial
+        serial, parallel = _score_rows_serial, _score_rows_parallel
     else:
         if not X.flags.f_contiguous:
             X = np.asfortranarray(X)
-        kernel = _score_columns_parallel if parallel else _score_columns_serial
-    kernel(X, coef, intercept, code, out)
+        serial, parallel = _score_columns_serial, _score_columns_parallel
+    threads.run_kernel(serial, parallel, X.shape[0], X, coef, intercept, code, out)
     return out
 
 

@@ -27,8 +27,9 @@ do. Outputs are always float64.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 import numpy as np
 from numba import njit
@@ -36,6 +37,7 @@ from numba import njit
 from milepost.core.errors import InvalidArgument
 from scoring_core import threads
 from scoring_core.kinds import register_kind
+from scoring_core.links import sigmoid, sigmoid_in_place, softmax
 
 # Rows per block: a 256-row block of 256 float32 units is 256 KiB, two of them (a layer's
 # input and output) sit in L2.
@@ -85,7 +87,7 @@ def _apply(v, code, alpha):
     if code == LEAKY_RELU:
         return v if v >= 0 else v * alpha
     if code == LOGISTIC:
-        return 1 / (1 + np.exp(-v))
+        return sigmoid(v)
     if code == TANH:
         return np.tanh(v)
     if code == GELU:
@@ -122,19 +124,8 @@ def _activate(h, m, code, alpha):
     """A further activation of a layer (after the first, already fused with the bias)."""
     width = h.shape[1]
     if code == SOFTMAX:
-        # As scikit-learn and torch: subtract the row's max, exponentiate, normalise.
         for r in range(m):
-            top = h[r, 0]
-            for j in range(1, width):
-                if h[r, j] > top:
-                    top = h[r, j]
-            total = alpha - alpha
-            for j in range(width):
-                e = np.exp(h[r, j] - top)
-                h[r, j] = e
-                total += e
-            for j in range(width):
-                h[r, j] /= total
+            softmax(h[r], h[r], alpha - alpha)  # in the block's dtype, as scikit-learn and torch
     else:
         for r in range(m):
             for j in range(width):
@@ -161,11 +152,7 @@ def _activate_block(h: np.ndarray, m: int, code: int, alpha: Any) -> None:
     if code == TANH:
         np.tanh(v, out=v)
     elif code == LOGISTIC:
-        with np.errstate(over="ignore"):  # exp(-x) overflows to inf for very negative x: p = 0
-            np.negative(v, out=v)
-            np.exp(v, out=v)
-            v += 1
-            np.reciprocal(v, out=v)
+        sigmoid_in_place(v)
     else:
         _activate(h, m, code, alpha)
 
@@ -205,6 +192,9 @@ class MLP:
     activations: tuple[tuple[tuple[str, float], ...], ...]
     head: str = "none"
     dtype: str = "float64"
+    # Derived in __post_init__: per layer, the activation fused with the bias add, then the
+    # rest, each (code, parameter as the block's scalar type).
+    _plan: tuple[tuple[tuple[int, Any], tuple[tuple[int, Any], ...]], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
@@ -285,7 +275,7 @@ class MLP:
         missing = sorted(names - set(arrays))
         if missing:
             raise InvalidArgument(f"mlp: missing arrays {missing}")
-        dtype = params.get("dtype")
+        dtype: Any = params.get("dtype")  # JSON, checked in __post_init__
         for name in names:
             if arrays[name].dtype != np.dtype(dtype if dtype in DTYPES else "float64"):
                 raise InvalidArgument(f"mlp: array {name} is {arrays[name].dtype}, expected {dtype}")

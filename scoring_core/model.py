@@ -8,8 +8,10 @@ It saves to, and loads from, a content-addressed bundle directory.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -63,8 +65,8 @@ class CompiledModel:
         if task not in TASKS:
             raise InvalidArgument(f"task must be one of {TASKS}, got {task!r}")
         string_columns = dict(string_columns or {})
-        unused_columns = frozenset(unused_columns)
-        strangers = [name for name in [*string_columns, *unused_columns] if name not in feature_names]
+        unused = frozenset(unused_columns)
+        strangers = [name for name in [*string_columns, *unused] if name not in feature_names]
         if strangers:
             raise InvalidArgument(f"string or unused columns {strangers!r} are not among the feature names")
         stages = [*transforms, model]
@@ -109,7 +111,7 @@ class CompiledModel:
         self.classes = classes
         self.predict_ndim = predict_ndim
         self.string_columns = string_columns
-        self.unused_columns = unused_columns
+        self.unused_columns = unused
         self.metadata = dict(metadata or {})
         self.version = version
         self.input_schema = pa.schema(
@@ -217,8 +219,7 @@ def _check_feature_names(names: list[str]) -> None:
     bad = [n for n in names if not isinstance(n, str) or not n]
     if bad:
         raise InvalidArgument(f"feature names must be non-empty strings, got {bad[:5]!r}")
-    seen: set[str] = set()
-    dups = sorted({n for n in names if n in seen or seen.add(n)})
+    dups = sorted(n for n, count in Counter(names).items() if count > 1)
     if dups:
         raise InvalidArgument(f"duplicate feature name(s) {dups[:10]!r}")
 
@@ -261,10 +262,11 @@ def model_from_manifest(manifest: dict[str, Any], files: dict[str, bytes], *, ve
         stage_from_manifest(entry, files, f"transforms[{i}]") for i, entry in enumerate(transforms_entries)
     ]
     model = stage_from_manifest(manifest.get("model"), files, "model")
+    task: Any = manifest.get("task")  # JSON, checked by CompiledModel
     compiled = CompiledModel(
         model,
         feature_names=[i["name"] for i in inputs],
-        task=manifest.get("task"),
+        task=task,
         classes=manifest.get("classes"),
         metadata=manifest.get("metadata") or {},
         transforms=transforms,

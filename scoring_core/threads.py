@@ -1,16 +1,20 @@
-"""How many threads the scoring kernels use, and when they go parallel at all.
+"""How many threads the scoring kernels use, when they go parallel, and how they launch.
 
-numba's ``set_num_threads`` is per calling thread: a value set on the main thread does
-not reach the server's worker threads. So the wanted count is kept here, process-wide,
-and applied by ``parallel_for`` on whichever thread launches a kernel. Kernels that call
-BLAS split their rows over a small pool of Python threads instead (``run_spans``).
+The one launch policy of the scoring core: every kernel pair (a serial and a
+``parallel=True`` version) is run through ``run_kernel``, which picks one by
+``parallel_for``. numba's ``set_num_threads`` is per calling thread: a value set on the
+main thread does not reach the server's worker threads. So the wanted count is kept here,
+process-wide, and applied by ``parallel_for`` on whichever thread launches a kernel.
+Kernels that call BLAS split their rows over a small pool of Python threads instead
+(``run_spans``).
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable
+from typing import Any
 
 import numba
 
@@ -18,6 +22,15 @@ import numba
 PARALLEL_MIN_ROWS = 1024
 
 _wanted: int | None = None
+
+# The workqueue threading layer aborts the process when two threads launch parallel
+# kernels at once; the other layers (omp, tbb) do not need this lock.
+_workqueue_lock = threading.Lock()
+
+
+def _pool_size() -> int:
+    """The size of numba's thread pool, fixed at start-up."""
+    return int(numba.config.NUMBA_NUM_THREADS)  # type: ignore[attr-defined]  # numba.config defines it at run time
 
 
 def set_num_threads(n: int) -> None:
@@ -29,13 +42,13 @@ def set_num_threads(n: int) -> None:
     global _wanted
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"set_num_threads needs a positive integer, got {n!r}")
-    _wanted = min(n, numba.config.NUMBA_NUM_THREADS)
+    _wanted = min(n, _pool_size())
     numba.set_num_threads(_wanted)
 
 
 def num_threads() -> int:
     """The thread count kernels will use."""
-    return _wanted if _wanted is not None else numba.config.NUMBA_NUM_THREADS
+    return _wanted if _wanted is not None else _pool_size()
 
 
 def parallel_for(n_rows: int) -> bool:
@@ -49,6 +62,30 @@ def parallel_for(n_rows: int) -> bool:
     if numba.get_num_threads() != wanted:
         numba.set_num_threads(wanted)
     return True
+
+
+def run_kernel(serial: Callable[..., Any], parallel: Callable[..., Any], n_rows: int, *args: Any,
+               force: bool | None = None) -> None:
+    """Run ``serial(*args)``, or ``parallel(*args)`` for a batch of ``n_rows`` rows that
+    ``parallel_for`` sends parallel (``force`` decides instead when given).
+
+    A parallel launch holds a process-wide lock while the threading layer is, or may yet
+    become, workqueue: that layer aborts the process when two threads launch at once.
+    """
+    if not (parallel_for(n_rows) if force is None else force):
+        serial(*args)
+    elif _may_be_workqueue():
+        with _workqueue_lock:
+            parallel(*args)
+    else:
+        parallel(*args)
+
+
+def _may_be_workqueue() -> bool:
+    try:
+        return numba.threading_layer() == "workqueue"
+    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
+        return True
 
 
 # Kernels that call BLAS (the MLP's matrix products) cannot run inside numba's prange:
@@ -90,7 +127,7 @@ def _shared_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
-            workers = max(1, numba.config.NUMBA_NUM_THREADS - 1)
+            workers = max(1, _pool_size() - 1)
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="scoring-core")
         return _pool
 

@@ -27,8 +27,8 @@ reads best. Rows are processed in blocks, in parallel above the threshold.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from numba import njit, prange
@@ -45,7 +45,7 @@ UNKNOWN_POLICIES = ("ignore", "error", "value")
 
 
 def _out_like(X: np.ndarray, width: int) -> np.ndarray:
-    order = "F" if (X.flags.f_contiguous and not X.flags.c_contiguous) else "C"
+    order: Literal["C", "F"] = "F" if (X.flags.f_contiguous and not X.flags.c_contiguous) else "C"
     return np.empty((X.shape[0], width), dtype=X.dtype, order=order)
 
 
@@ -154,6 +154,8 @@ class ColumnMap:
     low: np.ndarray
     high: np.ndarray
     indicator: np.ndarray
+    # Derived in __post_init__: the output columns that just copy their source.
+    _plain: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         where = "column_map"
@@ -207,7 +209,8 @@ class ColumnMap:
         missing = sorted(set(names) - set(arrays))
         if missing:
             raise InvalidArgument(f"column_map: missing arrays {missing}")
-        return cls(params.get("n_in"), **{name: arrays[name] for name in names})
+        n_in: Any = params.get("n_in")  # JSON, checked in __post_init__
+        return cls(n_in, **{name: arrays[name] for name in names})
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         if X.ndim != 2 or X.shape[1] != self.n_in:
@@ -216,8 +219,8 @@ class ColumnMap:
         out = _out_like(X, self.n_outputs)
         if X.shape[0] == 0:
             return out
-        kernel = _map_parallel if threads.parallel_for(X.shape[0]) else _map_serial
-        kernel(
+        threads.run_kernel(
+            _map_serial, _map_parallel, X.shape[0],
             X, out, self.source, self._plain, self.indicator,
             self.fill, self.center, self.divisor, self.factor, self.offset, self.low, self.high,
         )  # fmt: skip
@@ -351,6 +354,8 @@ class Encode:
     on_unknown: np.ndarray
     unknown_value: np.ndarray
     missing_value: np.ndarray
+    # Derived in __post_init__: where each input column's outputs start (n + 1 offsets).
+    _out_start: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         where = "encode"
@@ -440,8 +445,8 @@ class Encode:
         if n == 0:
             return out
         errors = np.full(((n + BLOCK - 1) // BLOCK, 2), -1, dtype=np.int64)
-        kernel = _encode_parallel if threads.parallel_for(n) else _encode_serial
-        kernel(
+        threads.run_kernel(
+            _encode_serial, _encode_parallel, n,
             X, out, self.mode, self.cat_start, self.categories, self.has_nan, self.drop, self.on_unknown,
             self.unknown_value, self.missing_value, self._out_start, errors,
         )  # fmt: skip

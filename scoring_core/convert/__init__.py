@@ -1,86 +1,157 @@
 """From a trained estimator of some library to scoring_core stages.
 
-Each converter module says which estimator classes it takes (by exact class: a user's
-subclass may override prediction) and turns one into a ``Converted``. More modules
-(tree ensembles) join through ``register_converter``; a Pipeline's final estimator is
-converted through this same registry, so every registered estimator also works at the
-end of a Pipeline.
+``CLASS_CONVERTERS`` and ``FILE_CONVERTERS`` below are the one table of what
+``scoring_core.compile`` takes; nothing registers itself by being imported. A class row
+names a package, the classes it takes there, and the converter: by exact class, defined
+in that package or a module below it, so a user's subclass (which may override
+prediction) is refused. No two rows can take the same class (checked as the table is
+built), so the order of the rows does not matter. A file row takes a model file by its
+suffix, one row a suffix. A Pipeline's final estimator is converted through this same
+table, so every estimator listed also works at the end of a Pipeline.
+
+Each converter module reads its estimator from fitted attributes or the library's own
+non-executable dump and imports the library only when it is handed one of its objects.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any
 
-from milepost.core.errors import Unimplemented
-from scoring_core.kinds import Stage
-from scoring_core.string_inputs import StringColumn
+from scoring_core.convert import boosters, sklearn_linear, sklearn_mlp, sklearn_pipeline, sklearn_trees, torch_sequential
+from scoring_core.convert.converted import Converted, unsupported
+from scoring_core.convert.lightgbm_text import from_lightgbm_text
+from scoring_core.convert.sklearn_trees import from_sklearn
+from scoring_core.convert.xgboost_json import from_xgboost_json
 
-
-@dataclass
-class Converted:
-    """What a converter learned from an estimator: the stage(s) and their meaning."""
-
-    model: Stage
-    task: str
-    classes: list[Any] | None
-    source: str  # public dotted name, e.g. "sklearn.linear_model.LogisticRegression"
-    feature_names: list[str] | None = None  # the estimator's own names, when it has them
-    transforms: list[Stage] = field(default_factory=list)
-    lineage: dict[str, Any] = field(default_factory=dict)
-    baseline: dict[str, Any] = field(default_factory=dict)
-    # Input columns (by index) that hold strings, read as codes into their vocabulary.
-    string_inputs: dict[int, StringColumn] = field(default_factory=dict)
-    # Input columns (by index) the model never reads: present, but any type is accepted.
-    unused_inputs: set[int] = field(default_factory=set)
-    # 1: predict gives (n,) (scikit-learn regressors); 2: (n, n_outputs); None: by task.
-    predict_ndim: int | None = None
+Converter = Callable[[Any], Converted]
 
 
 @dataclass(frozen=True)
-class _Converter:
-    supports: Callable[[Any], bool]
-    convert: Callable[[Any], Converted]
-    supported_names: tuple[str, ...]
+class ClassConverter:
+    """Takes the classes ``names`` (every class, when None) of ``package``."""
+
+    package: str
+    names: tuple[str, ...] | None
+    convert: Converter
+    listed: tuple[str, ...] | None = None  # named when an estimator is refused; default package.name
+
+    def takes(self, cls: type) -> bool:
+        module = cls.__module__
+        inside = module == self.package or module.startswith(self.package + ".")
+        return inside and (self.names is None or cls.__name__ in self.names)
+
+    def overlaps(self, other: ClassConverter) -> bool:
+        a, b = self.package + ".", other.package + "."
+        if not (a.startswith(b) or b.startswith(a)):
+            return False
+        return self.names is None or other.names is None or bool(set(self.names) & set(other.names))
+
+    def supported(self) -> tuple[str, ...]:
+        if self.listed is not None:
+            return self.listed
+        return tuple(f"{self.package}.{name}" for name in self.names or ())
 
 
-_CONVERTERS: list[_Converter] = []
+@dataclass(frozen=True)
+class FileConverter:
+    """Takes a path to an existing file whose suffix is one of ``suffixes`` (lower case)
+    and, if ``sniff`` is given, whose content it accepts."""
+
+    suffixes: tuple[str, ...]
+    convert: Converter
+    listed: str
+    sniff: Callable[[Path], bool] | None = None
 
 
-def register_converter(
-    supports: Callable[[Any], bool], convert: Callable[[Any], Converted], supported_names: tuple[str, ...]
-) -> None:
-    """Add a converter; ``supported_names`` are listed when an estimator is refused."""
-    _CONVERTERS.append(_Converter(supports, convert, tuple(supported_names)))
+def _pipeline(pipeline: Any) -> Converted:
+    return sklearn_pipeline.convert(pipeline, convert)
+
+
+CLASS_CONVERTERS: tuple[ClassConverter, ...] = (
+    ClassConverter(sklearn_linear.PACKAGE, sklearn_linear.NAMES, sklearn_linear.convert),
+    ClassConverter(sklearn_mlp.PACKAGE, sklearn_mlp.NAMES, sklearn_mlp.convert),
+    ClassConverter("sklearn.tree", sklearn_trees.TREE_NAMES, sklearn_trees.convert),
+    ClassConverter("sklearn.ensemble", sklearn_trees.ENSEMBLE_NAMES, sklearn_trees.convert),
+    ClassConverter("sklearn.pipeline", ("Pipeline",), _pipeline),
+    # Refused there with a reason: a ColumnTransformer alone only transforms.
+    ClassConverter("sklearn.compose", ("ColumnTransformer",), _pipeline, listed=()),
+    ClassConverter("torch.nn.modules", ("Sequential",), torch_sequential.convert, listed=("torch.nn.Sequential",)),
+    ClassConverter("xgboost", None, boosters.convert_xgboost,
+                   listed=("xgboost.Booster", "xgboost.XGBClassifier", "xgboost.XGBRegressor")),
+    ClassConverter("lightgbm", None, boosters.convert_lightgbm,
+                   listed=("lightgbm.Booster", "lightgbm.LGBMClassifier", "lightgbm.LGBMRegressor")),
+)
+FILE_CONVERTERS: tuple[FileConverter, ...] = (
+    FileConverter((".json",), boosters.convert_xgboost, "XGBoost JSON model file"),
+    FileConverter((".txt", ".model"), boosters.convert_lightgbm, "LightGBM text model file", boosters.is_lightgbm_text),
+)
+
+
+def _by_suffix(rows: tuple[FileConverter, ...]) -> dict[str, FileConverter]:
+    table: dict[str, FileConverter] = {}
+    for row in rows:
+        for suffix in row.suffixes:
+            if suffix in table:
+                raise RuntimeError(f"converter table: two file converters take {suffix!r}")
+            table[suffix] = row
+    return table
+
+
+def _check_disjoint(rows: tuple[ClassConverter, ...]) -> None:
+    for a, b in combinations(rows, 2):
+        if a.overlaps(b):
+            raise RuntimeError(f"converter table: {a.package} {a.names} and {b.package} {b.names} overlap")
+
+
+_check_disjoint(CLASS_CONVERTERS)
+_BY_SUFFIX = _by_suffix(FILE_CONVERTERS)
 
 
 def supported_estimators() -> list[str]:
-    return sorted(name for c in _CONVERTERS for name in c.supported_names)
+    """Everything the table takes, as the refusal lists it."""
+    names = [name for row in CLASS_CONVERTERS for name in row.supported()]
+    return sorted(names + [row.listed for row in FILE_CONVERTERS])
+
+
+def converter_for(estimator: Any) -> Converter | None:
+    """The one converter that takes ``estimator``, or None."""
+    if isinstance(estimator, (str, os.PathLike)):
+        path = Path(estimator)
+        file_row = _BY_SUFFIX.get(path.suffix.lower())
+        if file_row is None or not path.is_file() or not (file_row.sniff is None or file_row.sniff(path)):
+            return None
+        return file_row.convert
+    cls = type(estimator)
+    for row in CLASS_CONVERTERS:  # at most one takes it: _check_disjoint
+        if row.takes(cls):
+            return row.convert
+    return None
 
 
 def convert(estimator: Any) -> Converted:
-    """Convert ``estimator`` with the first converter that takes it, or Unimplemented
-    naming the estimator's class and everything that is supported."""
-    for converter in _CONVERTERS:
-        if converter.supports(estimator):
-            return converter.convert(estimator)
-    cls = type(estimator)
-    raise Unimplemented(
-        f"scoring_core cannot compile {cls.__name__} ({cls.__module__}.{cls.__qualname__}); "
-        f"supported: {', '.join(supported_estimators())}"
-    )
+    """Convert ``estimator`` with the converter that takes it, or Unimplemented naming the
+    estimator's class and everything that is supported."""
+    converter = converter_for(estimator)
+    if converter is None:
+        raise unsupported(estimator, supported_estimators())
+    return converter(estimator)
 
-
-# Each registers itself; none imports its library at import time.
-from scoring_core.convert import sklearn_linear, sklearn_mlp, sklearn_pipeline, torch_sequential  # noqa: E402
 
 __all__ = [
+    "CLASS_CONVERTERS",
+    "FILE_CONVERTERS",
+    "ClassConverter",
     "Converted",
+    "FileConverter",
     "convert",
-    "register_converter",
+    "converter_for",
+    "from_lightgbm_text",
+    "from_sklearn",
+    "from_xgboost_json",
     "supported_estimators",
-    "sklearn_linear",
-    "sklearn_mlp",
-    "sklearn_pipeline",
-    "torch_sequential",
 ]

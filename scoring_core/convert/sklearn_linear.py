@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from milepost.core.errors import InvalidArgument, Unimplemented
-from scoring_core.convert import Converted, register_converter
+from scoring_core.convert.converted import Converted
 from scoring_core.convert.lineage import sklearn_lineage
 from scoring_core.linear import LinearModel
 
@@ -31,12 +31,8 @@ REGRESSORS = (
     "SGDRegressor",
 )
 CLASSIFIERS = ("LogisticRegression", "LogisticRegressionCV", "SGDClassifier")
-_MODULE = "sklearn.linear_model"
-
-
-def supports(estimator: Any) -> bool:
-    cls = type(estimator)
-    return cls.__module__.startswith(_MODULE + ".") and cls.__name__ in REGRESSORS + CLASSIFIERS
+PACKAGE = "sklearn.linear_model"
+NAMES = REGRESSORS + CLASSIFIERS  # the classes of PACKAGE this converter takes
 
 
 def _dense(array: Any) -> np.ndarray:
@@ -55,7 +51,7 @@ def convert(estimator: Any) -> Converted:
     intercept = np.broadcast_to(_dense(estimator.intercept_), (coef.shape[0],)).copy()
     names = getattr(estimator, "feature_names_in_", None)
     common: dict[str, Any] = {
-        "source": f"{_MODULE}.{name}",
+        "source": f"{PACKAGE}.{name}",
         "feature_names": None if names is None else [str(n) for n in names],
         "lineage": sklearn_lineage(estimator),
     }
@@ -79,6 +75,3 @@ def convert(estimator: Any) -> Converted:
     else:
         link = "softmax"
     return Converted(LinearModel(coef, intercept, link), "classification", classes, **common)
-
-
-register_converter(supports, convert, tuple(f"{_MODULE}.{n}" for n in REGRESSORS + CLASSIFIERS))

@@ -14,18 +14,13 @@ from typing import Any
 import numpy as np
 
 from milepost.core.errors import InvalidArgument, Unimplemented
-from scoring_core.convert import Converted, register_converter
+from scoring_core.convert.converted import Converted
 from scoring_core.convert.lineage import sklearn_lineage
 from scoring_core.mlp import mlp_from_layers
 
-_MODULE = "sklearn.neural_network"
-NAMES = ("MLPClassifier", "MLPRegressor")
+PACKAGE = "sklearn.neural_network"
+NAMES = ("MLPClassifier", "MLPRegressor")  # the classes of PACKAGE this converter takes
 _HIDDEN = {"identity": "identity", "logistic": "logistic", "tanh": "tanh", "relu": "relu"}
-
-
-def supports(estimator: Any) -> bool:
-    cls = type(estimator)
-    return cls.__module__.startswith(_MODULE + ".") and cls.__name__ in NAMES
 
 
 def convert(estimator: Any) -> Converted:
@@ -67,11 +62,8 @@ def convert(estimator: Any) -> Converted:
         mlp_from_layers(layers, head=head, dtype=dtype),
         task,
         classes,
-        source=f"{_MODULE}.{name}",
+        source=f"{PACKAGE}.{name}",
         feature_names=None if names is None else [str(n) for n in names],
         lineage=sklearn_lineage(estimator),
         predict_ndim=predict_ndim,
     )
-
-
-register_converter(supports, convert, tuple(f"{_MODULE}.{n}" for n in NAMES))

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 
 from milepost.core.errors import InvalidArgument, Unimplemented
-from scoring_core.convert import Converted, register_converter
+from scoring_core.convert.converted import Converted
 from scoring_core.convert.lineage import sklearn_lineage
 from scoring_core.string_inputs import StringColumn
 from scoring_core.trees import tree_kernels as K
@@ -57,9 +57,10 @@ _TREE = ("DecisionTreeClassifier", "DecisionTreeRegressor")
 _FOREST = ("RandomForestClassifier", "RandomForestRegressor", "ExtraTreesClassifier", "ExtraTreesRegressor")
 _GB = ("GradientBoostingClassifier", "GradientBoostingRegressor")
 _HGB = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
-_MODULES = {name: "sklearn.tree" for name in _TREE} | {
-    name: "sklearn.ensemble" for name in _FOREST + _GB + _HGB
-}
+# The classes this converter takes, by the package that defines them.
+TREE_NAMES = _TREE  # sklearn.tree
+ENSEMBLE_NAMES = _FOREST + _GB + _HGB  # sklearn.ensemble
+_MODULES = {name: "sklearn.tree" for name in TREE_NAMES} | {name: "sklearn.ensemble" for name in ENSEMBLE_NAMES}
 # The inverse link of a loss (``estimator._loss.link``), by class name: (link, scale).
 _LINKS = {
     "IdentityLink": ("identity", 1.0),
@@ -69,16 +70,6 @@ _LINKS = {
     "MultinomialLogit": ("softmax", 1.0),
 }
 _MAX_CATEGORY = 1 << 24
-
-
-def supports(estimator: Any) -> bool:
-    cls = type(estimator)
-    module = _MODULES.get(cls.__name__)
-    return module is not None and (cls.__module__ == module or cls.__module__.startswith(module + "."))
-
-
-def supported_names() -> tuple[str, ...]:
-    return tuple(f"{module}.{name}" for name, module in _MODULES.items())
 
 
 def from_sklearn(estimator: Any) -> TreeEnsemble:
@@ -308,7 +299,7 @@ def _hist_gradient_boosting(estimator: Any, name: str, transform: np.ndarray,
             cats = np.asarray(categories, dtype=object)
             if len(cats) and _is_nan(cats[-1]):
                 cats = cats[:-1]
-            raw_of_code[int(j)] = _category_values(cats, j, name, transform, string_inputs)
+            raw_of_code[int(j)] = _category_values(cats, int(j), name, transform, string_inputs)
         known_bits, f_idx_map = estimator._bin_mapper.make_known_categories_bitsets()
 
     builder = EnsembleBuilder(np.float64)
@@ -395,6 +386,3 @@ def _add_hgb_tree(builder: EnsembleBuilder, predictor: Any, group: int, column: 
         right=local[nodes["right"][internal].astype(np.int64)],
         leaf_value=nodes["value"][leaves].astype(np.float64),
     )
-
-
-register_converter(supports, convert, supported_names())

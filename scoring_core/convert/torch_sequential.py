@@ -9,12 +9,13 @@ returns in eval mode: an (n, out) array, Dropout being the identity.
 from __future__ import annotations
 
 import sys
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
 from milepost.core.errors import InvalidArgument, Unimplemented
-from scoring_core.convert import Converted, register_converter
+from scoring_core.convert.converted import Converted
 from scoring_core.mlp import mlp_from_layers
 
 _SUPPORTED = (
@@ -30,10 +31,6 @@ def _torch_class(obj: Any) -> str | None:
     if not cls.__module__.startswith("torch.nn.modules."):
         return None
     return cls.__name__
-
-
-def supports(model: Any) -> bool:
-    return _torch_class(model) == "Sequential"
 
 
 def _flatten(module: Any, path: str) -> Iterator[tuple[str, Any]]:
@@ -119,6 +116,3 @@ def convert(model: Any) -> Converted:
         lineage=lineage,
         predict_ndim=2,
     )
-
-
-register_converter(supports, convert, ("torch.nn.Sequential",))

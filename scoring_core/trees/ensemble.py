@@ -24,15 +24,14 @@ for shallow numerical trees, ``compact`` otherwise) is chosen at conversion and 
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
-import numba
 import numpy as np
 
 from milepost.core.errors import InvalidArgument, Unimplemented
+from scoring_core import threads
 from scoring_core.trees import tree_kernels as K
-from scoring_core.trees.layouts import kernel_arrays
+from scoring_core.trees.layouts import count_reached, kernel_arrays, tree_depths
 
 FORMAT = "milepost.trees"
 FORMAT_VERSION = 1
@@ -42,8 +41,6 @@ COMPLETE_MAX_DEPTH = 10
 COMPLETE_MAX_PADDING = 8
 # What from_arrays accepts as complete at all: 2**16 slots a tree.
 COMPLETE_HARD_MAX_DEPTH = 16
-# Below this many rows a prange launch costs more than it saves (PERF_NOTES technique 6).
-PARALLEL_MIN_ROWS = 1024
 
 LINKS = {
     "identity": K.LINK_IDENTITY,
@@ -74,14 +71,10 @@ _ACCUMULATE = {"float32": np.float32, "float64": np.float64}
 _REQUIRED_PARAMS = ("n_features", "feature_names", "n_groups", "task", "classes", "objective",
                     "link", "link_scale", "divisor", "accumulate", "layout")
 
-# The workqueue threading layer aborts the process when two threads launch parallel
-# kernels at once; other layers do not need this lock.
-_workqueue_lock = threading.Lock()
-
 
 class TreeEnsemble:
-    """A converted tree ensemble. Build one with ``from_xgboost_json``,
-    ``from_lightgbm_text``, ``scoring_core.convert.sklearn_trees.from_sklearn`` or
+    """A converted tree ensemble. Build one with ``scoring_core.convert``'s
+    ``from_xgboost_json``, ``from_lightgbm_text`` or ``from_sklearn``, or with
     ``TreeEnsemble.from_arrays``."""
 
     def __init__(self, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -124,7 +117,7 @@ class TreeEnsemble:
         (as XGBoost does; for LightGBM, float64 values not exact in float32 may then take
         another branch than LightGBM's double comparison). Returns (n,) when the model has
         one output, else (n, n_outputs). ``parallel`` forces the kernel choice; by default
-        batches of ``PARALLEL_MIN_ROWS`` rows or more go parallel.
+        ``threads.parallel_for`` decides, as for every scoring kernel.
         """
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features:
@@ -139,13 +132,8 @@ class TreeEnsemble:
         n = X.shape[0]
         out = np.empty((n, self.n_groups), self._acc)
         if n:
-            if parallel is None:
-                parallel = n >= PARALLEL_MIN_ROWS and numba.get_num_threads() > 1
-            args = (X, out, *self._kernel_args, self._divisor, self._link, self._link_scale)
-            if parallel:
-                _run_parallel(K.predict_parallel, args)
-            else:
-                K.predict_serial(*args)
+            threads.run_kernel(K.predict_serial, K.predict_parallel, n, X, out, *self._kernel_args,
+                               self._divisor, self._link, self._link_scale, force=parallel)
         if self._params["link"] == "argmax":
             return out.argmax(axis=1).astype(self._acc)
         return out[:, 0] if self._squeeze else out
@@ -171,27 +159,12 @@ def choose_layout(arrays: dict[str, np.ndarray]) -> str:
     children = np.asarray(arrays["node_children"], np.int32)
     if not roots.size:
         return "complete"
-    depths = K.tree_depths(roots, children).astype(np.int64)
+    depths = tree_depths(roots, children).astype(np.int64)
     padded = int(((np.int64(1) << depths) - 1).sum())
     n_internal = children.size // 2
     if depths.max() > COMPLETE_MAX_DEPTH or padded > COMPLETE_MAX_PADDING * n_internal + 1024:
         return "compact"
     return "complete"
-
-
-def _run_parallel(kernel: Any, args: tuple) -> None:
-    if _may_be_workqueue():
-        with _workqueue_lock:
-            kernel(*args)
-    else:
-        kernel(*args)
-
-
-def _may_be_workqueue() -> bool:
-    try:
-        return numba.threading_layer() == "workqueue"
-    except ValueError:  # no parallel kernel has run yet: the layer is not chosen
-        return True
 
 
 def _json_copy(value: Any) -> Any:
@@ -293,14 +266,14 @@ def _validate(params: dict[str, Any], arrays: dict[str, np.ndarray]
         raise bad("the complete layout takes numerical nodes only")
     _check_acyclic(a["tree_root"], a["node_children"], n_nodes)
     if p["layout"] == "complete" and a["tree_root"].size and COMPLETE_HARD_MAX_DEPTH < int(
-            K.tree_depths(a["tree_root"], a["node_children"]).max()):
+            tree_depths(a["tree_root"], a["node_children"]).max()):
         raise bad(f"the complete layout takes trees of depth <= {COMPLETE_HARD_MAX_DEPTH}")
     return p, a
 
 
 def _as_1d(name: str, value: Any, dtype: type) -> np.ndarray:
     arr = np.asarray(value)
-    target = np.dtype(dtype)
+    target: np.dtype[Any] = np.dtype(dtype)
     fits = arr.ndim == 1 and (arr.size == 0 or np.can_cast(arr.dtype, target, "same_kind"))
     if fits and arr.size and target.kind in "iu" and arr.dtype != target:
         info = np.iinfo(target)
@@ -316,5 +289,5 @@ def _check_acyclic(roots: np.ndarray, children: np.ndarray, n_nodes: int) -> Non
     parents = np.zeros(n_nodes, np.int32)
     targets = np.concatenate((roots, children))
     np.add.at(parents, targets[targets >= 0], 1)
-    if np.any(parents != 1) or K.count_reached(roots, children) != n_nodes:
+    if np.any(parents != 1) or count_reached(roots, children) != n_nodes:
         raise InvalidArgument("tree ensemble: nodes must form trees (each node one parent)")

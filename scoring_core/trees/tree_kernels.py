@@ -1,4 +1,4 @@
-"""numba kernels that score a tree ensemble, and the builders of their node layouts.
+"""numba kernels that score a tree ensemble (``layouts`` builds the node layouts they walk).
 
 Every kernel works the same way (PERF_NOTES techniques 3, 5, 6, 7): rows go in blocks of
 ``BLOCK`` rows; each block is gathered from ``X`` (C- or F-ordered) into a small row-major
@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import numpy as np
 from numba import njit, prange
+
+from scoring_core.links import hinge, log1p_exp, sigmoid, signed_square, softmax
 
 BLOCK = 64
 
@@ -150,30 +152,21 @@ def _finish_rows(out, r0, nr, divisor, link, link_scale):
         return
     if link == LINK_SOFTMAX:
         for r in range(r0, r0 + nr):
-            m = np.float64(out[r, 0])
-            for g in range(1, n_groups):
-                m = max(m, np.float64(out[r, g]))
-            s = 0.0
-            for g in range(n_groups):
-                e = np.exp(np.float64(out[r, g]) - m)
-                out[r, g] = e
-                s += e
-            for g in range(n_groups):
-                out[r, g] = np.float64(out[r, g]) / s
+            softmax(out[r], out[r], 0.0)  # in float64, whatever the accumulator
         return
     for r in range(r0, r0 + nr):
         for g in range(n_groups):
             x = np.float64(out[r, g])
             if link == LINK_SIGMOID:
-                y = 1.0 / (1.0 + np.exp(-link_scale * x))
+                y = sigmoid(link_scale * x)
             elif link == LINK_EXP:
                 y = np.exp(x)
             elif link == LINK_HINGE:
-                y = 1.0 if x > 0.0 else 0.0
+                y = hinge(x)
             elif link == LINK_LOG1P_EXP:
-                y = np.log1p(np.exp(x))
+                y = log1p_exp(x)
             else:  # LINK_SIGNED_SQUARE
-                y = x * abs(x)
+                y = signed_square(x)
             out[r, g] = y
 
 
@@ -432,174 +425,3 @@ def predict_parallel(X, out, layout, transform, any_transform, neg_cols, base_ma
                      base_margin, feature, threshold, children, leaf, node_off, leaf_off,
                      n_internal, depth, group, flags, cat_set, cat_bounds, cat_bits,
                      leaf_width, divisor, link, link_scale)
-
-
-# ---------------------------------------------------------------------------------------
-# Layout builders (run once per ensemble at load time), from canonical global arrays:
-# ``tree_root`` and ``children`` hold node ids ``>= 0`` or ``~leaf``.
-
-
-@njit(nogil=True, cache=True)
-def tree_depths(tree_root, children):
-    """Depth of every tree (a lone leaf has depth 0), by an explicit stack."""
-    n_trees = tree_root.shape[0]
-    depths = np.zeros(n_trees, np.int32)
-    stack_node = np.empty(64, np.int64)
-    stack_depth = np.empty(64, np.int32)
-    for t in range(n_trees):
-        if tree_root[t] < 0:
-            continue
-        top = 0
-        stack_node[0] = tree_root[t]
-        stack_depth[0] = 0
-        best = 0
-        while top >= 0:
-            node = stack_node[top]
-            d = stack_depth[top]
-            top -= 1
-            if node < 0:
-                if d > best:
-                    best = d
-                continue
-            for side in range(2):
-                top += 1
-                if top >= stack_node.shape[0]:
-                    stack_node = np.concatenate((stack_node, np.empty_like(stack_node)))
-                    stack_depth = np.concatenate((stack_depth, np.empty_like(stack_depth)))
-                stack_node[top] = children[2 * node + side]
-                stack_depth[top] = d + 1
-        depths[t] = best
-    return depths
-
-
-@njit(nogil=True, cache=True)
-def count_reached(tree_root, children):
-    """How many internal nodes a walk from the roots reaches. Call it only when every node
-    has at most one parent, else it may not end."""
-    n = 0
-    stack = np.empty(max(1, children.shape[0] + tree_root.shape[0]), np.int64)
-    for t in range(tree_root.shape[0]):
-        if tree_root[t] < 0:
-            continue
-        top = 0
-        stack[0] = tree_root[t]
-        while top >= 0:
-            node = stack[top]
-            top -= 1
-            n += 1
-            for side in range(2):
-                c = children[2 * node + side]
-                if c >= 0:
-                    top += 1
-                    stack[top] = c
-    return n
-
-
-@njit(nogil=True, cache=True)
-def build_complete(tree_root, depths, feature, threshold, children, leaf, feature_out,
-                   threshold_out, leaf_out, node_off, leaf_off):
-    """Fill the complete level-order layout from kernel-form nodes. A leaf above its
-    tree's full depth becomes padding whose whole subtree holds that leaf's value, so any
-    descent reaches it."""
-    no = 0
-    lo = 0
-    for t in range(tree_root.shape[0]):
-        d = depths[t]
-        n_slots = (1 << d) - 1
-        node_off[t] = no
-        leaf_off[t] = lo
-        src = np.empty(2 * n_slots + 1, np.int64)
-        src[0] = tree_root[t]
-        for p in range(n_slots):
-            s = src[p]
-            if s >= 0:
-                feature_out[no + p] = feature[s]
-                threshold_out[no + p] = threshold[s]
-                src[2 * p + 1] = children[2 * s]
-                src[2 * p + 2] = children[2 * s + 1]
-            else:
-                feature_out[no + p] = 0
-                threshold_out[no + p] = 0.0
-                src[2 * p + 1] = s
-                src[2 * p + 2] = s
-        for q in range(n_slots + 1):
-            leaf_out[lo + q] = leaf[~src[n_slots + q]]
-        no += n_slots
-        lo += n_slots + 1
-
-
-@njit(nogil=True, cache=True)
-def compact_sizes(tree_root, children):
-    """(internal nodes, leaves) of every tree."""
-    n_trees = tree_root.shape[0]
-    n_int = np.zeros(n_trees, np.int64)
-    n_leaf = np.zeros(n_trees, np.int64)
-    stack = np.empty(max(1, children.shape[0] + 1), np.int64)
-    for t in range(n_trees):
-        top = 0
-        stack[0] = tree_root[t]
-        while top >= 0:
-            node = stack[top]
-            top -= 1
-            if node < 0:
-                n_leaf[t] += 1
-                continue
-            n_int[t] += 1
-            top += 1
-            stack[top] = children[2 * node + 1]
-            top += 1
-            stack[top] = children[2 * node]
-    return n_int, n_leaf
-
-
-@njit(nogil=True, cache=True)
-def build_compact(tree_root, feature, threshold, children, flags, cat_set, leaf, n_int,
-                  feature_out, threshold_out, children_out, flags_out, cat_set_out,
-                  leaf_out, node_off, leaf_off):
-    """Fill the compact layout from kernel-form nodes: per tree, internal nodes in
-    depth-first order (a left child right after its parent), then the leaves, each a node
-    whose children are itself."""
-    stack = np.empty(max(1, children.shape[0] + 1), np.int64)
-    where = np.empty(max(1, children.shape[0] + 1), np.int64)  # (parent slot * 2 + side)
-    no = 0
-    lo = 0
-    for t in range(tree_root.shape[0]):
-        node_off[t] = no
-        leaf_off[t] = lo
-        k_int = n_int[t]
-        next_int = 0
-        next_leaf = 0
-        top = 0
-        stack[0] = tree_root[t]
-        where[0] = -1
-        while top >= 0:
-            node = stack[top]
-            slot_ref = where[top]
-            top -= 1
-            if node < 0:
-                local = k_int + next_leaf
-                leaf_out[lo + next_leaf] = leaf[~node]
-                feature_out[no + local] = 0
-                threshold_out[no + local] = 0.0
-                flags_out[no + local] = 0
-                cat_set_out[no + local] = -1
-                children_out[2 * (no + local)] = local
-                children_out[2 * (no + local) + 1] = local
-                next_leaf += 1
-            else:
-                local = next_int
-                feature_out[no + local] = feature[node]
-                threshold_out[no + local] = threshold[node]
-                flags_out[no + local] = flags[node]
-                cat_set_out[no + local] = cat_set[node]
-                next_int += 1
-                top += 1
-                stack[top] = children[2 * node + 1]
-                where[top] = 2 * local + 1
-                top += 1
-                stack[top] = children[2 * node]
-                where[top] = 2 * local
-            if slot_ref >= 0:
-                children_out[2 * no + slot_ref] = local
-        no += k_int + next_leaf
-        lo += next_leaf

@@ -255,7 +255,7 @@ class _Doubler:
         return {"width": self.width}, {"factor": np.full(self.width, 2.0)}
 
     @classmethod
-    def from_arrays(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> "_Doubler":
+    def from_arrays(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> _Doubler:
         assert np.all(arrays["factor"] == 2.0)
         return cls(params["width"])
 

@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from threshold_rows import at_thresholds
 
 from milepost.core.errors import InvalidArgument, Unimplemented
-from scoring_core.trees import TreeEnsemble, from_lightgbm_text
-
-from threshold_rows import at_thresholds
+from scoring_core.convert.lightgbm_text import from_lightgbm_text
+from scoring_core.trees import TreeEnsemble
 
 lgb = pytest.importorskip("lightgbm")
 

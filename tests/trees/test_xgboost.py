@@ -6,11 +6,11 @@ import json
 
 import numpy as np
 import pytest
+from threshold_rows import at_thresholds
 
 from milepost.core.errors import InvalidArgument, Unimplemented
-from scoring_core.trees import TreeEnsemble, from_xgboost_json
-
-from threshold_rows import at_thresholds
+from scoring_core.convert.xgboost_json import from_xgboost_json
+from scoring_core.trees import TreeEnsemble
 
 xgb = pytest.importorskip("xgboost")
 

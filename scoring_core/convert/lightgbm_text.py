@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from milepost.core.errors import InvalidArgument, Unimplemented
+from scoring_core.convert.dumps import reading_model, wrapper_classes
 from scoring_core.trees import tree_kernels as K
 from scoring_core.trees.builder import EnsembleBuilder
 from scoring_core.trees.builder import smallest_float32_above as _smallest_float32_above
@@ -71,20 +72,14 @@ def from_lightgbm_text(source: Any) -> TreeEnsemble:
     score (ranking, linear trees) and ``InvalidArgument`` for a malformed model.
     """
     text, classes = _load(source)
-    try:
+    with reading_model("LightGBM text model"):
         return _convert(text, classes)
-    except (KeyError, TypeError, ValueError, IndexError) as err:
-        raise InvalidArgument(
-            f"LightGBM text model: malformed ({type(err).__name__}: {err})") from err
 
 
 def _load(source: Any) -> tuple[str, list | None]:
     classes = None
     if hasattr(source, "booster_"):  # scikit-learn wrapper
-        is_classifier = hasattr(source, "predict_proba")
-        wrapper_classes = getattr(source, "classes_", None) if is_classifier else None
-        if wrapper_classes is not None:
-            classes = np.asarray(wrapper_classes).tolist()
+        classes = wrapper_classes(source) if hasattr(source, "predict_proba") else None
         source = source.booster_
     if hasattr(source, "model_to_string"):
         return source.model_to_string(), classes
@@ -234,11 +229,11 @@ def _add_tree(builder: EnsembleBuilder, tree: dict[str, str], group: int, n_feat
     if np.any(is_cat):
         bounds = _ints(tree, "cat_boundaries")
         bits = np.asarray([int(v) for v in tree["cat_threshold"].split()], np.uint64)
-        for j in np.flatnonzero(is_cat):
-            c = int(threshold[j])
+        for node in np.flatnonzero(is_cat):
+            c = int(threshold[node])
             if not 0 <= c < bounds.size - 1 or not 0 <= bounds[c] <= bounds[c + 1] <= bits.size:
                 raise InvalidArgument(f"LightGBM text model: tree {index} has a bad category set")
-            cat_set[j] = builder.add_category_set(bits[bounds[c]:bounds[c + 1]].astype(np.uint32))
+            cat_set[node] = builder.add_category_set(bits[bounds[c]:bounds[c + 1]].astype(np.uint32))
         flags[is_cat] = K.FLAG_CATEGORICAL | K.FLAG_NAN_RIGHT  # members left; NaN right
         thr32[is_cat] = 0.0
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from milepost.core.errors import InvalidArgument, Unimplemented
+from scoring_core.convert.dumps import reading_model, wrapper_classes
 from scoring_core.trees import tree_kernels as K
 from scoring_core.trees.builder import EnsembleBuilder, bitset_from_categories
 from scoring_core.trees.ensemble import FORMAT, FORMAT_VERSION, TreeEnsemble, choose_layout
@@ -65,19 +66,14 @@ def from_xgboost_json(source: Any) -> TreeEnsemble:
     ``InvalidArgument`` for a document that is not an XGBoost JSON model.
     """
     doc, classes = _load(source)
-    try:
+    with reading_model("XGBoost JSON model"):
         return _convert(doc, classes)
-    except (KeyError, TypeError, ValueError, IndexError) as err:
-        raise InvalidArgument(
-            f"XGBoost JSON model: malformed ({type(err).__name__}: {err})") from err
 
 
 def _load(source: Any) -> tuple[dict, list | None]:
     classes = None
     if hasattr(source, "get_booster"):  # scikit-learn wrapper
-        wrapper_classes = getattr(source, "classes_", None)
-        if wrapper_classes is not None:
-            classes = np.asarray(wrapper_classes).tolist()
+        classes = wrapper_classes(source)
         source = source.get_booster()
     if hasattr(source, "save_raw"):
         text: bytes | str = bytes(source.save_raw("json"))

@@ -175,7 +175,7 @@ class Client:
         return self.set_policy(endpoint, policy, specs)
 
     def _primary(self, endpoint: str) -> pb.ArmSpec:
-        (current,) = [e for e in self.endpoints() if e.name == endpoint] or [None]
+        current = next((e for e in self.endpoints() if e.name == endpoint), None)
         if current is None:
             raise NotFound(f"endpoint {endpoint!r} does not exist; deploy a baseline first")
         if current.policy != "single":

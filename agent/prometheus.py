@@ -1,4 +1,4 @@
-"""The agent's metrics in Prometheus text format, on ``GET /metrics`` of a small HTTP server.
+"""The agent's metrics for Prometheus, on ``GET /metrics`` of a small HTTP server.
 
 Per endpoint and arm (labels ``endpoint``, ``arm``; see agent.routing.arm_metrics
 for what each counts):
@@ -16,52 +16,152 @@ Per endpoint (label ``endpoint``), as ModelStatistics counts them:
 (label ``outcome``), ``milepost_shadow_dropped_total`` (mirrors dropped because
 the shadow pool was full). And ``milepost_routes_generation``.
 
-The server is stdlib ``http.server`` in a daemon thread; rendering reads
-snapshots, never holds a lock across the whole page.
+The counters live where they are counted (ArmMetricsBook, EndpointStatistics);
+AgentCollector is a prometheus_client Collector that reads a snapshot of them at
+each scrape, and prometheus_client writes the exposition (text format, or
+OpenMetrics when the scraper asks for it). The server is a WSGI server in a daemon
+thread around prometheus_client's WSGI app; paths other than /metrics get 404.
 """
 
 from __future__ import annotations
 
 import logging
-import math
+import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from socketserver import ThreadingMixIn
+from typing import TYPE_CHECKING, Any, Protocol
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+from prometheus_client import generate_latest, make_wsgi_app
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from agent.routing.arm_metrics import LATENCY_BOUNDS_MS
 from agent.statistics import EndpointStatistics
 from milepost.v1 import routing_pb2
 
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+    from agent.routing.arm_metrics import ArmMetricsBook
+
 log = logging.getLogger("milepost.agent")
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+ARM_LABELS = ["endpoint", "arm"]
 
 
-def escape_label(value: str) -> str:
-    """A label value as the text format wants it: backslash, double quote and newline escaped."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+@dataclass(frozen=True)
+class Reading:
+    """The agent's counters at one moment: what one scrape shows."""
+
+    arms: Iterable[routing_pb2.ArmMetrics]
+    endpoints: Mapping[str, EndpointStatistics]
+    shadow_dropped: Mapping[str, int]
+    generation: int
 
 
-def _labels(**labels: str) -> str:
-    return "{" + ",".join(f'{k}="{escape_label(v)}"' for k, v in labels.items()) + "}"
+class _EndpointCounters(Protocol):
+    def all_statistics(self) -> Mapping[str, EndpointStatistics]: ...
 
 
-def _number(value: float) -> str:
-    if isinstance(value, int):
-        return str(value)
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if math.isnan(value):
-        return "NaN"
-    return repr(float(value))
+class _RouteTable(Protocol):
+    @property
+    def generation(self) -> int: ...
 
 
-class _Family:
-    def __init__(self, name: str, kind: str, help_text: str) -> None:
-        self.name = name
-        self.lines = [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
+class AgentCounters(Protocol):
+    """What AgentCollector reads of an agent (agent.server.Agent)."""
 
-    def add(self, value: float, suffix: str = "", **labels: str) -> None:
-        self.lines.append(f"{self.name}{suffix}{_labels(**labels)} {_number(value)}")
+    @property
+    def arm_metrics(self) -> ArmMetricsBook: ...
+
+    @property
+    def dataplane(self) -> _EndpointCounters: ...
+
+    @property
+    def router(self) -> _RouteTable: ...
+
+
+def read_agent(agent: AgentCounters) -> Reading:
+    return Reading(agent.arm_metrics.snapshot(), agent.dataplane.all_statistics(), agent.arm_metrics.shadow_dropped(),
+                   agent.router.generation)
+
+
+def families(reading: Reading) -> list[Metric]:
+    """The metric families of one reading, named and labelled as the module docstring says."""
+    requests = CounterMetricFamily("milepost_requests_total", "Requests an arm of an endpoint served.", labels=ARM_LABELS)
+    errors = CounterMetricFamily("milepost_errors_total", "Requests an arm of an endpoint failed.", labels=ARM_LABELS)
+    latency = HistogramMetricFamily("milepost_request_latency_seconds", "Latency of calls to an arm.", labels=ARM_LABELS)
+    predictions = CounterMetricFamily("milepost_predictions_total", "Rows an arm answered (first output, NaN left out).",
+                                      labels=ARM_LABELS)
+    prediction_sum = GaugeMetricFamily("milepost_prediction_sum", "Sum of an arm's first-output values.", labels=ARM_LABELS)
+    prediction_squares = GaugeMetricFamily("milepost_prediction_sum_squares", "Sum of squares of an arm's first-output values.",
+                                           labels=ARM_LABELS)
+    compared = CounterMetricFamily("milepost_shadow_compared_total", "Shadow rows compared with the primary's answer.",
+                                   labels=ARM_LABELS)
+    abs_diff = CounterMetricFamily("milepost_shadow_abs_diff_total", "Sum of |shadow - primary| over compared rows.",
+                                   labels=ARM_LABELS)
+    for m in reading.arms:
+        labels = [m.endpoint, m.arm]
+        requests.add_metric(labels, m.requests)
+        errors.add_metric(labels, m.errors)
+        cumulative, buckets = 0, []
+        for bound, count in zip(LATENCY_BOUNDS_MS, m.latency_buckets):
+            cumulative += count
+            buckets.append((floatToGoString(bound / 1000.0), cumulative))  # the last bound is +Inf
+        latency.add_metric(labels, buckets, m.latency_sum_ms / 1000.0)
+        predictions.add_metric(labels, m.predictions)
+        prediction_sum.add_metric(labels, m.prediction_sum)
+        prediction_squares.add_metric(labels, m.prediction_sum_squares)
+        compared.add_metric(labels, m.shadow_compared)
+        abs_diff.add_metric(labels, m.shadow_abs_diff_sum)
+
+    endpoint_requests = CounterMetricFamily("milepost_endpoint_requests_total", "Requests to an endpoint on this agent.",
+                                            labels=["endpoint", "outcome"])
+    endpoint_rows = CounterMetricFamily("milepost_endpoint_rows_total", "Rows scored for an endpoint on this agent.",
+                                        labels=["endpoint"])
+    endpoint_seconds = CounterMetricFamily("milepost_endpoint_request_seconds_total", "Time spent on an endpoint's requests.",
+                                           labels=["endpoint", "outcome"])
+    dropped = CounterMetricFamily("milepost_shadow_dropped_total", "Shadow mirrors dropped because the shadow pool was full.",
+                                  labels=["endpoint"])
+    for name, s in sorted(reading.endpoints.items()):
+        endpoint_requests.add_metric([name, "success"], s.success.count)
+        endpoint_requests.add_metric([name, "failure"], s.fail.count)
+        endpoint_rows.add_metric([name], s.inference_count)
+        endpoint_seconds.add_metric([name, "success"], s.success.ns / 1e9)
+        endpoint_seconds.add_metric([name, "failure"], s.fail.ns / 1e9)
+    for name, count in sorted(reading.shadow_dropped.items()):
+        dropped.add_metric([name], count)
+    routes = GaugeMetricFamily("milepost_routes_generation", "Generation of the route table this agent holds.",
+                               value=reading.generation)
+    return [
+        requests, errors, latency, predictions, prediction_sum, prediction_squares, compared, abs_diff,
+        endpoint_requests, endpoint_rows, endpoint_seconds, dropped, routes,
+    ]
+
+
+class AgentCollector(Collector):
+    """A Collector over a reading of the counters taken at each scrape (``read``), or
+    over an agent's counters (``AgentCollector.of(agent)``)."""
+
+    def __init__(self, read: Callable[[], Reading]) -> None:
+        self._read = read
+
+    @classmethod
+    def of(cls, agent: AgentCounters) -> AgentCollector:
+        return cls(lambda: read_agent(agent))
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(families(self._read()))
+
+
+def exposition(collector: Collector) -> str:
+    """What ``collector`` holds now, in the Prometheus text format."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(collector)
+    return generate_latest(registry).decode()
 
 
 def render(
@@ -70,79 +170,49 @@ def render(
     shadow_dropped: Mapping[str, int],
     generation: int,
 ) -> str:
-    requests = _Family("milepost_requests_total", "counter", "Requests an arm of an endpoint served.")
-    errors = _Family("milepost_errors_total", "counter", "Requests an arm of an endpoint failed.")
-    latency = _Family("milepost_request_latency_seconds", "histogram", "Latency of calls to an arm.")
-    predictions = _Family("milepost_predictions_total", "counter", "Rows an arm answered (first output, NaN left out).")
-    prediction_sum = _Family("milepost_prediction_sum", "gauge", "Sum of an arm's first-output values.")
-    prediction_squares = _Family("milepost_prediction_sum_squares", "gauge", "Sum of squares of an arm's first-output values.")
-    compared = _Family("milepost_shadow_compared_total", "counter", "Shadow rows compared with the primary's answer.")
-    abs_diff = _Family("milepost_shadow_abs_diff_total", "counter", "Sum of |shadow - primary| over compared rows.")
-    for m in arms:
-        labels = {"endpoint": m.endpoint, "arm": m.arm}
-        requests.add(m.requests, **labels)
-        errors.add(m.errors, **labels)
-        cumulative = 0
-        for bound, count in zip(LATENCY_BOUNDS_MS, m.latency_buckets):
-            cumulative += count
-            le = "+Inf" if math.isinf(bound) else _number(bound / 1000.0)
-            latency.add(cumulative, "_bucket", **labels, le=le)
-        latency.add(m.latency_sum_ms / 1000.0, "_sum", **labels)
-        latency.add(cumulative, "_count", **labels)
-        predictions.add(m.predictions, **labels)
-        prediction_sum.add(m.prediction_sum, **labels)
-        prediction_squares.add(m.prediction_sum_squares, **labels)
-        compared.add(m.shadow_compared, **labels)
-        abs_diff.add(m.shadow_abs_diff_sum, **labels)
+    """These counters in the Prometheus text format."""
+    reading = Reading(list(arms), endpoints, shadow_dropped, generation)
+    return exposition(AgentCollector(lambda: reading))
 
-    endpoint_requests = _Family("milepost_endpoint_requests_total", "counter", "Requests to an endpoint on this agent.")
-    endpoint_rows = _Family("milepost_endpoint_rows_total", "counter", "Rows scored for an endpoint on this agent.")
-    endpoint_seconds = _Family("milepost_endpoint_request_seconds_total", "counter", "Time spent on an endpoint's requests.")
-    dropped = _Family("milepost_shadow_dropped_total", "counter", "Shadow mirrors dropped because the shadow pool was full.")
-    for name, s in sorted(endpoints.items()):
-        endpoint_requests.add(s.success.count, endpoint=name, outcome="success")
-        endpoint_requests.add(s.fail.count, endpoint=name, outcome="failure")
-        endpoint_rows.add(s.inference_count, endpoint=name)
-        endpoint_seconds.add(s.success.ns / 1e9, endpoint=name, outcome="success")
-        endpoint_seconds.add(s.fail.ns / 1e9, endpoint=name, outcome="failure")
-    for name, count in sorted(shadow_dropped.items()):
-        dropped.add(count, endpoint=name)
-    routes = _Family("milepost_routes_generation", "gauge", "Generation of the route table this agent holds.")
-    routes.add(generation)
-    families = (
-        requests, errors, latency, predictions, prediction_sum, prediction_squares, compared, abs_diff,
-        endpoint_requests, endpoint_rows, endpoint_seconds, dropped, routes,
-    )
-    return "\n".join(line for f in families for line in f.lines) + "\n"
+
+class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("metrics http: " + format, *args)
+
+
+def _only_metrics(metrics: WSGIApplication) -> WSGIApplication:
+    """``metrics`` on /metrics; 404 elsewhere; 500 (logged) when rendering fails."""
+
+    def app(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("PATH_INFO", "") != "/metrics":
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [b"only /metrics is served here\n"]
+        try:
+            return metrics(environ, start_response)
+        except Exception:  # a scrape must not take the server down (logged)
+            log.exception("rendering /metrics failed")
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")], sys.exc_info())
+            return [b"rendering metrics failed; see the agent log\n"]
+
+    return app
 
 
 class MetricsServer:
-    """``GET /metrics`` answered with ``page()``; everything else 404."""
+    """``GET /metrics`` answered with what ``collector`` holds at each scrape; everything else 404.
 
-    def __init__(self, host: str, port: int, page: Callable[[], str]) -> None:
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                if self.path.split("?", 1)[0] != "/metrics":
-                    self.send_error(404, "only /metrics is served here")
-                    return
-                try:
-                    body = page().encode()
-                except Exception:  # noqa: BLE001 - a scrape must not take the server down
-                    log.exception("rendering /metrics failed")
-                    self.send_error(500, "rendering metrics failed; see the agent log")
-                    return
-                self.send_response(200)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+    The port is bound when the server is made (0: a free one), so ``port`` is known before ``start``.
+    """
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - http.server's signature
-                log.debug("metrics http: " + format, *args)
-
-        self._server = ThreadingHTTPServer((host, port), Handler)
-        self._server.daemon_threads = True
-        self.port = self._server.server_address[1]
+    def __init__(self, host: str, port: int, collector: Collector) -> None:
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(collector)
+        app = _only_metrics(make_wsgi_app(registry))
+        self._server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+        self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
 
     def start(self) -> int:
@@ -150,5 +220,6 @@ class MetricsServer:
         return self.port
 
     def stop(self) -> None:
-        self._server.shutdown()
+        if self._thread.is_alive():
+            self._server.shutdown()
         self._server.server_close()

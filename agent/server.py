@@ -19,7 +19,7 @@ from agent.dataplane import DataPlane
 from agent.deployments import DeploymentTable
 from agent.grpc_inference import InferenceServicer
 from agent.model_cache import ModelCache
-from agent.prometheus import MetricsServer, render
+from agent.prometheus import AgentCollector, MetricsServer, exposition
 from agent.registration import Registration
 from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.router import Router
@@ -97,8 +97,7 @@ class Agent:
 
     def metrics_text(self) -> str:
         """This agent's metrics in Prometheus text format."""
-        endpoints = self.dataplane.all_statistics()
-        return render(self.arm_metrics.snapshot(), endpoints, self.arm_metrics.shadow_dropped(), self.router.generation)
+        return exposition(AgentCollector.of(self))
 
     @property
     def agent_id(self) -> str:
@@ -123,7 +122,7 @@ class Agent:
         pin_blas_to_one_thread()
         self.port = bind(self.server, self.config.host, self.config.port)
         if self.config.metrics_port is not None:
-            self._metrics_server = MetricsServer(self.config.host, self.config.metrics_port, self.metrics_text)
+            self._metrics_server = MetricsServer(self.config.host, self.config.metrics_port, AgentCollector.of(self))
             self._metrics_server.start()
         self.server.start()
         for service in ("", *SERVICES):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import queue
 import shutil
 import socket
@@ -25,32 +24,33 @@ import grpc
 
 from agent.model_cache import ModelCache
 from engines import registry
-from engines.base import DatasetJob, StageSpec
-from milepost import __version__
-from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from engines.base import DatasetJob, Engine, Progress, StageSpec
+from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from milepost.core.settings import Settings, env_var, get_settings
+from milepost.core.version import __version__
 from milepost.v1 import agent_pb2, pipelines_pb2
 
 # Entry points any training or custom stage may name; others need the operator's consent.
 BUILT_IN_ENTRIES = ("engines.trainers:",)
 
 
-def check_entry(entry: str) -> None:
+def check_entry(entry: str, settings: Settings | None = None) -> None:
     """Refuse entry points outside the built-in trainers unless the operator allowed them.
 
     A stage entry names a function this agent will call with parameters from a remote
-    spec: "os:system" would be remote code execution. MILEPOST_STAGE_ENTRIES lists
-    allowed module prefixes (comma separated); MILEPOST_ALLOW_CODE_BUNDLES=1 allows all.
+    spec: "os:system" would be remote code execution. The ``stage_entries`` setting
+    (MILEPOST_STAGE_ENTRIES) lists allowed module prefixes; ``allow_code_bundles``
+    (MILEPOST_ALLOW_CODE_BUNDLES=1) allows all. ``settings``: the process's when None.
     """
-    if os.environ.get("MILEPOST_ALLOW_CODE_BUNDLES") == "1":
+    settings = settings or get_settings()
+    if settings.allow_code_bundles:
         return
-    allowed = BUILT_IN_ENTRIES + tuple(
-        p.strip() for p in os.environ.get("MILEPOST_STAGE_ENTRIES", "").split(",") if p.strip()
-    )
+    allowed = BUILT_IN_ENTRIES + settings.stage_entries
     if not any(entry.startswith(prefix) for prefix in allowed):
         raise FailedPrecondition(
             f"stage entry {entry!r} is not allowed on this agent: built-in trainers are "
             f"({', '.join(BUILT_IN_ENTRIES)}); an operator allows more with "
-            "MILEPOST_STAGE_ENTRIES=module.prefix,... or MILEPOST_ALLOW_CODE_BUNDLES=1"
+            f"{env_var('stage_entries')}=module.prefix,... or {env_var('allow_code_bundles')}=1"
         )
 
 
@@ -58,6 +58,7 @@ def check_entry(entry: str) -> None:
 PushModel = Callable[[str, Path], str]
 # model name -> newest registered version
 NewestVersion = Callable[[str], str]
+Request = agent_pb2.RunStageRequest
 
 
 def fingerprint(path: str) -> str:
@@ -132,18 +133,18 @@ class StageRunner:
             raise InvalidArgument(f"model reference {ref!r}: expected NAME[:VERSION]")
         return self.cache.get(name, version if len(version) == 64 else self.newest(name) if not version else version)
 
-    def _score(self, engine, request, params: dict[str, Any], progress) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def _score(self, engine: Engine, request: Request, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         for key in ("model", "source", "sink"):
             if not params.get(key):
                 raise InvalidArgument(f"batch_scoring stage {request.stage.name!r} needs params.{key}")
         job = DatasetJob(
             source=str(params["source"]), sink=str(params["sink"]), keep=tuple(params.get("keep", ())),
-            batch_rows=int(params.get("batch_rows", 65536)), options=dict(params.get("options", {})),
+            batch_rows=int(params.get("batch_rows", get_settings().batch_rows)), options=dict(params.get("options", {})),
         )
         result = engine.score_dataset(self._bundle(str(params["model"])), job, progress)
         return {"sink": result.sink, "rows": result.rows, "seconds": round(result.seconds, 3)}
 
-    def _train(self, engine, request, params: dict[str, Any], progress) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def _train(self, engine: Engine, request: Request, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         stage = request.stage
         for key in ("entry", "data", "model_name"):
             if not params.get(key):
@@ -162,12 +163,9 @@ class StageRunner:
         ref = self.push_model(str(params["model_name"]), Path(result["model"]))
         return {"model": ref, "version": ref.partition(":")[2], "data_fingerprint": lineage["data_fingerprint"]}
 
-    def _custom(self, engine, request, params: dict[str, Any], progress) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    def _custom(self, engine: Engine, request: Request, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
         if not params.get("entry"):
             raise InvalidArgument(f"custom stage {request.stage.name!r} needs params.entry (module:function)")
         check_entry(str(params["entry"]))
         spec = StageSpec(name=request.stage.name, kind="custom", entry=str(params["entry"]), params=params.get("params", {}))
-        outputs = engine.run_stage(spec, dict(params.get("inputs", {})))
-        if not isinstance(outputs, dict):
-            raise MilepostError(f"custom stage {request.stage.name!r} returned {type(outputs).__name__}, not a dict")
-        return outputs
+        return engine.run_stage(spec, dict(params.get("inputs", {})))  # engines check that a stage answers a dict

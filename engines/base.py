@@ -21,12 +21,15 @@ from typing import Any
 
 import pyarrow as pa
 
+from milepost.core.deadlines import Deadline
 from milepost.core.errors import InvalidArgument, Unimplemented
+from milepost.core.settings import DEFAULT_BATCH_ROWS
 
 # Called with the number of rows scored so far, as engines make progress.
 Progress = Callable[[int], None]
 
-STAGE_KINDS = ("training", "batch_scoring", "custom")
+# Batch scoring is not a stage kind here: the agent runs those stages through score_dataset.
+STAGE_KINDS = ("training", "custom")
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ class DatasetJob:
 
     source: str
     sink: str
-    batch_rows: int = 65536
+    batch_rows: int = DEFAULT_BATCH_ROWS
     keep: tuple[str, ...] = ()
     options: Mapping[str, Any] = field(default_factory=dict)
 
@@ -110,10 +113,11 @@ class JobResult:
 class StageSpec:
     """One pipeline stage for an engine to run.
 
-    ``kind`` is "training" (produces a model bundle), "batch_scoring" (a dataset job
-    on ``bundle_dir``) or "custom". ``entry`` says what runs: a "module:function"
-    (importable, or inside the code bundle at ``bundle_dir`` for the python engine) or
-    a Python callable when the stage is built in-process. ``params`` are passed to it.
+    ``kind`` is "training" (produces a model bundle) or "custom"; a batch scoring stage
+    is a DatasetJob for ``Engine.score_dataset``. ``entry`` says what runs: a
+    "module:function" (importable, or inside the code bundle at ``bundle_dir`` for the
+    python engine) or a Python callable when the stage is built in-process. ``params``
+    are passed to it.
     """
 
     name: str
@@ -138,7 +142,10 @@ class LoadedModel(ABC):
     platform: str
 
     @abstractmethod
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch: ...
+    def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
+        """Score ``batch``. ``deadline`` (a time.monotonic() instant, or None) is when the caller
+        stops waiting: a call whose deadline has passed raises DeadlineExceeded instead of
+        scoring (milepost.core.deadlines.check)."""
 
     def close(self) -> None:
         return None
@@ -172,15 +179,12 @@ class Engine(ABC):
             model.close()
 
     def run_stage(self, stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
-        """Run a pipeline stage. Every engine runs "batch_scoring" stages through
-        ``score_dataset`` (inputs: ``source``, ``sink``, optional ``keep``; the model
-        at ``stage.bundle_dir``); engines that train or run user code override this."""
-        if stage.kind != "batch_scoring":
-            raise Unimplemented(
-                f"engine {self.name!r} does not run {stage.kind} stages (stage {stage.name!r}); "
-                "see each engine's run_stage for the kinds it runs"
-            )
-        return run_batch_scoring_stage(self, stage, inputs)
+        """Run a training or custom pipeline stage; engines that train or run user code
+        override this. (Batch scoring stages are dataset jobs: ``score_dataset``.)"""
+        raise Unimplemented(
+            f"engine {self.name!r} does not run {stage.kind} stages (stage {stage.name!r}); "
+            "see each engine's run_stage for the kinds it runs"
+        )
 
 
 def dataset_deployment(bundle_dir: Path | str, job: DatasetJob) -> DeploymentSpec:
@@ -194,20 +198,3 @@ def dataset_deployment(bundle_dir: Path | str, job: DatasetJob) -> DeploymentSpe
         device=str(job.options.get("device", "cpu")),
         half=bool(job.options.get("half", False)),
     )
-
-
-def run_batch_scoring_stage(engine: Engine, stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
-    """A "batch_scoring" stage: ``inputs`` name the source and sink; the outputs are
-    the sink, the rows written and the seconds taken."""
-    if stage.bundle_dir is None:
-        raise InvalidArgument(f"batch_scoring stage {stage.name!r} needs bundle_dir: the model to score with")
-    for key in ("source", "sink"):
-        if not inputs.get(key):
-            raise InvalidArgument(f"batch_scoring stage {stage.name!r} needs inputs[{key!r}]")
-    job = DatasetJob(
-        source=str(inputs["source"]), sink=str(inputs["sink"]), keep=tuple(inputs.get("keep", ())),
-        batch_rows=int(stage.params.get("batch_rows", 65536)),
-        options={k: v for k, v in stage.params.items() if k != "batch_rows"},
-    )
-    result = engine.score_dataset(stage.bundle_dir, job)
-    return {"dataset": result.sink, "rows": result.rows, "seconds": result.seconds}

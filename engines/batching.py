@@ -46,9 +46,9 @@ class _Pending:
 
 
 class MicroBatcher(LoadedModel):
-    def __init__(self, model: LoadedModel, config: BatchingSettings = BatchingSettings()) -> None:
+    def __init__(self, model: LoadedModel, config: BatchingSettings | None = None) -> None:
         self.model = model
-        self.config = config
+        self.config = config or BatchingSettings()
         self.input_schema = model.input_schema
         self.output_schema = model.output_schema
         self.version = model.version
@@ -119,7 +119,9 @@ class MicroBatcher(LoadedModel):
                 if rows >= self.config.effective_max_batch_size or remaining <= 0 or self._closed:
                     break
                 self._cond.wait(remaining)
-            group, rows, keep = [], 0, deque()
+            group: list[_Pending] = []
+            keep: deque[_Pending] = deque()
+            rows = 0
             now = time.monotonic()
             while self._queue:
                 item = self._queue.popleft()
@@ -151,7 +153,8 @@ class MicroBatcher(LoadedModel):
             return
         try:
             merged = pa.concat_batches([p.batch for p in group])
-            latest = None if any(p.deadline is None for p in group) else max(p.deadline for p in group)
+            set_ = [p.deadline for p in group if p.deadline is not None]
+            latest = max(set_) if len(set_) == len(group) else None  # None: one request waits without a deadline
             result = self.model.predict(merged, latest)
             self.batches_run += 1
         except Exception:  # noqa: BLE001 - each request is retried alone to get its own answer

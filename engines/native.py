@@ -8,23 +8,26 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
 from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel, StageSpec
-from milepost.core.deadlines import Deadline
+from milepost.core.deadlines import Deadline, check
 from milepost.core.errors import InvalidArgument, Unavailable
+
+if TYPE_CHECKING:
+    from scoring_core.model import CompiledModel
 
 
 class NativeModel(LoadedModel):
     platform = "milepost_scoring_core"
 
-    def __init__(self, compiled) -> None:  # type: ignore[no-untyped-def]
-        self._compiled = compiled
+    def __init__(self, compiled: CompiledModel) -> None:
+        self._compiled: CompiledModel | None = compiled
         self.input_schema = compiled.input_schema
         self.output_schema = compiled.output_schema
-        self.version = compiled.version
+        self.version = compiled.version or ""  # loaded bundles always have one
         self._feature_names = list(compiled.feature_names)
 
     @property
@@ -35,6 +38,7 @@ class NativeModel(LoadedModel):
         compiled = self._compiled  # one read: a close() racing this call lets it finish
         if compiled is None:
             raise Unavailable(f"model {self.version[:12]} was unloaded; retry on another replica")
+        check(deadline, "scoring")
         return compiled.predict_arrow(batch)
 
     def close(self) -> None:

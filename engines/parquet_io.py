@@ -89,7 +89,7 @@ def row_group_pieces(uri: str) -> list[tuple[str, int, int]]:
     """(file, row group, rows) for every row group of the dataset, in row order: the
     units of work distributed engines share out."""
     fs, _ = resolve(uri)
-    pieces = []
+    pieces: list[tuple[str, int, int]] = []
     for path in parquet_files(uri):
         with fs.open_input_file(path) as handle:
             metadata = pq.ParquetFile(handle).metadata

@@ -3,8 +3,8 @@
 THIS ENGINE EXECUTES USER CODE. A bundle of flavor "python" carries Python source
 files and names a class in them; loading the bundle imports those files and runs
 them in the agent's process with the agent's permissions. It is therefore refused
-unless the operator allows code bundles on the node: environment variable
-``MILEPOST_ALLOW_CODE_BUNDLES=1``, or ``PythonEngine(allow_code=True)``.
+unless the operator allows code bundles on the node: the ``allow_code_bundles``
+setting (``MILEPOST_ALLOW_CODE_BUNDLES=1``), or ``PythonEngine(allow_code=True)``.
 
 A component is a class with::
 
@@ -22,7 +22,6 @@ the declared output schema. ``save_bundle`` writes such a bundle.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,18 +29,16 @@ from typing import Any
 
 import pyarrow as pa
 
-from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel, StageSpec, run_batch_scoring_stage
+from engines import entry_points
+from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel, StageSpec
 from engines.user_code import CODE_DIR, UserCode
+from milepost.core.deadlines import Deadline, check
 from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, Unavailable, Unimplemented
+from milepost.core.settings import env_var, get_settings
 
 FLAVOR = "python"
-ALLOW_ENV = "MILEPOST_ALLOW_CODE_BUNDLES"
+ALLOW_ENV = env_var("allow_code_bundles")
 DATA_DIR = "data"
-
-
-def code_bundles_allowed() -> bool:
-    """Whether the operator allowed code bundles through the environment."""
-    return os.environ.get(ALLOW_ENV, "") == "1"
 
 
 def _type_entry(t: pa.DataType) -> dict[str, Any]:
@@ -139,7 +136,7 @@ class ComponentModel(LoadedModel):
         """The unique package the bundle's modules were imported under."""
         return self._code.package
 
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+    def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
         component = self._component  # one read: a close() racing this call lets it finish
         if component is None:
             raise Unavailable(f"model {self.version[:12]} was unloaded; retry on another replica")
@@ -147,9 +144,11 @@ class ComponentModel(LoadedModel):
         if inputs.num_rows == 0:
             return pa.RecordBatch.from_pylist([], schema=self.output_schema)
         if self._serial is None:
+            check(deadline, "scoring")
             result = component.predict(inputs)
         else:
             with self._serial:
+                check(deadline, "scoring")  # the wait for the lock may have used it up
                 result = component.predict(inputs)
         return self._checked_outputs(result, inputs.num_rows)
 
@@ -200,7 +199,9 @@ class ComponentModel(LoadedModel):
         if result.num_rows != rows:
             raise MilepostError(f"{where} returned {result.num_rows} rows for {rows}")
         if result.schema.names != self.output_schema.names:
-            raise MilepostError(f"{where} returned columns {result.schema.names}; its manifest declares {self.output_schema.names}")
+            raise MilepostError(
+                f"{where} returned columns {result.schema.names}; its manifest declares {self.output_schema.names}"
+            )
         try:
             return pa.RecordBatch.from_arrays(
                 [c.cast(f.type) for c, f in zip(result.columns, self.output_schema)], schema=self.output_schema
@@ -231,7 +232,7 @@ class PythonEngine(Engine):
         self._allow_code = allow_code
 
     def allowed(self) -> bool:
-        return self._allow_code if self._allow_code is not None else code_bundles_allowed()
+        return self._allow_code if self._allow_code is not None else get_settings().allow_code_bundles
 
     def _refusal(self) -> str:
         return (
@@ -271,7 +272,7 @@ class PythonEngine(Engine):
             entry = manifest["python"].get("entry_point")
             if not entry:
                 raise InvalidArgument(f"bundle {bundle_dir}: milepost.json names no entry_point to serve")
-            cls = code.resolve(entry, "entry_point")
+            cls = entry_points.resolve(entry, "entry_point", package=code.package)
             component = cls()
             component.load(Path(bundle_dir))
             return ComponentModel(code, component, manifest, version)
@@ -284,11 +285,9 @@ class PythonEngine(Engine):
         ``stage.bundle_dir`` (``entry`` a stage name listed in its manifest, or
         "module:function"), or, without a bundle, an installed "module:function" or a
         callable; either way only where code bundles are allowed."""
-        if stage.kind == "batch_scoring":
-            return run_batch_scoring_stage(self, stage, inputs)
-        if stage.bundle_dir is None:
-            from engines import stages
+        from engines import stages
 
+        if stage.bundle_dir is None:
             if not self.allowed():  # user code all the same: this engine runs none unless allowed
                 raise FailedPrecondition(self._refusal())
             return stages.run_custom(stage, inputs)
@@ -297,10 +296,7 @@ class PythonEngine(Engine):
             if not isinstance(stage.entry, str) or not stage.entry:
                 raise InvalidArgument(f"stage {stage.name!r}: entry must name a stage of the bundle or 'module:function'")
             ref = manifest["python"].get("stages", {}).get(stage.entry, stage.entry)
-            fn = code.resolve(ref, f"stage {stage.name!r} entry")
-            outputs = fn(dict(inputs), **dict(stage.params))
+            fn = entry_points.resolve(ref, f"stage {stage.name!r} entry", package=code.package)
+            return stages.run_function(stage, fn, inputs)
         finally:
             code.unload()
-        if not isinstance(outputs, dict):
-            raise MilepostError(f"stage {stage.name!r} ({ref}) returned {type(outputs).__name__}; stage functions return a dict")
-        return outputs

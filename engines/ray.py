@@ -14,9 +14,9 @@ LoadedModel's predict sends the batch to one of them (round robin), so one agent
 serve an endpoint from a Ray cluster. Ask for it by engine name: the native engine
 stays the default for scoring_core bundles.
 
-The cluster is ``address`` (an option, the engine's, or $MILEPOST_RAY_ADDRESS): when
-none is given a local Ray is started once per process (2 CPUs by default, no
-dashboard). Actors and workers import milepost, so it must be installed on the
+The cluster is ``address`` (an option, the engine's, or the ``ray_address`` setting,
+$MILEPOST_RAY_ADDRESS): when none is given a local Ray is started once per process
+(``ray_local_cpus`` CPUs, 2 by default; no dashboard). Actors and workers import milepost, so it must be installed on the
 cluster's nodes.
 """
 
@@ -24,28 +24,26 @@ from __future__ import annotations
 
 import itertools
 import logging
-import os
 import shutil
 import sys
 import threading
 import time
 import uuid
-from importlib.metadata import PackageNotFoundError, version as package_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pyarrow as pa
 
 from engines import parquet_io
-from engines.base import (
-    DatasetJob, DeploymentSpec, Engine, EngineInfo, JobResult, LoadedModel, Progress, StageSpec,
-    run_batch_scoring_stage,
-)
+from engines.base import DatasetJob, DeploymentSpec, Engine, EngineInfo, JobResult, LoadedModel, Progress, StageSpec
 from engines.shipped_bundle import ShippedBundle
-from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, Unavailable
+from milepost.core import deadlines
+from milepost.core.deadlines import Deadline
+from milepost.core.errors import DataLoss, DeadlineExceeded, FailedPrecondition, InvalidArgument, MilepostError, Unavailable
+from milepost.core.settings import get_settings
 
-DEFAULT_ADDRESS = os.environ.get("MILEPOST_RAY_ADDRESS", "")
-LOCAL_CPUS = int(os.environ.get("MILEPOST_RAY_LOCAL_CPUS", "2"))
 _CLOSE_WAIT_S = 30.0
 _WORKER_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 
@@ -60,9 +58,9 @@ def _settle_fsspec_http() -> None:
     ModuleNotFoundError), failing the job. Failing the import once, here, and recording
     the failure in sys.modules makes every later attempt a plain ModuleNotFoundError."""
     try:
-        import fsspec.implementations.http  # noqa: F401
+        import fsspec.implementations.http  # noqa: F401 - imported only to learn whether it imports
     except ModuleNotFoundError:
-        sys.modules.setdefault("fsspec.implementations.http", None)  # type: ignore[arg-type]
+        sys.modules.setdefault("fsspec.implementations.http", None)  # type: ignore[arg-type]  # None: "cannot import"
     except ImportError:
         pass
 
@@ -83,8 +81,8 @@ def connect(address: str = "") -> None:
         if address:
             ray.init(address=address, log_to_driver=False, runtime_env=runtime_env)
         else:
-            ray.init(num_cpus=LOCAL_CPUS, include_dashboard=False, log_to_driver=False, runtime_env=runtime_env,
-                     configure_logging=True, logging_level="ERROR")
+            ray.init(num_cpus=get_settings().ray_local_cpus, include_dashboard=False, log_to_driver=False,
+                     runtime_env=runtime_env, configure_logging=True, logging_level=logging.ERROR)
 
 
 def shutdown() -> None:
@@ -151,8 +149,9 @@ class _Replica:
         _set_threads(num_cpus)
         self.model = shipped_bundle.load_model(version, flavor, archive=archive)
 
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        return self.model.predict(batch)
+    def predict(self, batch: pa.RecordBatch, seconds_left: float | None = None) -> pa.RecordBatch:
+        """Score in the actor; the deadline travels as seconds left, since clocks are per host."""
+        return self.model.predict(batch, deadlines.after(seconds_left))
 
     def ready(self) -> bool:
         return True
@@ -169,18 +168,24 @@ class RayReplicas(LoadedModel):
         self._next = itertools.count()
         self._lock = threading.Lock()
 
-    def predict(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+    def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
         import ray
-        from ray.exceptions import RayActorError, RayTaskError
+        from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 
         actors = self.actors
         if not actors:
             raise Unavailable(f"model {self.version[:12]} was unloaded; retry on another replica")
         if not isinstance(batch, (pa.RecordBatch, pa.Table)):
             raise InvalidArgument(f"predict takes a pyarrow RecordBatch, got {type(batch).__name__}")
+        deadlines.check(deadline, "scoring")
         actor = actors[next(self._next) % len(actors)]
+        scored = actor.predict.remote(batch, deadlines.remaining(deadline))
         try:
-            return ray.get(actor.predict.remote(batch))
+            left = deadlines.remaining(deadline)
+            return ray.get(scored, timeout=None if left is None else max(0.0, left))
+        except GetTimeoutError as err:
+            ray.cancel(scored)
+            raise DeadlineExceeded(f"deadline passed while a Ray replica of model {self.version[:12]} scored") from err
         except RayTaskError as err:
             cause = getattr(err, "cause", None)
             if isinstance(cause, MilepostError):
@@ -216,9 +221,14 @@ class RayEngine(Engine):
     def __init__(self, address: str | None = None, replicas: int = 1, actor_cpus: float = 1.0) -> None:
         if replicas < 1:
             raise InvalidArgument(f"replicas must be >= 1, got {replicas}")
-        self.address = DEFAULT_ADDRESS if address is None else address
+        self._address = address
         self.replicas = replicas
         self.actor_cpus = actor_cpus
+
+    @property
+    def address(self) -> str:
+        """The cluster this engine joins: its own, else the ``ray_address`` setting (empty: a local Ray)."""
+        return get_settings().ray_address if self._address is None else self._address
 
     def info(self) -> EngineInfo:
         try:
@@ -247,7 +257,8 @@ class RayEngine(Engine):
         connect(self.address)
         archive = ray.put(shipped.archive)
         remote = ray.remote(num_cpus=self.actor_cpus)(_Replica)
-        actors = [remote.remote(shipped.version, shipped.flavor, archive, self.actor_cpus) for _ in range(self.replicas)]
+        actors: list[Any] = [remote.remote(shipped.version, shipped.flavor, archive, self.actor_cpus)  # ActorHandles
+                             for _ in range(self.replicas)]
         try:
             ray.get([a.ready.remote() for a in actors])
         except Exception:
@@ -263,9 +274,9 @@ class RayEngine(Engine):
         row group's place in the dataset), so the sink reads back in source order
         whatever order the pieces finished in. Source and sink must be on storage the
         actors can reach. Progress counts the rows of finished pieces."""
+        import pyarrow.fs as pafs
         import ray
         import ray.data
-        import pyarrow.fs as pafs
 
         from engines import shipped_bundle
         from engines.parquet_stream import staging_name
@@ -315,7 +326,7 @@ class RayEngine(Engine):
                     batch_format="pyarrow", batch_size=1, concurrency=concurrency, num_cpus=num_cpus,
                 )
                 for done in scored.iter_batches(batch_size=None, batch_format="pyarrow"):
-                    rows += sum(done.column("rows").to_pylist())
+                    rows += sum(cast(pa.Table, done).column("rows").to_pylist())
                     if progress is not None:
                         progress(rows)
             if local:
@@ -329,7 +340,7 @@ class RayEngine(Engine):
     def run_stage(self, stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
         """"training": ``fn(dataset, **params)`` on a Ray Dataset of ``inputs["data"]``
         (Parquet); its result becomes a bundle at ``inputs["output"]``. "custom":
-        ``fn(inputs, **params) -> dict`` with Ray connected. "batch_scoring": score_dataset.
+        ``fn(inputs, **params) -> dict`` with Ray connected.
         ``params["address"]`` picks the cluster; a training result becomes a bundle with
         ``inputs["lineage"]`` in its metadata."""
         from dataclasses import replace
@@ -338,8 +349,6 @@ class RayEngine(Engine):
 
         from engines import stages
 
-        if stage.kind == "batch_scoring":
-            return run_batch_scoring_stage(self, stage, inputs)
         params = {k: v for k, v in stage.params.items() if k != "address"}
         connect(str(stage.params.get("address", self.address)))
         if stage.kind == "custom":

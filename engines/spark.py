@@ -15,7 +15,8 @@
 
 Executors must be able to read the source (a shared or object-store path pyarrow
 can open) and must have milepost installed, as the driver does. ``master`` is a
-job option (default ``local[2]``, or the engine's, or $MILEPOST_SPARK_MASTER); a
+job option (default: the engine's, else the ``spark_master`` setting,
+$MILEPOST_SPARK_MASTER, ``local[2]`` unless set); a
 cluster URL (spark://, yarn, k8s://) works the same way. One SparkSession serves
 the whole process.
 
@@ -35,21 +36,19 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from importlib.metadata import PackageNotFoundError, version as package_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
 from engines import parquet_io
-from engines.base import (
-    DatasetJob, DeploymentSpec, Engine, EngineInfo, JobResult, LoadedModel, Progress, StageSpec,
-    run_batch_scoring_stage,
-)
+from engines.base import DatasetJob, DeploymentSpec, Engine, EngineInfo, JobResult, LoadedModel, Progress, StageSpec
 from engines.shipped_bundle import ShippedBundle
 from milepost.core.errors import FailedPrecondition, InvalidArgument, Unimplemented
+from milepost.core.settings import get_settings
 
-DEFAULT_MASTER = os.environ.get("MILEPOST_SPARK_MASTER", "local[2]")
 _PROGRESS_POLL_S = 0.25
 
 _session_lock = threading.Lock()
@@ -67,19 +66,21 @@ def _running_session() -> Any:
     from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
-    if SparkContext._active_spark_context is None:  # noqa: SLF001 - pyspark's own process-wide handle
+    if SparkContext._active_spark_context is None:  # pyspark's own process-wide handle
         return None
     return SparkSession.builder.getOrCreate()
 
 
-def session(master: str = DEFAULT_MASTER, conf: Mapping[str, str] | None = None) -> Any:
-    """This process's SparkSession, started on first use (quiet, no UI).
+def session(master: str | None = None, conf: Mapping[str, str] | None = None) -> Any:
+    """This process's SparkSession, started on first use (quiet, no UI), on ``master``
+    (default: the ``spark_master`` setting).
 
     Spark allows one context per process: a session already running for another
     master is not replaced, and FailedPrecondition says which one holds the process.
     """
     from pyspark.sql import SparkSession
 
+    master = master or get_settings().spark_master
     with _session_lock:
         running = _running_session()
         if running is not None:
@@ -182,7 +183,12 @@ class SparkEngine(Engine):
     flavors = ("scoring_core",)
 
     def __init__(self, master: str | None = None) -> None:
-        self.master = master or DEFAULT_MASTER
+        self._master = master
+
+    @property
+    def master(self) -> str:
+        """The Spark master jobs run on when they name none: the engine's, else the ``spark_master`` setting."""
+        return self._master or get_settings().spark_master
 
     def info(self) -> EngineInfo:
         try:
@@ -250,13 +256,11 @@ class SparkEngine(Engine):
         its result becomes a bundle at ``inputs["output"]`` (``inputs["lineage"]`` in its
         metadata). "custom": ``fn(inputs, **params) -> dict`` with this process's
         SparkSession started (``SparkSession.builder.getOrCreate()`` finds it).
-        "batch_scoring": score_dataset. ``params["master"]`` picks the cluster."""
+        ``params["master"]`` picks the cluster."""
         from dataclasses import replace
 
         from engines import stages
 
-        if stage.kind == "batch_scoring":
-            return run_batch_scoring_stage(self, stage, inputs)
         spark = session(str(stage.params.get("master", self.master)))
         params = {k: v for k, v in stage.params.items() if k != "master"}
         if stage.kind == "custom":

@@ -9,21 +9,26 @@ itself. Either way the stage's outputs name a verified bundle directory and its 
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from engines import entry_points
 from engines.base import StageSpec
-from milepost.core.errors import InvalidArgument, NotFound
+from milepost.core.errors import InvalidArgument
 
 
 def run_custom(stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
     """A custom stage on any engine: ``fn(inputs, **params) -> dict`` (the engine has
     started its cluster session first, so the function finds it)."""
-    outputs = resolve_entry(stage)(dict(inputs), **dict(stage.params))
+    return run_function(stage, resolve_entry(stage), inputs)
+
+
+def run_function(stage: StageSpec, fn: Callable[..., Any], inputs: dict[str, Any]) -> dict[str, Any]:
+    """``fn(inputs, **params)``: a stage function, whose answer is the dict of the stage's outputs."""
+    outputs = fn(dict(inputs), **dict(stage.params))
     if not isinstance(outputs, dict):
-        raise InvalidArgument(f"stage {stage.name!r}: a custom stage function must return a dict, "
+        raise InvalidArgument(f"stage {stage.name!r}: a stage function must return a dict, "
                               f"not {type(outputs).__name__}")
     return outputs
 
@@ -32,22 +37,7 @@ def resolve_entry(stage: StageSpec) -> Callable[..., Any]:
     """The stage's function: the callable itself, or an importable "module:function"."""
     if callable(stage.entry):
         return stage.entry
-    ref = stage.entry
-    module_name, sep, attr = ref.partition(":")
-    if not sep or not module_name or not attr:
-        raise InvalidArgument(f"stage {stage.name!r}: entry {ref!r} must be a callable or 'module:function'")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as err:
-        raise NotFound(f"stage {stage.name!r}: entry {ref!r}: module {module_name!r} is not installed here") from err
-    target: Any = module
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise NotFound(f"stage {stage.name!r}: entry {ref!r}: {module_name!r} has no attribute {attr!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise InvalidArgument(f"stage {stage.name!r}: entry {ref!r} is not callable")
-    return target
+    return entry_points.resolve(stage.entry, f"stage {stage.name!r} entry")
 
 
 def training_data(stage: StageSpec, inputs: dict[str, Any]) -> str:

@@ -26,17 +26,17 @@ import os
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 
 from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel
-from milepost.core.deadlines import Deadline
+from milepost.core.deadlines import Deadline, check
 from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, Unavailable, Unimplemented
 
 FLAVOR = "torch"
@@ -173,6 +173,7 @@ class TorchModel(LoadedModel):
         if X.dtype != np.float32 or not X.flags.writeable:  # a read-only view of a request's tensor: torch wants its own
             X = X.astype(np.float32)
         x = torch.from_numpy(X)
+        check(deadline, "scoring")
         with torch.inference_mode():
             x = x.to(self._device, non_blocking=True)
             if self._half:

@@ -18,7 +18,7 @@ import numpy as np
 from milepost.core.errors import InvalidArgument
 
 
-def _frame(data: Any):  # type: ignore[no-untyped-def]
+def _frame(data: Any) -> Any:
     """A pandas DataFrame from whatever dataset type the engine handed over."""
     import pyarrow as pa
 
@@ -34,7 +34,9 @@ def _frame(data: Any):  # type: ignore[no-untyped-def]
     raise InvalidArgument(f"cannot train on data of type {type(data).__name__}")
 
 
-def _split(data: Any, label: str, features: list[str] | None, seed: int):  # type: ignore[no-untyped-def]
+def _split(
+    data: Any, label: str, features: list[str] | None, seed: int,
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     df = _frame(data)
     if label not in df.columns:
         raise InvalidArgument(f"label column {label!r} is not in the data; columns: {list(df.columns)[:20]}")

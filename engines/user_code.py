@@ -9,30 +9,31 @@ bundle's hash, served from memory: no bytecode is written into the bundle, and a
 changed on disk after verification is never run.
 
 Inside a bundle, modules import their siblings relatively (``from . import helpers``).
+engines.entry_points.resolve(ref, what, package=code.package) finds what a bundle names;
 ``unload`` removes the package and its modules from ``sys.modules``.
 """
 
 from __future__ import annotations
 
-import importlib
 import importlib.abc
 import importlib.util
 import itertools
 import sys
 import threading
+from importlib.machinery import ModuleSpec
 from pathlib import Path, PurePosixPath
 from types import ModuleType
 from typing import Any
 
-from milepost.core.errors import InvalidArgument, NotFound
+from milepost.core.errors import InvalidArgument
 
 CODE_DIR = "code"
 _counter = itertools.count()
 _lock = threading.Lock()
 
 
-class _BundleSources(importlib.abc.MetaPathFinder, importlib.abc.SourceLoader):
-    """Finds and loads modules of the registered bundle packages from their verified bytes."""
+class _BundleSources(importlib.abc.SourceLoader):
+    """Loads modules of the registered bundle packages from their verified bytes."""
 
     def __init__(self) -> None:
         self.packages: dict[str, tuple[Path, dict[str, bytes]]] = {}  # package -> (root, {rel: source})
@@ -50,7 +51,7 @@ class _BundleSources(importlib.abc.MetaPathFinder, importlib.abc.SourceLoader):
             return package, f"{rel}/__init__.py", True
         return None
 
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> Any:
+    def spec_for(self, fullname: str) -> ModuleSpec | None:
         found = self._lookup(fullname)
         if found is None:
             return None
@@ -80,12 +81,24 @@ class _BundleSources(importlib.abc.MetaPathFinder, importlib.abc.SourceLoader):
         raise OSError(f"{path} is not a verified source of a loaded code bundle")
 
 
+class _BundleFinder(importlib.abc.MetaPathFinder):
+    """Finds the bundles' modules for the import system. (A class apart from the loader:
+    one class deriving from both is one typeshed describes inconsistently.)"""
+
+    def __init__(self, sources: _BundleSources) -> None:
+        self.sources = sources
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None) -> ModuleSpec | None:
+        return self.sources.spec_for(fullname)
+
+
 _SOURCES = _BundleSources()
+_FINDER = _BundleFinder(_SOURCES)
 
 
 def _install() -> None:
-    if _SOURCES not in sys.meta_path:
-        sys.meta_path.insert(0, _SOURCES)
+    if _FINDER not in sys.meta_path:
+        sys.meta_path.insert(0, _FINDER)
 
 
 class UserCode:
@@ -108,32 +121,14 @@ class UserCode:
             _install()
             sys.modules[self.package] = module
 
-    def resolve(self, ref: str, what: str) -> Any:
-        """The object named "module:attribute" (module relative to the bundle's code/)."""
-        module_name, sep, attr = ref.partition(":")
-        if not sep or not module_name or not attr:
-            raise InvalidArgument(f"{what} {ref!r} must look like 'module:attribute'")
-        try:
-            module = importlib.import_module(f"{self.package}.{module_name}")
-        except ModuleNotFoundError as err:
-            if err.name and err.name.startswith(f"{self.package}.{module_name}"):
-                raise NotFound(f"{what} {ref!r}: the bundle has no module {module_name!r} under {CODE_DIR}/") from err
-            raise
-        target: Any = module
-        for part in attr.split("."):
-            if not hasattr(target, part):
-                raise NotFound(f"{what} {ref!r}: module {module_name!r} has no attribute {attr!r}")
-            target = getattr(target, part)
-        return target
-
     def unload(self) -> None:
         """Forget the bundle's modules: they leave sys.modules and cannot be imported again."""
         with _lock:
             _SOURCES.packages.pop(self.package, None)
             for name in [n for n in sys.modules if n == self.package or n.startswith(f"{self.package}.")]:
                 del sys.modules[name]
-            if not _SOURCES.packages and _SOURCES in sys.meta_path:
-                sys.meta_path.remove(_SOURCES)
+            if not _SOURCES.packages and _FINDER in sys.meta_path:
+                sys.meta_path.remove(_FINDER)
 
     def loaded_modules(self) -> list[str]:
         return sorted(n for n in sys.modules if n == self.package or n.startswith(f"{self.package}."))

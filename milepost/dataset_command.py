@@ -5,7 +5,8 @@ scored in this process by the chosen engine: native streams the file here, torch
 and python likewise, spark runs the job on the cluster given by ``--master``, ray on
 the one at ``--address``. Progress (rows done) goes to stderr; the summary to stdout.
 
-Pipelines run the same operation as a "batch_scoring" stage (Engine.run_stage).
+Pipelines run the same operation as a "batch_scoring" stage: the agent's stage runner
+calls Engine.score_dataset too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from milepost.core.settings import Settings, env_var, get_settings
+
 if TYPE_CHECKING:
     from engines.base import DatasetJob, JobResult
 
@@ -25,8 +28,11 @@ ENGINES = ("native", "torch", "python", "spark", "ray")
 _BAR_WIDTH = 30
 
 
-def add_parser(subparsers: argparse._SubParsersAction, common_parent: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    """Register ``score-dataset`` on the CLI's subparsers."""
+def add_parser(
+    subparsers: argparse._SubParsersAction, common_parent: argparse.ArgumentParser, settings: Settings | None = None,
+) -> argparse.ArgumentParser:
+    """Register ``score-dataset`` on the CLI's subparsers; defaults from ``settings`` (the process's when None)."""
+    settings = settings or get_settings()
     p = subparsers.add_parser(
         "score-dataset", parents=[common_parent],
         help="score a Parquet file or directory with a registered model on an engine",
@@ -36,10 +42,12 @@ def add_parser(subparsers: argparse._SubParsersAction, common_parent: argparse.A
     p.add_argument("--output", required=True, help="where to write the scored Parquet (must not exist)")
     p.add_argument("--engine", choices=ENGINES, default="",
                    help="engine to run on (default: the model flavor's engine, native for compiled models)")
-    p.add_argument("--master", default="", help="Spark master URL (spark engine; default local[2])")
-    p.add_argument("--address", default="", help="Ray cluster address (ray engine; default: a local Ray)")
+    p.add_argument("--master", default="",
+                   help=f"Spark master URL (spark engine; default {settings.spark_master}, ${env_var('spark_master')})")
+    p.add_argument("--address", default="",
+                   help=f"Ray cluster address (ray engine; default ${env_var('ray_address')}, else a local Ray)")
     p.add_argument("--keep", default="", metavar="COLS", help="comma-separated input columns to copy to the output")
-    p.add_argument("--batch-rows", type=int, default=65536, help="rows scored per call")
+    p.add_argument("--batch-rows", type=int, default=settings.batch_rows, help="rows scored per call")
     p.add_argument("--device", default="", help="torch device: cpu, cuda, cuda:N or auto")
     p.set_defaults(func=run)
     return p
@@ -72,10 +80,11 @@ def run(args: argparse.Namespace) -> int:
 
 def score_registered(
     coordinator: str, name: str, version: str, job: DatasetJob, *, engine: str = "",
-    progress: Callable[[int], None] | None = None, timeout: float = 120.0,
+    progress: Callable[[int], None] | None = None, timeout: float | None = None,
 ) -> JobResult:
     """Fetch ``name:version`` (newest when empty; a prefix works) and run ``job`` on
-    ``engine`` (the flavor's default when empty); returns the engine's JobResult."""
+    ``engine`` (the flavor's default when empty); returns the engine's JobResult.
+    ``timeout`` bounds the fetch (default: the call_timeout_s setting)."""
     from engines import registry
     from scoring_core import bundle
 
@@ -86,11 +95,11 @@ def score_registered(
         return chosen.score_dataset(bundle_dir, job, progress)
 
 
-def fetch_bundle(coordinator: str, name: str, version: str, dest: Path, *, timeout: float = 120.0) -> Path:
+def fetch_bundle(coordinator: str, name: str, version: str, dest: Path, *, timeout: float | None = None) -> Path:
     """Download a model version from the coordinator into ``dest`` (unpacked, verified)."""
     from milepost.client import Client
 
-    with Client(coordinator, timeout=timeout) as client:
+    with Client(coordinator, timeout=get_settings().call_timeout_s if timeout is None else timeout) as client:
         client.fetch_model(name, version, dest)
     return dest
 

@@ -18,15 +18,12 @@ PATH_PARAMETERS = ("data", "source", "sink", "output")
 
 
 def load_spec(path: Path) -> pipelines_pb2.PipelineSpec:
+    import yaml
+
     text = path.read_text()
     try:
-        if path.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            doc = yaml.safe_load(text)
-        else:
-            doc = json.loads(text)
-    except Exception as err:  # noqa: BLE001 - yaml and json raise different types; both mean bad input
+        doc = yaml.safe_load(text) if path.suffix.lower() in (".yaml", ".yml") else json.loads(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as err:
         raise InvalidArgument(f"{path}: not a valid pipeline spec: {err}") from err
     return spec_from_dict(doc, base=path.resolve().parent)
 

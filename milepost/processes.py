@@ -2,7 +2,8 @@
 
 SIGINT and SIGTERM stop every server gracefully. Once serving, the process
 writes its addresses to DATA_DIR/<role>.json so scripts and tests that asked
-for port 0 can find them.
+for port 0 can find them. DATA_DIR's default is the ``home`` setting
+(milepost.core.settings).
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ from typing import Protocol
 
 
 class _Server(Protocol):
-    address: str
+    @property
+    def address(self) -> str: ...
 
     def stop(self, grace: float = ...) -> None: ...
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("MILEPOST_HOME", Path.home() / ".milepost"))
 
 
 def serve_forever(servers: list[_Server], data_dir: Path, role: str, addresses: dict[str, str]) -> None:

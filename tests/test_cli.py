@@ -20,7 +20,7 @@ def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
-def test_push_deploy_score_files_and_status(up, logistic_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_push_deploy_score_files_and_status(up, logistic_model, tmp_path) -> None:
     estimator, bundle_dir, version, rows = logistic_model
     c = ("--coordinator", up.coordinator)
     assert cli("models", "push", str(bundle_dir), "--name", "lr", *c).stdout.strip() == f"lr:{version}"
@@ -56,7 +56,7 @@ def test_push_deploy_score_files_and_status(up, logistic_model, tmp_path) -> Non
     assert "stopped" in up.process.stdout.read()
 
 
-def test_push_xgboost_json_and_lightgbm_text_then_score(up, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_push_xgboost_json_and_lightgbm_text_then_score(up, tmp_path) -> None:
     import lightgbm as lgb
     import xgboost as xgb
 
@@ -87,3 +87,55 @@ def test_push_xgboost_json_and_lightgbm_text_then_score(up, tmp_path) -> None:  
     bad.write_text("not a model")
     refused = cli("models", "push", str(bad), "--name", "bad", *c, ok=False)
     assert refused.returncode == 1 and "cannot compile" in refused.stderr
+
+
+# ---- settings: flags > environment > the --config file > defaults ----
+def test_settings_come_from_flags_then_the_environment_then_the_config_file(tmp_path, monkeypatch) -> None:
+    from milepost.cli import build_parser
+    from milepost.core.settings import read_settings
+
+    config = tmp_path / "milepost.toml"
+    config.write_text(f'home = "{tmp_path / "home"}"\nagent_port = 9001\ncoordinator = "from-file:1"\n'
+                      'stage_entries = ["a.b:", "c:"]\n')
+    monkeypatch.setenv("MILEPOST_COORDINATOR", "from-env:2")
+    settings = read_settings(config)
+    assert (settings.agent_port, settings.coordinator, settings.stage_entries) == (9001, "from-env:2", ("a.b:", "c:"))
+    assert read_settings(config, coordinator="explicit:3").coordinator == "explicit:3"
+    args = build_parser(settings).parse_args(["agent"])
+    assert (args.port, args.coordinator, args.data_dir) == (9001, "from-env:2", str(tmp_path / "home" / "agent"))
+    assert build_parser(settings).parse_args(["agent", "--port", "7"]).port == 7
+    monkeypatch.setenv("MILEPOST_CONFIG", str(config))
+    monkeypatch.setenv("MILEPOST_STAGE_ENTRIES", "x.y:, z:")
+    assert read_settings().agent_port == 9001 and read_settings().stage_entries == ("x.y:", "z:")
+
+
+def test_a_bad_setting_stops_the_command_naming_the_variable(tmp_path, monkeypatch, capsys) -> None:
+    from milepost.cli import main
+    from milepost.core.settings import get_settings
+
+    monkeypatch.setenv("MILEPOST_RAY_LOCAL_CPUS", "many")
+    assert main(["status"]) == 1
+    err = capsys.readouterr().err
+    assert "INVALID_ARGUMENT" in err and "MILEPOST_RAY_LOCAL_CPUS" in err
+    monkeypatch.delenv("MILEPOST_RAY_LOCAL_CPUS")
+    (tmp_path / "bad.toml").write_text("no_such_setting = 1\n")
+    assert main(["--config", str(tmp_path / "bad.toml"), "status"]) == 1
+    assert "unknown setting 'no_such_setting'" in capsys.readouterr().err
+    assert get_settings().coordinator == "127.0.0.1:7070"  # main left no settings behind for the rest of the process
+
+
+def test_the_readme_lists_every_setting_with_its_default() -> None:
+    from pathlib import Path
+
+    from milepost.core.settings import Settings, env_var
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Settings", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("|")[1].strip(" `"): line.split("|")[2].strip(" `") for line in section.splitlines()
+            if line.startswith("| `MILEPOST_")}
+    assert set(rows) == {env_var(name) for name in Settings.model_fields}
+    defaults = Settings.model_construct()
+    for name in Settings.model_fields:
+        value = getattr(defaults, name)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool) and value != "":
+            assert rows[env_var(name)] == str(value), name

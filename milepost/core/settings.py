@@ -52,7 +52,8 @@ class Settings(BaseSettings):
                        description="data directory of `milepost up`, `coordinator` (home/coordinator), `agent` (home/agent)")
     coordinator: str = Field("127.0.0.1:7070", description="coordinator address client commands and agents use (--coordinator)")
     host: str = Field("127.0.0.1", description="interface `up`, `coordinator` and `agent` listen on (--host)")
-    coordinator_port: int = Field(7070, ge=0, le=65535, description="coordinator port of `up` and `coordinator`; 0 picks a free one")
+    coordinator_port: int = Field(7070, ge=0, le=65535,
+                                  description="coordinator port of `up` and `coordinator`; 0 picks a free one")
     agent_port: int = Field(8001, ge=0, le=65535, description="agent data-plane port of `up` and `agent`; 0 picks a free one")
     metrics_port: int = Field(8002, ge=-1, le=65535, description="agent Prometheus /metrics port; -1: off, 0: a free one")
     call_timeout_s: float = Field(120.0, gt=0, description="deadline of each call a CLI command makes, seconds (--timeout)")

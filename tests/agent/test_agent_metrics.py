@@ -22,9 +22,23 @@ SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
+class Samples(dict):
+    """Samples by (name, labels); labels compare in any order, as Prometheus compares them
+    (prometheus_client writes them sorted by name)."""
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__((key[0], tuple(sorted(key[1]))), value)
+
+    def __getitem__(self, key):
+        return super().__getitem__((key[0], tuple(sorted(key[1]))))
+
+    def __contains__(self, key) -> bool:
+        return super().__contains__((key[0], tuple(sorted(key[1]))))
+
+
 def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     """Prometheus text format, strictly: every line a comment or a sample."""
-    samples = {}
+    samples = Samples()
     for line in text.splitlines():
         if not line or line.startswith("# HELP ") or line.startswith("# TYPE "):
             continue

@@ -45,7 +45,7 @@ class EngineCase:
     # Called on a loaded model before close; the check it returns says, after close,
     # whether what the model held was given back.
     released: Callable[[LoadedModel], Callable[[], bool]] = field(
-        default=lambda model: lambda: model._compiled is None  # type: ignore[attr-defined]  # noqa: SLF001
+        default=lambda model: lambda: model._compiled is None  # type: ignore[attr-defined]  # a NativeModel's
     )
 
 
@@ -182,7 +182,7 @@ def _torch_case(name: str, torch_model: tuple[Any, dict[str, Path]]) -> EngineCa
 
     export = "torchscript" if name == "torch-script" else "export"
     return EngineCase(name, TorchEngine(), bundles[export], reference, rtol=1e-5,
-                      released=lambda model: lambda: model._module is None)  # noqa: SLF001
+                      released=lambda model: lambda: model._module is None)
 
 
 def _python_case(component: tuple[dict[str, Any], Path]) -> EngineCase:
@@ -197,7 +197,7 @@ def _python_case(component: tuple[dict[str, Any], Path]) -> EngineCase:
         return (1.0 / (1.0 + np.exp(-z))).reshape(-1, 1)
 
     def released(model: LoadedModel) -> Callable[[], bool]:
-        package = model.package  # type: ignore[attr-defined]
+        package = model.package  # type: ignore[attr-defined]  # a ComponentModel's
         assert any(n.startswith(package + ".") for n in sys.modules), "the component's modules are imported"
         return lambda: not any(n == package or n.startswith(package + ".") for n in sys.modules)
 
@@ -208,7 +208,7 @@ def _ray_released(model: LoadedModel) -> Callable[[], bool]:
     import ray
     from ray.exceptions import RayActorError
 
-    actors = list(model.actors)  # type: ignore[attr-defined]
+    actors = list(model.actors)  # type: ignore[attr-defined]  # a RayReplicas
 
     def killed() -> bool:
         for actor in actors:

@@ -11,14 +11,14 @@ import pytest
 
 from engines.base import LoadedModel
 from engines.batching import MicroBatcher
-from milepost.core.batching import BatchingSettings
 from engines.native import NativeModel
-from milepost.core.errors import InvalidArgument, ResourceExhausted
+from milepost.core.batching import BatchingSettings
+from milepost.core.errors import DeadlineExceeded, InvalidArgument, ResourceExhausted
 from tests.conftest import wait_until
 
 
 @pytest.fixture(scope="module")
-def native(logistic_model):  # type: ignore[no-untyped-def]
+def native(logistic_model):
     import scoring_core
 
     estimator, bundle_dir, version, rows = logistic_model
@@ -53,7 +53,7 @@ class Gated(LoadedModel):
         return self.inner.predict(batch)
 
 
-def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(native) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(native) -> None:
     model, estimator, rows = native
     gated = Gated(model)
     batcher = MicroBatcher(gated, BatchingSettings(max_batch_size=64))
@@ -79,7 +79,7 @@ def test_concurrent_requests_are_merged_and_each_gets_its_own_rows(native) -> No
     assert max(gated.calls) <= 64
 
 
-def test_a_bad_request_fails_alone(native) -> None:  # type: ignore[no-untyped-def]
+def test_a_bad_request_fails_alone(native) -> None:
     model, estimator, rows = native
     gated = Gated(model)
     batcher = MicroBatcher(gated, BatchingSettings(max_batch_size=64))
@@ -107,22 +107,16 @@ def test_a_bad_request_fails_alone(native) -> None:  # type: ignore[no-untyped-d
     assert "not_a_feature" in str(outcomes["bad"])
 
 
-def test_full_queue_is_refused_at_once(native) -> None:  # type: ignore[no-untyped-def]
+def test_full_queue_is_refused_at_once(native) -> None:
     model, _, rows = native
     gated = Gated(model)
     batcher = MicroBatcher(gated, BatchingSettings(max_batch_size=4, max_queue_rows=4))
-
-    def call() -> None:
-        try:
-            batcher.predict(matrix(rows[:2]))
-        except ResourceExhausted:
-            pass  # one of these may already find the queue full, depending on timing
-
-    threads = [threading.Thread(target=call) for _ in range(4)]
-    for t in threads:
+    threads = [threading.Thread(target=batcher.predict, args=(matrix(rows[:2]),)) for _ in range(3)]
+    threads[0].start()
+    wait_until(lambda: gated.entered == 2)  # the worker holds the first request in the model
+    for t in threads[1:]:
         t.start()
-    # The worker holds at most 4 rows in the model; 8 rows were sent, so 4 wait: the queue is full.
-    wait_until(lambda: batcher.queued_rows == 4)
+    wait_until(lambda: batcher.queued_rows == 4)  # the next two wait: the queue is full
     with pytest.raises(ResourceExhausted, match="queue full"):
         batcher.predict(matrix(rows[:2]))
     gated.gate.set()
@@ -131,7 +125,7 @@ def test_full_queue_is_refused_at_once(native) -> None:  # type: ignore[no-untyp
     batcher.close()
 
 
-def test_large_requests_bypass_the_queue_and_delay_fills_batches(native) -> None:  # type: ignore[no-untyped-def]
+def test_large_requests_bypass_the_queue_and_delay_fills_batches(native) -> None:
     model, estimator, rows = native
     gated = Gated(model)
     gated.gate.set()
@@ -148,6 +142,50 @@ def test_large_requests_bypass_the_queue_and_delay_fills_batches(native) -> None
     batcher.close()
     assert gated.calls[0] == 50
     assert gated.calls[1:] == [4], "the delay should have gathered the four single rows"
+
+
+def test_an_expired_queued_request_is_answered_deadline_exceeded_and_its_neighbours_are_scored(native) -> None:
+    model, estimator, rows = native
+    gated = Gated(model)
+    batcher = MicroBatcher(gated, BatchingSettings(max_batch_size=64))
+    outcomes: dict[str, object] = {}
+
+    def call(name: str, start: int, deadline: float | None) -> None:
+        try:
+            outcomes[name] = probabilities(batcher.predict(matrix(rows[start : start + 2]), deadline))
+        except DeadlineExceeded as err:
+            outcomes[name] = err
+
+    first = threading.Thread(target=call, args=("first", 0, None))
+    first.start()
+    wait_until(lambda: gated.entered == 2)  # the worker is busy with the first request: the others queue
+    late = threading.Thread(target=call, args=("late", 4, time.monotonic() + 0.2))
+    neighbours = [threading.Thread(target=call, args=("before", 2, None)), late,
+                  threading.Thread(target=call, args=("after", 6, time.monotonic() + 60))]
+    for t in neighbours:
+        t.start()
+    wait_until(lambda: batcher.queued_rows == 6)
+    late.join(10)  # its deadline passes while it waits in the queue
+    gated.gate.set()
+    for t in (first, *neighbours):
+        t.join()
+    batcher.close()
+    assert isinstance(outcomes["late"], DeadlineExceeded)
+    for name, start in (("first", 0), ("before", 2), ("after", 6)):
+        np.testing.assert_allclose(outcomes[name], estimator.predict_proba(rows[start : start + 2]), atol=1e-5)
+    assert gated.calls == [2, 4], "the late request is not scored; its neighbours are, merged"
+
+
+def test_a_request_with_a_future_deadline_is_served(native) -> None:
+    model, estimator, rows = native
+    batcher = MicroBatcher(model, BatchingSettings(max_batch_size=64))
+    try:
+        served = batcher.predict(matrix(rows[:3]), time.monotonic() + 60)
+        np.testing.assert_allclose(probabilities(served), estimator.predict_proba(rows[:3]), atol=1e-5)
+        with pytest.raises(DeadlineExceeded):
+            batcher.predict(matrix(rows[:3]), time.monotonic() - 1)
+    finally:
+        batcher.close()
 
 
 def test_invalid_config_is_rejected() -> None:

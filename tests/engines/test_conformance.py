@@ -9,6 +9,7 @@ real model and the reference its own library computes.
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,14 @@ import pytest
 
 from engines import parquet_io, registry
 from engines.base import DatasetJob, DeploymentSpec
-from milepost.core.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable, Unimplemented
+from milepost.core.errors import (
+    AlreadyExists,
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+    Unimplemented,
+)
 from tests.engines.conftest import FEATURES, Data, EngineCase, as_matrix, feature_batch
 
 
@@ -27,14 +35,14 @@ def spec(case: EngineCase) -> DeploymentSpec:
 
 
 @pytest.fixture
-def loaded(online_case: EngineCase):  # type: ignore[no-untyped-def]
+def loaded(online_case: EngineCase):
     model = online_case.engine.load(online_case.bundle_dir, spec(online_case))
     yield model
     model.close()
 
 
 # ---- online ----
-def test_predictions_equal_the_reference(online_case: EngineCase, loaded, data: Data) -> None:  # type: ignore[no-untyped-def]
+def test_predictions_equal_the_reference(online_case: EngineCase, loaded, data: Data) -> None:
     X = data.X[:1500]
     out = loaded.predict(feature_batch(X))
     assert out.schema.equals(loaded.output_schema)
@@ -43,7 +51,7 @@ def test_predictions_equal_the_reference(online_case: EngineCase, loaded, data: 
                                rtol=online_case.rtol, atol=online_case.atol)
 
 
-def test_schemas_and_version(online_case: EngineCase, loaded) -> None:  # type: ignore[no-untyped-def]
+def test_schemas_and_version(online_case: EngineCase, loaded) -> None:
     from scoring_core import bundle
 
     assert loaded.input_schema.names == FEATURES
@@ -52,20 +60,27 @@ def test_schemas_and_version(online_case: EngineCase, loaded) -> None:  # type: 
     assert loaded.platform
 
 
-def test_empty_batch_gives_empty_output(online_case: EngineCase, loaded, data: Data) -> None:  # type: ignore[no-untyped-def]
+def test_empty_batch_gives_empty_output(online_case: EngineCase, loaded, data: Data) -> None:
     out = loaded.predict(feature_batch(data.X[:0]))
     assert out.num_rows == 0
     assert out.schema.equals(loaded.output_schema)
 
 
-def test_missing_column_is_invalid_argument_naming_it(online_case: EngineCase, loaded, data: Data) -> None:  # type: ignore[no-untyped-def]
+def test_a_passed_deadline_is_not_scored_and_a_future_one_is(online_case: EngineCase, loaded, data: Data) -> None:
+    batch = feature_batch(data.X[:10])
+    with pytest.raises(DeadlineExceeded):
+        loaded.predict(batch, time.monotonic() - 1)
+    assert loaded.predict(batch, time.monotonic() + 60).num_rows == 10
+
+
+def test_missing_column_is_invalid_argument_naming_it(online_case: EngineCase, loaded, data: Data) -> None:
     batch = feature_batch(data.X[:10])
     without_f3 = batch.drop_columns(["f3"])
     with pytest.raises(InvalidArgument, match="f3"):
         loaded.predict(without_f3)
 
 
-def test_wrongly_typed_column_is_invalid_argument_naming_it(online_case: EngineCase, loaded, data: Data) -> None:  # type: ignore[no-untyped-def]
+def test_wrongly_typed_column_is_invalid_argument_naming_it(online_case: EngineCase, loaded, data: Data) -> None:
     batch = feature_batch(data.X[:10])
     index = batch.schema.get_field_index("f5")
     bad = batch.set_column(index, "f5", pa.array([f"x{i}" for i in range(10)]))
@@ -73,7 +88,7 @@ def test_wrongly_typed_column_is_invalid_argument_naming_it(online_case: EngineC
         loaded.predict(bad)
 
 
-def test_concurrent_predicts_from_8_threads(online_case: EngineCase, loaded, data: Data) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_predicts_from_8_threads(online_case: EngineCase, loaded, data: Data) -> None:
     errors: list[BaseException] = []
     results: dict[int, np.ndarray] = {}
 
@@ -174,7 +189,7 @@ def test_dataset_only_engine_refuses_to_serve_online(dataset_only_case: EngineCa
 
 
 # ---- engines that cannot run say why ----
-def test_python_engine_without_permission_reports_why(component, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+def test_python_engine_without_permission_reports_why(component, monkeypatch: pytest.MonkeyPatch) -> None:
     from engines.python import ALLOW_ENV, PythonEngine
 
     monkeypatch.delenv(ALLOW_ENV, raising=False)
@@ -189,7 +204,7 @@ def test_python_engine_without_permission_reports_why(component, monkeypatch: py
         registry.engine_for("python")  # the node's own python engine follows the environment
 
 
-def test_torch_cuda_requested_without_a_gpu_is_a_clear_error(torch_model) -> None:  # type: ignore[no-untyped-def]
+def test_torch_cuda_requested_without_a_gpu_is_a_clear_error(torch_model) -> None:
     import torch
 
     from engines.torch import TorchEngine

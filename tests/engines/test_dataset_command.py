@@ -30,7 +30,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 
 @pytest.fixture
-def registered(cluster, logistic, torch_model):  # type: ignore[no-untyped-def]
+def registered(cluster, logistic, torch_model):
     """The logistic and torch bundles pushed to a real coordinator."""
     client = cluster.client
     client.push_model(logistic[1], "churn")
@@ -40,7 +40,7 @@ def registered(cluster, logistic, torch_model):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("engine", ["native", "spark", "ray", "torch"])
-def test_score_dataset_command_on_each_engine(  # type: ignore[no-untyped-def]
+def test_score_dataset_command_on_each_engine(
     engine: str, registered: str, data: Data, logistic, torch_model, tmp_path: Path, capsys, request,
 ) -> None:
     import torch
@@ -88,7 +88,7 @@ def test_torch_model_on_a_compiled_model_engine_is_refused(registered: str, data
         args.func(args)
 
 
-def test_milepost_score_dataset_through_the_cli(up, logistic, data: Data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_milepost_score_dataset_through_the_cli(up, logistic, data: Data, tmp_path: Path) -> None:
     """The real command line against a real `milepost up`: fetch, score natively, progress on stderr."""
     import subprocess
 

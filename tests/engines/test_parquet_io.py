@@ -43,7 +43,7 @@ def test_missing_and_empty_datasets(tmp_path: Path) -> None:
         parquet_io.parquet_files(str(tmp_path / "empty"))
 
 
-def test_native_writes_one_file_for_a_parquet_sink(logistic, data: Data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_native_writes_one_file_for_a_parquet_sink(logistic, data: Data, tmp_path: Path) -> None:
     job = DatasetJob(source=str(data.dataset_dir), sink=str(tmp_path / "scored.parquet"), keep=("note", "id"))
     result = NativeEngine().score_dataset(logistic[1], job)
     table = pq.read_table(tmp_path / "scored.parquet")
@@ -52,20 +52,20 @@ def test_native_writes_one_file_for_a_parquet_sink(logistic, data: Data, tmp_pat
     assert table.column("note")[12345].as_py() == "row 12345"
 
 
-def test_a_failing_job_leaves_no_sink_behind(logistic, data: Data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_job_leaves_no_sink_behind(logistic, data: Data, tmp_path: Path) -> None:
     class Failing(NativeEngine):
-        def load(self, bundle_dir, deployment):  # type: ignore[no-untyped-def]
+        def load(self, bundle_dir, deployment):
             model = super().load(bundle_dir, deployment)
             calls = []
             real = model.predict
 
-            def predict(batch):  # type: ignore[no-untyped-def]
+            def predict(batch, deadline=None):
                 calls.append(1)
                 if len(calls) == 3:
                     raise InvalidArgument("column 'f1' went bad on the third batch")
-                return real(batch)
+                return real(batch, deadline)
 
-            model.predict = predict  # type: ignore[method-assign]
+            model.predict = predict  # type: ignore[method-assign]  # a stand-in that fails the third batch
             return model
 
     for sink in ("out", "out.parquet"):
@@ -75,7 +75,7 @@ def test_a_failing_job_leaves_no_sink_behind(logistic, data: Data, tmp_path: Pat
     assert sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_keep_may_not_shadow_an_output(logistic, data: Data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_keep_may_not_shadow_an_output(logistic, data: Data, tmp_path: Path) -> None:
     table = parquet_io.read_table(str(data.dataset_dir)).append_column("probabilities", pa.array(np.zeros(len(data.X))))
     pq.write_table(table, tmp_path / "in.parquet")
     job = DatasetJob(source=str(tmp_path / "in.parquet"), sink=str(tmp_path / "o"), keep=("probabilities",))
@@ -87,4 +87,4 @@ def test_job_fields_are_checked() -> None:
     with pytest.raises(InvalidArgument, match="batch_rows"):
         DatasetJob(source="a", sink="b", batch_rows=0)
     with pytest.raises(InvalidArgument, match="keep"):
-        DatasetJob(source="a", sink="b", keep="id")  # type: ignore[arg-type]
+        DatasetJob(source="a", sink="b", keep="id")  # type: ignore[arg-type]  # the wrong type on purpose

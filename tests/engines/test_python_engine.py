@@ -5,13 +5,14 @@ from __future__ import annotations
 import shutil
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engines.base import DeploymentSpec, StageSpec
+from engines.base import DatasetJob, DeploymentSpec, StageSpec
 from engines.python import PythonEngine, save_bundle
 from milepost.core.errors import DataLoss, InvalidArgument, MilepostError, NotFound
 from scoring_core import bundle
@@ -30,7 +31,7 @@ def write_component(tmp_path: Path, source: str, name: str = "bundle") -> Path:
     return tmp_path / name
 
 
-def test_loading_writes_nothing_into_the_bundle(component) -> None:  # type: ignore[no-untyped-def]
+def test_loading_writes_nothing_into_the_bundle(component) -> None:
     _, bundle_dir = component
     model = PythonEngine(allow_code=True).load(bundle_dir, SPEC)
     model.close()
@@ -38,7 +39,7 @@ def test_loading_writes_nothing_into_the_bundle(component) -> None:  # type: ign
     bundle.bundle_version(bundle_dir)  # still verifies: no bytecode or other file was added
 
 
-def test_source_changed_on_disk_is_refused_not_run(component, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_source_changed_on_disk_is_refused_not_run(component, tmp_path: Path) -> None:
     _, bundle_dir = component
     tampered = tmp_path / "tampered"
     shutil.copytree(bundle_dir, tampered)
@@ -47,7 +48,7 @@ def test_source_changed_on_disk_is_refused_not_run(component, tmp_path: Path) ->
         PythonEngine(allow_code=True).load(tampered, SPEC)
 
 
-def test_two_loads_do_not_share_modules_or_touch_user_names(component, data: Data) -> None:  # type: ignore[no-untyped-def]
+def test_two_loads_do_not_share_modules_or_touch_user_names(component, data: Data) -> None:
     _, bundle_dir = component
     engine = PythonEngine(allow_code=True)
     first, second = engine.load(bundle_dir, SPEC), engine.load(bundle_dir, SPEC)
@@ -62,7 +63,7 @@ def test_two_loads_do_not_share_modules_or_touch_user_names(component, data: Dat
         second.close()
 
 
-def test_stage_function_runs_from_the_bundle(component, data: Data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_stage_function_runs_from_the_bundle(component, data: Data, tmp_path: Path) -> None:
     _, bundle_dir = component
     pq.write_table(pa.table({"f0": data.X[:, 0], "f1": data.X[:, 1]}), tmp_path / "d.parquet")
     stage = StageSpec(name="profile", kind="custom", entry="means", bundle_dir=bundle_dir,
@@ -71,13 +72,14 @@ def test_stage_function_runs_from_the_bundle(component, data: Data, tmp_path: Pa
     assert outputs == pytest.approx({"f0": float(np.mean(data.X[:, 0])), "f1": float(np.mean(data.X[:, 1]))}, rel=1e-6)
 
 
-def test_batch_scoring_stage_goes_through_score_dataset(component, data: Data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_batch_scoring_goes_through_score_dataset(component, data: Data, tmp_path: Path) -> None:
     _, bundle_dir = component
-    stage = StageSpec(name="nightly", kind="batch_scoring", bundle_dir=bundle_dir)
-    out = PythonEngine(allow_code=True).run_stage(
-        stage, {"source": str(data.dataset_dir), "sink": str(tmp_path / "s.parquet"), "keep": ["id"]})
-    assert out["rows"] == len(data.X) and out["dataset"] == str(tmp_path / "s.parquet")
+    job = DatasetJob(source=str(data.dataset_dir), sink=str(tmp_path / "s.parquet"), keep=("id",))
+    result = PythonEngine(allow_code=True).score_dataset(bundle_dir, job)
+    assert result.rows == len(data.X) and result.sink == str(tmp_path / "s.parquet")
     assert pq.read_table(tmp_path / "s.parquet").column_names == ["id", "score"]
+    with pytest.raises(InvalidArgument, match="kind"):  # a batch scoring stage is a dataset job, not run_stage's
+        StageSpec(name="nightly", kind="batch_scoring", bundle_dir=bundle_dir)
 
 
 def test_missing_entry_point_is_not_found(tmp_path: Path) -> None:
@@ -110,7 +112,7 @@ def test_entry_point_must_be_among_the_sources(tmp_path: Path) -> None:
                     input_schema=SCHEMA_IN, output_schema=SCHEMA_IN)
 
 
-def summarise(inputs: dict, *, scale: float) -> dict:  # type: ignore[type-arg]
+def summarise(inputs: dict[str, Any], *, scale: float) -> dict[str, Any]:
     """An installed stage function (no code bundle)."""
     return {"scaled": inputs["value"] * scale}
 
@@ -124,7 +126,7 @@ def test_installed_stage_function_runs_only_where_code_is_allowed() -> None:
         PythonEngine(allow_code=False).run_stage(stage, {"value": 2})
 
 
-def test_a_2d_tensor_column_is_split_into_the_declared_inputs(component, data: Data) -> None:  # type: ignore[no-untyped-def]
+def test_a_2d_tensor_column_is_split_into_the_declared_inputs(component, data: Data) -> None:
     spec_, bundle_dir = component
     X = data.X[:30]
     tensor = pa.record_batch([pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), X.shape[1])], names=["input"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -13,14 +14,14 @@ from scoring_core import bundle
 from tests.engines.conftest import FEATURES, Data, as_matrix, feature_batch
 
 
-def test_replicas_are_actors_and_requests_go_round_robin(ray_engine, logistic, data: Data) -> None:  # type: ignore[no-untyped-def]
+def test_replicas_are_actors_and_requests_go_round_robin(ray_engine, logistic, data: Data) -> None:
     import ray
 
     estimator, bundle_dir = logistic
     model = ray_engine.load(bundle_dir, DeploymentSpec("d", "e", "m", bundle.bundle_version(bundle_dir)))
     try:
         assert len(model.actors) == 2
-        assert len({a._actor_id for a in model.actors}) == 2  # noqa: SLF001
+        assert len({a._actor_id for a in model.actors}) == 2
         for k in range(4):
             rows = data.X[k * 100:(k + 1) * 100]
             np.testing.assert_allclose(as_matrix(model.predict(feature_batch(rows)).column(0)),
@@ -30,7 +31,7 @@ def test_replicas_are_actors_and_requests_go_round_robin(ray_engine, logistic, d
         model.close()
 
 
-def train_logistic(dataset, *, C: float):  # type: ignore[no-untyped-def]
+def train_logistic(dataset, *, C: float):
     """A user's training function: a Ray Dataset in, a fitted estimator out."""
     from sklearn.linear_model import LogisticRegression
 
@@ -38,7 +39,7 @@ def train_logistic(dataset, *, C: float):  # type: ignore[no-untyped-def]
     return LogisticRegression(C=C, max_iter=500).fit(frame[FEATURES].to_numpy(), frame["label"].to_numpy())
 
 
-def test_training_stage_on_a_ray_dataset(ray_engine, data: Data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_training_stage_on_a_ray_dataset(ray_engine, data: Data, tmp_path: Path) -> None:
     labels = (data.X[:, 1] - data.X[:, 2] > 0).astype(np.int64)
     pq.write_table(pa.table({**{n: data.X[:, j] for j, n in enumerate(FEATURES)}, "label": labels}),
                    tmp_path / "train.parquet")
@@ -47,12 +48,12 @@ def test_training_stage_on_a_ray_dataset(ray_engine, data: Data, tmp_path: Path)
     assert outputs["flavor"] == "scoring_core" and outputs["version"] == bundle.bundle_version(tmp_path / "m")
 
 
-def test_custom_stage_by_module_path(ray_engine, data: Data) -> None:  # type: ignore[no-untyped-def]
+def test_custom_stage_by_module_path(ray_engine, data: Data) -> None:
     stage = StageSpec(name="stats", kind="custom", entry="tests.engines.test_ray_engine:dataset_rows")
     assert ray_engine.run_stage(stage, {"data": str(data.dataset_dir)}) == {"rows": len(data.X)}
 
 
-def dataset_rows(inputs: dict) -> dict:  # type: ignore[type-arg]
+def dataset_rows(inputs: dict[str, Any]) -> dict[str, Any]:
     """A custom stage run on the Ray the engine connected to."""
     import ray.data
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -19,7 +20,7 @@ from scoring_core import bundle
 from tests.engines.conftest import FEATURES, Data, as_matrix, feature_batch
 
 
-def test_bundle_is_loaded_once_per_worker_process_not_per_batch(spark_engine, logistic, data: Data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_bundle_is_loaded_once_per_worker_process_not_per_batch(spark_engine, logistic, data: Data, tmp_path: Path) -> None:
     from engines import spark
 
     _, bundle_dir = logistic
@@ -27,9 +28,9 @@ def test_bundle_is_loaded_once_per_worker_process_not_per_batch(spark_engine, lo
     for k in range(2):  # two jobs, 40 batches of 500 rows each
         job = DatasetJob(source=str(data.dataset_dir), sink=str(tmp_path / f"out{k}"), batch_rows=500)
         spark_engine.score_dataset(bundle_dir, job)
-    assert list(spark._shipped) == [version]  # noqa: SLF001 - registered with addFile once
+    assert list(spark._shipped) == [version]  # registered with addFile once
 
-    def loads_here(batches):  # type: ignore[no-untyped-def]
+    def loads_here(batches):
         for _ in batches:
             yield pa.record_batch([pa.array([os.getpid()]), pa.array([shipped_bundle.load_count(version)])],
                                   names=["pid", "loads"])
@@ -39,20 +40,20 @@ def test_bundle_is_loaded_once_per_worker_process_not_per_batch(spark_engine, lo
     assert max(r.loads for r in rows) == 1, rows
 
 
-def test_a_second_master_in_one_process_is_refused(spark_engine) -> None:  # type: ignore[no-untyped-def]
+def test_a_second_master_in_one_process_is_refused(spark_engine) -> None:
     from engines import spark
 
     with pytest.raises(FailedPrecondition, match="already runs Spark on 'local\\[2\\]'"):
         spark.session("local[1]")
 
 
-def test_unknown_option_is_refused(spark_engine, logistic, data: Data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_option_is_refused(spark_engine, logistic, data: Data, tmp_path: Path) -> None:
     job = DatasetJob(source=str(data.dataset_dir), sink=str(tmp_path / "o"), options={"address": "x"})
     with pytest.raises(InvalidArgument, match="address"):
         spark_engine.score_dataset(logistic[1], job)
 
 
-def train_logistic(df, *, C: float):  # type: ignore[no-untyped-def]
+def train_logistic(df, *, C: float):
     """A user's training function: a Spark DataFrame in, a fitted estimator out."""
     from sklearn.linear_model import LogisticRegression
 
@@ -60,7 +61,7 @@ def train_logistic(df, *, C: float):  # type: ignore[no-untyped-def]
     return LogisticRegression(C=C, max_iter=500).fit(frame[FEATURES].to_numpy(), frame["label"].to_numpy())
 
 
-def test_training_stage_returns_a_registrable_bundle(spark_engine, data: Data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_training_stage_returns_a_registrable_bundle(spark_engine, data: Data, tmp_path: Path) -> None:
     labels = (data.X[:, 0] + data.X[:, 3] > 0).astype(np.int64)
     table = pa.table({**{n: data.X[:, j] for j, n in enumerate(FEATURES)}, "label": labels})
     pq.write_table(table, tmp_path / "train.parquet", row_group_size=4000)
@@ -78,7 +79,7 @@ def test_training_stage_returns_a_registrable_bundle(spark_engine, data: Data, t
     np.testing.assert_allclose(as_matrix(model.predict(feature_batch(data.X[:300])).column(0)), expected, rtol=1e-4, atol=1e-6)
 
 
-def count_rows(inputs: dict, *, column: str) -> dict:  # type: ignore[type-arg]
+def count_rows(inputs: dict[str, Any], *, column: str) -> dict[str, Any]:
     """A custom stage: finds the running session itself, as user code does."""
     from pyspark.sql import SparkSession
 
@@ -86,23 +87,23 @@ def count_rows(inputs: dict, *, column: str) -> dict:  # type: ignore[type-arg]
     return {"rows": df.count(), "distinct": df.select(column).distinct().count()}
 
 
-def test_custom_stage_finds_the_session(spark_engine, data: Data) -> None:  # type: ignore[no-untyped-def]
+def test_custom_stage_finds_the_session(spark_engine, data: Data) -> None:
     stage = StageSpec(name="count", kind="custom", entry=count_rows, params={"column": "id"})
     assert spark_engine.run_stage(stage, {"data": str(data.dataset_dir)}) == {"rows": len(data.X), "distinct": len(data.X)}
 
 
-def test_training_stage_needs_an_output(spark_engine) -> None:  # type: ignore[no-untyped-def]
+def test_training_stage_needs_an_output(spark_engine) -> None:
     with pytest.raises(InvalidArgument, match="output"):
         spark_engine.run_stage(StageSpec(name="fit", kind="training", entry=train_logistic), {"data": "x"})
 
 
-def _spec(version: str):  # type: ignore[no-untyped-def]
+def _spec(version: str):
     from engines.base import DeploymentSpec
 
     return DeploymentSpec("d", "e", "m", version)
 
 
-def test_a_local_sink_with_a_space_is_written_where_named(spark_engine, logistic, data: Data, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_a_local_sink_with_a_space_is_written_where_named(spark_engine, logistic, data: Data, tmp_path: Path) -> None:
     from engines import parquet_io
 
     sink = tmp_path / "scored out"

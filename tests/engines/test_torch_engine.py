@@ -24,7 +24,7 @@ def spec(device: str = "cpu", half: bool = False) -> DeploymentSpec:
     return DeploymentSpec("d", "e", "m", "", device=device, half=half)
 
 
-def test_bundle_holds_the_model_file_and_manifest(torch_model) -> None:  # type: ignore[no-untyped-def]
+def test_bundle_holds_the_model_file_and_manifest(torch_model) -> None:
     _, bundles = torch_model
     manifest = bundle.read_manifest(bundles["export"])
     assert manifest["flavor"] == "torch"
@@ -54,17 +54,17 @@ def test_save_bundle_checks_its_arguments(tmp_path: Path, data: Data) -> None:
         save_bundle(module, tmp_path / "b", example_input=data.X[:4], feature_names=FEATURES, export="onnx")
 
 
-def test_half_precision_on_cpu_is_refused(torch_model) -> None:  # type: ignore[no-untyped-def]
+def test_half_precision_on_cpu_is_refused(torch_model) -> None:
     with pytest.raises(InvalidArgument, match="half"):
         TorchEngine().load(torch_model[1]["torchscript"], spec("cpu", half=True))
 
 
-def test_unknown_device_is_refused_naming_the_field(torch_model) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_device_is_refused_naming_the_field(torch_model) -> None:
     with pytest.raises(InvalidArgument, match="device"):
         TorchEngine().load(torch_model[1]["torchscript"], spec("tpu:0"))
 
 
-def test_auto_device_takes_what_the_node_has(torch_model) -> None:  # type: ignore[no-untyped-def]
+def test_auto_device_takes_what_the_node_has(torch_model) -> None:
     model = TorchEngine().load(torch_model[1]["export"], spec("auto"))
     assert model.device == ("cuda:0" if torch.cuda.is_available() else "cpu")
     model.close()
@@ -72,7 +72,7 @@ def test_auto_device_takes_what_the_node_has(torch_model) -> None:  # type: igno
 
 @needs_gpu
 @pytest.mark.parametrize("export", ["torchscript", "export"])
-def test_cuda_predictions_equal_cpu(torch_model, data: Data, export: str) -> None:  # type: ignore[no-untyped-def]
+def test_cuda_predictions_equal_cpu(torch_model, data: Data, export: str) -> None:
     module, bundles = torch_model
     model = TorchEngine().load(bundles[export], spec("cuda:0"))
     assert model.device == "cuda:0"
@@ -84,7 +84,7 @@ def test_cuda_predictions_equal_cpu(torch_model, data: Data, export: str) -> Non
 
 
 @needs_gpu
-def test_cuda_half_precision_is_close(torch_model, data: Data) -> None:  # type: ignore[no-untyped-def]
+def test_cuda_half_precision_is_close(torch_model, data: Data) -> None:
     module, bundles = torch_model
     model = TorchEngine().load(bundles["torchscript"], spec("cuda", half=True))
     out = model.predict(feature_batch(data.X[:2048]))

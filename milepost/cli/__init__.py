@@ -1,0 +1,69 @@
+"""The `milepost` command line.
+
+One module per group of commands, each registering its own subcommands: servers
+(`up`, `coordinator`, `agent`), models (registry, deploy, endpoints, score), routing
+(policies and what they measured), pipelines; `score-dataset` is milepost.dataset_command.
+The process's settings (milepost.core.settings) are read first, from the environment and
+the ``--config`` file, and give the flags their defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from milepost.core.errors import MilepostError
+from milepost.core.settings import Settings, env_var, load_settings, reset_settings
+
+SERVER_COMMANDS = ("up", "coordinator", "agent")
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    from milepost import __version__, dataset_command
+    from milepost.cli import models, pipelines, routing, servers
+
+    config_help = f"TOML file of settings (default: ${env_var('config')}); see the README's Settings"
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--coordinator", default=settings.coordinator, metavar="HOST:PORT",
+                        help=f"coordinator address (default: %(default)s, or ${env_var('coordinator')})")
+    common.add_argument("--timeout", type=float, default=settings.call_timeout_s, help="deadline per call in seconds")
+    common.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE", help=config_help)
+    common.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+
+    parser = argparse.ArgumentParser(prog="milepost", description="Deploy, route, score and watch ML models.")
+    parser.add_argument("--version", action="version", version=f"milepost {__version__}")
+    parser.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE", help=config_help)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    servers.add_commands(sub, common, settings)
+    models.add_commands(sub, common)
+    dataset_command.add_parser(sub, common, settings)
+    routing.add_commands(sub, common)
+    pipelines.add_commands(sub, common)
+    return parser
+
+
+def config_file(argv: list[str]) -> str | None:
+    """The ``--config FILE`` among the arguments, wherever it stands, before the rest is parsed."""
+    early = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    early.add_argument("--config")
+    known, _ = early.parse_known_args(argv)
+    return known.config
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        args = build_parser(load_settings(config_file(argv))).parse_args(argv)
+        logging.basicConfig(
+            level=logging.INFO if args.verbose or args.command in SERVER_COMMANDS else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        return int(args.func(args))
+    except MilepostError as err:
+        print(f"error: {err.code.name}: {err.message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        reset_settings()

@@ -1,0 +1,131 @@
+"""The model and endpoint commands: `models` (and `models push`), `deploy`, `undeploy`,
+`endpoints`, `status`, `score` (a file of rows on an endpoint)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from milepost.cli.arguments import byte_size, client, model_ref, pairs
+from milepost.cli.views import endpoints_table, models_table, print_endpoint
+from milepost.core.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_ROWS
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        models = c.list_models(args.name or "")
+    print(models_table(models))
+    return 0
+
+
+def cmd_models_push(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        model = c.push_model(Path(args.path), args.name)
+    print(f"{model.name}:{model.version}")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    name, version = model_ref(args.model)
+    with client(args) as c:
+        endpoint = c.deploy(
+            args.endpoint, name, version, replicas=args.replicas, max_batch_size=args.max_batch_size,
+            max_delay_ms=args.max_delay_ms, max_queue_rows=args.max_queue_rows,
+            cpu=args.cpu, memory_bytes=byte_size(args.memory), gpus=args.gpus,
+            selector=pairs(args.selector, "--selector"), engine=args.engine,
+        )
+    print_endpoint(endpoint)
+    return 0
+
+
+def cmd_undeploy(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        c.undeploy(args.endpoint)
+    print(f"{args.endpoint}: undeployed")
+    return 0
+
+
+def cmd_endpoints(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        print(endpoints_table(c.endpoints()))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from milepost.tables import render
+
+    with client(args) as c:
+        status = c.status()
+    print("AGENTS")
+    print(render(
+        ["AGENT", "ADDRESS", "STATE", "CORES", "MEMORY GiB", "GPUS", "ENGINES", "DEPLOYMENTS"],
+        [[a.info.agent_id, a.info.address, a.state, a.info.resources.cpu_cores,
+          f"{a.info.resources.memory_bytes / 2**30:.1f}", len(a.info.resources.gpus),
+          ",".join(f"{e.name} {e.version}".strip() for e in a.info.engines if e.available),
+          len(a.deployment_ids)] for a in status.agents],
+    ))
+    print("\nMODELS")
+    print(models_table(status.models))
+    print("\nENDPOINTS")
+    print(endpoints_table(status.endpoints))
+    return 0
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from milepost.tables import flatten, read_table, render, write_table
+
+    table = read_table(Path(args.input))
+    with client(args) as c:
+        result = c.infer(args.endpoint, table)
+    if args.output:
+        write_table(result, Path(args.output))
+        print(f"scored {result.num_rows} rows -> {args.output}")
+    else:
+        flat = flatten(result)
+        print(render(flat.column_names, [list(r.values()) for r in flat.to_pylist()]))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("models", parents=[common], help="list model versions; `models push` registers one")
+    p.add_argument("--name", default="", help="only versions of this model")
+    p.set_defaults(func=cmd_models)
+    models_sub = p.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+    pp = models_sub.add_parser("push", parents=[common], help="register a bundle dir, XGBoost .json or LightGBM .txt")
+    pp.add_argument("path")
+    pp.add_argument("--name", required=True)
+    pp.set_defaults(func=cmd_models_push)
+
+    p = sub.add_parser("deploy", parents=[common], help="serve a model version under an endpoint name")
+    p.add_argument("endpoint")
+    p.add_argument("--model", required=True, metavar="NAME[:VERSION]")
+    p.add_argument("--replicas", type=int, default=1)
+    p.add_argument("--max-batch-size", type=int, default=0,
+                   help=f"rows per merged engine call (default {DEFAULT_MAX_BATCH_SIZE})")
+    p.add_argument("--max-delay-ms", type=float, default=0.0,
+                   help="how long a request may wait for others to fill a batch (default 0: no added wait)")
+    p.add_argument("--max-queue-rows", type=int, default=0,
+                   help=f"rows that may wait before RESOURCE_EXHAUSTED (default {DEFAULT_MAX_QUEUE_ROWS})")
+    p.add_argument("--cpu", type=float, default=0.0, help="CPU cores each replica reserves")
+    p.add_argument("--memory", default="0", help="memory each replica reserves, e.g. 2GiB")
+    p.add_argument("--gpus", type=int, default=0, help="GPUs each replica reserves")
+    p.add_argument("--selector", action="append", default=[], metavar="KEY=VALUE",
+                   help="only agents with this label (repeatable)")
+    p.add_argument("--engine", default="", help="engine to serve with (default: the model flavor's)")
+    p.set_defaults(func=cmd_deploy)
+
+    p = sub.add_parser("undeploy", parents=[common], help="remove an endpoint")
+    p.add_argument("endpoint")
+    p.set_defaults(func=cmd_undeploy)
+
+    p = sub.add_parser("endpoints", parents=[common], help="list endpoints")
+    p.set_defaults(func=cmd_endpoints)
+
+    p = sub.add_parser("score", parents=[common], help="score a .parquet, .csv or .json file on an endpoint")
+    p.add_argument("endpoint")
+    p.add_argument("--input", required=True)
+    p.add_argument("--output", default="")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("status", parents=[common], help="agents, models and endpoints")
+    p.set_defaults(func=cmd_status)

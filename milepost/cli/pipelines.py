@@ -1,0 +1,83 @@
+"""The pipeline commands: `submit` a spec, list `runs`, show or follow a `run`, `cancel` one."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from milepost.cli.arguments import client
+from milepost.cli.views import print_run, when
+
+if TYPE_CHECKING:
+    from milepost.client import Client
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        run = c.submit_pipeline(Path(args.file))
+        print(f"submitted run {run.run_id}")
+        if args.follow:
+            return follow(c, run.run_id)
+    return 0
+
+
+def follow(c: Client, run_id: str) -> int:
+    """Stage progress on stderr until the run finishes, then the run; 0 when it succeeded."""
+    last = None
+    for run in c.watch_run(run_id):
+        line = " ".join(f"{s.name}:{s.state.lower()}{f'({s.rows} rows)' if s.rows else ''}" for s in run.stages)
+        if line != last:
+            print(f"[{run.state.lower()}] {line}", file=sys.stderr, flush=True)
+            last = line
+    final = c.run(run_id)
+    print_run(final)
+    return 0 if final.state == "SUCCEEDED" else 1
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    from milepost.tables import render
+
+    with client(args) as c:
+        runs = c.runs(args.limit)
+    print(render(
+        ["RUN", "PIPELINE", "STATE", "CREATED", "STAGES"],
+        [[r.run_id, r.pipeline, r.state, when(r.created_at),
+          " ".join(f"{s.name}:{s.state.lower()}" for s in r.stages)] for r in runs],
+    ))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        if args.follow:
+            return follow(c, args.run_id)
+        print_run(c.run(args.run_id))
+    return 0
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        print_run(c.cancel_run(args.run_id))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("submit", parents=[common], help="start a pipeline run from a YAML or JSON spec")
+    p.add_argument("file")
+    p.add_argument("--follow", action="store_true", help="show progress until the run finishes")
+    p.set_defaults(func=cmd_submit)
+
+    p = sub.add_parser("runs", parents=[common], help="list pipeline runs")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("run", parents=[common], help="show a pipeline run (--follow: until it finishes)")
+    p.add_argument("run_id")
+    p.add_argument("--follow", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("cancel", parents=[common], help="cancel a pipeline run")
+    p.add_argument("run_id")
+    p.set_defaults(func=cmd_cancel)

@@ -1,0 +1,173 @@
+"""The routing commands: how an endpoint divides its traffic between model versions
+(`split`, `canary`, `shadow`, `ensemble`, `bandit`), how it changes (`promote`, `rollback`),
+and what it measured (`report`, `feedback`, `events`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from milepost.cli.arguments import arm, client, model_ref, seconds
+from milepost.cli.views import print_endpoint, when
+
+
+def cmd_split(args: argparse.Namespace) -> int:
+    arms = dict(arm(a, "--arm") for a in args.arm)
+    with client(args) as c:
+        print_endpoint(c.split(args.endpoint, arms, key_parameter=args.key_parameter))
+    return 0
+
+
+def cmd_canary(args: argparse.Namespace) -> int:
+    name, version = model_ref(args.candidate)
+    steps = tuple(float(s) for s in args.steps.split(","))
+    with client(args) as c:
+        print_endpoint(c.canary(
+            args.endpoint, name, version, steps=steps, window_s=seconds(args.window),
+            max_error_rate=args.max_error_rate, max_p99_latency_ms=args.max_p99_ms,
+            max_divergence=args.max_divergence, min_requests=args.min_requests,
+        ))
+    return 0
+
+
+def cmd_shadow(args: argparse.Namespace) -> int:
+    name, version = model_ref(args.candidate)
+    with client(args) as c:
+        print_endpoint(c.shadow(args.endpoint, name, version, fraction=args.fraction))
+    return 0
+
+
+def cmd_ensemble(args: argparse.Namespace) -> int:
+    members = dict(arm(m, "--member") for m in args.member)
+    stacker = model_ref(args.stacker) if args.stacker else None
+    with client(args) as c:
+        print_endpoint(c.ensemble(
+            args.endpoint, members, combiner=args.combiner, stacker=stacker,
+            on_member_failure=args.on_member_failure, member_timeout_s=args.member_timeout,
+        ))
+    return 0
+
+
+def cmd_bandit(args: argparse.Namespace) -> int:
+    arms = {name: (model, version) for name, (model, version, _) in (arm(a, "--arm") for a in args.arm)}
+    with client(args) as c:
+        print_endpoint(c.bandit(args.endpoint, arms, algorithm=args.algorithm, epsilon=args.epsilon))
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        print_endpoint(c.promote(args.endpoint, args.arm))
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        print_endpoint(c.rollback(args.endpoint))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from milepost.tables import render
+
+    with client(args) as c:
+        report = c.report(args.endpoint)
+    print(f"{report.endpoint.name}: {report.endpoint.policy}")
+    print(render(
+        ["ARM", "MODEL", "REQUESTS", "ERRORS", "ERR RATE", "P50 MS", "P99 MS", "PRED MEAN", "FEEDBACK", "FB MEAN",
+         "SHADOW |DIFF|"],
+        [[a.arm, f"{a.model}:{a.version[:8]}".rstrip(":"), a.requests, a.errors, f"{a.error_rate:.4f}",
+          f"{a.p50_latency_ms:g}", f"{a.p99_latency_ms:g}", f"{a.prediction_mean:.4f}", f"{a.feedback_count:g}",
+          f"{a.feedback_mean:.4f}", f"{a.shadow_mean_abs_diff:.2e}" if a.shadow_compared else "-"]
+         for a in report.arms],
+    ))
+    if report.comparisons:
+        print()
+        print(render(
+            ["ARM", "VS", "METRIC", "DIFFERENCE", "TEST", "STATISTIC", "P-VALUE"],
+            [[t.arm, t.baseline, t.metric, f"{t.difference:+.4g}", t.test, f"{t.statistic:.3f}", f"{t.p_value:.4f}"]
+             for t in report.comparisons],
+        ))
+    return 0
+
+
+def cmd_feedback(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        credited = c.feedback(args.endpoint, args.key, args.value, arm=args.arm)
+    print(f"{args.endpoint}: {args.value:g} credited to arm {credited}")
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    from milepost.tables import render
+
+    with client(args) as c:
+        events = c.events(args.endpoint, args.limit)
+    print(render(["WHEN", "ENDPOINT", "KIND", "MESSAGE"], [[when(e.at), e.endpoint, e.kind, e.message] for e in events]))
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("split", parents=[common], help="A/B split by weight, sticky per request key")
+    p.add_argument("endpoint")
+    p.add_argument("--arm", action="append", required=True, metavar="NAME=MODEL[:VERSION[:WEIGHT]]")
+    p.add_argument("--key-parameter", default="", help="request parameter that pins a caller (default milepost-key)")
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("canary", parents=[common], help="ramp a candidate; promote or roll back by gates")
+    p.add_argument("endpoint")
+    p.add_argument("--candidate", required=True, metavar="MODEL[:VERSION]")
+    p.add_argument("--steps", default="5,25,50,100", help="candidate traffic percent per step")
+    p.add_argument("--window", default="60s", help="how long each step is watched, e.g. 60s, 5m")
+    p.add_argument("--max-error-rate", type=float, default=0.01)
+    p.add_argument("--max-p99-ms", type=float, default=0.0, help="p99 latency gate (0: off)")
+    p.add_argument("--max-divergence", type=float, default=0.0,
+                   help="mean prediction shift in baseline standard deviations (0: off)")
+    p.add_argument("--min-requests", type=int, default=20, help="candidate requests needed to judge a window")
+    p.set_defaults(func=cmd_canary)
+
+    p = sub.add_parser("shadow", parents=[common], help="mirror traffic to a candidate, compare, discard")
+    p.add_argument("endpoint")
+    p.add_argument("--candidate", required=True, metavar="MODEL[:VERSION]")
+    p.add_argument("--fraction", type=float, default=0.1)
+    p.set_defaults(func=cmd_shadow)
+
+    p = sub.add_parser("ensemble", parents=[common], help="combine several models' answers")
+    p.add_argument("endpoint")
+    p.add_argument("--member", action="append", required=True, metavar="NAME=MODEL[:VERSION[:WEIGHT]]")
+    p.add_argument("--combiner", choices=["mean", "weighted", "vote", "stacking"], default="mean")
+    p.add_argument("--stacker", default="", metavar="MODEL[:VERSION]", help="meta-model for --combiner stacking")
+    p.add_argument("--on-member-failure", choices=["fail", "skip"], default="fail")
+    p.add_argument("--member-timeout", type=float, default=0.0, help="seconds per member (default 10)")
+    p.set_defaults(func=cmd_ensemble)
+
+    p = sub.add_parser("bandit", parents=[common], help="multi-armed bandit driven by feedback")
+    p.add_argument("endpoint")
+    p.add_argument("--arm", action="append", required=True, metavar="NAME=MODEL[:VERSION]")
+    p.add_argument("--algorithm", choices=["thompson", "epsilon_greedy"], default="thompson")
+    p.add_argument("--epsilon", type=float, default=0.1)
+    p.set_defaults(func=cmd_bandit)
+
+    p = sub.add_parser("promote", parents=[common], help="send all traffic to the candidate (or --arm)")
+    p.add_argument("endpoint")
+    p.add_argument("--arm", default="")
+    p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser("rollback", parents=[common], help="send all traffic back to the baseline")
+    p.add_argument("endpoint")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("report", parents=[common], help="per-arm traffic, latency, outcomes, significance")
+    p.add_argument("endpoint")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("feedback", parents=[common], help="record an outcome for a request key")
+    p.add_argument("endpoint")
+    p.add_argument("--key", required=True)
+    p.add_argument("--value", type=float, required=True)
+    p.add_argument("--arm", default="", help="the arm that served it (the milepost-arm response parameter)")
+    p.set_defaults(func=cmd_feedback)
+
+    p = sub.add_parser("events", parents=[common], help="the audit trail of endpoint changes")
+    p.add_argument("endpoint", nargs="?", default="")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=cmd_events)

@@ -1,0 +1,111 @@
+"""The server commands: `milepost up` (coordinator and one local agent), `milepost coordinator`,
+`milepost agent`. Each runs in the foreground until SIGINT or SIGTERM (milepost.processes)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from milepost.cli.arguments import metrics_port, pairs
+from milepost.core.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from agent.server import Agent
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from agent.server import Agent, AgentConfig
+    from coordinator.server import Coordinator, CoordinatorConfig
+    from milepost.processes import serve_forever
+
+    settings = get_settings()
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    coordinator = Coordinator(CoordinatorConfig(
+        data_dir=data_dir / "coordinator", host=args.host, port=args.port, agent_ttl_s=settings.agent_ttl_s,
+        heartbeat_interval_s=settings.heartbeat_interval_s, placement=settings.placement,
+    ))
+    coordinator.start()
+    agent = Agent(AgentConfig(
+        coordinator=coordinator.address, data_dir=data_dir / "agent", host=args.host,
+        port=args.agent_port, agent_id="local", metrics_port=metrics_port(args.metrics_port),
+    ))
+    try:
+        agent.start()
+    except BaseException:
+        coordinator.stop()
+        raise
+    serve_forever([coordinator, agent], data_dir, "up", {"coordinator": coordinator.address, **_agent_addresses(agent, args)})
+    return 0
+
+
+def cmd_coordinator(args: argparse.Namespace) -> int:
+    from coordinator.server import Coordinator, CoordinatorConfig
+    from milepost.processes import serve_forever
+
+    data_dir = Path(args.data_dir)
+    coordinator = Coordinator(CoordinatorConfig(
+        data_dir=data_dir, host=args.host, port=args.port, agent_ttl_s=args.agent_ttl,
+        heartbeat_interval_s=args.heartbeat_interval, placement=args.placement,
+    ))
+    coordinator.start()
+    serve_forever([coordinator], data_dir, "coordinator", {"coordinator": coordinator.address})
+    return 0
+
+
+def cmd_agent(args: argparse.Namespace) -> int:
+    from agent.server import Agent, AgentConfig
+    from milepost.processes import serve_forever
+
+    labels = pairs(args.label, "--label")
+    data_dir = Path(args.data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    agent = Agent(AgentConfig(
+        coordinator=args.coordinator, data_dir=data_dir, host=args.host, port=args.port,
+        agent_id=args.agent_id, advertise=args.advertise, labels=labels,
+        metrics_port=metrics_port(args.metrics_port),
+    ))
+    agent.start()
+    serve_forever([agent], data_dir, "agent", _agent_addresses(agent, args))
+    return 0
+
+
+def _agent_addresses(agent: Agent, args: argparse.Namespace) -> dict[str, str]:
+    """The agent's data-plane address and, when it serves them, its metrics' URL."""
+    addresses = {"agent": agent.address}
+    if agent.metrics_port is not None:
+        addresses["metrics"] = f"http://{args.host}:{agent.metrics_port}/metrics"
+    return addresses
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, settings: Settings) -> None:
+    metrics_help = "Prometheus /metrics port (-1: off, 0: any)"
+    p = sub.add_parser("up", parents=[common], help="coordinator and one local agent in the foreground")
+    p.add_argument("--data-dir", default=str(settings.home))
+    p.add_argument("--host", default=settings.host)
+    p.add_argument("--port", type=int, default=settings.coordinator_port, help="coordinator port (0 picks a free one)")
+    p.add_argument("--agent-port", type=int, default=settings.agent_port,
+                   help="agent data-plane port (0 picks a free one)")
+    p.add_argument("--metrics-port", type=int, default=settings.metrics_port, help=metrics_help)
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("coordinator", parents=[common], help="run the coordinator")
+    p.add_argument("--data-dir", default=str(settings.home / "coordinator"))
+    p.add_argument("--host", default=settings.host)
+    p.add_argument("--port", type=int, default=settings.coordinator_port)
+    p.add_argument("--agent-ttl", type=float, default=settings.agent_ttl_s,
+                   help="seconds without heartbeat before an agent is lost")
+    p.add_argument("--heartbeat-interval", type=float, default=settings.heartbeat_interval_s)
+    p.add_argument("--placement", choices=["spread", "pack"], default=settings.placement)
+    p.set_defaults(func=cmd_coordinator)
+
+    p = sub.add_parser("agent", parents=[common], help="run an agent that joins a coordinator")
+    p.add_argument("--data-dir", default=str(settings.home / "agent"))
+    p.add_argument("--host", default=settings.host)
+    p.add_argument("--port", type=int, default=settings.agent_port)
+    p.add_argument("--agent-id", default="", help="stable name of this agent (default: HOSTNAME-PORT)")
+    p.add_argument("--advertise", default="", help="HOST:PORT others use to reach this agent")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--metrics-port", type=int, default=settings.metrics_port, help=metrics_help)
+    p.set_defaults(func=cmd_agent)

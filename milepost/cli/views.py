@@ -1,0 +1,60 @@
+"""How the commands show what the coordinator answered: aligned tables and one-line summaries.
+
+milepost.tables (and with it pyarrow) is imported when a table is drawn, so that
+``milepost --help`` and the server commands start without it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from milepost.v1 import pipelines_pb2, types_pb2
+
+ENDPOINT_HEADERS = ["ENDPOINT", "POLICY", "MODEL", "REPLICAS", "AGENTS", "STATE", "MESSAGE"]
+MODEL_HEADERS = ["NAME", "VERSION", "FLAVOR", "SIZE", "CREATED"]
+
+
+def when(ts: float) -> str:
+    """A timestamp in local time, '-' for none."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def models_table(models: Iterable[types_pb2.ModelVersion]) -> str:
+    from milepost.tables import render
+
+    return render(MODEL_HEADERS, [[m.name, m.version[:12], m.flavor, m.size_bytes, when(m.created_at)] for m in models])
+
+
+def endpoints_table(endpoints: Iterable[types_pb2.Endpoint]) -> str:
+    from milepost.tables import render
+
+    return render(ENDPOINT_HEADERS, [
+        [e.name, e.policy, f"{d.model}:{d.version[:12]}", d.replicas, ",".join(d.agent_ids) or "-", d.state, d.message]
+        for e in endpoints for d in e.deployments
+    ])
+
+
+def print_endpoint(endpoint: types_pb2.Endpoint) -> None:
+    """The endpoint's policy over its arms, then a line per deployment."""
+    arms = ", ".join(
+        f"{a.name}{'' if a.weight in (0, 1) else f'({a.weight:g})'}" for a in endpoint.routing.arms
+    )
+    print(f"{endpoint.name}: {endpoint.policy} over {arms}")
+    for d in endpoint.deployments:
+        where = ", ".join(d.agent_ids) or "-"
+        print(f"  {d.model}:{d.version[:12]} x{d.replicas} on {where}: {d.state} {d.message}".rstrip())
+
+
+def print_run(run: pipelines_pb2.PipelineRun) -> None:
+    """A pipeline run's state, then a row per stage."""
+    from milepost.tables import render
+
+    took = f" in {run.finished_at - run.created_at:.1f}s" if run.finished_at else ""
+    print(f"run {run.run_id} ({run.pipeline}): {run.state}{took}")
+    print(render(
+        ["STAGE", "STATE", "AGENT", "ROWS", "OUTPUTS", "MESSAGE"],
+        [[s.name, s.state, s.agent_id or "-", s.rows or "-",
+          " ".join(f"{k}={v}" for k, v in sorted(s.outputs.items())) or "-", s.message] for s in run.stages],
+    ))

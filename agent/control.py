@@ -70,5 +70,7 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
             metrics=self.metrics.snapshot(),
         )
 
-    def RunStage(self, request: agent_pb2.RunStageRequest, context: grpc.ServicerContext) -> Iterator[pipelines_pb2.StageProgress]:
+    def RunStage(
+        self, request: agent_pb2.RunStageRequest, context: grpc.ServicerContext,
+    ) -> Iterator[pipelines_pb2.StageProgress]:
         yield from self.stages.run(request, context)

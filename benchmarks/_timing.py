@@ -57,7 +57,12 @@ def write(name: str, payload: dict) -> Path:
 
 
 def table(headers: list[str], rows: list[list[object]]) -> str:
-    cells = [headers] + [[f"{c:,.0f}" if isinstance(c, float) and c >= 100 else (f"{c:.3g}" if isinstance(c, float) else str(c)) for c in r] for r in rows]
+    def cell(c: object) -> str:
+        if isinstance(c, float):
+            return f"{c:,.0f}" if c >= 100 else f"{c:.3g}"
+        return str(c)
+
+    cells = [headers] + [[cell(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in cells]
     lines.insert(1, "  ".join("-" * w for w in widths))

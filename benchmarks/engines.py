@@ -66,7 +66,7 @@ def make_dataset(root: Path, rows: int, seed: int = 0) -> Path:
     return path
 
 
-def train_xgboost(root: Path, trees: int, depth: int):  # type: ignore[no-untyped-def]
+def train_xgboost(root: Path, trees: int, depth: int):
     import xgboost as xgb
 
     path = root / f"xgboost-{trees}x{depth}.json"
@@ -92,7 +92,7 @@ def compile_bundle(root: Path, model_path: Path) -> Path:
 
 
 # ---- the plain counterparts, as users write them ----
-def spark_pandas_udf(spark, booster_raw: bytes, source: str, sink: str) -> None:  # type: ignore[no-untyped-def]
+def spark_pandas_udf(spark, booster_raw: bytes, source: str, sink: str) -> None:
     import pandas as pd
     from pyspark.sql.functions import pandas_udf, struct
 
@@ -113,7 +113,7 @@ def spark_pandas_udf(spark, booster_raw: bytes, source: str, sink: str) -> None:
 _BOOSTERS: dict[int, object] = {}
 
 
-def _cached_booster(raw: bytes):  # type: ignore[no-untyped-def]
+def _cached_booster(raw: bytes):
     """One Booster per worker process, as a careful user would keep it."""
     import xgboost as xgb
 
@@ -130,14 +130,14 @@ class XGBoostBatches:
     """Ray Data map_batches callable holding a Booster (one per actor), XGBoost's own
     thread count left as users leave it (every core)."""
 
-    def __init__(self, raw) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, raw) -> None:
         import ray
         import xgboost as xgb
 
         self.booster = xgb.Booster()
         self.booster.load_model(bytearray(ray.get(raw)))  # the model through the object store, once per actor
 
-    def __call__(self, batch):  # type: ignore[no-untyped-def]
+    def __call__(self, batch):
         import pyarrow as pa
 
         X = np.column_stack([batch.column(f).to_numpy() for f in FEATURES])
@@ -181,7 +181,7 @@ def check(sink: Path, expected: np.ndarray) -> float:
     return float(np.max(np.abs(got - expected[ids]))) if len(ids) == len(expected) else float("inf")
 
 
-def reference(booster, data: Path) -> np.ndarray:  # type: ignore[no-untyped-def]
+def reference(booster, data: Path) -> np.ndarray:
     """XGBoost's predictions for the dataset, in id order (and XGBoost's own streaming rate)."""
     import pyarrow.parquet as pq
 
@@ -293,7 +293,7 @@ def main() -> None:
     print(f"\nwritten to {write(name, payload)}")
 
 
-def run_torch(root: Path, data: Path, warm: Path, outputs: Path, args: argparse.Namespace, results: dict, rows: list) -> None:  # type: ignore[type-arg]
+def run_torch(root: Path, data: Path, warm: Path, outputs: Path, args: argparse.Namespace, results: dict, rows: list) -> None:
     """The torch engine on an MLP 100-256-256-1: CPU, and CUDA when there is a GPU."""
     import torch
 
@@ -326,7 +326,7 @@ def run_torch(root: Path, data: Path, warm: Path, outputs: Path, args: argparse.
                                                         keep=("id",), batch_rows=args.batch_rows, options=options))
             sink = outputs / name.replace(" ", "-")
             job = DatasetJob(source=str(data), sink=str(sink), keep=("id",), batch_rows=args.batch_rows, options=options)
-            seconds = timed(lambda: engine.score_dataset(bundle_dir, job))
+            seconds = timed(lambda job=job: engine.score_dataset(bundle_dir, job))
             table_ = parquet_io.read_table(str(sink))
             error = float(np.max(np.abs(table_.column("prediction").to_numpy() - truth[table_.column("id").to_numpy()])))
             results[name] = {"engine": f"torch {device}", "seconds": seconds, "rows_per_s": args.rows / seconds,

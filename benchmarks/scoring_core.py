@@ -36,7 +36,7 @@ def bandwidth(threads: int) -> float:
 
     # fastmath lets the reduction vectorise; without it the add chain, not memory, is the limit.
     @numba.njit(parallel=True, nogil=True, cache=False, fastmath=True)
-    def total(a):  # type: ignore[no-untyped-def]
+    def total(a):
         s = np.float32(0.0)
         for i in numba.prange(a.shape[0]):
             s += a[i]
@@ -64,7 +64,7 @@ def _data(rows: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return X, y
 
 
-def _onnx_runner(onx, threads: int, output: int) -> Runner:  # type: ignore[no-untyped-def]
+def _onnx_runner(onx, threads: int, output: int) -> Runner:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -76,18 +76,19 @@ def _onnx_runner(onx, threads: int, output: int) -> Runner:  # type: ignore[no-u
     return lambda X: session.run(None, {name: X})[output]
 
 
-def _skl_onnx(model, threads: int, output: int = 1) -> Runner | None:  # type: ignore[no-untyped-def]
+def _skl_onnx(model, threads: int, output: int = 1) -> Runner | None:
     try:
         from skl2onnx import to_onnx
 
-        onx = to_onnx(model, np.zeros((1, FEATURES), np.float32), options={"zipmap": False} if hasattr(model, "classes_") else None)
+        options = {"zipmap": False} if hasattr(model, "classes_") else None
+        onx = to_onnx(model, np.zeros((1, FEATURES), np.float32), options=options)
     except Exception as err:  # noqa: BLE001 - a missing converter only drops that peer
         print(f"  (no ONNX peer: {type(err).__name__}: {err})")
         return None
     return _onnx_runner(onx, threads, output)
 
 
-def build_logistic(train_rows: int):  # type: ignore[no-untyped-def]
+def build_logistic(train_rows: int):
     from sklearn.linear_model import LogisticRegression
     from threadpoolctl import threadpool_limits
 
@@ -114,7 +115,7 @@ def build_logistic(train_rows: int):  # type: ignore[no-untyped-def]
     return model, peers
 
 
-def build_xgboost(train_rows: int):  # type: ignore[no-untyped-def]
+def build_xgboost(train_rows: int):
     import xgboost as xgb
 
     X, y = _data(train_rows)
@@ -131,7 +132,7 @@ def build_xgboost(train_rows: int):  # type: ignore[no-untyped-def]
     return booster, peers
 
 
-def build_lightgbm(train_rows: int):  # type: ignore[no-untyped-def]
+def build_lightgbm(train_rows: int):
     import lightgbm as lgb
 
     X, y = _data(train_rows)
@@ -155,7 +156,7 @@ def build_lightgbm(train_rows: int):  # type: ignore[no-untyped-def]
     return booster, peers
 
 
-def build_random_forest(train_rows: int):  # type: ignore[no-untyped-def]
+def build_random_forest(train_rows: int):
     from sklearn.ensemble import RandomForestClassifier
 
     X, y = _data(train_rows)
@@ -175,11 +176,12 @@ def build_random_forest(train_rows: int):  # type: ignore[no-untyped-def]
     return model, peers
 
 
-def build_mlp(train_rows: int):  # type: ignore[no-untyped-def]
+def build_mlp(train_rows: int):
+    import warnings
+
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPRegressor
     from threadpoolctl import threadpool_limits
-    import warnings
 
     X, y = _data(train_rows)
     with warnings.catch_warnings():
@@ -216,8 +218,9 @@ def main() -> None:
     parser.add_argument("--min-seconds", type=float, default=0.5)
     args = parser.parse_args()
 
-    import scoring_core
     from threadpoolctl import threadpool_limits
+
+    import scoring_core
 
     cores = len(os.sched_getaffinity(0))
     thread_counts = sorted({1, cores})
@@ -245,10 +248,10 @@ def main() -> None:
                 X = np.ascontiguousarray(X_all[:batch])
                 seconds = args.min_seconds if batch < 1_000_000 else 0.0
                 with threadpool_limits(1, user_api="blas"):  # BLAS only: numba's pool is OpenMP here
-                    ours = rate(lambda: compiled.predict(X), batch, min_seconds=seconds)
+                    ours = rate(lambda compiled=compiled, X=X: compiled.predict(X), batch, min_seconds=seconds)
                 record = {"model": key, "batch": batch, "threads": threads, "milepost": ours, "peers": {}}
                 for name, run in peers.items():
-                    record["peers"][name] = rate(lambda: run(X), batch, min_seconds=seconds)
+                    record["peers"][name] = rate(lambda run=run, X=X: run(X), batch, min_seconds=seconds)
                 best_name, best = max(record["peers"].items(), key=lambda kv: kv[1]["rows_per_s"])
                 record["fastest_peer"] = best_name
                 record["ratio_to_fastest_peer"] = ours["rows_per_s"] / best["rows_per_s"]

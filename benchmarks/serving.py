@@ -35,7 +35,7 @@ from benchmarks._timing import machine, rate, table, write  # noqa: E402
 FEATURES = 30
 
 
-def _train(path: Path):  # type: ignore[no-untyped-def]
+def _train(path: Path):
     import xgboost as xgb
 
     rng = np.random.default_rng(0)
@@ -46,7 +46,7 @@ def _train(path: Path):  # type: ignore[no-untyped-def]
     return booster, X
 
 
-def _drive(address: str, model: str, rows: int, concurrency: int, seconds: float, parameters: dict, out) -> None:  # type: ignore[no-untyped-def]
+def _drive(address: str, model: str, rows: int, concurrency: int, seconds: float, parameters: dict, out) -> None:
     """Client process: `concurrency` asyncio workers send requests for `seconds`."""
     import grpc
 
@@ -122,7 +122,7 @@ def main() -> None:
         scoring_core.set_num_threads(1)
         X = np.random.default_rng(1).normal(size=(max(rows_list), FEATURES)).astype(np.float32)
         for rows in rows_list:
-            direct = rate(lambda: compiled.predict(X[:rows]), rows)
+            direct = rate(lambda rows=rows: compiled.predict(X[:rows]), rows)
             results["runs"].append({"path": "in process", "rows": rows, "concurrency": 1,
                                     "requests_per_s": direct["rows_per_s"] / rows, "rows_per_s": direct["rows_per_s"],
                                     "p50_ms": direct["us_per_call"] / 1e3, "p99_ms": float("nan"), "errors": 0})

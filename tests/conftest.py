@@ -75,7 +75,7 @@ def up(tmp_path: Path) -> Iterator[UpProcess]:
     print((proc.process.stdout.read() if proc.process.stdout else "")[-8000:])
 
 
-def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):  # type: ignore[no-untyped-def]
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
@@ -86,7 +86,7 @@ def wait_until(predicate, timeout: float = 30.0, interval: float = 0.05):  # typ
 
 
 @pytest.fixture(scope="session")
-def logistic_model(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def logistic_model(tmp_path_factory: pytest.TempPathFactory):
     """A real scikit-learn logistic regression, its compiled bundle and some held-out rows."""
     from sklearn.datasets import make_classification
     from sklearn.linear_model import LogisticRegression
@@ -109,10 +109,10 @@ class Cluster:
     agent: object
 
     @property
-    def client(self):  # type: ignore[no-untyped-def]
+    def client(self):
         from milepost.client import Client
 
-        return Client(self.coordinator.address)  # type: ignore[attr-defined]
+        return Client(self.coordinator.address)
 
 
 @pytest.fixture

@@ -30,13 +30,13 @@ class FakeAgents:
         self.loaded: list[tuple[str, str]] = []
         self.unloaded: list[tuple[str, str]] = []
 
-    def load(self, address: str, request, timeout: float = 0) -> None:  # type: ignore[no-untyped-def]
+    def load(self, address: str, request, timeout: float = 0) -> None:
         self.loaded.append((address, request.deployment_id))
 
     def unload(self, address: str, deployment_id: str, timeout: float = 0) -> None:
         self.unloaded.append((address, deployment_id))
 
-    def set_routes(self, address: str, table, timeout: float = 0) -> None:  # type: ignore[no-untyped-def]
+    def set_routes(self, address: str, table, timeout: float = 0) -> None:
         pass
 
 
@@ -49,11 +49,11 @@ class Clock:
 
 
 @pytest.fixture
-def world(tmp_path: Path):  # type: ignore[no-untyped-def]
+def world(tmp_path: Path):
     clock = Clock()
     store = Store(tmp_path / "db.sqlite")
     fake = FakeAgents()
-    reconciler = Reconciler(store, fake, ttl_s=1e9, clock=clock)  # type: ignore[arg-type]
+    reconciler = Reconciler(store, fake, ttl_s=1e9, clock=clock)
     endpoints = Endpoints(store, reconciler, clock, on_change=lambda: None)
     stats = ArmStats()
     controller = CanaryController(endpoints, stats, clock)
@@ -104,7 +104,7 @@ def kinds(store: Store) -> list[str]:
     return [e.kind for e in store.list_events("ep")]
 
 
-def test_healthy_candidate_steps_up_and_is_promoted(world) -> None:  # type: ignore[no-untyped-def]
+def test_healthy_candidate_steps_up_and_is_promoted(world) -> None:
     clock, store, stats, controller, fake = world
     traffic = Traffic(stats)
     assert controller.tick() == []  # opens the first window
@@ -125,7 +125,7 @@ def test_healthy_candidate_steps_up_and_is_promoted(world) -> None:  # type: ign
     assert kinds(store)[-4:] == ["policy", "canary_step", "canary_step", "promote"]
 
 
-def test_erroring_candidate_is_rolled_back_with_the_reason(world) -> None:  # type: ignore[no-untyped-def]
+def test_erroring_candidate_is_rolled_back_with_the_reason(world) -> None:
     clock, store, stats, controller, fake = world
     traffic = Traffic(stats)
     controller.tick()
@@ -141,7 +141,7 @@ def test_erroring_candidate_is_rolled_back_with_the_reason(world) -> None:  # ty
     wait_until(lambda: fake.unloaded)  # the candidate's deployment is unloaded, in the background
 
 
-def test_slow_candidate_fails_the_latency_gate_and_idle_windows_wait(world) -> None:  # type: ignore[no-untyped-def]
+def test_slow_candidate_fails_the_latency_gate_and_idle_windows_wait(world) -> None:
     clock, store, stats, controller, _ = world
     traffic = Traffic(stats)
     controller.tick()

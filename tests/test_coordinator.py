@@ -41,7 +41,7 @@ def ready_replica(client: Client, endpoint: str) -> bool:
     return True
 
 
-def test_restart_keeps_models_and_endpoints_and_agents_serve_meanwhile(tmp_path, logistic_model) -> None:  # type: ignore[no-untyped-def]
+def test_restart_keeps_models_and_endpoints_and_agents_serve_meanwhile(tmp_path, logistic_model) -> None:
     estimator, bundle_dir, version, rows = logistic_model
     coord, coord_state = start("coordinator", tmp_path / "coord")
     address = coord_state["coordinator"]
@@ -80,7 +80,7 @@ def test_restart_keeps_models_and_endpoints_and_agents_serve_meanwhile(tmp_path,
                 stop(p)
 
 
-def test_deploy_waits_for_an_agent_then_places(tmp_path, logistic_model) -> None:  # type: ignore[no-untyped-def]
+def test_deploy_waits_for_an_agent_then_places(tmp_path, logistic_model) -> None:
     from agent.server import Agent, AgentConfig
     from coordinator.server import Coordinator, CoordinatorConfig
 
@@ -104,7 +104,7 @@ def test_deploy_waits_for_an_agent_then_places(tmp_path, logistic_model) -> None
         coordinator.stop()
 
 
-def test_redeploy_swaps_version_and_undeploy_unloads(cluster, logistic_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_redeploy_swaps_version_and_undeploy_unloads(cluster, logistic_model, tmp_path) -> None:
     from sklearn.linear_model import LinearRegression
 
     import scoring_core
@@ -131,7 +131,7 @@ def test_redeploy_swaps_version_and_undeploy_unloads(cluster, logistic_model, tm
             client.undeploy("ep")
 
 
-def test_registry_rejects_bad_names_unknown_models_and_corrupt_bundles(cluster, logistic_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_registry_rejects_bad_names_unknown_models_and_corrupt_bundles(cluster, logistic_model, tmp_path) -> None:
     import shutil
 
     _, bundle_dir, _, _ = logistic_model
@@ -151,7 +151,7 @@ def test_registry_rejects_bad_names_unknown_models_and_corrupt_bundles(cluster, 
         assert [m.name for m in client.list_models()] == ["ok"]
 
 
-def test_status_reports_agent_resources_and_engines(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_status_reports_agent_resources_and_engines(cluster) -> None:
     with cluster.client as client:
         status = client.status()
     (agent,) = status.agents

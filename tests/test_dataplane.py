@@ -13,7 +13,7 @@ from milepost.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 
 @pytest.fixture
-def served(cluster, logistic_model):  # type: ignore[no-untyped-def]
+def served(cluster, logistic_model):
     estimator, bundle_dir, version, rows = logistic_model
     with cluster.client as client:
         client.push_model(bundle_dir, "lr")
@@ -37,20 +37,20 @@ def probabilities(response: pb.ModelInferResponse) -> np.ndarray:
     return np.frombuffer(response.raw_output_contents[0], dtype="<f8").reshape(list(out.shape))
 
 
-def code_of(fn) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
+def code_of(fn) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
         fn()
     return info.value.code(), info.value.details()
 
 
-def test_raw_matrix_matches_sklearn(served) -> None:  # type: ignore[no-untyped-def]
+def test_raw_matrix_matches_sklearn(served) -> None:
     stub, estimator, rows, version = served
     response = stub.ModelInfer(matrix_request(rows), timeout=10)
     assert response.model_version == version
     np.testing.assert_allclose(probabilities(response), estimator.predict_proba(rows), atol=1e-5)
 
 
-def test_typed_contents_per_feature(served) -> None:  # type: ignore[no-untyped-def]
+def test_typed_contents_per_feature(served) -> None:
     stub, estimator, rows, _ = served
     request = pb.ModelInferRequest(model_name="lr-api")
     for j in range(rows.shape[1]):
@@ -60,7 +60,7 @@ def test_typed_contents_per_feature(served) -> None:  # type: ignore[no-untyped-
     np.testing.assert_allclose(probabilities(response), estimator.predict_proba(rows), atol=1e-5)
 
 
-def test_bad_requests_get_their_status_and_the_agent_keeps_serving(served) -> None:  # type: ignore[no-untyped-def]
+def test_bad_requests_get_their_status_and_the_agent_keeps_serving(served) -> None:
     stub, estimator, rows, _ = served
     short = matrix_request(rows)
     short.raw_input_contents[0] = short.raw_input_contents[0][:-4]
@@ -103,14 +103,14 @@ def test_bad_requests_get_their_status_and_the_agent_keeps_serving(served) -> No
     np.testing.assert_allclose(probabilities(response), estimator.predict_proba(rows), atol=1e-5)
 
 
-def test_oversized_message_is_resource_exhausted(served) -> None:  # type: ignore[no-untyped-def]
+def test_oversized_message_is_resource_exhausted(served) -> None:
     stub, _, rows, _ = served
     n = (70 << 20) // (4 * rows.shape[1])
     code, _ = code_of(lambda: stub.ModelInfer(matrix_request(np.zeros((n, rows.shape[1]), np.float32)), timeout=30))
     assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_deadline_shorter_than_the_work_is_deadline_exceeded(served) -> None:  # type: ignore[no-untyped-def]
+def test_deadline_shorter_than_the_work_is_deadline_exceeded(served) -> None:
     stub, estimator, rows, _ = served
     big = np.zeros((1_000_000, rows.shape[1]), np.float32)  # 32 MB: cannot arrive and be scored in 1 ms
     code, _ = code_of(lambda: stub.ModelInfer(matrix_request(big), timeout=0.001))
@@ -119,7 +119,7 @@ def test_deadline_shorter_than_the_work_is_deadline_exceeded(served) -> None:  #
     np.testing.assert_allclose(probabilities(response), estimator.predict_proba(rows), atol=1e-5)
 
 
-def test_concurrent_requests_each_get_their_own_rows(served) -> None:  # type: ignore[no-untyped-def]
+def test_concurrent_requests_each_get_their_own_rows(served) -> None:
     stub, estimator, rows, _ = served
     expected = estimator.predict_proba(rows)
     errors: list[BaseException] = []
@@ -141,7 +141,7 @@ def test_concurrent_requests_each_get_their_own_rows(served) -> None:  # type: i
     assert not errors, errors[0]
 
 
-def test_health_service_reports_serving(cluster) -> None:  # type: ignore[no-untyped-def]
+def test_health_service_reports_serving(cluster) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     with grpc.insecure_channel(cluster.agent.address) as channel:

@@ -17,7 +17,7 @@ def serving_agents(client: Client, endpoint: str) -> list[str]:
     return [a for d in e.deployments if d.state == "READY" for a in d.agent_ids]
 
 
-def test_killed_agent_replica_is_replaced_and_a_returning_agent_gets_no_duplicate(tmp_path, logistic_model) -> None:  # type: ignore[no-untyped-def]
+def test_killed_agent_replica_is_replaced_and_a_returning_agent_gets_no_duplicate(tmp_path, logistic_model) -> None:
     estimator, bundle_dir, _, rows = logistic_model
     coord, state = start("coordinator", tmp_path / "c", "--agent-ttl", "2", "--heartbeat-interval", "0.25")
     address = state["coordinator"]

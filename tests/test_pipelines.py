@@ -29,7 +29,7 @@ def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
-def test_example_pipeline_trains_scores_on_spark_and_deploys_a_canary(up, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_example_pipeline_trains_scores_on_spark_and_deploys_a_canary(up, tmp_path) -> None:
     work = tmp_path / "churn"
     shutil.copytree(EXAMPLE, work)
     subprocess.run([sys.executable, str(work / "make_data.py"), str(work / "data")], check=True)
@@ -72,14 +72,14 @@ def test_example_pipeline_trains_scores_on_spark_and_deploys_a_canary(up, tmp_pa
         assert "pipeline" in [e.kind for e in client.events("churn-api")]
 
 
-def _fetch(client: Client, up, name: str, version: str) -> Path:  # type: ignore[no-untyped-def]
+def _fetch(client: Client, up, name: str, version: str) -> Path:
     """The bundle as the local agent cached it when it scored."""
     path = up.data_dir / "agent" / "models" / version
     assert path.is_dir()
     return path
 
 
-def test_failed_stage_fails_the_run_and_skips_what_depends_on_it(up, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_failed_stage_fails_the_run_and_skips_what_depends_on_it(up, tmp_path) -> None:
     spec = {
         "name": "broken",
         "stages": [
@@ -109,14 +109,14 @@ def test_failed_stage_fails_the_run_and_skips_what_depends_on_it(up, tmp_path) -
     ([{"name": "a", "kind": "custom", "engine": "native"},
       {"name": "b", "kind": "deploy", "params": {"endpoint": "e", "model": "${a.model}"}}], "not one of its dependencies"),
 ])
-def test_invalid_specs_are_refused_before_anything_runs(cluster, stages, message) -> None:  # type: ignore[no-untyped-def]
+def test_invalid_specs_are_refused_before_anything_runs(cluster, stages, message) -> None:
     with cluster.client as client:
         with pytest.raises(InvalidArgument, match=message):
             client.submit_pipeline(spec_from_dict({"name": "p", "stages": stages}, base=Path(".")))
         assert client.runs() == []
 
 
-def test_stage_entries_outside_the_built_in_trainers_are_refused(up, tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_stage_entries_outside_the_built_in_trainers_are_refused(up, tmp_path) -> None:
     """A remote spec must not make an agent call any installed function (say os:system)."""
     spec = {"name": "sneaky", "stages": [
         {"name": "x", "kind": "custom", "engine": "native",

@@ -11,7 +11,7 @@ from milepost.core.requirements import Requirements
 GiB = 2**30
 
 
-def agent(name: str, **kw) -> Candidate:  # type: ignore[no-untyped-def]
+def agent(name: str, **kw) -> Candidate:
     defaults = dict(engines=frozenset({"native"}), cpu=8.0, memory_bytes=32 * GiB)
     return Candidate(agent_id=name, **{**defaults, **kw})
 

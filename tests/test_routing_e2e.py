@@ -29,7 +29,7 @@ def cli(*args: str) -> str:
 
 
 @pytest.fixture
-def mesh(tmp_path: Path, logistic_model):  # type: ignore[no-untyped-def]
+def mesh(tmp_path: Path, logistic_model):
     """A coordinator and two agents as processes, with three models pushed."""
     estimator, bundle_dir, _, rows = logistic_model
     coord, state = start("coordinator", tmp_path / "c", "--heartbeat-interval", "0.2")
@@ -62,7 +62,7 @@ def wait_for_policy(client: Client, kind: str, timeout: float = 60) -> None:
     wait_until(lambda: [e.policy for e in client.endpoints() if e.name == "ep"] == [kind], timeout=timeout)
 
 
-def test_split_is_sticky_and_weighted_across_agents(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_split_is_sticky_and_weighted_across_agents(mesh) -> None:
     client, address, base, other, rows, agents = mesh
     cli("split", "ep", "--arm", "a=base::80", "--arm", "b=other::20", "--coordinator", address)
     wait_until(lambda: all(a.state == "READY" for a in client.endpoints()[0].deployments))
@@ -82,7 +82,7 @@ def test_split_is_sticky_and_weighted_across_agents(mesh) -> None:  # type: igno
     assert "two_proportion_z" in report and "welch_t" in report
 
 
-def test_broken_canary_rolls_back_and_good_canary_is_promoted(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_broken_canary_rolls_back_and_good_canary_is_promoted(mesh) -> None:
     client, address, base, other, rows, agents = mesh
     agent = agents[0][1]["agent"]
     cli("canary", "ep", "--candidate", "broken", "--steps", "50,100", "--window", "1s", "--min-requests", "10",
@@ -114,7 +114,7 @@ def test_broken_canary_rolls_back_and_good_canary_is_promoted(mesh) -> None:  # 
     assert kinds[-2:] == ["canary_step", "promote"]
 
 
-def test_shadow_answers_never_reach_the_client(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_shadow_answers_never_reach_the_client(mesh) -> None:
     client, address, base, other, rows, agents = mesh
     cli("shadow", "ep", "--candidate", "other", "--fraction", "1.0", "--coordinator", address)
     wait_until(lambda: all(d.state == "READY" for d in client.endpoints()[0].deployments))
@@ -129,7 +129,7 @@ def test_shadow_answers_never_reach_the_client(mesh) -> None:  # type: ignore[no
     assert "milepost_shadow_compared_total" in metrics
 
 
-def test_ensemble_mean_equals_the_mean_of_its_members(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_ensemble_mean_equals_the_mean_of_its_members(mesh) -> None:
     client, address, base, other, rows, agents = mesh
     cli("ensemble", "ep", "--member", "x=base", "--member", "y=other", "--combiner", "mean", "--coordinator", address)
     wait_until(lambda: all(d.state == "READY" for d in client.endpoints()[0].deployments))
@@ -137,7 +137,7 @@ def test_ensemble_mean_equals_the_mean_of_its_members(mesh) -> None:  # type: ig
     np.testing.assert_allclose(got, (base.predict_proba(rows) + other.predict_proba(rows)) / 2, atol=1e-5)
 
 
-def test_bandit_learns_from_feedback_to_favour_the_better_arm(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_bandit_learns_from_feedback_to_favour_the_better_arm(mesh) -> None:
     client, address, base, other, rows, agents = mesh
     cli("bandit", "ep", "--arm", "a=base", "--arm", "b=other", "--algorithm", "thompson", "--coordinator", address)
     wait_until(lambda: all(d.state == "READY" for d in client.endpoints()[0].deployments))

@@ -41,7 +41,9 @@ def mean(outputs: Outputs, weights: Sequence[float] | None = None) -> pa.RecordB
     else:
         w = np.asarray(weights, dtype=np.float64)
         if w.shape != (len(outputs),) or not np.all(w >= 0) or w.sum() <= 0:
-            raise FailedPrecondition(f"weighted combiner needs one non-negative weight per member, summing above 0; got {list(weights)}")
+            raise FailedPrecondition(
+                f"weighted combiner needs one non-negative weight per member, summing above 0; got {list(weights)}"
+            )
         w = w / w.sum()
     columns = []
     for index, field in enumerate(schema):

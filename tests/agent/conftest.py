@@ -11,7 +11,7 @@ from tests.agent.mesh import FakeCoordinator, Mesh, Model
 
 
 @pytest.fixture(scope="session")
-def estimators(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def estimators(tmp_path_factory: pytest.TempPathFactory):
     """Real scikit-learn models, compiled: three 8-feature classifiers that disagree, a 5-feature one,
     a regressor, and a stacker trained on the first two classifiers' probabilities."""
     from sklearn.datasets import make_classification
@@ -40,7 +40,7 @@ def estimators(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-unt
 
 
 @pytest.fixture(scope="module")
-def mesh(estimators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:  # type: ignore[no-untyped-def]
+def mesh(estimators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     from agent.server import Agent, AgentConfig
 
     compiled, rows = estimators

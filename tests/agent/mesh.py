@@ -37,10 +37,10 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.address = f"127.0.0.1:{bind(self.server, '127.0.0.1', 0)}"
         self.server.start()
 
-    def RegisterAgent(self, request, context):  # type: ignore[no-untyped-def]
+    def RegisterAgent(self, request, context):
         return coordinator_pb2.RegisterAgentResponse(agent_id=request.agent.agent_id, heartbeat_interval_s=0.2, ttl_s=5)
 
-    def Heartbeat(self, request, context):  # type: ignore[no-untyped-def]
+    def Heartbeat(self, request, context):
         with self.lock:
             self.heartbeats.append(request)
             table = self.table
@@ -48,7 +48,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
             return coordinator_pb2.HeartbeatResponse(known=True, routes=table)
         return coordinator_pb2.HeartbeatResponse(known=True)
 
-    def FetchModel(self, request, context):  # type: ignore[no-untyped-def]
+    def FetchModel(self, request, context):
         data = self.archives[request.version]
         for start in range(0, len(data), 1 << 20):
             yield coordinator_pb2.ModelChunk(data=data[start : start + (1 << 20)])
@@ -81,7 +81,7 @@ class Mesh:
         return self._channels[address]
 
     def address(self, agent: str) -> str:
-        return self.agents[agent].address  # type: ignore[attr-defined]
+        return self.agents[agent].address
 
     def inference(self, agent: str = "a1") -> oip_grpc.GRPCInferenceServiceStub:
         return oip_grpc.GRPCInferenceServiceStub(self.channel(self.address(agent)))
@@ -110,7 +110,7 @@ class Mesh:
             channel.close()
 
 
-def route(endpoint: str, kind: str, arms: list[routing_pb2.Arm], replicas: dict[str, list[str]], **params) -> routing_pb2.Route:  # type: ignore[no-untyped-def]
+def route(endpoint: str, kind: str, arms: list[routing_pb2.Arm], replicas: dict[str, list[str]], **params) -> routing_pb2.Route:
     policy = routing_pb2.RoutingPolicy(kind=kind, arms=arms, **params)
     message = routing_pb2.Route(endpoint=endpoint, policy=policy)
     for dep, addresses in replicas.items():
@@ -153,7 +153,7 @@ def direct(mesh: Mesh, deployment_id: str, rows: np.ndarray, agent: str = "a1") 
     return infer(mesh.inference(agent), deployment_id, rows, **{"milepost-deployment": deployment_id}).values
 
 
-def code_of(fn) -> tuple[grpc.StatusCode, str]:  # type: ignore[no-untyped-def]
+def code_of(fn) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.RpcError) as info:
         fn()
     return info.value.code(), info.value.details()

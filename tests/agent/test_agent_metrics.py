@@ -54,7 +54,7 @@ def parse(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return samples
 
 
-def test_metrics_endpoint_serves_prometheus_text_with_per_arm_counters(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_metrics_endpoint_serves_prometheus_text_with_per_arm_counters(mesh) -> None:
     a1 = mesh.address("a1")
     mesh.set_routes(route("scraped", "split", [arm("a", "dep-a", weight=1), arm("b", "dep-b", weight=1)],
                           {"dep-a": [a1], "dep-b": [a1]}))
@@ -114,7 +114,7 @@ def test_arm_metrics_track_the_first_output() -> None:
     assert math.isinf(LATENCY_BOUNDS_MS[-1])
 
 
-def test_status_and_heartbeats_carry_generation_metrics_and_uptime(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_status_and_heartbeats_carry_generation_metrics_and_uptime(mesh) -> None:
     a1 = mesh.address("a1")
     table = mesh.set_routes(route("reported", "single", [arm("only", "dep-a")], {"dep-a": [a1]}))
     infer(mesh.inference(), "reported", mesh.rows[:3])
@@ -134,7 +134,7 @@ def test_status_and_heartbeats_carry_generation_metrics_and_uptime(mesh) -> None
     assert beat.uptime_s > 0
 
 
-def test_a_heartbeat_reply_applies_a_newer_table_and_after_registering_any_table(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_a_heartbeat_reply_applies_a_newer_table_and_after_registering_any_table(mesh) -> None:
     agent = mesh.agents["a2"]
     held = agent.router.generation
     newer = routing_pb2.RouteTable(generation=held + 5, routes=[route("hb", "single", [arm("x", "dep-remote")], {})])
@@ -149,7 +149,7 @@ def test_a_heartbeat_reply_applies_a_newer_table_and_after_registering_any_table
     assert agent.router.generation == held + 1 and not agent.router.has_route("hb")
 
 
-def test_the_heartbeat_loop_fetches_a_stale_table_from_the_coordinator(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_the_heartbeat_loop_fetches_a_stale_table_from_the_coordinator(mesh) -> None:
     agent = mesh.agents["a2"]
     table = routing_pb2.RouteTable(
         generation=agent.router.generation + 10,

@@ -17,7 +17,7 @@ def within_binomial(count: int, n: int, p: float, sigmas: float = 4.0) -> bool:
     return abs(count - n * p) <= sigmas * math.sqrt(n * p * (1 - p))
 
 
-def test_split_ratio_within_tolerance_sticky_per_key_and_answers_are_the_arms(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_split_ratio_within_tolerance_sticky_per_key_and_answers_are_the_arms(mesh) -> None:
     a1 = mesh.address("a1")
     mesh.set_routes(route("ab", "split", [arm("a", "dep-a", weight=90), arm("b", "dep-b", weight=10)],
                           {"dep-a": [a1], "dep-b": [a1]}))
@@ -40,7 +40,7 @@ def test_split_ratio_within_tolerance_sticky_per_key_and_answers_are_the_arms(me
         assert len(seen) == 1
 
 
-def test_split_without_key_is_random_and_a_custom_key_parameter_is_read(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_split_without_key_is_random_and_a_custom_key_parameter_is_read(mesh) -> None:
     a1 = mesh.address("a1")
     mesh.set_routes(route("ab-custom", "split", [arm("a", "dep-a", weight=1), arm("b", "dep-b", weight=1)],
                           {"dep-a": [a1], "dep-b": [a1]}, key_parameter="customer"))
@@ -52,7 +52,7 @@ def test_split_without_key_is_random_and_a_custom_key_parameter_is_read(mesh) ->
     assert len(keyed) == 1
 
 
-def test_canary_gives_the_candidate_its_step_percent_and_keeps_keys_while_ramping(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_canary_gives_the_candidate_its_step_percent_and_keeps_keys_while_ramping(mesh) -> None:
     a1 = mesh.address("a1")
 
     def canary(step: int) -> routing_pb2.Route:
@@ -75,7 +75,7 @@ def test_canary_gives_the_candidate_its_step_percent_and_keeps_keys_while_rampin
     assert {infer(stub, "can", row, **{"milepost-key": f"k{i}"}).arm for i in range(50)} == {"next"}
 
 
-def bandit_route(mesh, algorithm: str, epsilon: float = 0.0) -> routing_pb2.Route:  # type: ignore[no-untyped-def]
+def bandit_route(mesh, algorithm: str, epsilon: float = 0.0) -> routing_pb2.Route:
     a1 = mesh.address("a1")
     rewards = [routing_pb2.ArmReward(arm="a", count=200, sum=40, sum_squares=40),
                routing_pb2.ArmReward(arm="b", count=200, sum=120, sum_squares=120)]
@@ -83,7 +83,7 @@ def bandit_route(mesh, algorithm: str, epsilon: float = 0.0) -> routing_pb2.Rout
                  {"dep-a": [a1], "dep-b": [a1]}, bandit=algorithm, epsilon=epsilon, rewards=rewards)
 
 
-def test_bandits_send_most_traffic_to_the_arm_with_better_rewards(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_bandits_send_most_traffic_to_the_arm_with_better_rewards(mesh) -> None:
     mesh.set_routes(bandit_route(mesh, "thompson"), bandit_route(mesh, "epsilon_greedy", epsilon=0.2))
     stub = mesh.inference()
     row = mesh.rows[:1]
@@ -97,7 +97,7 @@ def test_bandits_send_most_traffic_to_the_arm_with_better_rewards(mesh) -> None:
     assert len({infer(stub, "bandit-epsilon_greedy", row, **{"milepost-key": "g-same"}).arm for _ in range(8)}) == 1
 
 
-def test_bandit_explores_arms_without_rewards_first(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_bandit_explores_arms_without_rewards_first(mesh) -> None:
     a1 = mesh.address("a1")
     rewards = [routing_pb2.ArmReward(arm="a", count=500, sum=450, sum_squares=450)]
     mesh.set_routes(route("explore", "bandit", [arm("a", "dep-a"), arm("b", "dep-b")], {"dep-a": [a1], "dep-b": [a1]},
@@ -106,7 +106,7 @@ def test_bandit_explores_arms_without_rewards_first(mesh) -> None:  # type: igno
     assert {infer(stub, "explore", mesh.rows[:1], **{"milepost-key": f"e{i}"}).arm for i in range(30)} == {"b"}
 
 
-def test_split_arm_without_replica_hands_over_and_single_arm_without_replica_is_unavailable(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_split_arm_without_replica_hands_over_and_single_arm_without_replica_is_unavailable(mesh) -> None:
     a1 = mesh.address("a1")
     mesh.set_routes(
         route("half-gone", "split", [arm("gone", "dep-nowhere", weight=50), arm("b", "dep-b", weight=50)], {"dep-b": [a1]}),
@@ -120,7 +120,7 @@ def test_split_arm_without_replica_hands_over_and_single_arm_without_replica_is_
     assert not stub.ModelReady(oip.ModelReadyRequest(name="all-gone"), timeout=5).ready
 
 
-def test_a_route_the_agent_cannot_apply_fails_its_requests_with_the_reason_only(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_a_route_the_agent_cannot_apply_fails_its_requests_with_the_reason_only(mesh) -> None:
     a1 = mesh.address("a1")
     mesh.set_routes(
         route("odd", "roulette", [arm("a", "dep-a")], {"dep-a": [a1]}),
@@ -132,7 +132,7 @@ def test_a_route_the_agent_cannot_apply_fails_its_requests_with_the_reason_only(
     assert infer(stub, "fine", mesh.rows[:1]).arm == "a"
 
 
-def test_without_a_route_the_local_endpoint_serves_and_an_older_table_is_ignored(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_without_a_route_the_local_endpoint_serves_and_an_older_table_is_ignored(mesh) -> None:
     stub = mesh.inference()
     row = mesh.rows[:2]
     held = mesh.set_routes(route("direct-dep-a", "single", [arm("via-route", "dep-b")], {"dep-b": [mesh.address("a1")]}))

@@ -18,7 +18,7 @@ def dead_address() -> str:
         return f"127.0.0.1:{s.getsockname()[1]}"
 
 
-def test_a_remote_member_answers_through_another_agent(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_a_remote_member_answers_through_another_agent(mesh) -> None:
     a2 = mesh.address("a2")
     mesh.set_routes(route("far", "single", [arm("remote", "dep-remote")], {"dep-remote": [a2]}))
     stub = mesh.inference("a1")
@@ -36,7 +36,7 @@ def test_a_remote_member_answers_through_another_agent(mesh) -> None:  # type: i
     assert stub.ModelReady(oip.ModelReadyRequest(name="far"), timeout=5).ready
 
 
-def test_an_unreachable_replica_is_skipped_for_the_next_one(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_an_unreachable_replica_is_skipped_for_the_next_one(mesh) -> None:
     a2 = mesh.address("a2")
     mesh.set_routes(route("far-retry", "single", [arm("remote", "dep-remote")], {"dep-remote": [dead_address(), a2]}),
                     agents=("a1",))
@@ -52,7 +52,7 @@ def test_an_unreachable_replica_is_skipped_for_the_next_one(mesh) -> None:  # ty
     assert code == grpc.StatusCode.UNAVAILABLE
 
 
-def test_a_local_replica_is_preferred_and_the_remote_one_is_used_when_alone(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_a_local_replica_is_preferred_and_the_remote_one_is_used_when_alone(mesh) -> None:
     a1, a2 = mesh.address("a1"), mesh.address("a2")
     # dep-c runs on both agents: a1 answers it itself, a2 too; dep-b only on a1, so a2 calls a1.
     mesh.set_routes(route("mixed", "ensemble", [arm("b", "dep-b"), arm("c", "dep-c")],
@@ -66,7 +66,7 @@ def test_a_local_replica_is_preferred_and_the_remote_one_is_used_when_alone(mesh
     assert remote_calls >= 1  # a2's request for dep-b reached a1 as a direct deployment call
 
 
-def test_direct_deployment_calls_are_not_routed_and_unknown_ones_are_not_found(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_direct_deployment_calls_are_not_routed_and_unknown_ones_are_not_found(mesh) -> None:
     stub = mesh.inference("a2")
     code, message = code_of(lambda: stub.ModelInfer(
         infer_request("anything", mesh.rows[:1], **{"milepost-deployment": "dep-a"}), timeout=10))
@@ -75,7 +75,7 @@ def test_direct_deployment_calls_are_not_routed_and_unknown_ones_are_not_found(m
     assert config.parameters["deployment_id"].string_value == "dep-remote"
 
 
-def test_a_split_arm_can_be_an_ensemble_endpoint(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_a_split_arm_can_be_an_ensemble_endpoint(mesh) -> None:
     a1 = mesh.address("a1")
     mesh.set_routes(
         route("outer", "split", [arm("plain", "dep-a", weight=1), arm("blend", endpoint="inner", weight=1)], {"dep-a": [a1]}),
@@ -98,7 +98,7 @@ def test_a_split_arm_can_be_an_ensemble_endpoint(mesh) -> None:  # type: ignore[
     assert stub.ModelReady(oip.ModelReadyRequest(name="outer"), timeout=5).ready
 
 
-def test_routing_cycles_are_failed_precondition(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_routing_cycles_are_failed_precondition(mesh) -> None:
     a1 = mesh.address("a1")
     mesh.set_routes(
         route("ping", "split", [arm("to-pong", endpoint="pong", weight=1)], {}),
@@ -117,7 +117,7 @@ def test_routing_cycles_are_failed_precondition(mesh) -> None:  # type: ignore[n
     assert infer(stub, "deep1", mesh.rows[:1]).deployment == "dep-a"  # four levels are fine
 
 
-def test_a_pinned_version_picks_the_arm_serving_it(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_a_pinned_version_picks_the_arm_serving_it(mesh) -> None:
     a1 = mesh.address("a1")
     mesh.set_routes(route("pin", "split", [arm("a", "dep-a", weight=1), arm("b", "dep-b", weight=0.001)],
                           {"dep-a": [a1], "dep-b": [a1]}))
@@ -131,7 +131,7 @@ def test_a_pinned_version_picks_the_arm_serving_it(mesh) -> None:  # type: ignor
     assert code == grpc.StatusCode.NOT_FOUND
 
 
-def test_a_deadline_shorter_than_the_work_is_deadline_exceeded_through_a_remote_member(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_a_deadline_shorter_than_the_work_is_deadline_exceeded_through_a_remote_member(mesh) -> None:
     a2 = mesh.address("a2")
     mesh.set_routes(route("far-slow", "single", [arm("remote", "dep-remote")], {"dep-remote": [a2]}), agents=("a1",))
     stub = mesh.inference()

@@ -12,12 +12,12 @@ from tests.agent.mesh import arm, code_of, direct, infer, route
 from tests.conftest import wait_until
 
 
-def arm_metrics(mesh, endpoint: str, arm_name: str):  # type: ignore[no-untyped-def]
+def arm_metrics(mesh, endpoint: str, arm_name: str):
     status = mesh.control().Status(agent_pb2.AgentStatusRequest(), timeout=5)
     return next((m for m in status.metrics if m.endpoint == endpoint and m.arm == arm_name), None)
 
 
-def test_shadow_answers_never_reach_the_client_and_are_compared(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_shadow_answers_never_reach_the_client_and_are_compared(mesh) -> None:
     a1 = mesh.address("a1")
     mesh.set_routes(route("shadowed", "shadow", [arm("live", "dep-a"), arm("dark", "dep-b")],
                           {"dep-a": [a1], "dep-b": [a1]}, shadow_fraction=1.0))
@@ -39,7 +39,7 @@ def test_shadow_answers_never_reach_the_client_and_are_compared(mesh) -> None:  
     assert live.prediction_sum == pytest.approx(primary[:, -1].sum() * n, rel=1e-9)
 
 
-def test_a_failing_shadow_never_fails_a_request(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_a_failing_shadow_never_fails_a_request(mesh) -> None:
     a1 = mesh.address("a1")
     mesh.set_routes(route("shadow-broken", "shadow", [arm("live", "dep-a"), arm("broken", "dep-narrow")],
                           {"dep-a": [a1], "dep-narrow": [a1]}, shadow_fraction=1.0))
@@ -51,13 +51,13 @@ def test_a_failing_shadow_never_fails_a_request(mesh) -> None:  # type: ignore[n
     assert broken.requests == 10 and broken.shadow_compared == 0
 
 
-def ensemble(mesh, name: str, combiner: str, arms, **params):  # type: ignore[no-untyped-def]
+def ensemble(mesh, name: str, combiner: str, arms, **params):
     a1 = mesh.address("a1")
     deps = {a.deployment_id for a in arms} | ({params["stacker_deployment_id"]} if "stacker_deployment_id" in params else set())
     return route(name, "ensemble", arms, {d: [a1] for d in deps}, combiner=combiner, **params)
 
 
-def test_ensemble_mean_weighted_and_vote_equal_the_combiner_over_the_members(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_ensemble_mean_weighted_and_vote_equal_the_combiner_over_the_members(mesh) -> None:
     members = [arm("a", "dep-a", weight=1), arm("b", "dep-b", weight=3), arm("c", "dep-c", weight=2)]
     mesh.set_routes(ensemble(mesh, "e-mean", "mean", members), ensemble(mesh, "e-weighted", "weighted", members),
                     ensemble(mesh, "e-vote", "vote", members))
@@ -80,7 +80,7 @@ def test_ensemble_mean_weighted_and_vote_equal_the_combiner_over_the_members(mes
     assert (votes.min(axis=0) != votes.max(axis=0)).any(), "the members should disagree somewhere"
 
 
-def test_stacking_feeds_the_members_outputs_to_a_compiled_stacker(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_stacking_feeds_the_members_outputs_to_a_compiled_stacker(mesh) -> None:
     members = [arm("a", "dep-a"), arm("b", "dep-b")]
     mesh.set_routes(ensemble(mesh, "e-stack", "stacking", members, stacker_deployment_id="dep-stacker"))
     stub = mesh.inference()
@@ -95,7 +95,7 @@ def test_stacking_feeds_the_members_outputs_to_a_compiled_stacker(mesh) -> None:
     assert arm_metrics(mesh, "e-stack", "(stacker)").requests >= 1
 
 
-def test_member_failure_policy_fail_and_skip(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_member_failure_policy_fail_and_skip(mesh) -> None:
     members = [arm("a", "dep-a"), arm("narrow", "dep-narrow"), arm("b", "dep-b")]
     mesh.set_routes(ensemble(mesh, "e-fail", "mean", members),
                     ensemble(mesh, "e-skip", "mean", members, on_member_failure="skip"),
@@ -115,7 +115,7 @@ def test_member_failure_policy_fail_and_skip(mesh) -> None:  # type: ignore[no-u
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "'a'" in message
 
 
-def test_members_with_different_outputs_cannot_be_averaged(mesh) -> None:  # type: ignore[no-untyped-def]
+def test_members_with_different_outputs_cannot_be_averaged(mesh) -> None:
     mesh.set_routes(ensemble(mesh, "e-mixed", "mean", [arm("clf", "dep-a"), arm("regressor", "dep-reg")]))
     code, message = code_of(lambda: infer(mesh.inference(), "e-mixed", mesh.rows[:2]))
     assert code == grpc.StatusCode.FAILED_PRECONDITION

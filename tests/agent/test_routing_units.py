@@ -15,7 +15,7 @@ from milepost.core.routing.split import pick_by_weight
 from milepost.v1 import routing_pb2
 
 
-def policy(kind: str, arms: list[tuple[str, float]], generation: int = 1, **params):  # type: ignore[no-untyped-def]
+def policy(kind: str, arms: list[tuple[str, float]], generation: int = 1, **params):
     spec = routing_pb2.RoutingPolicy(
         kind=kind, arms=[routing_pb2.Arm(name=n, deployment_id=f"dep-{n}", weight=w) for n, w in arms], **params
     )

@@ -79,7 +79,7 @@ def test_decode_outputs_reads_typed_contents() -> None:
     (lambda r: r.raw_output_contents.append(b""), ["raw_output_contents"]),
     (lambda r: r.outputs[0].shape.extend([0]), ["'p'", "0"]),
 ])
-def test_decode_outputs_raises_data_loss_naming_the_output(mutate, words) -> None:  # type: ignore[no-untyped-def]
+def test_decode_outputs_raises_data_loss_naming_the_output(mutate, words) -> None:
     response = pb.ModelInferResponse()
     encode_outputs(pa.RecordBatch.from_arrays([pa.array([1.0, 2.0]), pa.array([3.0, 4.0])], names=["p", "q"]), response)
     mutate(response)

@@ -15,7 +15,7 @@ import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
 
-def error_of(fn) -> dict:  # type: ignore[no-untyped-def]
+def error_of(fn) -> dict:
     try:
         fn()
     except InferenceServerException as err:

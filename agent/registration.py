@@ -20,12 +20,11 @@ from typing import Protocol
 
 import grpc
 
+from milepost.core.settings import get_settings
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, routing_pb2, types_pb2
 
 log = logging.getLogger("milepost.agent")
-CALL_TIMEOUT_S = 5.0
-MAX_BACKOFF_S = 5.0
 
 
 class RouteHolder(Protocol):
@@ -45,6 +44,9 @@ class Registration:
         metrics: Callable[[], list[routing_pb2.ArmMetrics]] | None = None,
     ) -> None:
         self._stub = coordinator_pb2_grpc.CoordinatorServiceStub(channel)
+        settings = get_settings()
+        self._call_timeout_s = settings.registration_timeout_s
+        self._max_backoff_s = settings.registration_max_backoff_s
         self._info = info
         self._deployment_ids = deployment_ids
         self._routes = routes
@@ -59,7 +61,7 @@ class Registration:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=CALL_TIMEOUT_S + 1)
+        self._thread.join(timeout=self._call_timeout_s + 1)
 
     def heartbeat_request(self, agent_id: str) -> pb.HeartbeatRequest:
         return pb.HeartbeatRequest(
@@ -82,14 +84,14 @@ class Registration:
         while not self._stop.is_set():
             try:
                 if not self.registered.is_set():
-                    reply = self._stub.RegisterAgent(pb.RegisterAgentRequest(agent=self._info()), timeout=CALL_TIMEOUT_S)
+                    reply = self._stub.RegisterAgent(pb.RegisterAgentRequest(agent=self._info()), timeout=self._call_timeout_s)
                     interval = reply.heartbeat_interval_s or interval
                     if self._routes is not None:
                         self._routes.registered()
                     self.registered.set()
                     log.info("registered with the coordinator as %s", reply.agent_id)
                 info = self._info()
-                reply = self._stub.Heartbeat(self.heartbeat_request(info.agent_id), timeout=CALL_TIMEOUT_S)
+                reply = self._stub.Heartbeat(self.heartbeat_request(info.agent_id), timeout=self._call_timeout_s)
                 if not reply.known:
                     self.registered.clear()
                     continue
@@ -100,4 +102,4 @@ class Registration:
                 log.debug("coordinator unreachable (%s); retrying in %.1fs", err, backoff)
                 self.registered.clear()
                 self._stop.wait(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+                backoff = min(backoff * 2, self._max_backoff_s)

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 
+from milepost.core.settings import get_settings
 from milepost.v1 import types_pb2
 
 
@@ -31,7 +32,7 @@ def gpus() -> list[types_pb2.Gpu]:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
-            capture_output=True, text=True, timeout=10, check=True,
+            capture_output=True, text=True, timeout=get_settings().gpu_probe_timeout_s, check=True,
         ).stdout
     except (subprocess.SubprocessError, OSError):
         return []

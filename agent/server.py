@@ -28,6 +28,7 @@ from engines import registry
 from milepost.core import model_upload
 from milepost.core.errors import MilepostError, NotFound, Unavailable
 from milepost.core.grpc_server import bind, new_server
+from milepost.core.settings import get_settings
 from milepost.core.version import __version__
 from milepost.inference import grpc_predict_v2_pb2_grpc
 from milepost.v1 import agent_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, types_pb2
@@ -59,6 +60,7 @@ class AgentConfig:
 class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        self._settings = get_settings()
         self._coordinator_channel = grpc.insecure_channel(
             config.coordinator, options=[("grpc.max_receive_message_length", -1)]
         )
@@ -152,7 +154,8 @@ class Agent:
 
         def push(name: str, bundle_dir: Path) -> str:
             try:
-                model = stub.PushModel(model_upload.push_requests(name, bundle.pack(bundle_dir)), timeout=300)
+                requests = model_upload.push_requests(name, bundle.pack(bundle_dir))
+                model = stub.PushModel(requests, timeout=self._settings.model_fetch_timeout_s)
             except grpc.RpcError as err:
                 raise MilepostError.from_status(err, f"registering {name!r} with the coordinator") from err
             return f"{model.name}:{model.version}"
@@ -171,7 +174,8 @@ class Agent:
     def _fetch(self, model: str, version: str) -> Iterator[bytes]:
         stub = coordinator_pb2_grpc.CoordinatorServiceStub(self._coordinator_channel)
         try:
-            for chunk in stub.FetchModel(coordinator_pb2.FetchModelRequest(name=model, version=version), timeout=300):
+            for chunk in stub.FetchModel(coordinator_pb2.FetchModelRequest(name=model, version=version),
+                                       timeout=self._settings.model_fetch_timeout_s):
                 yield chunk.data
         except grpc.RpcError as err:
             error = MilepostError.from_status(err, f"fetching {model}:{version} from the coordinator")

@@ -8,10 +8,8 @@ from typing import Any
 import grpc
 
 from milepost.core.errors import DeadlineExceeded, MilepostError, Unavailable
+from milepost.core.settings import get_settings
 from milepost.v1 import agent_pb2, agent_pb2_grpc
-
-LOAD_TIMEOUT_S = 120.0
-CALL_TIMEOUT_S = 10.0
 
 
 class AgentClients:
@@ -27,14 +25,15 @@ class AgentClients:
                 self._channels[address] = channel
         return agent_pb2_grpc.AgentServiceStub(channel)
 
-    def load(self, address: str, request: agent_pb2.LoadRequest, timeout: float = LOAD_TIMEOUT_S) -> None:
-        self._call(address, "Load", request, timeout)
+    def load(self, address: str, request: agent_pb2.LoadRequest, timeout: float | None = None) -> None:
+        self._call(address, "Load", request, timeout or get_settings().load_timeout_s)
 
-    def unload(self, address: str, deployment_id: str, timeout: float = CALL_TIMEOUT_S) -> None:
-        self._call(address, "Unload", agent_pb2.UnloadRequest(deployment_id=deployment_id), timeout)
+    def unload(self, address: str, deployment_id: str, timeout: float | None = None) -> None:
+        request = agent_pb2.UnloadRequest(deployment_id=deployment_id)
+        self._call(address, "Unload", request, timeout or get_settings().agent_call_timeout_s)
 
-    def set_routes(self, address: str, table: object, timeout: float = CALL_TIMEOUT_S) -> None:
-        self._call(address, "SetRoutes", table, timeout)
+    def set_routes(self, address: str, table: object, timeout: float | None = None) -> None:
+        self._call(address, "SetRoutes", table, timeout or get_settings().agent_call_timeout_s)
 
     def run_stage(self, address: str, request: agent_pb2.RunStageRequest, timeout: float) -> Any:
         """The streaming RunStage call (iterate it for progress; cancel() cancels the stage)."""

@@ -25,7 +25,6 @@ from milepost.core.routing.policy import Arm
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
-DEFAULT_TIMEOUT_S = 120.0
 
 
 @dataclass(frozen=True)
@@ -140,7 +139,7 @@ class Endpoints:
         try:
             for d in new:
                 if d.agent_ids:
-                    self.reconciler.load_all(d, timeout or DEFAULT_TIMEOUT_S)
+                    self.reconciler.load_all(d, timeout)
         except MilepostError as err:
             self.store.remove_deployments([d.deployment_id for d in new], drop_endpoint=endpoint if created else "")
             for d in new:

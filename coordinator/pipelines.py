@@ -29,13 +29,13 @@ from coordinator.store import RunRecord, Store
 from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
 from milepost.core.requirements import Requirements
 from milepost.core.routing.policy import Arm
+from milepost.core.settings import get_settings
 from milepost.v1 import agent_pb2, pipelines_pb2, routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
 KINDS = ("training", "batch_scoring", "deploy", "custom")
 FINISHED = ("SUCCEEDED", "FAILED", "SKIPPED", "CANCELLED")
 REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.-]+)\.([A-Za-z0-9_]+)\}")
-STAGE_TIMEOUT_S = 24 * 3600.0
 
 
 def parse_params(stage: pipelines_pb2.StageSpec) -> dict[str, Any]:
@@ -253,7 +253,7 @@ class Pipelines:
         assert agent is not None
         self.store.update_stage(run_id, stage.name, agent_id=agent_id)
         request = agent_pb2.RunStageRequest(run_id=run_id, stage=stage, params_json=json.dumps(params))
-        call = self.agents.run_stage(agent.address, request, timeout=STAGE_TIMEOUT_S)
+        call = self.agents.run_stage(agent.address, request, timeout=get_settings().stage_timeout_s)
         with self._lock:
             if run_id in self._cancelled:
                 call.cancel()

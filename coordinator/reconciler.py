@@ -27,7 +27,6 @@ from milepost.core.requirements import Requirements
 from milepost.v1 import agent_pb2, types_pb2
 
 log = logging.getLogger("milepost.coordinator")
-LOAD_TIMEOUT_S = 120.0
 
 
 class Reconciler:
@@ -89,7 +88,7 @@ class Reconciler:
         return uuid.uuid4().hex[:12]
 
     # ---- loads ----
-    def load_all(self, deployment: DeploymentRecord, timeout: float = LOAD_TIMEOUT_S) -> None:
+    def load_all(self, deployment: DeploymentRecord, timeout: float | None = None) -> None:
         """Load a deployment on each of its agents and record its state; raises the first error."""
         futures = [self._submit_load(deployment, a, timeout) for a in deployment.agent_ids]
         errors = []
@@ -105,7 +104,7 @@ class Reconciler:
         message = f"{len(deployment.agent_ids)} of {deployment.replicas} replicas placed" if short > 0 else ""
         self.store.set_deployment_state(deployment.deployment_id, "READY" if deployment.agent_ids else "PENDING", message)
 
-    def _submit_load(self, d: DeploymentRecord, agent_id: str, timeout: float) -> Future:
+    def _submit_load(self, d: DeploymentRecord, agent_id: str, timeout: float | None) -> Future:
         key = (d.deployment_id, agent_id)
         with self._lock:
             running = self._in_flight.get(key)
@@ -120,7 +119,7 @@ class Reconciler:
         with self._lock:
             self._in_flight.pop(key, None)
 
-    def _load_one(self, d: DeploymentRecord, agent_id: str, timeout: float) -> None:
+    def _load_one(self, d: DeploymentRecord, agent_id: str, timeout: float | None) -> None:
         agent = self.store.get_agent(agent_id)
         model = self.store.get_model(d.model, d.version)
         if agent is None or model is None:

@@ -18,19 +18,23 @@ import pyarrow as pa
 
 from milepost.core import model_upload, tensor_codec
 from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.core.settings import get_settings
 from milepost.inference import grpc_predict_v2_pb2 as oip
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
-DEFAULT_COORDINATOR = "127.0.0.1:7070"
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
 
 
 class Client:
-    def __init__(self, coordinator: str = DEFAULT_COORDINATOR, *, timeout: float = 60.0) -> None:
-        self.coordinator = coordinator
-        self.timeout = timeout
+    def __init__(self, coordinator: str | None = None, *, timeout: float | None = None) -> None:
+        """``coordinator`` and ``timeout`` (seconds per call) default to the settings
+        ``coordinator`` and ``client_timeout_s`` ($MILEPOST_COORDINATOR, $MILEPOST_CLIENT_TIMEOUT_S)."""
+        settings = get_settings()
+        self.coordinator = coordinator or settings.coordinator
+        self.timeout = timeout or settings.client_timeout_s
+        coordinator = self.coordinator
         self._channel = grpc.insecure_channel(coordinator, options=_CHANNEL_OPTIONS)
         self._stub = coordinator_pb2_grpc.CoordinatorServiceStub(self._channel)
         self._agent_channels: dict[str, grpc.Channel] = {}

@@ -10,7 +10,7 @@ Routing treats it like a local model: ``predict(batch) -> batch``.
   NOT_FOUND: the route is stale and the deployment has left it) is given up
   for this call and the next address tried, once.
 - The caller's deadline (``predict(batch, deadline)``) travels with the call;
-  without one, calls get DEFAULT_TIMEOUT_S.
+  without one, calls get ``call_timeout_s`` (settings: remote_call_timeout_s).
 - Schemas, version and engine are learned on first need from the other
   agent's ``ModelConfig`` for the deployment id (see dataplane), then kept:
   a deployment id always names the same model version.
@@ -34,8 +34,6 @@ from milepost.inference import grpc_predict_v2_pb2 as pb
 from milepost.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 DEPLOYMENT_PARAMETER = "milepost-deployment"
-DEFAULT_TIMEOUT_S = 30.0  # remote calls made with no deadline
-DESCRIBE_TIMEOUT_S = 10.0
 _RETRY_ON = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
@@ -69,7 +67,8 @@ class RemoteModel(LoadedModel):
     """A deployment served by other agents, reached over the data plane."""
 
     def __init__(self, deployment_id: str, addresses: tuple[str, ...], channels: Channels,
-                 describe_cache: dict[str, ModelDescription] | None = None) -> None:
+                 describe_cache: dict[str, ModelDescription] | None = None, *,
+                 call_timeout_s: float = 30.0, describe_timeout_s: float = 10.0) -> None:
         if not addresses:
             raise ValueError(f"remote deployment {deployment_id} needs at least one address")
         self.deployment_id = deployment_id
@@ -78,6 +77,8 @@ class RemoteModel(LoadedModel):
         self._turn = itertools.count()
         self._described = describe_cache if describe_cache is not None else {}
         self._known_version = ""
+        self._call_timeout_s = call_timeout_s
+        self._describe_timeout_s = describe_timeout_s
 
     # ---- LoadedModel ----
     @property
@@ -100,7 +101,7 @@ class RemoteModel(LoadedModel):
         request = pb.ModelInferRequest(model_name=self.deployment_id)
         request.parameters[DEPLOYMENT_PARAMETER].string_param = self.deployment_id
         tensor_codec.encode_inputs(batch, request)
-        response = self._call("ModelInfer", request, deadlines.remaining(deadline, DEFAULT_TIMEOUT_S))
+        response = self._call("ModelInfer", request, deadlines.remaining(deadline, self._call_timeout_s))
         if response.model_version:
             self._known_version = response.model_version
         return tensor_codec.decode_outputs(response)
@@ -114,7 +115,7 @@ class RemoteModel(LoadedModel):
         found = self._described.get(self.deployment_id)
         if found is not None:
             return found
-        reply = self._call("ModelConfig", pb.ModelConfigRequest(name=self.deployment_id), DESCRIBE_TIMEOUT_S)
+        reply = self._call("ModelConfig", pb.ModelConfigRequest(name=self.deployment_id), self._describe_timeout_s)
         found = ModelDescription.from_proto(reply.config)
         self._described[self.deployment_id] = found
         return found

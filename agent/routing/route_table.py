@@ -22,6 +22,7 @@ from milepost.core.description import ModelDescription
 from milepost.core.errors import FailedPrecondition, MilepostError
 from milepost.core.routing import policy as policies
 from milepost.core.routing.policy import Policy
+from milepost.core.settings import Settings
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.agent")
@@ -54,7 +55,7 @@ class RouteTable:
 
 def compile_pushed(
     message: routing_pb2.RouteTable, own_address: str, channels: Channels,
-    described: dict[str, ModelDescription],
+    described: dict[str, ModelDescription], settings: Settings,
 ) -> dict[str, Route]:
     """The routes of a pushed table, each with proxies to the replicas on other agents."""
     routes: dict[str, Route] = {}
@@ -63,7 +64,10 @@ def compile_pushed(
         for dep, addresses in route.replicas.items():
             others = tuple(a for a in addresses.addresses if a != own_address)
             if others:
-                remotes[dep] = RemoteModel(dep, others, channels, described)
+                remotes[dep] = RemoteModel(
+                    dep, others, channels, described,
+                    call_timeout_s=settings.remote_call_timeout_s, describe_timeout_s=settings.describe_timeout_s,
+                )
         try:
             built, broken = policies.build(route.endpoint, route.policy, message.generation), ""
         except MilepostError as err:

@@ -49,12 +49,12 @@ from milepost.core.errors import (
 )
 from milepost.core.routing.ensemble import EnsemblePolicy
 from milepost.core.routing.policy import Arm
+from milepost.core.settings import get_settings
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.agent")
 MAX_DEPTH = 4
 STACKER_ARM = "(stacker)"  # the arm name a stacker's calls are recorded under; no real arm can have it
-SHADOW_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,7 @@ class Router:
         self._member_slots = threading.BoundedSemaphore(member_queue)
         self._shadow_pool = ThreadPoolExecutor(shadow_workers, thread_name_prefix="shadow")
         self._shadow_slots = threading.BoundedSemaphore(shadow_queue)
+        self._settings = get_settings()
         table.on_change = self._local_changed
         self._local_changed()
 
@@ -114,7 +115,7 @@ class Router:
             if not accept:
                 log.debug("ignoring route table generation %d (holding %d)", message.generation, held)
                 return False
-            pushed = tables.compile_pushed(message, self._address(), self._channels, self._described)
+            pushed = tables.compile_pushed(message, self._address(), self._channels, self._described, self._settings)
             self._table = tables.with_local(message.generation, pushed, self._local.local_endpoints())
             self._accept_any_heartbeat_table = False
         log.info("routes generation %d applied: %s", message.generation, ", ".join(pushed) or "none")
@@ -273,7 +274,10 @@ class Router:
             self.metrics.record_shadow_dropped(route.endpoint)
             return
         policy = route.policy
-        timeout = policy.spec.member_timeout_s if policy is not None and policy.spec.member_timeout_s > 0 else SHADOW_TIMEOUT_S
+        timeout = (
+            policy.spec.member_timeout_s if policy is not None and policy.spec.member_timeout_s > 0
+            else self._settings.shadow_timeout_s
+        )
         try:
             future = self._shadow_pool.submit(
                 self._shadow_job, request, route, arm, batch, primary, path, time.monotonic() + timeout

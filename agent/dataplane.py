@@ -67,23 +67,27 @@ class DataPlane:
         self._stats: dict[str, EndpointStatistics] = {}
 
     def serve(self, request: InferenceRequest, encode: Callable[[InferenceResponse], Encoded]) -> Encoded:
-        """Serve ``request`` and return ``encode(response)``: the front end's reply, timed here too."""
-        stats = self.statistics(request.name)
+        """Serve ``request`` and return ``encode(response)``: the front end's reply, timed here too.
+
+        Statistics count under the name served: the endpoint, or for a direct deployment
+        call (another agent's remote member) the endpoint the deployment was loaded for."""
         started = time.perf_counter_ns()
+        direct = request.parameters.get(DEPLOYMENT_PARAMETER)
+        table = self.router.table
+        hosted = self.deployments.get(direct) if direct else None
+        if direct and hosted is None:
+            raise NotFound(f"deployment {direct!r} is not hosted by this agent")
+        if not direct and table.get(request.name) is None:
+            raise NotFound(f"model {request.name!r} is not served by this agent")
+        stats = self.statistics(hosted.spec.endpoint if hosted is not None else request.name)
         try:
-            direct = request.parameters.get(DEPLOYMENT_PARAMETER)
-            if direct:
-                hosted = self.deployments.get(direct)
-                if hosted is None:
-                    raise NotFound(f"deployment {direct!r} is not hosted by this agent")
-                stats = self.statistics(direct)
+            if hosted is not None:
                 batch = request.decode(hosted.model.input_schema)
                 decoded = time.perf_counter_ns()
                 deadlines.check(request.deadline, f"scoring {request.name!r}")
                 out = hosted.model.predict(batch, request.deadline)
-                response = InferenceResponse(out, hosted.model.version, (), (direct,))
+                response = InferenceResponse(out, hosted.model.version, (), (hosted.spec.deployment_id,))
             else:
-                table = self.router.table
                 batch = request.decode(self.router.input_schema(table, request.name))
                 decoded = time.perf_counter_ns()
                 deadlines.check(request.deadline, f"scoring {request.name!r}")
@@ -131,6 +135,8 @@ class DataPlane:
         return found
 
     def all_statistics(self) -> dict[str, EndpointStatistics]:
-        """The counters of every name served now (names no longer served are left out)."""
+        """The counters of every name served now; those of names no longer served are dropped."""
         served = set(self.router.endpoints())
+        for gone in [name for name in list(self._stats) if name not in served]:
+            self._stats.pop(gone, None)
         return {name: s for name, s in list(self._stats.items()) if name in served}

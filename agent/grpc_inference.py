@@ -19,6 +19,7 @@ from agent.dataplane import ARM_PARAMETER, DataPlane, InferenceRequest, Inferenc
 from agent.routing.members import DEPLOYMENT_PARAMETER
 from agent.statistics import Duration, EndpointStatistics
 from milepost.core import deadlines, tensor_codec
+from milepost.core.errors import NotFound
 from milepost.core.version import __version__
 from milepost.inference import grpc_predict_v2_pb2 as pb
 from milepost.inference import grpc_predict_v2_pb2_grpc
@@ -54,13 +55,15 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.ModelConfigResponse(config=self.core.describe(request.name, request.version).to_proto(request.name))
 
     def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.ServicerContext) -> pb.ModelStatisticsResponse:
-        if request.name:
-            self.core.describe(request.name, request.version)  # NOT_FOUND for names not served
-        names = [request.name] if request.name else self.core.router.endpoints()
+        router = self.core.router
+        if request.name and router.table.get(request.name) is None:
+            raise NotFound(f"model {request.name!r} is not served by this agent")
+        names = [request.name] if request.name else router.endpoints()
         stats = []
         for name in names:
-            # A pushed route has no one version; a local deployment's is its content hash.
-            version = "" if self.core.router.has_route(name) else self.core.describe(name).version
+            # A pushed route has no one version (and describing it may ask another agent);
+            # a local deployment's version is its content hash.
+            version = "" if router.has_route(name) else self.core.describe(name, request.version).version
             stats.append(_statistics(name, version, self.core.statistics(name)))
         return pb.ModelStatisticsResponse(model_stats=stats)
 

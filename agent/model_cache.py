@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from milepost.core.errors import DataLoss
+from milepost.core.settings import get_settings
 from scoring_core import bundle
 
 FetchFn = Callable[[str, str], Iterable[bytes]]
@@ -36,7 +37,7 @@ class ModelCache:
             data = b"".join(self._fetch(model, version))
             staging = Path(tempfile.mkdtemp(dir=self.root, prefix=".fetch-"))
             try:
-                got = bundle.unpack(data, staging)
+                got = bundle.unpack(data, staging, limits=bundle.UnpackLimits.of(get_settings()))
                 if got != version:
                     raise DataLoss(f"bundle for {model}:{version} arrived with content hash {got}")
                 staging.rename(target)

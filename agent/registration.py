@@ -20,6 +20,7 @@ from typing import Protocol
 
 import grpc
 
+from milepost.core.errors import MilepostError, PermissionDenied, Unauthenticated
 from milepost.core.settings import get_settings
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, routing_pb2, types_pb2
@@ -54,6 +55,8 @@ class Registration:
         self._started = time.monotonic()
         self._stop = threading.Event()
         self.registered = threading.Event()
+        # The coordinator's identity: its control calls to this agent carry this token.
+        self.control_token = ""
         self._thread = threading.Thread(target=self._run, name="registration", daemon=True)
 
     def start(self) -> None:
@@ -86,6 +89,7 @@ class Registration:
                 if not self.registered.is_set():
                     reply = self._stub.RegisterAgent(pb.RegisterAgentRequest(agent=self._info()), timeout=self._call_timeout_s)
                     interval = reply.heartbeat_interval_s or interval
+                    self.control_token = reply.control_token
                     if self._routes is not None:
                         self._routes.registered()
                     self.registered.set()
@@ -99,7 +103,12 @@ class Registration:
                 backoff = 0.2
                 self._stop.wait(interval)
             except grpc.RpcError as err:
-                log.debug("coordinator unreachable (%s); retrying in %.1fs", err, backoff)
+                refused = MilepostError.from_status(err)
+                if isinstance(refused, Unauthenticated | PermissionDenied):
+                    log.warning("the coordinator refused this agent: %s (give it a token of role agent: "
+                                "milepost agent --token, $MILEPOST_TOKEN)", refused.message)
+                else:
+                    log.debug("coordinator unreachable (%s); retrying in %.1fs", err, backoff)
                 self.registered.clear()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self._max_backoff_s)

@@ -3,6 +3,7 @@ optionally an HTTP server for Prometheus metrics."""
 
 from __future__ import annotations
 
+import hmac
 import logging
 import socket
 import threading
@@ -25,7 +26,8 @@ from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.router import Router
 from agent.stage_runner import StageRunner
 from engines import registry
-from milepost.core import model_upload
+from milepost.core import auth, model_upload
+from milepost.core.auth import AuthInterceptor, Identity
 from milepost.core.errors import MilepostError, NotFound, Unavailable
 from milepost.core.grpc_server import bind, new_server
 from milepost.core.settings import get_settings
@@ -51,6 +53,8 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     # HTTP port of GET /metrics (Prometheus text); None: no metrics server; 0: a free port.
     metrics_port: int | None = None
+    # The agent's own token (role agent) for its calls to the coordinator; empty: the token setting.
+    token: str = ""
 
     def __post_init__(self) -> None:
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -61,8 +65,9 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         self._settings = get_settings()
-        self._coordinator_channel = grpc.insecure_channel(
-            config.coordinator, options=[("grpc.max_receive_message_length", -1)]
+        self._coordinator_channel = auth.with_token(
+            grpc.insecure_channel(config.coordinator, options=[("grpc.max_receive_message_length", -1)]),
+            config.token or self._settings.token,
         )
         self.cache = ModelCache(config.data_dir / "models", self._fetch)
         self.table = DeploymentTable(self.cache)
@@ -70,7 +75,7 @@ class Agent:
         self.router = Router(self.table, lambda: self.address, self.arm_metrics)
         self.dataplane = DataPlane(self.table, self.router)
         self.health = health.HealthServicer()
-        self.server = new_server()
+        self.server = new_server(AuthInterceptor(self._authenticate, auth.data_plane_rules(require_token=False)))
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.dataplane), self.server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentControlServicer(self.table, self.info, self.router, self.arm_metrics, self._stage_runner()),
@@ -87,6 +92,13 @@ class Agent:
         self._resources = resources.probe()
         self._engines = registry.discover()
         self._stopped = threading.Event()
+
+    def _authenticate(self, token: str) -> Identity | None:
+        """The coordinator's control token, learned at registration; nothing else is an identity here."""
+        control = self.registration.control_token
+        if control and hmac.compare_digest(token, control):
+            return Identity("coordinator", auth.COORDINATOR)
+        return None
 
     @property
     def address(self) -> str:
@@ -162,7 +174,8 @@ class Agent:
 
         def newest(name: str) -> str:
             try:
-                versions = stub.ListModels(coordinator_pb2.ListModelsRequest(name=name), timeout=30).models
+                versions = stub.ListModels(coordinator_pb2.ListModelsRequest(name=name),
+                                          timeout=self._settings.agent_call_timeout_s).models
             except grpc.RpcError as err:
                 raise MilepostError.from_status(err, f"listing versions of {name!r} at the coordinator") from err
             if not versions:

@@ -11,7 +11,6 @@ inside the bundle, so the version names the data it was trained on too.
 from __future__ import annotations
 
 import hashlib
-import json
 import queue
 import shutil
 import socket
@@ -25,7 +24,8 @@ import grpc
 from agent.model_cache import ModelCache
 from engines import registry
 from engines.base import DatasetJob, Engine, Progress, StageSpec
-from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from milepost.core import bounded_json
+from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound, shown
 from milepost.core.settings import Settings, env_var, get_settings
 from milepost.core.version import __version__
 from milepost.v1 import agent_pb2, pipelines_pb2
@@ -85,10 +85,10 @@ class StageRunner:
 
     def run(self, request: agent_pb2.RunStageRequest, context: grpc.ServicerContext) -> Iterator[pipelines_pb2.StageProgress]:
         stage = request.stage
-        try:
-            params = json.loads(request.params_json or "{}")
-        except json.JSONDecodeError as err:
-            raise InvalidArgument(f"stage {stage.name!r}: params_json is not JSON: {err}") from err
+        params = bounded_json.loads(
+            request.params_json or "{}", max_depth=get_settings().max_pipeline_spec_depth,
+            what=f"stage {shown(stage.name)}: params_json", setting="max_pipeline_spec_depth",
+        )
         engine = registry.get(stage.engine)
         info = engine.info()
         if not info.available:

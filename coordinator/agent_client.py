@@ -7,13 +7,17 @@ from typing import Any
 
 import grpc
 
+from milepost.core import auth
 from milepost.core.errors import DeadlineExceeded, MilepostError, Unavailable
 from milepost.core.settings import get_settings
 from milepost.v1 import agent_pb2, agent_pb2_grpc
 
 
 class AgentClients:
-    def __init__(self) -> None:
+    """Every call carries ``control_token``, the coordinator's identity its agents accept."""
+
+    def __init__(self, control_token: str) -> None:
+        self._control_token = control_token
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
 
@@ -21,7 +25,7 @@ class AgentClients:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.insecure_channel(address)
+                channel = auth.with_token(grpc.insecure_channel(address), self._control_token)
                 self._channels[address] = channel
         return agent_pb2_grpc.AgentServiceStub(channel)
 

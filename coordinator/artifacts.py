@@ -2,7 +2,9 @@
 
 An archive is accepted only after its bytes match the sender's sha256 and its
 bundle unpacks and verifies (scoring_core.bundle), so a version id always names
-exactly the content stored under it.
+exactly the content stored under it. The settings ``max_bundle_bytes`` (counted as
+the chunks arrive), ``max_bundle_expanded_bytes`` and ``max_bundle_files`` (counted
+while it unpacks) bound what one push may cost.
 """
 
 from __future__ import annotations
@@ -13,21 +15,23 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from milepost.core.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted
+from milepost.core.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted, shown
+from milepost.core.settings import get_settings
 from scoring_core import bundle
 
 CHUNK_BYTES = 1 << 20
 
 
 class ArtifactStore:
-    def __init__(self, root: Path, *, max_archive_bytes: int = 2 << 30) -> None:
+    def __init__(self, root: Path, *, limits: bundle.UnpackLimits | None = None) -> None:
+        """``limits`` default to those of the settings (read now)."""
         self.root = root
-        self.max_archive_bytes = max_archive_bytes
+        self.limits = limits or bundle.UnpackLimits.of(get_settings())
         root.mkdir(parents=True, exist_ok=True)
 
     def path_for(self, version: str) -> Path:
         if len(version) != 64 or any(c not in "0123456789abcdef" for c in version):
-            raise InvalidArgument(f"version {version!r} is not a 64-hex-digit content hash")
+            raise InvalidArgument(f"version {shown(version)} is not a 64-hex-digit content hash")
         return self.root / f"{version}.tar"
 
     def put(self, chunks: Iterable[bytes], sha256: str) -> tuple[str, dict, int]:
@@ -40,9 +44,9 @@ class ArtifactStore:
             with os.fdopen(fd, "wb") as f:
                 for chunk in chunks:
                     size += len(chunk)
-                    if size > self.max_archive_bytes:
+                    if size > self.limits.max_bundle_bytes:
                         raise ResourceExhausted(
-                            f"model archive exceeds the limit of {self.max_archive_bytes} bytes"
+                            f"model archive exceeds the limit of {self.limits.max_bundle_bytes} bytes (max_bundle_bytes)"
                         )
                     digest.update(chunk)
                     f.write(chunk)
@@ -51,8 +55,8 @@ class ArtifactStore:
                     f"archive sha256 {digest.hexdigest()} does not match the header's {sha256}; "
                     "the upload was corrupted, push again"
                 )
-            with tempfile.TemporaryDirectory(dir=self.root) as unpacked:
-                version = bundle.unpack(tmp.read_bytes(), Path(unpacked))
+            with tempfile.TemporaryDirectory(dir=self.root) as unpacked, tmp.open("rb") as archive:
+                version = bundle.unpack(archive, Path(unpacked), limits=self.limits)
                 manifest = bundle.read_manifest(Path(unpacked))
             tmp.replace(self.path_for(version))
             return version, manifest, size

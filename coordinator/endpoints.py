@@ -17,7 +17,7 @@ from coordinator.reconciler import Reconciler
 from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, Store
 from engines import engine_for_flavor
 from milepost.core.batching import BatchingSettings
-from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound, shown
 from milepost.core.names import check_name
 from milepost.core.requirements import Requirements
 from milepost.core.routing import spec as routing_spec
@@ -53,13 +53,13 @@ class Endpoints:
     def get(self, name: str) -> EndpointRecord:
         endpoint = self.store.get_endpoint(name)
         if endpoint is None:
-            raise NotFound(f"endpoint {name!r} does not exist; see `milepost endpoints`")
+            raise NotFound(f"endpoint {shown(name)} does not exist; see `milepost endpoints`")
         return endpoint
 
     def model(self, name: str, version: str) -> ModelRecord:
         record = self.store.get_model(name, version)
         if record is None:
-            which = f"{name}:{version}" if version else name
+            which = shown(f"{name}:{version}" if version else name)
             raise NotFound(f"model {which} is not registered (or the version prefix is ambiguous); see `milepost models`")
         return record
 
@@ -179,7 +179,7 @@ class Endpoints:
     ) -> EndpointRecord:
         arm = next((a for a in policy.arms if a.name == arm_name), None)
         if arm is None:
-            raise NotFound(f"endpoint {endpoint.name!r} has no arm {arm_name!r}; arms: {[a.name for a in policy.arms]}")
+            raise NotFound(f"endpoint {endpoint.name!r} has no arm {shown(arm_name)}; arms: {[a.name for a in policy.arms]}")
         if not arm.deployment_id:
             raise FailedPrecondition(f"arm {arm_name!r} routes to endpoint {arm.endpoint!r}; promote a model arm")
         single = routing_pb2.RoutingPolicy(kind="single", key_parameter=policy.key_parameter)
@@ -206,7 +206,7 @@ class Endpoints:
     def undeploy(self, name: str) -> None:
         removed = self.store.delete_endpoint(name, self.clock())
         if removed is None:
-            raise NotFound(f"endpoint {name!r} does not exist; see `milepost endpoints`")
+            raise NotFound(f"endpoint {shown(name)} does not exist; see `milepost endpoints`")
         for d in removed:
             self.reconciler.unload(d)
         self.on_change()

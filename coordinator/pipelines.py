@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 import threading
 import uuid
@@ -26,7 +27,9 @@ from coordinator.agent_client import AgentClients
 from coordinator.endpoints import Endpoints, Placement
 from coordinator.reconciler import Reconciler
 from coordinator.store import RunRecord, Store
-from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.core import bounded_json
+from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound, ResourceExhausted, shown
+from milepost.core.names import check_name
 from milepost.core.requirements import Requirements
 from milepost.core.routing.policy import Arm
 from milepost.core.settings import get_settings
@@ -39,41 +42,53 @@ REFERENCE = re.compile(r"\$\{([A-Za-z0-9_.-]+)\.([A-Za-z0-9_]+)\}")
 
 
 def parse_params(stage: pipelines_pb2.StageSpec) -> dict[str, Any]:
-    try:
-        params = json.loads(stage.params_json or "{}")
-    except json.JSONDecodeError as err:
-        raise InvalidArgument(f"stage {stage.name!r}: params are not valid JSON: {err}") from err
+    """A stage's params: a JSON object no deeper than the setting max_pipeline_spec_depth,
+    its numbers finite."""
+    params = bounded_json.loads(
+        stage.params_json or "{}", max_depth=get_settings().max_pipeline_spec_depth,
+        what=f"stage {shown(stage.name)}: params", setting="max_pipeline_spec_depth",
+    )
     if not isinstance(params, dict):
-        raise InvalidArgument(f"stage {stage.name!r}: params must be a JSON object")
+        raise InvalidArgument(f"stage {shown(stage.name)}: params must be a JSON object")
     return params
 
 
 def validate(spec: pipelines_pb2.PipelineSpec) -> list[str]:
-    """Check the DAG; returns the stage names in an order that respects dependencies."""
+    """Check the spec's size and the DAG; returns the stage names in an order that respects
+    dependencies."""
+    limit = get_settings().max_pipeline_spec_bytes
+    if spec.ByteSize() > limit:
+        # Runs keep their spec, and ListRuns sends many: a huge one would break it for everyone.
+        raise ResourceExhausted(
+            f"pipeline spec is {spec.ByteSize()} bytes, over the limit of {limit} (max_pipeline_spec_bytes)"
+        )
     if not spec.name:
         raise InvalidArgument("pipeline name is required")
+    check_name("pipeline", spec.name)
     names = [s.name for s in spec.stages]
     if not names:
         raise InvalidArgument(f"pipeline {spec.name!r} has no stages")
     if len(set(names)) != len(names):
-        raise InvalidArgument(f"pipeline {spec.name!r}: stage names must be unique, got {names}")
+        raise InvalidArgument(f"pipeline {spec.name!r}: stage names must be unique, got {shown(names)}")
     stages = {s.name: s for s in spec.stages}
     for s in spec.stages:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", s.name):
-            raise InvalidArgument(f"stage name {s.name!r} is invalid: 1-64 letters, digits, '_', '.', '-'")
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", s.name):
+            raise InvalidArgument(f"stage name {shown(s.name)} is invalid: 1-64 letters, digits, '_', '.', '-'")
         if s.kind not in KINDS:
-            raise InvalidArgument(f"stage {s.name!r}: kind {s.kind!r} is unknown; use one of {', '.join(KINDS)}")
+            raise InvalidArgument(f"stage {s.name!r}: kind {shown(s.kind)} is unknown; use one of {', '.join(KINDS)}")
         if s.kind != "deploy" and not s.engine:
             raise InvalidArgument(f"stage {s.name!r}: engine is required (native, spark, ray, torch, python)")
         for dep in s.depends_on:
             if dep not in stages:
-                raise InvalidArgument(f"stage {s.name!r} depends on unknown stage {dep!r}")
+                raise InvalidArgument(f"stage {s.name!r} depends on unknown stage {shown(dep)}")
         for ref_stage, _ in REFERENCE.findall(s.params_json):
             if ref_stage not in _ancestors(s.name, stages):
                 raise InvalidArgument(
-                    f"stage {s.name!r} uses an output of {ref_stage!r}, which is not one of its dependencies"
+                    f"stage {s.name!r} uses an output of {shown(ref_stage)}, which is not one of its dependencies"
                 )
-        parse_params(s)
+        params = parse_params(s)
+        if s.kind == "deploy":
+            _check_deploy_params(s.name, params)
     order: list[str] = []
     visiting: set[str] = set()
 
@@ -91,6 +106,22 @@ def validate(spec: pipelines_pb2.PipelineSpec) -> list[str]:
     for name in names:
         visit(name)
     return order
+
+
+def _check_deploy_params(stage: str, params: dict[str, Any]) -> None:
+    """What a deploy stage names, checked at submission where it is known then: the endpoint
+    by the one name rule (so ``../x`` never gets as far as running), the policy."""
+    endpoint = params.get("endpoint")
+    if isinstance(endpoint, str) and endpoint and "${" not in endpoint:
+        try:
+            check_name("endpoint", endpoint)
+        except InvalidArgument as err:
+            raise InvalidArgument(f"stage {stage!r}: {err.message}") from err
+    elif endpoint is not None and not isinstance(endpoint, str):
+        raise InvalidArgument(f"stage {stage!r}: params.endpoint must be a string")
+    policy = params.get("policy", "single")
+    if policy not in ("single", "canary"):
+        raise InvalidArgument(f"stage {stage!r}: a deploy stage's policy is single or canary, got {shown(policy)}")
 
 
 def _ancestors(name: str, stages: dict[str, pipelines_pb2.StageSpec]) -> set[str]:
@@ -275,20 +306,24 @@ class Pipelines:
         endpoint, ref = params.get("endpoint"), params.get("model")
         if not endpoint or not ref:
             raise InvalidArgument("a deploy stage needs params.endpoint and params.model (NAME[:VERSION])")
+        endpoint = check_name("endpoint", endpoint)  # what a ${stage.output} resolved to, too
         name, _, version = str(ref).partition(":")
         policy = params.get("policy", "single")
         candidate = Arm("candidate" if policy == "canary" else "primary", model=name, version=version, weight=1.0)
         current = self.store.get_endpoint(endpoint)
         if policy == "canary" and current is not None and current.policy == "single" and current.deployments:
             base = current.deployments[0]
+            steps = params.get("steps", [5, 25, 50, 100])
+            if not isinstance(steps, list):
+                raise InvalidArgument(f"a deploy stage's steps must be a list of percentages, got {shown(steps)}")
             spec = routing_pb2.RoutingPolicy(
-                kind="canary", steps=[float(s) for s in params.get("steps", [5, 25, 50, 100])],
-                window_s=float(params.get("window_s", 60)),
+                kind="canary", steps=[_number("steps", s, high=100) for s in steps],
+                window_s=_number("window_s", params.get("window_s", 60)),
                 gates=routing_pb2.CanaryGates(
-                    max_error_rate=float(params.get("max_error_rate", 0)),
-                    max_p99_latency_ms=float(params.get("max_p99_latency_ms", 0)),
-                    max_divergence=float(params.get("max_divergence", 0)),
-                    min_requests=int(params.get("min_requests", 0)),
+                    max_error_rate=_number("max_error_rate", params.get("max_error_rate", 0), high=1),
+                    max_p99_latency_ms=_number("max_p99_latency_ms", params.get("max_p99_latency_ms", 0)),
+                    max_divergence=_number("max_divergence", params.get("max_divergence", 0)),
+                    min_requests=int(_number("min_requests", params.get("min_requests", 0))),
                 ),
             )
             arms = [Arm("baseline", model=base.model, version=base.version, weight=1.0), candidate]
@@ -296,7 +331,19 @@ class Pipelines:
             # A canary with nothing serving yet has no baseline: the model simply goes live.
             spec, arms = routing_pb2.RoutingPolicy(kind="single"), [candidate]
         else:
-            raise InvalidArgument(f"a deploy stage's policy is single or canary, got {policy!r}")
-        result = self.endpoints.set_policy(endpoint, spec, arms, Placement(replicas=int(params.get("replicas", 1))),
-                                           event="pipeline")
+            raise InvalidArgument(f"a deploy stage's policy is single or canary, got {shown(policy)}")
+        replicas = int(_number("replicas", params.get("replicas", 1)))
+        result = self.endpoints.set_policy(endpoint, spec, arms, Placement(replicas=replicas), event="pipeline")
         return {"endpoint": endpoint, "policy": result.policy}
+
+
+def _number(key: str, value: Any, low: float = 0.0, high: float = 1e12) -> float:
+    """A deploy stage's numeric parameter (a number, or the text of one from a ${stage.output}),
+    finite and in [low, high]; otherwise InvalidArgument naming it."""
+    try:
+        number = float(value) if isinstance(value, (int, float, str)) and not isinstance(value, bool) else math.nan
+    except (ValueError, OverflowError):
+        number = math.nan
+    if not low <= number <= high:  # NaN fails this too
+        raise InvalidArgument(f"a deploy stage's {key} must be a finite number in [{low:g}, {high:g}], got {shown(value)}")
+    return number

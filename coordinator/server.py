@@ -19,10 +19,15 @@ from coordinator.reconciler import Reconciler
 from coordinator.routes import RouteBook
 from coordinator.service import CoordinatorServicer
 from coordinator.store import Store
+from coordinator.tokens import TokenBook, token_file
+from milepost.core import auth
+from milepost.core.auth import AuthInterceptor
 from milepost.core.grpc_server import bind, new_server
 from milepost.v1 import coordinator_pb2_grpc
 
 log = logging.getLogger("milepost.coordinator")
+ADMIN_TOKEN_FILE = "admin.token"
+LOCAL_AGENT_TOKEN_FILE = "local-agent.token"
 
 
 @dataclass(frozen=True)
@@ -33,6 +38,8 @@ class CoordinatorConfig:
     heartbeat_interval_s: float = 1.0
     agent_ttl_s: float = 5.0
     placement: str = "spread"
+    # Where the first start writes the admin token (0600); None: data_dir/admin.token.
+    admin_token_file: Path | None = None
 
 
 class Coordinator:
@@ -41,8 +48,13 @@ class Coordinator:
     def __init__(self, config: CoordinatorConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = Store(config.data_dir / "milepost.db")
+        self.tokens = TokenBook(config.data_dir / "milepost.db", clock)
+        # The first start of a data directory makes an admin token, kept in admin.token (0600).
+        self.admin_token_file = config.admin_token_file or config.data_dir / ADMIN_TOKEN_FILE
+        if not self.tokens.has_tokens() or self.admin_token_file.exists():
+            token_file(self.tokens, self.admin_token_file, "admin", auth.ADMIN)
         self.artifacts = ArtifactStore(config.data_dir / "artifacts")
-        self.agent_clients = AgentClients()
+        self.agent_clients = AgentClients(self.tokens.control_token)
         self.reconciler = Reconciler(
             self.store, self.agent_clients, ttl_s=config.agent_ttl_s, clock=clock, strategy=config.placement
         )
@@ -53,17 +65,21 @@ class Coordinator:
         self.canary = CanaryController(self.endpoints, self.stats, clock)
         self.pipelines = Pipelines(self.store, self.reconciler, self.agent_clients, self.endpoints, clock)
         self.pipelines.recover()
-        self.server = new_server()
+        self.server = new_server(AuthInterceptor(self.tokens.authenticate, auth.RULES))
         coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(
             CoordinatorServicer(
                 self.store, self.artifacts, self.reconciler, self.endpoints, self.routes, self.stats, self.pipelines,
-                heartbeat_interval_s=config.heartbeat_interval_s, clock=clock,
+                self.tokens, heartbeat_interval_s=config.heartbeat_interval_s, clock=clock,
             ),
             self.server,
         )
         self.port = 0
         self._stopped = threading.Event()
         self._monitor = threading.Thread(target=self._watch_agents, name="agent-monitor", daemon=True)
+
+    def local_agent_token(self) -> str:
+        """The agent token of `milepost up`'s own agent (kept in the data directory, 0600)."""
+        return token_file(self.tokens, self.config.data_dir / LOCAL_AGENT_TOKEN_FILE, "local-agent", auth.AGENT)
 
     @property
     def address(self) -> str:
@@ -86,6 +102,7 @@ class Coordinator:
         self.reconciler.close()
         self.routes.close()
         self.agent_clients.close()
+        self.tokens.close()
         self.store.close()
 
     def _watch_agents(self) -> None:

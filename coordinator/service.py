@@ -8,6 +8,7 @@ line. They raise MilepostErrors; the shared interceptor turns them into statuses
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -20,9 +21,11 @@ from coordinator.pipelines import FINISHED, Pipelines
 from coordinator.reconciler import Reconciler
 from coordinator.routes import RouteBook
 from coordinator.store import EndpointRecord, ModelRecord, RunRecord, Store
+from coordinator.tokens import TokenBook
 from milepost.core import deadlines
+from milepost.core.auth import current_identity
 from milepost.core.batching import BatchingSettings
-from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound
+from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound, shown
 from milepost.core.names import check_name
 from milepost.core.requirements import Requirements
 from milepost.core.routing.policy import Arm, build
@@ -39,10 +42,11 @@ def _timeout(context: grpc.ServicerContext) -> float | None:
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def __init__(
         self, store: Store, artifacts: ArtifactStore, reconciler: Reconciler, endpoints: Endpoints,
-        routes: RouteBook, stats: ArmStats, pipelines: Pipelines, *, heartbeat_interval_s: float,
+        routes: RouteBook, stats: ArmStats, pipelines: Pipelines, tokens: TokenBook, *, heartbeat_interval_s: float,
         clock: Callable[[], float],
     ) -> None:
         self.pipelines = pipelines
+        self.tokens = tokens
         self.store = store
         self.artifacts = artifacts
         self.reconciler = reconciler
@@ -58,13 +62,16 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         check_name("agent", info.agent_id)
         if not info.address:
             raise InvalidArgument("agent.address is required (host:port of the agent's gRPC server)")
+        self.tokens.bind_agent(info.agent_id, current_identity())
         self.store.upsert_agent(info.agent_id, info.address, info.SerializeToString(), self.clock())
         self.reconciler.repair()
         return pb.RegisterAgentResponse(
             agent_id=info.agent_id, heartbeat_interval_s=self.heartbeat_interval_s, ttl_s=self.reconciler.ttl_s,
+            control_token=self.tokens.control_token,
         )
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
+        self.tokens.bind_agent(request.agent_id, current_identity())
         was_live = request.agent_id in self.reconciler.live_agents()
         if not self.store.touch_agent(request.agent_id, self.clock()):
             return pb.HeartbeatResponse(known=False)
@@ -92,7 +99,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         check_name("model", header.name)
         if header.format != "bundle":
             raise InvalidArgument(
-                f"PushModel: header.format {header.format!r} is not supported; send 'bundle' "
+                f"PushModel: header.format {shown(header.format)} is not supported; send 'bundle' "
                 "(the client compiles XGBoost and LightGBM files into bundles)"
             )
 
@@ -166,11 +173,13 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         return pb.ReportResponse(endpoint=endpoint_message(endpoint), arms=arms, comparisons=comparisons)
 
     def Feedback(self, request: pb.FeedbackRequest, context: grpc.ServicerContext) -> pb.FeedbackResponse:
+        if not math.isfinite(request.value):
+            raise InvalidArgument(f"feedback value must be a finite number, got {request.value}")
         endpoint = self.endpoints.get(request.endpoint)
         policy = policy_of(endpoint)
         arm = request.arm or self._arm_for_key(request.endpoint, policy, request.key)
         if arm not in {a.name for a in policy.arms}:
-            raise NotFound(f"endpoint {request.endpoint!r} has no arm {arm!r}; arms: {[a.name for a in policy.arms]}")
+            raise NotFound(f"endpoint {request.endpoint!r} has no arm {shown(arm)}; arms: {[a.name for a in policy.arms]}")
         self.store.add_reward(request.endpoint, arm, request.value)
         if policy.kind == "bandit":
             self.routes.push()  # bandits learn from the new reward at once
@@ -216,6 +225,17 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
 
     def CancelRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pipelines_pb2.PipelineRun:
         return run_message(self.pipelines.cancel(request.run_id))
+
+    # ---- identities ----
+    def CreateToken(self, request: pb.CreateTokenRequest, context: grpc.ServicerContext) -> pb.CreateTokenResponse:
+        info, token = self.tokens.create(request.name, request.role, request.ttl_s)
+        return pb.CreateTokenResponse(info=info, token=token)
+
+    def ListTokens(self, request: pb.ListTokensRequest, context: grpc.ServicerContext) -> pb.ListTokensResponse:
+        return pb.ListTokensResponse(tokens=self.tokens.list())
+
+    def RevokeToken(self, request: pb.RevokeTokenRequest, context: grpc.ServicerContext) -> pb.TokenInfo:
+        return self.tokens.revoke(request.token)
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
         live = self.reconciler.live_agents()

@@ -183,6 +183,12 @@ class EventRecord:
     message: str
 
 
+def like_prefix(prefix: str) -> str:
+    """The LIKE pattern (with ``ESCAPE '\\'``) matching text that starts with ``prefix``
+    taken literally: its ``%`` and ``_`` are not wildcards."""
+    return prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 class Store:
     """Transactions over the coordinator's tables; every method commits before it returns."""
 
@@ -231,8 +237,8 @@ class Store:
             rows = self._query("SELECT * FROM models WHERE name=? AND version=?", (name, version))
             if not rows and len(version) < 64:
                 rows = self._query(
-                    "SELECT * FROM models WHERE name=? AND version LIKE ? ORDER BY created_at DESC",
-                    (name, version + "%"),
+                    "SELECT * FROM models WHERE name=? AND version LIKE ? ESCAPE '\\' ORDER BY created_at DESC",
+                    (name, like_prefix(version)),
                 )
                 if len(rows) > 1:
                     return None

@@ -37,7 +37,7 @@ from milepost.core.deadlines import Deadline
 from milepost.core.errors import DeadlineExceeded, ResourceExhausted
 
 
-@dataclass
+@dataclass(eq=False)  # queued requests are told apart by identity, never by their batches
 class _Pending:
     batch: pa.RecordBatch
     future: Future
@@ -80,7 +80,10 @@ class MicroBatcher(LoadedModel):
         try:
             return pending.future.result(timeout=deadlines.remaining(deadline))
         except FutureTimeout:
-            pending.future.cancel()  # the worker skips it if it has not taken it yet
+            with self._cond:  # the worker takes requests under this lock: it has this one, or never will
+                if pending.future.cancel():
+                    self._queue.remove(pending)
+                    self._queued_rows -= rows
             raise DeadlineExceeded("deadline passed while the request waited for the model") from None
 
     @property

@@ -7,6 +7,7 @@ Run from the repository root after installing (see README.md):
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -58,6 +59,8 @@ def main() -> None:
             ports = wait_ready(data_dir / "up.json", up)
             coordinator, agent = ports["coordinator"], ports["agent"]
             print(f"coordinator on {coordinator}, agent (Open Inference Protocol) on {agent}\n")
+            # `up` made an admin token on its first start; the CLI commands below present it.
+            os.environ["MILEPOST_TOKEN"] = (data_dir / "admin.token").read_text().strip()
 
             # Train on the fly and compile into a Milepost bundle (no pickle; versioned by content hash).
             X, y = load_breast_cancer(return_X_y=True)

@@ -16,7 +16,8 @@ import grpc
 import numpy as np
 import pyarrow as pa
 
-from milepost.core import model_upload, tensor_codec
+from milepost.core import auth, model_upload, tensor_codec
+from milepost.core.batching import BatchingSettings
 from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, NotFound
 from milepost.core.settings import get_settings
 from milepost.inference import grpc_predict_v2_pb2 as oip
@@ -27,15 +28,29 @@ from milepost.v1 import coordinator_pb2_grpc, pipelines_pb2, routing_pb2, types_
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
 
 
+def embedded_admin_token(home: Path) -> str:
+    """The admin token `milepost up` (HOME/admin.token) or `milepost coordinator`
+    (HOME/coordinator/admin.token) wrote, if this user can read one; else empty."""
+    for path in (home / "admin.token", home / "coordinator" / "admin.token"):
+        try:
+            return path.read_text().strip()
+        except OSError:
+            continue
+    return ""
+
+
 class Client:
-    def __init__(self, coordinator: str | None = None, *, timeout: float | None = None) -> None:
+    def __init__(self, coordinator: str | None = None, *, timeout: float | None = None, token: str | None = None) -> None:
         """``coordinator`` and ``timeout`` (seconds per call) default to the settings
-        ``coordinator`` and ``client_timeout_s`` ($MILEPOST_COORDINATOR, $MILEPOST_CLIENT_TIMEOUT_S)."""
+        ``coordinator`` and ``client_timeout_s`` ($MILEPOST_COORDINATOR, $MILEPOST_CLIENT_TIMEOUT_S).
+        ``token`` (the bearer token every call carries) defaults to $MILEPOST_TOKEN, then to the
+        admin.token the embedded default (`milepost up`) wrote in its data directory."""
         settings = get_settings()
         self.coordinator = coordinator or settings.coordinator
         self.timeout = timeout or settings.client_timeout_s
+        self.token = token or settings.token or embedded_admin_token(settings.home)
         coordinator = self.coordinator
-        self._channel = grpc.insecure_channel(coordinator, options=_CHANNEL_OPTIONS)
+        self._channel = auth.with_token(grpc.insecure_channel(coordinator, options=_CHANNEL_OPTIONS), self.token)
         self._stub = coordinator_pb2_grpc.CoordinatorServiceStub(self._channel)
         self._agent_channels: dict[str, grpc.Channel] = {}
 
@@ -56,6 +71,18 @@ class Client:
             return getattr(self._stub, method)(request, timeout=timeout or self.timeout)
         except grpc.RpcError as err:
             raise MilepostError.from_status(err) from err
+
+    # ---- identities ----
+    def create_token(self, name: str, role: str, ttl_s: float = 0.0) -> pb.CreateTokenResponse:
+        """A new bearer token (shown only in this answer) for ``name`` with ``role``; ttl_s 0: never expires."""
+        return self._call("CreateToken", pb.CreateTokenRequest(name=name, role=role, ttl_s=ttl_s))
+
+    def list_tokens(self) -> list[pb.TokenInfo]:
+        return list(self._call("ListTokens", pb.ListTokensRequest()).tokens)
+
+    def revoke_token(self, token: str) -> pb.TokenInfo:
+        """Revoke by token id or name; calls with it are refused from now on."""
+        return self._call("RevokeToken", pb.RevokeTokenRequest(token=token))
 
     # ---- registry ----
     def push_model(self, path: str | Path, name: str) -> types_pb2.ModelVersion:
@@ -107,9 +134,7 @@ class Client:
         agents that run the engine (by default the one the model's flavor needs), carry
         every ``selector`` label and have ``cpu``, ``memory_bytes`` and ``gpus`` free.
         """
-        batching = types_pb2.Batching(
-            max_batch_size=max_batch_size, max_delay_us=round(max_delay_ms * 1000), max_queue_rows=max_queue_rows
-        )
+        batching = BatchingSettings.from_ms(max_batch_size, max_delay_ms, max_queue_rows).to_proto()
         request = pb.DeployRequest(
             endpoint=endpoint, model=model, version=version, replicas=replicas, batching=batching,
             resources=types_pb2.ResourceRequest(cpu=cpu, memory_bytes=memory_bytes, gpus=gpus),

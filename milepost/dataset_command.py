@@ -23,6 +23,7 @@ from milepost.core.settings import Settings, env_var, get_settings
 
 if TYPE_CHECKING:
     from engines.base import DatasetJob, JobResult
+    from milepost.client import Client
 
 ENGINES = ("native", "torch", "python", "spark", "ray")
 _BAR_WIDTH = 30
@@ -70,8 +71,10 @@ def run(args: argparse.Namespace) -> int:
     keep = tuple(c.strip() for c in args.keep.split(",") if c.strip())
     job = DatasetJob(source=args.input, sink=args.output, batch_rows=args.batch_rows, keep=keep, options=options)
     bar = ProgressBar(_total_rows(args.input), sys.stderr)
-    result = score_registered(args.coordinator, name, version, job, engine=args.engine, progress=bar.update,
-                              timeout=args.timeout)
+    from milepost.cli.arguments import client
+
+    with client(args) as c:
+        result = score_registered(c, name, version, job, engine=args.engine, progress=bar.update)
     bar.finish(result.rows)
     print(f"scored {result.rows:,} rows of {args.input} with {name} on {result.engine} "
           f"in {result.seconds:.1f} s ({result.rows / max(result.seconds, 1e-9):,.0f} rows/s) -> {result.sink}")
@@ -79,29 +82,20 @@ def run(args: argparse.Namespace) -> int:
 
 
 def score_registered(
-    coordinator: str, name: str, version: str, job: DatasetJob, *, engine: str = "",
-    progress: Callable[[int], None] | None = None, timeout: float | None = None,
+    client: Client, name: str, version: str, job: DatasetJob, *, engine: str = "",
+    progress: Callable[[int], None] | None = None,
 ) -> JobResult:
-    """Fetch ``name:version`` (newest when empty; a prefix works) and run ``job`` on
-    ``engine`` (the flavor's default when empty); returns the engine's JobResult.
-    ``timeout`` bounds the fetch (default: the call_timeout_s setting)."""
+    """Fetch ``name:version`` through ``client`` (newest when empty; a prefix works) and run
+    ``job`` on ``engine`` (the flavor's default when empty); returns the engine's JobResult."""
     from engines import registry
     from scoring_core import bundle
 
     with tempfile.TemporaryDirectory(prefix="milepost-score-") as tmp:
-        bundle_dir = fetch_bundle(coordinator, name, version, Path(tmp) / "bundle", timeout=timeout)
+        bundle_dir = Path(tmp) / "bundle"
+        client.fetch_model(name, version, bundle_dir)
         flavor = str(bundle.read_manifest(bundle_dir).get("flavor", ""))
         chosen = registry.engine_for(flavor, engine, online=False)
         return chosen.score_dataset(bundle_dir, job, progress)
-
-
-def fetch_bundle(coordinator: str, name: str, version: str, dest: Path, *, timeout: float | None = None) -> Path:
-    """Download a model version from the coordinator into ``dest`` (unpacked, verified)."""
-    from milepost.client import Client
-
-    with Client(coordinator, timeout=get_settings().call_timeout_s if timeout is None else timeout) as client:
-        client.fetch_model(name, version, dest)
-    return dest
 
 
 def _total_rows(source: str) -> int | None:

@@ -62,7 +62,23 @@ def start_up(data_dir: Path, *, port: int = 0, agent_port: int = 0) -> UpProcess
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     state = wait_for_file(data_dir / "up.json", process)
+    # The CLI and milepost.Client of this test speak as the admin `up` made (see _no_token_leaks).
+    os.environ["MILEPOST_TOKEN"] = (data_dir / "admin.token").read_text().strip()
     return UpProcess(process, data_dir, state["coordinator"], state["agent"])
+
+
+@pytest.fixture(autouse=True)
+def _no_token_leaks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """MILEPOST_TOKEN as the test found it, whatever the test sets (start_up sets it)."""
+    monkeypatch.delenv("MILEPOST_TOKEN", raising=False)
+
+
+def agent_token(coordinator: str, name: str) -> str:
+    """A new token of role agent, made with the admin token in $MILEPOST_TOKEN."""
+    from milepost.client import Client
+
+    with Client(coordinator) as client:
+        return client.create_token(name, "agent").token
 
 
 @pytest.fixture
@@ -112,7 +128,7 @@ class Cluster:
     def client(self):
         from milepost.client import Client
 
-        return Client(self.coordinator.address)
+        return Client(self.coordinator.address, token=self.coordinator.admin_token_file.read_text().strip())
 
 
 @pytest.fixture
@@ -122,9 +138,12 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
 
     coordinator = Coordinator(CoordinatorConfig(data_dir=tmp_path / "coordinator", port=0))
     coordinator.start()
-    agent = Agent(AgentConfig(coordinator=coordinator.address, data_dir=tmp_path / "agent", port=0, agent_id="a1"))
+    agent = Agent(AgentConfig(coordinator=coordinator.address, data_dir=tmp_path / "agent", port=0, agent_id="a1",
+                              token=coordinator.local_agent_token()))
     agent.start()
     assert agent.registration.registered.wait(10)
+    # Commands this test runs in process speak as the coordinator's admin (see _no_token_leaks).
+    os.environ["MILEPOST_TOKEN"] = coordinator.admin_token_file.read_text().strip()
     yield Cluster(coordinator, agent)
     agent.stop()
     coordinator.stop()

@@ -13,7 +13,7 @@ import pytest
 from milepost.client import Client
 from milepost.core.errors import DataLoss, InvalidArgument, NotFound
 from milepost.pipeline_spec import spec_from_dict
-from tests.conftest import ROOT, milepost_cmd, wait_for_file, wait_until
+from tests.conftest import ROOT, agent_token, milepost_cmd, wait_for_file, wait_until
 
 
 def start(role: str, data_dir: Path, *extra: str) -> tuple[subprocess.Popen, dict]:
@@ -21,11 +21,23 @@ def start(role: str, data_dir: Path, *extra: str) -> tuple[subprocess.Popen, dic
     (data_dir / f"{role}.json").unlink(missing_ok=True)
     process = subprocess.Popen(
         milepost_cmd(role, "--data-dir", str(data_dir), "--port", "0",
-                     *(("--metrics-port", "0") if role == "agent" else ()), *extra),
+                     *(("--metrics-port", "0", "--token", _agent_token(data_dir, extra)) if role == "agent" else ()),
+                     *extra),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    return process, wait_for_file(data_dir / f"{role}.json", process)
+    state = wait_for_file(data_dir / f"{role}.json", process)
+    if role == "coordinator":  # this test's clients and agents speak as its admin (see tests/conftest.py)
+        os.environ["MILEPOST_TOKEN"] = (data_dir / "admin.token").read_text().strip()
+    return process, state
+
+
+def _agent_token(data_dir: Path, extra: tuple[str, ...]) -> str:
+    """The agent's token, made once per data directory: a restarted agent comes back as itself."""
+    kept = data_dir / "test-agent.token"
+    if not kept.exists():
+        kept.write_text(agent_token(extra[extra.index("--coordinator") + 1], data_dir.name))
+    return kept.read_text()
 
 
 def stop(process: subprocess.Popen) -> None:
@@ -88,12 +100,13 @@ def test_deploy_waits_for_an_agent_then_places(tmp_path, logistic_model) -> None
     coordinator = Coordinator(CoordinatorConfig(data_dir=tmp_path / "c", port=0))
     coordinator.start()
     try:
-        with Client(coordinator.address) as client:
+        with Client(coordinator.address, token=coordinator.admin_token_file.read_text().strip()) as client:
             client.push_model(bundle_dir, "lr")
             endpoint = client.deploy("later", "lr")
             assert endpoint.deployments[0].state == "PENDING"
             assert "no live agent" in endpoint.deployments[0].message
-            agent = Agent(AgentConfig(coordinator=coordinator.address, data_dir=tmp_path / "a", port=0, agent_id="late"))
+            agent = Agent(AgentConfig(coordinator=coordinator.address, data_dir=tmp_path / "a", port=0, agent_id="late",
+                                      token=coordinator.local_agent_token()))
             agent.start()
             try:
                 wait_until(lambda: ready_replica(client, "later"))

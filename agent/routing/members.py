@@ -68,7 +68,7 @@ class RemoteModel(LoadedModel):
 
     def __init__(self, deployment_id: str, addresses: tuple[str, ...], channels: Channels,
                  describe_cache: dict[str, ModelDescription] | None = None, *,
-                 call_timeout_s: float = 30.0, describe_timeout_s: float = 10.0) -> None:
+                 call_timeout_s: float, describe_timeout_s: float) -> None:
         if not addresses:
             raise ValueError(f"remote deployment {deployment_id} needs at least one address")
         self.deployment_id = deployment_id

@@ -203,6 +203,9 @@ class Router:
             if model is None:
                 continue
             if model.version.startswith(version):
+                if not route.pushed:  # a local deployment: no arms to report or count
+                    out, served_version = self._call_deployment(route, arm.deployment_id, arm.name, batch, deadline)
+                    return Served(out, (), (arm.deployment_id,), served_version)
                 return self._call_arm(request, route, arm, batch, (endpoint,), deadline)
             versions.append(f"{arm.name}={model.version[:12]}")
         raise NotFound(

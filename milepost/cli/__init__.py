@@ -21,13 +21,15 @@ SERVER_COMMANDS = ("up", "coordinator", "agent")
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     from milepost import __version__, dataset_command
-    from milepost.cli import models, pipelines, routing, servers
+    from milepost.cli import models, pipelines, routing, servers, tokens
 
     config_help = f"TOML file of settings (default: ${env_var('config')}); see the README's Settings"
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--coordinator", default=settings.coordinator, metavar="HOST:PORT",
                         help=f"coordinator address (default: %(default)s, or ${env_var('coordinator')})")
     common.add_argument("--timeout", type=float, default=settings.call_timeout_s, help="deadline per call in seconds")
+    common.add_argument("--token", default=settings.token, metavar="TOKEN",
+                        help=f"bearer token (default: ${env_var('token')}, else the admin.token of `milepost up`)")
     common.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE", help=config_help)
     common.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
 
@@ -40,6 +42,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     dataset_command.add_parser(sub, common, settings)
     routing.add_commands(sub, common)
     pipelines.add_commands(sub, common)
+    tokens.add_commands(sub, common)
     return parser
 
 

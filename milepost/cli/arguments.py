@@ -16,7 +16,7 @@ def client(args: argparse.Namespace) -> Client:
     """A client of the coordinator at ``--coordinator``, each call with ``--timeout``."""
     from milepost.client import Client
 
-    return Client(args.coordinator, timeout=args.timeout)
+    return Client(args.coordinator, timeout=args.timeout, token=args.token or None)
 
 
 def model_ref(ref: str) -> tuple[str, str]:
@@ -57,12 +57,12 @@ def byte_size(text: str) -> int:
         raise InvalidArgument(f"--memory {text!r}: expected a size such as 512MiB or 2GiB") from None
 
 
-_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
 
 def seconds(text: str) -> float:
-    """'60s', '2m', '500ms', '1h' or a plain number of seconds."""
-    for suffix in ("ms", "s", "m", "h"):
+    """'60s', '2m', '500ms', '1h', '30d' or a plain number of seconds."""
+    for suffix in ("ms", "s", "m", "h", "d"):
         if text.endswith(suffix):
             number, scale = text[: -len(suffix)], _SECONDS[suffix]
             break

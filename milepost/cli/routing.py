@@ -8,6 +8,7 @@ import argparse
 
 from milepost.cli.arguments import arm, client, model_ref, seconds
 from milepost.cli.views import print_endpoint, when
+from milepost.core.routing import spec
 
 
 def cmd_split(args: argparse.Namespace) -> int:
@@ -134,16 +135,16 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("ensemble", parents=[common], help="combine several models' answers")
     p.add_argument("endpoint")
     p.add_argument("--member", action="append", required=True, metavar="NAME=MODEL[:VERSION[:WEIGHT]]")
-    p.add_argument("--combiner", choices=["mean", "weighted", "vote", "stacking"], default="mean")
+    p.add_argument("--combiner", choices=spec.COMBINERS, default="mean")
     p.add_argument("--stacker", default="", metavar="MODEL[:VERSION]", help="meta-model for --combiner stacking")
-    p.add_argument("--on-member-failure", choices=["fail", "skip"], default="fail")
+    p.add_argument("--on-member-failure", choices=spec.FAILURE_POLICIES, default="fail")
     p.add_argument("--member-timeout", type=float, default=0.0, help="seconds per member (default 10)")
     p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("bandit", parents=[common], help="multi-armed bandit driven by feedback")
     p.add_argument("endpoint")
     p.add_argument("--arm", action="append", required=True, metavar="NAME=MODEL[:VERSION]")
-    p.add_argument("--algorithm", choices=["thompson", "epsilon_greedy"], default="thompson")
+    p.add_argument("--algorithm", choices=spec.BANDITS, default="thompson")
     p.add_argument("--epsilon", type=float, default=0.1)
     p.set_defaults(func=cmd_bandit)
 

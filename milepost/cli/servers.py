@@ -25,11 +25,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     coordinator = Coordinator(CoordinatorConfig(
         data_dir=data_dir / "coordinator", host=args.host, port=args.port, agent_ttl_s=settings.agent_ttl_s,
         heartbeat_interval_s=settings.heartbeat_interval_s, placement=settings.placement,
+        admin_token_file=data_dir / "admin.token",
     ))
     coordinator.start()
     agent = Agent(AgentConfig(
         coordinator=coordinator.address, data_dir=data_dir / "agent", host=args.host,
         port=args.agent_port, agent_id="local", metrics_port=metrics_port(args.metrics_port),
+        token=coordinator.local_agent_token(),
     ))
     try:
         agent.start()
@@ -64,7 +66,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     agent = Agent(AgentConfig(
         coordinator=args.coordinator, data_dir=data_dir, host=args.host, port=args.port,
         agent_id=args.agent_id, advertise=args.advertise, labels=labels,
-        metrics_port=metrics_port(args.metrics_port),
+        metrics_port=metrics_port(args.metrics_port), token=args.token,
     ))
     agent.start()
     serve_forever([agent], data_dir, "agent", _agent_addresses(agent, args))

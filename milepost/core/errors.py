@@ -15,6 +15,27 @@ from typing import Any
 
 import grpc
 
+SHOWN_CHARS = 64
+
+
+def shown(value: object, limit: int = SHOWN_CHARS) -> str:
+    """How an error message quotes what a caller sent: ``repr(value)``, cut to ``limit``
+    characters (with the full length said), so a 10k-character name or a huge list
+    cannot make an error message huge or echo the whole input back."""
+    whole = not isinstance(value, (str, bytes)) or len(value) <= 2 * limit
+    text = repr(value if whole else value[: 2 * limit])  # type: ignore[index]
+    if whole and len(text) <= limit:
+        return text
+    if isinstance(value, str):
+        size = f"{len(value)} characters"
+    elif isinstance(value, bytes):
+        size = f"{len(value)} bytes"
+    elif isinstance(value, (list, tuple, dict, set)):
+        size = f"{len(value)} items"
+    else:
+        size = f"{len(text)} characters"
+    return f"{text[:limit]}... ({size})"
+
 
 class MilepostError(Exception):
     """Base class; ``code`` is the gRPC status a server answers with."""
@@ -30,8 +51,9 @@ class MilepostError(Exception):
         """The status and details a peer answered with, as the matching subclass.
 
         ``where`` (which peer, which call) prefixes the message. A status with
-        no subclass of its own (CANCELLED, ABORTED...) gives a MilepostError
-        that keeps that code, so a server relaying it answers the same status.
+        no subclass of its own (ABORTED, OUT_OF_RANGE...) gives a MilepostError
+        that keeps that code and names it, so a server relaying it answers the
+        same status.
         """
         call: Any = err  # a failed call is both an RpcError and a grpc.Call
         code: grpc.StatusCode = call.code()
@@ -40,7 +62,7 @@ class MilepostError(Exception):
         cls = _BY_CODE.get(code)
         if cls is not None:
             return cls(message)
-        error = MilepostError(message)
+        error = MilepostError(f"{code.name}: {message}")
         error.code = code
         return error
 

@@ -6,16 +6,21 @@ from concurrent import futures
 
 import grpc
 
+from milepost.core.auth import AuthInterceptor
 from milepost.core.grpc_errors import ErrorMappingInterceptor
 
 DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 
 
-def new_server(*, max_workers: int = 16, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> grpc.Server:
-    """A server whose oversized messages get RESOURCE_EXHAUSTED from gRPC itself."""
+def new_server(
+    auth: AuthInterceptor, *, max_workers: int = 16, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+) -> grpc.Server:
+    """A server whose calls are checked by ``auth`` and whose oversized messages get
+    RESOURCE_EXHAUSTED from gRPC itself. The error mapping is outermost, so refusals
+    and every error inside become their status."""
     return grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=[ErrorMappingInterceptor(), auth],
         options=[
             ("grpc.max_receive_message_length", max_message_bytes),
             ("grpc.max_send_message_length", max_message_bytes),

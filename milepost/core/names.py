@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import re
 
-from milepost.core.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument, shown
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
 def check_name(kind: str, value: str) -> str:
-    """``value`` if it is a valid ``kind`` name, else InvalidArgument saying what is allowed."""
-    if not NAME_PATTERN.match(value):
+    """``value`` if it is a valid ``kind`` name, else InvalidArgument saying what is allowed
+    (quoting at most a short prefix of what was sent)."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
         raise InvalidArgument(
-            f"{kind} name {value!r} is invalid: use 1-128 letters, digits, '_', '.', '-', "
+            f"{kind} name {shown(value)} is invalid: use 1-128 letters, digits, '_', '.', '-', "
             "starting with a letter or digit"
         )
     return value

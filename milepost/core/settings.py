@@ -51,6 +51,8 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path.home() / ".milepost",
                        description="data directory of `milepost up`, `coordinator` (home/coordinator), `agent` (home/agent)")
     coordinator: str = Field("127.0.0.1:7070", description="coordinator address client commands and agents use (--coordinator)")
+    token: str = Field("", description="bearer token of the CLI, milepost.Client and agents (--token); empty: the "
+                       "admin.token `milepost up` wrote in home/coordinator or the data directory")
     host: str = Field("127.0.0.1", description="interface `up`, `coordinator` and `agent` listen on (--host)")
     coordinator_port: int = Field(7070, ge=0, le=65535,
                                   description="coordinator port of `up` and `coordinator`; 0 picks a free one")
@@ -84,6 +86,15 @@ class Settings(BaseSettings):
     load_timeout_s: float = Field(120.0, gt=0, description="the coordinator loading a deployment on an agent")
     agent_call_timeout_s: float = Field(10.0, gt=0, description="the coordinator's other calls to agents (unload, routes)")
     stage_timeout_s: float = Field(86400.0, gt=0, description="one pipeline stage on an agent")
+
+    # ---- bounds on what callers send ----
+    max_bundle_bytes: int = Field(2 << 30, ge=1, description="largest model archive PushModel accepts, bytes as sent")
+    max_bundle_expanded_bytes: int = Field(2 << 30, ge=1, description="most bytes a model archive may unpack to, "
+                                           "counted while unpacking")
+    max_bundle_files: int = Field(10_000, ge=1, description="most files and folders a model archive may hold")
+    max_pipeline_spec_bytes: int = Field(256 << 10, ge=1, description="largest pipeline spec SubmitPipeline accepts, "
+                                         "bytes as sent")
+    max_pipeline_spec_depth: int = Field(32, ge=1, description="deepest nesting of lists and objects in a stage's params")
 
     @field_validator("stage_entries", mode="before")
     @classmethod

@@ -136,6 +136,21 @@ class CoordinatorServiceStub:
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=milepost_dot_v1_dot_coordinator__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.CreateToken = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/CreateToken',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.CreateTokenRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.CreateTokenResponse.FromString,
+                _registered_method=True)
+        self.ListTokens = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/ListTokens',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.ListTokensRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListTokensResponse.FromString,
+                _registered_method=True)
+        self.RevokeToken = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/RevokeToken',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.RevokeTokenRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.TokenInfo.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -269,6 +284,25 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateToken(self, request, context):
+        """Identities (role admin): tokens are shown once, when created, and stored as hashes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTokens(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeToken(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -371,6 +405,21 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=milepost_dot_v1_dot_coordinator__pb2.GetStatusRequest.FromString,
                     response_serializer=milepost_dot_v1_dot_coordinator__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'CreateToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateToken,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.CreateTokenRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.CreateTokenResponse.SerializeToString,
+            ),
+            'ListTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTokens,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListTokensRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.ListTokensResponse.SerializeToString,
+            ),
+            'RevokeToken': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeToken,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.RevokeTokenRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.TokenInfo.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -913,6 +962,87 @@ class CoordinatorService:
             '/milepost.v1.CoordinatorService/GetStatus',
             milepost_dot_v1_dot_coordinator__pb2.GetStatusRequest.SerializeToString,
             milepost_dot_v1_dot_coordinator__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/CreateToken',
+            milepost_dot_v1_dot_coordinator__pb2.CreateTokenRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.CreateTokenResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/ListTokens',
+            milepost_dot_v1_dot_coordinator__pb2.ListTokensRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.ListTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeToken(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/RevokeToken',
+            milepost_dot_v1_dot_coordinator__pb2.RevokeTokenRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.TokenInfo.FromString,
             options,
             channel_credentials,
             insecure,

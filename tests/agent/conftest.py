@@ -54,6 +54,8 @@ def mesh(estimators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]
     }
     for agent in agents.values():
         agent.start()
+    for agent in agents.values():  # control calls are taken once an agent knows its coordinator's token
+        assert agent.registration.registered.wait(10)
     mesh = Mesh(coordinator, agents, {m.name: m for m, _ in compiled.values()}, rows)
     for dep, model in (("dep-a", "lr_a"), ("dep-b", "lr_b"), ("dep-c", "lr_c"), ("dep-narrow", "narrow"),
                        ("dep-reg", "reg"), ("dep-stacker", "stacker")):

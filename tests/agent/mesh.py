@@ -16,12 +16,17 @@ import grpc
 import numpy as np
 import pytest
 
+from milepost.core import auth
+from milepost.core.auth import AuthInterceptor
 from milepost.core.grpc_server import bind, new_server
 from milepost.inference import grpc_predict_v2_pb2 as oip
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from milepost.v1 import agent_pb2, agent_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, routing_pb2
 
 FLAVOR = "scoring_core"
+
+
+CONTROL_TOKEN = "mesh-control-token"
 
 
 class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
@@ -32,13 +37,16 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.heartbeats: list[coordinator_pb2.HeartbeatRequest] = []
         self.table: routing_pb2.RouteTable | None = None
         self.lock = threading.Lock()
-        self.server = new_server(max_workers=8)
+        # Open to every caller: the agents under test are what is tested, not this stand-in.
+        self.server = new_server(AuthInterceptor(lambda token: None, {m: auth.OPEN for m in auth.RULES}), max_workers=8)
         coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(self, self.server)
         self.address = f"127.0.0.1:{bind(self.server, '127.0.0.1', 0)}"
         self.server.start()
 
     def RegisterAgent(self, request, context):
-        return coordinator_pb2.RegisterAgentResponse(agent_id=request.agent.agent_id, heartbeat_interval_s=0.2, ttl_s=5)
+        return coordinator_pb2.RegisterAgentResponse(
+            agent_id=request.agent.agent_id, heartbeat_interval_s=0.2, ttl_s=5, control_token=CONTROL_TOKEN,
+        )
 
     def Heartbeat(self, request, context):
         with self.lock:
@@ -77,7 +85,8 @@ class Mesh:
 
     def channel(self, address: str) -> grpc.Channel:
         if address not in self._channels:
-            self._channels[address] = grpc.insecure_channel(address)
+            # The agents take control calls from their coordinator only: this mesh speaks as it.
+            self._channels[address] = auth.with_token(grpc.insecure_channel(address), CONTROL_TOKEN)
         return self._channels[address]
 
     def address(self, agent: str) -> str:

@@ -24,6 +24,7 @@ def parse(*argv: str) -> argparse.Namespace:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--coordinator")
     common.add_argument("--timeout", type=float, default=60.0)
+    common.add_argument("--token", default="")
     parser = argparse.ArgumentParser(prog="milepost")
     dataset_command.add_parser(parser.add_subparsers(dest="command"), common)
     return parser.parse_args(list(argv))

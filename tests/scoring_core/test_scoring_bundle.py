@@ -14,9 +14,10 @@ import pytest
 from sklearn.linear_model import LinearRegression, LogisticRegression
 
 import scoring_core
-from milepost.core.errors import DataLoss, InvalidArgument, Unimplemented
+from milepost.core.errors import DataLoss, InvalidArgument, ResourceExhausted, Unimplemented
 from scoring_core import bundle
 from scoring_core.model import CompiledModel
+from tests.security.archives import UNSAFE_MEMBERS, regular, tar
 
 
 @pytest.fixture(scope="module")
@@ -156,67 +157,26 @@ def test_pack_unpack_round_trip(saved, tmp_path, X, multinomial):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bundle", "empty", "unpacked"]
 
 
-def _tar_with(*members: tuple[tarfile.TarInfo, bytes | None]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for info, payload in members:
-            tar.addfile(info, io.BytesIO(payload) if payload is not None else None)
-    return buf.getvalue()
-
-
-def _file(name: str, payload: bytes = b"hello") -> tuple[tarfile.TarInfo, bytes]:
-    info = tarfile.TarInfo(name)
-    info.size = len(payload)
-    return info, payload
-
-
-def _link(name: str, target: str, kind: bytes) -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type = kind
-    info.linkname = target
-    return info, None
-
-
-def _device(name: str) -> tuple[tarfile.TarInfo, None]:
-    info = tarfile.TarInfo(name)
-    info.type = tarfile.CHRTYPE
-    info.devmajor, info.devminor = 1, 3
-    return info, None
-
-
-@pytest.mark.parametrize(
-    "members, needle",
-    [
-        ([_file("../x")], "../x"),
-        ([_file("arrays/../../x")], "arrays/../../x"),
-        ([_file("/etc/evil")], "/etc/evil"),
-        ([_link("milepost.json", "/etc/passwd", tarfile.SYMTYPE)], "link"),
-        ([_file("a"), _link("b", "a", tarfile.LNKTYPE)], "link"),
-        ([_device("null")], "special file"),
-        ([_file("a"), _file("a")], "twice"),
-    ],
-    ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink", "device", "duplicate"],
-)
+@pytest.mark.parametrize("members, needle", UNSAFE_MEMBERS.values(), ids=UNSAFE_MEMBERS.keys())
 def test_unpack_refuses_unsafe_archives(members, needle, tmp_path):
     dest = tmp_path / "dest"
     with pytest.raises(InvalidArgument, match=needle.replace(".", r"\.")):
-        bundle.unpack(_tar_with(*members), dest)
+        bundle.unpack(tar(*members), dest)
     assert not dest.exists()
     assert list(tmp_path.iterdir()) == []  # nothing written anywhere, not even a temp dir
 
 
-def test_unpack_refuses_oversized_archives(saved, tmp_path, monkeypatch):
+def test_unpack_refuses_oversized_archives(saved, tmp_path):
     path, _ = saved
-    monkeypatch.setattr(bundle, "MAX_UNPACKED_BYTES", 100)
-    with pytest.raises(InvalidArgument, match="beyond 100 bytes"):
-        bundle.unpack(bundle.pack(path), tmp_path / "dest")
+    with pytest.raises(ResourceExhausted, match="beyond 100 bytes"):
+        bundle.unpack(bundle.pack(path), tmp_path / "dest", limits=bundle.UnpackLimits(max_bundle_expanded_bytes=100))
 
 
 def test_unpack_of_garbage_or_unverifiable_content_is_data_loss(tmp_path):
     with pytest.raises(DataLoss):
         bundle.unpack(b"not a tar archive at all" * 50, tmp_path / "a")
     with pytest.raises(DataLoss, match="CHECKSUMS"):
-        bundle.unpack(_tar_with(_file("milepost.json", b"{}")), tmp_path / "b")
+        bundle.unpack(tar(regular("milepost.json", b"{}")), tmp_path / "b")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -9,10 +9,11 @@ the caller's fault) before it serves by it.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 
-from milepost.core.errors import FailedPrecondition, InvalidArgument
+from milepost.core.errors import FailedPrecondition, InvalidArgument, shown
 from milepost.v1 import routing_pb2
 
 KINDS = ("single", "split", "canary", "shadow", "ensemble", "bandit")
@@ -28,15 +29,18 @@ DEFAULT_MEMBER_TIMEOUT_S = 10.0
 def check(
     policy: routing_pb2.RoutingPolicy, arm_names: Sequence[str], weights: Sequence[float], has_stacker: bool,
 ) -> None:
-    """Raise InvalidArgument naming the first problem; fill defaults into ``policy`` in place."""
+    """Raise InvalidArgument naming the first problem; fill defaults into ``policy`` in place.
+
+    Every number must be finite (NaN passes no comparison, so each is checked as such)."""
     kind = policy.kind
     if kind not in KINDS:
-        raise InvalidArgument(f"policy kind {kind!r} is unknown; use one of {', '.join(KINDS)}")
+        raise InvalidArgument(f"policy kind {shown(kind)} is unknown; use one of {', '.join(KINDS)}")
     for name in arm_names:
-        if not ARM_NAME.match(name):
-            raise InvalidArgument(f"arm name {name!r} is invalid: 1-64 letters, digits, '_', '.', '-'")
+        if not ARM_NAME.fullmatch(name):
+            raise InvalidArgument(f"arm name {shown(name)} is invalid: 1-64 letters, digits, '_', '.', '-'")
     if len(set(arm_names)) != len(arm_names):
-        raise InvalidArgument(f"arm names must be unique, got {list(arm_names)}")
+        raise InvalidArgument(f"arm names must be unique, got {shown(list(arm_names))}")
+    _check_finite(policy, weights)
     n = len(arm_names)
     exact = {"single": 1, "canary": 2, "shadow": 2}
     if kind in exact and n != exact[kind]:
@@ -44,9 +48,9 @@ def check(
     if kind in ("split", "ensemble", "bandit") and n < 1:
         raise InvalidArgument(f"a {kind} policy takes at least 1 arm, got none")
     if any(w < 0 for w in weights):
-        raise InvalidArgument(f"arm weights must be >= 0, got {list(weights)}")
+        raise InvalidArgument(f"arm weights must be >= 0, got {shown(list(weights))}")
     if kind == "split" and not any(w > 0 for w in weights):
-        raise InvalidArgument(f"split weights must be >= 0 with at least one > 0, got {list(weights)}")
+        raise InvalidArgument(f"split weights must be >= 0 with at least one > 0, got {shown(list(weights))}")
     if not policy.key_parameter:
         policy.key_parameter = DEFAULT_KEY_PARAMETER
     if kind == "canary":
@@ -57,13 +61,13 @@ def check(
         if not policy.combiner:
             policy.combiner = "mean"
         if policy.combiner not in COMBINERS:
-            raise InvalidArgument(f"combiner {policy.combiner!r} is unknown; use one of {', '.join(COMBINERS)}")
+            raise InvalidArgument(f"combiner {shown(policy.combiner)} is unknown; use one of {', '.join(COMBINERS)}")
         if (policy.combiner == "stacking") != has_stacker:
             raise InvalidArgument("the stacking combiner needs a stacker model, and only it takes one")
         if not policy.on_member_failure:
             policy.on_member_failure = "fail"
         if policy.on_member_failure not in FAILURE_POLICIES:
-            raise InvalidArgument(f"on_member_failure must be fail or skip, got {policy.on_member_failure!r}")
+            raise InvalidArgument(f"on_member_failure must be fail or skip, got {shown(policy.on_member_failure)}")
         if policy.member_timeout_s < 0:
             raise InvalidArgument("member_timeout_s must be >= 0")
         if policy.combiner == "weighted" and not any(w > 0 for w in weights):
@@ -72,17 +76,31 @@ def check(
         if not policy.bandit:
             policy.bandit = "thompson"
         if policy.bandit not in BANDITS:
-            raise InvalidArgument(f"bandit {policy.bandit!r} is unknown; use one of {', '.join(BANDITS)}")
+            raise InvalidArgument(f"bandit {shown(policy.bandit)} is unknown; use one of {', '.join(BANDITS)}")
         if not 0 <= policy.epsilon <= 1:
             raise InvalidArgument(f"epsilon must be in [0, 1], got {policy.epsilon}")
         if policy.bandit == "epsilon_greedy" and policy.epsilon == 0:
             policy.epsilon = 0.1
 
 
+def _check_finite(policy: routing_pb2.RoutingPolicy, weights: Sequence[float]) -> None:
+    """InvalidArgument naming the first number of the policy (or weight) that is NaN or infinite."""
+    numbers = {
+        "arm weights": list(weights), "canary steps": list(policy.steps), "window_s": [policy.window_s],
+        "gates.max_error_rate": [policy.gates.max_error_rate],
+        "gates.max_p99_latency_ms": [policy.gates.max_p99_latency_ms],
+        "gates.max_divergence": [policy.gates.max_divergence], "shadow_fraction": [policy.shadow_fraction],
+        "member_timeout_s": [policy.member_timeout_s], "epsilon": [policy.epsilon],
+    }
+    for field, values in numbers.items():
+        if not all(math.isfinite(v) for v in values):
+            raise InvalidArgument(f"{field} must be finite, got {shown(values)}")
+
+
 def _check_canary(policy: routing_pb2.RoutingPolicy) -> None:
     steps = list(policy.steps) or list(DEFAULT_CANARY_STEPS)
     if any(not 0 < s <= 100 for s in steps) or steps != sorted(steps):
-        raise InvalidArgument(f"canary steps must be increasing percentages in (0, 100], got {steps}")
+        raise InvalidArgument(f"canary steps must be increasing percentages in (0, 100], got {shown(steps)}")
     if steps[-1] != 100:
         steps.append(100.0)
     del policy.steps[:]
@@ -98,6 +116,8 @@ def _check_canary(policy: routing_pb2.RoutingPolicy) -> None:
         gates.min_requests = 20
     if gates.max_p99_latency_ms < 0 or gates.max_divergence < 0:
         raise InvalidArgument("canary gates must be >= 0")
+    if gates.max_error_rate > 1:
+        raise InvalidArgument(f"gates.max_error_rate is a fraction of requests, in (0, 1]; got {gates.max_error_rate}")
 
 
 def check_resolved(endpoint: str, policy: routing_pb2.RoutingPolicy) -> routing_pb2.RoutingPolicy:
@@ -112,7 +132,7 @@ def check_resolved(endpoint: str, policy: routing_pb2.RoutingPolicy) -> routing_
     try:
         for arm in complete.arms:
             if bool(arm.deployment_id) == bool(arm.endpoint):
-                raise InvalidArgument(f"arm {arm.name!r} must name exactly one of a deployment and an endpoint")
+                raise InvalidArgument(f"arm {shown(arm.name)} must name exactly one of a deployment and an endpoint")
         check(
             complete, [a.name for a in complete.arms], [a.weight for a in complete.arms],
             has_stacker=bool(complete.stacker_deployment_id),

@@ -29,8 +29,9 @@ from engines import registry
 from milepost.core import auth, model_upload
 from milepost.core.auth import AuthInterceptor, Identity
 from milepost.core.errors import MilepostError, NotFound, Unavailable
-from milepost.core.grpc_server import bind, new_server
+from milepost.core.grpc_server import new_server
 from milepost.core.settings import get_settings
+from milepost.core.tls import Tls, listen, open_channel
 from milepost.core.version import __version__
 from milepost.inference import grpc_predict_v2_pb2_grpc
 from milepost.v1 import agent_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, types_pb2
@@ -55,6 +56,10 @@ class AgentConfig:
     metrics_port: int | None = None
     # The agent's own token (role agent) for its calls to the coordinator; empty: the token setting.
     token: str = ""
+    # TLS of its server and of its channels to the coordinator and other agents; None: plaintext,
+    # which a non-loopback host refuses unless insecure.
+    tls: Tls | None = None
+    insecure: bool = False
 
     def __post_init__(self) -> None:
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -66,13 +71,13 @@ class Agent:
         self.config = config
         self._settings = get_settings()
         self._coordinator_channel = auth.with_token(
-            grpc.insecure_channel(config.coordinator, options=[("grpc.max_receive_message_length", -1)]),
+            open_channel(config.coordinator, config.tls, [("grpc.max_receive_message_length", -1)]),
             config.token or self._settings.token,
         )
         self.cache = ModelCache(config.data_dir / "models", self._fetch)
         self.table = DeploymentTable(self.cache)
         self.arm_metrics = ArmMetricsBook()
-        self.router = Router(self.table, lambda: self.address, self.arm_metrics)
+        self.router = Router(self.table, lambda: self.address, self.arm_metrics, tls=config.tls)
         self.dataplane = DataPlane(self.table, self.router)
         self.health = health.HealthServicer()
         self.server = new_server(AuthInterceptor(self._authenticate, auth.data_plane_rules(require_token=False)))
@@ -134,7 +139,8 @@ class Agent:
         # One thread pool per scoring process: BLAS threads spinning beside numba's pool
         # and the MLP workers halve throughput (PERF_NOTES, technique 8).
         pin_blas_to_one_thread()
-        self.port = bind(self.server, self.config.host, self.config.port)
+        self.port = listen(self.server, self.config.host, self.config.port, self.config.tls,
+                           insecure=self.config.insecure)
         if self.config.metrics_port is not None:
             self._metrics_server = MetricsServer(self.config.host, self.config.metrics_port, AgentCollector.of(self))
             self._metrics_server.start()

@@ -13,45 +13,53 @@ from __future__ import annotations
 import hashlib
 import queue
 import shutil
-import socket
+import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 
 from agent.model_cache import ModelCache
-from engines import registry
+from engines import entry_points, registry, stages, trainers
 from engines.base import DatasetJob, Engine, Progress, StageSpec
 from milepost.core import bounded_json
-from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound, shown
+from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, shown
 from milepost.core.settings import Settings, env_var, get_settings
 from milepost.core.version import __version__
 from milepost.v1 import agent_pb2, pipelines_pb2
 
-# Entry points any training or custom stage may name; others need the operator's consent.
-BUILT_IN_ENTRIES = ("engines.trainers:",)
 
+def check_entry(entry: Any, settings: Settings | None = None) -> Callable[..., Any]:
+    """The function a stage entry names, if this agent allows it; resolved here, so that the
+    engine calls exactly what was checked.
 
-def check_entry(entry: str, settings: Settings | None = None) -> None:
-    """Refuse entry points outside the built-in trainers unless the operator allowed them.
+    A stage entry names a function this agent will call with parameters from a remote spec:
+    "os:system" would be remote code execution, and so would any attribute path that walks
+    from an allowed module to what it imported ("engines.trainers:importlib.import_module").
+    Allowed are exact "module:function" names: the built-in trainers (engines.trainers.BUILT_IN)
+    and those the operator lists in ``stage_entries`` (MILEPOST_STAGE_ENTRIES), or any
+    function defined in the module it names with ``allow_code_bundles``
+    (MILEPOST_ALLOW_CODE_BUNDLES=1). ``settings``: the process's when None.
 
-    A stage entry names a function this agent will call with parameters from a remote
-    spec: "os:system" would be remote code execution. The ``stage_entries`` setting
-    (MILEPOST_STAGE_ENTRIES) lists allowed module prefixes; ``allow_code_bundles``
-    (MILEPOST_ALLOW_CODE_BUNDLES=1) allows all. ``settings``: the process's when None.
+    InvalidArgument: not "module:function". PermissionDenied: not an allowed name.
     """
     settings = settings or get_settings()
-    if settings.allow_code_bundles:
-        return
-    allowed = BUILT_IN_ENTRIES + settings.stage_entries
-    if not any(entry.startswith(prefix) for prefix in allowed):
-        raise FailedPrecondition(
-            f"stage entry {entry!r} is not allowed on this agent: built-in trainers are "
-            f"({', '.join(BUILT_IN_ENTRIES)}); an operator allows more with "
-            f"{env_var('stage_entries')}=module.prefix,... or {env_var('allow_code_bundles')}=1"
+    if not isinstance(entry, str) or not entry_points.well_formed(entry):
+        raise InvalidArgument(f"stage entry {shown(entry)} must be an exact 'module:function' name "
+                              f"(no attribute paths), e.g. {trainers.BUILT_IN[0]}")
+    listed = [e for e in settings.stage_entries if entry_points.well_formed(e)]
+    if not settings.allow_code_bundles and entry not in trainers.BUILT_IN and entry not in listed:
+        ignored = [e for e in settings.stage_entries if e not in listed]
+        note = (f"; {env_var('stage_entries')} holds {shown(ignored[0], 40)}, which is not an exact "
+                f"'module:function' name (prefixes are not accepted)") if ignored else ""
+        raise PermissionDenied(
+            f"stage entry {shown(entry)} is not allowed on this agent: the built-in trainers are "
+            f"{', '.join(trainers.BUILT_IN)}; an operator allows more with "
+            f"{env_var('stage_entries')}=module:function,... or {env_var('allow_code_bundles')}=1{note}"
         )
+    return entry_points.resolve(entry, "stage entry", defined_here=True)
 
 
 # (model name, bundle directory) -> "name:version" once registered
@@ -61,27 +69,53 @@ NewestVersion = Callable[[str], str]
 Request = agent_pb2.RunStageRequest
 
 
-def fingerprint(path: str) -> str:
-    """sha256 over the files of a dataset (a file, or a folder's files in path order)."""
+def fingerprint(path: str, roots: Sequence[str | Path] = ()) -> str:
+    """sha256 over the files of a dataset (a file, or a folder's files in path order).
+
+    With ``roots``, every file must stay inside them once its links are followed (a folder
+    inside a data root may hold a link out of it), and only regular files are read: a
+    device or a pipe would never end."""
     root = Path(path)
     if not root.exists():
-        raise NotFound(f"dataset {path} does not exist on agent {socket.gethostname()}")
+        raise NotFound(f"dataset {shown(root.name)} does not exist")
+    if not (root.is_dir() or stat.S_ISREG(root.stat().st_mode)):
+        raise InvalidArgument(f"dataset {shown(root.name)} is neither a regular file nor a folder")
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
+    local_roots = [Path(r).expanduser().resolve() for r in map(str, roots) if "://" not in r]
     digest = hashlib.sha256()
     for f in files:
+        real = f.resolve()
+        if roots and not any(real.is_relative_to(r) for r in local_roots):
+            raise PermissionDenied(f"dataset {shown(root.name)}: {shown(f.name)} links out of this agent's data roots")
+        if not stat.S_ISREG(real.stat().st_mode):
+            continue
         digest.update(str(f.relative_to(root) if root.is_dir() else f.name).encode())
-        with f.open("rb") as handle:
+        with real.open("rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()
 
 
 class StageRunner:
-    def __init__(self, cache: ModelCache, work_dir: Path, push_model: PushModel, newest: NewestVersion) -> None:
+    """Runs stages for the agent whose data directory is ``data_dir`` (by default the folder
+    above ``work_dir``, where training stages write their bundles). A stage reads and writes
+    datasets only inside the data roots: that directory and the ``data_roots`` setting."""
+
+    def __init__(self, cache: ModelCache, work_dir: Path, push_model: PushModel, newest: NewestVersion,
+                 data_dir: Path | None = None) -> None:
         self.cache = cache
         self.work_dir = work_dir
         self.push_model = push_model
         self.newest = newest
+        self.data_dir = Path(data_dir) if data_dir is not None else Path(work_dir).parent
+
+    def roots(self) -> list[str]:
+        """Where stages may read and write: the agent's data directory, then the operator's
+        ``data_roots`` (read at each stage, as every setting is)."""
+        return [str(self.data_dir), *get_settings().data_roots]
+
+    def _path(self, params: dict[str, Any], key: str, stage: str) -> str:
+        return stages.confined(params[key], f"stage {shown(stage)} params.{key}", self.roots(), base=self.data_dir)
 
     def run(self, request: agent_pb2.RunStageRequest, context: grpc.ServicerContext) -> Iterator[pipelines_pb2.StageProgress]:
         stage = request.stage
@@ -134,11 +168,13 @@ class StageRunner:
         return self.cache.get(name, version if len(version) == 64 else self.newest(name) if not version else version)
 
     def _score(self, engine: Engine, request: Request, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        name = request.stage.name
         for key in ("model", "source", "sink"):
             if not params.get(key):
-                raise InvalidArgument(f"batch_scoring stage {request.stage.name!r} needs params.{key}")
+                raise InvalidArgument(f"batch_scoring stage {shown(name)} needs params.{key}")
+        source, sink = self._path(params, "source", name), self._path(params, "sink", name)
         job = DatasetJob(
-            source=str(params["source"]), sink=str(params["sink"]), keep=tuple(params.get("keep", ())),
+            source=source, sink=sink, keep=tuple(params.get("keep", ())),
             batch_rows=int(params.get("batch_rows", get_settings().batch_rows)), options=dict(params.get("options", {})),
         )
         result = engine.score_dataset(self._bundle(str(params["model"])), job, progress)
@@ -148,24 +184,39 @@ class StageRunner:
         stage = request.stage
         for key in ("entry", "data", "model_name"):
             if not params.get(key):
-                raise InvalidArgument(f"training stage {stage.name!r} needs params.{key}")
-        check_entry(str(params["entry"]))
-        out = self.work_dir / request.run_id / stage.name
+                raise InvalidArgument(f"training stage {shown(stage.name)} needs params.{key}")
+        fn = check_entry(params["entry"])
+        data = self._path(params, "data", stage.name)
+        out = self._stage_dir(request)
         shutil.rmtree(out, ignore_errors=True)
         out.parent.mkdir(parents=True, exist_ok=True)
         lineage = {
-            "data": str(params["data"]), "data_fingerprint": fingerprint(str(params["data"])),
+            "data": str(params["data"]), "data_fingerprint": fingerprint(data, self.roots()),
             "code": f"{params['entry']} (milepost {__version__}, engine {stage.engine} {engine.info().version})",
             "params": params.get("params", {}), "pipeline_run": request.run_id, "stage": stage.name,
         }
-        spec = StageSpec(name=stage.name, kind="training", entry=str(params["entry"]), params=params.get("params", {}))
-        result = engine.run_stage(spec, {"data": str(params["data"]), "output": str(out / "bundle"), "lineage": lineage})
+        spec = StageSpec(name=stage.name, kind="training", entry=fn, params=params.get("params", {}))
+        result = engine.run_stage(spec, {"data": data, "output": str(out / "bundle"), "lineage": lineage})
         ref = self.push_model(str(params["model_name"]), Path(result["model"]))
         return {"model": ref, "version": ref.partition(":")[2], "data_fingerprint": lineage["data_fingerprint"]}
 
+    def _stage_dir(self, request: Request) -> Path:
+        """work_dir/RUN/STAGE, where a training stage writes its bundle; both names single path
+        parts, so that nothing outside work_dir is ever removed."""
+        for what, part in (("run id", request.run_id), ("stage name", request.stage.name)):
+            if not part or part in (".", "..") or "/" in part or "\\" in part or "\x00" in part:
+                raise InvalidArgument(f"{what} {shown(part)} cannot name a folder")
+        return self.work_dir / request.run_id / request.stage.name
+
     def _custom(self, engine: Engine, request: Request, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+        name = request.stage.name
         if not params.get("entry"):
-            raise InvalidArgument(f"custom stage {request.stage.name!r} needs params.entry (module:function)")
-        check_entry(str(params["entry"]))
-        spec = StageSpec(name=request.stage.name, kind="custom", entry=str(params["entry"]), params=params.get("params", {}))
-        return engine.run_stage(spec, dict(params.get("inputs", {})))  # engines check that a stage answers a dict
+            raise InvalidArgument(f"custom stage {shown(name)} needs params.entry (module:function)")
+        fn = check_entry(params["entry"])
+        inputs = dict(params.get("inputs", {}))
+        for key in ("data", "source", "sink", "output"):  # the dataset inputs a stage function takes by convention
+            if isinstance(inputs.get(key), str):
+                inputs[key] = stages.confined(inputs[key], f"stage {shown(name)} inputs.{key}", self.roots(),
+                                              base=self.data_dir)
+        spec = StageSpec(name=name, kind="custom", entry=fn, params=params.get("params", {}))
+        return engine.run_stage(spec, inputs)  # engines check that a stage answers a dict

@@ -10,14 +10,16 @@ import grpc
 from milepost.core import auth
 from milepost.core.errors import DeadlineExceeded, MilepostError, Unavailable
 from milepost.core.settings import get_settings
+from milepost.core.tls import Tls, open_channel
 from milepost.v1 import agent_pb2, agent_pb2_grpc
 
 
 class AgentClients:
     """Every call carries ``control_token``, the coordinator's identity its agents accept."""
 
-    def __init__(self, control_token: str) -> None:
+    def __init__(self, control_token: str, tls: Tls | None = None) -> None:
         self._control_token = control_token
+        self._tls = tls
         self._lock = threading.Lock()
         self._channels: dict[str, grpc.Channel] = {}
 
@@ -25,7 +27,7 @@ class AgentClients:
         with self._lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = auth.with_token(grpc.insecure_channel(address), self._control_token)
+                channel = auth.with_token(open_channel(address, self._tls), self._control_token)
                 self._channels[address] = channel
         return agent_pb2_grpc.AgentServiceStub(channel)
 

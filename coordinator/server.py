@@ -22,12 +22,14 @@ from coordinator.store import Store
 from coordinator.tokens import TokenBook, token_file
 from milepost.core import auth
 from milepost.core.auth import AuthInterceptor
-from milepost.core.grpc_server import bind, new_server
+from milepost.core.grpc_server import new_server
+from milepost.core.tls import Tls, listen
 from milepost.v1 import coordinator_pb2_grpc
 
 log = logging.getLogger("milepost.coordinator")
 ADMIN_TOKEN_FILE = "admin.token"
 LOCAL_AGENT_TOKEN_FILE = "local-agent.token"
+MAX_REQUEST_BYTES = 8 << 20
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,9 @@ class CoordinatorConfig:
     placement: str = "spread"
     # Where the first start writes the admin token (0600); None: data_dir/admin.token.
     admin_token_file: Path | None = None
+    # TLS of its server and of its channels to agents; None: plaintext (loopback only unless insecure).
+    tls: Tls | None = None
+    insecure: bool = False
 
 
 class Coordinator:
@@ -54,7 +59,7 @@ class Coordinator:
         if not self.tokens.has_tokens() or self.admin_token_file.exists():
             token_file(self.tokens, self.admin_token_file, "admin", auth.ADMIN)
         self.artifacts = ArtifactStore(config.data_dir / "artifacts")
-        self.agent_clients = AgentClients(self.tokens.control_token)
+        self.agent_clients = AgentClients(self.tokens.control_token, config.tls)
         self.reconciler = Reconciler(
             self.store, self.agent_clients, ttl_s=config.agent_ttl_s, clock=clock, strategy=config.placement
         )
@@ -65,7 +70,9 @@ class Coordinator:
         self.canary = CanaryController(self.endpoints, self.stats, clock)
         self.pipelines = Pipelines(self.store, self.reconciler, self.agent_clients, self.endpoints, clock)
         self.pipelines.recover()
-        self.server = new_server(AuthInterceptor(self.tokens.authenticate, auth.RULES))
+        # Requests to the coordinator are small (bundles arrive in 1 MiB chunks): gRPC refuses
+        # anything larger on arrival, before a handler sees it.
+        self.server = new_server(AuthInterceptor(self.tokens.authenticate, auth.RULES), max_receive_bytes=MAX_REQUEST_BYTES)
         coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(
             CoordinatorServicer(
                 self.store, self.artifacts, self.reconciler, self.endpoints, self.routes, self.stats, self.pipelines,
@@ -86,7 +93,8 @@ class Coordinator:
         return f"{self.config.host}:{self.port}"
 
     def start(self) -> str:
-        self.port = bind(self.server, self.config.host, self.config.port)
+        self.port = listen(self.server, self.config.host, self.config.port, self.config.tls,
+                           insecure=self.config.insecure)
         self.server.start()
         self._monitor.start()
         log.info("coordinator listening on %s, data in %s", self.address, self.config.data_dir)

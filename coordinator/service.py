@@ -32,6 +32,12 @@ from milepost.core.routing.policy import Arm, build
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
+MAX_PAGE = 1000  # rows one list call answers, whatever it asks for: a reply stays bounded
+
+
+def _page(limit: int, default: int) -> int:
+    return default if limit <= 0 else min(limit, MAX_PAGE)
+
 
 def _timeout(context: grpc.ServicerContext) -> float | None:
     """The caller's time left, less a margin to answer in: the budget for calls to agents."""
@@ -197,7 +203,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         return choice.arms[0].name
 
     def ListEvents(self, request: pb.ListEventsRequest, context: grpc.ServicerContext) -> pb.ListEventsResponse:
-        events = self.store.list_events(request.endpoint, request.limit or 100)
+        events = self.store.list_events(request.endpoint, _page(request.limit, 100))
         return pb.ListEventsResponse(events=[
             types_pb2.Event(id=e.id, endpoint=e.endpoint, at=e.at, kind=e.kind, message=e.message) for e in events
         ])
@@ -207,7 +213,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         return run_message(self.pipelines.submit(request))
 
     def ListRuns(self, request: pb.ListRunsRequest, context: grpc.ServicerContext) -> pb.ListRunsResponse:
-        return pb.ListRunsResponse(runs=[run_message(r) for r in self.store.list_runs(request.limit or 50)])
+        return pb.ListRunsResponse(runs=[run_message(r) for r in self.store.list_runs(_page(request.limit, 50))])
 
     def GetRun(self, request: pb.GetRunRequest, context: grpc.ServicerContext) -> pipelines_pb2.PipelineRun:
         return run_message(self.pipelines.get(request.run_id))

@@ -9,13 +9,15 @@ itself. Either way the stage's outputs name a verified bundle directory and its 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from engines import entry_points
 from engines.base import StageSpec
-from milepost.core.errors import InvalidArgument
+from milepost.core.errors import InvalidArgument, PermissionDenied, shown
+from milepost.core.settings import env_var
 
 
 def run_custom(stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
@@ -34,10 +36,43 @@ def run_function(stage: StageSpec, fn: Callable[..., Any], inputs: dict[str, Any
 
 
 def resolve_entry(stage: StageSpec) -> Callable[..., Any]:
-    """The stage's function: the callable itself, or an importable "module:function"."""
+    """The stage's function: the callable itself, or an importable "module:function" (a
+    function defined in that module, named without attribute paths)."""
     if callable(stage.entry):
         return stage.entry
-    return entry_points.resolve(stage.entry, f"stage {stage.name!r} entry")
+    return entry_points.resolve(stage.entry, f"stage {stage.name!r} entry", defined_here=True)
+
+
+def confined(value: Any, what: str, roots: Sequence[str | Path], *, base: Path) -> str:
+    """The dataset path ``value`` (a stage's ``what``, e.g. "params.data") made absolute and
+    checked to lie inside one of ``roots``, after following symlinks: the path to hand the
+    engine. A relative path is taken from ``base``. URIs pass only below a root that is a URI
+    prefix (``s3://bucket/ml/``); ``file://`` URIs are local paths.
+
+    PermissionDenied names ``what`` and at most the path's last part, never the whole path
+    (the agent's layout is not the caller's business, and the value may be huge)."""
+    if not isinstance(value, str) or not value or "\x00" in value:
+        raise InvalidArgument(f"{what} must be a non-empty path")
+    last = value.rstrip("/").rsplit("/", 1)[-1] or value
+    refused = PermissionDenied(f"{what} {shown('.../' + last, 48)} is outside this agent's data roots: its data "
+                               f"directory and {env_var('data_roots')}")
+    local_roots = [Path(r).expanduser().resolve() for r in map(str, roots) if "://" not in r]
+    if "://" in value:
+        parsed = urlparse(value)
+        if parsed.scheme != "file":
+            uri_roots = [str(r).rstrip("/") + "/" for r in roots if "://" in str(r)]
+            segments = parsed.path.split("/")
+            if ".." in segments or "." in segments or not any(value.startswith(r) for r in uri_roots):
+                raise refused
+            return value
+        if parsed.netloc not in ("", "localhost"):
+            raise refused
+        value = unquote(parsed.path)
+    path = Path(value).expanduser()
+    path = (path if path.is_absolute() else base / path).resolve()
+    if not any(path == root or path.is_relative_to(root) for root in local_roots):
+        raise refused
+    return str(path)
 
 
 def training_data(stage: StageSpec, inputs: dict[str, Any]) -> str:

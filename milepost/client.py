@@ -20,6 +20,7 @@ from milepost.core import auth, model_upload, tensor_codec
 from milepost.core.batching import BatchingSettings
 from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, NotFound
 from milepost.core.settings import get_settings
+from milepost.core.tls import Tls, open_channel
 from milepost.inference import grpc_predict_v2_pb2 as oip
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from milepost.v1 import coordinator_pb2 as pb
@@ -40,17 +41,23 @@ def embedded_admin_token(home: Path) -> str:
 
 
 class Client:
-    def __init__(self, coordinator: str | None = None, *, timeout: float | None = None, token: str | None = None) -> None:
+    def __init__(
+        self, coordinator: str | None = None, *, timeout: float | None = None, token: str | None = None,
+        tls: Tls | None = None,
+    ) -> None:
         """``coordinator`` and ``timeout`` (seconds per call) default to the settings
         ``coordinator`` and ``client_timeout_s`` ($MILEPOST_COORDINATOR, $MILEPOST_CLIENT_TIMEOUT_S).
         ``token`` (the bearer token every call carries) defaults to $MILEPOST_TOKEN, then to the
-        admin.token the embedded default (`milepost up`) wrote in its data directory."""
+        admin.token the embedded default (`milepost up`) wrote in its data directory. ``tls``
+        (verify the servers against a CA, present a client certificate) defaults to the
+        tls_cert, tls_key and tls_ca settings."""
         settings = get_settings()
         self.coordinator = coordinator or settings.coordinator
         self.timeout = timeout or settings.client_timeout_s
         self.token = token or settings.token or embedded_admin_token(settings.home)
+        self.tls = tls or Tls.from_paths(settings.tls_cert, settings.tls_key, settings.tls_ca)
         coordinator = self.coordinator
-        self._channel = auth.with_token(grpc.insecure_channel(coordinator, options=_CHANNEL_OPTIONS), self.token)
+        self._channel = auth.with_token(open_channel(coordinator, self.tls, _CHANNEL_OPTIONS), self.token)
         self._stub = coordinator_pb2_grpc.CoordinatorServiceStub(self._channel)
         self._agent_channels: dict[str, grpc.Channel] = {}
 
@@ -307,7 +314,7 @@ class Client:
     def _agent_channel(self, address: str) -> grpc.Channel:
         channel = self._agent_channels.get(address)
         if channel is None:
-            channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+            channel = open_channel(address, self.tls, _CHANNEL_OPTIONS)
             self._agent_channels[address] = channel
         return channel
 

@@ -30,6 +30,7 @@ from milepost.core import deadlines, tensor_codec
 from milepost.core.deadlines import Deadline
 from milepost.core.description import ModelDescription
 from milepost.core.errors import DeadlineExceeded, MilepostError, Unavailable
+from milepost.core.tls import Tls, open_channel
 from milepost.inference import grpc_predict_v2_pb2 as pb
 from milepost.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
@@ -39,9 +40,10 @@ _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_mes
 
 
 class Channels:
-    """One channel per peer address, made on first use and kept until close."""
+    """One channel per peer address (TLS when the agent has it), made on first use and kept until close."""
 
-    def __init__(self) -> None:
+    def __init__(self, tls: Tls | None = None) -> None:
+        self._tls = tls
         self._lock = threading.Lock()
         self._stubs: dict[str, tuple[grpc.Channel, pb_grpc.GRPCInferenceServiceStub]] = {}
 
@@ -51,7 +53,7 @@ class Channels:
             with self._lock:
                 found = self._stubs.get(address)
                 if found is None:
-                    channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+                    channel = open_channel(address, self._tls, _CHANNEL_OPTIONS)
                     found = (channel, pb_grpc.GRPCInferenceServiceStub(channel))
                     self._stubs[address] = found
         return found[1]

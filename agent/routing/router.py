@@ -50,6 +50,7 @@ from milepost.core.errors import (
 from milepost.core.routing.ensemble import EnsemblePolicy
 from milepost.core.routing.policy import Arm
 from milepost.core.settings import get_settings
+from milepost.core.tls import Tls
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.agent")
@@ -77,11 +78,12 @@ class Router:
     def __init__(
         self, table: DeploymentTable, address: Callable[[], str], metrics: ArmMetricsBook, *,
         member_workers: int = 16, member_queue: int = 64, shadow_workers: int = 2, shadow_queue: int = 32,
+        tls: Tls | None = None,
     ) -> None:
         self._local = table
         self._address = address
         self.metrics = metrics
-        self._channels = Channels()
+        self._channels = Channels(tls)
         self._described: dict[str, ModelDescription] = {}
         self._table = RouteTable()
         self._apply_lock = threading.Lock()

@@ -19,19 +19,30 @@ from milepost.core.settings import Settings, env_var, load_settings, reset_setti
 SERVER_COMMANDS = ("up", "coordinator", "agent")
 
 
-def build_parser(settings: Settings) -> argparse.ArgumentParser:
-    from milepost import __version__, dataset_command
-    from milepost.cli import models, pipelines, routing, servers, tokens
-
+def common_arguments(settings: Settings) -> argparse.ArgumentParser:
+    """The flags every client command takes: where the coordinator is, who we are, how long to wait."""
     config_help = f"TOML file of settings (default: ${env_var('config')}); see the README's Settings"
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--coordinator", default=settings.coordinator, metavar="HOST:PORT",
                         help=f"coordinator address (default: %(default)s, or ${env_var('coordinator')})")
     common.add_argument("--timeout", type=float, default=settings.call_timeout_s, help="deadline per call in seconds")
+    common.add_argument("--tls-cert", default=settings.tls_cert, metavar="PEM", help="certificate of this process (TLS)")
+    common.add_argument("--tls-key", default=settings.tls_key, metavar="PEM", help="private key of --tls-cert")
+    common.add_argument("--tls-ca", default=settings.tls_ca, metavar="PEM",
+                        help="CA of the peers: mutual TLS (see `milepost certs init`)")
     common.add_argument("--token", default=settings.token, metavar="TOKEN",
                         help=f"bearer token (default: ${env_var('token')}, else the admin.token of `milepost up`)")
     common.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE", help=config_help)
     common.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    return common
+
+
+def build_parser(settings: Settings) -> argparse.ArgumentParser:
+    from milepost import __version__, dataset_command
+    from milepost.cli import certs, models, pipelines, routing, servers, tokens
+
+    config_help = f"TOML file of settings (default: ${env_var('config')}); see the README's Settings"
+    common = common_arguments(settings)
 
     parser = argparse.ArgumentParser(prog="milepost", description="Deploy, route, score and watch ML models.")
     parser.add_argument("--version", action="version", version=f"milepost {__version__}")
@@ -43,6 +54,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     routing.add_commands(sub, common)
     pipelines.add_commands(sub, common)
     tokens.add_commands(sub, common)
+    certs.add_commands(sub, common)
     return parser
 
 

@@ -7,6 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from milepost.core.errors import InvalidArgument
+from milepost.core.tls import Tls
 
 if TYPE_CHECKING:
     from milepost.client import Client
@@ -16,7 +17,12 @@ def client(args: argparse.Namespace) -> Client:
     """A client of the coordinator at ``--coordinator``, each call with ``--timeout``."""
     from milepost.client import Client
 
-    return Client(args.coordinator, timeout=args.timeout, token=args.token or None)
+    return Client(args.coordinator, timeout=args.timeout, token=args.token or None, tls=tls(args))
+
+
+def tls(args: argparse.Namespace) -> Tls | None:
+    """The TLS files --tls-cert, --tls-key and --tls-ca name (None: plaintext)."""
+    return Tls.from_paths(args.tls_cert, args.tls_key, args.tls_ca)
 
 
 def model_ref(ref: str) -> tuple[str, str]:

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from milepost.cli.arguments import metrics_port, pairs
+from milepost.cli.arguments import metrics_port, pairs, tls
 from milepost.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -25,13 +25,13 @@ def cmd_up(args: argparse.Namespace) -> int:
     coordinator = Coordinator(CoordinatorConfig(
         data_dir=data_dir / "coordinator", host=args.host, port=args.port, agent_ttl_s=settings.agent_ttl_s,
         heartbeat_interval_s=settings.heartbeat_interval_s, placement=settings.placement,
-        admin_token_file=data_dir / "admin.token",
+        admin_token_file=data_dir / "admin.token", tls=tls(args), insecure=args.insecure,
     ))
     coordinator.start()
     agent = Agent(AgentConfig(
         coordinator=coordinator.address, data_dir=data_dir / "agent", host=args.host,
         port=args.agent_port, agent_id="local", metrics_port=metrics_port(args.metrics_port),
-        token=coordinator.local_agent_token(),
+        token=coordinator.local_agent_token(), tls=tls(args), insecure=args.insecure,
     ))
     try:
         agent.start()
@@ -49,7 +49,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     coordinator = Coordinator(CoordinatorConfig(
         data_dir=data_dir, host=args.host, port=args.port, agent_ttl_s=args.agent_ttl,
-        heartbeat_interval_s=args.heartbeat_interval, placement=args.placement,
+        heartbeat_interval_s=args.heartbeat_interval, placement=args.placement, tls=tls(args), insecure=args.insecure,
     ))
     coordinator.start()
     serve_forever([coordinator], data_dir, "coordinator", {"coordinator": coordinator.address})
@@ -66,7 +66,7 @@ def cmd_agent(args: argparse.Namespace) -> int:
     agent = Agent(AgentConfig(
         coordinator=args.coordinator, data_dir=data_dir, host=args.host, port=args.port,
         agent_id=args.agent_id, advertise=args.advertise, labels=labels,
-        metrics_port=metrics_port(args.metrics_port), token=args.token,
+        metrics_port=metrics_port(args.metrics_port), token=args.token, tls=tls(args), insecure=args.insecure,
     ))
     agent.start()
     serve_forever([agent], data_dir, "agent", _agent_addresses(agent, args))
@@ -90,6 +90,8 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--agent-port", type=int, default=settings.agent_port,
                    help="agent data-plane port (0 picks a free one)")
     p.add_argument("--metrics-port", type=int, default=settings.metrics_port, help=metrics_help)
+    p.add_argument("--insecure", action="store_true", default=settings.insecure,
+                   help="listen on a non-loopback --host without TLS (tokens and features travel in the clear)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("coordinator", parents=[common], help="run the coordinator")
@@ -100,6 +102,8 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="seconds without heartbeat before an agent is lost")
     p.add_argument("--heartbeat-interval", type=float, default=settings.heartbeat_interval_s)
     p.add_argument("--placement", choices=["spread", "pack"], default=settings.placement)
+    p.add_argument("--insecure", action="store_true", default=settings.insecure,
+                   help="listen on a non-loopback --host without TLS (tokens and features travel in the clear)")
     p.set_defaults(func=cmd_coordinator)
 
     p = sub.add_parser("agent", parents=[common], help="run an agent that joins a coordinator")
@@ -110,4 +114,6 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--advertise", default="", help="HOST:PORT others use to reach this agent")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--metrics-port", type=int, default=settings.metrics_port, help=metrics_help)
+    p.add_argument("--insecure", action="store_true", default=settings.insecure,
+                   help="listen on a non-loopback --host without TLS (tokens and features travel in the clear)")
     p.set_defaults(func=cmd_agent)

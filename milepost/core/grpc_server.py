@@ -1,4 +1,6 @@
-"""How every Milepost gRPC server is built: thread pool, limits, error mapping."""
+"""How every Milepost gRPC server is built: thread pool, limits, error mapping, identities.
+
+Listening (with or without TLS) is milepost.core.tls.listen."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 64 << 20
 
 
 def new_server(
-    auth: AuthInterceptor, *, max_workers: int = 16, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    auth: AuthInterceptor, *, max_workers: int = 16, max_receive_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
 ) -> grpc.Server:
     """A server whose calls are checked by ``auth`` and whose oversized messages get
     RESOURCE_EXHAUSTED from gRPC itself. The error mapping is outermost, so refusals
@@ -22,17 +24,10 @@ def new_server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="grpc"),
         interceptors=[ErrorMappingInterceptor(), auth],
         options=[
-            ("grpc.max_receive_message_length", max_message_bytes),
-            ("grpc.max_send_message_length", max_message_bytes),
+            ("grpc.max_receive_message_length", max_receive_bytes),
+            ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
             ("grpc.so_reuseport", 0),
         ],
         maximum_concurrent_rpcs=max_workers * 8,
     )
 
-
-def bind(server: grpc.Server, host: str, port: int) -> int:
-    """Bind host:port (0 picks a free port) and return the port actually bound."""
-    bound = server.add_insecure_port(f"{host}:{port}")
-    if bound == 0:
-        raise OSError(f"cannot listen on {host}:{port}: address in use or not available")
-    return bound

@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=lambda: Path.home() / ".milepost",
                        description="data directory of `milepost up`, `coordinator` (home/coordinator), `agent` (home/agent)")
     coordinator: str = Field("127.0.0.1:7070", description="coordinator address client commands and agents use (--coordinator)")
+    tls_cert: Path | None = Field(None, description="PEM certificate of this process (--tls-cert); with tls_key: TLS")
+    tls_key: Path | None = Field(None, description="PEM private key of tls_cert (--tls-key)")
+    tls_ca: Path | None = Field(None, description="PEM CA of the peers (--tls-ca): mutual TLS, both sides verified")
+    insecure: bool = Field(False, description="1: let a server listen on a non-loopback address without TLS (--insecure)")
     token: str = Field("", description="bearer token of the CLI, milepost.Client and agents (--token); empty: the "
                        "admin.token `milepost up` wrote in home/coordinator or the data directory")
     host: str = Field("127.0.0.1", description="interface `up`, `coordinator` and `agent` listen on (--host)")
@@ -69,7 +73,11 @@ class Settings(BaseSettings):
     allow_code_bundles: bool = Field(False, description="1: run python code bundles and any stage entry point on this node "
                                      "(executes their code)")
     stage_entries: Annotated[tuple[str, ...], NoDecode] = Field(
-        (), description="comma-separated module prefixes a training or custom stage may name, beyond engines.trainers:")
+        (), description="comma-separated exact module:function names a training or custom stage may name, "
+        "beyond the built-in trainers (engines.trainers.BUILT_IN); not prefixes")
+    data_roots: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated folders (or URI prefixes, s3://bucket/ml/) whose files training and "
+        "batch-scoring stages may read and write, besides the agent's data directory")
     spark_master: str = Field("local[2]", description="Spark master of the spark engine when a job names none")
     ray_address: str = Field("", description="Ray cluster of the ray engine; empty: start a local Ray")
     ray_local_cpus: int = Field(2, ge=1, description="CPUs of the local Ray the ray engine starts")
@@ -96,7 +104,7 @@ class Settings(BaseSettings):
                                          "bytes as sent")
     max_pipeline_spec_depth: int = Field(32, ge=1, description="deepest nesting of lists and objects in a stage's params")
 
-    @field_validator("stage_entries", mode="before")
+    @field_validator("stage_entries", "data_roots", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

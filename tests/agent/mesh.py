@@ -18,7 +18,8 @@ import pytest
 
 from milepost.core import auth
 from milepost.core.auth import AuthInterceptor
-from milepost.core.grpc_server import bind, new_server
+from milepost.core.grpc_server import new_server
+from milepost.core.tls import listen
 from milepost.inference import grpc_predict_v2_pb2 as oip
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
 from milepost.v1 import agent_pb2, agent_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, routing_pb2
@@ -40,7 +41,7 @@ class FakeCoordinator(coordinator_pb2_grpc.CoordinatorServiceServicer):
         # Open to every caller: the agents under test are what is tested, not this stand-in.
         self.server = new_server(AuthInterceptor(lambda token: None, {m: auth.OPEN for m in auth.RULES}), max_workers=8)
         coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(self, self.server)
-        self.address = f"127.0.0.1:{bind(self.server, '127.0.0.1', 0)}"
+        self.address = f"127.0.0.1:{listen(self.server, '127.0.0.1', 0, None)}"
         self.server.start()
 
     def RegisterAgent(self, request, context):

@@ -21,12 +21,11 @@ from tests.engines.conftest import Data, as_matrix
 
 
 def parse(*argv: str) -> argparse.Namespace:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--coordinator")
-    common.add_argument("--timeout", type=float, default=60.0)
-    common.add_argument("--token", default="")
+    from milepost.cli import common_arguments
+    from milepost.core.settings import read_settings
+
     parser = argparse.ArgumentParser(prog="milepost")
-    dataset_command.add_parser(parser.add_subparsers(dest="command"), common)
+    dataset_command.add_parser(parser.add_subparsers(dest="command"), common_arguments(read_settings()))
     return parser.parse_args(list(argv))
 
 

@@ -40,9 +40,15 @@ def submit_refused(cluster, request: pipelines_pb2.PipelineSpec, error: type, *n
 
 
 def test_a_60_mb_spec_is_refused_at_once(cluster) -> None:
+    """gRPC itself refuses it on arrival: the coordinator takes requests of at most 8 MiB."""
     huge = spec({"name": "a", "kind": "custom", "engine": "native", "params": {"blob": "x" * (60 << 20)}})
     assert huge.ByteSize() > 60 << 20
-    submit_refused(cluster, huge, ResourceExhausted, "max_pipeline_spec_bytes", "262144")
+    submit_refused(cluster, huge, ResourceExhausted, "larger than max")
+
+
+def test_a_spec_over_the_spec_limit_is_refused_naming_the_setting(cluster) -> None:
+    big = spec({"name": "a", "kind": "custom", "engine": "native", "params": {"blob": "x" * (1 << 20)}})
+    submit_refused(cluster, big, ResourceExhausted, "max_pipeline_spec_bytes", "262144")
 
 
 def test_deeply_nested_params_are_invalid_argument_not_internal(cluster) -> None:
@@ -89,8 +95,10 @@ def test_a_spec_within_the_bounds_still_runs(cluster) -> None:
         nested = {"n": [nested]}
     request = spec({"name": "d", "kind": "deploy", "params": {"endpoint": "e", "model": "m", "extra": nested}})
     with cluster.client as client:
-        run = client.submit_pipeline(request)
-        assert [r.run_id for r in client.runs()] == [run.run_id]
+        run_id = client.submit_pipeline(request).run_id
+        assert [r.run_id for r in client.runs()] == [run_id]
+        run = wait_until(lambda: (r := client.run(run_id)).state in ("FAILED", "SUCCEEDED") and r)
+    assert "model 'm' is not registered" in run.stages[0].message  # it ran as far as the model look-up
 
 
 def test_a_canary_deploy_stage_still_starts_its_canary(cluster, logistic_model, tmp_path) -> None:

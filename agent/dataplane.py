@@ -15,10 +15,17 @@ Which model answers a name:
 
 A request reads the route table once; its inputs are decoded against the
 schema that table says, and served by the same table.
+
+Admission is by bytes in flight: the requests being served hold at most
+``max_inflight_bytes`` (the setting of that name) of request bytes; one more
+that would pass it gets RESOURCE_EXHAUSTED at once (a single request is always
+admitted when nothing else is in flight), so a burst of large requests cannot
+take the agent's memory.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -33,7 +40,7 @@ from agent.statistics import EndpointStatistics
 from milepost.core import deadlines
 from milepost.core.deadlines import Deadline
 from milepost.core.description import ModelDescription
-from milepost.core.errors import MilepostError, NotFound
+from milepost.core.errors import MilepostError, NotFound, ResourceExhausted
 
 ARM_PARAMETER = "milepost-arm"
 Encoded = TypeVar("Encoded")
@@ -49,6 +56,7 @@ class InferenceRequest:
     version: str = ""
     parameters: Mapping[str, str] = field(default_factory=dict)
     deadline: Deadline = None
+    size_bytes: int = 0  # the request's size on the wire, for admission
 
 
 @dataclass(frozen=True)
@@ -60,11 +68,31 @@ class InferenceResponse:
 
 
 class DataPlane:
-    def __init__(self, deployments: DeploymentTable, router: Router) -> None:
+    def __init__(self, deployments: DeploymentTable, router: Router, *, max_inflight_bytes: int) -> None:
         self.deployments = deployments
         self.router = router
         self.ready = True
         self._stats: dict[str, EndpointStatistics] = {}
+        self._max_inflight_bytes = max_inflight_bytes
+        self._inflight_bytes = 0
+        self._admission = threading.Lock()
+
+    @property
+    def inflight_bytes(self) -> int:
+        return self._inflight_bytes
+
+    def _admit(self, size: int) -> None:
+        with self._admission:
+            if self._inflight_bytes and self._inflight_bytes + size > self._max_inflight_bytes:
+                raise ResourceExhausted(
+                    f"this agent is serving {self._inflight_bytes} bytes of requests (limit {self._max_inflight_bytes}, "
+                    "max_inflight_bytes); retry with backoff or on another replica"
+                )
+            self._inflight_bytes += size
+
+    def _release(self, size: int) -> None:
+        with self._admission:
+            self._inflight_bytes -= size
 
     def serve(self, request: InferenceRequest, encode: Callable[[InferenceResponse], Encoded]) -> Encoded:
         """Serve ``request`` and return ``encode(response)``: the front end's reply, timed here too.
@@ -80,6 +108,7 @@ class DataPlane:
         if not direct and table.get(request.name) is None:
             raise NotFound(f"model {request.name!r} is not served by this agent")
         stats = self.statistics(hosted.spec.endpoint if hosted is not None else request.name)
+        self._admit(request.size_bytes)
         try:
             if hosted is not None:
                 batch = request.decode(hosted.model.input_schema)
@@ -100,6 +129,8 @@ class DataPlane:
         except BaseException:
             stats.record_failure(time.perf_counter_ns() - started)
             raise
+        finally:
+            self._release(request.size_bytes)
         stats.record_success(batch.num_rows, decoded - started, scored - decoded, time.perf_counter_ns() - scored)
         return reply
 

@@ -74,6 +74,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             version=request.model_version,
             parameters=_parameter_strings(request),
             deadline=deadlines.from_grpc(context),
+            size_bytes=request.ByteSize(),
         )
         requested = [o.name for o in request.outputs] or None
 

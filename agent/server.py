@@ -78,7 +78,7 @@ class Agent:
         self.table = DeploymentTable(self.cache)
         self.arm_metrics = ArmMetricsBook()
         self.router = Router(self.table, lambda: self.address, self.arm_metrics, tls=config.tls)
-        self.dataplane = DataPlane(self.table, self.router)
+        self.dataplane = DataPlane(self.table, self.router, max_inflight_bytes=self._settings.max_inflight_bytes)
         self.health = health.HealthServicer()
         self.server = new_server(AuthInterceptor(self._authenticate, auth.data_plane_rules(require_token=False)))
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.dataplane), self.server)

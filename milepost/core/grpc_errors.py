@@ -3,6 +3,9 @@
 A MilepostError keeps its status and message. Anything else is a bug of ours:
 the client sees INTERNAL with a generic message and the traceback goes to the
 log, so internals never leak and the client is never blamed for our faults.
+Bytes that do not decode as the method's request message are the caller's
+fault: INVALID_ARGUMENT (gRPC itself would answer INTERNAL), before any
+handler or identity check runs.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from typing import Any
 
 import grpc
 
-from milepost.core.errors import MilepostError
+from milepost.core.errors import InvalidArgument, MilepostError
 
 log = logging.getLogger("milepost.grpc")
 
@@ -25,10 +28,39 @@ def _abort(context: grpc.ServicerContext, err: BaseException, method: str) -> No
     context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method}; see the server log")
 
 
+class _Undecodable:
+    """What a request's bytes became when they are not a valid message of the method."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+
+    def run(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception as err:  # noqa: BLE001 - any decoding failure is the sender's bytes
+            return _Undecodable(type(err).__name__)
+
+    return run
+
+
+def _decoded(request: Any, method: str) -> Any:
+    """The request, or InvalidArgument when its bytes did not decode; a stream is checked as it is read."""
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(f"the request bytes are not a valid {method.rsplit('/', 1)[-1]} request ({request.why})")
+    if hasattr(request, "__next__"):
+        return (_decoded(item, method) for item in request)
+    return request
+
+
 def _wrap_unary(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return fn(request, context)
+            return fn(_decoded(request, method), context)
         except Exception as err:  # noqa: BLE001 - mapped to a status here, by design
             if _already_aborted(context):
                 raise
@@ -40,7 +72,7 @@ def _wrap_unary(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
 def _wrap_stream(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            yield from fn(request, context)
+            yield from fn(_decoded(request, method), context)
         except Exception as err:  # noqa: BLE001
             if _already_aborted(context):
                 raise
@@ -67,23 +99,23 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 _wrap_unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary:
             return grpc.stream_unary_rpc_method_handler(
                 _wrap_unary(handler.stream_unary, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream:
             return grpc.unary_stream_rpc_method_handler(
                 _wrap_stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         return grpc.stream_stream_rpc_method_handler(
             _wrap_stream(handler.stream_stream, method),
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=_tolerant(handler.request_deserializer),
             response_serializer=handler.response_serializer,
         )

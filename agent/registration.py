@@ -57,6 +57,8 @@ class Registration:
         self.registered = threading.Event()
         # The coordinator's identity: its control calls to this agent carry this token.
         self.control_token = ""
+        # The user tokens valid now, by token id (for an agent that requires tokens on inference).
+        self.access_tokens: dict[str, pb.TokenDigest] = {}
         self._thread = threading.Thread(target=self._run, name="registration", daemon=True)
 
     def start(self) -> None:
@@ -90,6 +92,7 @@ class Registration:
                     reply = self._stub.RegisterAgent(pb.RegisterAgentRequest(agent=self._info()), timeout=self._call_timeout_s)
                     interval = reply.heartbeat_interval_s or interval
                     self.control_token = reply.control_token
+                    self.access_tokens = {d.token_id: d for d in reply.access_tokens}
                     if self._routes is not None:
                         self._routes.registered()
                     self.registered.set()
@@ -99,6 +102,7 @@ class Registration:
                 if not reply.known:
                     self.registered.clear()
                     continue
+                self.access_tokens = {d.token_id: d for d in reply.access_tokens}
                 self.apply_reply(reply)
                 backoff = 0.2
                 self._stop.wait(interval)

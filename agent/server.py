@@ -7,6 +7,7 @@ import hmac
 import logging
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +32,7 @@ from milepost.core.auth import AuthInterceptor, Identity
 from milepost.core.errors import MilepostError, NotFound, Unavailable
 from milepost.core.grpc_server import new_server
 from milepost.core.settings import get_settings
-from milepost.core.tls import Tls, listen, open_channel
+from milepost.core.tls import Tls, is_loopback, listen, open_channel
 from milepost.core.version import __version__
 from milepost.inference import grpc_predict_v2_pb2_grpc
 from milepost.v1 import agent_pb2_grpc, coordinator_pb2, coordinator_pb2_grpc, types_pb2
@@ -60,6 +61,8 @@ class AgentConfig:
     # which a non-loopback host refuses unless insecure.
     tls: Tls | None = None
     insecure: bool = False
+    # Inference calls need a user token (role viewer or above); None: only when host is not loopback.
+    inference_auth: bool | None = None
 
     def __post_init__(self) -> None:
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -80,7 +83,8 @@ class Agent:
         self.router = Router(self.table, lambda: self.address, self.arm_metrics, tls=config.tls)
         self.dataplane = DataPlane(self.table, self.router, max_inflight_bytes=self._settings.max_inflight_bytes)
         self.health = health.HealthServicer()
-        self.server = new_server(AuthInterceptor(self._authenticate, auth.data_plane_rules(require_token=False)))
+        require = config.inference_auth if config.inference_auth is not None else not is_loopback(config.host)
+        self.server = new_server(AuthInterceptor(self._authenticate, auth.data_plane_rules(require_token=require)))
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.dataplane), self.server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentControlServicer(self.table, self.info, self.router, self.arm_metrics, self._stage_runner()),
@@ -99,11 +103,18 @@ class Agent:
         self._stopped = threading.Event()
 
     def _authenticate(self, token: str) -> Identity | None:
-        """The coordinator's control token, learned at registration; nothing else is an identity here."""
+        """The coordinator's control token (learned at registration), or a user token the
+        coordinator lists as valid (checked here against its hash, also while it is down)."""
         control = self.registration.control_token
         if control and hmac.compare_digest(token, control):
             return Identity("coordinator", auth.COORDINATOR)
-        return None
+        parts = auth.split_token(token)
+        digest = self.registration.access_tokens.get(parts[0]) if parts else None
+        if parts is None or digest is None or not auth.hash_matches(parts[1], digest.secret_sha256):
+            return None
+        if digest.expires_at and time.time() >= digest.expires_at:
+            return None
+        return Identity(digest.token_id, digest.role, digest.token_id)
 
     @property
     def address(self) -> str:

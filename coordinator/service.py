@@ -73,7 +73,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.reconciler.repair()
         return pb.RegisterAgentResponse(
             agent_id=info.agent_id, heartbeat_interval_s=self.heartbeat_interval_s, ttl_s=self.reconciler.ttl_s,
-            control_token=self.tokens.control_token,
+            control_token=self.tokens.control_token, access_tokens=self.tokens.digests(),
         )
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
@@ -87,9 +87,10 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.stats.record(request.agent_id, request.uptime_s, list(request.metrics))
         self.reconciler.reconcile_agent(request.agent_id, set(request.deployment_ids))
         table = self.routes.current()
+        access = self.tokens.digests()
         if request.routes_generation != table.generation:
-            return pb.HeartbeatResponse(known=True, routes=table)
-        return pb.HeartbeatResponse(known=True)
+            return pb.HeartbeatResponse(known=True, routes=table, access_tokens=access)
+        return pb.HeartbeatResponse(known=True, access_tokens=access)
 
     def FetchModel(self, request: pb.FetchModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ModelChunk]:
         record = self.endpoints.model(request.name, request.version)
@@ -238,7 +239,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         return pb.CreateTokenResponse(info=info, token=token)
 
     def ListTokens(self, request: pb.ListTokensRequest, context: grpc.ServicerContext) -> pb.ListTokensResponse:
-        return pb.ListTokensResponse(tokens=self.tokens.list())
+        return pb.ListTokensResponse(tokens=self.tokens.infos())
 
     def RevokeToken(self, request: pb.RevokeTokenRequest, context: grpc.ServicerContext) -> pb.TokenInfo:
         return self.tokens.revoke(request.token)

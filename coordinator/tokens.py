@@ -85,7 +85,7 @@ class TokenBook:
                 raise AlreadyExists(f"a token named {name!r} exists; revoke it or choose another name") from err
         return self._info(token_id), token
 
-    def list(self) -> list[pb.TokenInfo]:
+    def infos(self) -> list[pb.TokenInfo]:
         with self._lock:
             rows = self._db.execute(f"SELECT {_COLUMNS} FROM tokens ORDER BY created_at").fetchall()
         return [_info_message(r) for r in rows]
@@ -106,6 +106,16 @@ class TokenBook:
         with self._lock:
             row = self._db.execute(f"SELECT {_COLUMNS} FROM tokens WHERE token_id=?", (token_id,)).fetchone()
         return _info_message(row)
+
+    def digests(self) -> list[pb.TokenDigest]:
+        """The user tokens valid now, as agents check them on their data plane (hashes only)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT token_id, secret_sha256, role, expires_at FROM tokens "
+                f"WHERE revoked_at=0 AND (expires_at=0 OR expires_at>?) AND role IN ({','.join('?' * len(auth.USER_ROLES))})",
+                (self._clock(), *auth.USER_ROLES),
+            ).fetchall()
+        return [pb.TokenDigest(token_id=t, secret_sha256=h, role=r, expires_at=e) for t, h, r, e in rows]
 
     def has_tokens(self) -> bool:
         with self._lock:
@@ -154,7 +164,7 @@ def token_file(book: TokenBook, path: Path, name: str, role: str) -> str:
         kept = path.read_text().strip()
         if book.authenticate(kept) is not None:
             return kept
-    taken = {t.name for t in book.list()}
+    taken = {t.name for t in book.infos()}
     unique = name if name not in taken else next(f"{name}-{i}" for i in range(2, 10_000) if f"{name}-{i}" not in taken)
     _, token = book.create(unique, role)
     path.parent.mkdir(parents=True, exist_ok=True)

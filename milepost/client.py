@@ -314,7 +314,7 @@ class Client:
     def _agent_channel(self, address: str) -> grpc.Channel:
         channel = self._agent_channels.get(address)
         if channel is None:
-            channel = open_channel(address, self.tls, _CHANNEL_OPTIONS)
+            channel = auth.with_token(open_channel(address, self.tls, _CHANNEL_OPTIONS), self.token)
             self._agent_channels[address] = channel
         return channel
 

@@ -32,6 +32,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         coordinator=coordinator.address, data_dir=data_dir / "agent", host=args.host,
         port=args.agent_port, agent_id="local", metrics_port=metrics_port(args.metrics_port),
         token=coordinator.local_agent_token(), tls=tls(args), insecure=args.insecure,
+        inference_auth=inference_auth(args),
     ))
     try:
         agent.start()
@@ -67,10 +68,16 @@ def cmd_agent(args: argparse.Namespace) -> int:
         coordinator=args.coordinator, data_dir=data_dir, host=args.host, port=args.port,
         agent_id=args.agent_id, advertise=args.advertise, labels=labels,
         metrics_port=metrics_port(args.metrics_port), token=args.token, tls=tls(args), insecure=args.insecure,
+        inference_auth=inference_auth(args),
     ))
     agent.start()
     serve_forever([agent], data_dir, "agent", _agent_addresses(agent, args))
     return 0
+
+
+def inference_auth(args: argparse.Namespace) -> bool | None:
+    """--inference-auth: True (token), False (none), None (by the host: token off loopback)."""
+    return None if args.inference_auth is None else args.inference_auth == "token"
 
 
 def _agent_addresses(agent: Agent, args: argparse.Namespace) -> dict[str, str]:
@@ -92,6 +99,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--metrics-port", type=int, default=settings.metrics_port, help=metrics_help)
     p.add_argument("--insecure", action="store_true", default=settings.insecure,
                    help="listen on a non-loopback --host without TLS (tokens and features travel in the clear)")
+    p.add_argument("--inference-auth", choices=["token", "none"], default=None,
+                   help="require a bearer token (role viewer+) on inference calls "
+                        "(default: token when --host is not loopback, else none)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("coordinator", parents=[common], help="run the coordinator")
@@ -116,4 +126,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--metrics-port", type=int, default=settings.metrics_port, help=metrics_help)
     p.add_argument("--insecure", action="store_true", default=settings.insecure,
                    help="listen on a non-loopback --host without TLS (tokens and features travel in the clear)")
+    p.add_argument("--inference-auth", choices=["token", "none"], default=None,
+                   help="require a bearer token (role viewer+) on inference calls "
+                        "(default: token when --host is not loopback, else none)")
     p.set_defaults(func=cmd_agent)

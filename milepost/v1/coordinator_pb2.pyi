@@ -16,16 +16,18 @@ class RegisterAgentRequest(_message.Message):
     def __init__(self, agent: _Optional[_Union[_types_pb2.AgentInfo, _Mapping]] = ...) -> None: ...
 
 class RegisterAgentResponse(_message.Message):
-    __slots__ = ("agent_id", "heartbeat_interval_s", "ttl_s", "control_token")
+    __slots__ = ("agent_id", "heartbeat_interval_s", "ttl_s", "control_token", "access_tokens")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     TTL_S_FIELD_NUMBER: _ClassVar[int]
     CONTROL_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_TOKENS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     heartbeat_interval_s: float
     ttl_s: float
     control_token: str
-    def __init__(self, agent_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., ttl_s: _Optional[float] = ..., control_token: _Optional[str] = ...) -> None: ...
+    access_tokens: _containers.RepeatedCompositeFieldContainer[TokenDigest]
+    def __init__(self, agent_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., ttl_s: _Optional[float] = ..., control_token: _Optional[str] = ..., access_tokens: _Optional[_Iterable[_Union[TokenDigest, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("agent_id", "deployment_ids", "routes_generation", "metrics", "uptime_s")
@@ -42,12 +44,14 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., deployment_ids: _Optional[_Iterable[str]] = ..., routes_generation: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[_routing_pb2.ArmMetrics, _Mapping]]] = ..., uptime_s: _Optional[float] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
-    __slots__ = ("known", "routes")
+    __slots__ = ("known", "routes", "access_tokens")
     KNOWN_FIELD_NUMBER: _ClassVar[int]
     ROUTES_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_TOKENS_FIELD_NUMBER: _ClassVar[int]
     known: bool
     routes: _routing_pb2.RouteTable
-    def __init__(self, known: _Optional[bool] = ..., routes: _Optional[_Union[_routing_pb2.RouteTable, _Mapping]] = ...) -> None: ...
+    access_tokens: _containers.RepeatedCompositeFieldContainer[TokenDigest]
+    def __init__(self, known: _Optional[bool] = ..., routes: _Optional[_Union[_routing_pb2.RouteTable, _Mapping]] = ..., access_tokens: _Optional[_Iterable[_Union[TokenDigest, _Mapping]]] = ...) -> None: ...
 
 class FetchModelRequest(_message.Message):
     __slots__ = ("name", "version")
@@ -381,3 +385,15 @@ class RevokeTokenRequest(_message.Message):
     TOKEN_FIELD_NUMBER: _ClassVar[int]
     token: str
     def __init__(self, token: _Optional[str] = ...) -> None: ...
+
+class TokenDigest(_message.Message):
+    __slots__ = ("token_id", "secret_sha256", "role", "expires_at")
+    TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
+    SECRET_SHA256_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    token_id: str
+    secret_sha256: str
+    role: str
+    expires_at: float
+    def __init__(self, token_id: _Optional[str] = ..., secret_sha256: _Optional[str] = ..., role: _Optional[str] = ..., expires_at: _Optional[float] = ...) -> None: ...

@@ -148,3 +148,43 @@ def test_an_agent_token_registers_as_one_agent_only(cluster, credentials) -> Non
         stub.Heartbeat(coordinator_pb2.HeartbeatRequest(agent_id="a1"),
                        metadata=[("authorization", f"Bearer {credentials['admin']}")], timeout=10)
     assert not_agent.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_an_agent_that_requires_tokens_checks_them_itself(cluster, tmp_path) -> None:
+    """--inference-auth token: inference needs a user token (viewer or above), checked by the agent
+    against the hashes its coordinator sends; a revocation reaches it within a heartbeat."""
+    from agent.server import Agent, AgentConfig
+    from milepost.inference import grpc_predict_v2_pb2 as oip
+    from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+    from tests.conftest import wait_until
+
+    coordinator = cluster.coordinator
+    _, viewer = coordinator.tokens.create("reader", auth.VIEWER)
+    _, agent_token = coordinator.tokens.create("strict-agent", auth.AGENT)
+    strict = Agent(AgentConfig(coordinator=coordinator.address, data_dir=tmp_path / "strict", port=0,
+                               agent_id="strict", token=agent_token, inference_auth=True))
+    strict.start()
+    try:
+        assert strict.registration.registered.wait(10)
+        stub = oip_grpc.GRPCInferenceServiceStub(grpc.insecure_channel(strict.address))
+
+        def live(token: str) -> grpc.StatusCode:
+            metadata = [("authorization", f"Bearer {token}")] if token else []
+            try:
+                stub.ServerLive(oip.ServerLiveRequest(), metadata=metadata, timeout=10)
+            except grpc.RpcError as err:
+                return err.code()
+            return grpc.StatusCode.OK
+
+        assert live("") == grpc.StatusCode.UNAUTHENTICATED
+        assert live("mpt_0000_forged") == grpc.StatusCode.UNAUTHENTICATED
+        assert live(viewer) == grpc.StatusCode.OK
+        assert live(coordinator.admin_token_file.read_text().strip()) == grpc.StatusCode.OK
+        assert live(agent_token) == grpc.StatusCode.UNAUTHENTICATED  # agent tokens are no user tokens: not sent to agents
+        coordinator.tokens.revoke("reader")
+        wait_until(lambda: live(viewer) == grpc.StatusCode.UNAUTHENTICATED, timeout=15)
+        channel = grpc.insecure_channel(strict.address)
+        assert call(channel, "/grpc.health.v1.Health/Check", False, False, "") == grpc.StatusCode.OK
+        channel.close()
+    finally:
+        strict.stop()

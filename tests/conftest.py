@@ -59,7 +59,8 @@ def start_up(data_dir: Path, *, port: int = 0, agent_port: int = 0) -> UpProcess
         milepost_cmd("up", "--data-dir", str(data_dir), "--port", str(port), "--agent-port", str(agent_port),
                      "--metrics-port", "0"),
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # The test's own files (beside the data directory) are data its pipelines may read.
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "MILEPOST_DATA_ROOTS": str(data_dir.parent)},
     )
     state = wait_for_file(data_dir / "up.json", process)
     # The CLI and milepost.Client of this test speak as the admin `up` made (see _no_token_leaks).

@@ -78,7 +78,7 @@ def test_a_plaintext_server_listens_only_on_loopback_unless_told(monkeypatch: py
     with pytest.raises(FailedPrecondition, match="without TLS"):
         tls_mod.listen(server, "0.0.0.0", 0, None)  # refused before anything is bound
     assert tls_mod.listen(server, "127.0.0.1", 0, None) > 0
-    assert [tls_mod.is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "10.1.2.3", "0.0.0.0", "")] == \
+    assert [tls_mod.is_loopback(h) for h in ("127.0.0.1", "::1", "[::1]", "localhost", "node-a.example", "0.0.0.0", "")] == \
         [True, True, True, True, False, False, False]
     server.stop(0)
 
@@ -94,12 +94,13 @@ def test_half_a_tls_configuration_is_refused() -> None:
 def test_certs_init_from_the_command_line_and_a_second_time_refused(tmp_path: Path, capsys) -> None:
     from milepost.cli import main
 
-    assert main(["certs", "init", str(tmp_path / "c"), "--name", "node-a", "--host", "10.0.0.5"]) == 0
+    assert main(["certs", "init", str(tmp_path / "c"), "--name", "node-a", "--host", "node-a.example"]) == 0
     assert (tmp_path / "c" / "node-a.pem").exists() and "node-a.key" in capsys.readouterr().out
     from cryptography import x509
 
     cert = x509.load_pem_x509_certificate((tmp_path / "c" / "node-a.pem").read_bytes())
     names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    assert {str(ip) for ip in names.get_values_for_type(x509.IPAddress)} >= {"10.0.0.5", "127.0.0.1"}
+    assert "node-a.example" in names.get_values_for_type(x509.DNSName)
+    assert "127.0.0.1" in {str(ip) for ip in names.get_values_for_type(x509.IPAddress)}
     assert main(["certs", "init", str(tmp_path / "c")]) != 0
     assert "exists" in capsys.readouterr().err

@@ -69,28 +69,54 @@ NewestVersion = Callable[[str], str]
 Request = agent_pb2.RunStageRequest
 
 
-def fingerprint(path: str, roots: Sequence[str | Path] = ()) -> str:
-    """sha256 over the files of a dataset (a file, or a folder's files in path order).
+def dataset_files(path: str, roots: Sequence[str | Path] = ()) -> list[Path]:
+    """The regular files of a dataset (a file, or every file below a folder, through the links
+    an engine's reader would follow), in path order.
 
-    With ``roots``, every file must stay inside them once its links are followed (a folder
-    inside a data root may hold a link out of it), and only regular files are read: a
-    device or a pipe would never end."""
+    With ``roots``, every entry must stay inside them once its links are followed: a folder
+    inside a data root may hold a link out of it. A device or a pipe is never read (it
+    would never end)."""
     root = Path(path)
     if not root.exists():
         raise NotFound(f"dataset {shown(root.name)} does not exist")
-    if not (root.is_dir() or stat.S_ISREG(root.stat().st_mode)):
-        raise InvalidArgument(f"dataset {shown(root.name)} is neither a regular file nor a folder")
-    files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     local_roots = [Path(r).expanduser().resolve() for r in map(str, roots) if "://" not in r]
-    digest = hashlib.sha256()
-    for f in files:
-        real = f.resolve()
-        if roots and not any(real.is_relative_to(r) for r in local_roots):
-            raise PermissionDenied(f"dataset {shown(root.name)}: {shown(f.name)} links out of this agent's data roots")
-        if not stat.S_ISREG(real.stat().st_mode):
+
+    def inside(entry: Path) -> Path:
+        real = entry.resolve()
+        if roots and not any(real == r or real.is_relative_to(r) for r in local_roots):
+            raise PermissionDenied(f"dataset {shown(root.name)}: {shown(entry.name)} links out of this agent's data roots")
+        return real
+
+    if not root.is_dir():
+        if not stat.S_ISREG(inside(root).stat().st_mode):
+            raise InvalidArgument(f"dataset {shown(root.name)} is neither a regular file nor a folder")
+        return [root]
+    files: list[Path] = []
+    seen: set[Path] = set()
+    folders = [root]
+    while folders:
+        folder = folders.pop()
+        real = inside(folder)
+        if real in seen:  # a link back to a folder already read
             continue
+        seen.add(real)
+        for entry in folder.iterdir():
+            target = inside(entry)
+            if target.is_dir():
+                folders.append(entry)
+            elif target.exists() and stat.S_ISREG(target.stat().st_mode):
+                files.append(entry)
+    return sorted(files)
+
+
+def fingerprint(path: str, roots: Sequence[str | Path] = ()) -> str:
+    """sha256 over the files of a dataset (a file, or a folder's files in path order); see
+    ``dataset_files`` for what ``roots`` checks."""
+    root = Path(path)
+    digest = hashlib.sha256()
+    for f in dataset_files(path, roots):
         digest.update(str(f.relative_to(root) if root.is_dir() else f.name).encode())
-        with real.open("rb") as handle:
+        with f.open("rb") as handle:
             while chunk := handle.read(1 << 20):
                 digest.update(chunk)
     return digest.hexdigest()
@@ -173,6 +199,8 @@ class StageRunner:
             if not params.get(key):
                 raise InvalidArgument(f"batch_scoring stage {shown(name)} needs params.{key}")
         source, sink = self._path(params, "source", name), self._path(params, "sink", name)
+        if "://" not in source and Path(source).exists():
+            dataset_files(source, self.roots())  # no link in it leads out of the roots
         job = DatasetJob(
             source=source, sink=sink, keep=tuple(params.get("keep", ())),
             batch_rows=int(params.get("batch_rows", get_settings().batch_rows)), options=dict(params.get("options", {})),

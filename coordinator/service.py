@@ -53,6 +53,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     ) -> None:
         self.pipelines = pipelines
         self.tokens = tokens
+        self._registering: set[str] = set()  # registered, first heartbeat not yet seen
         self.store = store
         self.artifacts = artifacts
         self.reconciler = reconciler
@@ -70,7 +71,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             raise InvalidArgument("agent.address is required (host:port of the agent's gRPC server)")
         self.tokens.bind_agent(info.agent_id, current_identity())
         self.store.upsert_agent(info.agent_id, info.address, info.SerializeToString(), self.clock())
-        self.reconciler.repair()
+        # Placing on it waits for its first heartbeat: until it has this reply it does not know
+        # the control token, and would refuse the loads.
+        self._registering.add(info.agent_id)
         return pb.RegisterAgentResponse(
             agent_id=info.agent_id, heartbeat_interval_s=self.heartbeat_interval_s, ttl_s=self.reconciler.ttl_s,
             control_token=self.tokens.control_token, access_tokens=self.tokens.digests(),
@@ -78,11 +81,12 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
 
     def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
         self.tokens.bind_agent(request.agent_id, current_identity())
-        was_live = request.agent_id in self.reconciler.live_agents()
+        was_live = request.agent_id in self.reconciler.live_agents() and request.agent_id not in self._registering
         if not self.store.touch_agent(request.agent_id, self.clock()):
             return pb.HeartbeatResponse(known=False)
         if not was_live:
-            # Back from lost: place what waits for it before diffing what it serves.
+            # New or back from lost: place what waits for it before diffing what it serves.
+            self._registering.discard(request.agent_id)
             self.reconciler.repair()
         self.stats.record(request.agent_id, request.uptime_s, list(request.metrics))
         self.reconciler.reconcile_agent(request.agent_id, set(request.deployment_ids))

@@ -33,7 +33,15 @@ from engines import entry_points
 from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel, StageSpec
 from engines.user_code import CODE_DIR, UserCode
 from milepost.core.deadlines import Deadline, check
-from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, Unavailable, Unimplemented
+from milepost.core.errors import (
+    DataLoss,
+    FailedPrecondition,
+    InvalidArgument,
+    MilepostError,
+    Unavailable,
+    Unimplemented,
+    shown,
+)
 from milepost.core.settings import env_var, get_settings
 
 FLAVOR = "python"
@@ -255,13 +263,13 @@ class PythonEngine(Engine):
 
         version, files = bundle.read_bundle(bundle_dir)
         if expected_version and expected_version != version:
-            raise DataLoss(f"bundle {bundle_dir} has version {version}, expected {expected_version}")
+            raise DataLoss(f"the bundle has version {version[:12]}, expected {expected_version[:12]}")
         manifest = bundle.parse_manifest(files[bundle.MANIFEST])
         if manifest.get("flavor") != FLAVOR:
-            raise Unimplemented(f"bundle {bundle_dir} has flavor {manifest.get('flavor')!r}; the python engine runs {FLAVOR!r}")
+            raise Unimplemented(f"the bundle has flavor {shown(manifest.get('flavor'))}; the python engine runs {FLAVOR!r}")
         spec = manifest.get("python")
         if not isinstance(spec, dict) or not isinstance(spec.get("entry_point", ""), str):
-            raise InvalidArgument(f"bundle {bundle_dir}: milepost.json 'python' must name an entry_point")
+            raise InvalidArgument("milepost.json: 'python' must name an entry_point")
         return UserCode(Path(bundle_dir), files, version), manifest, version
 
     def load(self, bundle_dir: Path, deployment: DeploymentSpec) -> LoadedModel:
@@ -271,7 +279,7 @@ class PythonEngine(Engine):
         try:
             entry = manifest["python"].get("entry_point")
             if not entry:
-                raise InvalidArgument(f"bundle {bundle_dir}: milepost.json names no entry_point to serve")
+                raise InvalidArgument("milepost.json names no entry_point to serve")
             cls = entry_points.resolve(entry, "entry_point", package=code.package)
             component = cls()
             component.load(Path(bundle_dir))

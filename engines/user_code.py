@@ -111,7 +111,7 @@ class UserCode:
             if rel.startswith(f"{CODE_DIR}/") and rel.endswith(".py")
         }
         if not sources:
-            raise InvalidArgument(f"bundle {bundle_dir} has no Python sources under {CODE_DIR}/")
+            raise InvalidArgument(f"the code bundle has no Python sources under {CODE_DIR}/")
         self.package = f"_milepost_code_{version[:16]}_{next(_counter)}"
         module = ModuleType(self.package, f"code bundle {version[:12]}")
         module.__path__ = []  # a package; its submodules are found by _BundleSources

@@ -70,6 +70,31 @@ def test_auto_device_takes_what_the_node_has(torch_model) -> None:
     model.close()
 
 
+@pytest.mark.parametrize("export", ["torchscript", "export"])
+def test_a_bad_archive_is_the_callers_invalid_argument_naming_the_file(torch_model, tmp_path: Path, export: str,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Bytes that are no archive, a truncated one, and a zip torch cannot read: INVALID_ARGUMENT
+    naming the model file, never INTERNAL and never the bundle's path on this node, with the
+    checks on and (torch's own errors) with them off."""
+    _, files = bundle.read_bundle(torch_model[1][export])
+    name = "model.ts" if export == "torchscript" else "model.pt2"
+    real = files[name]
+    import io
+    import zipfile
+
+    other = io.BytesIO()
+    with zipfile.ZipFile(other, "w") as archive:
+        archive.writestr("archive/version", "3")
+    for n, (allow, data) in enumerate([(a, d) for a in ("0", "1") for d in (b"\x10" * 64, real[: len(real) // 2], other.getvalue())]):
+        monkeypatch.setenv("MILEPOST_ALLOW_CODE_BUNDLES", allow)
+        broken = {rel: blob for rel, blob in files.items() if rel != bundle.CHECKSUMS}
+        broken[name] = data
+        bundle.write_bundle(tmp_path / f"b{n}", broken)
+        with pytest.raises(InvalidArgument, match=rf"^{name}") as caught:
+            TorchEngine().load(tmp_path / f"b{n}", spec())
+        assert str(tmp_path) not in str(caught.value) and len(str(caught.value)) < 400
+
+
 @needs_gpu
 @pytest.mark.parametrize("export", ["torchscript", "export"])
 def test_cuda_predictions_equal_cpu(torch_model, data: Data, export: str) -> None:

@@ -97,11 +97,8 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--agent-port", type=int, default=settings.agent_port,
                    help="agent data-plane port (0 picks a free one)")
     p.add_argument("--metrics-port", type=int, default=settings.metrics_port, help=metrics_help)
-    p.add_argument("--insecure", action="store_true", default=settings.insecure,
-                   help="listen on a non-loopback --host without TLS (tokens and features travel in the clear)")
-    p.add_argument("--inference-auth", choices=["token", "none"], default=None,
-                   help="require a bearer token (role viewer+) on inference calls "
-                        "(default: token when --host is not loopback, else none)")
+    _listening(p, settings)
+    _inference_auth(p)
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("coordinator", parents=[common], help="run the coordinator")
@@ -112,8 +109,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="seconds without heartbeat before an agent is lost")
     p.add_argument("--heartbeat-interval", type=float, default=settings.heartbeat_interval_s)
     p.add_argument("--placement", choices=["spread", "pack"], default=settings.placement)
-    p.add_argument("--insecure", action="store_true", default=settings.insecure,
-                   help="listen on a non-loopback --host without TLS (tokens and features travel in the clear)")
+    _listening(p, settings)
     p.set_defaults(func=cmd_coordinator)
 
     p = sub.add_parser("agent", parents=[common], help="run an agent that joins a coordinator")
@@ -124,9 +120,17 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--advertise", default="", help="HOST:PORT others use to reach this agent")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--metrics-port", type=int, default=settings.metrics_port, help=metrics_help)
+    _listening(p, settings)
+    _inference_auth(p)
+    p.set_defaults(func=cmd_agent)
+
+
+def _listening(p: argparse.ArgumentParser, settings: Settings) -> None:
     p.add_argument("--insecure", action="store_true", default=settings.insecure,
                    help="listen on a non-loopback --host without TLS (tokens and features travel in the clear)")
+
+
+def _inference_auth(p: argparse.ArgumentParser) -> None:
     p.add_argument("--inference-auth", choices=["token", "none"], default=None,
                    help="require a bearer token (role viewer+) on inference calls "
                         "(default: token when --host is not loopback, else none)")
-    p.set_defaults(func=cmd_agent)

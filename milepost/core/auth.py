@@ -28,6 +28,7 @@ from typing import Any
 import grpc
 
 from milepost.core.errors import PermissionDenied, Unauthenticated
+from milepost.core.handlers import rewrap
 
 VIEWER, DEPLOYER, APPROVER, ADMIN = "viewer", "deployer", "approver", "admin"
 AGENT, COORDINATOR = "agent", "coordinator"
@@ -199,14 +200,7 @@ def _wrapped(handler: grpc.RpcMethodHandler, admit: Callable[[grpc.ServicerConte
 
         return run
 
-    kinds = {"request_deserializer": handler.request_deserializer, "response_serializer": handler.response_serializer}
-    if handler.unary_unary:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kinds)
-    if handler.stream_unary:
-        return grpc.stream_unary_rpc_method_handler(unary(handler.stream_unary), **kinds)
-    if handler.unary_stream:
-        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), **kinds)
-    return grpc.stream_stream_rpc_method_handler(stream(handler.stream_stream), **kinds)
+    return rewrap(handler, unary, stream)
 
 
 # ---- the calling side ----

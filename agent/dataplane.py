@@ -20,7 +20,8 @@ Admission is by bytes in flight: the requests being served hold at most
 ``max_inflight_bytes`` (the setting of that name) of request bytes; one more
 that would pass it gets RESOURCE_EXHAUSTED at once (a single request is always
 admitted when nothing else is in flight), so a burst of large requests cannot
-take the agent's memory.
+take the agent's memory; once it is over, the memory goes back to the system
+(agent.memory).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from agent.deployments import DeploymentTable
 from agent.routing.members import DEPLOYMENT_PARAMETER
 from agent.routing.router import Router, describe_hosted
 from agent.statistics import EndpointStatistics
-from milepost.core import deadlines
+from milepost.core import deadlines, memory
 from milepost.core.deadlines import Deadline
 from milepost.core.description import ModelDescription
 from milepost.core.errors import MilepostError, NotFound, ResourceExhausted
@@ -76,6 +77,7 @@ class DataPlane:
         self._max_inflight_bytes = max_inflight_bytes
         self._inflight_bytes = 0
         self._admission = threading.Lock()
+        self._after_burst = memory.AfterBurst()
 
     @property
     def inflight_bytes(self) -> int:
@@ -89,10 +91,12 @@ class DataPlane:
                     "max_inflight_bytes); retry with backoff or on another replica"
                 )
             self._inflight_bytes += size
+            self._after_burst.admitted(size)
 
     def _release(self, size: int) -> None:
         with self._admission:
             self._inflight_bytes -= size
+            self._after_burst.released(self._inflight_bytes)
 
     def serve(self, request: InferenceRequest, encode: Callable[[InferenceResponse], Encoded]) -> Encoded:
         """Serve ``request`` and return ``encode(response)``: the front end's reply, timed here too.

@@ -1,8 +1,10 @@
 """Running one pipeline stage on this agent, with progress streamed back to the coordinator.
 
-The stage runs on a worker thread through its engine (engines.base: score_dataset
-for batch scoring, run_stage for training and custom stages); this module only
-translates: parameters in, progress and outputs out. A training stage's bundle
+The stage runs in a child process (agent.stage_process: CPU and memory limits, killed on
+cancel) through its engine (engines.base: score_dataset for batch scoring, run_stage for
+training and custom stages). This module decides what may run before anything starts:
+the entry, the paths (inside the data roots, outside the agent's own folders), the
+cluster; then it translates: parameters in, progress and outputs out. A training stage's bundle
 is registered with the coordinator under the stage's ``model_name`` before the
 stage reports success, with its lineage (data fingerprint, code, parameters)
 inside the bundle, so the version names the data it was trained on too.
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import queue
+import re
 import shutil
 import stat
 import threading
@@ -21,52 +24,25 @@ from typing import Any
 
 import grpc
 
+from agent import stage_process
 from agent.model_cache import ModelCache
-from engines import entry_points, registry, stages, trainers
-from engines.base import DatasetJob, Engine, Progress, StageSpec
+from agent.stage_entries import allowed_entry
+from engines import registry, stages
+from engines.base import DatasetJob
 from milepost.core import bounded_json
 from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, shown
 from milepost.core.settings import Settings, env_var, get_settings
 from milepost.core.version import __version__
 from milepost.v1 import agent_pb2, pipelines_pb2
 
-
-def check_entry(entry: Any, settings: Settings | None = None) -> Callable[..., Any]:
-    """The function a stage entry names, if this agent allows it; resolved here, so that the
-    engine calls exactly what was checked.
-
-    A stage entry names a function this agent will call with parameters from a remote spec:
-    "os:system" would be remote code execution, and so would any attribute path that walks
-    from an allowed module to what it imported ("engines.trainers:importlib.import_module").
-    Allowed are exact "module:function" names: the built-in trainers (engines.trainers.BUILT_IN)
-    and those the operator lists in ``stage_entries`` (MILEPOST_STAGE_ENTRIES), or any
-    function defined in the module it names with ``allow_code_bundles``
-    (MILEPOST_ALLOW_CODE_BUNDLES=1). ``settings``: the process's when None.
-
-    InvalidArgument: not "module:function". PermissionDenied: not an allowed name.
-    """
-    settings = settings or get_settings()
-    if not isinstance(entry, str) or not entry_points.well_formed(entry):
-        raise InvalidArgument(f"stage entry {shown(entry)} must be an exact 'module:function' name "
-                              f"(no attribute paths), e.g. {trainers.BUILT_IN[0]}")
-    listed = [e for e in settings.stage_entries if entry_points.well_formed(e)]
-    if not settings.allow_code_bundles and entry not in trainers.BUILT_IN and entry not in listed:
-        ignored = [e for e in settings.stage_entries if e not in listed]
-        note = (f"; {env_var('stage_entries')} holds {shown(ignored[0], 40)}, which is not an exact "
-                f"'module:function' name (prefixes are not accepted)") if ignored else ""
-        raise PermissionDenied(
-            f"stage entry {shown(entry)} is not allowed on this agent: the built-in trainers are "
-            f"{', '.join(trainers.BUILT_IN)}; an operator allows more with "
-            f"{env_var('stage_entries')}=module:function,... or {env_var('allow_code_bundles')}=1{note}"
-        )
-    return entry_points.resolve(entry, "stage entry", defined_here=True)
-
-
 # (model name, bundle directory) -> "name:version" once registered
 PushModel = Callable[[str, Path], str]
 # model name -> newest registered version
 NewestVersion = Callable[[str], str]
 Request = agent_pb2.RunStageRequest
+# What the agent does with the stage process's outputs before it reports them (a training
+# stage registers its bundle).
+Finish = Callable[[dict[str, Any]], dict[str, Any]]
 
 
 def dataset_files(path: str, roots: Sequence[str | Path] = ()) -> list[Path]:
@@ -125,7 +101,8 @@ def fingerprint(path: str, roots: Sequence[str | Path] = ()) -> str:
 class StageRunner:
     """Runs stages for the agent whose data directory is ``data_dir`` (by default the folder
     above ``work_dir``, where training stages write their bundles). A stage reads and writes
-    datasets only inside the data roots: that directory and the ``data_roots`` setting."""
+    datasets only inside the data roots (that directory and the ``data_roots`` setting), and
+    never inside the agent's own folders: its model cache and its stages' work."""
 
     def __init__(self, cache: ModelCache, work_dir: Path, push_model: PushModel, newest: NewestVersion,
                  data_dir: Path | None = None) -> None:
@@ -140,93 +117,115 @@ class StageRunner:
         ``data_roots`` (read at each stage, as every setting is)."""
         return [str(self.data_dir), *get_settings().data_roots]
 
-    def _path(self, params: dict[str, Any], key: str, stage: str) -> str:
-        return stages.confined(params[key], f"stage {shown(stage)} params.{key}", self.roots(), base=self.data_dir)
+    def _path(self, value: Any, what: str) -> str:
+        path = stages.confined(value, what, self.roots(), base=self.data_dir)
+        for own in (self.cache.root, self.work_dir):
+            if Path(path) == Path(own).resolve() or Path(path).is_relative_to(Path(own).resolve()):
+                raise PermissionDenied(f"{what} is inside the agent's own {Path(own).name}/ folder, which stages "
+                                       f"may not read or write; keep datasets elsewhere in the data roots")
+        return path
 
     def run(self, request: agent_pb2.RunStageRequest, context: grpc.ServicerContext) -> Iterator[pipelines_pb2.StageProgress]:
         stage = request.stage
+        settings = get_settings()
         params = bounded_json.loads(
-            request.params_json or "{}", max_depth=get_settings().max_pipeline_spec_depth,
+            request.params_json or "{}", max_depth=settings.max_pipeline_spec_depth,
             what=f"stage {shown(stage.name)}: params_json", setting="max_pipeline_spec_depth",
         )
+        check_cluster(stage.engine, params, settings)
         engine = registry.get(stage.engine)
         info = engine.info()
         if not info.available:
             raise FailedPrecondition(f"engine {stage.engine!r} cannot run here: {info.reason}")
-        events: queue.Queue = queue.Queue()
-        work = {
-            "batch_scoring": self._score, "training": self._train, "custom": self._custom,
-        }.get(stage.kind)
-        if work is None:
+        prepare = {"batch_scoring": self._score, "training": self._train, "custom": self._custom}.get(stage.kind)
+        if prepare is None:
             raise InvalidArgument(f"agents run training, batch_scoring and custom stages, not {stage.kind!r}")
+        call, finish = prepare(request, params)
+        call.update(engine=stage.engine, name=stage.name)
+        events: queue.Queue = queue.Queue()
+        stop = threading.Event()
 
         def target() -> None:
             try:
-                events.put(("done", work(engine, request, params, lambda rows: events.put(("rows", rows)))))
+                outputs = stage_process.run(call, get_settings(), what=f"stage {shown(stage.name)}",
+                                            progress=lambda rows: events.put(("rows", rows)), cancelled=stop.is_set)
+                events.put(("done", finish(outputs)))
             except BaseException as err:  # noqa: BLE001 - handed to the streaming thread
                 events.put(("error", err))
 
         threading.Thread(target=target, name=f"stage-{stage.name}", daemon=True).start()
-        rows = 0
-        while True:
-            try:
-                kind, value = events.get(timeout=1.0)
-            except queue.Empty:
-                if not context.is_active():
-                    return  # cancelled: the engine finishes its batch and its result is dropped
-                continue
-            if kind == "rows":
-                rows = int(value)
-                yield pipelines_pb2.StageProgress(rows=rows, message="running")
-            elif kind == "error":
-                raise value
-            else:
-                outputs = {k: str(v) for k, v in value.items()}
-                rows = int(value.get("rows", rows))
-                yield pipelines_pb2.StageProgress(rows=rows, message="done", done=True, outputs=outputs)
-                return
+        try:
+            while True:
+                try:
+                    kind, value = events.get(timeout=1.0)
+                except queue.Empty:
+                    if not context.is_active():
+                        return  # cancelled: the finally below stops the stage's process
+                    continue
+                if kind == "rows":
+                    yield pipelines_pb2.StageProgress(rows=int(value), message="running")
+                elif kind == "error":
+                    raise value
+                else:
+                    outputs = {k: str(v) for k, v in value.items()}
+                    yield pipelines_pb2.StageProgress(rows=int(value.get("rows", 0)), message="done", done=True,
+                                                      outputs=outputs)
+                    return
+        finally:
+            stop.set()
 
-    # ---- the kinds ----
+    # ---- the kinds: what the stage's process runs, and what the agent does with its answer ----
     def _bundle(self, ref: str) -> Path:
         name, _, version = ref.partition(":")
         if not name:
             raise InvalidArgument(f"model reference {ref!r}: expected NAME[:VERSION]")
         return self.cache.get(name, version if len(version) == 64 else self.newest(name) if not version else version)
 
-    def _score(self, engine: Engine, request: Request, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    def _score(self, request: Request, params: dict[str, Any]) -> tuple[dict[str, Any], Finish]:
         name = request.stage.name
         for key in ("model", "source", "sink"):
             if not params.get(key):
                 raise InvalidArgument(f"batch_scoring stage {shown(name)} needs params.{key}")
-        source, sink = self._path(params, "source", name), self._path(params, "sink", name)
+        source = self._path(params["source"], f"stage {shown(name)} params.source")
+        sink = self._path(params["sink"], f"stage {shown(name)} params.sink")
         if "://" not in source and Path(source).exists():
             dataset_files(source, self.roots())  # no link in it leads out of the roots
         job = DatasetJob(
             source=source, sink=sink, keep=tuple(params.get("keep", ())),
             batch_rows=int(params.get("batch_rows", get_settings().batch_rows)), options=dict(params.get("options", {})),
         )
-        result = engine.score_dataset(self._bundle(str(params["model"])), job, progress)
-        return {"sink": result.sink, "rows": result.rows, "seconds": round(result.seconds, 3)}
+        call = {"kind": "score", "bundle": str(self._bundle(str(params["model"]))),
+                "job": {"source": job.source, "sink": job.sink, "keep": list(job.keep), "batch_rows": job.batch_rows,
+                        "options": dict(job.options)}}
+        return call, lambda outputs: outputs
 
-    def _train(self, engine: Engine, request: Request, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    def _train(self, request: Request, params: dict[str, Any]) -> tuple[dict[str, Any], Finish]:
         stage = request.stage
         for key in ("entry", "data", "model_name"):
             if not params.get(key):
                 raise InvalidArgument(f"training stage {shown(stage.name)} needs params.{key}")
-        fn = check_entry(params["entry"])
-        data = self._path(params, "data", stage.name)
+        entry = allowed_entry(params["entry"])
+        data = self._path(params["data"], f"stage {shown(stage.name)} params.data")
         out = self._stage_dir(request)
         shutil.rmtree(out, ignore_errors=True)
         out.parent.mkdir(parents=True, exist_ok=True)
+        engine = registry.get(stage.engine)
         lineage = {
             "data": str(params["data"]), "data_fingerprint": fingerprint(data, self.roots()),
-            "code": f"{params['entry']} (milepost {__version__}, engine {stage.engine} {engine.info().version})",
+            "code": f"{entry} (milepost {__version__}, engine {stage.engine} {engine.info().version})",
             "params": params.get("params", {}), "pipeline_run": request.run_id, "stage": stage.name,
         }
-        spec = StageSpec(name=stage.name, kind="training", entry=fn, params=params.get("params", {}))
-        result = engine.run_stage(spec, {"data": data, "output": str(out / "bundle"), "lineage": lineage})
-        ref = self.push_model(str(params["model_name"]), Path(result["model"]))
-        return {"model": ref, "version": ref.partition(":")[2], "data_fingerprint": lineage["data_fingerprint"]}
+        call = {"kind": "training", "entry": entry, "params": params.get("params", {}),
+                "inputs": {"data": data, "output": str(out / "bundle"), "lineage": lineage}}
+
+        def finish(outputs: dict[str, Any]) -> dict[str, Any]:
+            bundle_dir = Path(str(outputs.get("model", ""))).resolve()
+            if not bundle_dir.is_relative_to(out.resolve()):  # the stage's answer names what the agent pushes
+                self._path(str(bundle_dir), f"stage {shown(stage.name)}: the bundle its function returned")
+            ref = self.push_model(str(params["model_name"]), bundle_dir)
+            return {"model": ref, "version": ref.partition(":")[2], "data_fingerprint": lineage["data_fingerprint"]}
+
+        return call, finish
 
     def _stage_dir(self, request: Request) -> Path:
         """work_dir/RUN/STAGE, where a training stage writes its bundle; both names single path
@@ -236,15 +235,39 @@ class StageRunner:
                 raise InvalidArgument(f"{what} {shown(part)} cannot name a folder")
         return self.work_dir / request.run_id / request.stage.name
 
-    def _custom(self, engine: Engine, request: Request, params: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    def _custom(self, request: Request, params: dict[str, Any]) -> tuple[dict[str, Any], Finish]:
         name = request.stage.name
         if not params.get("entry"):
             raise InvalidArgument(f"custom stage {shown(name)} needs params.entry (module:function)")
-        fn = check_entry(params["entry"])
+        entry = allowed_entry(params["entry"])
         inputs = dict(params.get("inputs", {}))
         for key in ("data", "source", "sink", "output"):  # the dataset inputs a stage function takes by convention
             if isinstance(inputs.get(key), str):
-                inputs[key] = stages.confined(inputs[key], f"stage {shown(name)} inputs.{key}", self.roots(),
-                                              base=self.data_dir)
-        spec = StageSpec(name=name, kind="custom", entry=fn, params=params.get("params", {}))
-        return engine.run_stage(spec, inputs)  # engines check that a stage answers a dict
+                inputs[key] = self._path(inputs[key], f"stage {shown(name)} inputs.{key}")
+        call = {"kind": "custom", "entry": entry, "params": params.get("params", {}), "inputs": inputs}
+        return call, lambda outputs: outputs  # engines check that a stage answers a dict
+
+
+# The option of each cluster engine that names its cluster, with the settings that allow one.
+_CLUSTER_OPTIONS = {"spark": ("master", "spark_master", "spark_masters"), "ray": ("address", "ray_address", "ray_addresses")}
+_LOCAL_SPARK = re.compile(r"^local(\[(\d+|\*)(,\d+)?\])?$")
+
+
+def check_cluster(engine: str, params: dict[str, Any], settings: Settings) -> None:
+    """A stage may name only a cluster the operator configured: a pipeline that picks its own
+    would ship the agent's data and the stage's code to a foreign Spark master or Ray head.
+    Allowed: the engine's setting, those listed beside it, and a local one (local[N], or an
+    empty Ray address)."""
+    if engine not in _CLUSTER_OPTIONS:
+        return
+    option, configured, listed = _CLUSTER_OPTIONS[engine]
+    for where, holder in (("params", params), ("params.params", params.get("params")), ("params.options", params.get("options"))):
+        if not isinstance(holder, dict) or option not in holder:
+            continue
+        value = holder[option]
+        local = _LOCAL_SPARK.match(str(value)) if engine == "spark" else value == ""
+        if not (local or value == getattr(settings, configured) or value in getattr(settings, listed)):
+            raise PermissionDenied(
+                f"{where}.{option} {shown(value, 40)} is not a cluster this agent may use: it uses "
+                f"{env_var(configured)}, a local one, or those listed in {env_var(listed)}"
+            )

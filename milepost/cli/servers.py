@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from milepost.cli.arguments import metrics_port, pairs, tls
+from milepost.core import memory
 from milepost.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    memory.configure()  # before the servers start their threads (milepost.core.memory)
     from agent.server import Agent, AgentConfig
     from coordinator.server import Coordinator, CoordinatorConfig
     from milepost.processes import serve_forever
@@ -44,6 +46,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_coordinator(args: argparse.Namespace) -> int:
+    memory.configure()  # before the servers start their threads (milepost.core.memory)
     from coordinator.server import Coordinator, CoordinatorConfig
     from milepost.processes import serve_forever
 
@@ -58,6 +61,7 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
 
 
 def cmd_agent(args: argparse.Namespace) -> int:
+    memory.configure()  # before the servers start their threads (milepost.core.memory)
     from agent.server import Agent, AgentConfig
     from milepost.processes import serve_forever
 

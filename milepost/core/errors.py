@@ -58,7 +58,12 @@ class MilepostError(Exception):
         call: Any = err  # a failed call is both an RpcError and a grpc.Call
         code: grpc.StatusCode = call.code()
         details = call.details() or code.name
-        message = f"{where}: {details}" if where else details
+        return MilepostError.of_code(code, f"{where}: {details}" if where else details)
+
+    @staticmethod
+    def of_code(code: grpc.StatusCode, message: str) -> MilepostError:
+        """The error of status ``code`` with ``message``: the matching subclass, or (a status
+        without one: ABORTED, OUT_OF_RANGE...) a MilepostError that keeps the code and names it."""
         cls = _BY_CODE.get(code)
         if cls is not None:
             return cls(message)

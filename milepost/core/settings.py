@@ -80,8 +80,18 @@ class Settings(BaseSettings):
     data_roots: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="comma-separated folders (or URI prefixes, s3://bucket/ml/) whose files training and "
         "batch-scoring stages may read and write, besides the agent's data directory")
+    stage_cpu_seconds: float = Field(4 * 3600.0, gt=0, description="CPU time one training, custom or batch-scoring "
+                                     "stage may use (its process and the processes it starts); past it the stage is killed")
+    stage_memory_mb: int = Field(8192, ge=64, description="resident memory one stage may hold (its process and the "
+                                 "processes it starts), MiB; past it the stage is killed")
     spark_master: str = Field("local[2]", description="Spark master of the spark engine when a job names none")
+    spark_masters: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated Spark masters a pipeline may name (params.master, options.master) besides "
+        "spark_master and local[N]")
     ray_address: str = Field("", description="Ray cluster of the ray engine; empty: start a local Ray")
+    ray_addresses: Annotated[tuple[str, ...], NoDecode] = Field(
+        (), description="comma-separated Ray clusters a pipeline may name (params.address, options.address) besides "
+        "ray_address and a local Ray")
     ray_local_cpus: int = Field(2, ge=1, description="CPUs of the local Ray the ray engine starts")
 
     # ---- control-plane timeouts (seconds) ----
@@ -105,8 +115,10 @@ class Settings(BaseSettings):
     max_pipeline_spec_bytes: int = Field(256 << 10, ge=1, description="largest pipeline spec SubmitPipeline accepts, "
                                          "bytes as sent")
     max_pipeline_spec_depth: int = Field(32, ge=1, description="deepest nesting of lists and objects in a stage's params")
+    stream_idle_timeout_s: float = Field(60.0, gt=0, description="seconds a server waits for the next message of a "
+                                         "request stream (PushModel's chunks); past it the call ends with DEADLINE_EXCEEDED")
 
-    @field_validator("stage_entries", "data_roots", mode="before")
+    @field_validator("stage_entries", "data_roots", "spark_masters", "ray_addresses", mode="before")
     @classmethod
     def _comma_separated(cls, value: Any) -> Any:
         if isinstance(value, str):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.stage_runner import check_entry
+from agent.stage_entries import check_entry
 from engines import registry
 from engines.python import PythonEngine
 from engines.ray import RayEngine

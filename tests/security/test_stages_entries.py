@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from agent.stage_runner import check_entry
+from agent.stage_entries import check_entry
 from engines import entry_points, trainers
 from milepost.core.errors import InvalidArgument, NotFound, PermissionDenied
 from milepost.core.settings import read_settings

@@ -13,21 +13,24 @@ inside the bundle, so the version names the data it was trained on too.
 from __future__ import annotations
 
 import hashlib
+import logging
 import queue
 import re
 import shutil
 import stat
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import grpc
+import pyarrow.fs as pafs
 
 from agent import stage_process
 from agent.model_cache import ModelCache
 from agent.stage_entries import allowed_entry
-from engines import registry, stages
+from engines import parquet_io, registry, stages
 from engines.base import DatasetJob
 from milepost.core import bounded_json
 from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, shown
@@ -35,14 +38,25 @@ from milepost.core.settings import Settings, env_var, get_settings
 from milepost.core.version import __version__
 from milepost.v1 import agent_pb2, pipelines_pb2
 
+log = logging.getLogger("milepost.agent")
+
 # (model name, bundle directory) -> "name:version" once registered
 PushModel = Callable[[str, Path], str]
 # model name -> newest registered version
 NewestVersion = Callable[[str], str]
 Request = agent_pb2.RunStageRequest
-# What the agent does with the stage process's outputs before it reports them (a training
-# stage registers its bundle).
-Finish = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class _Prepared:
+    """A stage checked and ready: ``call`` for its process (agent.stage_child), ``finish`` what
+    the agent does with the outputs before it reports them (a training stage registers its
+    bundle), ``abandon`` what it removes when the stage fails or is cancelled (what the stage
+    was writing), so a stopped stage leaves no output behind."""
+
+    call: dict[str, Any]
+    finish: Callable[[dict[str, Any]], dict[str, Any]] = lambda outputs: outputs
+    abandon: Callable[[], None] = lambda: None
 
 
 def dataset_files(path: str, roots: Sequence[str | Path] = ()) -> list[Path]:
@@ -140,17 +154,18 @@ class StageRunner:
         prepare = {"batch_scoring": self._score, "training": self._train, "custom": self._custom}.get(stage.kind)
         if prepare is None:
             raise InvalidArgument(f"agents run training, batch_scoring and custom stages, not {stage.kind!r}")
-        call, finish = prepare(request, params)
-        call.update(engine=stage.engine, name=stage.name)
+        prepared = prepare(request, params)
+        prepared.call.update(engine=stage.engine, name=stage.name)
         events: queue.Queue = queue.Queue()
         stop = threading.Event()
 
         def target() -> None:
             try:
-                outputs = stage_process.run(call, get_settings(), what=f"stage {shown(stage.name)}",
+                outputs = stage_process.run(prepared.call, get_settings(), what=f"stage {shown(stage.name)}",
                                             progress=lambda rows: events.put(("rows", rows)), cancelled=stop.is_set)
-                events.put(("done", finish(outputs)))
+                events.put(("done", prepared.finish(outputs)))
             except BaseException as err:  # noqa: BLE001 - handed to the streaming thread
+                prepared.abandon()
                 events.put(("error", err))
 
         threading.Thread(target=target, name=f"stage-{stage.name}", daemon=True).start()
@@ -181,7 +196,7 @@ class StageRunner:
             raise InvalidArgument(f"model reference {ref!r}: expected NAME[:VERSION]")
         return self.cache.get(name, version if len(version) == 64 else self.newest(name) if not version else version)
 
-    def _score(self, request: Request, params: dict[str, Any]) -> tuple[dict[str, Any], Finish]:
+    def _score(self, request: Request, params: dict[str, Any]) -> _Prepared:
         name = request.stage.name
         for key in ("model", "source", "sink"):
             if not params.get(key):
@@ -194,12 +209,13 @@ class StageRunner:
             source=source, sink=sink, keep=tuple(params.get("keep", ())),
             batch_rows=int(params.get("batch_rows", get_settings().batch_rows)), options=dict(params.get("options", {})),
         )
+        parquet_io.check_sink_free(job.sink)  # so that what abandon removes is this stage's own
         call = {"kind": "score", "bundle": str(self._bundle(str(params["model"]))),
                 "job": {"source": job.source, "sink": job.sink, "keep": list(job.keep), "batch_rows": job.batch_rows,
                         "options": dict(job.options)}}
-        return call, lambda outputs: outputs
+        return _Prepared(call, abandon=lambda: _remove(job.sink))
 
-    def _train(self, request: Request, params: dict[str, Any]) -> tuple[dict[str, Any], Finish]:
+    def _train(self, request: Request, params: dict[str, Any]) -> _Prepared:
         stage = request.stage
         for key in ("entry", "data", "model_name"):
             if not params.get(key):
@@ -225,7 +241,7 @@ class StageRunner:
             ref = self.push_model(str(params["model_name"]), bundle_dir)
             return {"model": ref, "version": ref.partition(":")[2], "data_fingerprint": lineage["data_fingerprint"]}
 
-        return call, finish
+        return _Prepared(call, finish, abandon=lambda: shutil.rmtree(out, ignore_errors=True))
 
     def _stage_dir(self, request: Request) -> Path:
         """work_dir/RUN/STAGE, where a training stage writes its bundle; both names single path
@@ -235,7 +251,7 @@ class StageRunner:
                 raise InvalidArgument(f"{what} {shown(part)} cannot name a folder")
         return self.work_dir / request.run_id / request.stage.name
 
-    def _custom(self, request: Request, params: dict[str, Any]) -> tuple[dict[str, Any], Finish]:
+    def _custom(self, request: Request, params: dict[str, Any]) -> _Prepared:
         name = request.stage.name
         if not params.get("entry"):
             raise InvalidArgument(f"custom stage {shown(name)} needs params.entry (module:function)")
@@ -245,7 +261,28 @@ class StageRunner:
             if isinstance(inputs.get(key), str):
                 inputs[key] = self._path(inputs[key], f"stage {shown(name)} inputs.{key}")
         call = {"kind": "custom", "entry": entry, "params": params.get("params", {}), "inputs": inputs}
-        return call, lambda outputs: outputs  # engines check that a stage answers a dict
+        return _Prepared(call)  # engines check that a stage answers a dict; what it writes is its own
+
+
+def _remove(sink: str) -> None:
+    """Remove what a stopped batch-scoring stage had written at ``sink`` (a part file, Spark's
+    _temporary folder) and, for a local sink, the hidden siblings engines stage their output in
+    (engines.parquet_stream.staging_name), so that a cancelled run writes no output."""
+    fs, path = parquet_io.resolve(sink)
+    try:
+        info = fs.get_file_info(path)
+        if info.type == pafs.FileType.Directory:
+            fs.delete_dir(path)
+        elif info.type != pafs.FileType.NotFound:
+            fs.delete_file(path)
+        if isinstance(fs, pafs.LocalFileSystem):
+            for staging in Path(path).parent.glob(f".{Path(path).name}.writing-*"):
+                if staging.is_dir():
+                    shutil.rmtree(staging)
+                else:
+                    staging.unlink()
+    except OSError:
+        log.warning("could not remove the partial output of a stopped stage at %s", sink, exc_info=True)
 
 
 # The option of each cluster engine that names its cluster, with the settings that allow one.

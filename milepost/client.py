@@ -1,13 +1,16 @@
 """The Python client: the registry and endpoints on the coordinator, scoring on agents.
 
-Every call takes the coordinator's word for where things are, raises a
+Every call takes the coordinator's word for where things are (scoring, its word as last
+heard: milepost.replicas), raises a
 milepost.core.errors.MilepostError subclass carrying the server's status and
 message, and honours a deadline (``timeout`` seconds).
 """
 
 from __future__ import annotations
 
+import json
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,10 +26,17 @@ from milepost.core.settings import get_settings
 from milepost.core.tls import Tls, open_channel
 from milepost.inference import grpc_predict_v2_pb2 as oip
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
+from milepost.replicas import ReplicaBook
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 256 << 20), ("grpc.max_send_message_length", 256 << 20)]
+# Scoring is idempotent: gRPC itself retries a call an agent refused as UNAVAILABLE (a reset
+# connection, a GOAWAY while it drains) once, before infer passes to the next replica.
+_AGENT_CHANNEL_OPTIONS = [*_CHANNEL_OPTIONS, ("grpc.enable_retries", 1), ("grpc.service_config", json.dumps({
+    "methodConfig": [{"name": [{"service": "inference.GRPCInferenceService"}], "retryPolicy": {
+        "maxAttempts": 2, "initialBackoff": "0.02s", "maxBackoff": "0.1s", "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"]}}]}))]
 
 
 def embedded_admin_token(home: Path) -> str:
@@ -60,6 +70,7 @@ class Client:
         self._channel = auth.with_token(open_channel(coordinator, self.tls, _CHANNEL_OPTIONS), self.token)
         self._stub = coordinator_pb2_grpc.CoordinatorServiceStub(self._channel)
         self._agent_channels: dict[str, grpc.Channel] = {}
+        self._replicas = ReplicaBook(self.status, settings.endpoint_cache_s)
 
     def __enter__(self) -> Client:
         return self
@@ -274,19 +285,8 @@ class Client:
 
     # ---- scoring ----
     def agent_for(self, endpoint: str) -> str:
-        """The address of a live agent that serves the endpoint."""
-        status = self.status()
-        live = {a.info.agent_id: a.info.address for a in status.agents if a.state == "ALIVE"}
-        for e in status.endpoints:
-            if e.name != endpoint:
-                continue
-            for d in e.deployments:
-                for agent_id in d.agent_ids:
-                    if agent_id in live and d.state == "READY":
-                        return live[agent_id]
-            states = ", ".join(f"{d.deployment_id} {d.state} {d.message}".strip() for d in e.deployments)
-            raise FailedPrecondition(f"endpoint {endpoint!r} has no ready replica on a live agent ({states})")
-        raise NotFound(f"endpoint {endpoint!r} does not exist; see `milepost endpoints`")
+        """The address of a live agent that serves the endpoint (the next in turn)."""
+        return self._replicas.candidates(endpoint)[0]
 
     def infer(
         self, endpoint: str, data: Any, *, agent: str | None = None, timeout: float | None = None,
@@ -296,25 +296,45 @@ class Client:
 
         ``data`` is a 2-D numpy array (sent as one [n, k] tensor), or a pyarrow
         Table / RecordBatch or pandas DataFrame (sent as one 1-D tensor per column).
+        The call goes to one of the agents that serve the endpoint (milepost.replicas: known
+        without asking the coordinator each time, and while it is down); one that answers
+        UNAVAILABLE, or NOT_FOUND (it no longer serves the endpoint), is passed over for the next
+        within the same deadline: scoring is idempotent. ``agent``: that address only.
         """
-        address = agent or self.agent_for(endpoint)
         request = oip.ModelInferRequest(model_name=endpoint)
         if key:
             request.parameters["milepost-key"].string_param = key
         for name, value in (parameters or {}).items():
             request.parameters[name].string_param = value
         tensor_codec.encode_inputs(_as_batch(data), request)
-        stub = oip_grpc.GRPCInferenceServiceStub(self._agent_channel(address))
-        try:
-            response = stub.ModelInfer(request, timeout=timeout or self.timeout)
-        except grpc.RpcError as err:
-            raise MilepostError.from_status(err) from err
-        return pa.Table.from_batches([tensor_codec.decode_outputs(response)])
+        deadline = time.monotonic() + (timeout or self.timeout)
+        tried: set[str] = set()
+        error: grpc.RpcError | None = None
+        for fresh in (False, True):  # the second round asks the coordinator anew, for replicas not yet tried
+            for address in [agent] if agent else self._replicas.candidates(endpoint, fresh=fresh):
+                if address in tried:
+                    continue
+                tried.add(address)
+                stub = oip_grpc.GRPCInferenceServiceStub(self._agent_channel(address))
+                try:
+                    response = stub.ModelInfer(request, timeout=max(0.001, deadline - time.monotonic()))
+                except grpc.RpcError as err:
+                    if agent or err.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND):
+                        raise MilepostError.from_status(err) from err
+                    if err.code() == grpc.StatusCode.UNAVAILABLE:
+                        self._replicas.failed(address)
+                    error = err
+                    continue
+                return pa.Table.from_batches([tensor_codec.decode_outputs(response)])
+            if agent:
+                break
+        assert error is not None
+        raise MilepostError.from_status(error, f"every agent serving {endpoint!r} failed ({len(tried)} tried)") from error
 
     def _agent_channel(self, address: str) -> grpc.Channel:
         channel = self._agent_channels.get(address)
         if channel is None:
-            channel = auth.with_token(open_channel(address, self.tls, _CHANNEL_OPTIONS), self.token)
+            channel = auth.with_token(open_channel(address, self.tls, _AGENT_CHANNEL_OPTIONS), self.token)
             self._agent_channels[address] = channel
         return channel
 

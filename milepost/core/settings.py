@@ -96,6 +96,8 @@ class Settings(BaseSettings):
 
     # ---- control-plane timeouts (seconds) ----
     client_timeout_s: float = Field(60.0, gt=0, description="default deadline of a milepost.Client call")
+    endpoint_cache_s: float = Field(10.0, gt=0, description="seconds milepost.Client keeps which agents serve an "
+                                    "endpoint before asking the coordinator again (while it is down: for as long as it is)")
     model_fetch_timeout_s: float = Field(300.0, gt=0, description="an agent fetching a model bundle from the coordinator")
     registration_timeout_s: float = Field(5.0, gt=0, description="an agent's register and heartbeat calls")
     registration_max_backoff_s: float = Field(5.0, gt=0, description="longest wait between an agent's failed registrations")

@@ -69,4 +69,5 @@ def compile(model: Any, *, feature_names: list[str] | None = None) -> CompiledMo
         string_columns={names[i]: column for i, column in converted.string_inputs.items()},
         predict_ndim=converted.predict_ndim,
         unused_columns=[names[i] for i in sorted(converted.unused_inputs)],
+        predict_dtype=converted.predict_dtype,
     )

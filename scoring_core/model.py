@@ -38,7 +38,9 @@ class CompiledModel:
     n_classes float64) for a classifier; for a regressor ``prediction`` (float64) when it
     gives one value per row, else ``output`` (a list of n_outputs float64).
     ``predict_ndim`` says whether ``predict`` returns (n,) or (n, n_outputs), as the
-    source library does (scikit-learn regressors (n,), torch modules (n, out)).
+    source library does (scikit-learn regressors (n,), torch modules (n, out), a binary
+    XGBoost or LightGBM Booster (n,) of P(class 1)), and ``predict_dtype`` its dtype
+    (float32 for XGBoost and torch); the wire output stays as described above.
 
     Scoring is thread-safe: the stages hold no mutable state and every call allocates
     its own output.
@@ -59,6 +61,7 @@ class CompiledModel:
         string_columns: Mapping[str, StringColumn] | None = None,
         predict_ndim: int | None = None,
         unused_columns: Sequence[str] = (),
+        predict_dtype: str = "float64",
     ) -> None:
         feature_names = list(feature_names)
         _check_feature_names(feature_names)
@@ -85,9 +88,10 @@ class CompiledModel:
                 raise InvalidArgument(f"class labels must be str, int, float or bool; got {classes!r}")
             if width != len(classes):
                 raise InvalidArgument(f"the model gives {width} outputs for {len(classes)} classes")
-            if predict_ndim not in (None, 2):
-                raise InvalidArgument("a classifier's predict gives (n, n_classes): predict_ndim must be 2")
-            predict_ndim = 2
+            if predict_ndim not in (None, 1, 2) or (predict_ndim == 1 and len(classes) != 2):
+                raise InvalidArgument("a classifier's predict gives (n, n_classes), or (n,) of P(class 1) for two "
+                                      f"classes: predict_ndim must be 2 or (binary) 1, got {predict_ndim!r}")
+            predict_ndim = predict_ndim or 2
             output = pa.field("probabilities", pa.list_(pa.float64(), len(classes)))
         else:
             if classes is not None:
@@ -110,6 +114,9 @@ class CompiledModel:
         self.task = task
         self.classes = classes
         self.predict_ndim = predict_ndim
+        if predict_dtype not in ("float32", "float64"):
+            raise InvalidArgument(f"predict_dtype must be 'float32' or 'float64', got {predict_dtype!r}")
+        self.predict_dtype = predict_dtype
         self.string_columns = string_columns
         self.unused_columns = unused
         self.metadata = dict(metadata or {})
@@ -131,16 +138,18 @@ class CompiledModel:
         return out.reshape(-1, 1) if out.ndim == 1 else np.ascontiguousarray(out)
 
     def predict(self, data: Any) -> np.ndarray:
-        """Scores as the source library's default prediction gives them: for classifiers
-        predict_proba's (n, n_classes), for scikit-learn regressors predict's (n,), for
-        torch modules (n, out); float64.
+        """Scores as the source library's default prediction gives them, shape and dtype: for
+        scikit-learn classifiers predict_proba's (n, n_classes), for its regressors predict's
+        (n,), for a binary XGBoost or LightGBM Booster Booster.predict's (n,) of P(class 1),
+        for torch modules (n, out); float32 for XGBoost and torch, else float64.
 
         ``data``: a 2-D array (n, n_features), an Arrow Table or RecordBatch, or a
         pandas DataFrame with one column per feature (an object array or DataFrame
         when the model has string columns).
         """
         out = self._score(matrix_from_data(data, self.feature_names, self.string_columns, self.unused_columns))
-        return out if self.predict_ndim == 2 else out[:, 0]
+        out = out if self.predict_ndim == 2 else out[:, -1]  # a regressor's one column; a binary Booster's P(class 1)
+        return out.astype(self.predict_dtype, copy=False)
 
     def predict_arrow(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Score a RecordBatch into one matching ``output_schema``.
@@ -194,6 +203,7 @@ class CompiledModel:
             "inputs": self._inputs_entry(),
             "outputs": self._outputs_entry(),
             "predict_ndim": self.predict_ndim,
+            "predict_dtype": self.predict_dtype,
             "classes": self.classes,
             "transforms": transforms,
             "model": model_entry,
@@ -274,6 +284,7 @@ def model_from_manifest(manifest: dict[str, Any], files: dict[str, bytes], *, ve
         string_columns=string_columns,
         predict_ndim=manifest.get("predict_ndim"),
         unused_columns=[i["name"] for i in inputs if i.get("unused") is True],
+        predict_dtype=manifest.get("predict_dtype", "float64"),
     )
     declared = manifest.get("outputs")
     expected = compiled._outputs_entry()

@@ -18,8 +18,6 @@ from milepost.core import tensor_codec
 from milepost.core.errors import FailedPrecondition
 from milepost.inference import grpc_predict_v2_pb2 as pb
 
-MATRIX_INPUT_NAME = "input"
-
 
 @dataclass(frozen=True)
 class ModelDescription:
@@ -37,7 +35,7 @@ class ModelDescription:
         return replace(other, input_schema=self.input_schema, routing_policy=self.routing_policy)
 
     def input_metadata(self) -> list[pb.ModelMetadataResponse.TensorMetadata]:
-        return tensor_codec.tensor_metadata(self.input_schema, as_matrix_name=MATRIX_INPUT_NAME)
+        return tensor_codec.tensor_metadata(self.input_schema, as_matrix_name=tensor_codec.MATRIX_INPUT_NAME)
 
     def output_metadata(self) -> list[pb.ModelMetadataResponse.TensorMetadata]:
         return tensor_codec.tensor_metadata(self.output_schema, as_matrix_name=None)

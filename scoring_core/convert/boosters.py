@@ -13,20 +13,29 @@ from pathlib import Path
 from typing import Any
 
 from scoring_core.convert.converted import Converted
-from scoring_core.convert.lightgbm_text import from_lightgbm_text
+from scoring_core.convert.lightgbm_text import from_lightgbm_text, pandas_categories
 from scoring_core.convert.xgboost_json import from_xgboost_json
 from scoring_core.trees.ensemble import TreeEnsemble
 from scoring_core.trees.stage import TreeStage
 
 
 def convert_xgboost(model: Any) -> Converted:
-    """An XGBoost Booster, wrapper or ``.json`` model file."""
-    return _converted(from_xgboost_json(model), "xgboost")
+    """An XGBoost Booster, wrapper or ``.json`` model file; XGBoost predicts float32."""
+    return _converted(from_xgboost_json(model), "xgboost", booster=not _is_wrapper(model), dtype="float32")
 
 
 def convert_lightgbm(model: Any) -> Converted:
-    """A LightGBM Booster, wrapper or text model file."""
-    return _converted(from_lightgbm_text(model), "lightgbm")
+    """A LightGBM Booster, wrapper or text model file; LightGBM predicts float64."""
+    converted = _converted(from_lightgbm_text(model), "lightgbm", booster=not _is_wrapper(model), dtype="float64")
+    converted.string_inputs = pandas_categories(model)
+    return converted
+
+
+def _is_wrapper(model: Any) -> bool:
+    """A scikit-learn wrapper (XGBClassifier, LGBMClassifier...), whose default call for a
+    classifier is predict_proba's (n, n_classes); a Booster or a model file answers
+    Booster.predict's shape, (n,) of P(class 1) for a binary objective."""
+    return hasattr(model, "get_booster") or hasattr(model, "booster_")
 
 
 def is_lightgbm_text(path: Path) -> bool:
@@ -35,9 +44,10 @@ def is_lightgbm_text(path: Path) -> bool:
         return f.read(4096).lstrip().startswith(b"tree")
 
 
-def _converted(ensemble: TreeEnsemble, source: str) -> Converted:
+def _converted(ensemble: TreeEnsemble, source: str, *, booster: bool, dtype: str) -> Converted:
     stage = TreeStage(ensemble)
     classifier = stage.probabilities
+    binary_booster = booster and classifier and stage.n_outputs == 2
     return Converted(
         model=stage,
         task="classification" if classifier else "regression",
@@ -45,4 +55,6 @@ def _converted(ensemble: TreeEnsemble, source: str) -> Converted:
         source=source,
         feature_names=ensemble.feature_names,
         lineage={"objective": ensemble.objective},
+        predict_ndim=1 if binary_booster else None,
+        predict_dtype=dtype,
     )

@@ -27,8 +27,11 @@ class Converted:
     string_inputs: dict[int, StringColumn] = field(default_factory=dict)
     # Input columns (by index) the model never reads: present, but any type is accepted.
     unused_inputs: set[int] = field(default_factory=set)
-    # 1: predict gives (n,) (scikit-learn regressors); 2: (n, n_outputs); None: by task.
+    # 1: predict gives (n,) (scikit-learn regressors; a binary Booster's P(class 1)); 2: (n, n_outputs);
+    # None: by task.
     predict_ndim: int | None = None
+    # The dtype of the source library's predict: float64 (scikit-learn, LightGBM), float32 (XGBoost, torch).
+    predict_dtype: str = "float64"
 
 
 def unsupported(obj: Any, supported: Iterable[str], noun: str = "") -> Unimplemented:

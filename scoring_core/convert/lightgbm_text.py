@@ -23,6 +23,7 @@ lying between ``t`` and its rounding the wrong way.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import numpy as np
 
 from milepost.core.errors import InvalidArgument, Unimplemented
 from scoring_core.convert.dumps import reading_model, wrapper_classes
+from scoring_core.string_inputs import StringColumn
 from scoring_core.trees import tree_kernels as K
 from scoring_core.trees.builder import EnsembleBuilder
 from scoring_core.trees.builder import smallest_float32_above as _smallest_float32_above
@@ -74,6 +76,37 @@ def from_lightgbm_text(source: Any) -> TreeEnsemble:
     text, classes = _load(source)
     with reading_model("LightGBM text model"):
         return _convert(text, classes)
+
+
+def pandas_categories(source: Any) -> dict[int, StringColumn]:
+    """The string columns of a model trained on a pandas DataFrame with ``category`` columns:
+    feature index -> its categories, in the order pandas coded them (LightGBM keeps them as
+    ``pandas_categorical`` and maps a DataFrame through them at predict; a value outside
+    them, or a null, is missing there and code -1 here, which no category split matches).
+
+    Unimplemented for categories that are not strings (the input would be a dictionary of
+    numbers, which the core does not read as codes)."""
+    text, _ = _load(source)
+    listed: Any = None
+    features: list[int] = []
+    for line in text.splitlines():
+        if line.startswith("pandas_categorical:"):
+            payload = line.partition(":")[2].strip()
+            listed = json.loads(payload) if payload and payload != "null" else None
+        elif line.startswith("[categorical_feature:"):
+            features = [int(v) for v in line.strip("[]").partition(":")[2].replace(",", " ").split()]
+    if not listed:
+        return {}
+    if len(listed) != len(features):
+        raise Unimplemented(f"LightGBM model: {len(listed)} pandas category lists for categorical features "
+                            f"{features}; train with categorical_feature='auto' to serve pandas categoricals")
+    columns = {}
+    for index, categories in zip(features, listed):
+        if not all(isinstance(c, str) for c in categories):
+            raise Unimplemented(f"LightGBM model: feature {index} has pandas categories that are not strings "
+                                f"({categories[:3]!r}...); only string categories are served")
+        columns[index] = StringColumn(tuple(categories), unknown="code")
+    return columns
 
 
 def _load(source: Any) -> tuple[str, list | None]:

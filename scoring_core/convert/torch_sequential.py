@@ -115,4 +115,5 @@ def convert(model: Any) -> Converted:
         source="torch.nn.Sequential",
         lineage=lineage,
         predict_ndim=2,
+        predict_dtype=dtype or "float32",  # what the module itself returns
     )

@@ -133,18 +133,18 @@ def test_small_unsigned_also_accepted_in_int_contents(datatype: str) -> None:
 def test_matrix_of_any_numeric_datatype_becomes_float32(datatype: str) -> None:
     values = np.array([[1, 0, 1], [0, 1, 1]], dtype=_NUMPY_OF[datatype])
     schema = pa.schema([(c, pa.float32()) for c in "abc"])
-    request = _raw_request(("features", datatype, [2, 3], values.tobytes()))
+    request = _raw_request(("input", datatype, [2, 3], values.tobytes()))
 
     batch = decode_inputs(request, schema)
 
-    assert batch.schema.names == ["features"]
+    assert batch.schema.names == ["input"]
     assert batch.schema.field(0).type == pa.list_(pa.float32(), 3)
     assert batch.column(0).to_pylist() == values.astype(np.float32).tolist()
 
 
 @pytest.mark.parametrize(("datatype", "arrow_type", "field", "values"), _TYPED_CASES, ids=[c[0] for c in _TYPED_CASES])
 def test_typed_matrix_becomes_float32(datatype: str, arrow_type: pa.DataType, field: str, values: list[Any]) -> None:
-    request = _typed_request(_input("m", datatype, [1, 3], **{field: values}))
+    request = _typed_request(_input("input", datatype, [1, 3], **{field: values}))
     batch = decode_inputs(request, pa.schema([(c, pa.float64()) for c in "abc"]))
     with np.errstate(over="ignore"):
         expected = np.array(values, dtype=_NUMPY_OF[datatype]).astype(np.float32)
@@ -159,7 +159,7 @@ def test_single_feature_matrix_n_by_1() -> None:
 
 
 def test_empty_matrix() -> None:
-    request = _raw_request(("x", "FP32", [0, 2], b""))
+    request = _raw_request(("input", "FP32", [0, 2], b""))
     batch = decode_inputs(request, pa.schema([("a", pa.float32()), ("b", pa.float32())]))
     assert batch.num_rows == 0 and batch.schema.field(0).type == pa.list_(pa.float32(), 2)
 
@@ -182,7 +182,7 @@ def test_fp32_matrix_decode_makes_no_copy() -> None:
     """Protobuf hands out one copy of each raw entry; decoding must add none."""
     n, k = 32_768, 8
     payload = np.random.default_rng(0).random((n, k), dtype=np.float32).tobytes()
-    request = _raw_request(("x", "FP32", [n, k], payload))
+    request = _raw_request(("input", "FP32", [n, k], payload))
     schema = pa.schema([(f"f{i}", pa.float32()) for i in range(k)])
     arrow_before = pa.total_allocated_bytes()
     tracemalloc.start()
@@ -289,7 +289,8 @@ def _error_cases() -> list[Any]:
         ("named rank", _raw_request(("a", "FP32", [1, 2], _F4_6[:8]), ("b", "FP32", [1], _F4_6[:4]), ("c", "FP32", [1], _F4_6[:4])), _ABC, ["'a'", "[1, 2]", "[n] or [n, 1]"]),
         ("matrix width", _raw_request(("m", "FP32", [3, 2], _F4_6)), _ABC, ["'m'", "[3, 2]", "3 features", "[n, 3]"]),
         ("matrix non-numeric", _raw_request(("m", "FP32", [1, 2], _F4_6[:8])), pa.schema([("a", pa.float32()), ("s", pa.string())]), ["'m'", "s: string"]),
-        ("bytes matrix", _raw_request(("m", "BYTES", [1, 3], _bytes_raw([b"a", b"b", b"c"]))), _ABC, ["'m'", "must be numeric"]),
+        ("bytes matrix", _raw_request(("input", "BYTES", [1, 3], _bytes_raw([b"a", b"b", b"c"]))), _ABC, ["'input'", "must be numeric"]),
+        ("matrix name", _raw_request(("inputs", "FP32", [1, 3], _F4_6[:12])), _ABC, ["unknown input 'inputs'", "'input'", "[n, 3]", "a, b, c"]),
         ("bytes to numeric", _raw_request(("x", "BYTES", [1], _bytes_raw([b"1"]))), one, ["'x'", "BYTES", "FP32"]),
         ("numeric to string", _raw_request(("x", "FP32", [1], b"\x00" * 4)), text, ["'x'", "send it as BYTES"]),
         ("invalid utf8", _raw_request(("x", "BYTES", [1], _bytes_raw([b"\xff"]))), text, ["'x'", "UTF8"]),
@@ -316,8 +317,8 @@ def test_missing_input_list_is_truncated() -> None:
 
 
 def test_max_rows_is_resource_exhausted() -> None:
-    request = _raw_request(("x", "FP32", [5, 3], np.zeros(15, "<f4").tobytes()))
-    with pytest.raises(ResourceExhausted, match=r"'x' has 5 rows.*limit of 4 rows"):
+    request = _raw_request(("input", "FP32", [5, 3], np.zeros(15, "<f4").tobytes()))
+    with pytest.raises(ResourceExhausted, match=r"'input' has 5 rows.*limit of 4 rows"):
         decode_inputs(request, _ABC, max_rows=4)
     assert decode_inputs(request, _ABC, max_rows=5).num_rows == 5
 
@@ -482,12 +483,12 @@ _float32_matrices = hnp.arrays(
 def test_matrix_decode_encode_preserves_values(matrix: np.ndarray) -> None:
     n, k = matrix.shape
     schema = pa.schema([(f"f{i}", pa.float32()) for i in range(k)])
-    request = _raw_request(("x", "FP32", [n, k], matrix.tobytes()))
+    request = _raw_request(("input", "FP32", [n, k], matrix.tobytes()))
     response = pb.ModelInferResponse()
 
     encode_outputs(decode_inputs(request, schema), response)
 
-    assert (response.outputs[0].name, list(response.outputs[0].shape)) == ("x", [n, k])
+    assert (response.outputs[0].name, list(response.outputs[0].shape)) == ("input", [n, k])
     assert response.raw_output_contents[0] == matrix.tobytes()  # bit for bit, NaNs included
 
 

@@ -92,9 +92,12 @@ def _model_outputs(model, X: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _assert_agrees(model, X: np.ndarray, expected: np.ndarray) -> None:
+    """Every path agrees with ``expected`` (the library's own call): predict() in the model's
+    predict_dtype (the library's, where it has one dtype: tests/scoring_core/test_contracts.py),
+    the Arrow paths in float64 (the wire)."""
     for path, got in _model_outputs(model, X).items():
         assert got.shape == expected.shape, path
-        assert got.dtype == np.float64, path
+        assert got.dtype == (model.predict_dtype if path == "numpy" else np.float64), path
         np.testing.assert_allclose(got, expected, rtol=0, atol=TOL, err_msg=path)
 
 

@@ -53,7 +53,7 @@ def test_torch_sequential_matches_the_module(name, data, tmp_path, assert_agrees
     torch.manual_seed(0)
     X = data["X"]
     module = _trained(TORCH_MODELS[name](), X, data["y_reg"] / 10)
-    expected = _torch_out(module, X).astype(np.float64)
+    expected = _torch_out(module, X)  # float32, as the module answers
     model = scoring_core.compile(module)
     assert model.task == "regression" and model.predict_ndim == 2
     assert model.metadata["source"] == "torch.nn.Sequential"
@@ -74,6 +74,7 @@ def test_torch_float64_module_is_computed_in_float64(data):
     with torch.no_grad():
         expected = module(torch.from_numpy(X)).numpy()
     np.testing.assert_allclose(model.predict(X), expected, rtol=0, atol=1e-12)
+    assert model.predict(X).dtype == expected.dtype == np.float64
 
 
 @pytest.mark.parametrize(

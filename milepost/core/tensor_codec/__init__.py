@@ -22,10 +22,10 @@ What it promises:
 from __future__ import annotations
 
 from milepost.core.tensor_codec.calling_side import decode_outputs, encode_inputs
-from milepost.core.tensor_codec.datatypes import datatype_of, tensor_metadata
+from milepost.core.tensor_codec.datatypes import MATRIX_INPUT_NAME, datatype_of, tensor_metadata
 from milepost.core.tensor_codec.requests import decode_inputs
 from milepost.core.tensor_codec.responses import encode_outputs
 
 __all__ = [
-    "decode_inputs", "decode_outputs", "encode_inputs", "encode_outputs", "tensor_metadata", "datatype_of",
+    "MATRIX_INPUT_NAME", "decode_inputs", "decode_outputs", "encode_inputs", "encode_outputs", "tensor_metadata", "datatype_of",
 ]

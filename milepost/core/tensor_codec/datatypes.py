@@ -16,6 +16,8 @@ from milepost.inference import grpc_predict_v2_pb2 as pb
 LITTLE_ENDIAN_HOST = sys.byteorder == "little"
 LENGTH_PREFIX = struct.Struct("<I")
 MAX_NAMES_IN_MESSAGE = 10
+# The name of the one [n, k] input of an all-numeric model: in its metadata, and in requests.
+MATRIX_INPUT_NAME = "input"
 
 
 @dataclass(frozen=True)

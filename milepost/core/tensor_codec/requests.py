@@ -14,6 +14,7 @@ from milepost.core.tensor_codec.datatypes import (
     CONTAINER_DTYPES,
     DATATYPES,
     LENGTH_PREFIX,
+    MATRIX_INPUT_NAME,
     SUPPORTED,
     Datatype,
     datatype_of,
@@ -58,7 +59,8 @@ def decode_inputs(
     Two shapes of request are accepted, so that both matrix clients (numpy,
     tritonclient) and feature-by-feature clients work against the same model:
 
-    (a) one input of shape ``[n, k]``, ``k`` being the number of fields of an
+    (a) one input named ``MATRIX_INPUT_NAME`` ("input", as the model's metadata says) of
+        shape ``[n, k]``, ``k`` being the number of fields of an
         all-numeric schema: one column named after the input, of type
         ``pa.list_(pa.float32(), k)``. FP32 raw payloads are used in place; any
         other numeric datatype is converted to float32 (one copy).
@@ -70,6 +72,7 @@ def decode_inputs(
     """
     tensors = _checked_inputs(request, max_rows)
     if _is_matrix_request(tensors, input_schema):
+        _check_matrix_name(tensors[0].name, input_schema)
         return _decode_matrix(tensors[0], len(input_schema))
     return _decode_named(tensors, input_schema)
 
@@ -225,6 +228,16 @@ def _is_matrix_request(tensors: list[_Tensor], schema: pa.Schema) -> bool:
         f"{len(schema)} features ({names_list(schema.names)}); send a matrix of shape "
         f"[n, {len(schema)}] or one input of shape [n] per feature"
     )
+
+
+def _check_matrix_name(name: str, schema: pa.Schema) -> None:
+    """A matrix goes by the name the model's metadata gives it (MATRIX_INPUT_NAME), or, for a
+    model of one feature, by that feature's name: a typo is an error, not a guess."""
+    if name != MATRIX_INPUT_NAME and not (len(schema) == 1 and name == schema.names[0]):
+        raise InvalidArgument(
+            f"unknown input {name!r}; the model expects one matrix input {MATRIX_INPUT_NAME!r} of shape "
+            f"[n, {len(schema)}], or one input of shape [n] per feature: {names_list(schema.names)}"
+        )
 
 
 def _decode_matrix(tensor: _Tensor, k: int) -> pa.RecordBatch:

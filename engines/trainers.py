@@ -92,8 +92,11 @@ def _compiled(model: Any, features: list[str], X_test: np.ndarray, y_test: np.nd
     import scoring_core
 
     compiled = scoring_core.compile(model, feature_names=features)
+    scores = compiled.predict(X_test)
+    if compiled.task == "classification" and scores.ndim == 1:  # a binary Booster answers P(class 1) alone
+        scores = np.column_stack([1 - scores, scores])
     compiled.metadata.setdefault("lineage", {}).update(
-        {"metrics": _metrics(y_test, compiled.predict(X_test)), "trainer_params": params}
+        {"metrics": _metrics(y_test, scores), "trainer_params": params}
     )
     return compiled
 

@@ -64,7 +64,7 @@ def test_example_pipeline_trains_scores_on_spark_and_deploys_a_canary(up, tmp_pa
         fetched = scoring_core.load(_fetch(client, up, name, version), version=version)
         expected = fetched.predict(source.select(features))
         got = np.stack(scored.column("probabilities").to_numpy(zero_copy_only=False))
-        np.testing.assert_allclose(got, expected, atol=1e-6)
+        np.testing.assert_allclose(got[:, 1], expected, atol=1e-6)  # the trained Booster predicts P(churned) alone
 
         (endpoint,) = client.endpoints()
         assert endpoint.policy == "canary"

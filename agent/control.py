@@ -1,4 +1,5 @@
-"""AgentService: the coordinator's orders to this agent (load, unload, routes, status)."""
+"""AgentService: the coordinator's orders to this agent (load, unload, routes, status) and
+its questions (which arm served a key)."""
 
 from __future__ import annotations
 
@@ -69,6 +70,15 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
             routes_generation=self.router.generation,
             metrics=self.metrics.snapshot(),
         )
+
+    def ServedArm(self, request: agent_pb2.ServedArmRequest, context: grpc.ServicerContext) -> agent_pb2.ServedArmResponse:
+        """The arm that served this agent's last request to the endpoint with the key (see
+        agent.routing.served_keys); an empty answer when it served none or has forgotten."""
+        found = self.router.served_keys.arm_for(request.endpoint, request.key)
+        if found is None:
+            return agent_pb2.ServedArmResponse()
+        arm, served_at = found
+        return agent_pb2.ServedArmResponse(arm=arm, served_at=served_at)
 
     def RunStage(
         self, request: agent_pb2.RunStageRequest, context: grpc.ServicerContext,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -12,6 +13,8 @@ from milepost.core.errors import DeadlineExceeded, MilepostError, Unavailable
 from milepost.core.settings import get_settings
 from milepost.core.tls import Tls, open_channel
 from milepost.v1 import agent_pb2, agent_pb2_grpc
+
+log = logging.getLogger("milepost.coordinator")
 
 
 class AgentClients:
@@ -44,6 +47,26 @@ class AgentClients:
     def run_stage(self, address: str, request: agent_pb2.RunStageRequest, timeout: float) -> Any:
         """The streaming RunStage call (iterate it for progress; cancel() cancels the stage)."""
         return self._stub(address).RunStage(request, timeout=timeout)
+
+    def served_arms(self, addresses: list[str], endpoint: str, key: str, timeout: float | None = None) -> list[tuple[str, float]]:
+        """(arm, served_at) from each agent that remembers serving ``key`` on ``endpoint``.
+
+        The agents are asked at once and waited for together; one that does not answer in
+        time, or cannot (an older agent), is left out: the answer is what is known."""
+        request = agent_pb2.ServedArmRequest(endpoint=endpoint, key=key)
+        limit = timeout or get_settings().agent_call_timeout_s
+        calls = [(address, self._stub(address).ServedArm.future(request, timeout=limit)) for address in addresses]
+        found = []
+        for address, call in calls:
+            try:
+                reply = call.result()
+            except grpc.RpcError as err:
+                reason = _as_error(err, address, "ServedArm").message
+                log.info("agent %s could not say which arm served a key: %s", address, reason)
+                continue
+            if reply.arm:
+                found.append((reply.arm, reply.served_at))
+        return found
 
     def _call(self, address: str, method: str, request: object, timeout: float) -> None:
         try:

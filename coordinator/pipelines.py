@@ -24,13 +24,14 @@ import grpc
 
 from coordinator import placement
 from coordinator.agent_client import AgentClients
-from coordinator.endpoints import Endpoints, Placement
+from coordinator.endpoints import Endpoints, Placement, policy_of
 from coordinator.reconciler import Reconciler
-from coordinator.store import RunRecord, Store
+from coordinator.store import EndpointRecord, RunRecord, Store
 from milepost.core import bounded_json
 from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound, ResourceExhausted, shown
 from milepost.core.names import check_name
 from milepost.core.requirements import Requirements
+from milepost.core.routing import spec as routing_spec
 from milepost.core.routing.policy import Arm
 from milepost.core.settings import get_settings
 from milepost.v1 import agent_pb2, pipelines_pb2, routing_pb2
@@ -303,38 +304,62 @@ class Pipelines:
         raise MilepostError(f"agent {agent_id} ended stage {stage.name!r} without a result")
 
     def _deploy(self, params: dict[str, Any]) -> dict[str, str]:
+        """Serve a model under an endpoint, composing with what the endpoint does now: a new
+        endpoint simply serves it; a ``single`` one is redeployed (policy single) or starts a
+        canary from its model (policy canary); any other policy is FailedPrecondition
+        (routing_spec.single_arm), never replaced. A canary's unset gates, steps and window
+        take the floor's defaults (routing_spec), the same as the CLI's."""
         endpoint, ref = params.get("endpoint"), params.get("model")
         if not endpoint or not ref:
             raise InvalidArgument("a deploy stage needs params.endpoint and params.model (NAME[:VERSION])")
         endpoint = check_name("endpoint", endpoint)  # what a ${stage.output} resolved to, too
         name, _, version = str(ref).partition(":")
         policy = params.get("policy", "single")
-        candidate = Arm("candidate" if policy == "canary" else "primary", model=name, version=version, weight=1.0)
-        current = self.store.get_endpoint(endpoint)
-        if policy == "canary" and current is not None and current.policy == "single" and current.deployments:
-            base = current.deployments[0]
-            steps = params.get("steps", [5, 25, 50, 100])
-            if not isinstance(steps, list):
-                raise InvalidArgument(f"a deploy stage's steps must be a list of percentages, got {shown(steps)}")
-            spec = routing_pb2.RoutingPolicy(
-                kind="canary", steps=[_number("steps", s, high=100) for s in steps],
-                window_s=_number("window_s", params.get("window_s", 60)),
-                gates=routing_pb2.CanaryGates(
-                    max_error_rate=_number("max_error_rate", params.get("max_error_rate", 0), high=1),
-                    max_p99_latency_ms=_number("max_p99_latency_ms", params.get("max_p99_latency_ms", 0)),
-                    max_divergence=_number("max_divergence", params.get("max_divergence", 0)),
-                    min_requests=int(_number("min_requests", params.get("min_requests", 0))),
-                ),
-            )
-            arms = [Arm("baseline", model=base.model, version=base.version, weight=1.0), candidate]
-        elif policy in ("single", "canary"):
-            # A canary with nothing serving yet has no baseline: the model simply goes live.
-            spec, arms = routing_pb2.RoutingPolicy(kind="single"), [candidate]
-        else:
+        if policy not in ("single", "canary"):
             raise InvalidArgument(f"a deploy stage's policy is single or canary, got {shown(policy)}")
+        current = self.store.get_endpoint(endpoint)
+        baseline = None
+        if current is not None and current.policy_blob:
+            baseline = _baseline(current, routing_spec.single_arm(endpoint, policy_of(current), f"a {policy} deploy stage"))
+        if policy == "canary" and baseline is not None:
+            spec = _canary_policy(params)
+            arms = [baseline, Arm("candidate", model=name, version=version)]
+        else:
+            # A canary with nothing serving yet has no baseline: the model simply goes live.
+            spec, arms = routing_pb2.RoutingPolicy(kind="single"), [Arm("primary", model=name, version=version)]
         replicas = int(_number("replicas", params.get("replicas", 1)))
         result = self.endpoints.set_policy(endpoint, spec, arms, Placement(replicas=replicas), event="pipeline")
         return {"endpoint": endpoint, "policy": result.policy}
+
+
+def _baseline(current: EndpointRecord, arm: routing_pb2.Arm) -> Arm:
+    """The arm a canary of ``current`` starts from: what its single arm serves now."""
+    if arm.endpoint:
+        return Arm("baseline", endpoint=arm.endpoint)
+    d = next(d for d in current.deployments if d.deployment_id == arm.deployment_id)
+    return Arm("baseline", model=d.model, version=d.version)
+
+
+def _canary_policy(params: dict[str, Any]) -> routing_pb2.RoutingPolicy:
+    """A deploy stage's canary: what its params set, the rest left unset for routing_spec.check
+    to fill with the one set of defaults."""
+    spec = routing_pb2.RoutingPolicy(kind="canary")
+    if "steps" in params:
+        steps = params["steps"]
+        if not isinstance(steps, list):
+            raise InvalidArgument(f"a deploy stage's steps must be a list of percentages, got {shown(steps)}")
+        spec.steps.extend(_number("steps", s, high=100) for s in steps)
+    if "window_s" in params:
+        spec.window_s = _number("window_s", params["window_s"])
+    gates = spec.gates
+    p99, divergence = routing_spec.DEFAULT_MAX_P99_LATENCY_MS, routing_spec.DEFAULT_MAX_DIVERGENCE
+    gates.max_p99_latency_ms = _number("max_p99_latency_ms", params.get("max_p99_latency_ms", p99))
+    gates.max_divergence = _number("max_divergence", params.get("max_divergence", divergence))
+    if "max_error_rate" in params:
+        gates.max_error_rate = _number("max_error_rate", params["max_error_rate"], high=1)
+    if "min_requests" in params:
+        gates.min_requests = int(_number("min_requests", params["min_requests"], low=1))
+    return spec
 
 
 def _number(key: str, value: Any, low: float = 0.0, high: float = 1e12) -> float:

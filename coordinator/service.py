@@ -188,7 +188,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             raise InvalidArgument(f"feedback value must be a finite number, got {request.value}")
         endpoint = self.endpoints.get(request.endpoint)
         policy = policy_of(endpoint)
-        arm = request.arm or self._arm_for_key(request.endpoint, policy, request.key)
+        arm = request.arm or self._arm_for_key(request.endpoint, policy, request.key, _timeout(context))
         if arm not in {a.name for a in policy.arms}:
             raise NotFound(f"endpoint {request.endpoint!r} has no arm {shown(arm)}; arms: {[a.name for a in policy.arms]}")
         self.store.add_reward(request.endpoint, arm, request.value)
@@ -196,16 +196,31 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             self.routes.push()  # bandits learn from the new reward at once
         return pb.FeedbackResponse(arm=arm)
 
-    def _arm_for_key(self, endpoint: str, policy: routing_pb2.RoutingPolicy, key: str) -> str:
-        """The arm the agents' own policy code gives this key: exact for single, split and
-        canary (sticky by key); for a bandit, the arm under the current route generation."""
+    def _arm_for_key(self, endpoint: str, policy: routing_pb2.RoutingPolicy, key: str, timeout: float | None) -> str:
+        """The arm that served the key, as the agents remember it (the most recent, among the
+        policy's arms); failing that, the policy's sticky rule.
 
+        The rule is exact for single, split and canary while their weights (or the
+        canary's step) are as they were when the key was served: they pin a key by its
+        hash. A bandit's choice also depends on the rewards the agent held, which every
+        feedback changes, so it cannot be recomputed: with no agent remembering the key,
+        feedback on a bandit needs the arm (see milepost.core.routing.bandit)."""
         if not key:
             raise InvalidArgument("feedback needs the request key or the arm that served it")
         if policy.kind == "ensemble":
             raise InvalidArgument("an ensemble's answer comes from every member; pass the arm to credit")
-        choice = build(endpoint, policy, self.routes.current().generation).choose(key, lambda _arm: True)
-        return choice.arms[0].name
+        addresses = [info.address for info in self.reconciler.live_agents().values()]
+        names = {a.name for a in policy.arms}
+        remembered = [r for r in self.reconciler.agents.served_arms(addresses, endpoint, key, timeout) if r[0] in names]
+        if remembered:
+            return max(remembered, key=lambda r: r[1])[0]
+        if policy.kind == "bandit":
+            raise FailedPrecondition(
+                f"no agent remembers serving key {shown(key)} on endpoint {endpoint!r} (served long ago, by an agent "
+                "that has restarted since, or never); pass the arm that served it: --arm, the milepost-arm "
+                "parameter of its response"
+            )
+        return build(endpoint, policy, 0).choose(key, lambda _arm: True).arms[0].name
 
     def ListEvents(self, request: pb.ListEventsRequest, context: grpc.ServicerContext) -> pb.ListEventsResponse:
         events = self.store.list_events(request.endpoint, _page(request.limit, 100))

@@ -11,6 +11,9 @@ ArmMetricsBook (the completion hook); shadows are mirrored on a bounded pool,
 ensemble members fanned out on another. The caller's deadline is passed to
 every ``predict``.
 
+Requests with a key: the arm of a pushed route that served one is remembered
+(ServedKeys), so that feedback by key is credited to it.
+
 Route tables: a pushed table (SetRoutes) replaces the held one unless it is
 older; a table in a heartbeat reply replaces it when newer, or whatever its
 generation when it is the first since the agent (re)registered (a coordinator
@@ -35,6 +38,7 @@ from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.ensemble import MemberAnswer
 from agent.routing.members import Channels
 from agent.routing.route_table import Route, RouteTable
+from agent.routing.served_keys import ServedKeys
 from engines.base import LoadedModel
 from milepost.core import deadlines
 from milepost.core.deadlines import Deadline
@@ -93,6 +97,7 @@ class Router:
         self._shadow_pool = ThreadPoolExecutor(shadow_workers, thread_name_prefix="shadow")
         self._shadow_slots = threading.BoundedSemaphore(shadow_queue)
         self._settings = get_settings()
+        self.served_keys = ServedKeys(self._settings.served_keys_remembered)
         table.on_change = self._local_changed
         self._local_changed()
 
@@ -173,9 +178,8 @@ class Router:
             )
         policy = route.policy_or_raise()
         path = (*path, endpoint)
-        choice = policy.choose(
-            request.parameters.get(policy.key_parameter), lambda arm: self._available(request.table, route, arm, path)
-        )
+        key = request.parameters.get(policy.key_parameter)
+        choice = policy.choose(key, lambda arm: self._available(request.table, route, arm, path))
         if isinstance(policy, EnsemblePolicy):
             return self._ensemble(request, route, policy, batch, path, deadline)
         if not route.pushed:  # a local deployment: no arms to report or count
@@ -190,6 +194,8 @@ class Router:
             raise
         if choice.mirror is not None:
             self._mirror(request, route, choice.mirror, batch, served.batch, path)
+        if key:
+            self.served_keys.record(endpoint, key, choice.arms[0].name)
         return served
 
     def _serve_version(
@@ -208,7 +214,11 @@ class Router:
                 if not route.pushed:  # a local deployment: no arms to report or count
                     out, served_version = self._call_deployment(route, arm.deployment_id, arm.name, batch, deadline)
                     return Served(out, (), (arm.deployment_id,), served_version)
-                return self._call_arm(request, route, arm, batch, (endpoint,), deadline)
+                served = self._call_arm(request, route, arm, batch, (endpoint,), deadline)
+                key = request.parameters.get(policy.key_parameter)
+                if key:
+                    self.served_keys.record(endpoint, key, arm.name)
+                return served
             versions.append(f"{arm.name}={model.version[:12]}")
         raise NotFound(
             f"version {version!r} of endpoint {endpoint!r} is not served by any of its arms"

@@ -7,6 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from milepost.core.errors import InvalidArgument
+from milepost.core.routing.spec import DEFAULT_WEIGHT
 from milepost.core.tls import Tls
 
 if TYPE_CHECKING:
@@ -87,7 +88,7 @@ def arm(spec: str, flag: str) -> tuple[str, tuple[str, str, float]]:
     if not sep or not name or not parts[0] or len(parts) > 3:
         raise InvalidArgument(f"{flag} {spec!r}: expected NAME=MODEL[:VERSION[:WEIGHT]]")
     try:
-        weight = float(parts[2]) if len(parts) == 3 and parts[2] else 1.0
+        weight = float(parts[2]) if len(parts) == 3 and parts[2] else DEFAULT_WEIGHT
     except ValueError:
         raise InvalidArgument(f"{flag} {spec!r}: weight {parts[2]!r} is not a number") from None
     return name, (parts[0], parts[1] if len(parts) > 1 else "", weight)

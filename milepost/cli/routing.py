@@ -117,13 +117,16 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("canary", parents=[common], help="ramp a candidate; promote or roll back by gates")
     p.add_argument("endpoint")
     p.add_argument("--candidate", required=True, metavar="MODEL[:VERSION]")
-    p.add_argument("--steps", default="5,25,50,100", help="candidate traffic percent per step")
-    p.add_argument("--window", default="60s", help="how long each step is watched, e.g. 60s, 5m")
-    p.add_argument("--max-error-rate", type=float, default=0.01)
-    p.add_argument("--max-p99-ms", type=float, default=0.0, help="p99 latency gate (0: off)")
-    p.add_argument("--max-divergence", type=float, default=0.0,
+    p.add_argument("--steps", default=",".join(f"{s:g}" for s in spec.DEFAULT_CANARY_STEPS),
+                   help="candidate traffic percent per step")
+    p.add_argument("--window", default=f"{spec.DEFAULT_CANARY_WINDOW_S:g}s", help="how long each step is watched, e.g. 60s, 5m")
+    p.add_argument("--max-error-rate", type=float, default=spec.DEFAULT_MAX_ERROR_RATE,
+                   help="candidate error rate that fails a window (0: any error)")
+    p.add_argument("--max-p99-ms", type=float, default=spec.DEFAULT_MAX_P99_LATENCY_MS, help="p99 latency gate (0: off)")
+    p.add_argument("--max-divergence", type=float, default=spec.DEFAULT_MAX_DIVERGENCE,
                    help="mean prediction shift in baseline standard deviations (0: off)")
-    p.add_argument("--min-requests", type=int, default=20, help="candidate requests needed to judge a window")
+    p.add_argument("--min-requests", type=int, default=spec.DEFAULT_MIN_REQUESTS,
+                   help="candidate requests needed to judge a window")
     p.set_defaults(func=cmd_canary)
 
     p = sub.add_parser("shadow", parents=[common], help="mirror traffic to a candidate, compare, discard")

@@ -10,9 +10,9 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from milepost.v1 import pipelines_pb2, types_pb2
+    from milepost.v1 import pipelines_pb2, routing_pb2, types_pb2
 
-ENDPOINT_HEADERS = ["ENDPOINT", "POLICY", "MODEL", "REPLICAS", "AGENTS", "STATE", "MESSAGE"]
+ENDPOINT_HEADERS = ["ENDPOINT", "POLICY", "ARM", "MODEL", "REPLICAS", "AGENTS", "STATE", "MESSAGE"]
 MODEL_HEADERS = ["NAME", "VERSION", "FLAVOR", "SIZE", "CREATED"]
 
 
@@ -27,20 +27,34 @@ def models_table(models: Iterable[types_pb2.ModelVersion]) -> str:
     return render(MODEL_HEADERS, [[m.name, m.version[:12], m.flavor, m.size_bytes, when(m.created_at)] for m in models])
 
 
+def arm_label(routing: routing_pb2.RoutingPolicy, arm: routing_pb2.Arm) -> str:
+    """An arm's name, with its weight as the user gave it where weights share something
+    out (a split's traffic, a weighted ensemble's say): ``a(0)`` is an arm that gets none."""
+    weighted = routing.kind == "split" or (routing.kind == "ensemble" and routing.combiner == "weighted")
+    return f"{arm.name}({arm.weight:g})" if weighted else arm.name
+
+
+def _deployment_arms(endpoint: types_pb2.Endpoint, deployment_id: str) -> str:
+    routing = endpoint.routing
+    labels = [arm_label(routing, a) for a in routing.arms if a.deployment_id == deployment_id]
+    if routing.stacker_deployment_id == deployment_id:
+        labels.append("(stacker)")
+    return ",".join(labels) or "-"
+
+
 def endpoints_table(endpoints: Iterable[types_pb2.Endpoint]) -> str:
     from milepost.tables import render
 
     return render(ENDPOINT_HEADERS, [
-        [e.name, e.policy, f"{d.model}:{d.version[:12]}", d.replicas, ",".join(d.agent_ids) or "-", d.state, d.message]
+        [e.name, e.policy, _deployment_arms(e, d.deployment_id), f"{d.model}:{d.version[:12]}", d.replicas,
+         ",".join(d.agent_ids) or "-", d.state, d.message]
         for e in endpoints for d in e.deployments
     ])
 
 
 def print_endpoint(endpoint: types_pb2.Endpoint) -> None:
     """The endpoint's policy over its arms, then a line per deployment."""
-    arms = ", ".join(
-        f"{a.name}{'' if a.weight in (0, 1) else f'({a.weight:g})'}" for a in endpoint.routing.arms
-    )
+    arms = ", ".join(arm_label(endpoint.routing, a) for a in endpoint.routing.arms)
     print(f"{endpoint.name}: {endpoint.policy} over {arms}")
     for d in endpoint.deployments:
         where = ", ".join(d.agent_ids) or "-"

@@ -56,7 +56,7 @@ RULES: dict[str, Rule] = {
     _C + "CreateToken": ADMIN, _C + "ListTokens": ADMIN, _C + "RevokeToken": ADMIN,
     # an agent's control plane: the coordinator only
     _A + "Load": COORDINATOR, _A + "Unload": COORDINATOR, _A + "Status": COORDINATOR,
-    _A + "SetRoutes": COORDINATOR, _A + "RunStage": COORDINATOR,
+    _A + "SetRoutes": COORDINATOR, _A + "RunStage": COORDINATOR, _A + "ServedArm": COORDINATOR,
     # the data plane (see data_plane_rules) and health
     **{_I + m: VIEWER for m in (
         "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",

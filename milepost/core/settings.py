@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(8002, ge=-1, le=65535, description="agent Prometheus /metrics port; -1: off, 0: a free one")
     max_inflight_bytes: int = Field(256 << 20, ge=1, description="bytes of inference requests an agent serves at "
                                     "once; past it RESOURCE_EXHAUSTED")
+    served_keys_remembered: int = Field(100_000, ge=0, description="(endpoint, request key) pairs an agent remembers "
+                                        "the serving arm of, so feedback by key credits that arm; 0: none")
     call_timeout_s: float = Field(120.0, gt=0, description="deadline of each call a CLI command makes, seconds (--timeout)")
     agent_ttl_s: float = Field(5.0, gt=0, description="seconds without a heartbeat before the coordinator marks an agent lost")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="seconds between an agent's heartbeats, as the coordinator asks")

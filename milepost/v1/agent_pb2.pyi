@@ -9,6 +9,22 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ServedArmRequest(_message.Message):
+    __slots__ = ("endpoint", "key")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    key: str
+    def __init__(self, endpoint: _Optional[str] = ..., key: _Optional[str] = ...) -> None: ...
+
+class ServedArmResponse(_message.Message):
+    __slots__ = ("arm", "served_at")
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    SERVED_AT_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    served_at: float
+    def __init__(self, arm: _Optional[str] = ..., served_at: _Optional[float] = ...) -> None: ...
+
 class RunStageRequest(_message.Message):
     __slots__ = ("run_id", "stage", "params_json")
     RUN_ID_FIELD_NUMBER: _ClassVar[int]

@@ -61,6 +61,11 @@ class AgentServiceStub:
                 request_serializer=milepost_dot_v1_dot_agent__pb2.RunStageRequest.SerializeToString,
                 response_deserializer=milepost_dot_v1_dot_pipelines__pb2.StageProgress.FromString,
                 _registered_method=True)
+        self.ServedArm = channel.unary_unary(
+                '/milepost.v1.AgentService/ServedArm',
+                request_serializer=milepost_dot_v1_dot_agent__pb2.ServedArmRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_agent__pb2.ServedArmResponse.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -100,6 +105,14 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ServedArm(self, request, context):
+        """Which arm of an endpoint served the last request with this key, as this agent
+        remembers it: how feedback by key is credited to the arm that served it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -127,6 +140,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.RunStage,
                     request_deserializer=milepost_dot_v1_dot_agent__pb2.RunStageRequest.FromString,
                     response_serializer=milepost_dot_v1_dot_pipelines__pb2.StageProgress.SerializeToString,
+            ),
+            'ServedArm': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServedArm,
+                    request_deserializer=milepost_dot_v1_dot_agent__pb2.ServedArmRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_agent__pb2.ServedArmResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -264,6 +282,33 @@ class AgentService:
             '/milepost.v1.AgentService/RunStage',
             milepost_dot_v1_dot_agent__pb2.RunStageRequest.SerializeToString,
             milepost_dot_v1_dot_pipelines__pb2.StageProgress.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServedArm(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.AgentService/ServedArm',
+            milepost_dot_v1_dot_agent__pb2.ServedArmRequest.SerializeToString,
+            milepost_dot_v1_dot_agent__pb2.ServedArmResponse.FromString,
             options,
             channel_credentials,
             insecure,

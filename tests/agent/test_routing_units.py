@@ -61,7 +61,8 @@ def test_thompson_with_unbounded_rewards_uses_normal_posteriors() -> None:
     assert picks["b"] > 480
     assert p.choose("same", everywhere) == p.choose("same", everywhere)
     later = policy("bandit", [("a", 0), ("b", 0)], generation=2, bandit="thompson", rewards=rewards)
-    assert {later.choose("same", everywhere).arms[0].name} <= {"a", "b"}
+    # A new route table with the same rewards leaves every key on its arm.
+    assert [later.choose(f"k{i}", everywhere) for i in range(50)] == [p.choose(f"k{i}", everywhere) for i in range(50)]
 
 
 def test_split_unavailable_names_the_arm() -> None:
@@ -105,3 +106,67 @@ def test_stacking_input_matches_the_stacker_schema_or_says_why_not() -> None:
     assert combiners.stacking_input(features, tensor, ["a", "b"]).column(0).type == pa.list_(pa.float32(), 3)
     with pytest.raises(FailedPrecondition, match="give 3 features"):
         combiners.stacking_input(features, pa.schema([("f0", pa.float32())]), ["a", "b"])
+
+
+def test_weights_are_taken_as_given_and_refused_naming_the_arm() -> None:
+    assert policy("split", [("a", 0), ("b", 2)]).weights == (0, 2)
+    assert {policy("split", [("a", 0), ("b", 2)]).choose(f"k{i}", everywhere).arms[0].name for i in range(200)} == {"b"}
+    with pytest.raises(FailedPrecondition, match=r"arm weights are all 0 \('a', 'b'\)"):
+        policy("split", [("a", 0), ("b", 0)])
+    with pytest.raises(FailedPrecondition, match=r"arm weights are all 0 .*weighted combiner"):
+        policy("ensemble", [("a", 0), ("b", 0)], combiner="weighted")
+    policy("ensemble", [("a", 0), ("b", 0)], combiner="mean")  # mean ignores weights
+    with pytest.raises(FailedPrecondition, match="arm 'b' has weight nan"):
+        policy("split", [("a", 1), ("b", float("nan"))])
+    with pytest.raises(FailedPrecondition, match="arm 'a' has weight -0.5"):
+        policy("split", [("a", -0.5), ("b", 1)])
+
+
+def test_an_arm_spec_without_a_weight_counts_once_and_one_of_zero_gets_none() -> None:
+    from milepost.v1 import coordinator_pb2
+
+    assert Arm.from_spec(coordinator_pb2.ArmSpec(name="a", model="m")).weight == 1.0
+    assert Arm.from_spec(coordinator_pb2.ArmSpec(name="a", model="m", weight=0.0)).weight == 0.0
+
+
+def test_canary_gates_left_unset_take_the_defaults_and_explicit_ones_are_kept() -> None:
+    from milepost.core.routing import spec
+
+    unset = policy("canary", [("a", 1), ("b", 1)]).spec
+    assert unset.gates.max_error_rate == spec.DEFAULT_MAX_ERROR_RATE and unset.gates.min_requests == spec.DEFAULT_MIN_REQUESTS
+    assert list(unset.steps) == list(spec.DEFAULT_CANARY_STEPS) and unset.window_s == spec.DEFAULT_CANARY_WINDOW_S
+    strict = policy("canary", [("a", 1), ("b", 1)], gates=routing_pb2.CanaryGates(max_error_rate=0, min_requests=1)).spec
+    assert strict.gates.max_error_rate == 0 and strict.gates.min_requests == 1
+    with pytest.raises(FailedPrecondition, match="min_requests must be >= 1"):
+        policy("canary", [("a", 1), ("b", 1)], gates=routing_pb2.CanaryGates(min_requests=0))
+
+
+def test_a_policy_other_than_single_has_no_single_arm_to_start_from() -> None:
+    from milepost.core.routing import spec
+
+    single = routing_pb2.RoutingPolicy(kind="single", arms=[routing_pb2.Arm(name="primary", deployment_id="d")])
+    assert spec.single_arm("ep", single, "a canary").name == "primary"
+    bandit = routing_pb2.RoutingPolicy(kind="bandit", arms=[routing_pb2.Arm(name="a"), routing_pb2.Arm(name="b")])
+    with pytest.raises(FailedPrecondition, match=r"'ep' is a bandit over arms a, b; a canary .*milepost promote ep --arm"):
+        spec.single_arm("ep", bandit, "a canary")
+    canary = routing_pb2.RoutingPolicy(kind="canary", arms=[routing_pb2.Arm(name="a"), routing_pb2.Arm(name="b")])
+    with pytest.raises(FailedPrecondition, match="promote or roll back first"):
+        spec.single_arm("ep", canary, "a canary")
+
+
+def test_served_keys_remember_the_newest_arm_of_the_newest_keys() -> None:
+    from agent.routing.served_keys import ServedKeys
+
+    clock = iter(range(100))
+    keys = ServedKeys(2, clock=lambda: float(next(clock)))
+    keys.record("ep", "k1", "a")
+    keys.record("ep", "k2", "b")
+    keys.record("ep", "k1", "b")  # served again, on another arm: k1 is now the newest
+    keys.record("ep", "k3", "a")  # over capacity: k2, the oldest, is forgotten
+    assert keys.arm_for("ep", "k1") == ("b", 2.0)
+    assert keys.arm_for("ep", "k2") is None
+    assert keys.arm_for("ep", "k3") == ("a", 3.0)
+    assert keys.arm_for("other", "k3") is None and len(keys) == 2
+    off = ServedKeys(0)
+    off.record("ep", "k", "a")
+    assert off.arm_for("ep", "k") is None

@@ -12,9 +12,17 @@ arrive with the route table; the agent does not learn between tables.
   otherwise Normal(mean, std / sqrt(count)), std from the arm's sum of squares
   (the arms' pooled std when an arm has a single reward, 1 when none has more).
 - Sticky: the random draws of a request with a key come from a generator
-  seeded with blake2b(endpoint, route-table generation, key), so within one
-  table generation a key always gets the same arm, and feedback for that key
-  is attributed to the arm that served it. Requests without a key draw fresh.
+  seeded with blake2b(endpoint, key), so a key keeps its arm for as long as
+  the rewards stay as they are. The route-table generation is not in the seed:
+  it changes with every table (any endpoint's change, every feedback), and a
+  key would be re-drawn each time for no reason. Requests without a key draw
+  fresh.
+- Feedback is credited to the arm that actually served the key, which the
+  serving agent remembers (agent.routing.served_keys), and never recomputed
+  from this policy: the choice depends on the rewards the agent held when it
+  served, and every feedback changes them (the first reward alone turns every
+  other arm into the "explore first" arm), so a recomputation after later
+  feedback names another arm for a quarter to a half of the keys.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ class BanditPolicy(Policy):
     def _rng(self, key: str | None) -> np.random.Generator:
         if key is None:
             return np.random.default_rng()
-        digest = hashlib.blake2b(f"{self.endpoint}\0{self.generation}\0{key}".encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(f"{self.endpoint}\0{key}".encode(), digest_size=8).digest()
         return np.random.default_rng(int.from_bytes(digest, "big"))
 
     def choose(self, key: str | None, available: Available) -> Choice:

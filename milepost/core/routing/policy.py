@@ -57,8 +57,10 @@ class Arm:
 
     @classmethod
     def from_spec(cls, spec: coordinator_pb2.ArmSpec, *, name: str = "") -> Arm:
-        """An arm as a user asked for it; weight 0 means 1 (an unweighted arm counts once)."""
-        return cls(spec.name or name, "", spec.endpoint, spec.weight or 1.0, spec.model, spec.version)
+        """An arm as a user asked for it: the weight as given (0 is 0: that arm gets no share),
+        DEFAULT_WEIGHT only when none was given (``ArmSpec.weight`` has presence for this)."""
+        weight = spec.weight if spec.HasField("weight") else rules.DEFAULT_WEIGHT
+        return cls(spec.name or name, "", spec.endpoint, weight, spec.model, spec.version)
 
     def to_spec(self) -> coordinator_pb2.ArmSpec:
         return coordinator_pb2.ArmSpec(

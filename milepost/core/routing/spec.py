@@ -22,8 +22,17 @@ BANDITS = ("epsilon_greedy", "thompson")
 ARM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 FAILURE_POLICIES = ("fail", "skip")
 DEFAULT_KEY_PARAMETER = "milepost-key"
-DEFAULT_CANARY_STEPS = (5.0, 25.0, 50.0, 100.0)
 DEFAULT_MEMBER_TIMEOUT_S = 10.0
+DEFAULT_WEIGHT = 1.0  # an arm given no weight counts once
+
+# A canary's defaults, the one set: the CLI's flags, pipeline deploy stages and ``check``
+# (which fills them into a policy that leaves them unset) all read them here.
+DEFAULT_CANARY_STEPS = (5.0, 25.0, 50.0, 100.0)
+DEFAULT_CANARY_WINDOW_S = 60.0
+DEFAULT_MAX_ERROR_RATE = 0.01
+DEFAULT_MIN_REQUESTS = 20
+DEFAULT_MAX_P99_LATENCY_MS = 0.0  # off
+DEFAULT_MAX_DIVERGENCE = 0.0  # off
 
 
 def check(
@@ -40,17 +49,14 @@ def check(
             raise InvalidArgument(f"arm name {shown(name)} is invalid: 1-64 letters, digits, '_', '.', '-'")
     if len(set(arm_names)) != len(arm_names):
         raise InvalidArgument(f"arm names must be unique, got {shown(list(arm_names))}")
-    _check_finite(policy, weights)
+    _check_weights(policy, arm_names, weights)
+    _check_finite(policy)
     n = len(arm_names)
     exact = {"single": 1, "canary": 2, "shadow": 2}
     if kind in exact and n != exact[kind]:
         raise InvalidArgument(f"a {kind} policy takes exactly {exact[kind]} arm(s), got {n}")
     if kind in ("split", "ensemble", "bandit") and n < 1:
         raise InvalidArgument(f"a {kind} policy takes at least 1 arm, got none")
-    if any(w < 0 for w in weights):
-        raise InvalidArgument(f"arm weights must be >= 0, got {shown(list(weights))}")
-    if kind == "split" and not any(w > 0 for w in weights):
-        raise InvalidArgument(f"split weights must be >= 0 with at least one > 0, got {shown(list(weights))}")
     if not policy.key_parameter:
         policy.key_parameter = DEFAULT_KEY_PARAMETER
     if kind == "canary":
@@ -70,8 +76,6 @@ def check(
             raise InvalidArgument(f"on_member_failure must be fail or skip, got {shown(policy.on_member_failure)}")
         if policy.member_timeout_s < 0:
             raise InvalidArgument("member_timeout_s must be >= 0")
-        if policy.combiner == "weighted" and not any(w > 0 for w in weights):
-            raise InvalidArgument("the weighted combiner needs at least one arm with a positive weight")
     if kind == "bandit":
         if not policy.bandit:
             policy.bandit = "thompson"
@@ -83,10 +87,28 @@ def check(
             policy.epsilon = 0.1
 
 
-def _check_finite(policy: routing_pb2.RoutingPolicy, weights: Sequence[float]) -> None:
-    """InvalidArgument naming the first number of the policy (or weight) that is NaN or infinite."""
+def _check_weights(policy: routing_pb2.RoutingPolicy, arm_names: Sequence[str], weights: Sequence[float]) -> None:
+    """Weights are shares as the user gave them: each finite and >= 0, 0 meaning "none of
+    the traffic" (split) or "no say" (weighted ensemble); where they divide something, at
+    least one must be > 0. InvalidArgument names the arm."""
+    for name, weight in zip(arm_names, weights):
+        if not math.isfinite(weight):
+            raise InvalidArgument(f"arm weights must be finite: arm {shown(name)} has weight {weight}")
+        if weight < 0:
+            raise InvalidArgument(f"arm weights must be >= 0: arm {shown(name)} has weight {weight:g}")
+    divides = policy.kind == "split" or (policy.kind == "ensemble" and policy.combiner == "weighted")
+    if divides and arm_names and not any(w > 0 for w in weights):
+        what = "a split shares traffic" if policy.kind == "split" else "the weighted combiner weighs answers"
+        raise InvalidArgument(
+            f"arm weights are all 0 ({', '.join(shown(n) for n in arm_names)}): {what} by weight, "
+            "so at least one arm needs a weight > 0"
+        )
+
+
+def _check_finite(policy: routing_pb2.RoutingPolicy) -> None:
+    """InvalidArgument naming the first number of the policy that is NaN or infinite."""
     numbers = {
-        "arm weights": list(weights), "canary steps": list(policy.steps), "window_s": [policy.window_s],
+        "canary steps": list(policy.steps), "window_s": [policy.window_s],
         "gates.max_error_rate": [policy.gates.max_error_rate],
         "gates.max_p99_latency_ms": [policy.gates.max_p99_latency_ms],
         "gates.max_divergence": [policy.gates.max_divergence], "shadow_fraction": [policy.shadow_fraction],
@@ -108,16 +130,39 @@ def _check_canary(policy: routing_pb2.RoutingPolicy) -> None:
     if not 0 <= policy.step < len(steps):
         raise InvalidArgument(f"canary step {policy.step} is outside the {len(steps)} steps")
     if policy.window_s <= 0:
-        policy.window_s = 60.0
+        policy.window_s = DEFAULT_CANARY_WINDOW_S
     gates = policy.gates
-    if gates.max_error_rate <= 0:
-        gates.max_error_rate = 0.01
-    if gates.min_requests <= 0:
-        gates.min_requests = 20
+    if not gates.HasField("max_error_rate"):
+        gates.max_error_rate = DEFAULT_MAX_ERROR_RATE
+    if not gates.HasField("min_requests"):
+        gates.min_requests = DEFAULT_MIN_REQUESTS
     if gates.max_p99_latency_ms < 0 or gates.max_divergence < 0:
         raise InvalidArgument("canary gates must be >= 0")
-    if gates.max_error_rate > 1:
-        raise InvalidArgument(f"gates.max_error_rate is a fraction of requests, in (0, 1]; got {gates.max_error_rate}")
+    if not 0 <= gates.max_error_rate <= 1:
+        raise InvalidArgument(f"gates.max_error_rate is a fraction of requests, in [0, 1]; got {gates.max_error_rate}")
+    if gates.min_requests < 1:
+        raise InvalidArgument(
+            f"gates.min_requests must be >= 1 (a window judged on no requests would promote blindly); "
+            f"got {gates.min_requests}"
+        )
+
+
+def single_arm(endpoint: str, policy: routing_pb2.RoutingPolicy, doing: str) -> routing_pb2.Arm:
+    """The one arm of a ``single`` endpoint: what a new canary starts from and a redeploy
+    replaces. Any other policy is FailedPrecondition saying how to get back to one, since
+    ``doing`` there would throw that policy away (a bandit's learning, a split's shares, a
+    canary under way) without anyone having asked for it."""
+    if policy.kind == "single" and len(policy.arms) == 1:
+        return policy.arms[0]
+    arms = ", ".join(a.name for a in policy.arms)
+    if policy.kind in ("canary", "shadow"):
+        how = f"promote or roll back first (`milepost promote {endpoint}`, `milepost rollback {endpoint}`)"
+    else:
+        how = f"promote one of its arms first (`milepost promote {endpoint} --arm NAME`)"
+    raise FailedPrecondition(
+        f"endpoint {endpoint!r} is a {policy.kind} over arms {arms}; {doing} starts only from a single model "
+        f"and will not replace that policy: {how}"
+    )
 
 
 def check_resolved(endpoint: str, policy: routing_pb2.RoutingPolicy) -> routing_pb2.RoutingPolicy:

@@ -38,6 +38,17 @@ class ArmStats:
         with self._lock:
             return {arm: t.copy() for (e, arm), t in self._totals.items() if e == endpoint}
 
+    def reports(self, endpoint: str) -> dict[str, tuple[float, dict[str, ArmCounters]]]:
+        """Each agent's latest report for this endpoint: its uptime and cumulative counters by arm.
+
+        For a reader that must count across a coordinator restart (the canary controller
+        keeps what it counted per agent in the store, and diffs against that)."""
+        with self._lock:
+            return {
+                agent: (uptime, {arm: c.copy() for (e, arm), c in counters.items() if e == endpoint})
+                for agent, (uptime, counters) in self._last.items()
+            }
+
     def reset(self, endpoint: str) -> None:
         """Forget an endpoint's totals (its policy changed: a report compares the new arms)."""
         with self._lock:

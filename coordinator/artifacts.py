@@ -5,21 +5,37 @@ bundle unpacks and verifies (scoring_core.bundle), so a version id always names
 exactly the content stored under it. The settings ``max_bundle_bytes`` (counted as
 the chunks arrive), ``max_bundle_expanded_bytes`` and ``max_bundle_files`` (counted
 while it unpacks) bound what one push may cost.
+
+A push writes under temporary names in the store's directory and renames the
+archive into place only once it is verified; a crash mid-push leaves those
+temporary files, and opening the store (at every coordinator start) removes
+them. A full or read-only disk is reported as such, naming the directory
+(coordinator.storage_errors), never as an internal error.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
+from coordinator.storage_errors import storage_error
 from milepost.core.errors import DataLoss, InvalidArgument, NotFound, ResourceExhausted, shown
 from milepost.core.settings import get_settings
 from scoring_core import bundle
 
 CHUNK_BYTES = 1 << 20
+log = logging.getLogger("milepost.coordinator")
+# What a push in progress writes: its archive (.push-*.part), the directory it unpacks into to
+# verify (.push-*) and the bundle module's sibling of that (..push-*.unpack-*); older versions
+# used tempfile's default tmp* names. Archives are named by a hex digest, which none of these is.
+TEMPORARY = re.compile(r"^\.*(push-|tmp)")
 
 
 class ArtifactStore:
@@ -27,7 +43,28 @@ class ArtifactStore:
         """``limits`` default to those of the settings (read now)."""
         self.root = root
         self.limits = limits or bundle.UnpackLimits.of(get_settings())
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            self._remove_leftovers()
+        except OSError as err:
+            self._raise_disk_error(err, "opening the artifact store")
+
+    def _remove_leftovers(self) -> None:
+        """Temporary files of pushes a crash interrupted (nothing else writes here)."""
+        for path in self.root.iterdir():
+            if TEMPORARY.match(path.name):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
+                log.warning("artifact store: removed %s, left by an interrupted push", path.name)
+
+    def _raise_disk_error(self, err: OSError, doing: str) -> NoReturn:
+        """A full or read-only disk as the operator's error; any other OSError as it is."""
+        mapped = storage_error(self.root, err, doing)
+        if mapped is None:
+            raise err
+        raise mapped from err
 
     def path_for(self, version: str) -> Path:
         if len(version) != 64 or any(c not in "0123456789abcdef" for c in version):
@@ -38,7 +75,10 @@ class ArtifactStore:
         """Store an archive; returns (version, manifest, size). Idempotent per version."""
         digest = hashlib.sha256()
         size = 0
-        fd, tmp_name = tempfile.mkstemp(dir=self.root, suffix=".part")
+        try:
+            fd, tmp_name = tempfile.mkstemp(dir=self.root, prefix=".push-", suffix=".part")
+        except OSError as err:
+            self._raise_disk_error(err, "storing a model")
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -55,11 +95,13 @@ class ArtifactStore:
                     f"archive sha256 {digest.hexdigest()} does not match the header's {sha256}; "
                     "the upload was corrupted, push again"
                 )
-            with tempfile.TemporaryDirectory(dir=self.root) as unpacked, tmp.open("rb") as archive:
+            with tempfile.TemporaryDirectory(dir=self.root, prefix=".push-") as unpacked, tmp.open("rb") as archive:
                 version = bundle.unpack(archive, Path(unpacked), limits=self.limits)
                 manifest = bundle.read_manifest(Path(unpacked))
             tmp.replace(self.path_for(version))
             return version, manifest, size
+        except OSError as err:
+            self._raise_disk_error(err, "storing a model")
         finally:
             tmp.unlink(missing_ok=True)
 

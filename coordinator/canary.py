@@ -7,14 +7,25 @@ window totals go through the gates: error rate, p99 latency, and divergence of
 its mean prediction from the baseline's in the same window. A failed gate rolls
 back at once; a passed window moves to the next step, and passing the last
 step (100 percent) promotes. Every decision and its reason is in the audit trail.
+
+An open window is kept in the store (step, when it opened, what it counted so
+far), so a coordinator restart continues it instead of starting it again. To
+count across a restart it keeps, per agent, the cumulative counters it has
+already counted (agents count since they started and report the totals): after a
+restart an agent's next report is diffed against those, so the traffic served
+while the coordinator was down counts too, and nothing from before the window
+does. An agent that restarted meanwhile (uptime or a counter went down) counts
+from zero. A window belongs to one step of one pair of deployments: a new policy
+or step opens a new one.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 
 from coordinator.arm_stats import ArmStats
 from coordinator.endpoints import Endpoints, policy_of
@@ -23,13 +34,51 @@ from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
 
+AgentMark = tuple[float, dict[str, ArmCounters]]  # an agent's uptime and cumulative counters by arm
+
 
 @dataclass
 class _Window:
+    key: str  # the step and the deployments of the two arms
     step: int
     opened_at: float
-    baseline: ArmCounters
-    candidate: ArmCounters
+    seen: dict[str, ArmCounters]  # arm -> what it served in this window so far
+    marks: dict[str, AgentMark] = field(default_factory=dict)  # agent -> what is counted already
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "key": self.key, "step": self.step, "opened_at": self.opened_at,
+            "seen": {arm: asdict(c) for arm, c in self.seen.items()},
+            "marks": {a: [up, {arm: asdict(c) for arm, c in arms.items()}] for a, (up, arms) in self.marks.items()},
+        }, sort_keys=True)
+
+    @staticmethod
+    def from_json(text: str) -> _Window:
+        raw = json.loads(text)
+        return _Window(
+            key=raw["key"], step=raw["step"], opened_at=raw["opened_at"],
+            seen={arm: ArmCounters(**c) for arm, c in raw["seen"].items()},
+            marks={a: (up, {arm: ArmCounters(**c) for arm, c in arms.items()}) for a, (up, arms) in raw["marks"].items()},
+        )
+
+    def count(self, reports: dict[str, AgentMark]) -> bool:
+        """Add what each agent served since its mark; True when anything was added."""
+        added = False
+        for agent, (uptime, counters) in reports.items():
+            counters = {arm: c for arm, c in counters.items() if arm in self.seen}
+            mark = self.marks.get(agent)
+            before = mark[1] if mark is not None else {}
+            restarted = mark is not None and (
+                uptime < mark[0] or any(c.requests < before[arm].requests for arm, c in counters.items() if arm in before)
+            )
+            for arm, now in counters.items():
+                delta = now if restarted or arm not in before else now.minus(before[arm])
+                if delta.requests:
+                    self.seen[arm] = self.seen[arm].plus(delta)
+                    added = True
+            if mark is None or restarted or added:
+                self.marks[agent] = (uptime, counters)
+        return added
 
 
 def failed_gate(gates: routing_pb2.CanaryGates, baseline: ArmCounters, candidate: ArmCounters) -> str | None:
@@ -51,17 +100,17 @@ def failed_gate(gates: routing_pb2.CanaryGates, baseline: ArmCounters, candidate
 class CanaryController:
     def __init__(self, endpoints: Endpoints, stats: ArmStats, clock: Callable[[], float]) -> None:
         self.endpoints = endpoints
+        self.store = endpoints.store
         self.stats = stats
         self.clock = clock
-        self._windows: dict[str, _Window] = {}
 
     def tick(self) -> list[str]:
         """One pass over the canaries; returns what it decided, for logs and tests."""
         decisions = []
-        canaries = {e.name: e for e in self.endpoints.store.list_endpoints() if e.policy == "canary"}
-        for name in list(self._windows):
+        canaries = {e.name: e for e in self.store.list_endpoints() if e.policy == "canary"}
+        for name in self.store.canary_window_endpoints():
             if name not in canaries:
-                del self._windows[name]
+                self.store.drop_canary_window(name)
         for name, endpoint in canaries.items():
             decision = self._judge(name, policy_of(endpoint))
             if decision:
@@ -69,27 +118,41 @@ class CanaryController:
                 log.info("canary %s: %s", name, decision)
         return decisions
 
+    def window(self, name: str) -> _Window | None:
+        """The open window of a canary endpoint, as stored."""
+        text = self.store.get_canary_window(name)
+        return _Window.from_json(text) if text else None
+
     def _judge(self, name: str, policy: routing_pb2.RoutingPolicy) -> str | None:
         baseline_arm, candidate_arm = policy.arms[0].name, policy.arms[1].name
-        totals = self.stats.totals(name)
-        baseline, candidate = totals.get(baseline_arm, ArmCounters()), totals.get(candidate_arm, ArmCounters())
-        window = self._windows.get(name)
+        key = f"{policy.step}:{policy.arms[0].deployment_id}:{policy.arms[1].deployment_id}"
+        reports = self.stats.reports(name)
+        window = self.window(name)
         now = self.clock()
-        if window is None or window.step != policy.step:
-            self._windows[name] = _Window(policy.step, now, baseline, candidate)
+        if window is None or window.key != key:
+            window = _Window(key, policy.step, now, {baseline_arm: ArmCounters(), candidate_arm: ArmCounters()})
+            window.count(reports)  # marks only: what agents served before the window is not counted
+            window.seen = {baseline_arm: ArmCounters(), candidate_arm: ArmCounters()}
+            self.store.put_canary_window(name, window.to_json())
             return None
-        seen_baseline, seen_candidate = baseline.minus(window.baseline), candidate.minus(window.candidate)
+        if window.count(reports):
+            self.store.put_canary_window(name, window.to_json())
+        seen_baseline, seen_candidate = window.seen[baseline_arm], window.seen[candidate_arm]
         if now - window.opened_at < policy.window_s or seen_candidate.requests < policy.gates.min_requests:
             return None
         reason = failed_gate(policy.gates, seen_baseline, seen_candidate)
-        del self._windows[name]
         if reason is not None:
             self.endpoints.rollback(name, reason=f"gate failed at {policy.steps[policy.step]:g}%: {reason}")
-            return f"rolled back: {reason}"
-        passed = (f"window passed at {policy.steps[policy.step]:g}%: error rate {seen_candidate.error_rate:.3f}, "
-                  f"p99 {seen_candidate.latency_quantile_ms(0.99):g} ms, {seen_candidate.requests:.0f} requests")
-        if policy.step + 1 >= len(policy.steps):
-            self.endpoints.promote(name, reason=passed)
-            return f"promoted: {passed}"
-        self.endpoints.set_canary_step(name, policy.step + 1, passed)
-        return f"step {policy.step + 1}: {passed}"
+            decision = f"rolled back: {reason}"
+        else:
+            passed = (f"window passed at {policy.steps[policy.step]:g}%: error rate {seen_candidate.error_rate:.3f}, "
+                      f"p99 {seen_candidate.latency_quantile_ms(0.99):g} ms, {seen_candidate.requests:.0f} requests")
+            if policy.step + 1 >= len(policy.steps):
+                self.endpoints.promote(name, reason=passed)
+                decision = f"promoted: {passed}"
+            else:
+                self.endpoints.set_canary_step(name, policy.step + 1, passed)
+                decision = f"step {policy.step + 1}: {passed}"
+        # After the decision is stored: a crash in between leaves a window whose key no longer matches.
+        self.store.drop_canary_window(name)
+        return decision

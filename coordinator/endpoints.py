@@ -1,10 +1,12 @@
 """Endpoints and their policies: set, promote, roll back, remove.
 
 Setting a policy runs in three steps so traffic never points at a model that is
-not serving: new deployments are stored (so heartbeats load, not unload, them)
-and loaded; only then does the policy switch, in one transaction with its audit
-event; deployments no arm names any more are unloaded last. A new deployment
-that fails to load leaves the endpoint as it was.
+not serving: new deployments are placed and stored (so heartbeats load, not
+unload, them), with an event saying where each went and why, and loaded; only
+then does the policy switch, in one transaction with its audit event;
+deployments no arm names any more are unloaded last. A new deployment that fails
+to load leaves the endpoint as it was; a crash between the steps is rolled back
+at the next start (Reconciler.recover).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from coordinator.reconciler import Reconciler
+from coordinator.reconciler import WAITING, Reconciler
 from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, Store
 from engines import engine_for_flavor
 from milepost.core.batching import BatchingSettings
@@ -73,33 +75,39 @@ class Endpoints:
         if placement.replicas < 0:
             raise InvalidArgument(f"replicas must be >= 1, got {placement.replicas}")
 
-        existing = self.store.get_endpoint(endpoint)
-        current = {(d.model, d.version): d for d in existing.deployments} if existing else {}
-        new: list[DeploymentRecord] = []
-        policy.ClearField("arms")
+        # Placing and storing under one lock: concurrent Deploys see each other's replicas.
+        with self.reconciler.placing:
+            existing = self.store.get_endpoint(endpoint)
+            current = {(d.model, d.version): d for d in existing.deployments} if existing else {}
+            new: list[DeploymentRecord] = []
+            policy.ClearField("arms")
 
-        def deployment_for(target: Arm) -> str:
-            record = self.model(target.model, target.version)
-            found = current.get((record.name, record.version)) or next(
-                (d for d in new if (d.model, d.version) == (record.name, record.version)), None
-            )
-            if found is None:
-                found = self._new_deployment(endpoint, record, placement)
-                new.append(found)
-            return found.deployment_id
+            def deployment_for(target: Arm) -> str:
+                record = self.model(target.model, target.version)
+                found = current.get((record.name, record.version)) or next(
+                    (d for d in new if (d.model, d.version) == (record.name, record.version)), None
+                )
+                if found is None:
+                    found = self._new_deployment(endpoint, record, placement, new)
+                    new.append(found)
+                return found.deployment_id
 
-        for arm in arms:
-            if arm.endpoint:
-                if arm.endpoint == endpoint:
-                    raise InvalidArgument(f"arm {arm.name!r} cannot route to its own endpoint")
-                self.get(arm.endpoint)
-                policy.arms.append(arm.to_proto())
-            elif arm.model:
-                policy.arms.append(arm.resolved(deployment_for(arm)).to_proto())
-            else:
-                raise InvalidArgument(f"arm {arm.name!r} names neither a model nor an endpoint")
-        if stacker is not None:
-            policy.stacker_deployment_id = deployment_for(stacker)
+            for arm in arms:
+                if arm.endpoint:
+                    if arm.endpoint == endpoint:
+                        raise InvalidArgument(f"arm {arm.name!r} cannot route to its own endpoint")
+                    self.get(arm.endpoint)
+                    policy.arms.append(arm.to_proto())
+                elif arm.model:
+                    policy.arms.append(arm.resolved(deployment_for(arm)).to_proto())
+                else:
+                    raise InvalidArgument(f"arm {arm.name!r} names neither a model nor an endpoint")
+            if stacker is not None:
+                policy.stacker_deployment_id = deployment_for(stacker)
+            if new:
+                self.store.add_deployments(endpoint, new, self.clock(), events=[
+                    ("placement", f"{d.model}:{d.version[:12]} ({d.deployment_id}): {d.message}") for d in new
+                ])
 
         self._load_new(endpoint, new, created=existing is None, timeout=timeout)
         keep = {a.deployment_id for a in policy.arms if a.deployment_id}
@@ -116,7 +124,11 @@ class Endpoints:
         self.on_change()
         return self.get(endpoint)
 
-    def _new_deployment(self, endpoint: str, model: ModelRecord, placement: Placement) -> DeploymentRecord:
+    def _new_deployment(
+        self, endpoint: str, model: ModelRecord, placement: Placement, others: list[DeploymentRecord],
+    ) -> DeploymentRecord:
+        """A deployment placed on agents (``others``: placed in this same call, not stored yet),
+        its message saying where and why, or why it waits."""
         d = DeploymentRecord(
             deployment_id=self.reconciler.new_deployment_id(), endpoint=endpoint,
             model=model.name, version=model.version, replicas=placement.replicas or 1, state="PENDING",
@@ -127,15 +139,18 @@ class Endpoints:
             ),
         )
         try:
-            agent_ids = self.reconciler.place(d.requirements, d.replicas)
+            choices = self.reconciler.choose(d.requirements, d.replicas, extra=others)
         except FailedPrecondition as err:
-            return replace(d, message=f"waiting for an agent: {err.message}")
-        return replace(d, agent_ids=tuple(agent_ids))
+            return replace(d, message=WAITING + err.message)
+        short = d.replicas - len(choices)
+        message = (f"{len(choices)} of {d.replicas} replicas placed; " if short > 0 else "") + "; ".join(
+            c.reason for c in choices)
+        return replace(d, agent_ids=tuple(c.agent_id for c in choices), message=message)
 
     def _load_new(self, endpoint: str, new: list[DeploymentRecord], *, created: bool, timeout: float | None) -> None:
+        """Load the deployments just stored; on a failure forget them (and the endpoint made for them)."""
         if not new:
             return
-        self.store.add_deployments(endpoint, new, self.clock())
         try:
             for d in new:
                 if d.agent_ids:

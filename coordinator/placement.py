@@ -1,11 +1,19 @@
-"""Where replicas run: filter agents by what a deployment needs, then score them.
+"""Where replicas run: filter agents by what a deployment needs, then rank them.
 
 Filters, in order: the engine, the label selector, free CPU, free memory, free
 GPUs. When nothing passes, the error says how many agents each filter turned
-away, so the operator knows what to add or relax. Scoring spreads replicas
-over the emptiest agents (or packs them onto the fullest), and keeps agents
-with GPUs free for deployments that ask for GPUs. Replicas of one deployment
-always land on distinct agents.
+away, so the operator knows what to add or relax.
+
+Ranking looks at what each agent already carries: the replicas it hosts and the
+share of its CPU, memory and GPUs those replicas reserve. "spread" puts a replica
+on the agent with the fewest replicas, then the smallest reserved share; "pack"
+on the one with the largest reserved share, then the most replicas. Counting
+replicas matters because most deployments reserve nothing: ranked by reserved CPU
+alone, every agent ties and every replica lands on the same one. Agents with GPUs
+are kept for deployments that ask for GPUs, and the last tie-break is the agent
+id, so the same state always gives the same answer. Replicas of one deployment
+always land on distinct agents. Each choice comes with a sentence saying why,
+for the deployment's message and the audit trail.
 """
 
 from __future__ import annotations
@@ -21,7 +29,7 @@ STRATEGIES = ("spread", "pack")
 
 @dataclass(frozen=True)
 class Candidate:
-    """A live agent with its capacity and what its current replicas already reserve."""
+    """A live agent with its capacity and what its current replicas already carry."""
 
     agent_id: str
     engines: frozenset[str]
@@ -32,6 +40,7 @@ class Candidate:
     used_cpu: float = 0.0
     used_memory_bytes: int = 0
     used_gpus: int = 0
+    replicas: int = 0  # replicas it hosts, whatever they reserve
 
     @property
     def free_cpu(self) -> float:
@@ -44,6 +53,22 @@ class Candidate:
     @property
     def free_gpus(self) -> int:
         return self.gpus - self.used_gpus
+
+    @property
+    def reserved_share(self) -> float:
+        """The largest share of one resource (CPU, memory, GPUs) its replicas reserve, 0 to 1."""
+        shares = [used / total for used, total in (
+            (self.used_cpu, self.cpu), (self.used_memory_bytes, self.memory_bytes), (self.used_gpus, self.gpus),
+        ) if total > 0]
+        return max(shares, default=0.0)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An agent chosen for one replica, and why (a sentence for people)."""
+
+    agent_id: str
+    reason: str
 
 
 def _rejection(c: Candidate, req: Requirements) -> str | None:
@@ -71,6 +96,14 @@ def place(
     Returns fewer than asked when fewer fit. Raises FailedPrecondition, naming
     every unmet requirement, when none fits.
     """
+    return [c.agent_id for c in choose(candidates, req, replicas, exclude=exclude, strategy=strategy)]
+
+
+def choose(
+    candidates: list[Candidate], req: Requirements, replicas: int, *,
+    exclude: frozenset[str] = frozenset(), strategy: str = "spread",
+) -> list[Choice]:
+    """What ``place`` chooses, each agent with the reason it was chosen."""
     if strategy not in STRATEGIES:
         raise InvalidArgument(f"placement strategy {strategy!r} is unknown; use one of {STRATEGIES}")
     pool = [c for c in candidates if c.agent_id not in exclude]
@@ -91,12 +124,41 @@ def place(
         detail = "; ".join(f"{n} agent(s) {why}" for why, n in reasons.most_common())
         raise FailedPrecondition(f"no live agent can host this deployment: {detail}")
 
-    def score(c: Candidate) -> tuple:
-        # GPU nodes are kept for GPU work: a CPU-only deployment prefers agents without GPUs.
-        wastes_gpu = req.gpus == 0 and c.gpus > 0
-        free = c.free_cpu / c.cpu if c.cpu else 0.0
-        fullness = free if strategy == "pack" else -free
-        return (wastes_gpu, fullness, c.agent_id)
+    fitting.sort(key=lambda c: _rank(c, req, strategy))
+    turned_away = sum(reasons.values())
+    return [Choice(c.agent_id, _reason(i, fitting, req, strategy, turned_away)) for i, c in enumerate(fitting[:replicas])]
 
-    fitting.sort(key=score)
-    return [c.agent_id for c in fitting[:replicas]]
+
+def _wastes_gpu(c: Candidate, req: Requirements) -> bool:
+    # GPU nodes are kept for GPU work: a CPU-only deployment prefers agents without GPUs.
+    return req.gpus == 0 and c.gpus > 0
+
+
+def _rank(c: Candidate, req: Requirements, strategy: str) -> tuple:
+    if strategy == "pack":
+        return (_wastes_gpu(c, req), -round(c.reserved_share, 9), -c.replicas, c.agent_id)
+    return (_wastes_gpu(c, req), c.replicas, round(c.reserved_share, 9), c.agent_id)
+
+
+def _reason(rank: int, ranked: list[Candidate], req: Requirements, strategy: str, turned_away: int) -> str:
+    """E.g. "placed on a2: 3 replica(s), the fewest of 3 agent(s) (tied with a3; first by agent id)"."""
+    c = ranked[rank]
+    which = ("the " if rank == 0 else "the next ") + ("most" if strategy == "pack" else "fewest")
+    if strategy == "pack":
+        primary, tie_break = f"{c.reserved_share:.0%} reserved, {which} of {len(ranked)} agent(s)", "most replicas"
+    else:
+        primary, tie_break = f"{c.replicas} replica(s), {which} of {len(ranked)} agent(s)", "least reserved"
+    key = _rank(c, req, strategy)
+    tied = [o for o in ranked[rank + 1:] if _rank(o, req, strategy)[:2] == key[:2]]  # the ones it beat, barely
+    notes = []
+    if c.cpu and (c.used_cpu or req.cpu):
+        notes.append(f"{c.used_cpu:g} of {c.cpu:g} CPU reserved")
+    if tied:
+        names = ", ".join(o.agent_id for o in tied[:3]) + (" ..." if len(tied) > 3 else "")
+        by_id = any(_rank(o, req, strategy)[:3] == key[:3] for o in tied)
+        notes.append(f"tied with {names}; first by {'agent id' if by_id else tie_break}")
+    if not _wastes_gpu(c, req) and any(_wastes_gpu(o, req) for o in ranked):
+        notes.append("agents with GPUs kept for GPU work")
+    if turned_away:
+        notes.append(f"{turned_away} agent(s) did not fit")
+    return f"placed on {c.agent_id}: {primary}" + (f" ({'; '.join(notes)})" if notes else "")

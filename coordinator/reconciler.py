@@ -1,14 +1,33 @@
 """Keeps agents' loaded deployments equal to what the store says they should host.
 
-Two loops feed it:
+Work comes in three ways:
+- a Deploy (Endpoints.set_policy) loads its new deployments itself, in the
+  caller's thread, and waits for them: it never queues behind background work;
 - every heartbeat reports what an agent serves; the difference with the store
-  becomes Load and Unload calls (an agent that restarted empty, an undeploy it
+  becomes load and unload tasks (an agent that restarted empty, an undeploy it
   missed while down, a stale replica after it was declared lost);
-- the coordinator's monitor calls repair(): replicas on agents that missed their
-  heartbeats for the TTL move to live agents, and deployments short of replicas
-  (none was free when deployed) get them as agents appear.
-Loads of the same (deployment, agent) never run twice at once. The clock is
-injected so that tests drive the loops without waiting.
+- the monitor calls repair(): replicas on agents that missed their heartbeats
+  for the TTL move to live agents, deployments short of replicas get them as
+  agents appear, and a deployment still PENDING with no load under way is
+  driven again. This last pass is what finishes work that a crash, a full
+  queue or a failed call dropped: nothing depends on a task surviving.
+
+Background tasks go to a bounded queue served by a fixed set of workers
+(coordinator.task_queue). A task is one call to one agent and never waits for
+another task, so the workers cannot deadlock; a full queue refuses tasks, which
+the next pass derives again. A load of one (deployment, agent) runs at most once
+at a time: a Deploy that asks while a worker loads it waits for that call, a
+worker that finds one under way leaves it to its owner. Agents' Load and Unload
+are idempotent, so a call that runs twice does no harm.
+
+A restart of the coordinator must never stop the data plane. At start, recover()
+rolls back what a crash left half done (recover's docstring says what), and
+agents known from the store are not declared lost during a grace period counted
+from this start, not from their last heartbeat before the crash: an agent
+retrying with backoff needs that long to reach us again. Until one of them is
+heard from, nothing new is placed on it either (it may really be gone).
+
+The clock is injected so that tests drive the loops without waiting.
 """
 
 from __future__ import annotations
@@ -16,57 +35,131 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 
 from coordinator import placement
 from coordinator.agent_client import AgentClients
 from coordinator.store import DeploymentRecord, Store
-from milepost.core.errors import FailedPrecondition, MilepostError
+from coordinator.task_queue import TaskQueue
+from milepost.core.errors import DeadlineExceeded, FailedPrecondition, MilepostError, Unavailable
 from milepost.core.requirements import Requirements
-from milepost.v1 import agent_pb2, types_pb2
+from milepost.core.settings import get_settings
+from milepost.v1 import agent_pb2, routing_pb2, types_pb2
 
 log = logging.getLogger("milepost.coordinator")
+
+# A replica whose load failed for a reason other than reachability is not retried sooner.
+FAILED_LOAD_RETRY_S = 30.0
+# How the message of a deployment that no live agent hosts starts; cleared once it serves.
+WAITING = "waiting for an agent: "
 
 
 class Reconciler:
     def __init__(
         self, store: Store, agents: AgentClients, *, ttl_s: float, clock: Callable[[], float],
-        strategy: str = "spread",
+        strategy: str = "spread", grace_s: float | None = None, workers: int = 8, queue_limit: int = 1024,
     ) -> None:
+        """``grace_s``: how long after this start agents known from the store count as live
+        without a heartbeat; default the TTL plus the agents' longest registration backoff."""
         self.store = store
         self.agents = agents
         self.ttl_s = ttl_s
         self.clock = clock
         self.strategy = strategy
-        self._pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="reconcile")
+        self.started_at = clock()
+        self.grace_s = max(ttl_s, ttl_s + get_settings().registration_max_backoff_s if grace_s is None else grace_s)
+        self._known_at_start = frozenset(a.agent_id for a in store.list_agents())
+        self._tasks = TaskQueue(workers=workers, limit=queue_limit, name="reconcile")
         self._lock = threading.Lock()
-        self._repair_lock = threading.Lock()
-        self._in_flight: dict[tuple[str, str], Future] = {}
+        self._loading: dict[tuple[str, str], Future[None]] = {}
+        self._retry_after: dict[tuple[str, str], float] = {}
+        # Held from choosing agents to storing the choice: concurrent Deploys and repairs see
+        # each other's replicas, so they spread instead of all picking the same emptiest agent.
+        self.placing = threading.RLock()
         # Called after replicas changed (re-placement, loads finished): pushes routes.
         self.on_change: Callable[[], None] = lambda: None
+        self.recovered = self.recover()
 
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._tasks.close()
+
+    def busy(self) -> int:
+        """Background tasks queued or running (for tests and logs)."""
+        return self._tasks.busy()
+
+    # ---- start after a crash ----
+    def recover(self) -> list[str]:
+        """Roll back what a crash left half done; returns what it did, one line each.
+
+        - An endpoint with no policy is a first Deploy that never answered: its
+          deployments were stored (so heartbeats load, not unload, them) and the crash
+          came before the policy switch. Nobody was told it exists: it is removed.
+        - Deployments that no arm of their endpoint's policy names are the new
+          deployments of a policy change that never answered: removed, the endpoint
+          keeps the policy it had.
+        Agents that loaded any of these drop them now or at their next heartbeat; no
+        route ever pointed at them. Deployments left PENDING are driven again by the
+        monitor's first repair() pass. Safe to run twice.
+        """
+        now = self.clock()
+        done = []
+        for endpoint in self.store.list_endpoints():
+            if not endpoint.policy_blob:
+                removed = self.store.delete_endpoint(endpoint.name, now, (
+                    "recovered", "rolled back: the coordinator restarted before this Deploy answered"))
+                for d in removed or []:
+                    self.unload(d)
+                done.append(f"endpoint {endpoint.name}: unfinished Deploy rolled back")
+                continue
+            policy = routing_pb2.RoutingPolicy.FromString(endpoint.policy_blob)
+            named = {a.deployment_id for a in policy.arms} | {policy.stacker_deployment_id}
+            orphans = [d for d in endpoint.deployments if d.deployment_id not in named]
+            if orphans:
+                ids = [d.deployment_id for d in orphans]
+                self.store.remove_deployments(ids, event=(
+                    endpoint.name, "recovered",
+                    f"rolled back: the coordinator restarted before a policy change answered; removed {ids}", now))
+                for d in orphans:
+                    self.unload(d)
+                done.append(f"endpoint {endpoint.name}: unfinished policy change rolled back ({ids})")
+        pending = [d.deployment_id for d in self.store.list_deployments() if d.state == "PENDING"]
+        if pending:
+            done.append(f"{len(pending)} PENDING deployment(s) to drive again")
+        for line in done:
+            log.warning("recovery: %s", line)
+        return done
 
     # ---- liveness and placement ----
     def live_agents(self) -> dict[str, types_pb2.AgentInfo]:
-        deadline = self.clock() - self.ttl_s
+        """Agents heard within the TTL, and those known at start while the grace period lasts."""
+        now = self.clock()
+        in_grace = now < self.started_at + self.grace_s
         return {
             rec.agent_id: types_pb2.AgentInfo.FromString(rec.info)
             for rec in self.store.list_agents()
-            if rec.last_heartbeat >= deadline
+            if rec.last_heartbeat >= now - self.ttl_s or (in_grace and rec.agent_id in self._known_at_start)
         }
 
-    def candidates(self) -> list[placement.Candidate]:
-        live = self.live_agents()
-        used: dict[str, list[float]] = {a: [0.0, 0, 0] for a in live}
-        for d in self.store.list_deployments():
+    def candidates(self, extra: Sequence[DeploymentRecord] = ()) -> list[placement.Candidate]:
+        """Agents that may take new replicas: those heard within the TTL, with what they carry.
+
+        ``extra``: deployments chosen but not stored yet (the other arms of one policy).
+        """
+        now = self.clock()
+        heard = {
+            rec.agent_id: types_pb2.AgentInfo.FromString(rec.info)
+            for rec in self.store.list_agents() if rec.last_heartbeat >= now - self.ttl_s
+        }
+        used: dict[str, list[float]] = {a: [0.0, 0, 0, 0] for a in heard}
+        for d in [*self.store.list_deployments(), *extra]:
             for a in d.agent_ids:
                 if a in used:
                     used[a][0] += d.requirements.cpu
                     used[a][1] += d.requirements.memory_bytes
                     used[a][2] += d.requirements.gpus
+                    used[a][3] += 1
         return [
             placement.Candidate(
                 agent_id=a,
@@ -76,12 +169,20 @@ class Reconciler:
                 memory_bytes=info.resources.memory_bytes,
                 gpus=len(info.resources.gpus),
                 used_cpu=used[a][0], used_memory_bytes=int(used[a][1]), used_gpus=int(used[a][2]),
+                replicas=int(used[a][3]),
             )
-            for a, info in live.items()
+            for a, info in heard.items()
         ]
 
+    def choose(
+        self, req: Requirements, count: int, exclude: frozenset[str] = frozenset(),
+        extra: Sequence[DeploymentRecord] = (),
+    ) -> list[placement.Choice]:
+        """Agents for ``count`` replicas, each with why; hold ``placing`` until the choice is stored."""
+        return placement.choose(self.candidates(extra), req, count, exclude=exclude, strategy=self.strategy)
+
     def place(self, req: Requirements, count: int, exclude: frozenset[str] = frozenset()) -> list[str]:
-        return placement.place(self.candidates(), req, count, exclude=exclude, strategy=self.strategy)
+        return [c.agent_id for c in self.choose(req, count, exclude)]
 
     @staticmethod
     def new_deployment_id() -> str:
@@ -89,41 +190,69 @@ class Reconciler:
 
     # ---- loads ----
     def load_all(self, deployment: DeploymentRecord, timeout: float | None = None) -> None:
-        """Load a deployment on each of its agents and record its state; raises the first error."""
-        futures = [self._submit_load(deployment, a, timeout) for a in deployment.agent_ids]
-        errors = []
-        for f in futures:
+        """Load a deployment on each of its agents and record its state; raises the first error.
+
+        Runs in the caller's thread (one short-lived thread more per further replica),
+        so a Deploy waits only for its own loads.
+        """
+        if not deployment.agent_ids:
+            return
+        errors: list[MilepostError] = []
+
+        def one(agent_id: str) -> None:
             try:
-                f.result()
+                self._load_once(deployment, agent_id, timeout, wait=True)
             except MilepostError as err:
                 errors.append(err)
+
+        first, *rest = deployment.agent_ids
+        others = [threading.Thread(target=one, args=(a,), name="load", daemon=True) for a in rest]
+        for thread in others:
+            thread.start()
+        one(first)
+        for thread in others:
+            thread.join()
         if errors:
             self.store.set_deployment_state(deployment.deployment_id, "FAILED", errors[0].message)
             raise errors[0]
-        short = deployment.replicas - len(deployment.agent_ids)
-        message = f"{len(deployment.agent_ids)} of {deployment.replicas} replicas placed" if short > 0 else ""
-        self.store.set_deployment_state(deployment.deployment_id, "READY" if deployment.agent_ids else "PENDING", message)
+        self.store.set_deployment_state(deployment.deployment_id, "READY")
 
-    def _submit_load(self, d: DeploymentRecord, agent_id: str, timeout: float | None) -> Future:
+    def _load_once(self, d: DeploymentRecord, agent_id: str, timeout: float | None, *, wait: bool) -> bool:
+        """Call the agent's Load unless that load is under way already: then wait for it
+        (``wait``) or leave it to its owner (returns False)."""
         key = (d.deployment_id, agent_id)
         with self._lock:
-            running = self._in_flight.get(key)
-            if running is not None:
-                return running
-            future = self._pool.submit(self._load_one, d, agent_id, timeout)
-            self._in_flight[key] = future
-        future.add_done_callback(lambda _f: self._forget(key))
-        return future
+            running = self._loading.get(key)
+            if running is None:
+                mine: Future[None] = Future()
+                self._loading[key] = mine
+        if running is not None:
+            if not wait:
+                return False
+            try:
+                running.result(timeout=timeout)
+            except FutureTimeout as err:
+                raise Unavailable(f"loading {d.deployment_id} on agent {agent_id} is still under way") from err
+            return True
+        try:
+            self._call_load(d, agent_id, timeout)
+        except BaseException as err:
+            mine.set_exception(err)
+            raise
+        else:
+            mine.set_result(None)
+            with self._lock:
+                self._retry_after.pop(key, None)
+        finally:
+            with self._lock:
+                self._loading.pop(key, None)
+        return True
 
-    def _forget(self, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._in_flight.pop(key, None)
-
-    def _load_one(self, d: DeploymentRecord, agent_id: str, timeout: float | None) -> None:
+    def _call_load(self, d: DeploymentRecord, agent_id: str, timeout: float | None) -> None:
         agent = self.store.get_agent(agent_id)
         model = self.store.get_model(d.model, d.version)
         if agent is None or model is None:
-            raise MilepostError(f"deployment {d.deployment_id}: agent or model vanished")
+            raise FailedPrecondition(f"deployment {d.deployment_id}: agent {agent_id} or model {d.model} is gone")
         request = agent_pb2.LoadRequest(
             deployment_id=d.deployment_id, endpoint=d.endpoint, model=d.model,
             version=d.version, flavor=model.flavor, engine=d.requirements.engine, gpus=d.requirements.gpus,
@@ -131,19 +260,58 @@ class Reconciler:
         )
         self.agents.load(agent.address, request, timeout=timeout)
 
+    def _schedule_load(self, deployment_id: str, agent_id: str) -> None:
+        key = (deployment_id, agent_id)
+        with self._lock:
+            if key in self._loading or self.clock() < self._retry_after.get(key, 0.0):
+                return
+        if not self._tasks.submit(("load", *key), lambda: self._load_task(deployment_id, agent_id)):
+            log.warning("reconcile queue full (%d tasks): loading %s on %s waits for the next pass",
+                        self._tasks.limit, deployment_id, agent_id)
+
+    def _load_task(self, deployment_id: str, agent_id: str) -> None:
+        """A background load: read what is wanted now, load, record; never raises."""
+        d = self.store.get_deployment(deployment_id)
+        if d is None or agent_id not in d.agent_ids or d.state == "FAILED" or agent_id not in self.live_agents():
+            return
+        try:
+            if not self._load_once(d, agent_id, None, wait=False):
+                return  # someone else's load is under way and records its outcome
+        except (Unavailable, DeadlineExceeded) as err:
+            log.info("loading %s on %s deferred: %s", deployment_id, agent_id, err.message)
+            return  # the agent's next heartbeat or the next repair pass tries again
+        except MilepostError as err:
+            log.warning("deployment %s failed to load on %s: %s", deployment_id, agent_id, err.message)
+            with self._lock:
+                self._retry_after[(deployment_id, agent_id)] = self.clock() + FAILED_LOAD_RETRY_S
+            current = self.store.get_deployment(deployment_id)
+            if current is not None and current.state == "PENDING":
+                self.store.set_deployment_state(deployment_id, "FAILED", f"load on {agent_id} failed: {err.message}")
+                self.on_change()
+            return
+        current = self.store.get_deployment(deployment_id)
+        if current is not None and current.state == "PENDING":
+            self.store.set_deployment_state(deployment_id, "READY", "" if current.message.startswith(WAITING) else None)
+        self.on_change()
+
     def unload(self, deployment: DeploymentRecord) -> None:
         """Best effort: an agent that is down drops it when it next reports in."""
         for agent_id in deployment.agent_ids:
-            self._unload_later(agent_id, deployment.deployment_id)
+            self._schedule_unload(agent_id, deployment.deployment_id)
 
-    def _unload_later(self, agent_id: str, deployment_id: str) -> None:
+    def _schedule_unload(self, agent_id: str, deployment_id: str) -> None:
+        if not self._tasks.submit(("unload", deployment_id, agent_id), lambda: self._unload_task(agent_id, deployment_id)):
+            log.warning("reconcile queue full: unloading %s from %s waits for its next heartbeat", deployment_id, agent_id)
+
+    def _unload_task(self, agent_id: str, deployment_id: str) -> None:
+        current = self.store.get_deployment(deployment_id)
+        if current is not None and agent_id in current.agent_ids:
+            return  # wanted there again meanwhile
         agent = self.store.get_agent(agent_id)
-        if agent is not None:
-            self._pool.submit(self._unload_quietly, agent.address, deployment_id)
-
-    def _unload_quietly(self, address: str, deployment_id: str) -> None:
+        if agent is None:
+            return
         try:
-            self.agents.unload(address, deployment_id)
+            self.agents.unload(agent.address, deployment_id)
         except MilepostError as err:
             log.info("unload of %s deferred: %s", deployment_id, err.message)
 
@@ -152,56 +320,65 @@ class Reconciler:
         """Schedule the loads and unloads that bring one agent to its desired state."""
         desired = {d.deployment_id: d for d in self.store.list_deployments() if agent_id in d.agent_ids}
         for dep_id in reported - desired.keys():
-            self._unload_later(agent_id, dep_id)
+            self._schedule_unload(agent_id, dep_id)
         for dep_id, d in desired.items():
             # A FAILED deployment waits for a new Deploy rather than retrying every heartbeat.
             if dep_id not in reported and d.state != "FAILED":
-                self._pool.submit(self._load_and_record, dep_id)
+                self._schedule_load(dep_id, agent_id)
 
     def repair(self) -> list[str]:
-        """Move replicas off lost agents and fill deployments short of replicas.
+        """Move replicas off lost agents, fill deployments short of replicas, drive PENDING ones.
 
-        Returns the ids of the deployments it changed. Serialised, so the monitor
-        and a registration never place the same replica twice.
+        A lost agent that comes back is placed on again by the repair its first
+        heartbeat triggers, before what it serves is compared with the store: what
+        it still serves is kept, not unloaded and loaded again. Returns the ids of
+        the deployments it changed. Holds ``placing``, so the monitor, a
+        registration and a Deploy never place on stale counts.
         """
-        with self._repair_lock:
+        with self.placing:
             live = set(self.live_agents())
             changed = []
             for d in self.store.list_deployments():
                 if d.state == "FAILED":
                     continue
                 keep = [a for a in d.agent_ids if a in live]
-                missing = d.replicas - len(keep)
-                added: list[str] = []
-                if missing > 0:
+                choices: list[placement.Choice] = []
+                waiting = ""
+                if d.replicas > len(keep):
                     try:
-                        added = self.place(d.requirements, missing, exclude=frozenset(d.agent_ids))
+                        choices = self.choose(d.requirements, d.replicas - len(keep), exclude=frozenset(d.agent_ids))
                     except FailedPrecondition as err:
-                        if not keep:
-                            self.store.set_deployment_state(d.deployment_id, "PENDING", f"waiting for an agent: {err.message}")
-                if keep == list(d.agent_ids) and not added:
-                    continue
-                lost = sorted(set(d.agent_ids) - live)
-                self.store.set_replicas(d.deployment_id, keep + added)
-                if added and not keep:
-                    # No replica serves until the new ones load: say so rather than a stale READY.
-                    self.store.set_deployment_state(d.deployment_id, "PENDING", f"re-placing on {added}")
-                log.warning(
-                    "deployment %s (%s): lost %s, placed on %s", d.deployment_id, d.endpoint, lost or "-", added or "-"
-                )
-                changed.append(d.deployment_id)
-                if added:
-                    self._pool.submit(self._load_and_record, d.deployment_id)
+                        waiting = err.message
+                if keep != list(d.agent_ids) or choices:
+                    self._move(d, keep, choices, waiting)
+                    changed.append(d.deployment_id)
+                elif not keep and waiting and (d.state, d.message) != ("PENDING", WAITING + waiting):
+                    self.store.set_deployment_state(d.deployment_id, "PENDING", WAITING + waiting)
+                    changed.append(d.deployment_id)
+                if d.state == "PENDING" or choices:
+                    for agent_id in keep + [c.agent_id for c in choices]:
+                        self._schedule_load(d.deployment_id, agent_id)
             if changed:
                 self.on_change()
             return changed
 
-    def _load_and_record(self, deployment_id: str) -> None:
-        current = self.store.get_deployment(deployment_id)
-        if current is None or not current.agent_ids:
-            return
-        try:
-            self.load_all(current)
-        except MilepostError as err:
-            log.warning("deployment %s failed to load: %s", deployment_id, err.message)
-        self.on_change()
+    def _move(self, d: DeploymentRecord, keep: list[str], choices: list[placement.Choice], waiting: str) -> None:
+        """Record the replicas that remain and the new ones, with where and why (an event too)."""
+        lost = sorted(set(d.agent_ids) - set(keep))
+        added = [c.agent_id for c in choices]
+        why = "; ".join(c.reason for c in choices)
+        short = d.replicas - len(keep) - len(added)
+        if not keep and not added:
+            message: str | None = WAITING + (f"{lost} lost; " if lost else "") + (waiting or "no live agent can host it")
+        elif added:
+            message = (f"{len(keep) + len(added)} of {d.replicas} replicas placed; " if short > 0 else "") + why
+        else:
+            message = None
+        # No live replica serves until the new ones load: say so rather than a stale READY.
+        state = "PENDING" if not keep else None
+        text = (f"lost {lost}; " if lost else "") + (why or message or f"kept on {keep}")
+        self.store.set_replicas(
+            d.deployment_id, keep + added, state=state, message=message,
+            event=("placement", f"{d.model}:{d.version[:12]} ({d.deployment_id}): {text}", self.clock()),
+        )
+        log.warning("deployment %s (%s): lost %s, placed on %s", d.deployment_id, d.endpoint, lost or "-", added or "-")

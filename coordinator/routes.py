@@ -4,6 +4,11 @@ The table is recomputed from the store and agent liveness; its generation
 increases (persistently, so agents never see it go back after a restart)
 whenever its content changes. Agents get it pushed on every change and, as a
 safety net, in the reply to any heartbeat that reports an older generation.
+
+Pushes coalesce per agent: while a push to an agent is under way, later tables
+for it replace each other and only the newest is sent next. A burst of changes
+(fifty loads finishing after a failover) or an agent slow to answer never
+builds a queue of stale tables.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ class RouteBook:
         self._content = b""
         self._generation = 0
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="routes")
+        self._push_lock = threading.Lock()
+        self._next: dict[str, routing_pb2.RouteTable] = {}  # address -> the table to send it next
+        self._sending: set[str] = set()  # addresses with a push under way
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -68,7 +76,29 @@ class RouteBook:
         """Send the current table to every live agent, in the background, best effort."""
         table = self.current()
         for info in self.reconciler.live_agents().values():
-            self._pool.submit(self._push_one, info.address, table)
+            with self._push_lock:
+                queued = self._next.get(info.address)
+                if queued is None or queued.generation <= table.generation:  # two pushes at once: newest wins
+                    self._next[info.address] = table
+                if info.address in self._sending:
+                    continue  # the push under way sends this table when it is done
+                self._sending.add(info.address)
+            try:
+                self._pool.submit(self._send_newest, info.address)
+            except RuntimeError:  # closed: the coordinator is stopping
+                return
+
+    def _send_newest(self, address: str) -> None:
+        while True:
+            with self._push_lock:
+                table = self._next.pop(address, None)
+                if table is None:
+                    self._sending.discard(address)
+                    return
+            try:
+                self._push_one(address, table)
+            except Exception:  # noqa: BLE001 - a bug in one push must not silence this agent's later ones
+                log.exception("route push to %s failed", address)
 
     def _push_one(self, address: str, table: routing_pb2.RouteTable) -> None:
         try:

@@ -3,6 +3,8 @@
 One connection in WAL mode, guarded by a lock: the coordinator's writes are few
 and small, and a single writer keeps every change a plain transaction. What a
 call has acknowledged is committed before it returns, so it survives a restart.
+A data directory that cannot be written (read-only, full) is reported as such,
+naming the directory (coordinator.storage_errors), at start and on every write.
 """
 
 from __future__ import annotations
@@ -10,11 +12,12 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator.storage_errors import storage_error
 from milepost.core.batching import BatchingSettings
 from milepost.core.requirements import Requirements
 
@@ -103,6 +106,10 @@ CREATE TABLE IF NOT EXISTS replicas (
     deployment_id TEXT NOT NULL REFERENCES deployments(deployment_id) ON DELETE CASCADE,
     agent_id TEXT NOT NULL,
     PRIMARY KEY (deployment_id, agent_id)
+);
+CREATE TABLE IF NOT EXISTS canary_windows (
+    endpoint TEXT PRIMARY KEY REFERENCES endpoints(name) ON DELETE CASCADE,
+    window_json TEXT NOT NULL
 );
 """
 
@@ -193,13 +200,25 @@ class Store:
     """Transactions over the coordinator's tables; every method commits before it returns."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Open (or create) the database; FailedPrecondition or ResourceExhausted, naming the
+        directory, when it cannot be written: better at start than at the first Deploy."""
+        self.directory = path.parent
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(SCHEMA)
+            # A read-only file opens and reads fine; taking the write lock is what shows it.
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.execute("ROLLBACK")
+        except (sqlite3.Error, OSError) as err:
+            mapped = storage_error(self.directory, err, f"opening the coordinator's store {path.name}")
+            if mapped is None:
+                raise
+            raise mapped from err
 
     def close(self) -> None:
         with self._lock:
@@ -208,13 +227,28 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as err:
+                raise self._disk_error(err) from err
             try:
                 yield self._db
+            except sqlite3.OperationalError as err:
+                self._db.execute("ROLLBACK")
+                raise self._disk_error(err) from err
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            self._db.execute("COMMIT")
+            try:
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as err:
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+                raise self._disk_error(err) from err
+
+    def _disk_error(self, err: sqlite3.OperationalError) -> Exception:
+        """The operator's error for a full or read-only data directory; other errors as they are."""
+        return storage_error(self.directory, err, "writing the coordinator's store") or err
 
     def _query(self, sql: str, args: tuple = ()) -> list[tuple]:
         with self._lock:
@@ -277,11 +311,15 @@ class Store:
         return AgentRecord(*rows[0]) if rows else None
 
     # ---- endpoints and deployments ----
-    def add_deployments(self, endpoint: str, records: list[DeploymentRecord], now: float) -> bool:
+    def add_deployments(
+        self, endpoint: str, records: list[DeploymentRecord], now: float, events: Sequence[tuple[str, str]] = (),
+    ) -> bool:
         """Add deployments to an endpoint, creating it (with no policy yet) if needed.
 
         Returns True when the endpoint was created. Deployments are stored before a
-        policy names them so that heartbeats load rather than unload them.
+        policy names them so that heartbeats load rather than unload them. ``events``
+        (kind, message), e.g. where each was placed and why, are written in the same
+        transaction.
         """
         with self.transaction() as db:
             created = db.execute(
@@ -289,14 +327,21 @@ class Store:
             ).rowcount == 1
             for d in records:
                 self._insert_deployment(db, d)
+            for kind, message in events:
+                self._insert_event(db, endpoint, now, kind, message)
             return created
 
-    def remove_deployments(self, deployment_ids: list[str], *, drop_endpoint: str = "") -> None:
-        """Forget deployments that never served (a failed load); optionally the endpoint made for them."""
+    def remove_deployments(
+        self, deployment_ids: list[str], *, drop_endpoint: str = "", event: tuple[str, str, str, float] | None = None,
+    ) -> None:
+        """Forget deployments that never served (a failed load); optionally the endpoint made for
+        them; ``event`` (endpoint, kind, message, time: why) in the same transaction."""
         with self.transaction() as db:
             db.executemany("DELETE FROM deployments WHERE deployment_id=?", [(i,) for i in deployment_ids])
             if drop_endpoint:
                 db.execute("DELETE FROM endpoints WHERE name=?", (drop_endpoint,))
+            if event is not None:
+                self._insert_event(db, event[0], event[3], event[1], event[2])
 
     def set_policy(
         self, endpoint: str, kind: str, policy_blob: bytes, keep_ids: set[str], now: float,
@@ -314,7 +359,9 @@ class Store:
             self._insert_event(db, endpoint, now, *event)
             return removed
 
-    def delete_endpoint(self, endpoint: str, now: float) -> list[DeploymentRecord] | None:
+    def delete_endpoint(
+        self, endpoint: str, now: float, event: tuple[str, str] = ("undeploy", "endpoint removed"),
+    ) -> list[DeploymentRecord] | None:
         """Remove an endpoint; its deployments are returned so they can be unloaded, None if unknown."""
         with self.transaction() as db:
             if not db.execute("SELECT 1 FROM endpoints WHERE name=?", (endpoint,)).fetchall():
@@ -322,7 +369,7 @@ class Store:
             old = self._deployments_of(db, endpoint)
             db.execute("DELETE FROM endpoints WHERE name=?", (endpoint,))
             db.execute("DELETE FROM rewards WHERE endpoint=?", (endpoint,))
-            self._insert_event(db, endpoint, now, "undeploy", "endpoint removed")
+            self._insert_event(db, endpoint, now, *event)
             return old
 
     # ---- audit trail, rewards, counters ----
@@ -403,10 +450,11 @@ class Store:
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, str(value)))
             return value
 
-    def set_deployment_state(self, deployment_id: str, state: str, message: str = "") -> None:
+    def set_deployment_state(self, deployment_id: str, state: str, message: str | None = None) -> None:
+        """``message`` None keeps the one it has (where it was placed and why)."""
         with self.transaction() as db:
             db.execute(
-                "UPDATE deployments SET state=?, message=? WHERE deployment_id=?",
+                "UPDATE deployments SET state=?, message=COALESCE(?, message) WHERE deployment_id=?",
                 (state, message, deployment_id),
             )
 
@@ -417,12 +465,51 @@ class Store:
                 return None
             return next(d for d in self._deployments_of(self._db, row[0]) if d.deployment_id == deployment_id)
 
-    def set_replicas(self, deployment_id: str, agent_ids: list[str]) -> None:
+    def set_replicas(
+        self, deployment_id: str, agent_ids: list[str], *, state: str | None = None, message: str | None = None,
+        event: tuple[str, str, float] | None = None,
+    ) -> None:
+        """Where a deployment's replicas run; with its new state, message and an event
+        (kind, message, time) in the same transaction when given."""
         with self.transaction() as db:
             db.execute("DELETE FROM replicas WHERE deployment_id=?", (deployment_id,))
             db.executemany(
                 "INSERT INTO replicas VALUES (?, ?)", [(deployment_id, a) for a in agent_ids]
             )
+            db.execute(
+                "UPDATE deployments SET state=COALESCE(?, state), message=COALESCE(?, message) WHERE deployment_id=?",
+                (state, message, deployment_id),
+            )
+            if event is not None:
+                self._insert_event(db, self._endpoint_of(db, [deployment_id]), event[2], event[0], event[1])
+
+    # ---- canary windows (their shape is coordinator.canary's) ----
+    def get_canary_window(self, endpoint: str) -> str | None:
+        rows = self._query("SELECT window_json FROM canary_windows WHERE endpoint=?", (endpoint,))
+        return str(rows[0][0]) if rows else None
+
+    def put_canary_window(self, endpoint: str, window_json: str) -> None:
+        """Keep an endpoint's open window; nothing when the endpoint is gone meanwhile."""
+        with self.transaction() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO canary_windows SELECT ?, ? WHERE EXISTS (SELECT 1 FROM endpoints WHERE name=?)",
+                (endpoint, window_json, endpoint),
+            )
+
+    def drop_canary_window(self, endpoint: str) -> None:
+        with self.transaction() as db:
+            db.execute("DELETE FROM canary_windows WHERE endpoint=?", (endpoint,))
+
+    def canary_window_endpoints(self) -> list[str]:
+        return [r[0] for r in self._query("SELECT endpoint FROM canary_windows ORDER BY endpoint")]
+
+    @staticmethod
+    def _endpoint_of(db: sqlite3.Connection, deployment_ids: list[str]) -> str:
+        for deployment_id in deployment_ids:
+            row = db.execute("SELECT endpoint FROM deployments WHERE deployment_id=?", (deployment_id,)).fetchone()
+            if row is not None:
+                return str(row[0])
+        return ""
 
     def list_endpoints(self) -> list[EndpointRecord]:
         with self._lock:

@@ -55,3 +55,20 @@ def test_nothing_fits_names_every_unmet_requirement() -> None:
     assert "1 agent(s) have less than 4 free CPU" in message
     with pytest.raises(FailedPrecondition, match="no live agent is available besides"):
         place([agent("a")], Requirements("native"), 1, exclude=frozenset({"a"}))
+
+
+def test_spread_counts_replicas_when_nothing_is_reserved_and_says_why() -> None:
+    from coordinator.placement import choose
+
+    agents = [agent("a1", replicas=3), agent("a2", replicas=1), agent("a3", replicas=1)]
+    first, second = choose(agents, Requirements("native"), 2)
+    assert (first.agent_id, second.agent_id) == ("a2", "a3")
+    assert first.reason == "placed on a2: 1 replica(s), the fewest of 3 agent(s) (tied with a3; first by agent id)"
+    assert second.reason.startswith("placed on a3: 1 replica(s), the next fewest of 3 agent(s)")
+    # Reserved shares break a tie in replicas; pack fills the agent with the most.
+    agents = [agent("a1", replicas=2, used_cpu=4.0), agent("a2", replicas=2, used_cpu=1.0)]
+    (choice,) = choose(agents, Requirements("native"), 1)
+    assert choice.agent_id == "a2" and "tied with a1; first by least reserved" in choice.reason
+    assert place(agents, Requirements("native"), 1, strategy="pack") == ["a1"]
+    # The same state gives the same answer, whatever order the agents come in.
+    assert {tuple(place(list(order), Requirements("native"), 3)) for order in (agents, agents[::-1])} == {("a2", "a1")}

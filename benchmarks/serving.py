@@ -111,7 +111,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import scoring_core
-    from milepost.client import Client
+    from milepost.client import Client, embedded_admin_token
 
     results: dict = {"machine": machine(), "runs": []}
     rows_list = [int(r) for r in args.rows.split(",")]
@@ -139,7 +139,7 @@ def main() -> None:
             while not state.exists() and time.monotonic() < deadline:
                 time.sleep(0.1)
             ports = json.loads(state.read_text())
-            with Client(ports["coordinator"]) as client:
+            with Client(ports["coordinator"], token=embedded_admin_token(data_dir)) as client:
                 client.push_model(model_path, "xgb")
                 endpoint = client.deploy("xgb", "xgb")
                 time.sleep(2)  # the agent receives its route table with the next heartbeat

@@ -73,7 +73,7 @@ def dataset_files(path: str, roots: Sequence[str | Path] = ()) -> list[Path]:
 
     def inside(entry: Path) -> Path:
         real = entry.resolve()
-        if roots and not any(real == r or real.is_relative_to(r) for r in local_roots):
+        if roots and not stages.within(real, local_roots):
             raise PermissionDenied(f"dataset {shown(root.name)}: {shown(entry.name)} links out of this agent's data roots")
         return real
 
@@ -134,7 +134,7 @@ class StageRunner:
     def _path(self, value: Any, what: str) -> str:
         path = stages.confined(value, what, self.roots(), base=self.data_dir)
         for own in (self.cache.root, self.work_dir):
-            if Path(path) == Path(own).resolve() or Path(path).is_relative_to(Path(own).resolve()):
+            if stages.within(Path(path), [Path(own).resolve()]):
                 raise PermissionDenied(f"{what} is inside the agent's own {Path(own).name}/ folder, which stages "
                                        f"may not read or write; keep datasets elsewhere in the data roots")
         return path

@@ -43,6 +43,12 @@ def resolve_entry(stage: StageSpec) -> Callable[..., Any]:
     return entry_points.resolve(stage.entry, f"stage {stage.name!r} entry", defined_here=True)
 
 
+def within(path: Path, roots: Sequence[Path]) -> bool:
+    """Whether the resolved ``path`` is one of the resolved ``roots`` or below one: the one test
+    of confinement, for stage paths and for the links inside a dataset."""
+    return any(path == root or path.is_relative_to(root) for root in roots)
+
+
 def confined(value: Any, what: str, roots: Sequence[str | Path], *, base: Path) -> str:
     """The dataset path ``value`` (a stage's ``what``, e.g. "params.data") made absolute and
     checked to lie inside one of ``roots``, after following symlinks: the path to hand the
@@ -70,7 +76,7 @@ def confined(value: Any, what: str, roots: Sequence[str | Path], *, base: Path) 
         value = unquote(parsed.path)
     path = Path(value).expanduser()
     path = (path if path.is_absolute() else base / path).resolve()
-    if not any(path == root or path.is_relative_to(root) for root in local_roots):
+    if not within(path, local_roots):
         raise refused
     return str(path)
 

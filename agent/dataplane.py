@@ -76,6 +76,10 @@ class DataPlane:
         self._stats: dict[str, EndpointStatistics] = {}
         self._max_inflight_bytes = max_inflight_bytes
         self._inflight_bytes = 0
+        # Requests under way and answered so far (heartbeats report load; a drain waits for quiet).
+        self.inflight_requests = 0
+        self.answered = 0
+        self.last_request_at = 0.0  # time.monotonic() of the last request admitted
         self._admission = threading.Lock()
         self._after_burst = memory.AfterBurst()
 
@@ -91,11 +95,15 @@ class DataPlane:
                     "max_inflight_bytes); retry with backoff or on another replica"
                 )
             self._inflight_bytes += size
+            self.inflight_requests += 1
+            self.last_request_at = time.monotonic()
             self._after_burst.admitted(size)
 
     def _release(self, size: int) -> None:
         with self._admission:
             self._inflight_bytes -= size
+            self.inflight_requests -= 1
+            self.answered += 1
             self._after_burst.released(self._inflight_bytes)
 
     def serve(self, request: InferenceRequest, encode: Callable[[InferenceResponse], Encoded]) -> Encoded:

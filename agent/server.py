@@ -1,5 +1,13 @@
 """The agent process: one gRPC server for the data plane, AgentService and health;
-optionally an HTTP server for Prometheus metrics."""
+optionally an HTTP server for Prometheus metrics.
+
+``drain()`` is how it stops on SIGTERM (a rolling restart, a node going down): it
+tells the coordinator at once that it drains, so routes and clients move to other
+replicas and nothing new is placed on it; it keeps answering while they move, until
+no request came for ``drain_quiet_s`` or ``drain_timeout_s`` passed; then the server
+stops with the rest of the time as grace, so calls under way finish. A call that
+arrives after that is refused UNAVAILABLE, which clients retry on another replica.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from agent.control import AgentControlServicer
 from agent.dataplane import DataPlane
 from agent.deployments import DeploymentTable
 from agent.grpc_inference import InferenceServicer
+from agent.load_meter import LoadMeter
 from agent.model_cache import ModelCache
 from agent.prometheus import AgentCollector, MetricsServer, exposition
 from agent.registration import Registration
@@ -91,10 +100,12 @@ class Agent:
             self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        self.draining = threading.Event()
+        meter = LoadMeter(lambda: self.dataplane.inflight_requests, lambda: self.dataplane.answered)
         self.registration = Registration(
             self._coordinator_channel, self.info,
             lambda: [h.spec.deployment_id for h in self.table.hosted()],
-            routes=self.router, metrics=self.arm_metrics.snapshot,
+            routes=self.router, metrics=self.arm_metrics.snapshot, load=meter.reading, draining=self.draining.is_set,
         )
         self.port = 0
         self._metrics_server: MetricsServer | None = None
@@ -161,6 +172,29 @@ class Agent:
         self.registration.start()
         log.info("agent %s serving on %s (coordinator %s)", self.agent_id, self.address, self.config.coordinator)
         return self.address
+
+    def drain(self, timeout_s: float | None = None, quiet_s: float | None = None,
+              abandon: threading.Event | None = None) -> None:
+        """Stop without failing a request (the module docstring says how); ``abandon``
+        (a second Ctrl-C) ends the wait early. Defaults: the drain_* settings."""
+        timeout_s = self._settings.drain_timeout_s if timeout_s is None else timeout_s
+        quiet_s = self._settings.drain_quiet_s if quiet_s is None else quiet_s
+        abandon = abandon or threading.Event()
+        started = time.monotonic()
+        deadline = started + timeout_s
+        self.draining.set()
+        self.dataplane.ready = False  # ServerReady says so, as Triton's does while it shuts down
+        for service in ("", *SERVICES):  # load balancers probing health move away too
+            self.health.set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        told = self.registration.beat_now(timeout=min(timeout_s, self._settings.registration_timeout_s))
+        log.info("agent %s draining (%s)", self.agent_id,
+                 "the coordinator moves its routes" if told else "the coordinator did not answer")
+        while time.monotonic() < deadline and not abandon.is_set():
+            quiet = time.monotonic() - max(self.dataplane.last_request_at, started)
+            if self.dataplane.inflight_requests == 0 and quiet >= quiet_s:
+                break
+            abandon.wait(0.05)
+        self.stop(grace=max(deadline - time.monotonic(), 1.0))
 
     def stop(self, grace: float = 2.0) -> None:
         if self._stopped.is_set():

@@ -4,12 +4,17 @@ Filters, in order: the engine, the label selector, free CPU, free memory, free
 GPUs. When nothing passes, the error says how many agents each filter turned
 away, so the operator knows what to add or relax.
 
-Ranking looks at what each agent already carries: the replicas it hosts and the
-share of its CPU, memory and GPUs those replicas reserve. "spread" puts a replica
-on the agent with the fewest replicas, then the smallest reserved share; "pack"
-on the one with the largest reserved share, then the most replicas. Counting
-replicas matters because most deployments reserve nothing: ranked by reserved CPU
-alone, every agent ties and every replica lands on the same one. Agents with GPUs
+Ranking looks at what each agent already carries: the replicas it hosts, the
+share of its CPU, memory and GPUs those replicas reserve, and the CPU it was
+measured to use (its heartbeats report it). "spread" puts a replica on an agent
+that is not busy (measured CPU under BUSY) before any busy one, then on the one
+with the fewest replicas, the smallest reserved share, the least measured CPU;
+"pack" on the one with the largest reserved share, then the most replicas, busy
+ones last too. Counting replicas matters because most deployments reserve nothing:
+ranked by reserved CPU alone, every agent ties and every replica lands on the same
+one. Measured CPU is bucketed to tenths so that noise does not reorder agents that
+carry the same; it decides only between agents otherwise equal, except that a busy
+agent (a few hot replicas) loses to idle ones however many replicas they hold. Agents with GPUs
 are kept for deployments that ask for GPUs, and the last tie-break is the agent
 id, so the same state always gives the same answer. Replicas of one deployment
 always land on distinct agents. Each choice comes with a sentence saying why,
@@ -25,6 +30,8 @@ from milepost.core.errors import FailedPrecondition, InvalidArgument
 from milepost.core.requirements import Requirements
 
 STRATEGIES = ("spread", "pack")
+# Measured CPU (share of the node's cores) from which an agent ranks after every agent below it.
+BUSY = 0.75
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,15 @@ class Candidate:
     used_memory_bytes: int = 0
     used_gpus: int = 0
     replicas: int = 0  # replicas it hosts, whatever they reserve
+    cpu_utilization: float = 0.0  # measured over its last heartbeat interval, 0 to 1 of its cores
+
+    @property
+    def busy(self) -> bool:
+        return self.cpu_utilization >= BUSY
+
+    @property
+    def measured_tenths(self) -> int:
+        return int(self.cpu_utilization * 10)
 
     @property
     def free_cpu(self) -> float:
@@ -136,8 +152,8 @@ def _wastes_gpu(c: Candidate, req: Requirements) -> bool:
 
 def _rank(c: Candidate, req: Requirements, strategy: str) -> tuple:
     if strategy == "pack":
-        return (_wastes_gpu(c, req), -round(c.reserved_share, 9), -c.replicas, c.agent_id)
-    return (_wastes_gpu(c, req), c.replicas, round(c.reserved_share, 9), c.agent_id)
+        return (_wastes_gpu(c, req), c.busy, -round(c.reserved_share, 9), -c.replicas, c.agent_id)
+    return (_wastes_gpu(c, req), c.busy, c.replicas, round(c.reserved_share, 9), c.measured_tenths, c.agent_id)
 
 
 def _reason(rank: int, ranked: list[Candidate], req: Requirements, strategy: str, turned_away: int) -> str:
@@ -145,20 +161,32 @@ def _reason(rank: int, ranked: list[Candidate], req: Requirements, strategy: str
     c = ranked[rank]
     which = ("the " if rank == 0 else "the next ") + ("most" if strategy == "pack" else "fewest")
     if strategy == "pack":
-        primary, tie_break = f"{c.reserved_share:.0%} reserved, {which} of {len(ranked)} agent(s)", "most replicas"
+        primary = f"{c.reserved_share:.0%} reserved, {which} of {len(ranked)} agent(s)"
     else:
-        primary, tie_break = f"{c.replicas} replica(s), {which} of {len(ranked)} agent(s)", "least reserved"
+        primary = f"{c.replicas} replica(s), {which} of {len(ranked)} agent(s)"
     key = _rank(c, req, strategy)
-    tied = [o for o in ranked[rank + 1:] if _rank(o, req, strategy)[:2] == key[:2]]  # the ones it beat, barely
+    tied = [_rank(o, req, strategy) for o in ranked[rank + 1:]]
+    tied_names = [o.agent_id for o, k in zip(ranked[rank + 1:], tied) if k[:3] == key[:3]]  # the ones it beat, barely
     notes = []
     if c.cpu and (c.used_cpu or req.cpu):
         notes.append(f"{c.used_cpu:g} of {c.cpu:g} CPU reserved")
-    if tied:
-        names = ", ".join(o.agent_id for o in tied[:3]) + (" ..." if len(tied) > 3 else "")
-        by_id = any(_rank(o, req, strategy)[:3] == key[:3] for o in tied)
-        notes.append(f"tied with {names}; first by {'agent id' if by_id else tie_break}")
+    if c.cpu_utilization:
+        notes.append(f"{c.cpu_utilization:.0%} CPU measured")
+    if tied_names:
+        decided = max(next(i for i in range(len(key)) if k[i] != key[i]) for k in tied if k[:3] == key[:3])
+        names = ", ".join(tied_names[:3]) + (" ..." if len(tied_names) > 3 else "")
+        notes.append(f"tied with {names}; first by {_TIE_BREAKS[strategy][decided]}")
+    if not c.busy and any(o.busy for o in ranked):
+        notes.append(f"agents measured at {BUSY:.0%} CPU or more ranked last")
     if not _wastes_gpu(c, req) and any(_wastes_gpu(o, req) for o in ranked):
         notes.append("agents with GPUs kept for GPU work")
     if turned_away:
         notes.append(f"{turned_away} agent(s) did not fit")
     return f"placed on {c.agent_id}: {primary}" + (f" ({'; '.join(notes)})" if notes else "")
+
+
+# What decides between agents tied on the primary key, by the index in _rank's tuple.
+_TIE_BREAKS = {
+    "spread": {3: "least reserved", 4: "least CPU measured", 5: "agent id"},
+    "pack": {3: "most replicas", 4: "agent id"},
+}

@@ -41,6 +41,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 from coordinator import placement
 from coordinator.agent_client import AgentClients
+from coordinator.agent_reports import AgentReports
 from coordinator.store import DeploymentRecord, Store
 from coordinator.task_queue import TaskQueue
 from milepost.core.errors import DeadlineExceeded, FailedPrecondition, MilepostError, Unavailable
@@ -71,6 +72,8 @@ class Reconciler:
         self.started_at = clock()
         self.grace_s = max(ttl_s, ttl_s + get_settings().registration_max_backoff_s if grace_s is None else grace_s)
         self._known_at_start = frozenset(a.agent_id for a in store.list_agents())
+        # What agents last said they serve, whether they drain, their load (heartbeats fill it).
+        self.reports = AgentReports(clock)
         self._tasks = TaskQueue(workers=workers, limit=queue_limit, name="reconcile")
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, str], Future[None]] = {}
@@ -143,14 +146,16 @@ class Reconciler:
         }
 
     def candidates(self, extra: Sequence[DeploymentRecord] = ()) -> list[placement.Candidate]:
-        """Agents that may take new replicas: those heard within the TTL, with what they carry.
+        """Agents that may take new replicas: those heard within the TTL and not draining,
+        with what they carry (replicas, reserved resources, measured CPU).
 
         ``extra``: deployments chosen but not stored yet (the other arms of one policy).
         """
         now = self.clock()
         heard = {
             rec.agent_id: types_pb2.AgentInfo.FromString(rec.info)
-            for rec in self.store.list_agents() if rec.last_heartbeat >= now - self.ttl_s
+            for rec in self.store.list_agents()
+            if rec.last_heartbeat >= now - self.ttl_s and not self.reports.draining(rec.agent_id)
         }
         used: dict[str, list[float]] = {a: [0.0, 0, 0, 0] for a in heard}
         for d in [*self.store.list_deployments(), *extra]:
@@ -169,7 +174,7 @@ class Reconciler:
                 memory_bytes=info.resources.memory_bytes,
                 gpus=len(info.resources.gpus),
                 used_cpu=used[a][0], used_memory_bytes=int(used[a][1]), used_gpus=int(used[a][2]),
-                replicas=int(used[a][3]),
+                replicas=int(used[a][3]), cpu_utilization=self.reports.load(a).cpu_utilization,
             )
             for a, info in heard.items()
         ]
@@ -240,6 +245,7 @@ class Reconciler:
             mine.set_exception(err)
             raise
         else:
+            self.reports.loaded(agent_id, d.deployment_id)
             mine.set_result(None)
             with self._lock:
                 self._retry_after.pop(key, None)
@@ -317,10 +323,13 @@ class Reconciler:
 
     # ---- the loops ----
     def reconcile_agent(self, agent_id: str, reported: set[str]) -> None:
-        """Schedule the loads and unloads that bring one agent to its desired state."""
+        """Schedule the loads and unloads that bring one agent to its desired state.
+        A draining agent is stopping: it gets no new loads."""
         desired = {d.deployment_id: d for d in self.store.list_deployments() if agent_id in d.agent_ids}
         for dep_id in reported - desired.keys():
             self._schedule_unload(agent_id, dep_id)
+        if self.reports.draining(agent_id):
+            return
         for dep_id, d in desired.items():
             # A FAILED deployment waits for a new Deploy rather than retrying every heartbeat.
             if dep_id not in reported and d.state != "FAILED":

@@ -1,6 +1,9 @@
 """The routing table agents apply: every endpoint's policy and where its deployments run.
 
-The table is recomputed from the store and agent liveness; its generation
+The table is recomputed from the store, agent liveness and what agents report
+(coordinator.agent_reports): a replica is listed where its agent is live and
+serves it, and not where the agent drains, unless no other agent serves it (a
+draining agent still answers; an empty list answers nothing). Its generation
 increases (persistently, so agents never see it go back after a restart)
 whenever its content changes. Agents get it pushed on every change and, as a
 safety net, in the reply to any heartbeat that reports an older generation.
@@ -55,10 +58,11 @@ class RouteBook:
                 # Bandits choose from the outcomes fed back so far, summed over every agent.
                 for arm, (count, total, squares) in sorted(self.store.rewards(endpoint.name).items()):
                     route.policy.rewards.add(arm=arm, count=count, sum=total, sum_squares=squares)
+            reports = self.reconciler.reports
             for d in endpoint.deployments:
-                serving = d.state == "READY"
-                addresses = sorted(live[a].address for a in d.agent_ids if a in live and serving)
-                route.replicas[d.deployment_id].addresses.extend(addresses)
+                serving = [a for a in d.agent_ids if d.state == "READY" and a in live and reports.serves(a, d.deployment_id)]
+                staying = [a for a in serving if not reports.draining(a)]
+                route.replicas[d.deployment_id].addresses.extend(sorted(live[a].address for a in staying or serving))
             routes.append(route)
         return routes
 

@@ -89,6 +89,9 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             self._registering.discard(request.agent_id)
             self.reconciler.repair()
         self.stats.record(request.agent_id, request.uptime_s, list(request.metrics))
+        if self.reconciler.reports.record(request.agent_id, request.deployment_ids,
+                                          draining=request.draining, load=request.load):
+            self.routes.push()  # it drains, or serves a replica more or less: peers route accordingly
         self.reconciler.reconcile_agent(request.agent_id, set(request.deployment_ids))
         table = self.routes.current()
         access = self.tokens.digests()
@@ -269,12 +272,15 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         for d in self.store.list_deployments():
             for a in d.agent_ids:
                 hosted.setdefault(a, []).append(d.deployment_id)
+        reports = self.reconciler.reports
         agents = [
             types_pb2.AgentStatus(
                 info=types_pb2.AgentInfo.FromString(rec.info),
-                state="ALIVE" if rec.agent_id in live else "LOST",
+                state="LOST" if rec.agent_id not in live else "DRAINING" if reports.draining(rec.agent_id) else "ALIVE",
                 last_heartbeat=rec.last_heartbeat,
                 deployment_ids=hosted.get(rec.agent_id, []),
+                load=reports.load(rec.agent_id),
+                serving_deployment_ids=reports.serving(rec.agent_id, hosted.get(rec.agent_id, [])),
             )
             for rec in self.store.list_agents()
         ]

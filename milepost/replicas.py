@@ -6,7 +6,9 @@ coordinator was down, though the agents kept serving. So a client keeps what one
 told it about every endpoint for ``endpoint_cache_s``, and keeps using it, however old,
 while the coordinator cannot be reached. Each call starts at the next replica in turn (the
 load spreads), and a replica that answered UNAVAILABLE goes to the back of the line for a
-while, so the next calls do not wait on a dead agent first.
+while, so the next calls do not wait on a dead agent first. Only agents that serve a replica
+count (a restarted agent loading its deployments again is not tried). Agents that drain (they are
+stopping) come after all others: they still answer, but only when nothing else does.
 """
 
 from __future__ import annotations
@@ -26,9 +28,10 @@ SUSPECT_S = 5.0
 
 @dataclass(frozen=True)
 class _Serving:
-    """An endpoint's ready replicas on live agents, or why it has none."""
+    """An endpoint's ready replicas on live agents, then on draining ones, or why it has none."""
 
     addresses: tuple[str, ...]
+    draining: tuple[str, ...] = ()
     problem: str = ""
 
 
@@ -60,10 +63,12 @@ class ReplicaBook:
             serving = self._known.get(endpoint)
             if serving is None:
                 raise NotFound(f"endpoint {endpoint!r} does not exist; see `milepost endpoints`")
-            if not serving.addresses:
+            if not serving.addresses and not serving.draining:
                 raise FailedPrecondition(f"endpoint {endpoint!r} has no ready replica on a live agent ({serving.problem})")
-            start = next(self._turn) % len(serving.addresses)
-            turned = serving.addresses[start:] + serving.addresses[:start]
+            turned = list(serving.draining)
+            if serving.addresses:
+                start = next(self._turn) % len(serving.addresses)
+                turned = [*serving.addresses[start:], *serving.addresses[:start], *turned]
             now = self._clock()
             return sorted(turned, key=lambda a: self._suspects.get(a, 0.0) > now)
 
@@ -82,12 +87,15 @@ class ReplicaBook:
             if self._learned_at is None:
                 raise
             return  # the coordinator is down: what was learned still routes, however old
-        live = {a.info.agent_id: a.info.address for a in status.agents if a.state == "ALIVE"}
+        state = {a.info.agent_id: (a.state, a.info.address) for a in status.agents}
+        serves = {(a.info.agent_id, d) for a in status.agents for d in a.serving_deployment_ids}
         known = {}
         for e in status.endpoints:
-            addresses = [live[agent_id] for d in e.deployments if d.state == "READY"
-                         for agent_id in d.agent_ids if agent_id in live]
+            on = [state[agent_id] for d in e.deployments if d.state == "READY"
+                  for agent_id in d.agent_ids if (agent_id, d.deployment_id) in serves]
             problem = ", ".join(f"{d.deployment_id} {d.state} {d.message}".strip() for d in e.deployments)
-            known[e.name] = _Serving(tuple(dict.fromkeys(addresses)), problem)
+            known[e.name] = _Serving(
+                tuple(dict.fromkeys(address for s, address in on if s == "ALIVE")),
+                tuple(dict.fromkeys(address for s, address in on if s == "DRAINING")), problem)
         with self._lock:
             self._known, self._learned_at = known, now

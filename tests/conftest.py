@@ -16,6 +16,9 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Agents stopped with SIGTERM drain (agent.server.Agent.drain) until no request came for this
+# long; tests stop hundreds of agents, and those that test a drain set their own.
+os.environ.setdefault("MILEPOST_DRAIN_QUIET_S", "0.2")
 
 
 @dataclass

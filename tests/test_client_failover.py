@@ -43,7 +43,8 @@ def two_replicas(tmp_path, logistic_model, monkeypatch: pytest.MonkeyPatch):
                 stop(process)
 
 
-def load(address: str, rows: np.ndarray, expected: np.ndarray, stop_at: threading.Event, threads: int = 4) -> dict:
+def load(address: str, rows: np.ndarray, expected: np.ndarray, stop_at: threading.Event, threads: int = 4,
+         endpoint: str = "ep") -> dict:
     """Score in ``threads`` loops until ``stop_at``; counts of answers right, wrong and failed."""
     counts = {"ok": 0, "wrong": 0, "failed": 0}
     errors: list[str] = []
@@ -53,7 +54,7 @@ def load(address: str, rows: np.ndarray, expected: np.ndarray, stop_at: threadin
         with Client(address) as client:
             while not stop_at.is_set():
                 try:
-                    got = np.stack(client.infer("ep", rows, timeout=10).column("probabilities").to_numpy(zero_copy_only=False))
+                    got = np.stack(client.infer(endpoint, rows, timeout=10).column("probabilities").to_numpy(zero_copy_only=False))
                     outcome = "ok" if np.allclose(got, expected, atol=1e-5) else "wrong"
                 except MilepostError as err:
                     outcome = "failed"

@@ -58,11 +58,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         status = c.status()
     print("AGENTS")
     print(render(
-        ["AGENT", "ADDRESS", "STATE", "CORES", "MEMORY GiB", "GPUS", "ENGINES", "DEPLOYMENTS"],
+        ["AGENT", "ADDRESS", "STATE", "CORES", "MEMORY GiB", "GPUS", "ENGINES", "SERVING/PLACED", "CPU", "REQ/S"],
         [[a.info.agent_id, a.info.address, a.state, a.info.resources.cpu_cores,
           f"{a.info.resources.memory_bytes / 2**30:.1f}", len(a.info.resources.gpus),
           ",".join(f"{e.name} {e.version}".strip() for e in a.info.engines if e.available),
-          len(a.deployment_ids)] for a in status.agents],
+          f"{len(a.serving_deployment_ids)}/{len(a.deployment_ids)}",
+          f"{a.load.cpu_utilization:.0%}", f"{a.load.requests_per_s:.0f}"] for a in status.agents],
     ))
     print("\nMODELS")
     print(models_table(status.models))

@@ -75,7 +75,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
         inference_auth=inference_auth(args),
     ))
     agent.start()
-    serve_forever([agent], data_dir, "agent", _agent_addresses(agent, args))
+    serve_forever([agent], data_dir, "agent", _agent_addresses(agent, args),
+                  drain=lambda abandon: agent.drain(abandon=abandon))
     return 0
 
 

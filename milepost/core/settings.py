@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     load_timeout_s: float = Field(120.0, gt=0, description="the coordinator loading a deployment on an agent")
     agent_call_timeout_s: float = Field(10.0, gt=0, description="the coordinator's other calls to agents (unload, routes)")
     stage_timeout_s: float = Field(86400.0, gt=0, description="one pipeline stage on an agent")
+    drain_timeout_s: float = Field(15.0, ge=0, description="longest an agent given SIGTERM keeps serving while clients "
+                                   "and peers move away (it stops sooner once no request came for drain_quiet_s)")
+    drain_quiet_s: float = Field(1.0, ge=0, description="how long without a request ends a drain early")
 
     # ---- bounds on what callers send ----
     max_bundle_bytes: int = Field(2 << 30, ge=1, description="largest model archive PushModel accepts, bytes as sent")

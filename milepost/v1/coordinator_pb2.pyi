@@ -30,18 +30,22 @@ class RegisterAgentResponse(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., ttl_s: _Optional[float] = ..., control_token: _Optional[str] = ..., access_tokens: _Optional[_Iterable[_Union[TokenDigest, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("agent_id", "deployment_ids", "routes_generation", "metrics", "uptime_s")
+    __slots__ = ("agent_id", "deployment_ids", "routes_generation", "metrics", "uptime_s", "draining", "load")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_IDS_FIELD_NUMBER: _ClassVar[int]
     ROUTES_GENERATION_FIELD_NUMBER: _ClassVar[int]
     METRICS_FIELD_NUMBER: _ClassVar[int]
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
+    DRAINING_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     deployment_ids: _containers.RepeatedScalarFieldContainer[str]
     routes_generation: int
     metrics: _containers.RepeatedCompositeFieldContainer[_routing_pb2.ArmMetrics]
     uptime_s: float
-    def __init__(self, agent_id: _Optional[str] = ..., deployment_ids: _Optional[_Iterable[str]] = ..., routes_generation: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[_routing_pb2.ArmMetrics, _Mapping]]] = ..., uptime_s: _Optional[float] = ...) -> None: ...
+    draining: bool
+    load: _types_pb2.AgentLoad
+    def __init__(self, agent_id: _Optional[str] = ..., deployment_ids: _Optional[_Iterable[str]] = ..., routes_generation: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[_routing_pb2.ArmMetrics, _Mapping]]] = ..., uptime_s: _Optional[float] = ..., draining: _Optional[bool] = ..., load: _Optional[_Union[_types_pb2.AgentLoad, _Mapping]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("known", "routes", "access_tokens")

@@ -161,14 +161,28 @@ class Event(_message.Message):
     message: str
     def __init__(self, id: _Optional[int] = ..., endpoint: _Optional[str] = ..., at: _Optional[float] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
+class AgentLoad(_message.Message):
+    __slots__ = ("inflight_requests", "requests_per_s", "cpu_utilization")
+    INFLIGHT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_PER_S_FIELD_NUMBER: _ClassVar[int]
+    CPU_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    inflight_requests: int
+    requests_per_s: float
+    cpu_utilization: float
+    def __init__(self, inflight_requests: _Optional[int] = ..., requests_per_s: _Optional[float] = ..., cpu_utilization: _Optional[float] = ...) -> None: ...
+
 class AgentStatus(_message.Message):
-    __slots__ = ("info", "state", "last_heartbeat", "deployment_ids")
+    __slots__ = ("info", "state", "last_heartbeat", "deployment_ids", "load", "serving_deployment_ids")
     INFO_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    LOAD_FIELD_NUMBER: _ClassVar[int]
+    SERVING_DEPLOYMENT_IDS_FIELD_NUMBER: _ClassVar[int]
     info: AgentInfo
     state: str
     last_heartbeat: float
     deployment_ids: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, info: _Optional[_Union[AgentInfo, _Mapping]] = ..., state: _Optional[str] = ..., last_heartbeat: _Optional[float] = ..., deployment_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+    load: AgentLoad
+    serving_deployment_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, info: _Optional[_Union[AgentInfo, _Mapping]] = ..., state: _Optional[str] = ..., last_heartbeat: _Optional[float] = ..., deployment_ids: _Optional[_Iterable[str]] = ..., load: _Optional[_Union[AgentLoad, _Mapping]] = ..., serving_deployment_ids: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -107,3 +107,43 @@ def test_scoring_goes_on_while_the_coordinator_is_down(two_replicas, logistic_mo
         for _ in range(20):
             got = np.stack(client.infer("ep", rows, timeout=10).column("probabilities").to_numpy(zero_copy_only=False))
             np.testing.assert_allclose(got, estimator.predict_proba(rows), atol=1e-5)
+
+
+def agent_states(client: Client) -> dict[str, str]:
+    """Agent id -> state; empty while the restarted coordinator is not reachable yet."""
+    try:
+        return {a.info.agent_id: a.state for a in client.status().agents}
+    except MilepostError:
+        return {}
+
+
+def test_no_request_fails_when_an_agent_and_the_coordinator_die_at_once(two_replicas, logistic_model, tmp_path) -> None:
+    """Both at once: clients go on with what they knew (the survivor), and the restarted
+    coordinator, finding one agent gone, leaves the endpoint served by the other."""
+    address, coord, agents = two_replicas
+    estimator, _, _, rows = logistic_model
+    stop_at = threading.Event()
+    counts = load(address, rows, estimator.predict_proba(rows), stop_at)
+    time.sleep(1.5)
+    agents["node-a"][0].send_signal(signal.SIGKILL)
+    coord.send_signal(signal.SIGKILL)
+    coord.wait(10)
+    time.sleep(3.0)  # scoring with no coordinator and one replica gone
+    port = address.rsplit(":", 1)[1]
+    restarted, again = start("coordinator", tmp_path / "c", "--agent-ttl", "2", "--heartbeat-interval", "0.25", "--port", port)
+    assert again["coordinator"] == address, again
+    try:
+        with Client(address) as client:
+            # node-a is lost once the restarted coordinator's grace period for known agents ends.
+            wait_until(lambda: agent_states(client).get("node-a") == "LOST", timeout=30)
+            wait_until(lambda: serving_agents(client, "ep") == ["node-b"], timeout=30)
+        time.sleep(1.0)
+        stop_at.set()
+        errors = counts.pop("_errors")
+        counts = finish(counts)
+        print(f"agent and coordinator killed at once: {counts}")
+        assert counts["failed"] == 0 and counts["wrong"] == 0, (counts, errors[:3])
+        assert counts["ok"] > 100
+    finally:
+        stop_at.set()
+        stop(restarted)

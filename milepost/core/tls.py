@@ -93,8 +93,15 @@ def listen(server: grpc.Server, host: str, port: int, tls: Tls | None, *, insecu
     return bound
 
 
+# gRPC waits up to 120 s between reconnection attempts to a peer that was down, and every
+# channel to that address in the process shares the wait: a coordinator or agent back after a
+# restart stayed unreachable for a minute or more. Peers here restart in seconds.
+RECONNECT_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 250), ("grpc.max_reconnect_backoff_ms", 2000)]
+
+
 def open_channel(address: str, tls: Tls | None, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
     """A channel to ``address``: TLS (verified against the CA, presenting our certificate) when given."""
+    options = [*RECONNECT_OPTIONS, *(options or [])]
     if tls is None:
         return grpc.insecure_channel(address, options=options)
     return grpc.secure_channel(address, tls.channel_credentials(), options=options)

@@ -21,7 +21,8 @@ import pyarrow as pa
 
 from milepost.core import auth, model_upload, tensor_codec
 from milepost.core.batching import BatchingSettings
-from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, NotFound
+from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, NotFound, Unimplemented
+from milepost.core.routing import spec
 from milepost.core.settings import get_settings
 from milepost.core.tls import Tls, open_channel
 from milepost.inference import grpc_predict_v2_pb2 as oip
@@ -180,11 +181,13 @@ class Client:
         return self.set_policy(endpoint, routing_pb2.RoutingPolicy(kind="split", key_parameter=key_parameter), specs)
 
     def canary(
-        self, endpoint: str, model: str, version: str = "", *, steps: tuple[float, ...] = (5, 25, 50, 100),
-        window_s: float = 60.0, max_error_rate: float = 0.01, max_p99_latency_ms: float = 0.0,
-        max_divergence: float = 0.0, min_requests: int = 20,
+        self, endpoint: str, model: str, version: str = "", *, steps: tuple[float, ...] = spec.DEFAULT_CANARY_STEPS,
+        window_s: float = spec.DEFAULT_CANARY_WINDOW_S, max_error_rate: float = spec.DEFAULT_MAX_ERROR_RATE,
+        max_p99_latency_ms: float = spec.DEFAULT_MAX_P99_LATENCY_MS, max_divergence: float = spec.DEFAULT_MAX_DIVERGENCE,
+        min_requests: int = spec.DEFAULT_MIN_REQUESTS,
     ) -> types_pb2.Endpoint:
-        """Ramp a candidate against the endpoint's current model; promoted or rolled back by the gates."""
+        """Ramp a candidate against the endpoint's current model; promoted or rolled back by the gates
+        (defaults: milepost.core.routing.spec, the same as the CLI's and a pipeline deploy stage's)."""
         baseline = self._primary(endpoint)
         policy = routing_pb2.RoutingPolicy(
             kind="canary", steps=steps, window_s=window_s,

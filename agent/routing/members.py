@@ -8,7 +8,10 @@ Routing treats it like a local model: ``predict(batch) -> batch``.
 - One gRPC channel per address, shared by every remote member (``Channels``).
 - Addresses are taken round-robin; an address that answers UNAVAILABLE (or
   NOT_FOUND: the route is stale and the deployment has left it) is given up
-  for this call and the next address tried, once.
+  for this call and the next tried, up to every address within the deadline
+  (scoring is idempotent). One that answered UNAVAILABLE is tried after the
+  others for ``SUSPECT_S``, so calls during an agent's death do not each wait
+  on it first (the channel of a dead peer fails fast, a hung one does not).
 - The caller's deadline (``predict(batch, deadline)``) travels with the call;
   without one, calls get ``call_timeout_s`` (settings: remote_call_timeout_s).
 - Schemas, version and engine are learned on first need from the other
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 from typing import Any
 
 import grpc
@@ -36,6 +40,7 @@ from milepost.inference import grpc_predict_v2_pb2_grpc as pb_grpc
 
 DEPLOYMENT_PARAMETER = "milepost-deployment"
 _RETRY_ON = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND)
+SUSPECT_S = 5.0
 _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
 
 
@@ -77,6 +82,7 @@ class RemoteModel(LoadedModel):
         self.addresses = addresses
         self._channels = channels
         self._turn = itertools.count()
+        self._suspects: dict[str, float] = {}  # address -> until when it is tried last
         self._described = describe_cache if describe_cache is not None else {}
         self._known_version = ""
         self._call_timeout_s = call_timeout_s
@@ -124,13 +130,14 @@ class RemoteModel(LoadedModel):
 
     # ---- the calls ----
     def _call(self, method: str, request: object, timeout: float | None) -> Any:
-        """One call to the next address, and to one more if it is unavailable; ``timeout`` covers both."""
+        """One call to the next address, then to the others while they are unavailable;
+        ``timeout`` covers them all."""
         deadline = deadlines.after(timeout)
-        start = next(self._turn)
-        tries = min(2, len(self.addresses))
+        start = next(self._turn) % len(self.addresses)
+        now = time.monotonic()
+        order = sorted(self.addresses[start:] + self.addresses[:start], key=lambda a: self._suspects.get(a, 0.0) > now)
         last: grpc.RpcError | None = None
-        for attempt in range(tries):
-            address = self.addresses[(start + attempt) % len(self.addresses)]
+        for address in order:
             left = deadlines.remaining(deadline)
             if left is not None and left <= 0:
                 raise DeadlineExceeded(f"deadline passed before calling deployment {self.deployment_id} on {address}")
@@ -139,9 +146,11 @@ class RemoteModel(LoadedModel):
             except grpc.RpcError as err:
                 if MilepostError.from_status(err).code not in _RETRY_ON:
                     raise _as_error(err, self.deployment_id, address) from err
+                if err.code() == grpc.StatusCode.UNAVAILABLE:
+                    self._suspects[address] = time.monotonic() + SUSPECT_S
                 last = err
         assert last is not None
-        error = _as_error(last, self.deployment_id, self.addresses[(start + tries - 1) % len(self.addresses)])
+        error = _as_error(last, self.deployment_id, order[-1])
         if not isinstance(error, Unavailable):  # NOT_FOUND from a stale replica list
             error = Unavailable(error.message)
         raise error from last

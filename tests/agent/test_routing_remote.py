@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import grpc
 import numpy as np
@@ -50,6 +51,24 @@ def test_an_unreachable_replica_is_skipped_for_the_next_one(mesh) -> None:
                     agents=("a1",))
     code, message = code_of(lambda: infer(stub, "far-dead", rows))
     assert code == grpc.StatusCode.UNAVAILABLE
+
+
+def test_every_replica_is_tried_and_dead_ones_go_last(mesh) -> None:
+    """Two of three replicas dead (an agent lost, another draining away): every call still
+    answers, and after the first failures the live one is tried first."""
+    a2 = mesh.address("a2")
+    dead = [dead_address(), dead_address()]
+    mesh.set_routes(route("far-three", "single", [arm("remote", "dep-remote")], {"dep-remote": [*dead, a2]}),
+                    agents=("a1",))
+    stub = mesh.inference("a1")
+    rows = mesh.rows[:3]
+    expected = direct(mesh, "dep-remote", rows, agent="a2")
+    for _ in range(9):
+        np.testing.assert_array_equal(infer(stub, "far-three", rows).values, expected)
+    route_table = mesh.agents["a1"].router.table.get("far-three")
+    remote = route_table.remotes["dep-remote"]
+    now = time.monotonic()
+    assert sorted(a for a, until in remote._suspects.items() if until > now) == sorted(dead)
 
 
 def test_a_local_replica_is_preferred_and_the_remote_one_is_used_when_alone(mesh) -> None:

@@ -37,7 +37,7 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
             model=request.model, version=request.version, engine=request.engine,
             device="cuda" if request.gpus > 0 else "cpu",
         )
-        self.table.load(spec, request.flavor, BatchingSettings.from_proto(request.batching))
+        self.table.load(spec, request.flavor, BatchingSettings.from_proto(request.batching), number=request.version_number)
         return agent_pb2.LoadResponse()
 
     def Unload(self, request: agent_pb2.UnloadRequest, context: grpc.ServicerContext) -> agent_pb2.UnloadResponse:

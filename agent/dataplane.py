@@ -38,10 +38,11 @@ from agent.deployments import DeploymentTable
 from agent.routing.members import DEPLOYMENT_PARAMETER
 from agent.routing.router import Router, describe_hosted
 from agent.statistics import EndpointStatistics
-from milepost.core import deadlines, memory
+from milepost.core import deadlines, logs, memory
 from milepost.core.deadlines import Deadline
 from milepost.core.description import ModelDescription
 from milepost.core.errors import MilepostError, NotFound, ResourceExhausted
+from milepost.core.model_refs import serves
 
 ARM_PARAMETER = "milepost-arm"
 Encoded = TypeVar("Encoded")
@@ -58,6 +59,7 @@ class InferenceRequest:
     parameters: Mapping[str, str] = field(default_factory=dict)
     deadline: Deadline = None
     size_bytes: int = 0  # the request's size on the wire, for admission
+    request_id: str = ""  # the caller's id for it, on every log line written while it is served
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,15 @@ class DataPlane:
             self._after_burst.released(self._inflight_bytes)
 
     def serve(self, request: InferenceRequest, encode: Callable[[InferenceResponse], Encoded]) -> Encoded:
+        """Serve ``request`` and return ``encode(response)``: the front end's reply, timed here too;
+        log lines written meanwhile carry its request id (milepost.core.logs)."""
+        token = logs.request_id.set(request.request_id)
+        try:
+            return self._serve(request, encode)
+        finally:
+            logs.request_id.reset(token)
+
+    def _serve(self, request: InferenceRequest, encode: Callable[[InferenceResponse], Encoded]) -> Encoded:
         """Serve ``request`` and return ``encode(response)``: the front end's reply, timed here too.
 
         Statistics count under the name served: the endpoint, or for a direct deployment
@@ -127,7 +138,7 @@ class DataPlane:
                 decoded = time.perf_counter_ns()
                 deadlines.check(request.deadline, f"scoring {request.name!r}")
                 out = hosted.model.predict(batch, request.deadline)
-                response = InferenceResponse(out, hosted.model.version, (), (hosted.spec.deployment_id,))
+                response = InferenceResponse(out, hosted.version, (), (hosted.spec.deployment_id,))
             else:
                 batch = request.decode(self.router.input_schema(table, request.name))
                 decoded = time.perf_counter_ns()
@@ -156,7 +167,7 @@ class DataPlane:
             if hosted is None:
                 raise NotFound(f"model {name!r} is not served by this agent")
             described = describe_hosted(hosted)
-        if version and not described.version.startswith(version):
+        if version and not serves(version, described.version, described.digest):
             raise NotFound(f"version {version!r} of model {name!r} is not served here; serving {described.version}")
         return described
 

@@ -5,7 +5,9 @@ in one step once the new model is ready, so a redeploy never leaves a gap.
 Loads are idempotent per deployment id, because the coordinator may retry
 them. The router serves a local endpoint that has no pushed route as a
 synthesised ``single`` route over its local deployment (``local_endpoints``);
-``on_change`` tells it when that mapping moved.
+``on_change`` tells it when that mapping moved. A deployment's data-plane
+version is the registry's number the coordinator sent with the load ("3"),
+its content hash (``spec.version``) its digest.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from engines import registry
 from engines.base import DeploymentSpec, LoadedModel
 from engines.batching import MicroBatcher
 from milepost.core.batching import BatchingSettings
+from milepost.core.model_refs import served_version
 
 log = logging.getLogger("milepost.agent")
 
@@ -30,6 +33,12 @@ class Hosted:
     spec: DeploymentSpec
     engine: str
     model: LoadedModel
+    number: int = 0  # the registry's number of the version; 0: the coordinator sent none
+
+    @property
+    def version(self) -> str:
+        """The version the data plane reports (milepost.core.model_refs.served_version)."""
+        return served_version(self.number, self.spec.version)
 
 
 class DeploymentTable:
@@ -41,7 +50,7 @@ class DeploymentTable:
         self._routes: dict[str, str] = {}  # endpoint -> deployment id
         self.on_change: Callable[[], None] = lambda: None
 
-    def load(self, spec: DeploymentSpec, flavor: str, batching: BatchingSettings) -> Hosted:
+    def load(self, spec: DeploymentSpec, flavor: str, batching: BatchingSettings, *, number: int = 0) -> Hosted:
         with self._lock:
             load_lock = self._load_locks.setdefault(spec.deployment_id, threading.Lock())
         with load_lock:
@@ -53,7 +62,7 @@ class DeploymentTable:
             engine_name = engine.name
             bundle_dir: Path = self._cache.get(spec.model, spec.version)
             model = MicroBatcher(engine.load(bundle_dir, spec), batching)
-            hosted = Hosted(spec=spec, engine=engine_name, model=model)
+            hosted = Hosted(spec=spec, engine=engine_name, model=model, number=number)
             with self._lock:
                 self._by_id[spec.deployment_id] = hosted
                 self._routes[spec.endpoint] = spec.deployment_id

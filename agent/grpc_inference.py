@@ -9,9 +9,21 @@ arm that answered; an ensemble's members that answered, comma-separated).
 Metadata calls also accept a deployment id hosted here as the model name, and
 ModelConfig describes the Arrow schemas and version in its parameters, which
 is how remote members learn them.
+
+ModelStreamInfer (Triton's bidirectional stream) serves each request of the
+stream as ModelInfer does, in order: its answer, or its error in
+``error_message``, and the stream goes on. The stream holds a worker of the
+server's streams pool while it is open, and ends with DEADLINE_EXCEEDED when
+no request comes for ``stream_idle_timeout_s`` (milepost.core.grpc_server).
+
+The metadata answers are built by the functions below, once: the REST front
+end (agent.rest) renders the same messages as JSON.
 """
 
 from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
 
 import grpc
 
@@ -19,12 +31,13 @@ from agent.dataplane import ARM_PARAMETER, DataPlane, InferenceRequest, Inferenc
 from agent.routing.members import DEPLOYMENT_PARAMETER
 from agent.statistics import Duration, EndpointStatistics
 from milepost.core import deadlines, tensor_codec
-from milepost.core.errors import NotFound
+from milepost.core.errors import DeadlineExceeded, MilepostError, NotFound, Unavailable
 from milepost.core.version import __version__
 from milepost.inference import grpc_predict_v2_pb2 as pb
 from milepost.inference import grpc_predict_v2_pb2_grpc
 
 EXTENSIONS = ["model_configuration", "statistics"]
+log = logging.getLogger("milepost.agent")
 
 
 class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
@@ -42,30 +55,16 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         return pb.ModelReadyResponse(ready=self.core.is_ready(request.name, request.version))
 
     def ServerMetadata(self, request: pb.ServerMetadataRequest, context: grpc.ServicerContext) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(name="milepost", version=__version__, extensions=EXTENSIONS)
+        return server_metadata()
 
     def ModelMetadata(self, request: pb.ModelMetadataRequest, context: grpc.ServicerContext) -> pb.ModelMetadataResponse:
-        d = self.core.describe(request.name, request.version)
-        return pb.ModelMetadataResponse(
-            name=request.name, versions=[d.version], platform=d.platform,
-            inputs=d.input_metadata(), outputs=d.output_metadata(),
-        )
+        return model_metadata(self.core, request.name, request.version)
 
     def ModelConfig(self, request: pb.ModelConfigRequest, context: grpc.ServicerContext) -> pb.ModelConfigResponse:
-        return pb.ModelConfigResponse(config=self.core.describe(request.name, request.version).to_proto(request.name))
+        return model_config(self.core, request.name, request.version)
 
     def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.ServicerContext) -> pb.ModelStatisticsResponse:
-        router = self.core.router
-        if request.name and router.table.get(request.name) is None:
-            raise NotFound(f"model {request.name!r} is not served by this agent")
-        names = [request.name] if request.name else router.endpoints()
-        stats = []
-        for name in names:
-            # A pushed route has no one version (and describing it may ask another agent);
-            # a local deployment's version is its content hash.
-            version = "" if router.has_route(name) else self.core.describe(name, request.version).version
-            stats.append(_statistics(name, version, self.core.statistics(name)))
-        return pb.ModelStatisticsResponse(model_stats=stats)
+        return model_statistics(self.core, request.name, request.version)
 
     def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
         core_request = InferenceRequest(
@@ -75,6 +74,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             parameters=_parameter_strings(request),
             deadline=deadlines.from_grpc(context),
             size_bytes=request.ByteSize(),
+            request_id=request.id,
         )
         requested = [o.name for o in request.outputs] or None
 
@@ -87,6 +87,62 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             return response
 
         return self.core.serve(core_request, encode)
+
+    def ModelStreamInfer(
+        self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext,
+    ) -> Iterator[pb.ModelStreamInferResponse]:
+        for request in request_iterator:
+            try:
+                response = self.ModelInfer(request, context)
+            except MilepostError as err:
+                yield _stream_error(request, err.message)
+                continue
+            except Exception:  # noqa: BLE001 - our bug: a generic message, the traceback logged, the stream goes on
+                log.exception("unhandled error in ModelStreamInfer")
+                yield _stream_error(request, "internal error in ModelStreamInfer; see the server log")
+                continue
+            yield pb.ModelStreamInferResponse(infer_response=response)
+
+
+def server_metadata() -> pb.ServerMetadataResponse:
+    return pb.ServerMetadataResponse(name="milepost", version=__version__, extensions=EXTENSIONS)
+
+
+def model_metadata(core: DataPlane, name: str, version: str) -> pb.ModelMetadataResponse:
+    d = core.describe(name, version)
+    return pb.ModelMetadataResponse(
+        name=name, versions=[d.version], platform=d.platform, inputs=d.input_metadata(), outputs=d.output_metadata(),
+    )
+
+
+def model_config(core: DataPlane, name: str, version: str) -> pb.ModelConfigResponse:
+    return pb.ModelConfigResponse(config=core.describe(name, version).to_proto(name))
+
+
+def model_statistics(core: DataPlane, name: str, version: str) -> pb.ModelStatisticsResponse:
+    """The statistics of ``name``, or of every name served when it is empty."""
+    router = core.router
+    if name and router.table.get(name) is None:
+        raise NotFound(f"model {name!r} is not served by this agent")
+    stats = []
+    for served in [name] if name else router.endpoints():
+        # The version described: a deployment's number, or a routed endpoint's first arm's (which
+        # perf_analyzer reads as an integer); "" when that needs an agent that does not answer now.
+        try:
+            served_version = core.describe(served, version).version
+        except (Unavailable, DeadlineExceeded):
+            served_version = ""
+        stats.append(_statistics(served, served_version, core.statistics(served)))
+    return pb.ModelStatisticsResponse(model_stats=stats)
+
+
+def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
+    """A stream's answer to a request that failed: its error, and the request's id to match it by."""
+    return pb.ModelStreamInferResponse(
+        error_message=message,
+        infer_response=pb.ModelInferResponse(model_name=request.model_name, model_version=request.model_version,
+                                             id=request.id),
+    )
 
 
 def _parameter_strings(request: pb.ModelInferRequest) -> dict[str, str]:

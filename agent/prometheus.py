@@ -16,6 +16,12 @@ Per endpoint (label ``endpoint``), as ModelStatistics counts them:
 (label ``outcome``), ``milepost_shadow_dropped_total`` (mirrors dropped because
 the shadow pool was full). And ``milepost_routes_generation``.
 
+Per deployment whose bundle carries a training baseline (scoring_core.drift), over its
+last closed window: ``milepost_feature_drift`` (labels ``endpoint``, ``deployment``,
+``feature``, ``statistic``: psi, overlap, js_distance, ks, missing_rate,
+out_of_range_rate), ``milepost_prediction_drift`` (the same for the prediction) and
+``milepost_drift_window_rows``.
+
 The counters live where they are counted (ArmMetricsBook, EndpointStatistics);
 AgentCollector is a prometheus_client Collector that reads a snapshot of them at
 each scrape, and prometheus_client writes the exposition (text format, or
@@ -42,10 +48,12 @@ from prometheus_client.utils import floatToGoString
 from agent.routing.arm_metrics import LATENCY_BOUNDS_MS
 from agent.statistics import EndpointStatistics
 from milepost.v1 import routing_pb2
+from scoring_core.drift import Drift
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+    from agent.deployments import Hosted
     from agent.routing.arm_metrics import ArmMetricsBook
 
 log = logging.getLogger("milepost.agent")
@@ -60,6 +68,7 @@ class Reading:
     endpoints: Mapping[str, EndpointStatistics]
     shadow_dropped: Mapping[str, int]
     generation: int
+    drift: Iterable[tuple[str, str, Mapping[str, Drift]]] = ()  # (endpoint, deployment, name -> drift)
 
 
 class _EndpointCounters(Protocol):
@@ -71,8 +80,15 @@ class _RouteTable(Protocol):
     def generation(self) -> int: ...
 
 
+class _Deployments(Protocol):
+    def hosted(self) -> list[Hosted]: ...
+
+
 class AgentCounters(Protocol):
     """What AgentCollector reads of an agent (agent.server.Agent)."""
+
+    @property
+    def table(self) -> _Deployments: ...
 
     @property
     def arm_metrics(self) -> ArmMetricsBook: ...
@@ -85,8 +101,10 @@ class AgentCounters(Protocol):
 
 
 def read_agent(agent: AgentCounters) -> Reading:
+    drift = [(h.spec.endpoint, h.spec.deployment_id, window.drifts()) for h in agent.table.hosted()
+             if (window := h.model.drift) is not None]
     return Reading(agent.arm_metrics.snapshot(), agent.dataplane.all_statistics(), agent.arm_metrics.shadow_dropped(),
-                   agent.router.generation)
+                   agent.router.generation, drift)
 
 
 def families(reading: Reading) -> list[Metric]:
@@ -138,8 +156,29 @@ def families(reading: Reading) -> list[Metric]:
                                value=reading.generation)
     return [
         requests, errors, latency, predictions, prediction_sum, prediction_squares, compared, abs_diff,
-        endpoint_requests, endpoint_rows, endpoint_seconds, dropped, routes,
+        endpoint_requests, endpoint_rows, endpoint_seconds, dropped, routes, *_drift_families(reading),
     ]
+
+
+DRIFT_STATISTICS = ("psi", "overlap", "js_distance", "ks", "missing_rate", "out_of_range_rate")
+
+
+def _drift_families(reading: Reading) -> list[Metric]:
+    labels = ["endpoint", "deployment", "feature", "statistic"]
+    features = GaugeMetricFamily("milepost_feature_drift", "Drift of a feature against the training baseline.", labels=labels)
+    prediction = GaugeMetricFamily("milepost_prediction_drift", "Drift of the prediction against the training baseline.",
+                                   labels=["endpoint", "deployment", "statistic"])
+    rows = GaugeMetricFamily("milepost_drift_window_rows", "Rows in the window the drift figures cover.",
+                             labels=["endpoint", "deployment"])
+    for endpoint, deployment, drifts in reading.drift:
+        for name, d in drifts.items():
+            for statistic in DRIFT_STATISTICS:
+                if name == "prediction":
+                    prediction.add_metric([endpoint, deployment, statistic], getattr(d, statistic))
+                else:
+                    features.add_metric([endpoint, deployment, name, statistic], getattr(d, statistic))
+        rows.add_metric([endpoint, deployment], drifts["prediction"].rows)
+    return [features, prediction, rows]
 
 
 class AgentCollector(Collector):

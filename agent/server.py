@@ -1,11 +1,11 @@
-"""The agent process: one gRPC server for the data plane, AgentService and health;
-optionally an HTTP server for Prometheus metrics.
+"""The agent process: one gRPC server for the data plane, AgentService and health; optionally
+the data plane over REST (agent.rest on agent.http_server) and an HTTP server for Prometheus metrics.
 
 ``drain()`` is how it stops on SIGTERM (a rolling restart, a node going down): it
 tells the coordinator at once that it drains, so routes and clients move to other
 replicas and nothing new is placed on it; it keeps answering while they move, until
 no request came for ``drain_quiet_s`` or ``drain_timeout_s`` passed; then the server
-stops with the rest of the time as grace, so calls under way finish. A call that
+stops with the rest of the time (at least DRAIN_MIN_GRACE_S) as grace, so calls under way finish. A call that
 arrives after that is refused UNAVAILABLE, which clients retry on another replica.
 """
 
@@ -17,6 +17,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,10 +29,12 @@ from agent.control import AgentControlServicer
 from agent.dataplane import DataPlane
 from agent.deployments import DeploymentTable
 from agent.grpc_inference import InferenceServicer
+from agent.http_server import HttpServer
 from agent.load_meter import LoadMeter
 from agent.model_cache import ModelCache
 from agent.prometheus import AgentCollector, MetricsServer, exposition
 from agent.registration import Registration
+from agent.rest import RestApp
 from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.router import Router
 from agent.stage_runner import StageRunner
@@ -39,7 +42,7 @@ from engines import registry
 from milepost.core import auth, model_upload
 from milepost.core.auth import AuthInterceptor, Identity
 from milepost.core.errors import MilepostError, NotFound, Unavailable
-from milepost.core.grpc_server import new_server
+from milepost.core.grpc_server import DEFAULT_MAX_MESSAGE_BYTES, new_server
 from milepost.core.settings import get_settings
 from milepost.core.tls import Tls, is_loopback, listen, open_channel
 from milepost.core.version import __version__
@@ -50,6 +53,8 @@ from scoring_core.threads import pin_blas_to_one_thread
 
 log = logging.getLogger("milepost.agent")
 SERVICES = ("inference.GRPCInferenceService", "milepost.v1.AgentService")
+# However long a drain waited, calls under way when the server stops get this long to finish.
+DRAIN_MIN_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,8 @@ class AgentConfig:
     labels: dict[str, str] = field(default_factory=dict)
     # HTTP port of GET /metrics (Prometheus text); None: no metrics server; 0: a free port.
     metrics_port: int | None = None
+    # HTTP port of the data plane over REST (Open Inference Protocol /v2/...); None: none; 0: a free port.
+    http_port: int | None = None
     # The agent's own token (role agent) for its calls to the coordinator; empty: the token setting.
     token: str = ""
     # TLS of its server and of its channels to the coordinator and other agents; None: plaintext,
@@ -74,8 +81,10 @@ class AgentConfig:
     inference_auth: bool | None = None
 
     def __post_init__(self) -> None:
-        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
-            raise ValueError(f"metrics_port must be between 0 and 65535, got {self.metrics_port}")
+        for name in ("metrics_port", "http_port"):
+            port = getattr(self, name)
+            if port is not None and not 0 <= port <= 65535:
+                raise ValueError(f"{name} must be between 0 and 65535, got {port}")
 
 
 class Agent:
@@ -93,7 +102,8 @@ class Agent:
         self.dataplane = DataPlane(self.table, self.router, max_inflight_bytes=self._settings.max_inflight_bytes)
         self.health = health.HealthServicer()
         require = config.inference_auth if config.inference_auth is not None else not is_loopback(config.host)
-        self.server = new_server(AuthInterceptor(self._authenticate, auth.data_plane_rules(require_token=require)))
+        rules = auth.data_plane_rules(require_token=require)
+        self.server = new_server(AuthInterceptor(self._authenticate, rules))
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.dataplane), self.server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentControlServicer(self.table, self.info, self.router, self.arm_metrics, self._stage_runner()),
@@ -109,6 +119,15 @@ class Agent:
         )
         self.port = 0
         self._metrics_server: MetricsServer | None = None
+        # The REST front end; served when http_port is set (a benchmark may serve it on another server).
+        self._http_workers = ThreadPoolExecutor(16, thread_name_prefix="http")
+        self.rest = RestApp(self.dataplane, self._authenticate, rules, workers=self._http_workers,
+                            max_body_bytes=DEFAULT_MAX_MESSAGE_BYTES,
+                            max_receiving_bytes=self._settings.max_inflight_bytes)
+        self._http_server = (
+            HttpServer(self.rest, config.host, config.http_port, config.tls, insecure=config.insecure)
+            if config.http_port is not None else None
+        )
         self._resources = resources.probe()
         self._engines = registry.discover()
         self._stopped = threading.Event()
@@ -130,6 +149,19 @@ class Agent:
     @property
     def address(self) -> str:
         return self.config.advertise or f"{self.config.host}:{self.port}"
+
+    @property
+    def http_port(self) -> int | None:
+        """The bound port of the REST data plane, once started; None when it is off."""
+        return self._http_server.port if self._http_server is not None else None
+
+    @property
+    def http_url(self) -> str | None:
+        """``http(s)://host:port`` of the REST data plane, once started; None when it is off."""
+        if self._http_server is None:
+            return None
+        host = f"[{self.config.host}]" if ":" in self.config.host else self.config.host
+        return f"{self._http_server.scheme}://{host}:{self._http_server.port}"
 
     @property
     def metrics_port(self) -> int | None:
@@ -163,6 +195,12 @@ class Agent:
         pin_blas_to_one_thread()
         self.port = listen(self.server, self.config.host, self.config.port, self.config.tls,
                            insecure=self.config.insecure)
+        if self._http_server is not None:
+            try:
+                self._http_server.start()
+            except BaseException:
+                self.server.stop(None)
+                raise
         if self.config.metrics_port is not None:
             self._metrics_server = MetricsServer(self.config.host, self.config.metrics_port, AgentCollector.of(self))
             self._metrics_server.start()
@@ -194,7 +232,7 @@ class Agent:
             if self.dataplane.inflight_requests == 0 and quiet >= quiet_s:
                 break
             abandon.wait(0.05)
-        self.stop(grace=max(deadline - time.monotonic(), 1.0))
+        self.stop(grace=max(deadline - time.monotonic(), DRAIN_MIN_GRACE_S))
 
     def stop(self, grace: float = 2.0) -> None:
         if self._stopped.is_set():
@@ -203,7 +241,11 @@ class Agent:
         self.dataplane.ready = False
         self.health.enter_graceful_shutdown()
         self.registration.stop()
-        self.server.stop(grace).wait()
+        stopped = self.server.stop(grace)
+        if self._http_server is not None:
+            self._http_server.stop(grace)
+        stopped.wait()
+        self._http_workers.shutdown(wait=False, cancel_futures=True)
         if self._metrics_server is not None:
             self._metrics_server.stop()
         self.router.close()

@@ -61,7 +61,7 @@ def main() -> None:
         data = Path(tmp) / "data"
         scoring_core.compile(model).save(Path(tmp) / "bundle")
         up = subprocess.Popen([sys.executable, "-m", "milepost.cli", "up", "--data-dir", str(data), "--port", "0",
-                               "--agent-port", "0", "--metrics-port", "-1"],
+                               "--agent-port", "0", "--metrics-port", "-1", "--http-port", "-1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         try:
             while not (data / "up.json").exists():

@@ -130,7 +130,7 @@ def main() -> None:
         data_dir = Path(tmp) / "data"
         up = subprocess.Popen(
             [sys.executable, "-m", "milepost.cli", "up", "--data-dir", str(data_dir), "--port", "0", "--agent-port", "0",
-             "--metrics-port", "-1"],
+             "--metrics-port", "-1", "--http-port", "-1"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         try:

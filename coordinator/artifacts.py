@@ -10,7 +10,8 @@ A push writes under temporary names in the store's directory and renames the
 archive into place only once it is verified; a crash mid-push leaves those
 temporary files, and opening the store (at every coordinator start) removes
 them. A full or read-only disk is reported as such, naming the directory
-(coordinator.storage_errors), never as an internal error.
+(coordinator.storage_errors), never as an internal error. An archive is removed
+when the registry deletes the last version record that names it (coordinator.versions).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -36,6 +39,24 @@ log = logging.getLogger("milepost.coordinator")
 # verify (.push-*) and the bundle module's sibling of that (..push-*.unpack-*); older versions
 # used tempfile's default tmp* names. Archives are named by a hex digest, which none of these is.
 TEMPORARY = re.compile(r"^\.*(push-|tmp)")
+
+
+@dataclass(frozen=True)
+class Received:
+    """A verified archive under its temporary name (ArtifactStore.receive)."""
+
+    store: ArtifactStore
+    path: Path
+    version: str
+    manifest: dict
+    size: int
+
+    def keep(self) -> None:
+        """Put the archive in place under its version."""
+        try:
+            self.path.replace(self.store.path_for(self.version))
+        except OSError as err:
+            self.store._raise_disk_error(err, "storing a model")
 
 
 class ArtifactStore:
@@ -73,6 +94,15 @@ class ArtifactStore:
 
     def put(self, chunks: Iterable[bytes], sha256: str) -> tuple[str, dict, int]:
         """Store an archive; returns (version, manifest, size). Idempotent per version."""
+        with self.receive(chunks, sha256) as received:
+            received.keep()
+            return received.version, received.manifest, received.size
+
+    @contextmanager
+    def receive(self, chunks: Iterable[bytes], sha256: str) -> Iterator[Received]:
+        """Receive and verify an archive under a temporary name; ``keep()`` puts it in place
+        (idempotent per version), which the registry does under its lock, with the record.
+        An archive left unkept is removed when the block ends."""
         digest = hashlib.sha256()
         size = 0
         try:
@@ -98,12 +128,23 @@ class ArtifactStore:
             with tempfile.TemporaryDirectory(dir=self.root, prefix=".push-") as unpacked, tmp.open("rb") as archive:
                 version = bundle.unpack(archive, Path(unpacked), limits=self.limits)
                 manifest = bundle.read_manifest(Path(unpacked))
-            tmp.replace(self.path_for(version))
-            return version, manifest, size
         except OSError as err:
+            tmp.unlink(missing_ok=True)
             self._raise_disk_error(err, "storing a model")
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        try:
+            yield Received(self, tmp, version, manifest, size)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def remove(self, version: str) -> None:
+        """Remove a version's archive (the registry does, once no model record names it)."""
+        try:
+            self.path_for(version).unlink(missing_ok=True)
+        except OSError as err:
+            self._raise_disk_error(err, "removing a model")
 
     def read(self, version: str) -> Iterator[bytes]:
         path = self.path_for(version)

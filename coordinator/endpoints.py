@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
+from coordinator import versions
 from coordinator.reconciler import WAITING, Reconciler
 from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, Store
 from engines import engine_for_flavor
@@ -59,11 +60,8 @@ class Endpoints:
         return endpoint
 
     def model(self, name: str, version: str) -> ModelRecord:
-        record = self.store.get_model(name, version)
-        if record is None:
-            which = shown(f"{name}:{version}" if version else name)
-            raise NotFound(f"model {which} is not registered (or the version prefix is ambiguous); see `milepost models`")
-        return record
+        """The version an arm names (coordinator.versions: a number, an alias, a digest or its prefix)."""
+        return versions.resolve(self.store, name, version)
 
     # ---- setting policies ----
     def set_policy(

@@ -29,6 +29,7 @@ from coordinator.reconciler import Reconciler
 from coordinator.store import EndpointRecord, RunRecord, Store
 from milepost.core import bounded_json
 from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound, ResourceExhausted, shown
+from milepost.core.model_refs import split_model_ref
 from milepost.core.names import check_name
 from milepost.core.requirements import Requirements
 from milepost.core.routing import spec as routing_spec
@@ -279,6 +280,13 @@ class Pipelines:
         self._notify()
 
     def _on_agent(self, run_id: str, stage: pipelines_pb2.StageSpec, params: dict[str, Any]) -> dict[str, str]:
+        if stage.kind == "batch_scoring" and isinstance(params.get("model"), str):
+            name, version = split_model_ref(params["model"])
+            if version and len(version) != 64:
+                # The agent fetches by content hash (or the newest, for a bare name, which it
+                # asks for itself): a number, an alias or a prefix is resolved here, once.
+                record = self.endpoints.model(name, version)
+                params = {**params, "model": f"{record.name}:{record.version}"}
         req = Requirements.from_proto(stage.resources, stage.selector, stage.engine)
         (agent_id,) = placement.place(self.reconciler.candidates(), req, 1, strategy=self.reconciler.strategy)
         agent = self.store.get_agent(agent_id)
@@ -311,9 +319,9 @@ class Pipelines:
         take the floor's defaults (routing_spec), the same as the CLI's."""
         endpoint, ref = params.get("endpoint"), params.get("model")
         if not endpoint or not ref:
-            raise InvalidArgument("a deploy stage needs params.endpoint and params.model (NAME[:VERSION])")
+            raise InvalidArgument("a deploy stage needs params.endpoint and params.model (NAME[:VERSION] or NAME@ALIAS)")
         endpoint = check_name("endpoint", endpoint)  # what a ${stage.output} resolved to, too
-        name, _, version = str(ref).partition(":")
+        name, version = split_model_ref(str(ref))
         policy = params.get("policy", "single")
         if policy not in ("single", "canary"):
             raise InvalidArgument(f"a deploy stage's policy is single or canary, got {shown(policy)}")

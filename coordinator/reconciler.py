@@ -63,14 +63,17 @@ class Reconciler:
         strategy: str = "spread", grace_s: float | None = None, workers: int = 8, queue_limit: int = 1024,
     ) -> None:
         """``grace_s``: how long after this start agents known from the store count as live
-        without a heartbeat; default the TTL plus the agents' longest registration backoff."""
+        without a heartbeat; default the TTL plus the agents' longest registration backoff
+        and one registration call (an agent may be mid-backoff, then slow to answer)."""
         self.store = store
         self.agents = agents
         self.ttl_s = ttl_s
         self.clock = clock
         self.strategy = strategy
         self.started_at = clock()
-        self.grace_s = max(ttl_s, ttl_s + get_settings().registration_max_backoff_s if grace_s is None else grace_s)
+        settings = get_settings()
+        default_grace = ttl_s + settings.registration_max_backoff_s + settings.registration_timeout_s
+        self.grace_s = max(ttl_s, default_grace if grace_s is None else grace_s)
         self._known_at_start = frozenset(a.agent_id for a in store.list_agents())
         # What agents last said they serve, whether they drain, their load (heartbeats fill it).
         self.reports = AgentReports(clock)
@@ -262,7 +265,7 @@ class Reconciler:
         request = agent_pb2.LoadRequest(
             deployment_id=d.deployment_id, endpoint=d.endpoint, model=d.model,
             version=d.version, flavor=model.flavor, engine=d.requirements.engine, gpus=d.requirements.gpus,
-            batching=d.batching.to_proto(),
+            batching=d.batching.to_proto(), version_number=model.number,
         )
         self.agents.load(agent.address, request, timeout=timeout)
 

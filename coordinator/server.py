@@ -20,6 +20,7 @@ from coordinator.routes import RouteBook
 from coordinator.service import CoordinatorServicer
 from coordinator.store import Store
 from coordinator.tokens import TokenBook, token_file
+from coordinator.versions import Registry
 from milepost.core import auth
 from milepost.core.auth import AuthInterceptor
 from milepost.core.grpc_server import new_server
@@ -53,7 +54,7 @@ class Coordinator:
     def __init__(self, config: CoordinatorConfig, clock: Callable[[], float] = time.time) -> None:
         self.config = config
         self.store = Store(config.data_dir / "milepost.db")
-        self.tokens = TokenBook(config.data_dir / "milepost.db", clock)
+        self.tokens = TokenBook(config.data_dir / "milepost.db", clock, self.store.audit_key)
         # The first start of a data directory makes an admin token, kept in admin.token (0600).
         self.admin_token_file = config.admin_token_file or config.data_dir / ADMIN_TOKEN_FILE
         if not self.tokens.has_tokens() or self.admin_token_file.exists():
@@ -66,6 +67,7 @@ class Coordinator:
         self.routes = RouteBook(self.store, self.reconciler, self.agent_clients)
         self.reconciler.on_change = self.routes.push
         self.endpoints = Endpoints(self.store, self.reconciler, clock, on_change=self.routes.push)
+        self.registry = Registry(self.store, self.artifacts, self.reconciler.placing, clock)
         self.stats = ArmStats()
         self.canary = CanaryController(self.endpoints, self.stats, clock)
         self.pipelines = Pipelines(self.store, self.reconciler, self.agent_clients, self.endpoints, clock)
@@ -76,7 +78,7 @@ class Coordinator:
         coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(
             CoordinatorServicer(
                 self.store, self.artifacts, self.reconciler, self.endpoints, self.routes, self.stats, self.pipelines,
-                self.tokens, heartbeat_interval_s=config.heartbeat_interval_s, clock=clock,
+                self.tokens, self.registry, heartbeat_interval_s=config.heartbeat_interval_s, clock=clock,
             ),
             self.server,
         )

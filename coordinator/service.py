@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from coordinator import report
+from coordinator import audit, report
 from coordinator.arm_stats import ArmStats
 from coordinator.artifacts import ArtifactStore
 from coordinator.endpoints import Endpoints, Placement, policy_of
@@ -22,10 +22,12 @@ from coordinator.reconciler import Reconciler
 from coordinator.routes import RouteBook
 from coordinator.store import EndpointRecord, ModelRecord, RunRecord, Store
 from coordinator.tokens import TokenBook
+from coordinator.versions import Registry
 from milepost.core import deadlines
 from milepost.core.auth import current_identity
 from milepost.core.batching import BatchingSettings
 from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound, shown
+from milepost.core.model_refs import SHA256
 from milepost.core.names import check_name
 from milepost.core.requirements import Requirements
 from milepost.core.routing.policy import Arm, build
@@ -48,9 +50,10 @@ def _timeout(context: grpc.ServicerContext) -> float | None:
 class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def __init__(
         self, store: Store, artifacts: ArtifactStore, reconciler: Reconciler, endpoints: Endpoints,
-        routes: RouteBook, stats: ArmStats, pipelines: Pipelines, tokens: TokenBook, *, heartbeat_interval_s: float,
-        clock: Callable[[], float],
+        routes: RouteBook, stats: ArmStats, pipelines: Pipelines, tokens: TokenBook, registry: Registry, *,
+        heartbeat_interval_s: float, clock: Callable[[], float],
     ) -> None:
+        self.registry = registry
         self.pipelines = pipelines
         self.tokens = tokens
         self._registering: set[str] = set()  # registered, first heartbeat not yet seen
@@ -100,7 +103,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         return pb.HeartbeatResponse(known=True, access_tokens=access)
 
     def FetchModel(self, request: pb.FetchModelRequest, context: grpc.ServicerContext) -> Iterator[pb.ModelChunk]:
-        record = self.endpoints.model(request.name, request.version)
+        record = self.registry.resolve(request.name, request.version)
         for chunk in self.artifacts.read(record.version):
             yield pb.ModelChunk(data=chunk)
 
@@ -122,17 +125,16 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             for message in request_iterator:
                 yield message.data
 
-        version, manifest, size = self.artifacts.put(chunks(), header.sha256)
-        record = ModelRecord(
-            name=header.name, version=version, flavor=manifest.get("flavor", ""),
-            size_bytes=size, created_at=self.clock(), manifest_json=json.dumps(manifest, sort_keys=True),
-        )
-        if not self.store.add_model(record):
-            record = self.store.get_model(header.name, version) or record
-        return model_message(record)
+        return model_message(self.registry.push(header.name, chunks(), header.sha256))
 
     def ListModels(self, request: pb.ListModelsRequest, context: grpc.ServicerContext) -> pb.ListModelsResponse:
         return pb.ListModelsResponse(models=[model_message(m) for m in self.store.list_models(request.name)])
+
+    def SetAlias(self, request: pb.SetAliasRequest, context: grpc.ServicerContext) -> types_pb2.ModelVersion:
+        return model_message(self.registry.set_alias(request.name, request.alias, request.version))
+
+    def DeleteModel(self, request: pb.DeleteModelRequest, context: grpc.ServicerContext) -> types_pb2.ModelVersion:
+        return model_message(self.registry.delete(request.name, request.version))
 
     # ---- endpoints ----
     def Deploy(self, request: pb.DeployRequest, context: grpc.ServicerContext) -> types_pb2.Endpoint:
@@ -266,6 +268,19 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
     def RevokeToken(self, request: pb.RevokeTokenRequest, context: grpc.ServicerContext) -> pb.TokenInfo:
         return self.tokens.revoke(request.token)
 
+    # ---- the audit trail ----
+    def ListAudit(self, request: pb.ListAuditRequest, context: grpc.ServicerContext) -> pb.ListAuditResponse:
+        if not 0 <= request.limit <= MAX_PAGE or request.after_seq < 0:
+            raise InvalidArgument(f"ListAudit: after_seq must be >= 0 and limit between 0 and {MAX_PAGE}")
+        entries = self.store.audit_entries(request.after_seq, request.limit or MAX_PAGE)
+        return pb.ListAuditResponse(entries=[pb.AuditEntry(**vars(e)) for e in entries])
+
+    def VerifyAudit(self, request: pb.VerifyAuditRequest, context: grpc.ServicerContext) -> pb.VerifyAuditResponse:
+        expected = audit.parse_head(request.expect_head) if request.expect_head else None
+        result = self.store.verify_audit(expected)
+        return pb.VerifyAuditResponse(ok=result.ok, entries=result.entries, head_seq=result.head_seq,
+                                      head_sha256=result.head_sha256, problems=result.problems)
+
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
         live = self.reconciler.live_agents()
         hosted: dict[str, list[str]] = {}
@@ -303,6 +318,7 @@ def model_message(m: ModelRecord) -> types_pb2.ModelVersion:
     return types_pb2.ModelVersion(
         name=m.name, version=m.version, flavor=m.flavor, size_bytes=m.size_bytes,
         created_at=m.created_at, manifest_json=m.manifest_json,
+        number=m.number, digest=SHA256 + m.version, aliases=list(m.aliases),
     )
 
 
@@ -315,7 +331,7 @@ def endpoint_message(e: EndpointRecord) -> types_pb2.Endpoint:
                 deployment_id=d.deployment_id, endpoint=d.endpoint, model=d.model, version=d.version,
                 replicas=d.replicas, agent_ids=list(d.agent_ids), state=d.state, message=d.message,
                 batching=d.batching.to_proto(), resources=d.requirements.to_proto(),
-                selector=d.requirements.selector, engine=d.requirements.engine,
+                selector=d.requirements.selector, engine=d.requirements.engine, number=d.number,
             )
             for d in e.deployments
         ],

@@ -14,11 +14,13 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from coordinator import audit
 from coordinator.storage_errors import storage_error
 from milepost.core.batching import BatchingSettings
+from milepost.core.model_refs import VersionRef
 from milepost.core.requirements import Requirements
 
 SCHEMA = """
@@ -29,7 +31,16 @@ CREATE TABLE IF NOT EXISTS models (
     size_bytes INTEGER NOT NULL,
     created_at REAL NOT NULL,
     manifest_json TEXT NOT NULL,
+    number INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (name, version)
+);
+CREATE TABLE IF NOT EXISTS aliases (
+    name TEXT NOT NULL,
+    alias TEXT NOT NULL,
+    version TEXT NOT NULL,
+    set_at REAL NOT NULL,
+    PRIMARY KEY (name, alias),
+    FOREIGN KEY (name, version) REFERENCES models(name, version) ON DELETE CASCADE
 );
 CREATE TABLE IF NOT EXISTS agents (
     agent_id TEXT PRIMARY KEY,
@@ -114,14 +125,33 @@ CREATE TABLE IF NOT EXISTS canary_windows (
 """
 
 
+MODEL_COLUMNS = "name, version, flavor, size_bytes, created_at, manifest_json, number"
+NUMBER_COUNTER = "model_number:"  # + a model's name (meta): the highest number it ever had, deleted ones too
+
+
 @dataclass(frozen=True)
 class ModelRecord:
+    """A registered version: ``version`` is the hex content hash (its digest); ``number``
+    counts from 1 per name, in the order versions were pushed, and is never reused."""
+
     name: str
     version: str
     flavor: str
     size_bytes: int
     created_at: float
     manifest_json: str
+    number: int = 0
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ModelDeletion:
+    """What deleting a version did: nothing when ``in_use`` names the endpoints that deploy
+    it; else the aliases removed with it, and whether its artifact is still another name's."""
+
+    in_use: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    artifact_shared: bool = False
 
 
 @dataclass(frozen=True)
@@ -147,6 +177,7 @@ class DeploymentRecord:
     # The engine is resolved from the flavor at deploy time.
     requirements: Requirements = field(default_factory=Requirements)
     agent_ids: tuple[str, ...] = ()
+    number: int = 0  # the registry's number of the version it serves (read from models, never stored here)
 
 
 @dataclass(frozen=True)
@@ -210,7 +241,9 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + audit.SCHEMA)
+            self._migrate()
+            self.audit_key = audit.load_key(path.parent / "audit.key")
             # A read-only file opens and reads fine; taking the write lock is what shows it.
             self._db.execute("BEGIN IMMEDIATE")
             self._db.execute("ROLLBACK")
@@ -219,6 +252,25 @@ class Store:
             if mapped is None:
                 raise
             raise mapped from err
+
+    def _migrate(self) -> None:
+        """Bring a database an older release made up to this schema, in one transaction:
+        versions registered before numbers existed get them, per name in created_at order."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(models)")}
+        if "number" not in columns:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("ALTER TABLE models ADD COLUMN number INTEGER NOT NULL DEFAULT 0")
+                rows = self._db.execute("SELECT rowid, name FROM models ORDER BY name, created_at, rowid").fetchall()
+                counts: dict[str, int] = {}
+                for rowid, name in rows:
+                    counts[name] = counts.get(name, 0) + 1
+                    self._db.execute("UPDATE models SET number=? WHERE rowid=?", (counts[name], rowid))
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        self._db.execute("CREATE UNIQUE INDEX IF NOT EXISTS models_by_number ON models(name, number)")
 
     def close(self) -> None:
         with self._lock:
@@ -255,39 +307,124 @@ class Store:
             return self._db.execute(sql, args).fetchall()
 
     # ---- models ----
-    def add_model(self, record: ModelRecord) -> bool:
-        """Insert a model version; False when that exact version was already registered."""
+    def add_model(self, record: ModelRecord) -> tuple[ModelRecord, bool]:
+        """Register a version under the model's next number: (the stored record, True); or, when
+        that content is registered under the name already, (that record, False): a re-push
+        changes nothing."""
         with self.transaction() as db:
-            cur = db.execute(
-                "INSERT OR IGNORE INTO models VALUES (?, ?, ?, ?, ?, ?)",
-                (record.name, record.version, record.flavor, record.size_bytes,
-                 record.created_at, record.manifest_json),
+            existing = self._models(db, "name=? AND version=?", (record.name, record.version))
+            if existing:
+                return existing[0], False
+            counter = NUMBER_COUNTER + record.name
+            row = db.execute("SELECT value FROM meta WHERE key=?", (counter,)).fetchone()
+            (top,) = db.execute("SELECT COALESCE(MAX(number), 0) FROM models WHERE name=?", (record.name,)).fetchone()
+            number = max(int(row[0]) if row else 0, int(top)) + 1
+            db.execute(
+                f"INSERT INTO models ({MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (record.name, record.version, record.flavor, record.size_bytes, record.created_at,
+                 record.manifest_json, number),
             )
-            return cur.rowcount == 1
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (counter, str(number)))
+            audit.append(db, self.audit_key, record.created_at, "push", f"{record.name}:{record.version}",
+                         f"pushed {record.name}:{number} (sha256:{record.version[:12]}, {record.flavor}, "
+                         f"{record.size_bytes} bytes)")
+            return replace(record, number=number, aliases=()), True
 
-    def get_model(self, name: str, version: str | None = None) -> ModelRecord | None:
-        """The named version, or the newest one of the model when version is empty."""
-        if version:
-            rows = self._query("SELECT * FROM models WHERE name=? AND version=?", (name, version))
-            if not rows and len(version) < 64:
-                rows = self._query(
-                    "SELECT * FROM models WHERE name=? AND version LIKE ? ESCAPE '\\' ORDER BY created_at DESC",
-                    (name, like_prefix(version)),
-                )
-                if len(rows) > 1:
-                    return None
+    def get_model(self, name: str, version: str) -> ModelRecord | None:
+        """The version with exactly this content hash (references resolve in coordinator.versions)."""
+        with self._lock:
+            found = self._models(self._db, "name=? AND version=?", (name, version))
+        return found[0] if found else None
+
+    def find_models(self, name: str, ref: VersionRef, limit: int = 10) -> list[ModelRecord]:
+        """The versions of ``name`` that ``ref`` may mean, newest first: one, none, or (a digest
+        prefix) up to ``limit`` candidates."""
+        args: tuple[object, ...]
+        if ref.number is not None:
+            where, args = "name=? AND number=?", (name, ref.number)
+        elif ref.alias:
+            where = "name=? AND version=(SELECT version FROM aliases WHERE name=? AND alias=?)"
+            args = (name, name, ref.alias)
+        elif len(ref.digest) == 64:
+            where, args = "name=? AND version=?", (name, ref.digest)
+        elif ref.digest:
+            where, args = "name=? AND version LIKE ? ESCAPE '\\'", (name, like_prefix(ref.digest))
         else:
-            rows = self._query(
-                "SELECT * FROM models WHERE name=? ORDER BY created_at DESC, rowid DESC LIMIT 1", (name,)
-            )
-        return ModelRecord(*rows[0]) if rows else None
+            where, args, limit = "name=?", (name,), 1
+        with self._lock:
+            return self._models(self._db, f"{where} ORDER BY number DESC LIMIT ?", (*args, limit))
 
     def list_models(self, name: str = "") -> list[ModelRecord]:
-        if name:
-            rows = self._query("SELECT * FROM models WHERE name=? ORDER BY created_at", (name,))
-        else:
-            rows = self._query("SELECT * FROM models ORDER BY name, created_at")
-        return [ModelRecord(*r) for r in rows]
+        with self._lock:
+            if name:
+                return self._models(self._db, "name=? ORDER BY number", (name,))
+            return self._models(self._db, "1 ORDER BY name, number", ())
+
+    @staticmethod
+    def _models(db: sqlite3.Connection, where: str, args: tuple) -> list[ModelRecord]:
+        """The model records (with their aliases) that ``SELECT ... FROM models WHERE <where>`` finds."""
+        rows = db.execute(f"SELECT {MODEL_COLUMNS} FROM models WHERE {where}", args).fetchall()
+        if not rows:
+            return []
+        names = sorted({r[0] for r in rows})
+        aliases: dict[tuple[str, str], list[str]] = {}
+        for name, alias, version in db.execute(
+            f"SELECT name, alias, version FROM aliases WHERE name IN ({','.join('?' * len(names))}) ORDER BY alias",
+            names,
+        ):
+            aliases.setdefault((name, version), []).append(alias)
+        return [
+            ModelRecord(name, version, flavor, size, at, manifest, number, tuple(aliases.get((name, version), ())))
+            for name, version, flavor, size, at, manifest, number in rows
+        ]
+
+    def set_alias(self, name: str, alias: str, version: str, now: float, message: str) -> None:
+        """Point ``name@alias`` at a version (its exact content hash), moving it if it named
+        another, with an event saying ``message``."""
+        with self.transaction() as db:
+            db.execute("INSERT OR REPLACE INTO aliases VALUES (?, ?, ?, ?)", (name, alias, version, now))
+            self._model_event(db, now, "alias", f"{name}@{alias}", message)
+
+    def remove_alias(self, name: str, alias: str, now: float) -> str | None:
+        """Remove ``name@alias``, with an event; the version it named (None: no such alias, nothing changed)."""
+        with self.transaction() as db:
+            row = db.execute("SELECT version FROM aliases WHERE name=? AND alias=?", (name, alias)).fetchone()
+            if row is None:
+                return None
+            db.execute("DELETE FROM aliases WHERE name=? AND alias=?", (name, alias))
+            self._model_event(db, now, "unalias", f"{name}@{alias}",
+                              f"{name}@{alias} removed (it named {self._label(db, name, row[0])})")
+            return str(row[0])
+
+    def delete_model(self, name: str, version: str, now: float) -> ModelDeletion:
+        """Remove a version and the aliases that name it, with an event, in one transaction;
+        nothing when a deployment serves it (``in_use``)."""
+        with self.transaction() as db:
+            in_use = tuple(r[0] for r in db.execute(
+                "SELECT DISTINCT endpoint FROM deployments WHERE model=? AND version=? ORDER BY endpoint", (name, version),
+            ))
+            if in_use:
+                return ModelDeletion(in_use=in_use)
+            label = self._label(db, name, version)
+            aliases = tuple(r[0] for r in db.execute(
+                "SELECT alias FROM aliases WHERE name=? AND version=? ORDER BY alias", (name, version),
+            ))
+            db.execute("DELETE FROM models WHERE name=? AND version=?", (name, version))
+            shared = db.execute("SELECT 1 FROM models WHERE version=? LIMIT 1", (version,)).fetchone() is not None
+            removed = f"; aliases {', '.join(aliases)} removed" if aliases else ""
+            self._model_event(db, now, "delete_model", f"{name}:{version}", f"{label} deleted{removed}")
+            return ModelDeletion(aliases=aliases, artifact_shared=shared)
+
+    def _model_event(self, db: sqlite3.Connection, now: float, kind: str, subject: str, message: str) -> None:
+        """A change to the registry: an event with no endpoint, and an audit entry about ``subject``."""
+        db.execute("INSERT INTO events (endpoint, at, kind, message) VALUES ('', ?, ?, ?)", (now, kind, message))
+        audit.append(db, self.audit_key, now, kind, subject, message)
+
+    @staticmethod
+    def _label(db: sqlite3.Connection, name: str, version: str) -> str:
+        """``name:number (sha256:prefix)`` of a stored version, as events name it."""
+        row = db.execute("SELECT number FROM models WHERE name=? AND version=?", (name, version)).fetchone()
+        return f"{name}:{row[0] if row else '?'} (sha256:{version[:12]})"
 
     # ---- agents ----
     def upsert_agent(self, agent_id: str, address: str, info: bytes, now: float) -> None:
@@ -372,10 +509,23 @@ class Store:
             self._insert_event(db, endpoint, now, *event)
             return old
 
-    # ---- audit trail, rewards, counters ----
-    @staticmethod
-    def _insert_event(db: sqlite3.Connection, endpoint: str, now: float, kind: str, message: str) -> None:
+    # ---- events (each also in the audit trail), rewards, counters ----
+    def _insert_event(self, db: sqlite3.Connection, endpoint: str, now: float, kind: str, message: str) -> None:
         db.execute("INSERT INTO events (endpoint, at, kind, message) VALUES (?, ?, ?, ?)", (endpoint, now, kind, message))
+        audit.append(db, self.audit_key, now, kind, endpoint, message)
+
+    def record_audit(self, action: str, subject: str, detail: str, now: float) -> None:
+        """A change with no endpoint event of its own (a token, an approval): the audit trail only."""
+        with self.transaction() as db:
+            audit.append(db, self.audit_key, now, action, subject, detail)
+
+    def audit_entries(self, after_seq: int = 0, limit: int = 1000) -> list[audit.Entry]:
+        with self._lock:
+            return audit.entries(self._db, after_seq, limit)
+
+    def verify_audit(self, expect_head: tuple[int, str] | None = None) -> audit.Verification:
+        with self._lock:
+            return audit.verify(self._db, self.audit_key, expect_head)
 
     def add_event(self, endpoint: str, kind: str, message: str, now: float) -> None:
         with self.transaction() as db:
@@ -404,6 +554,7 @@ class Store:
     def add_run(self, run_id: str, pipeline: str, spec: bytes, stage_names: list[str], now: float) -> None:
         with self.transaction() as db:
             db.execute("INSERT INTO runs VALUES (?, ?, 'PENDING', ?, 0, ?)", (run_id, pipeline, now, spec))
+            audit.append(db, self.audit_key, now, "pipeline", pipeline, f"run {run_id} submitted: {', '.join(stage_names)}")
             db.executemany(
                 "INSERT INTO stage_runs (run_id, name, position, state) VALUES (?, ?, ?, 'PENDING')",
                 [(run_id, name, i) for i, name in enumerate(stage_names)],
@@ -538,7 +689,8 @@ class Store:
     @staticmethod
     def _deployments_of(db: sqlite3.Connection, endpoint: str) -> list[DeploymentRecord]:
         rows = db.execute(
-            "SELECT * FROM deployments WHERE endpoint=? ORDER BY created_at", (endpoint,)
+            "SELECT d.*, COALESCE((SELECT number FROM models m WHERE m.name=d.model AND m.version=d.version), 0) "
+            "FROM deployments d WHERE endpoint=? ORDER BY created_at", (endpoint,)
         ).fetchall()
         out = []
         for r in rows:
@@ -551,7 +703,7 @@ class Store:
             deployment_id, endpoint_name, model, version, replicas, state, message, created_at = r[:8]
             out.append(DeploymentRecord(
                 deployment_id, endpoint_name, model, version, replicas, state, message, created_at,
-                batching, requirements, tuple(a[0] for a in agents),
+                batching, requirements, tuple(a[0] for a in agents), r[16],
             ))
         return out
 

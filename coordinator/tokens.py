@@ -8,6 +8,9 @@ it registers as, and no other token may register or heartbeat as that agent.
 The coordinator's own identity towards its agents (``control_token``) is a
 secret kept here too; agents learn it when they register and accept control
 calls bearing it, and nothing else.
+
+Creating and revoking a token are recorded in the audit trail (coordinator.audit), in
+the same transaction.
 """
 
 from __future__ import annotations
@@ -15,9 +18,11 @@ from __future__ import annotations
 import secrets
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from coordinator import audit
 from milepost.core import auth
 from milepost.core.auth import Identity
 from milepost.core.errors import AlreadyExists, InvalidArgument, NotFound, PermissionDenied
@@ -47,7 +52,8 @@ _COLUMNS = "token_id, name, role, created_at, expires_at, revoked_at"
 
 
 class TokenBook:
-    def __init__(self, path: Path, clock: Callable[[], float]) -> None:
+    def __init__(self, path: Path, clock: Callable[[], float], audit_key: bytes) -> None:
+        self._audit_key = audit_key
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
@@ -77,13 +83,26 @@ class TokenBook:
         token_id, token, digest = auth.new_token()
         now = self._clock()
         expires = now + ttl_s if ttl_s else 0.0
-        with self._lock:
-            try:
-                self._db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, 0)",
-                                 (token_id, name, role, digest, now, expires))
-            except sqlite3.IntegrityError as err:
-                raise AlreadyExists(f"a token named {name!r} exists; revoke it or choose another name") from err
+        try:
+            with self._audited(now, "token_create", name, f"token {token_id} ({name}, role {role}) created"
+                               + (f", expires in {ttl_s:g} s" if ttl_s else "")) as db:
+                db.execute("INSERT INTO tokens VALUES (?, ?, ?, ?, ?, ?, 0)", (token_id, name, role, digest, now, expires))
+        except sqlite3.IntegrityError as err:
+            raise AlreadyExists(f"a token named {name!r} exists; revoke it or choose another name") from err
         return self._info(token_id), token
+
+    @contextmanager
+    def _audited(self, now: float, action: str, subject: str, detail: str) -> Iterator[sqlite3.Connection]:
+        """One write transaction: the change the caller makes and its audit entry."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+                audit.append(self._db, self._audit_key, now, action, subject, detail)
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
 
     def infos(self) -> list[pb.TokenInfo]:
         with self._lock:
@@ -93,11 +112,11 @@ class TokenBook:
     def revoke(self, which: str) -> pb.TokenInfo:
         """Revoke a token by id or name; revoking twice keeps the first time."""
         with self._lock:
-            self._db.execute(
-                "UPDATE tokens SET revoked_at=? WHERE (token_id=? OR name=?) AND revoked_at=0",
-                (self._clock(), which, which),
-            )
-            row = self._db.execute("SELECT token_id FROM tokens WHERE token_id=? OR name=?", (which, which)).fetchone()
+            row = self._db.execute("SELECT token_id, name, revoked_at FROM tokens WHERE token_id=? OR name=?",
+                                   (which, which)).fetchone()
+        if row is not None and not row[2]:
+            with self._audited(self._clock(), "token_revoke", row[1], f"token {row[0]} ({row[1]}) revoked") as db:
+                db.execute("UPDATE tokens SET revoked_at=? WHERE token_id=? AND revoked_at=0", (self._clock(), row[0]))
         if row is None:
             raise NotFound(f"no token has id or name {which[:64]!r}; see `milepost tokens list`")
         return self._info(row[0])

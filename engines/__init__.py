@@ -1,6 +1,6 @@
 """Engine adapters: one interface (engines.base), one module per engine.
 
-Nothing outside this package imports an engine library (torch, pyspark, ray)
+Nothing outside this package imports an engine library (torch, onnxruntime, pyspark, ray)
 directly. Importing this package is cheap: adapters import their libraries
 only when used.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 FLAVOR_ENGINES: dict[str, str] = {
     "scoring_core": "native",
     "torch": "torch",
+    "onnx": "onnx",
     "python": "python",
 }
 

@@ -17,14 +17,18 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
 from milepost.core.deadlines import Deadline
-from milepost.core.errors import InvalidArgument, Unimplemented
+from milepost.core.errors import DataLoss, InvalidArgument, Unavailable, Unimplemented
 from milepost.core.settings import DEFAULT_BATCH_ROWS
 
+if TYPE_CHECKING:
+    from scoring_core.drift import LiveWindow
+
+_Held = TypeVar("_Held")
 # Called with the number of rows scored so far, as engines make progress.
 Progress = Callable[[int], None]
 
@@ -140,6 +144,8 @@ class LoadedModel(ABC):
     output_schema: pa.Schema
     version: str
     platform: str
+    # Live counts against the training distribution (scoring_core.drift), when its bundle has one.
+    drift: LiveWindow | None = None
 
     @abstractmethod
     def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
@@ -185,6 +191,36 @@ class Engine(ABC):
             f"engine {self.name!r} does not run {stage.kind} stages (stage {stage.name!r}); "
             "see each engine's run_stage for the kinds it runs"
         )
+
+
+def still_loaded(held: _Held | None, version: str) -> _Held:
+    """What a LoadedModel's predict holds (read once, so that a close() racing the call lets
+    it finish), or Unavailable once the model was closed."""
+    if held is None:
+        raise Unavailable(f"model {version[:12]} was unloaded; retry on another replica")
+    return held
+
+
+def arrow_batch(batch: Any) -> pa.RecordBatch:
+    """The one RecordBatch predict scores (a Table's chunks combined); anything else is the caller's error."""
+    from scoring_core.arrow_input import as_batch
+
+    if not isinstance(batch, (pa.RecordBatch, pa.Table)):
+        raise InvalidArgument(f"predict takes a pyarrow RecordBatch, got {type(batch).__name__}")
+    return as_batch(batch)
+
+
+def verified_bundle(bundle_dir: Path, deployment: DeploymentSpec) -> tuple[str, dict[str, bytes], dict[str, Any]]:
+    """(version, files, manifest) of the bundle an engine loads: every file checked against
+    its hash, the version against the one the deployment names (DataLoss otherwise)."""
+    from scoring_core import bundle
+
+    version, files = bundle.read_bundle(bundle_dir)
+    if deployment.version and deployment.version != version:
+        raise DataLoss(f"the bundle has version {version[:12]}, expected {deployment.version[:12]}")
+    if bundle.MANIFEST not in files:
+        raise InvalidArgument(f"the bundle has no {bundle.MANIFEST}")
+    return version, files, bundle.parse_manifest(files[bundle.MANIFEST])
 
 
 def dataset_deployment(bundle_dir: Path | str, job: DatasetJob) -> DeploymentSpec:

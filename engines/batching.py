@@ -53,6 +53,7 @@ class MicroBatcher(LoadedModel):
         self.output_schema = model.output_schema
         self.version = model.version
         self.platform = model.platform
+        self.drift = model.drift
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._cond = threading.Condition()

@@ -6,6 +6,7 @@ streaming default: one record batch at a time through the compiled kernels).
 
 from __future__ import annotations
 
+import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,8 @@ import pyarrow as pa
 from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel, StageSpec
 from milepost.core.deadlines import Deadline, check
 from milepost.core.errors import InvalidArgument, Unavailable
+from milepost.core.settings import get_settings
+from scoring_core.drift import LiveWindow
 
 if TYPE_CHECKING:
     from scoring_core.model import CompiledModel
@@ -29,6 +32,11 @@ class NativeModel(LoadedModel):
         self.output_schema = compiled.output_schema
         self.version = compiled.version or ""  # loaded bundles always have one
         self._feature_names = list(compiled.feature_names)
+        # Live counts against the training distribution, when the bundle carries one.
+        baseline = compiled.metadata.get("drift_baseline")
+        settings = get_settings()
+        self.drift: LiveWindow | None = (LiveWindow(baseline, rows=settings.drift_window_rows, seconds=settings.drift_window_s,
+                                                    budget=settings.drift_budget) if baseline else None)
 
     @property
     def feature_names(self) -> list[str]:
@@ -39,7 +47,11 @@ class NativeModel(LoadedModel):
         if compiled is None:
             raise Unavailable(f"model {self.version[:12]} was unloaded; retry on another replica")
         check(deadline, "scoring")
-        return compiled.predict_arrow(batch)
+        started = time.perf_counter()
+        out = compiled.predict_arrow(batch)
+        if self.drift is not None:
+            self.drift.offer(batch, out, time.perf_counter() - started)
+        return out
 
     def close(self) -> None:
         """Drop the compiled weights; calls already running finish with them."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from engines import FLAVOR_ENGINES
 from engines.base import Engine, EngineInfo
 from engines.native import NativeEngine
+from engines.onnx import OnnxEngine
 from engines.python import PythonEngine
 from engines.ray import RayEngine
 from engines.spark import SparkEngine
@@ -20,7 +21,7 @@ from milepost.core.errors import FailedPrecondition, NotFound, Unimplemented
 
 _ENGINES: dict[str, Engine] = {
     engine.name: engine
-    for engine in (NativeEngine(), TorchEngine(), PythonEngine(), SparkEngine(), RayEngine())
+    for engine in (NativeEngine(), TorchEngine(), OnnxEngine(), PythonEngine(), SparkEngine(), RayEngine())
 }
 
 

@@ -44,15 +44,13 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel
+from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel, arrow_batch, still_loaded, verified_bundle
 from milepost.core.deadlines import Deadline, check
 from milepost.core.errors import (
-    DataLoss,
     FailedPrecondition,
     InvalidArgument,
     MilepostError,
     ResourceExhausted,
-    Unavailable,
     Unimplemented,
     shown,
 )
@@ -180,14 +178,10 @@ class TorchModel(LoadedModel):
     def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
         import torch
 
-        from scoring_core.arrow_input import as_batch, matrix_from_batch
+        from scoring_core.arrow_input import matrix_from_batch
 
-        module = self._module  # one read: a close() racing this call lets it finish
-        if module is None:
-            raise Unavailable(f"model {self.version[:12]} was unloaded; retry on another replica")
-        if not isinstance(batch, (pa.RecordBatch, pa.Table)):
-            raise InvalidArgument(f"predict takes a pyarrow RecordBatch, got {type(batch).__name__}")
-        X = matrix_from_batch(as_batch(batch), self._features)
+        module = still_loaded(self._module, self.version)
+        X = matrix_from_batch(arrow_batch(batch), self._features)
         if X.shape[0] == 0:
             return self._to_batch(np.empty((0, self._width()), dtype=np.float32))
         if X.dtype != np.float32 or not X.flags.writeable:  # a read-only view of a request's tensor: torch wants its own
@@ -251,12 +245,8 @@ class TorchEngine(Engine):
         except ImportError as err:
             raise FailedPrecondition("the torch engine needs torch (pip install 'milepost[torch]')") from err
 
-        from scoring_core import bundle
-
-        version, files = bundle.read_bundle(bundle_dir)
-        if deployment.version and deployment.version != version:
-            raise DataLoss(f"the bundle has version {version[:12]}, expected {deployment.version[:12]}")
-        manifest = _checked_manifest(bundle.parse_manifest(files[bundle.MANIFEST]))
+        version, files, manifest = verified_bundle(bundle_dir, deployment)
+        manifest = _checked_manifest(manifest)
         device = resolve_device(deployment.device, deployment.half)
         fmt, file = manifest["torch"]["format"], manifest["torch"]["file"]
         data = files.get(file)

@@ -50,9 +50,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="milepost-quickstart-") as tmp:
         data_dir = Path(tmp) / "data"
         data_dir.mkdir()
-        print("$ milepost up --port 0 --agent-port 0   (free ports, so nothing clashes)")
+        print("$ milepost up --port 0 --agent-port 0 --http-port 0   (free ports, so nothing clashes)")
         up = subprocess.Popen(
-            [*MILEPOST, "up", "--data-dir", str(data_dir), "--port", "0", "--agent-port", "0", "--metrics-port", "0"],
+            [*MILEPOST, "up", "--data-dir", str(data_dir), "--port", "0", "--agent-port", "0", "--http-port", "0",
+             "--metrics-port", "0"],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         try:

@@ -22,6 +22,7 @@ import pyarrow as pa
 from milepost.core import auth, model_upload, tensor_codec
 from milepost.core.batching import BatchingSettings
 from milepost.core.errors import DataLoss, FailedPrecondition, InvalidArgument, MilepostError, NotFound, Unimplemented
+from milepost.core.model_refs import parse_version, split_model_ref
 from milepost.core.routing import spec
 from milepost.core.settings import get_settings
 from milepost.core.tls import Tls, open_channel
@@ -96,6 +97,19 @@ class Client:
         """A new bearer token (shown only in this answer) for ``name`` with ``role``; ttl_s 0: never expires."""
         return self._call("CreateToken", pb.CreateTokenRequest(name=name, role=role, ttl_s=ttl_s))
 
+    def audit(self, after_seq: int = 0) -> Iterator[pb.AuditEntry]:
+        """Every audit entry after ``after_seq``, oldest first, a page per call (role approver)."""
+        while True:
+            page = self._call("ListAudit", pb.ListAuditRequest(after_seq=after_seq)).entries
+            yield from page
+            if not page:
+                return
+            after_seq = page[-1].seq
+
+    def verify_audit(self, expect_head: str = "") -> pb.VerifyAuditResponse:
+        """Check the audit chain; ``expect_head``: a "SEQ:SHA256" an earlier check printed."""
+        return self._call("VerifyAudit", pb.VerifyAuditRequest(expect_head=expect_head))
+
     def list_tokens(self) -> list[pb.TokenInfo]:
         return list(self._call("ListTokens", pb.ListTokensRequest()).tokens)
 
@@ -105,10 +119,14 @@ class Client:
 
     # ---- registry ----
     def push_model(self, path: str | Path, name: str) -> types_pb2.ModelVersion:
-        """Register a model version from a bundle directory, an XGBoost JSON or a LightGBM text model.
+        """Register a model version from a bundle directory, an XGBoost JSON, a LightGBM text or an
+        ONNX model.
 
-        Framework files are compiled into a bundle here, by the scoring core,
-        so the coordinator only ever stores verified bundles.
+        Framework files are compiled into a bundle here, by the scoring core, so the
+        coordinator only ever stores verified bundles; an ONNX graph with operators the core
+        cannot express becomes an onnx-engine bundle holding the graph as it is. The answer
+        carries the version's ``number`` (1, 2, 3... per name) and ``digest``; pushing content
+        the name already has returns that version again.
         """
         from scoring_core import bundle
 
@@ -122,8 +140,9 @@ class Client:
         return self._call("PushModel", model_upload.push_requests(name, archive))
 
     def fetch_model(self, name: str, version: str, dest: str | Path) -> str:
-        """Download a model version (newest when version is empty) into ``dest``, unpacked
-        and verified against its content hash; returns the version."""
+        """Download a model version (newest when version is empty; a number, an alias, a digest
+        or a prefix of one, see milepost.core.model_refs) into ``dest``, unpacked and verified
+        against its content hash; returns the content hash."""
         from scoring_core import bundle
 
         try:
@@ -132,12 +151,31 @@ class Client:
         except grpc.RpcError as err:
             raise MilepostError.from_status(err) from err
         got = bundle.unpack(b"".join(chunks), Path(dest))
-        if len(version) == 64 and got != version:
+        asked = parse_version(split_model_ref(name, version)[1]).digest
+        if len(asked) == 64 and got != asked:
             raise DataLoss(f"model {name}:{version} arrived with content hash {got}")
         return got
 
     def list_models(self, name: str = "") -> list[types_pb2.ModelVersion]:
+        """Every version (of ``name``, when given), by name and number, with their aliases."""
         return list(self._call("ListModels", pb.ListModelsRequest(name=name)).models)
+
+    def set_alias(self, name: str, alias: str, version: str) -> types_pb2.ModelVersion:
+        """Point ``name@alias`` at a version (a number, another alias, a digest or a prefix),
+        moving it if it named another; the version it names now. ``NAME@ALIAS`` then works
+        wherever a version goes (deploy, arms, fetch, pipelines)."""
+        if not version:
+            raise InvalidArgument("set_alias needs the version the alias names; remove_alias removes one")
+        return self._call("SetAlias", pb.SetAliasRequest(name=name, alias=alias, version=version))
+
+    def remove_alias(self, name: str, alias: str) -> types_pb2.ModelVersion:
+        """Remove ``name@alias``; the version it named."""
+        return self._call("SetAlias", pb.SetAliasRequest(name=name, alias=alias))
+
+    def delete_model(self, model: str, version: str = "") -> types_pb2.ModelVersion:
+        """Delete one version, named explicitly (``churn:3``, or name and version): its record,
+        aliases and stored bundle; FailedPrecondition naming the endpoints while one serves it."""
+        return self._call("DeleteModel", pb.DeleteModelRequest(name=model, version=version))
 
     # ---- endpoints ----
     def deploy(
@@ -146,7 +184,8 @@ class Client:
         cpu: float = 0.0, memory_bytes: int = 0, gpus: int = 0, selector: dict[str, str] | None = None,
         engine: str = "",
     ) -> types_pb2.Endpoint:
-        """Serve a model version (the newest when version is empty; a prefix works) under an endpoint.
+        """Serve a model version under an endpoint: ``version`` a number, an alias, a digest or a
+        prefix of one (the newest when empty), or the whole reference in ``model`` (``churn@champion``).
 
         Redeploying an endpoint switches it to the new version once that is loaded.
         Batching settings of 0 take the agent's defaults. Replicas go to distinct live
@@ -359,16 +398,25 @@ def _as_batch(data: Any) -> pa.RecordBatch:
 
 
 def _compile_file(path: Path) -> bytes:
+    """The bundle archive of a model file: compiled by the scoring core (a native bundle), or,
+    for an ONNX graph the core cannot express, the graph itself as an onnx-engine bundle."""
     import scoring_core
     from scoring_core import bundle
 
-    if path.suffix.lower() not in (".json", ".txt", ".model"):
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".txt", ".model", ".onnx"):
         raise InvalidArgument(
-            f"{path}: expected a bundle directory, an XGBoost .json model or a LightGBM .txt model"
+            f"{path}: expected a bundle directory, an XGBoost .json model, a LightGBM .txt model or an .onnx model"
         )
-    compiled = scoring_core.compile(path)
     with tempfile.TemporaryDirectory() as tmp:
-        compiled.save(Path(tmp) / "bundle")
+        try:
+            scoring_core.compile(path).save(Path(tmp) / "bundle")
+        except Unimplemented:
+            if suffix != ".onnx":
+                raise
+            from engines.onnx import save_bundle
+
+            save_bundle(path, Path(tmp) / "bundle")
         return bundle.pack(Path(tmp) / "bundle")
 
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from engines.base import DatasetJob, JobResult
     from milepost.client import Client
 
-ENGINES = ("native", "torch", "python", "spark", "ray")
+ENGINES = ("native", "torch", "onnx", "python", "spark", "ray")
 _BAR_WIDTH = 30
 
 
@@ -38,7 +38,8 @@ def add_parser(
         "score-dataset", parents=[common_parent],
         help="score a Parquet file or directory with a registered model on an engine",
     )
-    p.add_argument("model", metavar="MODEL[:VERSION]", help="registered model; the newest version when none is given")
+    p.add_argument("model", metavar="MODEL[:VERSION]",
+                   help="registered model (NAME:NUMBER, NAME@ALIAS, NAME@sha256:HEX); the newest version when none is given")
     p.add_argument("--input", required=True, help="Parquet file or directory (path or file:// URI)")
     p.add_argument("--output", required=True, help="where to write the scored Parquet (must not exist)")
     p.add_argument("--engine", choices=ENGINES, default="",
@@ -57,10 +58,11 @@ def add_parser(
 def run(args: argparse.Namespace) -> int:
     from engines.base import DatasetJob
     from milepost.core.errors import InvalidArgument
+    from milepost.core.model_refs import split_model_ref
 
-    name, _, version = args.model.partition(":")
+    name, version = split_model_ref(args.model)
     if not name:
-        raise InvalidArgument(f"MODEL {args.model!r}: expected NAME or NAME:VERSION")
+        raise InvalidArgument(f"MODEL {args.model!r}: expected NAME, NAME:VERSION or NAME@ALIAS")
     options: dict[str, object] = {}
     for flag, engine, value in (("--master", "spark", args.master), ("--address", "ray", args.address),
                                 ("--device", "torch", args.device)):

@@ -8,7 +8,10 @@ while the coordinator cannot be reached. Each call starts at the next replica in
 load spreads), and a replica that answered UNAVAILABLE goes to the back of the line for a
 while, so the next calls do not wait on a dead agent first. Only agents that serve a replica
 count (a restarted agent loading its deployments again is not tried). Agents that drain (they are
-stopping) come after all others: they still answer, but only when nothing else does.
+stopping) come after all others: they still answer, but only when nothing else does. When the
+coordinator says an endpoint that had replicas has none on a live agent, the replicas known
+before are still tried: the coordinator's view lags the agents' (after its restart it may take
+live agents for lost for a while), and an agent that really stopped serving says so itself.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import itertools
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from milepost.core.errors import DeadlineExceeded, FailedPrecondition, NotFound, Unavailable
 from milepost.v1 import coordinator_pb2 as pb
@@ -33,6 +36,11 @@ class _Serving:
     addresses: tuple[str, ...]
     draining: tuple[str, ...] = ()
     problem: str = ""
+    before: tuple[str, ...] = ()  # what served it before the coordinator said nothing does
+
+    @property
+    def empty(self) -> bool:
+        return not self.addresses and not self.draining
 
 
 class ReplicaBook:
@@ -63,9 +71,9 @@ class ReplicaBook:
             serving = self._known.get(endpoint)
             if serving is None:
                 raise NotFound(f"endpoint {endpoint!r} does not exist; see `milepost endpoints`")
-            if not serving.addresses and not serving.draining:
+            if serving.empty and not serving.before:
                 raise FailedPrecondition(f"endpoint {endpoint!r} has no ready replica on a live agent ({serving.problem})")
-            turned = list(serving.draining)
+            turned = list(serving.draining or serving.before)
             if serving.addresses:
                 start = next(self._turn) % len(serving.addresses)
                 turned = [*serving.addresses[start:], *serving.addresses[:start], *turned]
@@ -98,4 +106,8 @@ class ReplicaBook:
                 tuple(dict.fromkeys(address for s, address in on if s == "ALIVE")),
                 tuple(dict.fromkeys(address for s, address in on if s == "DRAINING")), problem)
         with self._lock:
+            for name, serving in known.items():
+                old = self._known.get(name)
+                if serving.empty and old is not None:
+                    known[name] = replace(serving, before=old.addresses + old.draining or old.before)
             self._known, self._learned_at = known, now

@@ -19,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 # Agents stopped with SIGTERM drain (agent.server.Agent.drain) until no request came for this
 # long; tests stop hundreds of agents, and those that test a drain set their own.
 os.environ.setdefault("MILEPOST_DRAIN_QUIET_S", "0.2")
+# Agents started by the CLI serve REST on a free port, not on the default 8000 (tests run side by side).
+os.environ.setdefault("MILEPOST_HTTP_PORT", "0")
 
 
 @dataclass

@@ -23,7 +23,7 @@ def cli(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
 def test_push_deploy_score_files_and_status(up, logistic_model, tmp_path) -> None:
     estimator, bundle_dir, version, rows = logistic_model
     c = ("--coordinator", up.coordinator)
-    assert cli("models", "push", str(bundle_dir), "--name", "lr", *c).stdout.strip() == f"lr:{version}"
+    assert cli("models", "push", str(bundle_dir), "--name", "lr", *c).stdout.strip() == f"lr:1 sha256:{version}"
     listing = cli("models", *c).stdout
     assert "lr" in listing and version[:12] in listing
     assert "READY" in cli("deploy", "lr-api", "--model", f"lr:{version[:8]}", *c).stdout

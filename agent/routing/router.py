@@ -51,6 +51,7 @@ from milepost.core.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from milepost.core.model_refs import serves
 from milepost.core.routing.ensemble import EnsemblePolicy
 from milepost.core.routing.policy import Arm
 from milepost.core.settings import get_settings
@@ -210,7 +211,8 @@ class Router:
             model = self._member(route, arm.deployment_id) if arm.deployment_id else None
             if model is None:
                 continue
-            if model.version.startswith(version):
+            described = self._describe_deployment(route, arm.deployment_id, arm.name)
+            if serves(version, described.version, described.digest):
                 if not route.pushed:  # a local deployment: no arms to report or count
                     out, served_version = self._call_deployment(route, arm.deployment_id, arm.name, batch, deadline)
                     return Served(out, (), (arm.deployment_id,), served_version)
@@ -219,7 +221,7 @@ class Router:
                 if key:
                     self.served_keys.record(endpoint, key, arm.name)
                 return served
-            versions.append(f"{arm.name}={model.version[:12]}")
+            versions.append(f"{arm.name}={described.version[:12]}")
         raise NotFound(
             f"version {version!r} of endpoint {endpoint!r} is not served by any of its arms"
             + (f" ({', '.join(versions)})" if versions else "")
@@ -258,13 +260,15 @@ class Router:
     def _call_deployment(
         self, route: Route, deployment_id: str, arm_name: str, batch: pa.RecordBatch, deadline: Deadline,
     ) -> tuple[pa.RecordBatch, str]:
-        model = self._member(route, deployment_id)
+        """The deployment's answer and the version it reports (a local one's is its Hosted's)."""
+        hosted = self._local.get(deployment_id)
+        model = hosted.model if hosted is not None else route.remotes.get(deployment_id)
         if model is None:
             raise Unavailable(
                 f"endpoint {route.endpoint!r}: arm {arm_name!r} (deployment {deployment_id}) has no replica on any agent"
             )
         deadlines.check(deadline, f"arm {arm_name!r} of endpoint {route.endpoint!r} could score")
-        return model.predict(batch, deadline), model.version
+        return model.predict(batch, deadline), hosted.version if hosted is not None else model.version
 
     def _available(self, table: RouteTable, route: Route, arm: Arm, path: tuple[str, ...]) -> bool:
         if arm.deployment_id:
@@ -476,11 +480,11 @@ class _Stacker:
 
 
 def describe_hosted(hosted: Hosted) -> ModelDescription:
-    """A deployment on this agent, described."""
+    """A deployment on this agent, described: its version as the data plane reports it, its digest."""
     model = hosted.model
     return ModelDescription(
-        model.input_schema, model.output_schema, model.version, model.platform,
-        hosted.engine, hosted.spec.model, hosted.spec.deployment_id,
+        model.input_schema, model.output_schema, hosted.version, model.platform,
+        hosted.engine, hosted.spec.model, hosted.spec.deployment_id, digest=hosted.spec.version,
     )
 
 

@@ -10,9 +10,9 @@ the ``--config`` file, and give the flags their defaults.
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from milepost.core import logs
 from milepost.core.errors import MilepostError
 from milepost.core.settings import Settings, env_var, load_settings, reset_settings
 
@@ -34,12 +34,16 @@ def common_arguments(settings: Settings) -> argparse.ArgumentParser:
                         help=f"bearer token (default: ${env_var('token')}, else the admin.token of `milepost up`)")
     common.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE", help=config_help)
     common.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    common.add_argument("--log-format", choices=logs.FORMATS, default=settings.log_format,
+                        help="text, or json: one object a line (default: %(default)s)")
+    common.add_argument("--log-level", choices=logs.LEVELS, default=settings.log_level or None,
+                        help="default: info for servers, warning for other commands")
     return common
 
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     from milepost import __version__, dataset_command
-    from milepost.cli import certs, models, pipelines, routing, servers, tokens
+    from milepost.cli import audit, certs, models, pipelines, routing, servers, tokens
 
     config_help = f"TOML file of settings (default: ${env_var('config')}); see the README's Settings"
     common = common_arguments(settings)
@@ -55,6 +59,7 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     pipelines.add_commands(sub, common)
     tokens.add_commands(sub, common)
     certs.add_commands(sub, common)
+    audit.add_commands(sub, common)
     return parser
 
 
@@ -70,10 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args = build_parser(load_settings(config_file(argv))).parse_args(argv)
-        logging.basicConfig(
-            level=logging.INFO if args.verbose or args.command in SERVER_COMMANDS else logging.WARNING,
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
+        default = "info" if args.verbose or args.command in SERVER_COMMANDS else "warning"
+        logs.configure(getattr(args, "log_level", None) or default, getattr(args, "log_format", "text"))
         return int(args.func(args))
     except MilepostError as err:
         print(f"error: {err.code.name}: {err.message}", file=sys.stderr)

@@ -7,6 +7,7 @@ import argparse
 from typing import TYPE_CHECKING
 
 from milepost.core.errors import InvalidArgument
+from milepost.core.model_refs import SHA256, split_model_ref
 from milepost.core.routing.spec import DEFAULT_WEIGHT
 from milepost.core.tls import Tls
 
@@ -27,15 +28,16 @@ def tls(args: argparse.Namespace) -> Tls | None:
 
 
 def model_ref(ref: str) -> tuple[str, str]:
-    """NAME or NAME:VERSION -> (name, version); version empty for the newest."""
-    name, _, version = ref.partition(":")
+    """NAME, NAME:VERSION, NAME@ALIAS or NAME@sha256:HEX -> (name, version text); the version
+    empty for the newest (milepost.core.model_refs reads the text)."""
+    name, version = split_model_ref(ref)
     if not name:
-        raise InvalidArgument(f"--model {ref!r}: expected NAME or NAME:VERSION")
+        raise InvalidArgument(f"model {ref!r}: expected NAME, NAME:VERSION or NAME@ALIAS")
     return name, version
 
 
-def metrics_port(port: int) -> int | None:
-    """--metrics-port: -1 (any negative) is off, 0 a free port."""
+def optional_port(port: int) -> int | None:
+    """--metrics-port, --http-port: -1 (any negative) is off, 0 a free port."""
     return None if port < 0 else port
 
 
@@ -82,13 +84,16 @@ def seconds(text: str) -> float:
 
 
 def arm(spec: str, flag: str) -> tuple[str, tuple[str, str, float]]:
-    """NAME=MODEL[:VERSION[:WEIGHT]] -> (name, (model, version, weight))."""
+    """NAME=MODEL[:VERSION[:WEIGHT]] or NAME=MODEL@ALIAS[:WEIGHT] (VERSION also @ALIAS or
+    sha256:HEX) -> (name, (model, version text, weight))."""
     name, sep, ref = spec.partition("=")
-    parts = ref.split(":")
-    if not sep or not name or not parts[0] or len(parts) > 3:
-        raise InvalidArgument(f"{flag} {spec!r}: expected NAME=MODEL[:VERSION[:WEIGHT]]")
+    model, version = split_model_ref(ref)
+    digest = next((p for p in ("@" + SHA256, SHA256) if version.startswith(p)), "")
+    parts = version[len(digest):].split(":")
+    if not sep or not name or not model or len(parts) > 2:
+        raise InvalidArgument(f"{flag} {spec!r}: expected NAME=MODEL[:VERSION[:WEIGHT]] or NAME=MODEL@ALIAS[:WEIGHT]")
     try:
-        weight = float(parts[2]) if len(parts) == 3 and parts[2] else DEFAULT_WEIGHT
+        weight = float(parts[1]) if len(parts) == 2 and parts[1] else DEFAULT_WEIGHT
     except ValueError:
-        raise InvalidArgument(f"{flag} {spec!r}: weight {parts[2]!r} is not a number") from None
-    return name, (parts[0], parts[1] if len(parts) > 1 else "", weight)
+        raise InvalidArgument(f"{flag} {spec!r}: weight {parts[1]!r} is not a number") from None
+    return name, (model, digest + parts[0], weight)

@@ -1,5 +1,5 @@
-"""The model and endpoint commands: `models` (and `models push`), `deploy`, `undeploy`,
-`endpoints`, `status`, `score` (a file of rows on an endpoint)."""
+"""The model and endpoint commands: `models` (`list`, `push`, `alias`, `unalias`, `delete`),
+`deploy`, `undeploy`, `endpoints`, `status`, `score` (a file of rows on an endpoint)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from milepost.core.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_ROW
 
 def cmd_models(args: argparse.Namespace) -> int:
     with client(args) as c:
-        models = c.list_models(args.name or "")
+        models = c.list_models(getattr(args, "model", "") or args.name or "")
     print(models_table(models))
     return 0
 
@@ -21,7 +21,29 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_models_push(args: argparse.Namespace) -> int:
     with client(args) as c:
         model = c.push_model(Path(args.path), args.name)
-    print(f"{model.name}:{model.version}")
+    print(f"{model.name}:{model.number} {model.digest}")
+    return 0
+
+
+def cmd_models_alias(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        model = c.set_alias(args.model, args.alias, args.version)
+    print(f"{model.name}@{args.alias} -> {model.name}:{model.number} {model.digest}")
+    return 0
+
+
+def cmd_models_unalias(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        model = c.remove_alias(args.model, args.alias)
+    print(f"{model.name}@{args.alias} removed (it named {model.name}:{model.number})")
+    return 0
+
+
+def cmd_models_delete(args: argparse.Namespace) -> int:
+    name, version = model_ref(args.model)
+    with client(args) as c:
+        model = c.delete_model(name, version)
+    print(f"{model.name}:{model.number} {model.digest} deleted")
     return 0
 
 
@@ -92,14 +114,31 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--name", default="", help="only versions of this model")
     p.set_defaults(func=cmd_models)
     models_sub = p.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
-    pp = models_sub.add_parser("push", parents=[common], help="register a bundle dir, XGBoost .json or LightGBM .txt")
+    pp = models_sub.add_parser("list", parents=[common], help="versions with their numbers, digests and aliases")
+    pp.add_argument("model", nargs="?", default="", metavar="NAME", help="only versions of this model")
+    pp.add_argument("--name", default="", help=argparse.SUPPRESS)
+    pp.set_defaults(func=cmd_models)
+    pp = models_sub.add_parser("push", parents=[common], help="register a bundle dir, XGBoost .json, LightGBM .txt or .onnx")
     pp.add_argument("path")
     pp.add_argument("--name", required=True)
     pp.set_defaults(func=cmd_models_push)
+    pp = models_sub.add_parser("alias", parents=[common], help="point NAME@ALIAS at a version (moves it if set)")
+    pp.add_argument("model", metavar="NAME")
+    pp.add_argument("alias")
+    pp.add_argument("version", help="a number, another @ALIAS, sha256:HEX or a digest prefix")
+    pp.set_defaults(func=cmd_models_alias)
+    pp = models_sub.add_parser("unalias", parents=[common], help="remove NAME@ALIAS")
+    pp.add_argument("model", metavar="NAME")
+    pp.add_argument("alias")
+    pp.set_defaults(func=cmd_models_unalias)
+    pp = models_sub.add_parser("delete", parents=[common], help="delete one version (refused while deployed)")
+    pp.add_argument("model", metavar="NAME:VERSION", help="NAME:NUMBER, NAME@ALIAS or NAME@sha256:HEX")
+    pp.set_defaults(func=cmd_models_delete)
 
     p = sub.add_parser("deploy", parents=[common], help="serve a model version under an endpoint name")
     p.add_argument("endpoint")
-    p.add_argument("--model", required=True, metavar="NAME[:VERSION]")
+    p.add_argument("--model", required=True, metavar="NAME[:VERSION]",
+                   help="NAME (the newest), NAME:NUMBER, NAME@ALIAS, NAME@sha256:HEX or NAME:PREFIX")
     p.add_argument("--replicas", type=int, default=1)
     p.add_argument("--max-batch-size", type=int, default=0,
                    help=f"rows per merged engine call (default {DEFAULT_MAX_BATCH_SIZE})")

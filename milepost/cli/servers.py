@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from milepost.cli.arguments import metrics_port, pairs, tls
+from milepost.cli.arguments import optional_port, pairs, tls
 from milepost.core import memory
 from milepost.core.settings import Settings, get_settings
 
@@ -32,7 +32,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     coordinator.start()
     agent = Agent(AgentConfig(
         coordinator=coordinator.address, data_dir=data_dir / "agent", host=args.host,
-        port=args.agent_port, agent_id="local", metrics_port=metrics_port(args.metrics_port),
+        port=args.agent_port, agent_id="local", metrics_port=optional_port(args.metrics_port),
+        http_port=optional_port(args.http_port),
         token=coordinator.local_agent_token(), tls=tls(args), insecure=args.insecure,
         inference_auth=inference_auth(args),
     ))
@@ -71,7 +72,8 @@ def cmd_agent(args: argparse.Namespace) -> int:
     agent = Agent(AgentConfig(
         coordinator=args.coordinator, data_dir=data_dir, host=args.host, port=args.port,
         agent_id=args.agent_id, advertise=args.advertise, labels=labels,
-        metrics_port=metrics_port(args.metrics_port), token=args.token, tls=tls(args), insecure=args.insecure,
+        metrics_port=optional_port(args.metrics_port), http_port=optional_port(args.http_port),
+        token=args.token, tls=tls(args), insecure=args.insecure,
         inference_auth=inference_auth(args),
     ))
     agent.start()
@@ -86,8 +88,10 @@ def inference_auth(args: argparse.Namespace) -> bool | None:
 
 
 def _agent_addresses(agent: Agent, args: argparse.Namespace) -> dict[str, str]:
-    """The agent's data-plane address and, when it serves them, its metrics' URL."""
+    """The agent's data-plane address and, when it serves them, its REST and metrics' URLs."""
     addresses = {"agent": agent.address}
+    if agent.http_url is not None:
+        addresses["http"] = agent.http_url
     if agent.metrics_port is not None:
         addresses["metrics"] = f"http://{args.host}:{agent.metrics_port}/metrics"
     return addresses
@@ -95,12 +99,14 @@ def _agent_addresses(agent: Agent, args: argparse.Namespace) -> dict[str, str]:
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, settings: Settings) -> None:
     metrics_help = "Prometheus /metrics port (-1: off, 0: any)"
+    http_help = "REST data-plane port, Open Inference Protocol over HTTP (-1: off, 0: any)"
     p = sub.add_parser("up", parents=[common], help="coordinator and one local agent in the foreground")
     p.add_argument("--data-dir", default=str(settings.home))
     p.add_argument("--host", default=settings.host)
     p.add_argument("--port", type=int, default=settings.coordinator_port, help="coordinator port (0 picks a free one)")
     p.add_argument("--agent-port", type=int, default=settings.agent_port,
                    help="agent data-plane port (0 picks a free one)")
+    p.add_argument("--http-port", type=int, default=settings.http_port, help=http_help)
     p.add_argument("--metrics-port", type=int, default=settings.metrics_port, help=metrics_help)
     _listening(p, settings)
     _inference_auth(p)
@@ -124,6 +130,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--agent-id", default="", help="stable name of this agent (default: HOSTNAME-PORT)")
     p.add_argument("--advertise", default="", help="HOST:PORT others use to reach this agent")
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--http-port", type=int, default=settings.http_port, help=http_help)
     p.add_argument("--metrics-port", type=int, default=settings.metrics_port, help=metrics_help)
     _listening(p, settings)
     _inference_auth(p)

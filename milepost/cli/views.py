@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from milepost.v1 import pipelines_pb2, routing_pb2, types_pb2
 
 ENDPOINT_HEADERS = ["ENDPOINT", "POLICY", "ARM", "MODEL", "REPLICAS", "AGENTS", "STATE", "MESSAGE"]
-MODEL_HEADERS = ["NAME", "VERSION", "FLAVOR", "SIZE", "CREATED"]
+MODEL_HEADERS = ["NAME", "NUMBER", "DIGEST", "ALIASES", "CREATED", "FLAVOR", "SIZE"]
 
 
 def when(ts: float) -> str:
@@ -24,7 +24,16 @@ def when(ts: float) -> str:
 def models_table(models: Iterable[types_pb2.ModelVersion]) -> str:
     from milepost.tables import render
 
-    return render(MODEL_HEADERS, [[m.name, m.version[:12], m.flavor, m.size_bytes, when(m.created_at)] for m in models])
+    return render(MODEL_HEADERS, [
+        [m.name, m.number, m.digest[: len("sha256:") + 12], ",".join(m.aliases) or "-", when(m.created_at), m.flavor,
+         m.size_bytes]
+        for m in models
+    ])
+
+
+def deployed_version(d: types_pb2.Deployment) -> str:
+    """``model:number`` of what a deployment serves (``model:hash-prefix`` when it has no number)."""
+    return f"{d.model}:{d.number or d.version[:12]}"
 
 
 def arm_label(routing: routing_pb2.RoutingPolicy, arm: routing_pb2.Arm) -> str:
@@ -46,7 +55,7 @@ def endpoints_table(endpoints: Iterable[types_pb2.Endpoint]) -> str:
     from milepost.tables import render
 
     return render(ENDPOINT_HEADERS, [
-        [e.name, e.policy, _deployment_arms(e, d.deployment_id), f"{d.model}:{d.version[:12]}", d.replicas,
+        [e.name, e.policy, _deployment_arms(e, d.deployment_id), deployed_version(d), d.replicas,
          ",".join(d.agent_ids) or "-", d.state, d.message]
         for e in endpoints for d in e.deployments
     ])
@@ -58,7 +67,7 @@ def print_endpoint(endpoint: types_pb2.Endpoint) -> None:
     print(f"{endpoint.name}: {endpoint.policy} over {arms}")
     for d in endpoint.deployments:
         where = ", ".join(d.agent_ids) or "-"
-        print(f"  {d.model}:{d.version[:12]} x{d.replicas} on {where}: {d.state} {d.message}".rstrip())
+        print(f"  {deployed_version(d)} x{d.replicas} on {where}: {d.state} {d.message}".rstrip())
 
 
 def print_run(run: pipelines_pb2.PipelineRun) -> None:

@@ -49,9 +49,12 @@ RULES: dict[str, Rule] = {
     _C + "ListModels": (VIEWER, AGENT), _C + "ListEndpoints": VIEWER, _C + "Report": VIEWER, _C + "ListEvents": VIEWER,
     _C + "ListRuns": VIEWER, _C + "GetRun": VIEWER, _C + "WatchRun": VIEWER, _C + "GetStatus": VIEWER,
     # changing what serves (agents push what a pipeline's training stage trained)
-    _C + "PushModel": (DEPLOYER, AGENT), _C + "Deploy": DEPLOYER, _C + "Undeploy": DEPLOYER, _C + "SetPolicy": DEPLOYER,
+    _C + "PushModel": (DEPLOYER, AGENT), _C + "SetAlias": DEPLOYER, _C + "DeleteModel": DEPLOYER,
+    _C + "Deploy": DEPLOYER, _C + "Undeploy": DEPLOYER, _C + "SetPolicy": DEPLOYER,
     _C + "Promote": DEPLOYER, _C + "Rollback": DEPLOYER, _C + "Feedback": DEPLOYER,
     _C + "SubmitPipeline": DEPLOYER, _C + "CancelRun": DEPLOYER,
+    # the audit trail
+    _C + "ListAudit": APPROVER, _C + "VerifyAudit": APPROVER,
     # identities
     _C + "CreateToken": ADMIN, _C + "ListTokens": ADMIN, _C + "RevokeToken": ADMIN,
     # an agent's control plane: the coordinator only
@@ -60,7 +63,7 @@ RULES: dict[str, Rule] = {
     # the data plane (see data_plane_rules) and health
     **{_I + m: VIEWER for m in (
         "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
-        "ModelStatistics", "ModelInfer",
+        "ModelStatistics", "ModelInfer", "ModelStreamInfer",
     )},
     "/grpc.health.v1.Health/Check": OPEN, "/grpc.health.v1.Health/Watch": OPEN, "/grpc.health.v1.Health/List": OPEN,
 }
@@ -127,12 +130,17 @@ Authenticate = Callable[[str], Identity | None]  # bearer token -> identity, Non
 
 
 def bearer_of(metadata: Any) -> str:
+    """The token of ``authorization: Bearer <token>`` among (key, value) pairs; empty when none."""
     for key, value in metadata or ():
         if key == "authorization":
-            text = value.decode() if isinstance(value, bytes) else value
-            scheme, _, token = text.partition(" ")
-            return token.strip() if scheme.lower() == "bearer" else ""
+            return bearer_token(value.decode() if isinstance(value, bytes) else value)
     return ""
+
+
+def bearer_token(authorization: str) -> str:
+    """The token of an ``authorization`` value ``Bearer <token>``; empty for any other scheme."""
+    scheme, _, token = authorization.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else ""
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
@@ -156,23 +164,30 @@ class AuthInterceptor(grpc.ServerInterceptor):
 
         def admit(context: grpc.ServicerContext) -> contextvars.Token:
             token = bearer_of(context.invocation_metadata())
-            identity = self._authenticate(token) if token else None
-            if needed == OPEN:
-                return _current.set(identity)
-            if identity is None:
-                raise Unauthenticated(
-                    "this call needs `authorization: Bearer <token>` metadata with a valid token "
-                    "(milepost --token, $MILEPOST_TOKEN, or the admin.token of `milepost up`)"
-                    if not token else "the token is unknown, expired or revoked"
-                )
-            if not needed or not identity.may(needed):
-                raise PermissionDenied(
-                    f"{identity.role} {identity.name!r} may not call {method.rsplit('/', 1)[-1]}"
-                    + (f"; it needs role {_roles(needed)}" if needed else "")
-                )
-            return _current.set(identity)
+            return _current.set(check(self._authenticate, needed, token, method))
 
         return _wrapped(handler, admit)
+
+
+def check(authenticate: Authenticate, needed: Rule, token: str, method: str) -> Identity | None:
+    """Who calls ``method`` (a rule of RULES) with bearer ``token`` (empty: none); None on an open
+    method called without a valid token. Unauthenticated or PermissionDenied when refused.
+    Every front end checks its calls here: the gRPC interceptor and the agent's REST paths."""
+    identity = authenticate(token) if token else None
+    if needed == OPEN:
+        return identity
+    if identity is None:
+        raise Unauthenticated(
+            "this call needs `authorization: Bearer <token>` (gRPC metadata or an HTTP header) with a valid token "
+            "(milepost --token, $MILEPOST_TOKEN, or the admin.token of `milepost up`)"
+            if not token else "the token is unknown, expired or revoked"
+        )
+    if not needed or not identity.may(needed):
+        raise PermissionDenied(
+            f"{identity.role} {identity.name!r} may not call {method.rsplit('/', 1)[-1]}"
+            + (f"; it needs role {_roles(needed)}" if needed else "")
+        )
+    return identity
 
 
 def _roles(needed: Rule) -> str:

@@ -1,7 +1,8 @@
 """What a served name stands for: one description for metadata calls, remote members and routing.
 
 An agent describes an endpoint or a deployment in Triton's ``ModelConfig``
-(``to_proto``), with the Arrow schemas, version and model in its parameters;
+(``to_proto``), with the Arrow schemas, version (the registry's number, "3"),
+digest (the content hash) and model in its parameters;
 another agent learns a remote deployment from that same message
 (``from_proto``). The tensors listed are the ones ``tensor_codec`` decodes.
 """
@@ -29,6 +30,7 @@ class ModelDescription:
     model: str
     deployment_id: str
     routing_policy: str = ""  # the kind of a pushed route's policy; empty for a deployment
+    digest: str = ""  # the hex content hash; ``version`` is what the data plane reports (model_refs.served_version)
 
     def with_outputs_of(self, other: ModelDescription) -> ModelDescription:
         """These inputs, ``other``'s outputs and identity (a stacking ensemble answers its stacker's)."""
@@ -46,6 +48,7 @@ class ModelDescription:
             "model": self.model,
             "deployment_id": self.deployment_id,
             "version": self.version,
+            "digest": self.digest,
             "arrow_input_schema": _schema_to_text(self.input_schema),
             "arrow_output_schema": _schema_to_text(self.output_schema),
         }
@@ -76,6 +79,8 @@ class ModelDescription:
                 engine=config.backend.removeprefix("milepost-"),
                 model=params["model"].string_value,
                 deployment_id=params["deployment_id"].string_value,
+                # An agent of an older release reported the digest as the version.
+                digest=params["digest"].string_value if "digest" in params else params["version"].string_value,
             )
         except (KeyError, ValueError, pa.ArrowInvalid) as err:
             raise FailedPrecondition(

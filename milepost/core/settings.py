@@ -62,6 +62,13 @@ class Settings(BaseSettings):
                                   description="coordinator port of `up` and `coordinator`; 0 picks a free one")
     agent_port: int = Field(8001, ge=0, le=65535, description="agent data-plane port of `up` and `agent`; 0 picks a free one")
     metrics_port: int = Field(8002, ge=-1, le=65535, description="agent Prometheus /metrics port; -1: off, 0: a free one")
+    http_port: int = Field(8000, ge=-1, le=65535, description="agent REST (Open Inference Protocol over HTTP) port of "
+                           "`up` and `agent`; -1: off, 0: a free one")
+    drift_window_rows: int = Field(10_000, ge=1, description="rows of live traffic in one drift window of a deployment "
+                                   "whose bundle carries a training baseline")
+    drift_window_s: float = Field(300.0, gt=0, description="longest a drift window stays open, seconds")
+    drift_budget: float = Field(0.02, ge=0, le=1, description="share of scoring time drift counting may take; "
+                                "batches past it are not counted (the window holds a sample); 1: every batch")
     max_inflight_bytes: int = Field(256 << 20, ge=1, description="bytes of inference requests an agent serves at "
                                     "once; past it RESOURCE_EXHAUSTED")
     served_keys_remembered: int = Field(100_000, ge=0, description="(endpoint, request key) pairs an agent remembers "
@@ -70,6 +77,10 @@ class Settings(BaseSettings):
     agent_ttl_s: float = Field(5.0, gt=0, description="seconds without a heartbeat before the coordinator marks an agent lost")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="seconds between an agent's heartbeats, as the coordinator asks")
     placement: Literal["spread", "pack"] = Field("spread", description="how the coordinator places replicas: spread or pack")
+    log_format: Literal["text", "json"] = Field("text", description="how processes log: text, or json (one object a "
+                                                "line: time, level, component, message, request_id)")
+    log_level: Literal["", "debug", "info", "warning", "error"] = Field(
+        "", description="log level; empty: info for `up`, `coordinator` and `agent`, warning for other commands")
     batch_rows: int = Field(DEFAULT_BATCH_ROWS, ge=1, description="rows per engine call when scoring a dataset "
                             "(score-dataset --batch-rows, batch_scoring stages without batch_rows)")
 

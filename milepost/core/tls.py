@@ -79,18 +79,24 @@ def listen(server: grpc.Server, host: str, port: int, tls: Tls | None, *, insecu
     if tls is not None:
         bound = server.add_secure_port(address, tls.server_credentials())
     else:
-        if not is_loopback(host):
-            if not insecure:
-                raise FailedPrecondition(
-                    f"refusing to listen on {host} without TLS: tokens and features would cross the network "
-                    "in the clear. Give --tls-cert/--tls-key (see `milepost certs init`), or --insecure"
-                )
-            log.warning("listening on %s WITHOUT TLS (--insecure): anyone on the network can read and forge calls",
-                        host)
+        check_plaintext(host, insecure)
         bound = server.add_insecure_port(address)
     if bound == 0:
         raise OSError(f"cannot listen on {address}: address in use or not available")
     return bound
+
+
+def check_plaintext(host: str, insecure: bool) -> None:
+    """A server may listen on ``host`` without TLS: loopback, or ``insecure`` (with a warning);
+    FailedPrecondition otherwise."""
+    if is_loopback(host):
+        return
+    if not insecure:
+        raise FailedPrecondition(
+            f"refusing to listen on {host} without TLS: tokens and features would cross the network "
+            "in the clear. Give --tls-cert/--tls-key (see `milepost certs init`), or --insecure"
+        )
+    log.warning("listening on %s WITHOUT TLS (--insecure): anyone on the network can read and forge calls", host)
 
 
 # gRPC waits up to 120 s between reconnection attempts to a peer that was down, and every

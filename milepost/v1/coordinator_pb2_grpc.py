@@ -61,6 +61,16 @@ class CoordinatorServiceStub:
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.SetAlias = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/SetAlias',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.SetAliasRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_types__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.DeleteModel = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/DeleteModel',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.DeleteModelRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_types__pb2.ModelVersion.FromString,
+                _registered_method=True)
         self.Deploy = channel.unary_unary(
                 '/milepost.v1.CoordinatorService/Deploy',
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.DeployRequest.SerializeToString,
@@ -136,6 +146,16 @@ class CoordinatorServiceStub:
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.GetStatusRequest.SerializeToString,
                 response_deserializer=milepost_dot_v1_dot_coordinator__pb2.GetStatusResponse.FromString,
                 _registered_method=True)
+        self.ListAudit = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/ListAudit',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.ListAuditRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListAuditResponse.FromString,
+                _registered_method=True)
+        self.VerifyAudit = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/VerifyAudit',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.VerifyAuditRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.VerifyAuditResponse.FromString,
+                _registered_method=True)
         self.CreateToken = channel.unary_unary(
                 '/milepost.v1.CoordinatorService/CreateToken',
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.CreateTokenRequest.SerializeToString,
@@ -185,6 +205,20 @@ class CoordinatorServiceServicer:
 
     def ListModels(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetAlias(self, request, context):
+        """Point an alias at a version, moving it if it named another, or remove it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModel(self, request, context):
+        """Delete one version (record, aliases, artifact); FAILED_PRECONDITION while deployed.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -284,6 +318,19 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAudit(self, request, context):
+        """The audit trail (role approver): entries in order, and a check of the whole chain.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def VerifyAudit(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CreateToken(self, request, context):
         """Identities (role admin): tokens are shown once, when created, and stored as hashes.
         """
@@ -330,6 +377,16 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListModelsRequest.FromString,
                     response_serializer=milepost_dot_v1_dot_coordinator__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'SetAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetAlias,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.SetAliasRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_types__pb2.ModelVersion.SerializeToString,
+            ),
+            'DeleteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModel,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.DeleteModelRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_types__pb2.ModelVersion.SerializeToString,
             ),
             'Deploy': grpc.unary_unary_rpc_method_handler(
                     servicer.Deploy,
@@ -405,6 +462,16 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.GetStatus,
                     request_deserializer=milepost_dot_v1_dot_coordinator__pb2.GetStatusRequest.FromString,
                     response_serializer=milepost_dot_v1_dot_coordinator__pb2.GetStatusResponse.SerializeToString,
+            ),
+            'ListAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAudit,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListAuditRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.ListAuditResponse.SerializeToString,
+            ),
+            'VerifyAudit': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyAudit,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.VerifyAuditRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.VerifyAuditResponse.SerializeToString,
             ),
             'CreateToken': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateToken,
@@ -557,6 +624,60 @@ class CoordinatorService:
             '/milepost.v1.CoordinatorService/ListModels',
             milepost_dot_v1_dot_coordinator__pb2.ListModelsRequest.SerializeToString,
             milepost_dot_v1_dot_coordinator__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/SetAlias',
+            milepost_dot_v1_dot_coordinator__pb2.SetAliasRequest.SerializeToString,
+            milepost_dot_v1_dot_types__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/DeleteModel',
+            milepost_dot_v1_dot_coordinator__pb2.DeleteModelRequest.SerializeToString,
+            milepost_dot_v1_dot_types__pb2.ModelVersion.FromString,
             options,
             channel_credentials,
             insecure,
@@ -962,6 +1083,60 @@ class CoordinatorService:
             '/milepost.v1.CoordinatorService/GetStatus',
             milepost_dot_v1_dot_coordinator__pb2.GetStatusRequest.SerializeToString,
             milepost_dot_v1_dot_coordinator__pb2.GetStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/ListAudit',
+            milepost_dot_v1_dot_coordinator__pb2.ListAuditRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.ListAuditResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyAudit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/VerifyAudit',
+            milepost_dot_v1_dot_coordinator__pb2.VerifyAuditRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.VerifyAuditResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -63,20 +63,26 @@ class AgentInfo(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., engines: _Optional[_Iterable[_Union[EngineInfo, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., milepost_version: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("name", "version", "flavor", "size_bytes", "created_at", "manifest_json")
+    __slots__ = ("name", "version", "flavor", "size_bytes", "created_at", "manifest_json", "number", "digest", "aliases")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FLAVOR_FIELD_NUMBER: _ClassVar[int]
     SIZE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    DIGEST_FIELD_NUMBER: _ClassVar[int]
+    ALIASES_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     flavor: str
     size_bytes: int
     created_at: float
     manifest_json: str
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., flavor: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., manifest_json: _Optional[str] = ...) -> None: ...
+    number: int
+    digest: str
+    aliases: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., flavor: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., manifest_json: _Optional[str] = ..., number: _Optional[int] = ..., digest: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Batching(_message.Message):
     __slots__ = ("max_batch_size", "max_delay_us", "max_queue_rows")
@@ -99,7 +105,7 @@ class ResourceRequest(_message.Message):
     def __init__(self, cpu: _Optional[float] = ..., memory_bytes: _Optional[int] = ..., gpus: _Optional[int] = ...) -> None: ...
 
 class Deployment(_message.Message):
-    __slots__ = ("deployment_id", "endpoint", "model", "version", "replicas", "agent_ids", "state", "message", "batching", "resources", "selector", "engine")
+    __slots__ = ("deployment_id", "endpoint", "model", "version", "replicas", "agent_ids", "state", "message", "batching", "resources", "selector", "engine", "number")
     class SelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -119,6 +125,7 @@ class Deployment(_message.Message):
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     endpoint: str
     model: str
@@ -131,7 +138,8 @@ class Deployment(_message.Message):
     resources: ResourceRequest
     selector: _containers.ScalarMap[str, str]
     engine: str
-    def __init__(self, deployment_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., replicas: _Optional[int] = ..., agent_ids: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., selector: _Optional[_Mapping[str, str]] = ..., engine: _Optional[str] = ...) -> None: ...
+    number: int
+    def __init__(self, deployment_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., replicas: _Optional[int] = ..., agent_ids: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., selector: _Optional[_Mapping[str, str]] = ..., engine: _Optional[str] = ..., number: _Optional[int] = ...) -> None: ...
 
 class Endpoint(_message.Message):
     __slots__ = ("name", "policy", "deployments", "created_at", "routing")

@@ -51,4 +51,4 @@ class TreeStage:
         out = np.asarray(self.ensemble.predict(X), dtype=np.float64)
         if self._binary:
             return np.column_stack([1.0 - out, out])
-        return out.reshape(len(out), -1) if out.ndim == 1 else np.ascontiguousarray(out)
+        return out.reshape(-1, 1) if out.ndim == 1 else np.ascontiguousarray(out)  # (0,) too

@@ -89,8 +89,9 @@ def test_rolling_restart_of_every_agent_under_load_fails_no_request(cluster, log
                            f"again {back:.2f} s after the start command ({up:.2f} s of it the process starting)")
         time.sleep(1.0)
     stop_at.set()
-    errors = on_ep.pop("_errors") + on_ab.pop("_errors")
+    errors = [on_ep.pop("_errors"), on_ab.pop("_errors")]  # filled until the loops end
     counts = {"ep": finish(on_ep), "ab": finish(on_ab)}
+    errors = errors[0] + errors[1]
     print("rolling restart of 3 agents under load:", *figures, f"requests: {counts}", sep="\n  ")
     assert all(c["failed"] == 0 and c["wrong"] == 0 for c in counts.values()), (counts, errors[:5])
     assert all(c["ok"] > 100 for c in counts.values()), counts

@@ -23,7 +23,7 @@ def run_cli(*args: str) -> str:
 def test_tritonclient_scores_like_sklearn(up, logistic_model, tmp_path: Path) -> None:
     estimator, bundle_dir, version, rows = logistic_model
     pushed = run_cli("models", "push", str(bundle_dir), "--name", "churn", "--coordinator", up.coordinator)
-    assert pushed.strip() == f"churn:{version}"
+    assert pushed.strip() == f"churn:1 sha256:{version}"
     deployed = run_cli("deploy", "churn-api", "--model", "churn", "--coordinator", up.coordinator)
     assert "READY" in deployed
 
@@ -41,7 +41,7 @@ def test_tritonclient_scores_like_sklearn(up, logistic_model, tmp_path: Path) ->
     assert seen["unknown_model_ready"] is False
     assert seen["server_metadata"]["name"] == "milepost"
     assert seen["metadata"]["inputs"] == [{"name": "input", "datatype": "FP32", "shape": ["-1", str(rows.shape[1])]}]
-    assert seen["metadata"]["versions"] == [version]
+    assert seen["metadata"]["versions"] == ["1"]  # the registry's number, as perf_analyzer reads it
     assert seen["config"]["config"]["input"][0]["dims"] == ["-1", str(rows.shape[1])]
     np.testing.assert_allclose(seen["probabilities"], expected, atol=1e-5)
     np.testing.assert_allclose(seen["probabilities_named"], expected, atol=1e-5)

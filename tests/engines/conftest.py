@@ -27,8 +27,8 @@ FILE_ROWS = (8000, 5000, 7000)  # uneven, so that a reader ordering files by siz
 ROW_GROUP_ROWS = 2500
 COMPONENT_DIR = Path(__file__).parent / "user_component"
 
-ONLINE = ["native", "torch-script", "torch-export", "python", "ray"]
-DATASET = ["native", "torch-script", "torch-export", "python", "spark", "ray"]
+ONLINE = ["native", "torch-script", "torch-export", "onnx", "python", "ray"]
+DATASET = ["native", "torch-script", "torch-export", "onnx", "python", "spark", "ray"]
 DATASET_ONLY = ["spark"]
 
 
@@ -128,6 +128,31 @@ def torch_model(data: Data) -> tuple[Any, dict[str, Path]]:
 
 
 @pytest.fixture(scope="session")
+def onnx_model(data: Data) -> tuple[Any, Path]:
+    """A torch network exported by torch.onnx with an operator the scoring core lacks (Elu),
+    so only the onnx engine serves it, as an onnx bundle."""
+    import warnings
+
+    import torch
+
+    from engines.onnx import save_bundle
+
+    torch.manual_seed(1)
+    module = torch.nn.Sequential(
+        torch.nn.Linear(N_FEATURES, 16), torch.nn.ELU(), torch.nn.Linear(16, 2), torch.nn.Softmax(dim=1)
+    ).eval()
+    path = data.root / "elu.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (torch.from_numpy(data.X[:4]),), str(path), input_names=["x"],
+                          output_names=["probabilities"], dynamic_axes={"x": {0: "n"}, "probabilities": {0: "n"}},
+                          dynamo=False)
+    bundle_dir = data.root / "onnx"
+    save_bundle(path, bundle_dir)
+    return module, bundle_dir
+
+
+@pytest.fixture(scope="session")
 def component(data: Data) -> tuple[dict[str, Any], Path]:
     """A user component (tests/engines/user_component) as a python code bundle."""
     from engines.python import save_bundle
@@ -185,6 +210,21 @@ def _torch_case(name: str, torch_model: tuple[Any, dict[str, Path]]) -> EngineCa
                       released=lambda model: lambda: model._module is None)
 
 
+def _onnx_case(onnx_model: tuple[Any, Path]) -> EngineCase:
+    import torch
+
+    from engines.onnx import OnnxEngine
+
+    module, bundle_dir = onnx_model
+
+    def reference(X: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(np.ascontiguousarray(X))).numpy().astype(np.float64)
+
+    return EngineCase("onnx", OnnxEngine(), bundle_dir, reference, rtol=1e-5, atol=1e-6,
+                      released=lambda model: lambda: model._session is None)  # type: ignore[attr-defined]  # an OnnxModel's
+
+
 def _python_case(component: tuple[dict[str, Any], Path]) -> EngineCase:
     import sys
 
@@ -229,6 +269,8 @@ def build_case(name: str, request: pytest.FixtureRequest) -> EngineCase:
         return _logistic_case(name, NativeEngine(), request.getfixturevalue("logistic"))
     if name in ("torch-script", "torch-export"):
         return _torch_case(name, request.getfixturevalue("torch_model"))
+    if name == "onnx":
+        return _onnx_case(request.getfixturevalue("onnx_model"))
     if name == "python":
         return _python_case(request.getfixturevalue("component"))
     if name == "spark":

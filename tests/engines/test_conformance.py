@@ -1,8 +1,8 @@
 """The engine conformance suite: the same promises, tested on every engine.
 
 Parametrised in conftest.pytest_generate_tests: ``online_case`` tests run on each
-engine that serves requests (native, torch as TorchScript and as torch.export, python,
-ray replicas), ``dataset_case`` tests on every engine (and spark), each against a
+engine that serves requests (native, torch as TorchScript and as torch.export, onnx,
+python, ray replicas), ``dataset_case`` tests on every engine (and spark), each against a
 real model and the reference its own library computes.
 """
 
@@ -218,7 +218,7 @@ def test_torch_cuda_requested_without_a_gpu_is_a_clear_error(torch_model) -> Non
 
 def test_discover_reports_every_engine_with_a_version_or_a_reason() -> None:
     found = {info.name: info for info in registry.discover()}
-    assert set(found) == {"native", "torch", "python", "spark", "ray"}
+    assert set(found) == {"native", "torch", "onnx", "python", "spark", "ray"}
     for info in found.values():
         assert info.available or info.reason, info
         assert info.flavors

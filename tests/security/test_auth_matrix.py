@@ -188,3 +188,33 @@ def test_an_agent_that_requires_tokens_checks_them_itself(cluster, tmp_path) -> 
         channel.close()
     finally:
         strict.stop()
+
+
+REGISTRY_WRITES = ("SetAlias", "DeleteModel")
+
+
+def test_registry_writes_need_a_deployer_and_change_nothing_when_refused(cluster, credentials, logistic_model) -> None:
+    """Moving an alias or deleting a version is a change to what serves: the matrix above
+    refuses every bad credential on them; here a viewer and an agent are refused on a real
+    request, the store untouched, and a deployer's same request goes through."""
+    from milepost.v1 import coordinator_pb2_grpc
+
+    _, bundle_dir, version, _ = logistic_model
+    with cluster.client as client:
+        client.push_model(bundle_dir, "guarded")
+    for name in REGISTRY_WRITES:
+        assert auth.RULES[f"/milepost.v1.CoordinatorService/{name}"] == auth.DEPLOYER
+    stub = coordinator_pb2_grpc.CoordinatorServiceStub(grpc.insecure_channel(cluster.coordinator.address))
+    alias = coordinator_pb2.SetAliasRequest(name="guarded", alias="prod", version="1")
+    delete = coordinator_pb2.DeleteModelRequest(name="guarded", version="1")
+    before = store_dump(cluster)
+    for kind in ("viewer", "agent"):
+        metadata = [("authorization", f"Bearer {credentials[kind]}")]
+        for method, request in ((stub.SetAlias, alias), (stub.DeleteModel, delete)):
+            with pytest.raises(grpc.RpcError) as refused:
+                method(request, metadata=metadata, timeout=10)
+            assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED and "deployer" in refused.value.details()
+    assert store_dump(cluster) == before
+    metadata = [("authorization", f"Bearer {credentials['deployer']}")]
+    assert list(stub.SetAlias(alias, metadata=metadata, timeout=10).aliases) == ["prod"]
+    assert stub.DeleteModel(delete, metadata=metadata, timeout=10).version == version

@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from coordinator.store import ModelRecord, Store, like_prefix
-from milepost.core.errors import NotFound
+from coordinator.versions import resolve
+from milepost.core.errors import InvalidArgument, NotFound
+from milepost.core.model_refs import VersionRef
 
 
 def record(version: str, at: float) -> ModelRecord:
@@ -20,16 +22,19 @@ def test_like_prefix_escapes_its_wildcards_and_the_escape() -> None:
 def test_the_store_matches_a_prefix_literally(tmp_path) -> None:
     store = Store(tmp_path / "milepost.db")
     try:
-        store.add_model(record("ab_cd" + "0" * 59, 1.0))
-        store.add_model(record("abxcd" + "1" * 59, 2.0))
-        store.add_model(record("a%" + "2" * 62, 3.0))
-        store.add_model(record("a\\" + "3" * 62, 4.0))
-        assert store.get_model("m", "ab_").version.startswith("ab_")  # '_' is not "any one character"
-        assert store.get_model("m", "a%").version.startswith("a%")  # '%' is not "anything"
-        assert store.get_model("m", "a\\").version.startswith("a\\")
-        assert store.get_model("m", "%") is None and store.get_model("m", "_") is None
-        assert store.get_model("m", "a_") is None  # no version starts with these two characters
-        assert store.get_model("m", "ab") is None  # a real prefix shared by two versions stays ambiguous
+        store.add_model(record("ab" + "0" * 62, 1.0))
+        store.add_model(record("ab" + "1" * 62, 2.0))
+        store.add_model(record("a" + "f" * 63, 3.0))
+        assert resolve(store, "m", "ab0").version == "ab" + "0" * 62
+        # A digest prefix is hexadecimal: anything else reads as an alias, which no version has.
+        for text in ("ab_", "a%", "a\\", "%", "_", "%0"):
+            with pytest.raises(NotFound):
+                resolve(store, "m", text)
+        # Should a wildcard reach the store's LIKE anyway, it matches itself only.
+        assert store.find_models("m", VersionRef(digest="a_")) == []
+        assert store.find_models("m", VersionRef(digest="%")) == []
+        with pytest.raises(InvalidArgument, match="ambiguous"):
+            resolve(store, "m", "ab")  # a real prefix shared by two versions
     finally:
         store.close()
 

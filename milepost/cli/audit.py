@@ -1,0 +1,58 @@
+"""The audit commands (role approver): `milepost audit verify [--expect-head SEQ:SHA256]` and
+`milepost audit export [--format jsonl|csv] [--output FILE]`.
+
+`verify` exits 1 when the chain shows an edited, removed or moved entry, naming each, and
+prints the head to keep somewhere else: given back with --expect-head, it also catches the
+newest entries being cut off."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from typing import TextIO
+
+from milepost.cli.arguments import client
+
+FIELDS = ("seq", "at", "actor", "action", "subject", "detail", "prev_sha256", "sha256")
+
+
+def cmd_audit_verify(args: argparse.Namespace) -> int:
+    with client(args) as c:
+        result = c.verify_audit(args.expect_head or "")
+    for problem in result.problems:
+        print(f"problem: {problem}")
+    state = "ok" if result.ok else f"FAILED ({len(result.problems)} problem(s))"
+    print(f"audit trail {state}: {result.entries} entries; head {result.head_seq}:{result.head_sha256}")
+    return 0 if result.ok else 1
+
+
+def cmd_audit_export(args: argparse.Namespace) -> int:
+    out: TextIO = open(args.output, "w", newline="") if args.output else sys.stdout
+    try:
+        with client(args) as c:
+            if args.format == "csv":
+                writer = csv.writer(out)
+                writer.writerow(FIELDS)
+                for e in c.audit():
+                    writer.writerow([getattr(e, name) for name in FIELDS])
+            else:
+                for e in c.audit():
+                    out.write(json.dumps({name: getattr(e, name) for name in FIELDS}) + "\n")
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    audit = sub.add_parser("audit", help="verify and export the hash-chained audit trail (role approver)")
+    actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = actions.add_parser("verify", parents=[common], help="check every entry's digest and place in the chain")
+    p.add_argument("--expect-head", metavar="SEQ:SHA256", help="a head an earlier verify printed")
+    p.set_defaults(func=cmd_audit_verify)
+    p = actions.add_parser("export", parents=[common], help="every entry, oldest first")
+    p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")
+    p.add_argument("--output", metavar="FILE", help="default: standard output")
+    p.set_defaults(func=cmd_audit_export)

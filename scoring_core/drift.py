@@ -1,0 +1,299 @@
+"""Drift of live data against the training baseline, from binned counts.
+
+A ``Baseline`` is taken from the training data when a model is compiled: for each numeric
+feature (and for the prediction) quantile bin edges from the training values and the share of
+training rows in each bin, a share of missing values, and the training range; for a string
+feature, the share of each of its most frequent values and of all others. It is small, plain
+JSON, and travels in the bundle's manifest.
+
+Live statistics are counts in the same bins, added batch by batch (``count_numeric`` is one
+numba pass over a column, no per-row Python), so a window of any size costs a few hundred
+integers per feature. From the two distributions over the same bins (missing values as a bin
+of their own):
+
+- PSI, the population stability index: sum (q - p) ln(q / p), with empty bins given a small
+  share (``EPSILON``) so that it stays finite; 0.1 is a small shift, 0.2 a large one;
+- the overlap score: sum min(p, q), 1 for identical distributions (ParallelM MCenter alerts
+  below 0.8);
+- the Jensen-Shannon distance (base 2, 0 to 1), as scipy.spatial.distance.jensenshannon;
+- the Kolmogorov-Smirnov statistic of the binned values: the largest gap between the two
+  cumulative distributions, as scipy.stats.ks_2samp gives on the bin indices;
+- the missing-value rate and the out-of-range rate (live values below the training minimum or
+  above its maximum).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numba
+import numpy as np
+
+EPSILON = 1e-4  # the share an empty bin counts as in PSI
+DEFAULT_BINS = 10
+MAX_CATEGORIES = 20  # a string feature keeps its most frequent values, the rest count as one
+OTHER = "__other__"
+
+
+@dataclass(frozen=True)
+class FeatureBaseline:
+    """One feature's training distribution. Numeric: ``edges`` (inner bin edges, ascending),
+    ``low``/``high`` (the training range). String: ``categories`` (the values with a bin of their
+    own; the last bin is every other value). ``shares`` are the bins' shares of training rows,
+    then the missing share last."""
+
+    name: str
+    shares: tuple[float, ...]
+    edges: tuple[float, ...] = ()
+    low: float = math.nan
+    high: float = math.nan
+    categories: tuple[str, ...] = ()
+
+    @property
+    def numeric(self) -> bool:
+        return not self.categories
+
+    def to_json(self) -> dict:
+        if self.numeric:
+            return {"name": self.name, "edges": list(self.edges), "low": self.low, "high": self.high,
+                    "shares": list(self.shares)}
+        return {"name": self.name, "categories": list(self.categories), "shares": list(self.shares)}
+
+    @staticmethod
+    def from_json(data: dict) -> FeatureBaseline:
+        return FeatureBaseline(
+            data["name"], tuple(data["shares"]), tuple(data.get("edges", ())), data.get("low", math.nan),
+            data.get("high", math.nan), tuple(data.get("categories", ())))
+
+
+def numeric_baseline(name: str, values: np.ndarray, bins: int = DEFAULT_BINS) -> FeatureBaseline:
+    """Quantile bins of the training values (ties merge bins: a constant feature has one)."""
+    values = np.asarray(values, dtype=np.float64)
+    present = values[~np.isnan(values)]
+    if present.size == 0:
+        return FeatureBaseline(name, (0.0, 1.0))
+    edges = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1]))
+    counts = count_numeric(values, edges)
+    return FeatureBaseline(name, _shares(counts[:-1]), tuple(float(e) for e in edges),
+                           float(present.min()), float(present.max()))
+
+
+def string_baseline(name: str, values: list[str | None], top: int = MAX_CATEGORIES) -> FeatureBaseline:
+    frequent = tuple(v for v, _ in Counter(v for v in values if v is not None).most_common(top))
+    counts = count_strings(values, frequent)
+    return FeatureBaseline(name, _shares(counts[:-1]), categories=frequent)
+
+
+@numba.njit(cache=True, nogil=True)
+def _count_numeric(values: np.ndarray, edges: np.ndarray, low: float, high: float, out: np.ndarray) -> None:
+    """out: len(edges) + 1 bins, then missing, then out of range."""
+    n_bins = edges.shape[0] + 1
+    for i in range(values.shape[0]):
+        v = values[i]
+        if v != v:
+            out[n_bins] += 1
+            continue
+        lo, hi = 0, edges.shape[0]
+        while lo < hi:  # the first edge >= v: bins are (edge[k-1], edge[k]]
+            mid = (lo + hi) // 2
+            if edges[mid] < v:
+                lo = mid + 1
+            else:
+                hi = mid
+        out[lo] += 1
+        if v < low or v > high:
+            out[n_bins + 1] += 1
+
+
+def count_numeric(values: np.ndarray, edges: np.ndarray | tuple[float, ...],
+                  low: float = -math.inf, high: float = math.inf) -> np.ndarray:
+    """Counts per bin (len(edges) + 1), then missing, then out of [low, high]."""
+    edges = np.asarray(edges, dtype=np.float64)
+    out = np.zeros(edges.shape[0] + 3, dtype=np.int64)
+    _count_numeric(np.ascontiguousarray(values, dtype=np.float64), edges, low, high, out)
+    return out
+
+
+def count_strings(values: list[str | None], categories: tuple[str, ...]) -> np.ndarray:
+    """Counts per category, then all other values, then missing, then 0 (no range for strings)."""
+    index = {c: i for i, c in enumerate(categories)}
+    out = np.zeros(len(categories) + 3, dtype=np.int64)
+    other, missing = len(categories), len(categories) + 1
+    for v in values:
+        out[missing if v is None else index.get(v, other)] += 1
+    return out
+
+
+def count(baseline: FeatureBaseline, values: np.ndarray | list) -> np.ndarray:
+    """Live counts of a column in the baseline's bins (see count_numeric / count_strings)."""
+    if baseline.numeric:
+        return count_numeric(np.asarray(values, dtype=np.float64), baseline.edges, baseline.low, baseline.high)
+    return count_strings(list(values), baseline.categories)
+
+
+@dataclass(frozen=True)
+class Drift:
+    psi: float
+    overlap: float
+    js_distance: float
+    ks: float
+    missing_rate: float
+    out_of_range_rate: float
+    rows: int
+
+
+def drift(baseline: FeatureBaseline, counts: np.ndarray) -> Drift:
+    """Drift of live ``counts`` (as ``count`` gives them) against the baseline."""
+    live = np.asarray(counts[:-1], dtype=np.float64)  # bins and missing
+    rows = int(live.sum())
+    if rows == 0:
+        return Drift(0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0)
+    q = live / rows
+    p = np.asarray(baseline.shares, dtype=np.float64)
+    if p.shape != q.shape:
+        raise ValueError(f"feature {baseline.name!r}: {q.size} live bins against {p.size} in the baseline")
+    p_eps, q_eps = np.maximum(p, EPSILON), np.maximum(q, EPSILON)
+    m = (p + q) / 2
+    js = 0.5 * (_kl(p, m) + _kl(q, m))
+    return Drift(
+        psi=float(np.sum((q_eps - p_eps) * np.log(q_eps / p_eps))),
+        overlap=float(np.minimum(p, q).sum()),
+        js_distance=float(math.sqrt(max(js, 0.0))),
+        ks=float(np.max(np.abs(np.cumsum(p) - np.cumsum(q)))),
+        missing_rate=float(q[-1]),
+        out_of_range_rate=float(counts[-1] / rows),
+        rows=rows,
+    )
+
+
+def _kl(a: np.ndarray, b: np.ndarray) -> float:
+    nonzero = a > 0
+    return float(np.sum(a[nonzero] * np.log2(a[nonzero] / b[nonzero])))
+
+
+def _shares(counts: np.ndarray) -> tuple[float, ...]:
+    total = counts.sum()
+    return tuple(float(c / total) for c in counts) if total else tuple(0.0 for _ in counts)
+
+
+def training_baseline(columns: dict[str, np.ndarray | list], predictions: np.ndarray) -> dict:
+    """The manifest's ``drift_baseline``: every input column's and the prediction's baseline.
+
+    A numeric column gets quantile bins, a string (object) column its frequent values. The
+    prediction is a regressor's value or P(class 1) of a binary classifier (numeric), or the
+    predicted class of a multiclass one (its index, as a string)."""
+    features = []
+    for name, values in columns.items():
+        array = np.asarray(values)
+        features.append(string_baseline(name, [None if v is None or v != v else str(v) for v in array.tolist()])
+                        if array.dtype == object else numeric_baseline(name, array.astype(np.float64)))
+    scores = np.asarray(predictions, dtype=np.float64)
+    if scores.ndim == 2 and scores.shape[1] > 2:
+        prediction = string_baseline("prediction", [str(i) for i in scores.argmax(axis=1)])
+    else:
+        prediction = numeric_baseline("prediction", scores[:, -1] if scores.ndim == 2 else scores)
+    return {"features": [f.to_json() for f in features], "prediction": prediction.to_json()}
+
+
+class LiveWindow:
+    """Counts of live traffic in a baseline's bins, in windows of ``rows`` rows or ``seconds``.
+
+    ``add`` takes a scored batch (inputs and outputs) and adds one numba pass per numeric
+    column; a window closes when it holds ``rows`` rows or is ``seconds`` old, and the last
+    closed one is what ``drifts`` judges (the open one until a first window closes), so the
+    figures do not swing with every batch. Thread-safe: batches score concurrently.
+
+    ``offer`` is how the scoring path calls it: it counts a batch only while the time spent
+    counting stays within ``budget`` of the time spent scoring (1: every batch), so
+    accounting never costs serving more than that share; the batches it skips leave the windows a sample of the
+    traffic, taken over time without regard to content (``rows`` counts what was counted)."""
+
+    def __init__(self, baseline: dict, *, rows: int, seconds: float, budget: float = 0.02,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.features = [FeatureBaseline.from_json(f) for f in baseline["features"]]
+        self.prediction = FeatureBaseline.from_json(baseline["prediction"])
+        self.rows_per_window, self.seconds = rows, seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._open = self._empty()
+        self._opened_at = clock()
+        self._open_rows = 0
+        self._closed: list[np.ndarray] | None = None
+        self.budget = budget
+        self._scoring_s = 0.0
+        self._counting_s = 0.0
+        self.offered = self.counted = 0  # batches
+
+    def offer(self, inputs: Any, outputs: Any, scoring_s: float) -> None:
+        """A batch the model scored in ``scoring_s``; counted while the budget allows."""
+        self._scoring_s += scoring_s
+        self.offered += 1
+        if self.budget < 1 and self._counting_s > self.budget * self._scoring_s:
+            return
+        started = time.perf_counter()
+        self.add(inputs, outputs)
+        self._counting_s += time.perf_counter() - started
+        self.counted += 1
+
+    def _empty(self) -> list[np.ndarray]:
+        return [np.zeros(len(f.shares) + 1, dtype=np.int64) for f in (*self.features, self.prediction)]
+
+    def add(self, inputs: Any, outputs: Any) -> None:
+        """``inputs``, ``outputs``: pyarrow RecordBatches as the model took and gave them."""
+        if inputs.num_rows == 0:
+            return
+        matrix = _matrix(inputs, len(self.features))
+        counts = [count(f, matrix[:, i] if matrix is not None else _column_values(inputs, f))
+                  for i, f in enumerate(self.features)]
+        counts.append(count(self.prediction, prediction_values(outputs, self.prediction)))
+        with self._lock:
+            for total, c in zip(self._open, counts):
+                total += c
+            self._open_rows += inputs.num_rows
+            if self._open_rows >= self.rows_per_window or self._clock() - self._opened_at >= self.seconds:
+                self._closed, self._open, self._open_rows = self._open, self._empty(), 0
+                self._opened_at = self._clock()
+
+    def drifts(self) -> dict[str, Drift]:
+        """Feature name (and "prediction") -> its drift in the last closed window."""
+        with self._lock:
+            window = [c.copy() for c in (self._closed if self._closed is not None else self._open)]
+        return {f.name: drift(f, c) for f, c in zip((*self.features, self.prediction), window)}
+
+
+def _matrix(batch: Any, width: int) -> np.ndarray | None:
+    """The rows of a batch that is one matrix column (a tensor input, features in order), else None."""
+    if batch.num_columns != 1 or getattr(batch.column(0).type, "list_size", None) != width:
+        return None
+    return np.asarray(batch.column(0).flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1, width)
+
+
+def _column_values(batch: Any, feature: FeatureBaseline) -> Any:
+    """The batch's column of that feature (none: nothing to count, as for an unused input)."""
+    index = batch.schema.get_field_index(feature.name)
+    if index < 0:
+        return np.empty(0) if feature.numeric else []
+    column = batch.column(index)
+    if feature.numeric:
+        return column.to_numpy(zero_copy_only=False).astype(np.float64)
+    return column.to_pylist()
+
+
+def prediction_values(outputs: Any, prediction: FeatureBaseline) -> Any:
+    """The scored batch's primary output as the baseline took it: a value, P(class 1) of two
+    probabilities, or the index of the largest of more (as a string)."""
+    column = outputs.column(0)
+    if hasattr(column.type, "list_size"):
+        width = column.type.list_size
+        matrix = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1, width)
+        if prediction.numeric:
+            return matrix[:, -1]
+        return [str(i) for i in matrix.argmax(axis=1)]
+    values = column.to_numpy(zero_copy_only=False)
+    return values.astype(np.float64) if prediction.numeric else [str(v) for v in values]

@@ -6,15 +6,14 @@ away, so the operator knows what to add or relax.
 
 Ranking looks at what each agent already carries: the replicas it hosts, the
 share of its CPU, memory and GPUs those replicas reserve, and the CPU it was
-measured to use (its heartbeats report it). "spread" puts a replica on an agent
-that is not busy (measured CPU under BUSY) before any busy one, then on the one
-with the fewest replicas, the smallest reserved share, the least measured CPU;
-"pack" on the one with the largest reserved share, then the most replicas, busy
-ones last too. Counting replicas matters because most deployments reserve nothing:
-ranked by reserved CPU alone, every agent ties and every replica lands on the same
-one. Measured CPU is bucketed to tenths so that noise does not reorder agents that
-carry the same; it decides only between agents otherwise equal, except that a busy
-agent (a few hot replicas) loses to idle ones however many replicas they hold. Agents with GPUs
+measured to use (its heartbeats report it). "spread" puts a replica on the agent
+with the fewest replicas, then the smallest reserved share, then the least measured
+CPU; "pack" on the one with the largest reserved share, then the most replicas.
+Counting replicas matters because most deployments reserve nothing: ranked by
+reserved CPU alone, every agent ties and every replica lands on the same one.
+Measured CPU, bucketed to tenths so that noise does not reorder agents, only breaks
+ties: it is a reading of the last second, and a burst of Deploys placed by it would
+all go to whichever agent was quietest then. Agents with GPUs
 are kept for deployments that ask for GPUs, and the last tie-break is the agent
 id, so the same state always gives the same answer. Replicas of one deployment
 always land on distinct agents. Each choice comes with a sentence saying why,
@@ -30,8 +29,6 @@ from milepost.core.errors import FailedPrecondition, InvalidArgument
 from milepost.core.requirements import Requirements
 
 STRATEGIES = ("spread", "pack")
-# Measured CPU (share of the node's cores) from which an agent ranks after every agent below it.
-BUSY = 0.75
 
 
 @dataclass(frozen=True)
@@ -49,10 +46,6 @@ class Candidate:
     used_gpus: int = 0
     replicas: int = 0  # replicas it hosts, whatever they reserve
     cpu_utilization: float = 0.0  # measured over its last heartbeat interval, 0 to 1 of its cores
-
-    @property
-    def busy(self) -> bool:
-        return self.cpu_utilization >= BUSY
 
     @property
     def measured_tenths(self) -> int:
@@ -152,8 +145,8 @@ def _wastes_gpu(c: Candidate, req: Requirements) -> bool:
 
 def _rank(c: Candidate, req: Requirements, strategy: str) -> tuple:
     if strategy == "pack":
-        return (_wastes_gpu(c, req), c.busy, -round(c.reserved_share, 9), -c.replicas, c.agent_id)
-    return (_wastes_gpu(c, req), c.busy, c.replicas, round(c.reserved_share, 9), c.measured_tenths, c.agent_id)
+        return (_wastes_gpu(c, req), -round(c.reserved_share, 9), -c.replicas, c.measured_tenths, c.agent_id)
+    return (_wastes_gpu(c, req), c.replicas, round(c.reserved_share, 9), c.measured_tenths, c.agent_id)
 
 
 def _reason(rank: int, ranked: list[Candidate], req: Requirements, strategy: str, turned_away: int) -> str:
@@ -166,18 +159,16 @@ def _reason(rank: int, ranked: list[Candidate], req: Requirements, strategy: str
         primary = f"{c.replicas} replica(s), {which} of {len(ranked)} agent(s)"
     key = _rank(c, req, strategy)
     tied = [_rank(o, req, strategy) for o in ranked[rank + 1:]]
-    tied_names = [o.agent_id for o, k in zip(ranked[rank + 1:], tied) if k[:3] == key[:3]]  # the ones it beat, barely
+    tied_names = [o.agent_id for o, k in zip(ranked[rank + 1:], tied) if k[:2] == key[:2]]  # the ones it beat, barely
     notes = []
     if c.cpu and (c.used_cpu or req.cpu):
         notes.append(f"{c.used_cpu:g} of {c.cpu:g} CPU reserved")
     if c.cpu_utilization:
         notes.append(f"{c.cpu_utilization:.0%} CPU measured")
     if tied_names:
-        decided = max(next(i for i in range(len(key)) if k[i] != key[i]) for k in tied if k[:3] == key[:3])
+        decided = max(next(i for i in range(len(key)) if k[i] != key[i]) for k in tied if k[:2] == key[:2])
         names = ", ".join(tied_names[:3]) + (" ..." if len(tied_names) > 3 else "")
         notes.append(f"tied with {names}; first by {_TIE_BREAKS[strategy][decided]}")
-    if not c.busy and any(o.busy for o in ranked):
-        notes.append(f"agents measured at {BUSY:.0%} CPU or more ranked last")
     if not _wastes_gpu(c, req) and any(_wastes_gpu(o, req) for o in ranked):
         notes.append("agents with GPUs kept for GPU work")
     if turned_away:
@@ -187,6 +178,6 @@ def _reason(rank: int, ranked: list[Candidate], req: Requirements, strategy: str
 
 # What decides between agents tied on the primary key, by the index in _rank's tuple.
 _TIE_BREAKS = {
-    "spread": {3: "least reserved", 4: "least CPU measured", 5: "agent id"},
-    "pack": {3: "most replicas", 4: "agent id"},
+    "spread": {2: "least reserved", 3: "least CPU measured", 4: "agent id"},
+    "pack": {2: "most replicas", 3: "least CPU measured", 4: "agent id"},
 }

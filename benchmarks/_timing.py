@@ -1,4 +1,4 @@
-"""Shared timing and reporting for the benchmarks: best-of rates, thread control, JSON out."""
+"""Shared timing and reporting for the benchmarks: best-of rates, the read limit, JSON out."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import platform
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,6 +39,23 @@ def rate(fn: Callable[[], object], rows: int, *, min_seconds: float = 0.5, max_c
         spent += elapsed
         best = min(best, elapsed / calls_per_repeat)
     return {"rows_per_s": rows / best, "us_per_call": best * 1e6}
+
+
+def read_limit_kernel() -> Callable[[Any], float]:
+    """A numba prange sum over a 1-D float32 array: the fastest this machine streams one
+    (on numba's current thread count), the ceiling of a bandwidth-bound kernel."""
+    import numba
+    import numpy as np
+
+    # fastmath lets the reduction vectorise; without it the add chain, not memory, is the limit.
+    @numba.njit(parallel=True, nogil=True, cache=False, fastmath=True)
+    def total(a):
+        s = np.float32(0.0)
+        for i in numba.prange(a.shape[0]):
+            s += a[i]
+        return s
+
+    return total
 
 
 def machine() -> dict:

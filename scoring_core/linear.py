@@ -1,24 +1,58 @@
 """Linear models: the IR (coefficients, intercepts, a link) and its numba kernels.
 
 Scores are accumulated in float64 whatever the input precision, so that a float32
-batch reproduces scikit-learn to well under 1e-5. Two kernels exist because Arrow
-batches arrive column-major and network tensors row-major, and either transposing
-a whole batch costs far more than scoring it (PERF_NOTES technique 7):
+batch reproduces scikit-learn to well under 1e-5. A linear model reads every input
+value once and does two flops with it: it is bound by memory bandwidth, and the
+kernels are written to stream the input at close to the machine's read limit.
 
-- column-major: for a block of rows, add ``coef[c, j] * X[rows, j]`` feature by feature
-  (four at a time); the inner loop runs down contiguous columns and vectorises.
-- row-major: four rows at a time, each its own dot product, so four independent
-  sums hide the add latency (fastmath stays off, so order is fixed and both kernels
-  sum each row in the same order and give bit-identical results).
+One summation order, two kernels. Arrow batches arrive column-major and network
+tensors row-major, and transposing a whole batch costs far more than scoring it
+(PERF_NOTES technique 7), so each layout has its own kernel; both compute, for
+every row and output ``c``, exactly this (fastmath off, no fused multiply-add):
+
+- ``LANES`` = 8 partial sums; lane ``k`` starts at 0.0 and adds
+  ``coef[c, j] * float64(x[j])`` for ``j = k, k + 8, k + 16, ...`` in that order;
+- the score is ``((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) + intercept[c]``.
+
+So the two give bit-identical results, whatever the row count, block boundaries or
+thread count, and the order is one that SIMD hardware runs without reassociation:
+
+- row-major (``_ROW_SCORES``): one 8-wide vector of lane sums per row, advanced 8
+  features at a time, four rows together; the last ``f % 8`` features come in by a
+  masked load (the lanes it misses get ``+ 0.0``, which changes no sum that started at
+  0.0), then the lanes are combined in the vector. Software prefetch 16 KiB ahead and
+  the link applied four rows at a time keep memory busy while the vectors work;
+- column-major (``_COLUMN_PASS_*``): for a block of rows, each lane is a vector of its
+  rows' sums, advanced by up to four of its columns per pass down contiguous column
+  segments; each pass prefetches the segments of the pass ``PASSES_AHEAD`` after it.
+
+numba's own loop vectoriser gives neither shape (it vectorises no fixed-order
+reduction, and loses the column loop when it is cut into prefetch chunks), so the two
+inner loops are LLVM IR written here as numba intrinsics: plain vector loads,
+``fpext``, ``fmul`` and ``fadd`` with no fast-math flags, whose rounding is the
+scalar code's. Vectors of 8 doubles are split by LLVM where the CPU has narrower
+registers; the results do not change.
+
+Where the time goes (Zen 4, 200 float32 features): from cache either kernel scores
+about 60M rows/s a core (fused multiply-adds, or 8 rows at a time, changed nothing;
+the float32 to float64 conversions look like the bound), only ~1.5x what one core
+streams from memory, so a kernel reaches the read limit only as far as its arithmetic
+overlaps the reads. The row-major one, a single
+sequential stream, overlaps well; the column-major one reads eight streams at once and
+overlaps less on one thread (benchmarks/linear_bandwidth.py has the figures).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from numba import njit, prange
+from llvmlite import ir
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from milepost.core.errors import InvalidArgument
 from scoring_core import threads
@@ -29,147 +63,483 @@ LINKS = ("identity", "logistic", "softmax", "ovr_logistic")
 _LINK_CODE = {name: code for code, name in enumerate(LINKS)}
 IDENTITY, LOGISTIC, SOFTMAX, OVR_LOGISTIC = range(4)
 
-# Rows per block: long enough runs down each column for the prefetcher, and the
-# (n_outputs, BLOCK) float64 accumulators still sit in L2.
-BLOCK = 1024
+# Partial sums per row and output: one vector of float64 (see the module docstring).
+LANES = 8
+# Rows scored together in the row-major kernel: four independent vector chains.
+ROWS_TOGETHER = 4
+# Columns per pass in the column-major kernel: four column loads per accumulator store.
+COLUMNS_TOGETHER = 4
+# Rows per block. Row-major: the (n_outputs, BLOCK) scores and the launch grain.
+# Column-major: 8 KiB column segments, long runs for the prefetcher, and the lane
+# accumulators (n_outputs * LANES * BLOCK float64) still in L2.
+BLOCK = 2048
+# Bytes ahead of the row being scored that the row-major kernel prefetches: 16 KiB
+# and 32 KiB did a few percent better than 4 KiB here at 1M x 200.
+ROW_PREFETCH_BYTES = 16384
+# Passes ahead that the column-major kernel prefetches, into the next block at the end
+# of one: enough that the reads go on while a block's scores go through the link.
+PASSES_AHEAD = 4
+_LINE = 64
 
 
-@njit(nogil=True, cache=True, fastmath=False)
-def _finish_row(acc, r, link, out, row):
-    """Write one row's outputs from its raw scores ``acc[:, r]`` through the link."""
-    k = acc.shape[0]
+# ---------------------------------------------------------------------------------------
+# LLVM IR pieces
+
+
+def _data_pointer(context: Any, builder: ir.IRBuilder, array_type: types.Array, value: Any,
+                  index: ir.Value) -> ir.Value:
+    """Address of ``array.flat[index]`` in memory order (the array is C or F contiguous)."""
+    array = context.make_array(array_type)(context, builder, value)
+    return builder.gep(array.data, [index])
+
+
+def _prefetch(builder: ir.IRBuilder, pointer: ir.Value) -> None:
+    """A read prefetch into every cache level; it never faults, wherever it points."""
+    i8p = ir.IntType(8).as_pointer()
+    i32 = ir.IntType(32)
+    fn = cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]), "llvm.prefetch.p0")
+    builder.call(fn, [builder.bitcast(pointer, i8p), ir.Constant(i32, 0), ir.Constant(i32, 3),
+                      ir.Constant(i32, 1)])
+
+
+def _load_as_doubles(builder: ir.IRBuilder, pointer: ir.Value, element: types.Float,
+                     context: Any) -> ir.Value:
+    """``LANES`` consecutive values at ``pointer`` as a vector of float64."""
+    vector = ir.VectorType(context.get_data_type(element), LANES)
+    value = builder.load(builder.bitcast(pointer, vector.as_pointer()), align=element.bitwidth // 8)
+    if element != types.float64:
+        value = builder.fpext(value, ir.VectorType(ir.DoubleType(), LANES))
+    return value
+
+
+def _counted_loop(builder: ir.IRBuilder, count: ir.Value, carried: list[ir.Value],
+                  body: Callable[[ir.Value, list[ir.Value]], list[ir.Value]]) -> list[ir.Value]:
+    """``for i in range(count): carried = body(i, carried)``; returns the final values."""
+    i64 = ir.IntType(64)
+    entry = builder.basic_block
+    head = builder.append_basic_block("loop.head")
+    step = builder.append_basic_block("loop.body")
+    done = builder.append_basic_block("loop.done")
+    builder.branch(head)
+    builder.position_at_end(head)
+    i = builder.phi(i64)
+    i.add_incoming(ir.Constant(i64, 0), entry)
+    phis = []
+    for value in carried:
+        phi = builder.phi(value.type)
+        phi.add_incoming(value, entry)
+        phis.append(phi)
+    builder.cbranch(builder.icmp_signed("<", i, count), step, done)
+    builder.position_at_end(step)
+    updated = body(i, phis)
+    end = builder.basic_block
+    i.add_incoming(builder.add(i, ir.Constant(i64, 1)), end)
+    for phi, value in zip(phis, updated):
+        phi.add_incoming(value, end)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return phis
+
+
+def _is_float_array(t: Any, layout: str) -> bool:
+    return isinstance(t, types.Array) and t.layout == layout and t.dtype in (types.float32, types.float64)
+
+
+def _masked_load_as_doubles(builder: ir.IRBuilder, pointer: ir.Value, element: types.Float,
+                            mask: ir.Value, context: Any) -> ir.Value:
+    """Like ``_load_as_doubles`` for the lanes where ``mask`` is set, 0.0 in the others
+    (which are not read)."""
+    typ = context.get_data_type(element)
+    vector = ir.VectorType(typ, LANES)
+    name = f"llvm.masked.load.v{LANES}{'f32' if element == types.float32 else 'f64'}.p0"
+    fnty = ir.FunctionType(vector, [vector.as_pointer(), ir.IntType(32), mask.type, vector])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, name)
+    zero = ir.Constant(vector, [0.0] * LANES)
+    value = builder.call(fn, [builder.bitcast(pointer, vector.as_pointer()),
+                              ir.Constant(ir.IntType(32), element.bitwidth // 8), mask, zero])
+    if element != types.float64:
+        value = builder.fpext(value, ir.VectorType(ir.DoubleType(), LANES))
+    return value
+
+
+def _lane_total(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
+    """``((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7))`` of the 8 lanes of ``v``."""
+    i32 = ir.IntType(32)
+
+    def pick(vec: ir.Value, lanes: list[int]) -> ir.Value:
+        return builder.shuffle_vector(vec, vec, ir.Constant(ir.VectorType(i32, len(lanes)), lanes))
+
+    half = builder.fadd(pick(v, [0, 1, 2, 3]), pick(v, [4, 5, 6, 7]))  # l0+l4, l1+l5, l2+l6, l3+l7
+    quarter = builder.fadd(pick(half, [0, 1]), pick(half, [2, 3]))
+    return builder.fadd(builder.extract_element(quarter, ir.Constant(i32, 0)),
+                        builder.extract_element(quarter, ir.Constant(i32, 1)))
+
+
+def _row_scores_intrinsic(rows: int) -> Any:
+    """``f(X, r, coef, c, b, dst, d)``: for the C-ordered ``X`` and ``q < rows``,
+    ``dst[d + q]`` = the score of row ``r + q`` for output ``c`` (intercept ``b``), in the
+    module's one order. The ``f % 8`` last features go in by a masked load: the lanes
+    they miss get ``+ 0.0 * 0.0``, which leaves a sum that started at 0.0 unchanged."""
+
+    @intrinsic
+    def row_scores(typingctx: Any, X: Any, r: Any, coef: Any, c: Any, b: Any, dst: Any, d: Any) -> Any:
+        if not (_is_float_array(X, "C") and X.ndim == 2 and _is_float_array(coef, "C")
+                and coef.dtype == types.float64 and _is_float_array(dst, "C")
+                and dst.dtype == types.float64 and isinstance(b, types.Float)
+                and all(isinstance(t, types.Integer) for t in (r, c, d))):
+            return None
+        sig = types.void(X, r, coef, c, b, dst, d)
+
+        def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
+            x_type, r_type, coef_type, c_type, b_type, dst_type, d_type = signature.args
+            i64 = ir.IntType(64)
+            width = builder.extract_value(context.make_array(x_type)(context, builder, args[0]).shape, 1)
+            row = context.cast(builder, args[1], r_type, types.int64)
+            out = context.cast(builder, args[3], c_type, types.int64)
+            rows_x = [_data_pointer(context, builder, x_type, args[0],
+                                    builder.mul(builder.add(row, ir.Constant(i64, q)), width))
+                      for q in range(rows)]
+            weights = _data_pointer(context, builder, coef_type, args[2], builder.mul(out, width))
+            zero = ir.Constant(ir.VectorType(ir.DoubleType(), LANES), [0.0] * LANES)
+
+            def chunk(i: ir.Value, sums: list[ir.Value]) -> list[ir.Value]:
+                j = builder.mul(i, ir.Constant(i64, LANES))
+                w = _load_as_doubles(builder, builder.gep(weights, [j]), types.float64, context)
+                return [builder.fadd(s, builder.fmul(w, _load_as_doubles(
+                    builder, builder.gep(x, [j]), x_type.dtype, context))) for s, x in zip(sums, rows_x)]
+
+            chunks = builder.sdiv(width, ir.Constant(i64, LANES))
+            sums = _counted_loop(builder, chunks, [zero] * rows, chunk)
+            # The last f % 8 features, into lanes 0 .. f % 8 - 1.
+            j = builder.mul(chunks, ir.Constant(i64, LANES))
+            rest = builder.sub(width, j)
+            index = ir.Constant(ir.VectorType(i64, LANES), list(range(LANES)))
+            splat_rest = builder.shuffle_vector(
+                builder.insert_element(ir.Constant(ir.VectorType(i64, LANES), ir.Undefined), rest,
+                                       ir.Constant(ir.IntType(32), 0)),
+                ir.Constant(ir.VectorType(i64, LANES), ir.Undefined),
+                ir.Constant(ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+            mask = builder.icmp_signed("<", index, splat_rest)
+            w = _masked_load_as_doubles(builder, builder.gep(weights, [j]), types.float64, mask, context)
+            b = context.cast(builder, args[4], b_type, types.float64)
+            target = _data_pointer(context, builder, dst_type, args[5],
+                                   context.cast(builder, args[6], d_type, types.int64))
+            for q, (s, x) in enumerate(zip(sums, rows_x)):
+                tail = _masked_load_as_doubles(builder, builder.gep(x, [j]), x_type.dtype, mask, context)
+                total = _lane_total(builder, builder.fadd(s, builder.fmul(w, tail)))
+                builder.store(builder.fadd(total, b), builder.gep(target, [ir.Constant(i64, q)]))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return row_scores
+
+
+def _splat(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
+    """A vector of ``LANES`` copies of the float64 ``value``."""
+    vector = ir.Constant(ir.VectorType(ir.DoubleType(), LANES), ir.Undefined)
+    for lane in range(LANES):
+        vector = builder.insert_element(vector, value, ir.Constant(ir.IntType(32), lane))
+    return vector
+
+
+def _column_pass_intrinsic(columns: int) -> Any:
+    """``f(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)``: for the F-ordered ``X``
+    and ``r < 16 * (n // 16)``, ``acc[r] = ((acc[r] + w0 * X[r0 + r, j]) + w1 * X[r0 + r, j + 8])
+    + ...`` over ``columns`` columns 8 apart (the weights past ``columns`` are unused),
+    while prefetching, 64 bytes per column per 16 rows, the four column segments that
+    start at ``X.flat[p0]`` .. ``X.flat[p3]``."""
+
+    @intrinsic
+    def column_pass(typingctx: Any, acc: Any, X: Any, r0: Any, n: Any, j: Any, w0: Any, w1: Any,
+                    w2: Any, w3: Any, p0: Any, p1: Any, p2: Any, p3: Any) -> Any:
+        scalars = (r0, n, j, p0, p1, p2, p3)
+        if not (_is_float_array(acc, "C") and acc.dtype == types.float64 and acc.ndim == 1
+                and _is_float_array(X, "F") and X.ndim == 2
+                and all(isinstance(t, types.Integer) for t in scalars)
+                and all(isinstance(t, types.Float) for t in (w0, w1, w2, w3))):
+            return None
+        sig = types.void(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)
+
+        def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
+            t = signature.args
+            acc_type, x_type = t[0], t[1]
+            i64 = ir.IntType(64)
+            dvec = ir.VectorType(ir.DoubleType(), LANES)
+
+            def int64(k: int) -> ir.Value:
+                return context.cast(builder, args[k], t[k], types.int64)
+
+            height = builder.extract_value(context.make_array(x_type)(context, builder, args[1]).shape, 0)
+            start, count, first = int64(2), int64(3), int64(4)
+            cols = [_data_pointer(context, builder, x_type, args[1], builder.add(
+                builder.mul(builder.add(first, ir.Constant(i64, LANES * q)), height), start))
+                for q in range(columns)]
+            weights = [_splat(builder, context.cast(builder, args[5 + q], t[5 + q], types.float64))
+                       for q in range(columns)]
+            ahead = [_data_pointer(context, builder, x_type, args[1], int64(9 + q))
+                     for q in range(COLUMNS_TOGETHER)]
+            sums = _data_pointer(context, builder, acc_type, args[0], ir.Constant(i64, 0))
+            step = 2 * LANES  # rows an iteration: one cache line of a float32 column
+
+            def rows16(i: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
+                base = builder.mul(i, ir.Constant(i64, step))
+                for q in range(COLUMNS_TOGETHER):
+                    for line in range(0, step, _LINE // (x_type.dtype.bitwidth // 8)):
+                        _prefetch(builder, builder.gep(ahead[q], [builder.add(base, ir.Constant(i64, line))]))
+                for half in range(2):
+                    r = builder.add(base, ir.Constant(i64, half * LANES))
+                    target = builder.bitcast(builder.gep(sums, [r]), dvec.as_pointer())
+                    s = builder.load(target, align=8)
+                    for q in range(columns):
+                        x = _load_as_doubles(builder, builder.gep(cols[q], [r]), x_type.dtype, context)
+                        s = builder.fadd(s, builder.fmul(weights[q], x))
+                    builder.store(s, target, align=8)
+                return carried
+
+            _counted_loop(builder, builder.sdiv(count, ir.Constant(i64, step)), [], rows16)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return column_pass
+
+
+_ROW_SCORES = _row_scores_intrinsic(ROWS_TOGETHER)
+_ROW_SCORES_1 = _row_scores_intrinsic(1)
+_COLUMN_PASS_1 = _column_pass_intrinsic(1)
+_COLUMN_PASS_2 = _column_pass_intrinsic(2)
+_COLUMN_PASS_3 = _column_pass_intrinsic(3)
+_COLUMN_PASS_4 = _column_pass_intrinsic(4)
+
+
+def _prefetch_intrinsic() -> Any:
+    """``f(X, i)``: prefetch ``X.flat[i]`` (memory order)."""
+
+    @intrinsic
+    def prefetch_at(typingctx: Any, X: Any, index: Any) -> Any:
+        if not (isinstance(X, types.Array) and X.layout in "CF" and isinstance(index, types.Integer)):
+            return None
+        sig = types.void(X, index)
+
+        def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
+            i = context.cast(builder, args[1], signature.args[1], types.int64)
+            _prefetch(builder, _data_pointer(context, builder, signature.args[0], args[0], i))
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return prefetch_at
+
+
+_prefetch_at = _prefetch_intrinsic()
+
+
+# ---------------------------------------------------------------------------------------
+# Kernels
+
+
+@njit(nogil=True, cache=True, fastmath=False, inline="always")
+def _finish(scores, i0, i1, link, out, r0):
+    """Write rows ``r0 + i0 .. r0 + i1`` of ``out`` from their raw scores
+    ``scores[:, i0:i1]`` through the link."""
+    k = scores.shape[0]
     if link == IDENTITY:
-        for c in range(k):
-            out[row, c] = acc[c, r]
+        for i in range(i0, i1):
+            for c in range(k):
+                out[r0 + i, c] = scores[c, i]
     elif link == LOGISTIC:
         # Binary: [1 - p, p], as scikit-learn's predict_proba.
-        p = sigmoid(acc[0, r])
-        out[row, 0] = 1.0 - p
-        out[row, 1] = p
+        s = scores[0]
+        for i in range(i0, i1):
+            p = sigmoid(s[i])
+            out[r0 + i, 0] = 1.0 - p
+            out[r0 + i, 1] = p
     elif link == SOFTMAX:
-        softmax(acc[:, r], out[row], 0.0)
+        for i in range(i0, i1):
+            softmax(scores[:, i], out[r0 + i], 0.0)
     else:
         # One-vs-rest sigmoids normalised to sum to one (SGDClassifier, log loss).
-        normalised_sigmoids(acc[:, r], out[row])
+        for i in range(i0, i1):
+            normalised_sigmoids(scores[:, i], out[r0 + i])
 
 
-@njit(nogil=True, cache=True, fastmath=False)
-def _block_by_columns(X, coef, intercept, link, out, r0, r1, acc):
-    n = r1 - r0
-    k, f = coef.shape
-    for c in range(k):
-        b = intercept[c]
-        for r in range(n):
-            acc[c, r] = b
-    # Four columns per pass over the accumulators: a quarter of the loads and stores,
-    # and the additions still happen in feature order.
-    j = 0
-    while j + 4 <= f:
-        x0 = X[r0:r1, j]
-        x1 = X[r0:r1, j + 1]
-        x2 = X[r0:r1, j + 2]
-        x3 = X[r0:r1, j + 3]
+@njit(nogil=True, cache=True, fastmath=False, inline="always")
+def _rows_linked(X, coef, intercept, link, out, r0, r1, scores):
+    """``_block_by_rows`` for one link: inlined with ``link`` a constant, so that the
+    link's branch leaves the row loop."""
+    n_rows, f = X.shape
+    k = coef.shape[0]
+    row_bytes = f * X.itemsize
+    ahead = (ROW_PREFETCH_BYTES + row_bytes - 1) // row_bytes
+    per_line = _LINE // X.itemsize
+    group = ROWS_TOGETHER * f
+    r = r0
+    while r + ROWS_TOGETHER <= r1:
+        if r + ahead + ROWS_TOGETHER <= n_rows:
+            p = (r + ahead) * f
+            for o in range(0, group, per_line):
+                _prefetch_at(X, p + o)
         for c in range(k):
-            w0 = coef[c, j]
-            w1 = coef[c, j + 1]
-            w2 = coef[c, j + 2]
-            w3 = coef[c, j + 3]
-            a = acc[c]
-            for r in range(n):
-                a[r] = (
-                    ((a[r] + w0 * np.float64(x0[r])) + w1 * np.float64(x1[r])) + w2 * np.float64(x2[r])
-                ) + w3 * np.float64(x3[r])
-        j += 4
-    while j < f:
-        x0 = X[r0:r1, j]
+            _ROW_SCORES(X, r, coef, c, intercept[c], scores[c], r - r0)
+        # The link right away, while the prefetched rows arrive: done after the
+        # block, it left memory idle for its whole duration.
+        _finish(scores, r - r0, r - r0 + ROWS_TOGETHER, link, out, r0)
+        r += ROWS_TOGETHER
+    while r < r1:
         for c in range(k):
-            w0 = coef[c, j]
-            a = acc[c]
-            for r in range(n):
-                a[r] += w0 * np.float64(x0[r])
-        j += 1
-    for r in range(n):
-        _finish_row(acc, r, link, out, r0 + r)
-
-
-@njit(nogil=True, cache=True, fastmath=False)
-def _block_by_rows(X, coef, intercept, link, out, r0, r1, acc):
-    n = r1 - r0
-    k, f = coef.shape
-    r = 0
-    while r + 4 <= n:
-        x0 = X[r0 + r]
-        x1 = X[r0 + r + 1]
-        x2 = X[r0 + r + 2]
-        x3 = X[r0 + r + 3]
-        for c in range(k):
-            b = intercept[c]
-            s0 = b
-            s1 = b
-            s2 = b
-            s3 = b
-            for j in range(f):
-                w = coef[c, j]
-                s0 += w * np.float64(x0[j])
-                s1 += w * np.float64(x1[j])
-                s2 += w * np.float64(x2[j])
-                s3 += w * np.float64(x3[j])
-            acc[c, r] = s0
-            acc[c, r + 1] = s1
-            acc[c, r + 2] = s2
-            acc[c, r + 3] = s3
-        r += 4
-    while r < n:
-        x0 = X[r0 + r]
-        for c in range(k):
-            s0 = intercept[c]
-            for j in range(f):
-                s0 += coef[c, j] * np.float64(x0[j])
-            acc[c, r] = s0
+            _ROW_SCORES_1(X, r, coef, c, intercept[c], scores[c], r - r0)
+        _finish(scores, r - r0, r - r0 + 1, link, out, r0)
         r += 1
-    for r in range(n):
-        _finish_row(acc, r, link, out, r0 + r)
 
 
 @njit(nogil=True, cache=True, fastmath=False)
-def _score_columns_serial(X, coef, intercept, link, out):
-    n = X.shape[0]
-    acc = np.empty((coef.shape[0], BLOCK))
-    for r0 in range(0, n, BLOCK):
-        _block_by_columns(X, coef, intercept, link, out, r0, min(n, r0 + BLOCK), acc)
+def _block_by_rows(X, coef, intercept, link, out, r0, r1, scores):
+    """Rows ``r0 .. r1`` of a C-ordered ``X``; ``scores`` (k, BLOCK) scratch."""
+    if link == IDENTITY:
+        _rows_linked(X, coef, intercept, IDENTITY, out, r0, r1, scores)
+    elif link == LOGISTIC:
+        _rows_linked(X, coef, intercept, LOGISTIC, out, r0, r1, scores)
+    elif link == SOFTMAX:
+        _rows_linked(X, coef, intercept, SOFTMAX, out, r0, r1, scores)
+    else:
+        _rows_linked(X, coef, intercept, OVR_LOGISTIC, out, r0, r1, scores)
 
 
-@njit(nogil=True, cache=True, fastmath=False, parallel=True)
-def _score_columns_parallel(X, coef, intercept, link, out):
-    n = X.shape[0]
-    for b in prange((n + BLOCK - 1) // BLOCK):
-        acc = np.empty((coef.shape[0], BLOCK))
-        r0 = b * BLOCK
-        _block_by_columns(X, coef, intercept, link, out, r0, min(n, r0 + BLOCK), acc)
+@njit(nogil=True, cache=True, fastmath=False)
+def _pass_columns(acc, X, r0, n, j, m, coef, c, p0, p1, p2, p3):
+    """``acc[r] += coef[c, j + 8q] * X[r0 + r, j + 8q]`` for ``q < m`` in order, every
+    ``r < n``, prefetching from ``p0 .. p3``."""
+    w0 = coef[c, j]
+    w1 = coef[c, j + LANES] if m > 1 else 0.0
+    w2 = coef[c, j + 2 * LANES] if m > 2 else 0.0
+    w3 = coef[c, j + 3 * LANES] if m > 3 else 0.0
+    if m == 4:
+        _COLUMN_PASS_4(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)
+    elif m == 3:
+        _COLUMN_PASS_3(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)
+    elif m == 2:
+        _COLUMN_PASS_2(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)
+    else:
+        _COLUMN_PASS_1(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)
+    for r in range(n - n % (2 * LANES), n):  # the rows after the last 16
+        s = acc[r]
+        for q in range(m):
+            s = s + coef[c, j + q * LANES] * np.float64(X[r0 + r, j + q * LANES])
+        acc[r] = s
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def _passes(f):
+    """The column-major kernel's passes over a block, in order: lane by lane, up to four
+    of the lane's columns at a time; ``(first column, columns)`` of each."""
+    count = 0
+    for lane in range(min(LANES, f)):
+        count += (f - lane + COLUMNS_TOGETHER * LANES - 1) // (COLUMNS_TOGETHER * LANES)
+    table = np.empty((count, 2), np.int64)
+    p = 0
+    for lane in range(min(LANES, f)):
+        for j in range(lane, f, COLUMNS_TOGETHER * LANES):
+            table[p, 0] = j
+            table[p, 1] = min(COLUMNS_TOGETHER, (f - j + LANES - 1) // LANES)
+            p += 1
+    return table
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def _block_by_columns(X, coef, intercept, link, out, r0, r1, scores, acc, passes):
+    """Rows ``r0 .. r1`` of an F-ordered ``X``; ``scores`` (k, BLOCK), ``acc``
+    (k, LANES, BLOCK) lane sums, ``passes`` from ``_passes``.
+
+    Each pass prefetches the column segments of the pass ``PASSES_AHEAD`` after it,
+    counting on into the next block's passes at the end of this one's."""
+    n = r1 - r0
+    n_rows, f = X.shape
+    k = coef.shape[0]
+    n_passes = passes.shape[0]
+    for c in range(k):
+        for lane in range(LANES):
+            a = acc[c, lane]
+            for r in range(n):
+                a[r] = 0.0
+    for p in range(n_passes):
+        j = passes[p, 0]
+        m = passes[p, 1]
+        ahead = p + PASSES_AHEAD
+        row = min(r0 + (ahead // n_passes) * BLOCK, n_rows - 1)
+        nj = passes[ahead % n_passes, 0]
+        last = passes[ahead % n_passes, 1] - 1
+        p0 = nj * n_rows + row
+        p1 = (nj + min(1, last) * LANES) * n_rows + row
+        p2 = (nj + min(2, last) * LANES) * n_rows + row
+        p3 = (nj + min(3, last) * LANES) * n_rows + row
+        lane = j % LANES
+        for c in range(k):
+            _pass_columns(acc[c, lane], X, r0, n, j, m, coef, c, p0, p1, p2, p3)
+    for c in range(k):
+        a0 = acc[c, 0]
+        a1 = acc[c, 1]
+        a2 = acc[c, 2]
+        a3 = acc[c, 3]
+        a4 = acc[c, 4]
+        a5 = acc[c, 5]
+        a6 = acc[c, 6]
+        a7 = acc[c, 7]
+        b = intercept[c]
+        s = scores[c]
+        for r in range(n):
+            s[r] = (((a0[r] + a4[r]) + (a2[r] + a6[r])) + ((a1[r] + a5[r]) + (a3[r] + a7[r]))) + b
+    _finish(scores, 0, n, link, out, r0)
 
 
 @njit(nogil=True, cache=True, fastmath=False)
 def _score_rows_serial(X, coef, intercept, link, out):
     n = X.shape[0]
-    acc = np.empty((coef.shape[0], BLOCK))
+    scores = np.empty((coef.shape[0], BLOCK))
     for r0 in range(0, n, BLOCK):
-        _block_by_rows(X, coef, intercept, link, out, r0, min(n, r0 + BLOCK), acc)
+        _block_by_rows(X, coef, intercept, link, out, r0, min(n, r0 + BLOCK), scores)
 
 
 @njit(nogil=True, cache=True, fastmath=False, parallel=True)
 def _score_rows_parallel(X, coef, intercept, link, out):
     n = X.shape[0]
     for b in prange((n + BLOCK - 1) // BLOCK):
-        acc = np.empty((coef.shape[0], BLOCK))
+        scores = np.empty((coef.shape[0], BLOCK))
         r0 = b * BLOCK
-        _block_by_rows(X, coef, intercept, link, out, r0, min(n, r0 + BLOCK), acc)
+        _block_by_rows(X, coef, intercept, link, out, r0, min(n, r0 + BLOCK), scores)
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def _score_columns_serial(X, coef, intercept, link, out):
+    n = X.shape[0]
+    k = coef.shape[0]
+    scores = np.empty((k, BLOCK))
+    acc = np.empty((k, LANES, BLOCK))
+    passes = _passes(X.shape[1])
+    for r0 in range(0, n, BLOCK):
+        _block_by_columns(X, coef, intercept, link, out, r0, min(n, r0 + BLOCK), scores, acc, passes)
+
+
+@njit(nogil=True, cache=True, fastmath=False, parallel=True)
+def _score_columns_parallel(X, coef, intercept, link, out):
+    n = X.shape[0]
+    k = coef.shape[0]
+    passes = _passes(X.shape[1])
+    for b in prange((n + BLOCK - 1) // BLOCK):
+        scores = np.empty((k, BLOCK))
+        acc = np.empty((k, LANES, BLOCK))
+        r0 = b * BLOCK
+        _block_by_columns(X, coef, intercept, link, out, r0, min(n, r0 + BLOCK), scores, acc, passes)
 
 
 def score(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, link: str) -> np.ndarray:
-    """Scores of a linear model on a float32/float64 (n, f) array in C or F order.
+    """Scores of a linear model on a float32/float64 (n, f) array in C or F order;
+    ``coef`` (k, f) and ``intercept`` (k,) C-contiguous float64, as ``LinearModel``
+    keeps them.
 
     Returns a C-ordered float64 (n, n_outputs) array; the binary logistic link gives
-    two columns from one coefficient row.
+    two columns from one coefficient row. C and F order give bit-identical results.
     """
     k = coef.shape[0]
     code = _LINK_CODE[link]

@@ -30,7 +30,8 @@ class KernelArrays(NamedTuple):
     neg_cols: np.ndarray
     base_margin: np.ndarray
     feature: np.ndarray
-    threshold: np.ndarray
+    threshold: np.ndarray  # float32, the categorical layout's (empty in the others)
+    threshold_key: np.ndarray  # int32 order keys, the numerical layouts' (empty in it)
     children: np.ndarray
     leaf: np.ndarray
     node_off: np.ndarray
@@ -91,6 +92,10 @@ def kernel_arrays(arrays: dict[str, np.ndarray], layout: str, acc_dtype: type,
                         n_int, feature_out, threshold_out, children_out, flags_out,
                         cat_set_out, leaf_out, node_off, leaf_off)
         code = K.LAYOUT_COMPACT_CATEGORICAL if has_cat else K.LAYOUT_COMPACT
+    if code == K.LAYOUT_COMPACT_CATEGORICAL:
+        threshold_key = np.zeros(0, np.int32)
+    else:
+        threshold_key, threshold_out = K.order_keys(threshold_out), np.zeros(0, np.float32)
     if leaf_width != 1:
         vectors: np.ndarray = arrays["leaf_value"].astype(acc_dtype).reshape(-1, leaf_width)
         leaf_out = np.ascontiguousarray(vectors[leaf_out].reshape(-1))
@@ -103,6 +108,7 @@ def kernel_arrays(arrays: dict[str, np.ndarray], layout: str, acc_dtype: type,
         base_margin=arrays["base_margin"].astype(acc_dtype),
         feature=feature_out,
         threshold=threshold_out,
+        threshold_key=threshold_key,
         children=children_out,
         leaf=leaf_out,
         node_off=node_off,
@@ -146,7 +152,7 @@ def mirror_threshold(s: np.ndarray) -> np.ndarray:
     """``s'`` with ``-x >= s'`` exactly when ``x < s``, for every non-NaN float32 ``x``
     (and ``s`` as stored: a NaN ``s`` sends nothing right, so ``s'`` sends everything)."""
     s = np.asarray(s, np.float32)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore", over="ignore"):  # nextafter(max, inf) is inf, as meant
         out = np.nextafter(-s, np.float32(np.inf))
     out[np.isnan(s)] = -np.inf
     out[s == -np.inf] = np.nan

@@ -196,20 +196,68 @@ def test_named_columns_become_one_fortran_array(X, named_batch):
 
 
 def test_linear_kernel_block_edges_against_numpy():
-    """Row counts around the 4-row unroll, the 1024-row block and the parallel threshold;
-    feature counts around the 4-column unroll."""
+    """Row counts around the 4-row groups, the 16-row column steps, the 2048-row block and
+    the parallel threshold; feature counts around the 8 lanes and the 4-column passes."""
     rng = np.random.default_rng(11)
-    for f in (1, 4, 7):
+    for f in (1, 4, 7, 8, 9, 33):
         coef = rng.normal(size=(3, f))
         intercept = rng.normal(size=3)
         model = LinearModel(coef, intercept, "identity")
-        for n in (1, 3, 4, 5, 1023, 1024, 1025, 2049):
+        for n in (1, 3, 4, 5, 17, 1023, 1024, 1025, 2047, 2049):
             X = rng.normal(size=(n, f)).astype(np.float32)
             expected = X.astype(np.float64) @ coef.T + intercept
             by_rows = model.predict(X)
             by_columns = model.predict(np.asfortranarray(X))
             np.testing.assert_allclose(by_rows, expected, rtol=1e-12, atol=1e-12)
             np.testing.assert_array_equal(by_rows, by_columns)
+
+
+@pytest.mark.parametrize("features", [200, 203])
+def test_tensor_and_named_columns_are_bit_identical(features, named_batch, tensor_batch):
+    """200 features (25 lanes' worth) and 203 (a ragged last chunk): a tensor column and
+    named columns give the same bits on every row count, odd ones past the blocks, one
+    row and none, on one thread and two."""
+    rng = np.random.default_rng(5)
+    X_all = rng.normal(size=(4099, features)).astype(np.float32)
+    y = (X_all @ rng.normal(size=features) > 0).astype(np.int64)
+    est = LogisticRegression(max_iter=500).fit(X_all[:2000], y[:2000])
+    model = scoring_core.compile(est)
+    names = model.feature_names
+    try:
+        for threads in (1, 2):
+            scoring_core.set_num_threads(threads)
+            for n in (0, 1, 3, 17, 1001, 2049, 3001, 4099):
+                X = X_all[:n]
+                tensor = model.predict_arrow(tensor_batch(X))
+                named = model.predict_arrow(named_batch(X, names))
+                assert tensor.num_rows == named.num_rows == n
+                assert tensor.schema.equals(named.schema)
+                by_tensor = tensor.column(0).values.to_numpy().reshape(-1, 2)
+                by_named = named.column(0).values.to_numpy().reshape(-1, 2)
+                np.testing.assert_array_equal(by_tensor, by_named, err_msg=f"{n} rows, {threads} threads")
+                np.testing.assert_array_equal(model.predict(X), model.predict(np.asfortranarray(X)))
+                if n:
+                    np.testing.assert_allclose(by_tensor, est.predict_proba(X), rtol=0, atol=TOL)
+    finally:
+        scoring_core.set_num_threads(2)
+
+
+def test_row_and_column_kernels_agree_on_every_link_and_non_finite_input():
+    """Multi-output links and inf/NaN inputs: both kernels give the same values (NaN
+    where either gives NaN)."""
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(2100, 37)).astype(np.float32)
+    X[5, 3] = np.inf
+    X[6, 30] = -np.inf
+    X[7, 0] = np.nan
+    X[8, 36] = np.nan
+    for link, k in (("identity", 2), ("logistic", 1), ("softmax", 4), ("ovr_logistic", 3)):
+        model = LinearModel(rng.normal(size=(k, 37)), rng.normal(size=k), link)
+        for dtype in (np.float32, np.float64):
+            by_rows = model.predict(X.astype(dtype))
+            by_columns = model.predict(np.asfortranarray(X.astype(dtype)))
+            np.testing.assert_array_equal(by_rows, by_columns, err_msg=f"{link} {dtype.__name__}")
+            assert np.isnan(by_rows[7:9]).all(), link
 
 
 def test_softmax_is_stable_for_large_scores():

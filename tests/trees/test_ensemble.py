@@ -61,6 +61,55 @@ def test_numeric_node_semantics(layout):
     np.testing.assert_array_equal(ens.predict(many, parallel=True), np.tile(want, 400))
 
 
+_SPECIAL = np.array(
+    [0.0, -0.0, 1e-45, -1e-45, 1e-38, -1e-38, 0.5, -0.5, 1.0, -1.0, 3e38, -3e38,
+     np.finfo(np.float32).max, -np.finfo(np.float32).max, INF, -INF, NAN], np.float32)
+
+
+def test_order_keys_compare_as_float32_does():
+    """Keys of inputs (NaN lowest) against keys of thresholds (NaN highest): ``>=`` on
+    the keys is ``>=`` on the floats for every pair, -0.0 == +0.0 and NaN never right."""
+    rng = np.random.default_rng(3)
+    bits = rng.integers(-(2**31), 2**31, size=3000, dtype=np.int64).astype(np.int32)
+    values = np.concatenate((_SPECIAL, bits.view(np.float32), rng.normal(size=500).astype(np.float32)))
+    x_keys = K._keys_of_bits(values.view(np.int32).copy())
+    t_keys = K.order_keys(values)
+    with np.errstate(invalid="ignore"):
+        want = values[:, None] >= values[None, :]
+    np.testing.assert_array_equal(x_keys[:, None] >= t_keys[None, :], want)
+
+
+@pytest.mark.parametrize("layout", ["complete", "compact"])
+def test_thresholds_at_special_values_on_every_row_count(layout):
+    """One stump per special threshold, NaN left and (mirrored) NaN right, scored on row
+    counts around the 16-row groups and the 128-row blocks, C and F order."""
+    b = EnsembleBuilder(np.float64)
+    k = 0
+    for n, t in enumerate(_SPECIAL):
+        for flags in (0, K.FLAG_NAN_RIGHT):  # tree k adds 2**k when its row goes right
+            b.add_tree(0, feature=[n % 2], threshold=[t], flags=[flags], cat_set=[-1],
+                       left=[~0], right=[~1], leaf_value=[0.0, 2.0 ** k])
+            k += 1
+    arrays = b.arrays()
+    arrays["feature_transform"] = np.zeros(2, np.uint8)
+    arrays["base_margin"] = np.zeros(1)
+    ens = TreeEnsemble.from_arrays(_params(layout), arrays)
+    rng = np.random.default_rng(4)
+    for n_rows in (1, 15, 16, 17, 127, 128, 129, 300):
+        rows = rng.choice(_SPECIAL, size=(n_rows, 2))
+        want = np.zeros(n_rows)
+        k = 0
+        for n, t in enumerate(_SPECIAL):
+            x = rows[:, n % 2]
+            for nan_right in (False, True):
+                with np.errstate(invalid="ignore"):
+                    right = np.where(np.isnan(x), nan_right, x >= t)
+                want += np.where(right, 2.0 ** k, 0.0)
+                k += 1
+        np.testing.assert_array_equal(ens.predict(rows), want, err_msg=f"{n_rows} rows")
+        np.testing.assert_array_equal(ens.predict(np.asfortranarray(rows)), want)
+
+
 def test_categorical_node_semantics():
     b = EnsembleBuilder(np.float64)
     in_set = b.add_category_set(bitset_from_categories([1, 3, 40]))

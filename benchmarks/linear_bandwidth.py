@@ -14,7 +14,7 @@ all cores), in ``--rounds`` rounds that each run every contestant once, in turn:
 - Milepost ``predict_arrow`` end to end, on a tensor column and on named columns
   (the named ones include the copy of every column into one column-major matrix).
 
-Each figure is the median over rounds; ``fraction_of_limit`` is the median of the
+The order is shuffled every round. Each figure is the median over rounds; ``fraction_of_limit`` is the median of the
 per-round ratios to that round's read limit, which cancels most of a shared machine's
 drift, and ``best_fraction_of_limit`` the best round's rate over the best read (what the
 code can do when nothing else runs: on a busy machine the two part). Prints a table and
@@ -112,10 +112,11 @@ def main() -> None:
         with threadpool_limits(1, user_api="blas"):  # BLAS only where sgemv asks for more
             for run in contestants.values():
                 run()  # warm up: compile, fault the pages in
-            names_in_turn = list(contestants)
-            for r in range(args.rounds):
-                shift = r % len(names_in_turn)  # a different order each round
-                for name in names_in_turn[shift:] + names_in_turn[:shift]:
+            order = np.random.default_rng(threads)
+            for _ in range(args.rounds):
+                # A new order each round: a thread pool left spinning by one contestant
+                # (OpenBLAS after sgemv, PERF_NOTES technique 8) slows whichever comes next.
+                for name in order.permutation(list(contestants)):
                     t0 = time.perf_counter()
                     contestants[name]()
                     seconds[name].append(time.perf_counter() - t0)

@@ -1,5 +1,5 @@
-"""AgentService: the coordinator's orders to this agent (load, unload, routes, status) and
-its questions (which arm served a key)."""
+"""AgentService: the coordinator's orders to this agent (load, unload, routes, status),
+its questions (which arm served a key), and people reading its decision log."""
 
 from __future__ import annotations
 
@@ -7,21 +7,24 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
+from agent import decision_log
+from agent.decision_log import DecisionLog
 from agent.deployments import DeploymentTable
 from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.router import Router
 from agent.stage_runner import StageRunner
 from engines.base import DeploymentSpec
 from milepost.core.batching import BatchingSettings
-from milepost.core.errors import InvalidArgument
+from milepost.core.errors import FailedPrecondition, InvalidArgument
 from milepost.v1 import agent_pb2, agent_pb2_grpc, pipelines_pb2, routing_pb2, types_pb2
 
 
 class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self, table: DeploymentTable, info: Callable[[], types_pb2.AgentInfo],
-        router: Router, metrics: ArmMetricsBook, stages: StageRunner,
+        router: Router, metrics: ArmMetricsBook, stages: StageRunner, *, decisions: DecisionLog | None = None,
     ) -> None:
+        self.decisions = decisions
         self.stages = stages
         self.table = table
         self.info = info
@@ -84,3 +87,13 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
         self, request: agent_pb2.RunStageRequest, context: grpc.ServicerContext,
     ) -> Iterator[pipelines_pb2.StageProgress]:
         yield from self.stages.run(request, context)
+
+    def ListDecisions(
+        self, request: agent_pb2.ListDecisionsRequest, context: grpc.ServicerContext,
+    ) -> Iterator[agent_pb2.DecisionRows]:
+        """The decisions this agent logged (agent.decision_log), a file's worth of rows per message."""
+        if self.decisions is None:
+            raise FailedPrecondition("this agent keeps no decision log")
+        for table in self.decisions.read(request.endpoint, request.since, request.until, request.limit,
+                                         request.decision_id):
+            yield agent_pb2.DecisionRows(arrow_ipc=decision_log.to_ipc(table))

@@ -22,6 +22,12 @@ that would pass it gets RESOURCE_EXHAUSTED at once (a single request is always
 admitted when nothing else is in flight), so a burst of large requests cannot
 take the agent's memory; once it is over, the memory goes back to the system
 (agent.memory).
+
+On an event loop (milepost.core.inline: the gRPC and REST front ends try small requests
+there first), a request is refused with WouldBlock before anything is counted when it is
+larger than ``inline_max_bytes`` or its route could block (Router.serves_inline); the model's
+batcher may refuse it too, before scoring. A refused request is served again from a worker and
+counted once.
 """
 
 from __future__ import annotations
@@ -34,14 +40,18 @@ from typing import TypeVar
 
 import pyarrow as pa
 
+from agent import explanations
+from agent.decision_log import DecisionLog
 from agent.deployments import DeploymentTable
 from agent.routing.members import DEPLOYMENT_PARAMETER
 from agent.routing.router import Router, describe_hosted
 from agent.statistics import EndpointStatistics
+from engines.batching import queue_wait_ns
 from milepost.core import deadlines, logs, memory
 from milepost.core.deadlines import Deadline
 from milepost.core.description import ModelDescription
 from milepost.core.errors import MilepostError, NotFound, ResourceExhausted
+from milepost.core.inline import WouldBlock, must_not_block, refuse_blocking
 from milepost.core.model_refs import serves
 
 ARM_PARAMETER = "milepost-arm"
@@ -71,9 +81,12 @@ class InferenceResponse:
 
 
 class DataPlane:
-    def __init__(self, deployments: DeploymentTable, router: Router, *, max_inflight_bytes: int) -> None:
+    def __init__(
+        self, deployments: DeploymentTable, router: Router, *, max_inflight_bytes: int, inline_max_bytes: int = 16 << 10,
+    ) -> None:
         self.deployments = deployments
         self.router = router
+        self.inline_max_bytes = inline_max_bytes
         self.ready = True
         self._stats: dict[str, EndpointStatistics] = {}
         self._max_inflight_bytes = max_inflight_bytes
@@ -81,9 +94,11 @@ class DataPlane:
         # Requests under way and answered so far (heartbeats report load; a drain waits for quiet).
         self.inflight_requests = 0
         self.answered = 0
+        self.answered_on_loop = 0  # of those, answered on a front end's event loop (milepost.core.inline)
         self.last_request_at = 0.0  # time.monotonic() of the last request admitted
         self._admission = threading.Lock()
         self._after_burst = memory.AfterBurst()
+        self.decisions: DecisionLog | None = None  # sampled decisions of routed endpoints (agent.decision_log)
 
     @property
     def inflight_bytes(self) -> int:
@@ -101,20 +116,22 @@ class DataPlane:
             self.last_request_at = time.monotonic()
             self._after_burst.admitted(size)
 
-    def _release(self, size: int) -> None:
+    def _release(self, size: int, *, answered: bool = True) -> None:
         with self._admission:
             self._inflight_bytes -= size
             self.inflight_requests -= 1
-            self.answered += 1
+            self.answered += answered
             self._after_burst.released(self._inflight_bytes)
 
     def serve(self, request: InferenceRequest, encode: Callable[[InferenceResponse], Encoded]) -> Encoded:
         """Serve ``request`` and return ``encode(response)``: the front end's reply, timed here too;
         log lines written meanwhile carry its request id (milepost.core.logs)."""
         token = logs.request_id.set(request.request_id)
+        waited = queue_wait_ns.set(0)
         try:
             return self._serve(request, encode)
         finally:
+            queue_wait_ns.reset(waited)
             logs.request_id.reset(token)
 
     def _serve(self, request: InferenceRequest, encode: Callable[[InferenceResponse], Encoded]) -> Encoded:
@@ -130,6 +147,11 @@ class DataPlane:
             raise NotFound(f"deployment {direct!r} is not hosted by this agent")
         if not direct and table.get(request.name) is None:
             raise NotFound(f"model {request.name!r} is not served by this agent")
+        if must_not_block():
+            if request.size_bytes > self.inline_max_bytes:
+                refuse_blocking(f"a request of {request.size_bytes} bytes decodes on a worker")
+            if hosted is None and not self.router.serves_inline(table, request.name):
+                refuse_blocking(f"the route of {request.name!r} may call other agents or wait")
         stats = self.statistics(hosted.spec.endpoint if hosted is not None else request.name)
         self._admit(request.size_bytes)
         try:
@@ -147,14 +169,25 @@ class DataPlane:
                     table, request.name, batch, request.parameters, request.deadline, request.version
                 )
                 response = InferenceResponse(served.batch, served.version, served.arms, served.deployments)
+            if explanations.requested(request.parameters):  # request parameter "explain" (agent.explanations)
+                response = explanations.attach(self.deployments, response, batch)
             scored = time.perf_counter_ns()
             reply = encode(response)
+        except WouldBlock:
+            self._release(request.size_bytes, answered=False)
+            raise
         except BaseException:
+            self._release(request.size_bytes)
             stats.record_failure(time.perf_counter_ns() - started)
             raise
-        finally:
-            self._release(request.size_bytes)
-        stats.record_success(batch.num_rows, decoded - started, scored - decoded, time.perf_counter_ns() - scored)
+        self._release(request.size_bytes)
+        if must_not_block():
+            self.answered_on_loop += 1
+        waited = queue_wait_ns.get()
+        stats.record_success(batch.num_rows, decoded - started, scored - decoded - waited, time.perf_counter_ns() - scored,
+                             waited)
+        if self.decisions is not None and hosted is None:  # queues references at most; never blocks or raises
+            self.decisions.offer(table.get(request.name), request, batch, response)
         return reply
 
     def describe(self, name: str, version: str = "") -> ModelDescription:

@@ -16,6 +16,9 @@ stream as ModelInfer does, in order: its answer, or its error in
 server's streams pool while it is open, and ends with DEADLINE_EXCEEDED when
 no request comes for ``stream_idle_timeout_s`` (milepost.core.grpc_server).
 
+ModelInfer is tried first on the server's event loop (INLINE_METHODS; milepost.core.inline):
+a small request to a model hosted here is answered without a thread hop.
+
 The metadata answers are built by the functions below, once: the REST front
 end (agent.rest) renders the same messages as JSON.
 """
@@ -37,6 +40,7 @@ from milepost.inference import grpc_predict_v2_pb2 as pb
 from milepost.inference import grpc_predict_v2_pb2_grpc
 
 EXTENSIONS = ["model_configuration", "statistics"]
+INLINE_METHODS = frozenset({"/inference.GRPCInferenceService/ModelInfer"})
 log = logging.getLogger("milepost.agent")
 
 
@@ -168,7 +172,7 @@ def _statistics(name: str, version: str, s: EndpointStatistics) -> pb.ModelStati
         inference_count=s.inference_count,
         execution_count=s.execution_count,
         inference_stats=pb.InferStatistics(
-            success=duration(s.success), fail=duration(s.fail),
+            success=duration(s.success), fail=duration(s.fail), queue=duration(s.queue),
             compute_input=duration(s.compute_input), compute_infer=duration(s.compute_infer),
             compute_output=duration(s.compute_output),
         ),

@@ -14,7 +14,9 @@ Per endpoint (label ``endpoint``), as ModelStatistics counts them:
 ``milepost_endpoint_requests_total`` (label ``outcome``: success|failure),
 ``milepost_endpoint_rows_total``, ``milepost_endpoint_request_seconds_total``
 (label ``outcome``), ``milepost_shadow_dropped_total`` (mirrors dropped because
-the shadow pool was full). And ``milepost_routes_generation``.
+the shadow pool was full), ``milepost_decisions_logged_total`` and
+``milepost_decisions_dropped_total`` (the decision log's, agent.decision_log). And
+``milepost_routes_generation``.
 
 Per deployment whose bundle carries a training baseline (scoring_core.drift), over its
 last closed window: ``milepost_feature_drift`` (labels ``endpoint``, ``deployment``,
@@ -35,7 +37,7 @@ import logging
 import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -53,6 +55,7 @@ from scoring_core.drift import Drift
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+    from agent.decision_log import DecisionLog
     from agent.deployments import Hosted
     from agent.routing.arm_metrics import ArmMetricsBook
 
@@ -69,6 +72,8 @@ class Reading:
     shadow_dropped: Mapping[str, int]
     generation: int
     drift: Iterable[tuple[str, str, Mapping[str, Drift]]] = ()  # (endpoint, deployment, name -> drift)
+    decisions_logged: Mapping[str, int] = field(default_factory=dict)
+    decisions_dropped: Mapping[str, int] = field(default_factory=dict)
 
 
 class _EndpointCounters(Protocol):
@@ -99,12 +104,15 @@ class AgentCounters(Protocol):
     @property
     def router(self) -> _RouteTable: ...
 
+    @property
+    def decisions(self) -> DecisionLog: ...
+
 
 def read_agent(agent: AgentCounters) -> Reading:
     drift = [(h.spec.endpoint, h.spec.deployment_id, window.drifts()) for h in agent.table.hosted()
              if (window := h.model.drift) is not None]
     return Reading(agent.arm_metrics.snapshot(), agent.dataplane.all_statistics(), agent.arm_metrics.shadow_dropped(),
-                   agent.router.generation, drift)
+                   agent.router.generation, drift, agent.decisions.logged(), agent.decisions.dropped())
 
 
 def families(reading: Reading) -> list[Metric]:
@@ -152,11 +160,18 @@ def families(reading: Reading) -> list[Metric]:
         endpoint_seconds.add_metric([name, "failure"], s.fail.ns / 1e9)
     for name, count in sorted(reading.shadow_dropped.items()):
         dropped.add_metric([name], count)
+    logged = CounterMetricFamily("milepost_decisions_logged", "Decisions the decision log wrote.", labels=["endpoint"])
+    lost = CounterMetricFamily("milepost_decisions_dropped", "Decisions the decision log dropped: its queue was full.",
+                               labels=["endpoint"])
+    for name, count in sorted(reading.decisions_logged.items()):
+        logged.add_metric([name], count)
+    for name, count in sorted(reading.decisions_dropped.items()):
+        lost.add_metric([name], count)
     routes = GaugeMetricFamily("milepost_routes_generation", "Generation of the route table this agent holds.",
                                value=reading.generation)
     return [
         requests, errors, latency, predictions, prediction_sum, prediction_squares, compared, abs_diff,
-        endpoint_requests, endpoint_rows, endpoint_seconds, dropped, routes, *_drift_families(reading),
+        endpoint_requests, endpoint_rows, endpoint_seconds, dropped, logged, lost, routes, *_drift_families(reading),
     ]
 
 

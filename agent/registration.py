@@ -7,7 +7,7 @@ it does not know the agent (a fresh store), the agent registers again.
 Each heartbeat reports the deployments served, the generation of the route
 table held, the per-arm metrics (cumulative), the agent's uptime (so a
 restart, which resets the counters, can be told from a quiet arm), whether it
-drains and its measured load. A reply that carries a route table is applied
+drains, its measured load and the decisions its decision log dropped. A reply that carries a route table is applied
 (``apply_reply``). ``beat_now`` sends one at once and waits for the answer: a
 drain tells the coordinator without waiting for the next interval.
 """
@@ -47,6 +47,7 @@ class Registration:
         metrics: Callable[[], list[routing_pb2.ArmMetrics]] | None = None,
         load: Callable[[], types_pb2.AgentLoad] | None = None,
         draining: Callable[[], bool] = lambda: False,
+        decisions_dropped: Callable[[], dict[str, int]] = dict,
     ) -> None:
         self._stub = coordinator_pb2_grpc.CoordinatorServiceStub(channel)
         settings = get_settings()
@@ -58,6 +59,7 @@ class Registration:
         self._metrics = metrics or list
         self._load = load or types_pb2.AgentLoad
         self._draining = draining
+        self._decisions_dropped = decisions_dropped
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -89,6 +91,7 @@ class Registration:
             uptime_s=time.monotonic() - self._started,
             draining=self._draining(),
             load=self._load(),
+            decisions_dropped=self._decisions_dropped(),
         )
 
     def beat_now(self, timeout: float) -> bool:

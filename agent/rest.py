@@ -13,9 +13,11 @@ of their gRPC status (``HTTP_STATUS``) with a JSON body ``{"error": "..."}``.
     GET  /v2/models/{m}[/versions/{v}]/config      ModelConfig (Triton's, the config itself)
     GET  /v2/models[/{m}[/versions/{v}]]/stats     ModelStatistics
 
-An ASGI application, so that any ASGI server runs it (agent.http_server runs it on uvicorn).
+An ASGI application, so that any ASGI server runs it (milepost.core.http_server runs it on uvicorn).
 Bodies are received on the server's event loop; decoding, scoring and encoding run on the
-``workers`` pool, so a slow upload holds no worker. Bounds: a body over ``max_body_bytes``
+``workers`` pool, so a slow upload holds no worker, except for an infer call small enough to
+be answered on the loop itself (milepost.core.inline: a body within ``inline_max_bytes``, not
+compressed, to a model hosted here), which saves the two thread hops. Bounds: a body over ``max_body_bytes``
 gets 413 before it is read; bodies being received and served together hold at most
 ``max_receiving_bytes`` (one more gets 429 at once, as the core's own admission does).
 """
@@ -43,6 +45,7 @@ from agent.routing.members import DEPLOYMENT_PARAMETER
 from milepost.core import auth, deadlines, tensor_codec
 from milepost.core.auth import Authenticate, Rule
 from milepost.core.errors import InvalidArgument, MilepostError, ResourceExhausted, shown
+from milepost.core.inline import WouldBlock, must_not_block, on_event_loop, refuse_blocking
 from milepost.inference import grpc_predict_v2_pb2 as pb
 
 log = logging.getLogger("milepost.agent")
@@ -150,7 +153,9 @@ class RestApp:
                     self._reserve(hold, _declared_length(headers, self.max_body_bytes))
                     body = await self._body(receive, hold)
                 handler = self._handlers[call.method]
-                reply = await asyncio.get_running_loop().run_in_executor(self._workers, handler, call, headers, body)
+                reply = _on_loop(handler, call, headers, body) if call.method == "ModelInfer" else None
+                if reply is None:
+                    reply = await asyncio.get_running_loop().run_in_executor(self._workers, handler, call, headers, body)
         except HttpError as err:
             reply = Reply(err.status, _error_body(err.message), headers=list(err.headers))
         except MilepostError as err:
@@ -197,6 +202,8 @@ class RestApp:
     # ---- inference ----
     def _infer(self, call: _Call, headers: dict[bytes, bytes], body: bytes) -> Reply:
         size = len(body)
+        if must_not_block() and (size > self.core.inline_max_bytes or headers.get(b"content-encoding")):
+            refuse_blocking("a large or compressed body is parsed on a worker")
         body = _decompressed(body, headers.get(b"content-encoding", b""), self.max_body_bytes)
         header_length = headers.get(HEADER_LENGTH.encode())
         parsed = rest_tensors.parse(body, header_length.decode("latin-1") if header_length is not None else None)
@@ -223,6 +230,16 @@ class RestApp:
             return Reply(200, content, b"application/octet-stream", [(HEADER_LENGTH.encode(), b"%d" % header_size)])
 
         return self.core.serve(request, encode)
+
+
+def _on_loop(handler: Callable[[_Call, dict[bytes, bytes], bytes], Reply], call: _Call, headers: dict[bytes, bytes],
+             body: bytes) -> Reply | None:
+    """The handler's reply when it can be given on the event loop (milepost.core.inline), else None."""
+    try:
+        with on_event_loop():
+            return handler(call, headers, body)
+    except WouldBlock:
+        return None
 
 
 # ---------------------------------------------------------------------------

@@ -1,5 +1,5 @@
 """The agent process: one gRPC server for the data plane, AgentService and health; optionally
-the data plane over REST (agent.rest on agent.http_server) and an HTTP server for Prometheus metrics.
+the data plane over REST (agent.rest on milepost.core.http_server) and an HTTP server for Prometheus metrics.
 
 ``drain()`` is how it stops on SIGTERM (a rolling restart, a node going down): it
 tells the coordinator at once that it drains, so routes and clients move to other
@@ -27,9 +27,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from agent import resources
 from agent.control import AgentControlServicer
 from agent.dataplane import DataPlane
+from agent.decision_log import DecisionLog, DecisionLogSettings, model_of
 from agent.deployments import DeploymentTable
-from agent.grpc_inference import InferenceServicer
-from agent.http_server import HttpServer
+from agent.grpc_inference import INLINE_METHODS, InferenceServicer
 from agent.load_meter import LoadMeter
 from agent.model_cache import ModelCache
 from agent.prometheus import AgentCollector, MetricsServer, exposition
@@ -43,6 +43,7 @@ from milepost.core import auth, model_upload
 from milepost.core.auth import AuthInterceptor, Identity
 from milepost.core.errors import MilepostError, NotFound, Unavailable
 from milepost.core.grpc_server import DEFAULT_MAX_MESSAGE_BYTES, new_server
+from milepost.core.http_server import HttpServer
 from milepost.core.settings import get_settings
 from milepost.core.tls import Tls, is_loopback, listen, open_channel
 from milepost.core.version import __version__
@@ -99,14 +100,22 @@ class Agent:
         self.table = DeploymentTable(self.cache)
         self.arm_metrics = ArmMetricsBook()
         self.router = Router(self.table, lambda: self.address, self.arm_metrics, tls=config.tls)
-        self.dataplane = DataPlane(self.table, self.router, max_inflight_bytes=self._settings.max_inflight_bytes)
+        self.dataplane = DataPlane(self.table, self.router, max_inflight_bytes=self._settings.max_inflight_bytes,
+                                   inline_max_bytes=self._settings.inline_max_bytes)
+        s = self._settings
+        self.decisions = DecisionLog(config.data_dir / "decisions", lambda: self.agent_id, model_of(self.table),
+                                     DecisionLogSettings(s.decision_log_queue, s.decision_log_queue_bytes,
+                                                         s.decision_log_rotate_bytes, s.decision_log_rotate_s,
+                                                         s.decision_log_retention_s))
+        self.dataplane.decisions = self.decisions
         self.health = health.HealthServicer()
         require = config.inference_auth if config.inference_auth is not None else not is_loopback(config.host)
         rules = auth.data_plane_rules(require_token=require)
-        self.server = new_server(AuthInterceptor(self._authenticate, rules))
+        self.server = new_server(AuthInterceptor(self._authenticate, rules), inline_methods=INLINE_METHODS)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.dataplane), self.server)
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
-            AgentControlServicer(self.table, self.info, self.router, self.arm_metrics, self._stage_runner()),
+            AgentControlServicer(self.table, self.info, self.router, self.arm_metrics, self._stage_runner(),
+                                 decisions=self.decisions),
             self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -116,6 +125,7 @@ class Agent:
             self._coordinator_channel, self.info,
             lambda: [h.spec.deployment_id for h in self.table.hosted()],
             routes=self.router, metrics=self.arm_metrics.snapshot, load=meter.reading, draining=self.draining.is_set,
+            decisions_dropped=self.decisions.dropped,
         )
         self.port = 0
         self._metrics_server: MetricsServer | None = None
@@ -249,6 +259,7 @@ class Agent:
         if self._metrics_server is not None:
             self._metrics_server.stop()
         self.router.close()
+        self.decisions.close()
         self.table.close()
         self._coordinator_channel.close()
 

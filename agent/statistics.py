@@ -24,13 +24,15 @@ class EndpointStatistics:
     last_inference_ms: int = 0
     success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
+    queue: Duration = field(default_factory=Duration)  # waiting for the model's batch (0 when scored at once)
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def record_success(self, rows: int, input_ns: int, infer_ns: int, output_ns: int) -> None:
+    def record_success(self, rows: int, input_ns: int, infer_ns: int, output_ns: int, queue_ns: int = 0) -> None:
         with self._lock:
+            self.queue.add(queue_ns)
             self.inference_count += rows
             self.execution_count += 1
             self.last_inference_ms = int(time.time() * 1000)

@@ -4,7 +4,7 @@
 
 One agent process (coordinator in the same process) serves an XGBoost model (100 trees, depth 6,
 30 features; the model of benchmarks/serving.py) through one RestApp on two servers at once:
-- uvicorn with uvloop and httptools (agent.http_server, what the agent runs);
+- uvicorn with uvloop and httptools (milepost.core.http_server, what the agent runs);
 - granian's embedded server (Rust HTTP, the ASGI app on an asyncio loop), in the same process.
 The same client (aiohttp, keep-alive, in a process of its own) drives each, interleaved A B, B A,
 for each payload: GET /v2 (the stack, the translator and its worker hand-off, no model), 1 row as

@@ -23,6 +23,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +87,25 @@ def _drive(address: str, model: str, rows: int, concurrency: int, seconds: float
     out.put((latencies, errors))
 
 
+@contextmanager
+def milepost_up(data_dir: Path, metrics_port: int = -1) -> Iterator[dict]:
+    """`milepost up` on free ports in a child process; yields its addresses (up.json), stops it after."""
+    up = subprocess.Popen(
+        [sys.executable, "-m", "milepost.cli", "up", "--data-dir", str(data_dir), "--port", "0", "--agent-port", "0",
+         "--metrics-port", str(metrics_port), "--http-port", "-1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        state = data_dir / "up.json"
+        deadline = time.monotonic() + 60
+        while not state.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        yield json.loads(state.read_text())
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(30)
+
+
 def drive(address: str, model: str, rows: int, concurrency: int, seconds: float, parameters: dict | None = None) -> dict:
     ctx = multiprocessing.get_context("spawn")
     queue = ctx.Queue()
@@ -128,17 +149,7 @@ def main() -> None:
                                     "p50_ms": direct["us_per_call"] / 1e3, "p99_ms": float("nan"), "errors": 0})
 
         data_dir = Path(tmp) / "data"
-        up = subprocess.Popen(
-            [sys.executable, "-m", "milepost.cli", "up", "--data-dir", str(data_dir), "--port", "0", "--agent-port", "0",
-             "--metrics-port", "-1", "--http-port", "-1"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        try:
-            state = data_dir / "up.json"
-            deadline = time.monotonic() + 60
-            while not state.exists() and time.monotonic() < deadline:
-                time.sleep(0.1)
-            ports = json.loads(state.read_text())
+        with milepost_up(data_dir) as ports:
             with Client(ports["coordinator"], token=embedded_admin_token(data_dir)) as client:
                 client.push_model(model_path, "xgb")
                 endpoint = client.deploy("xgb", "xgb")
@@ -151,9 +162,6 @@ def main() -> None:
                         results["runs"].append({"path": path, "rows": rows, "concurrency": concurrency, **run})
                         print(f"{path:>14} rows {rows:>3} x{concurrency:<3} {run['requests_per_s']:8.0f} req/s "
                               f"p50 {run['p50_ms']:.2f} ms p99 {run['p99_ms']:.2f} ms errors {run['errors']}")
-        finally:
-            up.send_signal(signal.SIGTERM)
-            up.wait(30)
     print()
     print(table(
         ["path", "rows/request", "concurrency", "requests/s", "rows/s", "p50 ms", "p99 ms", "errors"],

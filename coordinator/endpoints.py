@@ -216,6 +216,14 @@ class Endpoints:
         )
         self.on_change()
 
+    def set_decision_log(self, name: str, sample_rate: float) -> None:
+        """Have agents log this share of the endpoint's decisions (agent.decision_log); 0: none."""
+        if not 0.0 <= sample_rate <= 1.0:  # NaN fails too
+            raise InvalidArgument(f"sample_rate must be in [0, 1] (a share of requests), got {sample_rate}")
+        self.get(name)
+        self.store.set_decision_sample_rate(name, sample_rate, self.clock())
+        self.on_change()
+
     def undeploy(self, name: str) -> None:
         removed = self.store.delete_endpoint(name, self.clock())
         if removed is None:

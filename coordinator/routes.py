@@ -48,11 +48,13 @@ class RouteBook:
     def _build(self) -> list[routing_pb2.Route]:
         live = self.reconciler.live_agents()
         routes = []
+        sampled = self.store.decision_sample_rates()
         for endpoint in self.store.list_endpoints():
             if not endpoint.policy_blob:
                 continue  # created, its deployments loading, no policy yet
             route = routing_pb2.Route(
-                endpoint=endpoint.name, policy=routing_pb2.RoutingPolicy.FromString(endpoint.policy_blob)
+                endpoint=endpoint.name, policy=routing_pb2.RoutingPolicy.FromString(endpoint.policy_blob),
+                decision_sample_rate=sampled.get(endpoint.name, 0.0),
             )
             if route.policy.kind == "bandit":
                 # Bandits choose from the outcomes fed back so far, summed over every agent.

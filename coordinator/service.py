@@ -16,6 +16,7 @@ import grpc
 from coordinator import audit, report
 from coordinator.arm_stats import ArmStats
 from coordinator.artifacts import ArtifactStore
+from coordinator.decision_drops import DecisionDrops
 from coordinator.endpoints import Endpoints, Placement, policy_of
 from coordinator.pipelines import FINISHED, Pipelines
 from coordinator.reconciler import Reconciler
@@ -65,6 +66,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.stats = stats
         self.heartbeat_interval_s = heartbeat_interval_s
         self.clock = clock
+        self.decision_drops = DecisionDrops(store, clock)
 
     # ---- agents ----
     def RegisterAgent(self, request: pb.RegisterAgentRequest, context: grpc.ServicerContext) -> pb.RegisterAgentResponse:
@@ -92,6 +94,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             self._registering.discard(request.agent_id)
             self.reconciler.repair()
         self.stats.record(request.agent_id, request.uptime_s, list(request.metrics))
+        self.decision_drops.record(request.agent_id, request.decisions_dropped)
         if self.reconciler.reports.record(request.agent_id, request.deployment_ids,
                                           draining=request.draining, load=request.load):
             self.routes.push()  # it drains, or serves a replica more or less: peers route accordingly
@@ -160,6 +163,10 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         )
         self.stats.reset(request.endpoint)
         return endpoint_message(endpoint)
+
+    def SetDecisionLog(self, request: pb.SetDecisionLogRequest, context: grpc.ServicerContext) -> pb.SetDecisionLogResponse:
+        self.endpoints.set_decision_log(request.endpoint, request.sample_rate)
+        return pb.SetDecisionLogResponse(endpoint=request.endpoint, sample_rate=request.sample_rate)
 
     def Promote(self, request: pb.PromoteRequest, context: grpc.ServicerContext) -> types_pb2.Endpoint:
         return endpoint_message(self.endpoints.promote(request.endpoint, request.arm))

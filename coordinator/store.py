@@ -118,6 +118,10 @@ CREATE TABLE IF NOT EXISTS replicas (
     agent_id TEXT NOT NULL,
     PRIMARY KEY (deployment_id, agent_id)
 );
+CREATE TABLE IF NOT EXISTS decision_logging (
+    endpoint TEXT PRIMARY KEY REFERENCES endpoints(name) ON DELETE CASCADE,
+    sample_rate REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS canary_windows (
     endpoint TEXT PRIMARY KEY REFERENCES endpoints(name) ON DELETE CASCADE,
     window_json TEXT NOT NULL
@@ -537,6 +541,19 @@ class Store:
         else:
             rows = self._query("SELECT * FROM events ORDER BY id DESC LIMIT ?", (limit,))
         return [EventRecord(*r) for r in reversed(rows)]
+
+    def set_decision_sample_rate(self, endpoint: str, rate: float, now: float) -> None:
+        """Log this share of the endpoint's decisions (0: none), with its event and audit entry."""
+        with self.transaction() as db:
+            if rate > 0:
+                db.execute("INSERT OR REPLACE INTO decision_logging VALUES (?, ?)", (endpoint, rate))
+            else:
+                db.execute("DELETE FROM decision_logging WHERE endpoint=?", (endpoint,))
+            message = f"decision log: {rate:g} of requests sampled" if rate > 0 else "decision log: off"
+            self._insert_event(db, endpoint, now, "decision_log", message)
+
+    def decision_sample_rates(self) -> dict[str, float]:
+        return dict(self._query("SELECT endpoint, sample_rate FROM decision_logging", ()))
 
     def add_reward(self, endpoint: str, arm: str, value: float) -> None:
         with self.transaction() as db:

@@ -146,6 +146,9 @@ class LoadedModel(ABC):
     platform: str
     # Live counts against the training distribution (scoring_core.drift), when its bundle has one.
     drift: LiveWindow | None = None
+    # Whether predict only computes (no I/O, no waiting on other threads), so that a small batch
+    # may be scored on a server's event loop (milepost.core.inline; the MicroBatcher decides).
+    scores_inline: bool = False
 
     @abstractmethod
     def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:

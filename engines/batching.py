@@ -1,12 +1,19 @@
 """Micro-batching: many small requests to one model become one engine call.
 
 A MicroBatcher wraps any LoadedModel and is one itself, so every engine gets
-batching the same way and nothing inside an engine changes. Promises:
+batching the same way and nothing inside an engine changes. It is a
+leader-follower queue: the caller that finds no batch being scored scores one
+itself, on its own thread, and requests that arrive meanwhile queue; when the
+leader is done it hands the lead to the first of them, which scores everything
+that queued as one batch. A lone request therefore never changes threads (a
+hand-off to a worker thread cost four times the scoring of one row), and under
+load batches form by themselves. Promises:
 
 - Bounded: at most ``max_queue_rows`` rows wait; past that predict raises
   ResourceExhausted at once instead of queueing without limit.
-- A batch is cut at ``max_batch_size`` rows or ``max_delay`` after its first
-  request arrived, whichever comes first.
+- A batch is cut at ``max_batch_size`` rows, or, with a positive
+  ``max_delay``, when that much time has passed since its first request
+  arrived, whichever comes first.
 - Each request gets exactly its own rows back, or its own error: when a merged
   call fails, its requests are retried one by one so that one bad request
   cannot fail its neighbours.
@@ -14,19 +21,23 @@ batching the same way and nothing inside an engine changes. Promises:
   run directly on the caller's thread.
 - Deadlines: each queued request keeps its own. A caller waits no longer than
   its deadline (DeadlineExceeded, and the request leaves the queue); the
-  worker answers a request whose deadline has passed DeadlineExceeded without
+  leader answers a request whose deadline has passed DeadlineExceeded without
   scoring it, and its neighbours are scored as usual. A merged call is given
   the latest deadline of its requests.
+- On an event loop (milepost.core.inline) it never waits: a request is scored
+  there only when the model may score inline (LoadedModel.scores_inline), no
+  other batch is under way or queued, no delay is configured, and the model's
+  measured cost for that many rows is within INLINE_BUDGET_NS; otherwise it
+  refuses (WouldBlock) and the front end calls again from a worker thread.
 """
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 from collections import deque
-from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 
@@ -35,14 +46,70 @@ from milepost.core import deadlines
 from milepost.core.batching import BatchingSettings
 from milepost.core.deadlines import Deadline
 from milepost.core.errors import DeadlineExceeded, ResourceExhausted
+from milepost.core.inline import must_not_block, refuse_blocking
+
+# Nanoseconds the current request waited in a batcher's queue, summed over the batchers it went
+# through; the data plane reads it for Triton's queue statistic (perf_analyzer needs it to rise).
+queue_wait_ns: contextvars.ContextVar[int] = contextvars.ContextVar("milepost_queue_wait_ns", default=0)
+INLINE_BUDGET_NS = 250_000  # the longest a batch may hold an event loop (other requests wait behind it)
+_SMALL_ROWS = 4  # calls of at most this many rows measure the fixed cost of a call
 
 
 @dataclass(eq=False)  # queued requests are told apart by identity, never by their batches
 class _Pending:
     batch: pa.RecordBatch
-    future: Future
     arrived: float
     deadline: Deadline
+    wake: threading.Event = field(default_factory=threading.Event)  # set when answered or given the lead
+    lead: bool = False
+    taken: bool = False  # in a batch being scored
+    done: bool = False
+    result: pa.RecordBatch | None = None
+    error: BaseException | None = None
+
+    def answer(self, result: pa.RecordBatch | None, error: BaseException | None = None) -> None:
+        self.result, self.error, self.done = result, error, True
+        self.wake.set()
+
+    def outcome(self) -> pa.RecordBatch:
+        if self.error is not None:
+            raise self.error
+        assert self.result is not None
+        return self.result
+
+
+class _Cost:
+    """The model's measured cost of a call: a fixed part and a part per row (moving averages),
+    so that the cost of a batch of any size can be guessed before scoring it.
+
+    Costs are the scoring thread's CPU time: time spent waiting for the CPU or the GIL is not
+    the model's, and counting it would send calls to workers exactly when the process is
+    busiest. A sample is also clipped at four times the current guess (the first call, which
+    compiles or warms caches, and page faults); a model that really is slower gets there in a
+    few calls."""
+
+    def __init__(self) -> None:
+        self.fixed_ns = 0.0
+        self.per_row_ns = 0.0
+        self.known = False  # until a first call is measured, every guess is "too long"
+
+    def measured(self, rows: int, elapsed_ns: int) -> None:
+        self.known = True
+        if rows <= _SMALL_ROWS:
+            self.fixed_ns = _moved(self.fixed_ns, elapsed_ns)
+        else:
+            self.per_row_ns = _moved(self.per_row_ns, max(elapsed_ns - self.fixed_ns, 0.0) / rows)
+
+    def guess_ns(self, rows: int) -> float:
+        """The guessed cost of ``rows``; infinite before any call was measured, so that a model's
+        first call (which may compile kernels) is never made on an event loop."""
+        return self.fixed_ns + self.per_row_ns * rows if self.known else float("inf")
+
+
+def _moved(average: float, sample: float) -> float:
+    if not average:
+        return min(sample, INLINE_BUDGET_NS / 2)  # the first call compiles or warms caches: not its cost
+    return average + (min(sample, 4 * average) - average) * 0.2
 
 
 class MicroBatcher(LoadedModel):
@@ -54,38 +121,96 @@ class MicroBatcher(LoadedModel):
         self.version = model.version
         self.platform = model.platform
         self.drift = model.drift
+        self.scores_inline = model.scores_inline
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
         self._cond = threading.Condition()
+        self._leading = False  # a caller is scoring a batch now
         self._closed = False
+        self._cost = _Cost()
         self.batches_run = 0  # engine calls made from merged batches, for statistics and tests
-        self._worker = threading.Thread(target=self._run, name="micro-batcher", daemon=True)
-        self._worker.start()
 
     def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
         rows = batch.num_rows
+        if must_not_block():
+            self._refuse_unless_inline(rows)
         if rows >= self.config.effective_max_batch_size or rows == 0:
-            return self.model.predict(batch, deadline)
-        pending = _Pending(batch, Future(), time.monotonic(), deadline)
+            return self._timed(batch, deadline)
         with self._cond:
             if self._closed:
                 raise ResourceExhausted("model is unloading; retry on another replica")
-            if self._queued_rows + rows > self.config.effective_max_queue_rows:
-                raise ResourceExhausted(
-                    f"queue full ({self._queued_rows} rows waiting, limit {self.config.effective_max_queue_rows}); "
-                    "retry with backoff"
-                )
-            self._queue.append(pending)
-            self._queued_rows += rows
-            self._cond.notify()
+            alone = not self._leading and not self._queue and not self.config.effective_max_delay_s
+            if alone:
+                self._leading = True
+            else:
+                pending = self._queued(batch, deadline)
+        if alone:  # nothing to merge with: score it here and now, without queueing it
+            try:
+                return self._timed(batch, deadline)
+            finally:
+                self._pass_lead()
+        if not pending.lead:
+            self._follow(pending)
+        if pending.lead:
+            self._lead()
+        return pending.outcome()
+
+    def _queued(self, batch: pa.RecordBatch, deadline: Deadline) -> _Pending:
+        """Queue a request (the lock held); it leads when no batch is being scored."""
+        rows = batch.num_rows
+        if must_not_block():
+            refuse_blocking("another batch of this model is being scored")
+        if self._queued_rows + rows > self.config.effective_max_queue_rows:
+            raise ResourceExhausted(
+                f"queue full ({self._queued_rows} rows waiting, limit {self.config.effective_max_queue_rows}); "
+                "retry with backoff"
+            )
+        pending = _Pending(batch, time.monotonic(), deadline)
+        self._queue.append(pending)
+        self._queued_rows += rows
+        if not self._leading:
+            self._leading = pending.lead = True
+        elif self.config.effective_max_delay_s:
+            self._cond.notify()  # a leader waiting to fill its batch counts the rows again
+        return pending
+
+    def _refuse_unless_inline(self, rows: int) -> None:
+        if not self.model.scores_inline:
+            refuse_blocking(f"a {self.platform} model scores on a worker thread")
+        if self.config.effective_max_delay_s:
+            refuse_blocking("this deployment waits max_delay to fill its batches")
+        if self._cost.guess_ns(rows) > INLINE_BUDGET_NS:
+            refuse_blocking(f"{rows} rows take longer than an event loop may be held")
+
+    def _follow(self, pending: _Pending) -> None:
+        """Wait until ``pending`` is answered or given the lead; DeadlineExceeded when its deadline comes first."""
+        pending.wake.wait(deadlines.remaining(pending.deadline))
+        queue_wait_ns.set(queue_wait_ns.get() + int((time.monotonic() - pending.arrived) * 1e9))
+        with self._cond:
+            if pending.done or pending.lead:
+                return
+            if not pending.taken:
+                self._queue.remove(pending)
+                self._queued_rows -= pending.batch.num_rows
+        raise DeadlineExceeded("deadline passed while the request waited for the model")
+
+    def _lead(self) -> None:
+        """Score the next batch from the head of the queue (which holds this caller's request),
+        then pass the lead to the first request still queued."""
         try:
-            return pending.future.result(timeout=deadlines.remaining(deadline))
-        except FutureTimeout:
-            with self._cond:  # the worker takes requests under this lock: it has this one, or never will
-                if pending.future.cancel():
-                    self._queue.remove(pending)
-                    self._queued_rows -= rows
-            raise DeadlineExceeded("deadline passed while the request waited for the model") from None
+            self._score(self._next_group())
+        finally:
+            self._pass_lead()
+
+    def _pass_lead(self) -> None:
+        """The batch is scored: the first request still queued leads next, or nobody does."""
+        with self._cond:
+            if self._queue:
+                following = self._queue[0]
+                following.lead = True
+                following.wake.set()
+            else:
+                self._leading = False
 
     @property
     def queued_rows(self) -> int:
@@ -96,70 +221,56 @@ class MicroBatcher(LoadedModel):
     def close(self) -> None:
         with self._cond:
             self._closed = True
-            self._cond.notify()
-        self._worker.join(timeout=10)
         self.model.close()
 
-    # ---- the worker ----
-    def _run(self) -> None:
-        while True:
-            group = self._next_group()
-            if group is None:
-                return
-            self._score(group)
-
-    def _next_group(self) -> list[_Pending] | None:
-        """Wait for a first request, then gather same-schema requests until full or late."""
+    # ---- the leader ----
+    def _next_group(self) -> list[_Pending]:
+        """Same-schema requests from the head of the queue, up to max_batch_size rows (waiting up
+        to max_delay after the first arrived for the batch to fill, when one is set)."""
         with self._cond:
-            while not self._queue:
-                if self._closed:
-                    return None
-                self._cond.wait()
             first = self._queue[0]
-            deadline = first.arrived + self.config.effective_max_delay_s
-            while True:
-                rows = self._rows_ready(first.batch.schema)
-                remaining = deadline - time.monotonic()
-                if rows >= self.config.effective_max_batch_size or remaining <= 0 or self._closed:
-                    break
-                self._cond.wait(remaining)
+            if self.config.effective_max_delay_s:
+                cut = first.arrived + self.config.effective_max_delay_s
+                while not self._closed:
+                    remaining = cut - time.monotonic()
+                    if remaining <= 0 or self._rows_ready(first.batch.schema) >= self.config.effective_max_batch_size:
+                        break
+                    self._cond.wait(remaining)
             group: list[_Pending] = []
             keep: deque[_Pending] = deque()
             rows = 0
             now = time.monotonic()
             while self._queue:
                 item = self._queue.popleft()
-                expired = item.deadline is not None and item.deadline <= now
-                if expired or item.future.cancelled():
+                if item.deadline is not None and item.deadline <= now:
                     self._queued_rows -= item.batch.num_rows
-                    if item.future.set_running_or_notify_cancel():  # False: its caller gave up waiting
-                        item.future.set_exception(DeadlineExceeded("deadline passed while the request was queued"))
+                    item.answer(None, DeadlineExceeded("deadline passed while the request was queued"))
                     continue
                 fits = rows + item.batch.num_rows <= self.config.effective_max_batch_size
                 if item.batch.schema.equals(first.batch.schema) and (fits or not group):
+                    item.taken = True
                     group.append(item)
                     rows += item.batch.num_rows
                 else:
                     keep.append(item)
             self._queue = keep
             self._queued_rows -= rows
-            # From here a caller's cancel() fails: whatever it stopped waiting for is still answered.
-            return [p for p in group if p.future.set_running_or_notify_cancel()]
+            return group
 
     def _rows_ready(self, schema: pa.Schema) -> int:
         return sum(p.batch.num_rows for p in self._queue if p.batch.schema.equals(schema))
 
     def _score(self, group: list[_Pending]) -> None:
-        if not group:
-            return
         if len(group) == 1:
             self._score_one(group[0])
+            return
+        if not group:
             return
         try:
             merged = pa.concat_batches([p.batch for p in group])
             set_ = [p.deadline for p in group if p.deadline is not None]
             latest = max(set_) if len(set_) == len(group) else None  # None: one request waits without a deadline
-            result = self.model.predict(merged, latest)
+            result = self._timed(merged, latest)
             self.batches_run += 1
         except Exception:  # noqa: BLE001 - each request is retried alone to get its own answer
             for p in group:
@@ -167,11 +278,17 @@ class MicroBatcher(LoadedModel):
             return
         offset = 0
         for p in group:
-            p.future.set_result(result.slice(offset, p.batch.num_rows))
+            p.answer(result.slice(offset, p.batch.num_rows))
             offset += p.batch.num_rows
 
     def _score_one(self, pending: _Pending) -> None:
         try:
-            pending.future.set_result(self.model.predict(pending.batch, pending.deadline))
-        except BaseException as err:  # noqa: BLE001 - handed to the waiting caller
-            pending.future.set_exception(err)
+            pending.answer(self._timed(pending.batch, pending.deadline))
+        except Exception as err:  # noqa: BLE001 - handed to the waiting caller
+            pending.answer(None, err)
+
+    def _timed(self, batch: pa.RecordBatch, deadline: Deadline) -> pa.RecordBatch:
+        started = time.thread_time_ns()
+        out = self.model.predict(batch, deadline)
+        self._cost.measured(batch.num_rows, time.thread_time_ns() - started)
+        return out

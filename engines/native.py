@@ -18,6 +18,7 @@ from milepost.core.deadlines import Deadline, check
 from milepost.core.errors import InvalidArgument, Unavailable
 from milepost.core.settings import get_settings
 from scoring_core.drift import LiveWindow
+from scoring_core.explain import explain_rows
 
 if TYPE_CHECKING:
     from scoring_core.model import CompiledModel
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 class NativeModel(LoadedModel):
     platform = "milepost_scoring_core"
+    scores_inline = True  # numba kernels on this CPU: no I/O, no locks held by others
 
     def __init__(self, compiled: CompiledModel) -> None:
         self._compiled: CompiledModel | None = compiled
@@ -52,6 +54,14 @@ class NativeModel(LoadedModel):
         if self.drift is not None:
             self.drift.offer(batch, out, time.perf_counter() - started)
         return out
+
+    def explain(self, batch: pa.RecordBatch, *, top: int = 3) -> tuple[Any, list[Any]]:
+        """Contributions to the output margin for ``batch`` and one explanation a row
+        (scoring_core.explain.explain_rows); FailedPrecondition for a model that has none."""
+        compiled = self._compiled
+        if compiled is None:
+            raise Unavailable(f"model {self.version[:12]} was unloaded; retry on another replica")
+        return explain_rows(compiled, batch, top=top)
 
     def close(self) -> None:
         """Drop the compiled weights; calls already running finish with them."""

@@ -319,6 +319,10 @@ class Client:
     def undeploy(self, endpoint: str) -> None:
         self._call("Undeploy", pb.UndeployRequest(endpoint=endpoint))
 
+    def set_decision_log(self, endpoint: str, sample_rate: float) -> pb.SetDecisionLogResponse:
+        """Have agents log this share of the endpoint's requests (0: none); read them with milepost.decisions."""
+        return self._call("SetDecisionLog", pb.SetDecisionLogRequest(endpoint=endpoint, sample_rate=sample_rate))
+
     def endpoints(self) -> list[types_pb2.Endpoint]:
         return list(self._call("ListEndpoints", pb.ListEndpointsRequest()).endpoints)
 

@@ -151,6 +151,17 @@ class CompiledModel:
         out = out if self.predict_ndim == 2 else out[:, -1]  # a regressor's one column; a binary Booster's P(class 1)
         return out.astype(self.predict_dtype, copy=False)
 
+    def explain(self, data: Any) -> np.ndarray:
+        """Per-feature contributions to the output margin (the raw score before the link),
+        bias last, float64: (n, n_features + 1), or (n, n_groups, n_features + 1) for
+        several margins, as XGBoost's ``pred_contribs``. Exact TreeSHAP for tree ensembles,
+        coefficient times value for linear models, folded back through the feature
+        transforms; FailedPrecondition for a model that cannot be explained
+        (``scoring_core.explain``). ``data``: what ``predict`` takes."""
+        from scoring_core import explain  # imported here: explain imports this module's users
+
+        return explain.explain(self, data)
+
     def predict_arrow(self, batch: pa.RecordBatch) -> pa.RecordBatch:
         """Score a RecordBatch into one matching ``output_schema``.
 

@@ -7,16 +7,29 @@ main thread does not reach the server's worker threads. So the wanted count is k
 process-wide, and applied by ``parallel_for`` on whichever thread launches a kernel.
 Kernels that call BLAS split their rows over a small pool of Python threads instead
 (``run_spans``).
+
+Small batches keep the GIL. The serial kernels are compiled ``nogil=True`` so that threads
+scoring large batches overlap; but giving the GIL up and taking it back costs a thread
+hand-off whenever another thread wants it, and in a server one always does (gRPC's poller
+thread): an agent answering one-row requests spent more on those hand-offs than on scoring
+(an empty handler that gave the GIL up 6 times a request served a third of the requests).
+Batches of at most ``HOLD_GIL_MAX_ROWS`` rows run a twin of the serial kernel compiled
+without ``nogil`` (``holding_gil``).
 """
 
 from __future__ import annotations
 
 import threading
+import types
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numba
+
+HOLD_GIL_MAX_ROWS = 64  # a kernel this short gains less from releasing the GIL than the hand-off costs
+_twins: dict[Any, Any] = {}
+_twins_lock = threading.Lock()
 
 # Below this many rows a prange launch costs more than it saves (PERF_NOTES technique 6).
 PARALLEL_MIN_ROWS = 1024
@@ -73,12 +86,34 @@ def run_kernel(serial: Callable[..., Any], parallel: Callable[..., Any], n_rows:
     become, workqueue: that layer aborts the process when two threads launch at once.
     """
     if not (parallel_for(n_rows) if force is None else force):
-        serial(*args)
+        (holding_gil(serial) if n_rows <= HOLD_GIL_MAX_ROWS else serial)(*args)
     elif _may_be_workqueue():
         with _workqueue_lock:
             parallel(*args)
     else:
         parallel(*args)
+
+
+def holding_gil(kernel: Any) -> Any:
+    """``kernel`` (an ``njit(nogil=True)`` dispatcher) compiled again without ``nogil``.
+
+    The twin is made from a copy of the Python function under another name: numba's disk
+    cache is keyed by the function's name and signature, not its flags, so a twin of the
+    same name would load the nogil machine code."""
+    twin = _twins.get(kernel)
+    if twin is None:
+        with _twins_lock:
+            twin = _twins.get(kernel)
+            if twin is None:
+                f = kernel.py_func
+                copy = types.FunctionType(f.__code__, f.__globals__, f.__name__ + "_holding_gil", f.__defaults__,
+                                          f.__closure__)
+                copy.__qualname__ = f.__qualname__ + "_holding_gil"
+                copy.__module__ = f.__module__
+                copy.__doc__ = f.__doc__
+                options = {k: v for k, v in kernel.targetoptions.items() if k not in ("nogil", "nopython")}
+                twin = _twins[kernel] = numba.njit(**options)(copy)
+    return twin
 
 
 def _may_be_workqueue() -> bool:

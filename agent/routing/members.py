@@ -34,6 +34,7 @@ from milepost.core import deadlines, tensor_codec
 from milepost.core.deadlines import Deadline
 from milepost.core.description import ModelDescription
 from milepost.core.errors import DeadlineExceeded, MilepostError, Unavailable
+from milepost.core.inline import refuse_blocking
 from milepost.core.tls import Tls, open_channel
 from milepost.inference import grpc_predict_v2_pb2 as pb
 from milepost.inference import grpc_predict_v2_pb2_grpc as pb_grpc
@@ -106,6 +107,7 @@ class RemoteModel(LoadedModel):
         return self.describe().platform
 
     def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
+        refuse_blocking("scoring on another agent waits for its answer")
         request = pb.ModelInferRequest(model_name=self.deployment_id)
         request.parameters[DEPLOYMENT_PARAMETER].string_param = self.deployment_id
         tensor_codec.encode_inputs(batch, request)

@@ -36,6 +36,7 @@ class Route:
     broken: str  # why the pushed policy cannot be applied, when policy is None
     remotes: dict[str, RemoteModel]  # deployment id -> proxy to the other agents that run it
     pushed: bool  # False: synthesised from a local deployment
+    decision_sample_rate: float = 0.0  # share of requests the decision log keeps (agent.decision_log)
 
     def policy_or_raise(self) -> Policy:
         if self.policy is None:
@@ -73,7 +74,8 @@ def compile_pushed(
         except MilepostError as err:
             built, broken = None, err.message
             log.warning("route for %s cannot be applied: %s", route.endpoint, broken)
-        routes[route.endpoint] = Route(route.endpoint, built, broken, remotes, pushed=True)
+        routes[route.endpoint] = Route(route.endpoint, built, broken, remotes, pushed=True,
+                                       decision_sample_rate=route.decision_sample_rate)
     return routes
 
 

@@ -11,6 +11,10 @@ ArmMetricsBook (the completion hook); shadows are mirrored on a bounded pool,
 ensemble members fanned out on another. The caller's deadline is passed to
 every ``predict``.
 
+On an event loop (milepost.core.inline) a request is served only by a route whose every arm is
+a deployment on this agent that scores inline (``serves_inline``): anything else, an ensemble's
+fan-out or another agent's replica, would block, and the request goes to a worker instead.
+
 Requests with a key: the arm of a pushed route that served one is remembered
 (ServedKeys), so that feedback by key is credited to it.
 
@@ -51,6 +55,7 @@ from milepost.core.errors import (
     ResourceExhausted,
     Unavailable,
 )
+from milepost.core.inline import WouldBlock
 from milepost.core.model_refs import serves
 from milepost.core.routing.ensemble import EnsemblePolicy
 from milepost.core.routing.policy import Arm
@@ -91,6 +96,7 @@ class Router:
         self._channels = Channels(tls)
         self._described: dict[str, ModelDescription] = {}
         self._table = RouteTable()
+        self._inline: tuple[RouteTable, dict[str, bool]] = (self._table, {})  # serves_inline's answers, per table
         self._apply_lock = threading.Lock()
         self._accept_any_heartbeat_table = False
         self._member_pool = ThreadPoolExecutor(member_workers, thread_name_prefix="ensemble")
@@ -153,6 +159,34 @@ class Router:
         self._channels.close()
 
     # ---- serving ----
+    def serves_inline(self, table: RouteTable, endpoint: str) -> bool:
+        """Whether every arm of ``endpoint``'s route (nested endpoints too) is a deployment hosted
+        here whose model scores inline, so that its requests may be served on an event loop."""
+        cached_table, answers = self._inline
+        if cached_table is not table:
+            answers = {}
+            self._inline = (table, answers)
+        found = answers.get(endpoint)
+        if found is None:
+            found = answers[endpoint] = self._all_inline(table, endpoint, 0)
+        return found
+
+    def _all_inline(self, table: RouteTable, endpoint: str, depth: int) -> bool:
+        route = table.get(endpoint)
+        if route is None or route.policy is None:
+            return True  # serving it raises at once, which is as quick on the loop
+        if isinstance(route.policy, EnsemblePolicy) or depth >= MAX_DEPTH:
+            return False
+        for arm in route.policy.arms:
+            if arm.endpoint:
+                if not self._all_inline(table, arm.endpoint, depth + 1):
+                    return False
+                continue
+            hosted = self._local.get(arm.deployment_id)
+            if hosted is None or not hosted.model.scores_inline:
+                return False
+        return True
+
     def serve(
         self, table: RouteTable, endpoint: str, batch: pa.RecordBatch, parameters: Mapping[str, str],
         deadline: Deadline, version: str = "",
@@ -189,6 +223,8 @@ class Router:
             return Served(out, (), (arm.deployment_id,), version)
         try:
             served = self._call_arm(request, route, choice.arms[0], batch, path, deadline)
+        except WouldBlock:
+            raise  # served again from a worker: mirror it then
         except BaseException:
             if choice.mirror is not None:
                 self._mirror(request, route, choice.mirror, batch, None, path)
@@ -234,6 +270,8 @@ class Router:
         started = time.perf_counter()
         try:
             served = self._invoke_arm(request, route, arm, batch, path, deadline)
+        except WouldBlock:
+            raise  # not a failure: the request is served again from a worker
         except BaseException:
             self.metrics.record(route.endpoint, arm.name, _ms_since(started), None, failed=True)
             raise

@@ -43,7 +43,7 @@ def common_arguments(settings: Settings) -> argparse.ArgumentParser:
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     from milepost import __version__, dataset_command
-    from milepost.cli import audit, certs, models, pipelines, routing, servers, tokens
+    from milepost.cli import audit, certs, decisions, explain, models, pipelines, routing, servers, tokens
 
     config_help = f"TOML file of settings (default: ${env_var('config')}); see the README's Settings"
     common = common_arguments(settings)
@@ -60,6 +60,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     tokens.add_commands(sub, common)
     certs.add_commands(sub, common)
     audit.add_commands(sub, common)
+    decisions.add_commands(sub, common)
+    explain.add_commands(sub, common)
     return parser
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from milepost.cli.arguments import byte_size, client, model_ref, pairs
 from milepost.cli.views import endpoints_table, models_table, print_endpoint
 from milepost.core.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_ROWS
+from milepost.core.errors import InvalidArgument
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -68,6 +69,13 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
 
 
 def cmd_endpoints(args: argparse.Namespace) -> int:
+    if args.log_decisions is not None:
+        if not args.endpoint:
+            raise InvalidArgument("--log-decisions needs the ENDPOINT it applies to")
+        from milepost.cli.decisions import set_decision_log
+
+        set_decision_log(args)
+        return 0
     with client(args) as c:
         print(endpoints_table(c.endpoints()))
     return 0
@@ -158,7 +166,10 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("endpoint")
     p.set_defaults(func=cmd_undeploy)
 
-    p = sub.add_parser("endpoints", parents=[common], help="list endpoints")
+    p = sub.add_parser("endpoints", parents=[common], help="list endpoints, or change one's settings")
+    p.add_argument("endpoint", nargs="?", default="", help="the endpoint whose settings to change")
+    p.add_argument("--log-decisions", type=float, default=None, metavar="RATE",
+                   help="log this share of its requests on the agents, 0 to 1 (0: off); `milepost decisions` reads them")
     p.set_defaults(func=cmd_endpoints)
 
     p = sub.add_parser("score", parents=[common], help="score a .parquet, .csv or .json file on an endpoint")

@@ -52,7 +52,7 @@ RULES: dict[str, Rule] = {
     _C + "PushModel": (DEPLOYER, AGENT), _C + "SetAlias": DEPLOYER, _C + "DeleteModel": DEPLOYER,
     _C + "Deploy": DEPLOYER, _C + "Undeploy": DEPLOYER, _C + "SetPolicy": DEPLOYER,
     _C + "Promote": DEPLOYER, _C + "Rollback": DEPLOYER, _C + "Feedback": DEPLOYER,
-    _C + "SubmitPipeline": DEPLOYER, _C + "CancelRun": DEPLOYER,
+    _C + "SubmitPipeline": DEPLOYER, _C + "CancelRun": DEPLOYER, _C + "SetDecisionLog": DEPLOYER,
     # the audit trail
     _C + "ListAudit": APPROVER, _C + "VerifyAudit": APPROVER,
     # identities
@@ -60,6 +60,8 @@ RULES: dict[str, Rule] = {
     # an agent's control plane: the coordinator only
     _A + "Load": COORDINATOR, _A + "Unload": COORDINATOR, _A + "Status": COORDINATOR,
     _A + "SetRoutes": COORDINATOR, _A + "RunStage": COORDINATOR, _A + "ServedArm": COORDINATOR,
+    # an agent's decision log: read by people (milepost decisions, replay)
+    _A + "ListDecisions": VIEWER,
     # the data plane (see data_plane_rules) and health
     **{_I + m: VIEWER for m in (
         "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",

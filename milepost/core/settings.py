@@ -71,8 +71,19 @@ class Settings(BaseSettings):
                                 "batches past it are not counted (the window holds a sample); 1: every batch")
     max_inflight_bytes: int = Field(256 << 20, ge=1, description="bytes of inference requests an agent serves at "
                                     "once; past it RESOURCE_EXHAUSTED")
+    inline_max_bytes: int = Field(16 << 10, ge=0, description="largest inference request an agent may serve on its "
+                                  "server's event loop, without a thread hop (a model hosted here, scoring in under "
+                                  "0.25 ms); 0: every request on a worker thread")
     served_keys_remembered: int = Field(100_000, ge=0, description="(endpoint, request key) pairs an agent remembers "
                                         "the serving arm of, so feedback by key credits that arm; 0: none")
+    decision_log_queue: int = Field(10_000, ge=1, description="decisions an agent's decision log holds before writing; "
+                                    "past it (or decision_log_queue_bytes) they are dropped and counted, never waited for")
+    decision_log_queue_bytes: int = Field(64 << 20, ge=1, description="request bytes the decision log's queue holds")
+    decision_log_rotate_bytes: int = Field(64 << 20, ge=1, description="size at which a decision log Parquet file is "
+                                           "closed and a new one begun")
+    decision_log_rotate_s: float = Field(3600.0, gt=0, description="age at which a decision log file is closed, seconds")
+    decision_log_retention_s: float = Field(190 * 86400.0, gt=0, description="how long an agent keeps decision log "
+                                            "files, seconds (default: 190 days; the EU AI Act asks for six months)")
     call_timeout_s: float = Field(120.0, gt=0, description="deadline of each call a CLI command makes, seconds (--timeout)")
     agent_ttl_s: float = Field(5.0, gt=0, description="seconds without a heartbeat before the coordinator marks an agent lost")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="seconds between an agent's heartbeats, as the coordinator asks")

@@ -9,6 +9,26 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ListDecisionsRequest(_message.Message):
+    __slots__ = ("endpoint", "since", "until", "limit", "decision_id")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    UNTIL_FIELD_NUMBER: _ClassVar[int]
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    DECISION_ID_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    since: float
+    until: float
+    limit: int
+    decision_id: str
+    def __init__(self, endpoint: _Optional[str] = ..., since: _Optional[float] = ..., until: _Optional[float] = ..., limit: _Optional[int] = ..., decision_id: _Optional[str] = ...) -> None: ...
+
+class DecisionRows(_message.Message):
+    __slots__ = ("arrow_ipc",)
+    ARROW_IPC_FIELD_NUMBER: _ClassVar[int]
+    arrow_ipc: bytes
+    def __init__(self, arrow_ipc: _Optional[bytes] = ...) -> None: ...
+
 class ServedArmRequest(_message.Message):
     __slots__ = ("endpoint", "key")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]

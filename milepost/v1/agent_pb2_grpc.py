@@ -66,6 +66,11 @@ class AgentServiceStub:
                 request_serializer=milepost_dot_v1_dot_agent__pb2.ServedArmRequest.SerializeToString,
                 response_deserializer=milepost_dot_v1_dot_agent__pb2.ServedArmResponse.FromString,
                 _registered_method=True)
+        self.ListDecisions = channel.unary_stream(
+                '/milepost.v1.AgentService/ListDecisions',
+                request_serializer=milepost_dot_v1_dot_agent__pb2.ListDecisionsRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_agent__pb2.DecisionRows.FromString,
+                _registered_method=True)
 
 
 class AgentServiceServicer:
@@ -113,6 +118,14 @@ class AgentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDecisions(self, request, context):
+        """Decisions this agent logged (role viewer): Arrow IPC streams of rows, a file's worth
+        per message (agent/decision_log.py has the columns).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -145,6 +158,11 @@ def add_AgentServiceServicer_to_server(servicer, server):
                     servicer.ServedArm,
                     request_deserializer=milepost_dot_v1_dot_agent__pb2.ServedArmRequest.FromString,
                     response_serializer=milepost_dot_v1_dot_agent__pb2.ServedArmResponse.SerializeToString,
+            ),
+            'ListDecisions': grpc.unary_stream_rpc_method_handler(
+                    servicer.ListDecisions,
+                    request_deserializer=milepost_dot_v1_dot_agent__pb2.ListDecisionsRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_agent__pb2.DecisionRows.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -309,6 +327,33 @@ class AgentService:
             '/milepost.v1.AgentService/ServedArm',
             milepost_dot_v1_dot_agent__pb2.ServedArmRequest.SerializeToString,
             milepost_dot_v1_dot_agent__pb2.ServedArmResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDecisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/milepost.v1.AgentService/ListDecisions',
+            milepost_dot_v1_dot_agent__pb2.ListDecisionsRequest.SerializeToString,
+            milepost_dot_v1_dot_agent__pb2.DecisionRows.FromString,
             options,
             channel_credentials,
             insecure,

@@ -30,7 +30,14 @@ class RegisterAgentResponse(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., ttl_s: _Optional[float] = ..., control_token: _Optional[str] = ..., access_tokens: _Optional[_Iterable[_Union[TokenDigest, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("agent_id", "deployment_ids", "routes_generation", "metrics", "uptime_s", "draining", "load")
+    __slots__ = ("agent_id", "deployment_ids", "routes_generation", "metrics", "uptime_s", "draining", "load", "decisions_dropped")
+    class DecisionsDroppedEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENT_IDS_FIELD_NUMBER: _ClassVar[int]
     ROUTES_GENERATION_FIELD_NUMBER: _ClassVar[int]
@@ -38,6 +45,7 @@ class HeartbeatRequest(_message.Message):
     UPTIME_S_FIELD_NUMBER: _ClassVar[int]
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
+    DECISIONS_DROPPED_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     deployment_ids: _containers.RepeatedScalarFieldContainer[str]
     routes_generation: int
@@ -45,7 +53,8 @@ class HeartbeatRequest(_message.Message):
     uptime_s: float
     draining: bool
     load: _types_pb2.AgentLoad
-    def __init__(self, agent_id: _Optional[str] = ..., deployment_ids: _Optional[_Iterable[str]] = ..., routes_generation: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[_routing_pb2.ArmMetrics, _Mapping]]] = ..., uptime_s: _Optional[float] = ..., draining: _Optional[bool] = ..., load: _Optional[_Union[_types_pb2.AgentLoad, _Mapping]] = ...) -> None: ...
+    decisions_dropped: _containers.ScalarMap[str, int]
+    def __init__(self, agent_id: _Optional[str] = ..., deployment_ids: _Optional[_Iterable[str]] = ..., routes_generation: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[_routing_pb2.ArmMetrics, _Mapping]]] = ..., uptime_s: _Optional[float] = ..., draining: _Optional[bool] = ..., load: _Optional[_Union[_types_pb2.AgentLoad, _Mapping]] = ..., decisions_dropped: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("known", "routes", "access_tokens")
@@ -473,3 +482,19 @@ class VerifyAuditResponse(_message.Message):
     head_sha256: str
     problems: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, ok: _Optional[bool] = ..., entries: _Optional[int] = ..., head_seq: _Optional[int] = ..., head_sha256: _Optional[str] = ..., problems: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SetDecisionLogRequest(_message.Message):
+    __slots__ = ("endpoint", "sample_rate")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    sample_rate: float
+    def __init__(self, endpoint: _Optional[str] = ..., sample_rate: _Optional[float] = ...) -> None: ...
+
+class SetDecisionLogResponse(_message.Message):
+    __slots__ = ("endpoint", "sample_rate")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    sample_rate: float
+    def __init__(self, endpoint: _Optional[str] = ..., sample_rate: _Optional[float] = ...) -> None: ...

@@ -116,6 +116,11 @@ class CoordinatorServiceStub:
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.ListEventsRequest.SerializeToString,
                 response_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListEventsResponse.FromString,
                 _registered_method=True)
+        self.SetDecisionLog = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/SetDecisionLog',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.SetDecisionLogRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.SetDecisionLogResponse.FromString,
+                _registered_method=True)
         self.SubmitPipeline = channel.unary_unary(
                 '/milepost.v1.CoordinatorService/SubmitPipeline',
                 request_serializer=milepost_dot_v1_dot_pipelines__pb2.PipelineSpec.SerializeToString,
@@ -280,6 +285,13 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SetDecisionLog(self, request, context):
+        """Decision logging of an endpoint: the share of its requests agents log (0: off).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitPipeline(self, request, context):
         """Pipelines.
         """
@@ -432,6 +444,11 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.ListEvents,
                     request_deserializer=milepost_dot_v1_dot_coordinator__pb2.ListEventsRequest.FromString,
                     response_serializer=milepost_dot_v1_dot_coordinator__pb2.ListEventsResponse.SerializeToString,
+            ),
+            'SetDecisionLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDecisionLog,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.SetDecisionLogRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.SetDecisionLogResponse.SerializeToString,
             ),
             'SubmitPipeline': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitPipeline,
@@ -921,6 +938,33 @@ class CoordinatorService:
             '/milepost.v1.CoordinatorService/ListEvents',
             milepost_dot_v1_dot_coordinator__pb2.ListEventsRequest.SerializeToString,
             milepost_dot_v1_dot_coordinator__pb2.ListEventsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDecisionLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/SetDecisionLog',
+            milepost_dot_v1_dot_coordinator__pb2.SetDecisionLogRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.SetDecisionLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -83,7 +83,7 @@ class Addresses(_message.Message):
     def __init__(self, addresses: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Route(_message.Message):
-    __slots__ = ("endpoint", "policy", "replicas")
+    __slots__ = ("endpoint", "policy", "replicas", "decision_sample_rate")
     class ReplicasEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -94,10 +94,12 @@ class Route(_message.Message):
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    DECISION_SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     policy: RoutingPolicy
     replicas: _containers.MessageMap[str, Addresses]
-    def __init__(self, endpoint: _Optional[str] = ..., policy: _Optional[_Union[RoutingPolicy, _Mapping]] = ..., replicas: _Optional[_Mapping[str, Addresses]] = ...) -> None: ...
+    decision_sample_rate: float
+    def __init__(self, endpoint: _Optional[str] = ..., policy: _Optional[_Union[RoutingPolicy, _Mapping]] = ..., replicas: _Optional[_Mapping[str, Addresses]] = ..., decision_sample_rate: _Optional[float] = ...) -> None: ...
 
 class RouteTable(_message.Message):
     __slots__ = ("generation", "routes")

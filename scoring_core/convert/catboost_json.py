@@ -38,7 +38,7 @@ from milepost.core.errors import InvalidArgument, Unimplemented
 from scoring_core.convert.converted import Converted
 from scoring_core.convert.dumps import reading_model
 from scoring_core.trees import tree_kernels as K
-from scoring_core.trees.builder import EnsembleBuilder, smallest_float32_above
+from scoring_core.trees.builder import EnsembleBuilder, covers_from_leaves, smallest_float32_above
 from scoring_core.trees.ensemble import FORMAT, FORMAT_VERSION, TreeEnsemble, choose_layout
 from scoring_core.trees.stage import TreeStage
 
@@ -191,6 +191,8 @@ def _add_oblivious(builder: EnsembleBuilder, tree: dict[str, Any], n_dims: int, 
     # A child past the internal nodes is leaf (child - n_internal), written ~leaf.
     left = np.where(kids < n_internal, kids, ~(kids - n_internal))
     right = np.where(kids + 1 < n_internal, kids + 1, ~(kids + 1 - n_internal))
+    weights = tree.get("leaf_weights")  # training weight a leaf: TreeSHAP's covers
+    leaf_cover = None if weights is None or len(weights) != leaves.shape[0] else np.asarray(weights, np.float64)
     builder.add_tree(
         0,
         feature=np.asarray([c[0] for c in chosen], np.int64),
@@ -200,6 +202,8 @@ def _add_oblivious(builder: EnsembleBuilder, tree: dict[str, Any], n_dims: int, 
         left=left,
         right=right,
         leaf_value=leaves,
+        node_cover=None if leaf_cover is None else covers_from_leaves(left, right, leaf_cover),
+        leaf_cover=leaf_cover,
     )
 
 
@@ -212,10 +216,12 @@ def _add_nested(builder: EnsembleBuilder, tree: dict[str, Any], n_dims: int, sca
     left: list[int] = []
     right: list[int] = []
     leaves: list[Any] = []
+    weights: list[Any] = []
 
     def visit(node: dict[str, Any]) -> int:
         if "split" not in node:
             leaves.append(node["value"])
+            weights.append(node.get("weight"))
             return ~(len(leaves) - 1)
         j = len(feature)
         f, t, fl = _split(node["split"], flat, nan_true)
@@ -229,6 +235,8 @@ def _add_nested(builder: EnsembleBuilder, tree: dict[str, Any], n_dims: int, sca
         return j
 
     visit(tree)
+    leaf_cover = None if None in weights else np.asarray(weights, np.float64)
     builder.add_tree(0, np.asarray(feature, np.int64), np.asarray(threshold, np.float32), np.asarray(flags, np.uint8),
                      np.full(len(feature), -1, np.int64), np.asarray(left, np.int64), np.asarray(right, np.int64),
-                     _leaves(leaves, n_dims, scale))
+                     _leaves(leaves, n_dims, scale),
+                     None if leaf_cover is None else covers_from_leaves(left, right, leaf_cover), leaf_cover)

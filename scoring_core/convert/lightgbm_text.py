@@ -13,7 +13,9 @@ What LightGBM's predictor does (``tree.h`` ``NumericalDecision``/``CategoricalDe
 - the raw score sums the float64 leaves of each class's trees (class ``i % num_tree_per_
   iteration``), divides by the number of iterations in random-forest mode
   (``average_output``), then applies the objective's output function. Init scores are
-  already inside the leaves.
+  already inside the leaves;
+- each node's cover, for TreeSHAP, is its ``internal_count``/``leaf_count`` (what
+  ``pred_contrib`` uses).
 
 Thresholds become float32 for the kernels without changing a branch for any float32 input:
 ``x <= t`` in double is ``x < s`` for ``s`` the smallest float32 above ``t``, and that is the
@@ -233,9 +235,11 @@ def _add_tree(builder: EnsembleBuilder, tree: dict[str, str], group: int, n_feat
     leaf_value = _floats(tree, "leaf_value")
     if n_leaves < 1 or leaf_value.size != n_leaves:
         raise InvalidArgument(f"LightGBM text model: tree {index} has a bad leaf count")
+    leaf_cover = _floats(tree, "leaf_count") if "leaf_count" in tree else None
     if n_leaves == 1:
         empty = np.zeros(0, np.int64)
-        builder.add_tree(group, empty, empty, empty, empty, empty, empty, leaf_value)
+        builder.add_tree(group, empty, empty, empty, empty, empty, empty, leaf_value, empty,
+                         np.ones(1) if leaf_cover is None or leaf_cover.size != 1 else leaf_cover)
         return
 
     feature = _ints(tree, "split_feature")
@@ -279,4 +283,7 @@ def _add_tree(builder: EnsembleBuilder, tree: dict[str, str], group: int, n_feat
             raise InvalidArgument(
                 f"LightGBM text model: feature {f} has splits of different kinds or missing types")
 
-    builder.add_tree(group, feature, thr32, flags, cat_set, left, right, leaf_value)
+    node_cover = _floats(tree, "internal_count") if "internal_count" in tree else None
+    if node_cover is None or leaf_cover is None or node_cover.size != k or leaf_cover.size != n_leaves:
+        node_cover = leaf_cover = None
+    builder.add_tree(group, feature, thr32, flags, cat_set, left, right, leaf_value, node_cover, leaf_cover)

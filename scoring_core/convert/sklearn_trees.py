@@ -203,6 +203,7 @@ def _add_sklearn_tree(builder: EnsembleBuilder, tree: Any, group: int, leaf_valu
         flags = np.full(internal.size, K.FLAG_NAN_RIGHT, np.uint8)
     else:
         flags = np.where(nan_left[internal] != 0, 0, K.FLAG_NAN_RIGHT).astype(np.uint8)
+    cover = np.asarray(tree.weighted_n_node_samples, np.float64)  # TreeSHAP's covers, as shap takes them
     builder.add_tree(
         group,
         feature=np.asarray(tree.feature, np.int64)[internal],
@@ -212,6 +213,8 @@ def _add_sklearn_tree(builder: EnsembleBuilder, tree: Any, group: int, leaf_valu
         left=local[left[internal]],
         right=local[right[internal]],
         leaf_value=np.asarray(leaf_value[leaves], np.float64),
+        node_cover=cover[internal],
+        leaf_cover=cover[leaves],
     )
 
 
@@ -376,6 +379,8 @@ def _add_hgb_tree(builder: EnsembleBuilder, predictor: Any, group: int, column: 
             raise InvalidArgument(f"{name}: a category bitset names a code past feature {j}'s categories")
         cat_set[i] = builder.add_category_set(bitset_from_categories(raw[codes]))
         threshold[i] = 0.0
+    names = nodes.dtype.names or ()
+    cover = nodes["weighted_n_node_samples" if "weighted_n_node_samples" in names else "count"].astype(np.float64)
     builder.add_tree(
         group,
         feature=column[feature_idx[internal]],
@@ -385,4 +390,6 @@ def _add_hgb_tree(builder: EnsembleBuilder, predictor: Any, group: int, column: 
         left=local[nodes["left"][internal].astype(np.int64)],
         right=local[nodes["right"][internal].astype(np.int64)],
         leaf_value=nodes["value"][leaves].astype(np.float64),
+        node_cover=cover[internal],
+        leaf_cover=cover[leaves],
     )

@@ -127,6 +127,8 @@ def _node_columns(nodes: pa.Table) -> dict[str, Any]:
         "feature": np.asarray(split.column("featureIndex"), np.int64),
         "n_categories": np.asarray(split.column("numCategories"), np.int64),
         "values": lists(split.column("leftCategoriesOrThreshold")),
+        # Training rows a node saw (Spark 3+), TreeSHAP's covers; older saves have none.
+        "count": np.asarray(nodes.column("rawCount"), np.float64) if "rawCount" in nodes.column_names else None,
     }
 
 
@@ -193,4 +195,6 @@ def _add_tree(builder: EnsembleBuilder, columns: dict[str, Any], rows: np.ndarra
         np.asarray([local[int(left[k])] for k in internal], np.int64),
         np.asarray([local[int(right[k])] for k in internal], np.int64),
         np.asarray(leaf_value)[leaves],
+        None if columns["count"] is None else columns["count"][at],
+        None if columns["count"] is None else columns["count"][rows[leaves]],
     )  # fmt: skip

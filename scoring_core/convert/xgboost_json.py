@@ -9,7 +9,8 @@ What XGBoost's CPU predictor does, and this converter reproduces:
 - the margin starts at the base score (stored in the user's space since XGBoost 2, and as
   a vector such as ``"[5E-1]"`` since 3.x: mapped to a margin per objective) and adds each
   tree's leaf in float32, tree by tree, into its output group (``tree_info``); dart
-  boosters scale each tree by its ``weight_drop``.
+  boosters scale each tree by its ``weight_drop``;
+- each node's cover, for TreeSHAP, is its ``sum_hessian`` (what ``pred_contribs`` uses).
 
 Like ``Booster.predict``, every tree counts: a model trained with early stopping keeps
 the rounds after ``best_iteration`` (the scikit-learn wrapper's ``predict`` stops there).
@@ -259,5 +260,10 @@ def _add_tree(builder: EnsembleBuilder, tree: dict, group: int, weight: float | 
     usage[0, feat[~is_cat]] = True
     usage[1, feat[is_cat]] = True
 
+    hess = tree.get("sum_hessian")
+    node_cover = leaf_cover = None
+    if hess is not None and len(hess) == n:
+        hess = np.asarray(hess, np.float64)
+        node_cover, leaf_cover = hess[internal_ids], hess[leaf_ids[:leaf_values.size]]
     builder.add_tree(group, feat, threshold, flags, cat_set, local[left[internal_ids]],
-                     local[right[internal_ids]], leaf_values)
+                     local[right[internal_ids]], leaf_values, node_cover, leaf_cover)

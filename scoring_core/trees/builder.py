@@ -3,6 +3,11 @@
 The canonical form is the compact layout of ``tree_kernels``: internal nodes only, flat over
 all trees, children in ``children[2*node + right]`` with ``~leaf`` for a leaf; a tree that
 is a single leaf has root ``~leaf``. Thresholds are already float32 "right iff x >= t".
+
+Covers (the training weight that reached each node: XGBoost's hessian sums, LightGBM's and
+scikit-learn's sample counts) are what path-dependent TreeSHAP (``scoring_core.explain``)
+weighs the branches by. A converter passes them with every tree; if any tree comes
+without, the ensemble has none (``node_cover``/``leaf_cover`` absent) and cannot explain.
 """
 
 from __future__ import annotations
@@ -27,6 +32,9 @@ class EnsembleBuilder:
         self._n_leaves = 0
         self._cat_bits: list[np.ndarray] = []
         self._cat_bounds: list[int] = [0]
+        self._node_cover: list[np.ndarray] = []
+        self._leaf_cover: list[np.ndarray] = []
+        self._covered = True
 
     def add_category_set(self, words: np.ndarray) -> int:
         """Store a bitset (uint32 words, bit ``v & 31`` of word ``v >> 5`` is category v);
@@ -46,14 +54,27 @@ class EnsembleBuilder:
         left: np.ndarray,
         right: np.ndarray,
         leaf_value: np.ndarray,
+        node_cover: np.ndarray | None = None,
+        leaf_cover: np.ndarray | None = None,
     ) -> None:
         """Append one tree in local numbering: internal nodes ``0..k-1`` with node 0 the root
         (none for a single-leaf tree), children ``>= 0`` internal, ``~j`` leaf ``j``.
-        ``leaf_value`` is 1-D, or 2-D (n_leaves, leaf_width) for vector leaves."""
+        ``leaf_value`` is 1-D, or 2-D (n_leaves, leaf_width) for vector leaves.
+        ``node_cover`` (k) and ``leaf_cover`` (n_leaves): each node's cover, or None."""
         k = int(len(feature))
         leaf_value = np.asarray(leaf_value, dtype=self._leaf_dtype)
         n_leaves = leaf_value.shape[0] if leaf_value.ndim == 2 else leaf_value.size
         leaf_value = leaf_value.reshape(-1)
+        if node_cover is None or leaf_cover is None:
+            self._covered = False
+        else:
+            node_cover = np.asarray(node_cover, np.float64).reshape(-1)
+            leaf_cover = np.asarray(leaf_cover, np.float64).reshape(-1)
+            if node_cover.size != k or leaf_cover.size != n_leaves:
+                raise ValueError(f"covers: {node_cover.size} node and {leaf_cover.size} leaf covers "
+                                 f"for {k} nodes and {n_leaves} leaves")
+            self._node_cover.append(node_cover)
+            self._leaf_cover.append(leaf_cover)
         if k == 0:
             self._roots.append(~self._n_leaves)
         else:
@@ -78,7 +99,12 @@ class EnsembleBuilder:
         def cat(parts: list[np.ndarray], dtype: type) -> np.ndarray:
             return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype)
 
+        covers = {}
+        if self._covered:
+            covers = {"node_cover": cat(self._node_cover, np.float64),
+                      "leaf_cover": cat(self._leaf_cover, np.float64)}
         return {
+            **covers,
             "tree_root": np.asarray(self._roots, np.int32),
             "tree_group": np.asarray(self._groups, np.int32),
             "node_feature": cat(self._feature, np.int32),
@@ -116,3 +142,23 @@ def smallest_float32_above(t: np.ndarray) -> np.ndarray:
     s = np.where(above, nearest, np.nextafter(nearest, np.float32(np.inf))).astype(np.float32)
     s[t == np.inf] = np.nan
     return s
+
+
+def covers_from_leaves(left: np.ndarray, right: np.ndarray, leaf_cover: np.ndarray) -> np.ndarray:
+    """Internal-node covers of one tree in local numbering (``add_tree``'s), each the sum of
+    its children's: for sources that store a weight a leaf only (CatBoost, Spark)."""
+    left = np.asarray(left, np.int64)
+    right = np.asarray(right, np.int64)
+    leaf_cover = np.asarray(leaf_cover, np.float64)
+    cover = np.full(left.size, np.nan)
+
+    def of(child: int) -> float:
+        return float(leaf_cover[~child]) if child < 0 else float(cover[child])
+
+    # Children come after their parent in both numberings the converters use (depth-first
+    # or level order), so one pass from the last node back fills every internal node.
+    for j in range(left.size - 1, -1, -1):
+        cover[j] = of(int(left[j])) + of(int(right[j]))
+    if np.isnan(cover).any():
+        raise ValueError("covers_from_leaves: a child is numbered before its parent")
+    return cover

@@ -17,6 +17,11 @@ trees. ``params["probabilities"]`` marks an output that is class probabilities a
 the link is not a sigmoid or softmax (an average of leaf distributions). Both are optional
 (default 1 and false), so bundles written before them still load.
 
+``node_cover`` and ``leaf_cover`` (float64, one a node and one a leaf) are the covers
+TreeSHAP weighs branches by (``builder``); they are optional too, so bundles written
+before them still load and score, and ``has_covers`` tells ``scoring_core.explain`` that
+such an ensemble cannot be explained.
+
 At load time the canonical arrays are laid out for the kernels; the layout (``complete``
 for shallow numerical trees, ``compact`` otherwise) is chosen at conversion and kept in
 ``params["layout"]``.
@@ -95,6 +100,7 @@ class TreeEnsemble:
         self._acc = _ACCUMULATE[p["accumulate"]]
         self.leaf_width: int = int(p.get("leaf_width", 1))
         self.probabilities: bool = bool(p.get("probabilities", False))
+        self.has_covers: bool = "node_cover" in self._arrays
         self._kernel_args = kernel_arrays(self._arrays, self.layout, self._acc, self.leaf_width)
 
     # -- construction ---------------------------------------------------------------
@@ -235,6 +241,16 @@ def _validate(params: dict[str, Any], arrays: dict[str, np.ndarray]
     if a["leaf_value"].size % leaf_width:
         raise bad("leaf_value must hold leaf_width values a leaf")
     n_leaves = a["leaf_value"].size // leaf_width
+    if ("node_cover" in arrays) != ("leaf_cover" in arrays):
+        raise bad("node_cover and leaf_cover come together or not at all")
+    if "node_cover" in arrays:
+        a["node_cover"] = _as_1d("node_cover", arrays["node_cover"], np.float64)
+        a["leaf_cover"] = _as_1d("leaf_cover", arrays["leaf_cover"], np.float64)
+        if a["node_cover"].size != n_nodes or a["leaf_cover"].size != n_leaves:
+            raise bad("node_cover must have a value a node, leaf_cover one a leaf")
+        if not (np.all(np.isfinite(a["node_cover"])) and np.all(np.isfinite(a["leaf_cover"]))) \
+                or np.any(a["node_cover"] < 0) or np.any(a["leaf_cover"] < 0):
+            raise bad("covers must be finite and non-negative")
     n_sets = a["cat_bounds"].size - 1
     if any(a[k].size != n_nodes for k in ("node_threshold", "node_flags", "node_cat_set")) \
             or a["node_children"].size != 2 * n_nodes:

@@ -205,12 +205,28 @@ def _check_typed(
     return None
 
 
+_all_numeric_seen: dict[int, tuple[pa.Schema, bool]] = {}  # id(schema) -> (schema, every field numeric)
+
+
+def _all_numeric(schema: pa.Schema) -> bool:
+    """Whether every field of ``schema`` is numeric, worked out once per schema object: a
+    request would otherwise check a 30-feature schema again each time (13 us of 20)."""
+    seen = _all_numeric_seen.get(id(schema))
+    if seen is not None and seen[0] is schema:
+        return seen[1]
+    answer = len(schema) > 0 and all(is_numeric(f.type) for f in schema)
+    if len(_all_numeric_seen) >= 256:  # models' schemas are few; anything more is churn
+        _all_numeric_seen.clear()
+    _all_numeric_seen[id(schema)] = (schema, answer)  # holding the schema keeps its id from being reused
+    return answer
+
+
 def _is_matrix_request(tensors: list[_Tensor], schema: pa.Schema) -> bool:
     """Decide between shape (a) and (b); explain a matrix that fits neither."""
     if len(tensors) != 1 or len(tensors[0].shape) != 2:
         return False
     tensor = tensors[0]
-    all_numeric = len(schema) > 0 and all(is_numeric(f.type) for f in schema)
+    all_numeric = _all_numeric(schema)
     k = tensor.shape[1]
     if all_numeric and k == len(schema):
         return True

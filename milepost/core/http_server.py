@@ -1,6 +1,6 @@
-"""Serving an ASGI application over HTTP/1.1 in the agent's process: uvicorn, with uvloop and
-httptools, on an event loop in a thread of its own; used as the gRPC server is (``start()``
-binds and returns the port, ``stop(grace)``).
+"""Serving an ASGI application over HTTP/1.1 in a Milepost process (the agent's REST data plane,
+the coordinator's web console): uvicorn, with uvloop and httptools, on an event loop in a thread
+of its own; used as the gRPC server is (``start()`` binds and returns the port, ``stop(grace)``).
 
 Why this stack: side by side with granian's embedded server (Rust HTTP), the same RestApp in
 the same agent, interleaved (benchmarks/rest_stacks.py; benchmarks/results/rest_stacks.json, a
@@ -11,7 +11,7 @@ here (granian binds its own), so port 0 and bind errors are known when ``start``
 Most of a request's cost is the core's, not the stack's (about 1 ms of agent CPU for a scored
 row against 0.2 ms for GET /v2).
 
-TLS as the agent's gRPC server has it (milepost.core.tls): its certificate and key, and with a
+TLS as the process's gRPC server has it (milepost.core.tls): its certificate and key, and with a
 CA, client certificates required (mutual TLS); without TLS only loopback, unless ``insecure``.
 At most ``max_connections`` connections at once; past that, 503 at once.
 """
@@ -36,13 +36,17 @@ except ImportError:  # pragma: no cover - Windows: asyncio's own loop
 from milepost.core.errors import InvalidArgument
 from milepost.core.tls import Tls, check_plaintext
 
-# uvicorn tells of every start and stop at INFO; the agent says what it serves itself.
+# uvicorn tells of every start and stop at INFO; the process says what it serves itself.
 logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
 
 class HttpServer:
     def __init__(self, app: Any, host: str, port: int, tls: Tls | None, *, insecure: bool = False,
-                 max_connections: int = 128) -> None:
+                 max_connections: int = 128, name: str = "REST", flag: str = "--http-port; -1 turns it off",
+                 logger: str = "milepost.agent") -> None:
+        """``name`` and ``flag`` (the option that sets its port) are named in errors; ``logger`` is
+        where a failure once serving is logged."""
+        self._name, self._flag, self._logger = name, flag, logger
         if tls is None:
             check_plaintext(host, insecure)
         self._address = (host, port)
@@ -69,14 +73,13 @@ class HttpServer:
         try:
             self._config.load()
         except (OSError, ssl.SSLError) as err:
-            raise InvalidArgument(f"cannot use the TLS files for the REST server: {err}") from err
+            raise InvalidArgument(f"cannot use the TLS files for the {self._name} server: {err}") from err
         host, port = self._address
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         try:
             self._socket = socket.create_server((host.strip("[]"), port), family=family, backlog=1024)
         except OSError as err:
-            raise OSError(err.errno, f"cannot listen on {host}:{port} for REST (--http-port; -1 turns it off): "
-                                     f"{err.strerror}") from err
+            raise OSError(err.errno, f"cannot listen on {host}:{port} for {self._name} ({self._flag}): {err.strerror}") from err
         self.port = self._socket.getsockname()[1]
         started = threading.Event()
         failed: list[BaseException] = []
@@ -89,7 +92,7 @@ class HttpServer:
             except BaseException as err:  # noqa: BLE001 - told to start(), or logged once it returned
                 failed.append(err)
                 if started.is_set():
-                    logging.getLogger("milepost.agent").exception("the REST server stopped")
+                    logging.getLogger(self._logger).exception("the %s server stopped", self._name)
             finally:
                 started.set()
                 loop.close()

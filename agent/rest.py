@@ -153,9 +153,9 @@ class RestApp:
                     self._reserve(hold, _declared_length(headers, self.max_body_bytes))
                     body = await self._body(receive, hold)
                 handler = self._handlers[call.method]
-                reply = _on_loop(handler, call, headers, body) if call.method == "ModelInfer" else None
-                if reply is None:
-                    reply = await asyncio.get_running_loop().run_in_executor(self._workers, handler, call, headers, body)
+                on_loop: Reply | None = _on_loop(handler, call, headers, body) if call.method == "ModelInfer" else None
+                reply = on_loop if on_loop is not None else await asyncio.get_running_loop().run_in_executor(
+                    self._workers, handler, call, headers, body)
         except HttpError as err:
             reply = Reply(err.status, _error_body(err.message), headers=list(err.headers))
         except MilepostError as err:

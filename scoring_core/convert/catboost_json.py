@@ -239,4 +239,5 @@ def _add_nested(builder: EnsembleBuilder, tree: dict[str, Any], n_dims: int, sca
     builder.add_tree(0, np.asarray(feature, np.int64), np.asarray(threshold, np.float32), np.asarray(flags, np.uint8),
                      np.full(len(feature), -1, np.int64), np.asarray(left, np.int64), np.asarray(right, np.int64),
                      _leaves(leaves, n_dims, scale),
-                     None if leaf_cover is None else covers_from_leaves(left, right, leaf_cover), leaf_cover)
+                     None if leaf_cover is None else covers_from_leaves(np.asarray(left, np.int64),
+                                                                     np.asarray(right, np.int64), leaf_cover), leaf_cover)

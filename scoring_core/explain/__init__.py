@@ -128,7 +128,7 @@ class _Explainer:
         self.sources = input_sources(model.transforms, model.n_features)
         stage = model.model
         if stage.kind == "trees":
-            self.stage_explainer: Any = TreeExplainer(stage.ensemble)
+            self.stage_explainer: Any = TreeExplainer(stage.ensemble)  # type: ignore[attr-defined]
         elif stage.kind == "linear":
             self.stage_explainer = _linear.LinearExplainer(stage)
         else:
@@ -147,7 +147,7 @@ class _Explainer:
         if self.transforms:
             n, g, _ = inner.shape
             out = np.zeros((n, g, self.n_features + 1))
-            np.add.at(out, (slice(None), slice(None), self.sources), inner[:, :, :-1])
+            np.add.at(out, (slice(None), slice(None), self.sources), inner[:, :, :-1])  # type: ignore[arg-type]
             out[:, :, -1] = inner[:, :, -1]
         else:
             out = inner

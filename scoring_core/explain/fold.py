@@ -22,7 +22,7 @@ def stage_sources(stage: Any) -> np.ndarray:
         return np.asarray(stage.source, np.int64)
     if stage.kind == "encode":
         widths = np.diff(np.asarray(stage._out_start, np.int64))
-        return np.repeat(np.arange(widths.size), widths)
+        return np.repeat(np.arange(widths.size), widths)  # type: ignore[arg-type]
     raise FailedPrecondition(
         f"feature transform {stage.kind!r} mixes input columns, so its outputs' contributions cannot be "
         "given back to the input features: explanations cover column_map and encode transforms")

@@ -51,7 +51,7 @@ class Endpoints:
         self.store = store
         self.reconciler = reconciler
         self.clock = clock
-        self.on_change = on_change  # pushes the new route table to agents
+        self.on_change = on_change  # pushes the new route table to agents, waiting for their answers
 
     def get(self, name: str) -> EndpointRecord:
         endpoint = self.store.get_endpoint(name)
@@ -117,9 +117,9 @@ class Endpoints:
         removed = self.store.set_policy(
             endpoint, policy.kind, policy.SerializeToString(), keep, self.clock(), (event, f"{policy.kind}: {summary}")
         )
+        self.on_change()  # routes leave the old deployments before they unload
         for d in removed:
             self.reconciler.unload(d)
-        self.on_change()
         return self.get(endpoint)
 
     def _new_deployment(
@@ -201,9 +201,9 @@ class Endpoints:
             endpoint.name, "single", single.SerializeToString(), {arm.deployment_id}, self.clock(),
             (event, f"{arm_name} takes all traffic ({reason})"),
         )
+        self.on_change()
         for d in removed:
             self.reconciler.unload(d)
-        self.on_change()
         return self.get(endpoint.name)
 
     def set_canary_step(self, name: str, step: int, reason: str) -> None:
@@ -228,6 +228,6 @@ class Endpoints:
         removed = self.store.delete_endpoint(name, self.clock())
         if removed is None:
             raise NotFound(f"endpoint {shown(name)} does not exist; see `milepost endpoints`")
+        self.on_change()
         for d in removed:
             self.reconciler.unload(d)
-        self.on_change()

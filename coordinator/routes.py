@@ -12,18 +12,25 @@ Pushes coalesce per agent: while a push to an agent is under way, later tables
 for it replace each other and only the newest is sent next. A burst of changes
 (fifty loads finishing after a failover) or an agent slow to answer never
 builds a queue of stale tables.
+
+A change a caller makes (deploy, policy, promote) is pushed with ``push(wait=True)``: the call
+returns once every live agent has answered a push of that table or a newer one (applied, or
+failed and left to its next heartbeat), within the agents' call timeout, so that the next
+request after a Deploy returns is served by the new version, as after Triton's load call.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 from coordinator.agent_client import AgentClients
 from coordinator.reconciler import Reconciler
 from coordinator.store import Store
 from milepost.core.errors import MilepostError
+from milepost.core.settings import get_settings
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
@@ -41,6 +48,8 @@ class RouteBook:
         self._push_lock = threading.Lock()
         self._next: dict[str, routing_pb2.RouteTable] = {}  # address -> the table to send it next
         self._sending: set[str] = set()  # addresses with a push under way
+        self._answered: dict[str, int] = {}  # address -> the newest generation it answered a push of
+        self._answer = threading.Condition(self._push_lock)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -78,19 +87,31 @@ class RouteBook:
                 self._generation = self.store.next_counter("routes_generation")
             return routing_pb2.RouteTable(generation=self._generation, routes=routes)
 
-    def push(self) -> None:
-        """Send the current table to every live agent, in the background, best effort."""
+    def push(self, *, wait: bool = False) -> None:
+        """Send the current table to every live agent, in the background, best effort;
+        ``wait``: until each has answered it (see the module docstring)."""
         table = self.current()
-        for info in self.reconciler.live_agents().values():
+        addresses = [info.address for info in self.reconciler.live_agents().values()]
+        self._send(table, addresses)
+        if wait:
+            deadline = time.monotonic() + get_settings().agent_call_timeout_s
+            with self._answer:
+                self._answer.wait_for(
+                    lambda: all(self._answered.get(a, 0) >= table.generation for a in addresses),
+                    timeout=max(0.0, deadline - time.monotonic()),
+                )
+
+    def _send(self, table: routing_pb2.RouteTable, addresses: list[str]) -> None:
+        for address in addresses:
             with self._push_lock:
-                queued = self._next.get(info.address)
+                queued = self._next.get(address)
                 if queued is None or queued.generation <= table.generation:  # two pushes at once: newest wins
-                    self._next[info.address] = table
-                if info.address in self._sending:
+                    self._next[address] = table
+                if address in self._sending:
                     continue  # the push under way sends this table when it is done
-                self._sending.add(info.address)
+                self._sending.add(address)
             try:
-                self._pool.submit(self._send_newest, info.address)
+                self._pool.submit(self._send_newest, address)
             except RuntimeError:  # closed: the coordinator is stopping
                 return
 
@@ -105,6 +126,9 @@ class RouteBook:
                 self._push_one(address, table)
             except Exception:  # noqa: BLE001 - a bug in one push must not silence this agent's later ones
                 log.exception("route push to %s failed", address)
+            with self._answer:
+                self._answered[address] = max(self._answered.get(address, 0), table.generation)
+                self._answer.notify_all()
 
     def _push_one(self, address: str, table: routing_pb2.RouteTable) -> None:
         try:

@@ -66,7 +66,7 @@ class Coordinator:
         )
         self.routes = RouteBook(self.store, self.reconciler, self.agent_clients)
         self.reconciler.on_change = self.routes.push
-        self.endpoints = Endpoints(self.store, self.reconciler, clock, on_change=self.routes.push)
+        self.endpoints = Endpoints(self.store, self.reconciler, clock, on_change=lambda: self.routes.push(wait=True))
         self.registry = Registry(self.store, self.artifacts, self.reconciler.placing, clock)
         self.stats = ArmStats()
         self.canary = CanaryController(self.endpoints, self.stats, clock)

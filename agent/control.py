@@ -10,6 +10,7 @@ import grpc
 from agent import decision_log
 from agent.decision_log import DecisionLog
 from agent.deployments import DeploymentTable
+from agent.resources import GpuAssigner
 from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.router import Router
 from agent.stage_runner import StageRunner
@@ -23,7 +24,9 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
     def __init__(
         self, table: DeploymentTable, info: Callable[[], types_pb2.AgentInfo],
         router: Router, metrics: ArmMetricsBook, stages: StageRunner, *, decisions: DecisionLog | None = None,
+        gpus: GpuAssigner | None = None,
     ) -> None:
+        self.gpus = gpus or GpuAssigner(lambda: [g.index for g in info().resources.gpus])
         self.decisions = decisions
         self.stages = stages
         self.table = table
@@ -35,16 +38,24 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
         for field in ("deployment_id", "endpoint", "model", "version", "flavor"):
             if not getattr(request, field):
                 raise InvalidArgument(f"LoadRequest.{field} is required")
+        # A GPU replica runs on the GPU this agent assigns it ("cuda:N"), held until unloaded.
+        device = self.gpus.assign(request.deployment_id, request.gpus) if request.gpus > 0 else "cpu"
         spec = DeploymentSpec(
             deployment_id=request.deployment_id, endpoint=request.endpoint,
             model=request.model, version=request.version, engine=request.engine,
-            device="cuda" if request.gpus > 0 else "cpu",
+            device=device,
         )
-        self.table.load(spec, request.flavor, BatchingSettings.from_proto(request.batching), number=request.version_number)
+        try:
+            self.table.load(spec, request.flavor, BatchingSettings.from_proto(request.batching), number=request.version_number)
+        except BaseException:
+            if request.gpus > 0 and self.table.get(request.deployment_id) is None:
+                self.gpus.release(request.deployment_id)
+            raise
         return agent_pb2.LoadResponse()
 
     def Unload(self, request: agent_pb2.UnloadRequest, context: grpc.ServicerContext) -> agent_pb2.UnloadResponse:
         self.table.unload(request.deployment_id)
+        self.gpus.release(request.deployment_id)
         return agent_pb2.UnloadResponse()
 
     def SetRoutes(self, request: routing_pb2.RouteTable, context: grpc.ServicerContext) -> agent_pb2.SetRoutesResponse:

@@ -43,6 +43,7 @@ import pyarrow as pa
 from agent import explanations
 from agent.decision_log import DecisionLog
 from agent.deployments import DeploymentTable
+from agent.registration import ScoredKeys
 from agent.routing.members import DEPLOYMENT_PARAMETER
 from agent.routing.router import Router, describe_hosted
 from agent.statistics import EndpointStatistics
@@ -99,6 +100,7 @@ class DataPlane:
         self._admission = threading.Lock()
         self._after_burst = memory.AfterBurst()
         self.decisions: DecisionLog | None = None  # sampled decisions of routed endpoints (agent.decision_log)
+        self.scored_keys: ScoredKeys | None = None  # requests with a key, for the outcomes fed back (agent.registration)
 
     @property
     def inflight_bytes(self) -> int:
@@ -188,6 +190,8 @@ class DataPlane:
                              waited)
         if self.decisions is not None and hosted is None:  # queues references at most; never blocks or raises
             self.decisions.offer(table.get(request.name), request, batch, response)
+        if self.scored_keys is not None and response.arms:  # bounded, no I/O, never raises on a request without a key
+            self.scored_keys.offer(table.get(request.name), request, batch, response)
         return reply
 
     def describe(self, name: str, version: str = "") -> ModelDescription:

@@ -10,6 +10,17 @@ for what each counts):
 - ``milepost_shadow_compared_total``, ``milepost_shadow_abs_diff_total``:
   shadow rows compared with the primary, and their summed |difference|.
 
+In Triton's names and units (``nv_inference_*`` there), per endpoint, model, version and
+arm (labels ``endpoint``, ``model``, ``version``, ``arm``; model and version are those of
+the arm's deployment where this agent hosts it, else empty):
+``milepost_inference_request_success``, ``milepost_inference_request_failure`` and
+``milepost_inference_request_duration_us`` (cumulative, every request). Per endpoint
+(label ``endpoint``), where the data plane times its phases:
+``milepost_inference_count`` (rows), ``milepost_inference_exec_count`` (engine calls),
+``milepost_inference_queue_duration_us`` (waiting for a batch) and
+``milepost_inference_compute_duration_us`` (label ``phase``: input, infer, output). All
+counters, so the exposition names them with ``_total`` after these, as Prometheus requires.
+
 Per endpoint (label ``endpoint``), as ModelStatistics counts them:
 ``milepost_endpoint_requests_total`` (label ``outcome``: success|failure),
 ``milepost_endpoint_rows_total``, ``milepost_endpoint_request_seconds_total``
@@ -58,6 +69,7 @@ if TYPE_CHECKING:
     from agent.decision_log import DecisionLog
     from agent.deployments import Hosted
     from agent.routing.arm_metrics import ArmMetricsBook
+    from agent.routing.route_table import RouteTable
 
 log = logging.getLogger("milepost.agent")
 ARM_LABELS = ["endpoint", "arm"]
@@ -74,6 +86,7 @@ class Reading:
     drift: Iterable[tuple[str, str, Mapping[str, Drift]]] = ()  # (endpoint, deployment, name -> drift)
     decisions_logged: Mapping[str, int] = field(default_factory=dict)
     decisions_dropped: Mapping[str, int] = field(default_factory=dict)
+    arm_models: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (endpoint, arm) -> (model, version)
 
 
 class _EndpointCounters(Protocol):
@@ -83,6 +96,9 @@ class _EndpointCounters(Protocol):
 class _RouteTable(Protocol):
     @property
     def generation(self) -> int: ...
+
+    @property
+    def table(self) -> RouteTable: ...
 
 
 class _Deployments(Protocol):
@@ -109,10 +125,50 @@ class AgentCounters(Protocol):
 
 
 def read_agent(agent: AgentCounters) -> Reading:
-    drift = [(h.spec.endpoint, h.spec.deployment_id, window.drifts()) for h in agent.table.hosted()
+    hosted = agent.table.hosted()
+    drift = [(h.spec.endpoint, h.spec.deployment_id, window.drifts()) for h in hosted
              if (window := h.model.drift) is not None]
     return Reading(agent.arm_metrics.snapshot(), agent.dataplane.all_statistics(), agent.arm_metrics.shadow_dropped(),
-                   agent.router.generation, drift, agent.decisions.logged(), agent.decisions.dropped())
+                   agent.router.generation, drift, agent.decisions.logged(), agent.decisions.dropped(),
+                   arm_models(agent.router.table, hosted))
+
+
+def arm_models(table: RouteTable, hosted: Iterable[Hosted]) -> dict[tuple[str, str], tuple[str, str]]:
+    """(endpoint, arm) -> (model, version) of each arm whose deployment this agent hosts."""
+    by_id = {h.spec.deployment_id: (h.spec.model, h.version) for h in hosted}
+    return {
+        (route.endpoint, arm.name): by_id[arm.deployment_id]
+        for route in table.routes.values() if route.policy is not None
+        for arm in route.policy.arms if arm.deployment_id in by_id
+    }
+
+
+def _triton_families(reading: Reading) -> list[Metric]:
+    """The Triton-named families of the module docstring."""
+    labels = ["endpoint", "model", "version", "arm"]
+    success = CounterMetricFamily("milepost_inference_request_success", "Successful requests to an arm.", labels=labels)
+    failure = CounterMetricFamily("milepost_inference_request_failure", "Failed requests to an arm.", labels=labels)
+    duration = CounterMetricFamily("milepost_inference_request_duration_us",
+                                   "Cumulative time of an arm's requests, microseconds.", labels=labels)
+    for m in reading.arms:
+        model, version = reading.arm_models.get((m.endpoint, m.arm), ("", ""))
+        values = [m.endpoint, model, version, m.arm]
+        success.add_metric(values, m.requests - m.errors)
+        failure.add_metric(values, m.errors)
+        duration.add_metric(values, m.latency_sum_ms * 1000.0)
+    rows = CounterMetricFamily("milepost_inference_count", "Rows scored for an endpoint.", labels=["endpoint"])
+    execs = CounterMetricFamily("milepost_inference_exec_count", "Engine calls for an endpoint.", labels=["endpoint"])
+    queue = CounterMetricFamily("milepost_inference_queue_duration_us",
+                                "Cumulative time requests waited for a batch, microseconds.", labels=["endpoint"])
+    compute = CounterMetricFamily("milepost_inference_compute_duration_us",
+                                  "Cumulative time in each phase of scoring, microseconds.", labels=["endpoint", "phase"])
+    for name, s in sorted(reading.endpoints.items()):
+        rows.add_metric([name], s.inference_count)
+        execs.add_metric([name], s.execution_count)
+        queue.add_metric([name], s.queue.ns / 1000.0)
+        for phase, spent in (("input", s.compute_input), ("infer", s.compute_infer), ("output", s.compute_output)):
+            compute.add_metric([name, phase], spent.ns / 1000.0)
+    return [success, failure, duration, rows, execs, queue, compute]
 
 
 def families(reading: Reading) -> list[Metric]:
@@ -172,6 +228,7 @@ def families(reading: Reading) -> list[Metric]:
     return [
         requests, errors, latency, predictions, prediction_sum, prediction_squares, compared, abs_diff,
         endpoint_requests, endpoint_rows, endpoint_seconds, dropped, logged, lost, routes, *_drift_families(reading),
+        *_triton_families(reading),
     ]
 
 

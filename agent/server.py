@@ -126,7 +126,10 @@ class Agent:
             lambda: [h.spec.deployment_id for h in self.table.hosted()],
             routes=self.router, metrics=self.arm_metrics.snapshot, load=meter.reading, draining=self.draining.is_set,
             decisions_dropped=self.decisions.dropped,
+            drift_windows=lambda: [(h.spec.endpoint, h.spec.deployment_id, h.model.drift) for h in self.table.hosted()
+                                   if h.model.drift is not None],
         )
+        self.dataplane.scored_keys = self.registration.scored_keys
         self.port = 0
         self._metrics_server: MetricsServer | None = None
         # The REST front end; served when http_port is set (a benchmark may serve it on another server).

@@ -3,8 +3,11 @@
 Every tick it looks at each canary endpoint. A window opens at the current step
 and closes after ``window_s`` once the candidate has served ``min_requests``
 (an idle candidate is not judged on nothing). At the close the candidate's
-window totals go through the gates: error rate, p99 latency, and divergence of
-its mean prediction from the baseline's in the same window. A failed gate rolls
+window totals go through the gates: error rate, p99 latency, divergence of
+its mean prediction from the baseline's in the same window, and (``gates.max_drift``) drift of
+its predictions against its own training baseline over the drift windows it closed meanwhile,
+and (``gates.max_impact_ratio_drop``) the fall of its lowest impact ratio below the baseline's
+(coordinator.health; the window waits for the data these need). A failed gate rolls
 back at once; a passed window moves to the next step, and passing the last
 step (100 percent) promotes. Every decision and its reason is in the audit trail.
 
@@ -29,7 +32,10 @@ from dataclasses import asdict, dataclass, field
 
 from coordinator.arm_stats import ArmStats
 from coordinator.endpoints import Endpoints, policy_of
+from coordinator.health import LOWER_IS_WORSE, HealthBook
+from coordinator.store import EndpointRecord
 from milepost.core.arm_counters import ArmCounters
+from milepost.core.errors import FailedPrecondition
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
@@ -98,11 +104,13 @@ def failed_gate(gates: routing_pb2.CanaryGates, baseline: ArmCounters, candidate
 
 
 class CanaryController:
-    def __init__(self, endpoints: Endpoints, stats: ArmStats, clock: Callable[[], float]) -> None:
+    def __init__(self, endpoints: Endpoints, stats: ArmStats, clock: Callable[[], float],
+                 health: HealthBook | None = None) -> None:
         self.endpoints = endpoints
         self.store = endpoints.store
         self.stats = stats
         self.clock = clock
+        self.health = health
 
     def tick(self) -> list[str]:
         """One pass over the canaries; returns what it decided, for logs and tests."""
@@ -141,6 +149,10 @@ class CanaryController:
         if now - window.opened_at < policy.window_s or seen_candidate.requests < policy.gates.min_requests:
             return None
         reason = failed_gate(policy.gates, seen_baseline, seen_candidate)
+        if reason is None and (policy.gates.max_drift or policy.gates.max_impact_ratio_drop):
+            judged, reason = self._health_gates(name, policy, window.opened_at)
+            if not judged:
+                return None
         if reason is not None:
             self.endpoints.rollback(name, reason=f"gate failed at {policy.steps[policy.step]:g}%: {reason}")
             decision = f"rolled back: {reason}"
@@ -156,3 +168,45 @@ class CanaryController:
         # After the decision is stored: a crash in between leaves a window whose key no longer matches.
         self.store.drop_canary_window(name)
         return decision
+
+    def _health_gates(self, name: str, policy: routing_pb2.RoutingPolicy, since: float) -> tuple[bool, str | None]:
+        """(judged, the reason the candidate fails) of the gates on ML health (coordinator.health):
+        ``max_drift``, its predictions against its training baseline over the drift windows it
+        closed in this canary window; ``max_impact_ratio_drop``, its lowest impact ratio against the
+        baseline arm's over the keyed requests of the window. Not judged while either lacks data."""
+        endpoint = self.store.get_endpoint(name)
+        candidate = next((d for d in endpoint.deployments if d.deployment_id == policy.arms[1].deployment_id), None) \
+            if endpoint is not None else None
+        if endpoint is None or candidate is None or self.health is None:
+            return True, "the health gates have no candidate deployment to judge"
+        try:
+            if policy.gates.max_drift:
+                judged = self.health.prediction_drift(candidate, since, policy.gates.max_drift)
+                if judged is None:
+                    return False, None
+                if judged.alert:
+                    over = ", ".join(f"{s.name} {s.value:.3g} {'<' if s.name in LOWER_IS_WORSE else '>'} {s.threshold:g}"
+                                     for s in judged.statistics if s.alert)
+                    return True, f"prediction drift against the candidate's training baseline: {over}"
+            if policy.gates.max_impact_ratio_drop:
+                return self._impact_gate(endpoint, policy, since)
+        except FailedPrecondition as err:
+            return True, err.message
+        return True, None
+
+    def _impact_gate(self, endpoint: EndpointRecord, policy: routing_pb2.RoutingPolicy,
+                     since: float) -> tuple[bool, str | None]:
+        assert self.health is not None
+        lowest: dict[str, tuple[float, str]] = {}
+        for arm in (policy.arms[0].name, policy.arms[1].name):
+            groups = self.health.fairness(endpoint, arm=arm, since=since).groups
+            if len(groups) < 2:
+                return False, None  # one group seen yet: nothing to compare
+            # No group selected at all: all alike (ratio 1).
+            lowest[arm] = min((g.impact_ratio if math.isfinite(g.impact_ratio) else 1.0, g.group) for g in groups)
+        (base, _), (ratio, group) = lowest[policy.arms[0].name], lowest[policy.arms[1].name]
+        drop = base - ratio
+        if drop > policy.gates.max_impact_ratio_drop:
+            return True, (f"impact ratio of {group} {ratio:.3f} against {base:.3f} on the baseline: a drop of {drop:.3f} "
+                          f"> {policy.gates.max_impact_ratio_drop:g}")
+        return True, None

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
-from coordinator import versions
+from coordinator import governance, versions
 from coordinator.reconciler import WAITING, Reconciler
 from coordinator.store import DeploymentRecord, EndpointRecord, ModelRecord, Store
 from engines import engine_for_flavor
@@ -67,7 +67,10 @@ class Endpoints:
     def set_policy(
         self, endpoint: str, policy: routing_pb2.RoutingPolicy, arms: list[Arm], placement: Placement,
         *, stacker: Arm | None = None, timeout: float | None = None, event: str = "policy",
+        require_approval: bool = False,
     ) -> EndpointRecord:
+        """``require_approval`` marks the endpoint production (coordinator.governance) with this
+        change; a marked endpoint stays marked."""
         check_name("endpoint", endpoint)  # every way in (Deploy, SetPolicy, pipeline deploy stages) passes here
         routing_spec.check(policy, [a.name for a in arms], [a.weight for a in arms], stacker is not None)
         if placement.replicas < 0:
@@ -78,14 +81,18 @@ class Endpoints:
             existing = self.store.get_endpoint(endpoint)
             current = {(d.model, d.version): d for d in existing.deployments} if existing else {}
             new: list[DeploymentRecord] = []
+            serving: list[tuple[str, ModelRecord]] = []  # what production endpoints take approved only
             policy.ClearField("arms")
 
             def deployment_for(target: Arm) -> str:
                 record = self.model(target.model, target.version)
+                if not (policy.kind == "shadow" and target is arms[-1]):  # a shadow's answers are discarded
+                    serving.append((target.name, record))
                 found = current.get((record.name, record.version)) or next(
                     (d for d in new if (d.model, d.version) == (record.name, record.version)), None
                 )
                 if found is None:
+                    governance.check_deployable(record)
                     found = self._new_deployment(endpoint, record, placement, new)
                     new.append(found)
                 return found.deployment_id
@@ -102,6 +109,8 @@ class Endpoints:
                     raise InvalidArgument(f"arm {arm.name!r} names neither a model nor an endpoint")
             if stacker is not None:
                 policy.stacker_deployment_id = deployment_for(stacker)
+            if require_approval or (existing is not None and existing.require_approval):
+                governance.check_servable(endpoint, serving)
             if new:
                 self.store.add_deployments(endpoint, new, self.clock(), events=[
                     ("placement", f"{d.model}:{d.version[:12]} ({d.deployment_id}): {d.message}") for d in new
@@ -115,7 +124,8 @@ class Endpoints:
             f"{a.name}={a.endpoint or self._describe(a.deployment_id, new, current)}" for a in policy.arms
         )
         removed = self.store.set_policy(
-            endpoint, policy.kind, policy.SerializeToString(), keep, self.clock(), (event, f"{policy.kind}: {summary}")
+            endpoint, policy.kind, policy.SerializeToString(), keep, self.clock(), (event, f"{policy.kind}: {summary}"),
+            require_approval=require_approval,
         )
         self.on_change()  # routes leave the old deployments before they unload
         for d in removed:
@@ -195,6 +205,9 @@ class Endpoints:
             raise NotFound(f"endpoint {endpoint.name!r} has no arm {shown(arm_name)}; arms: {[a.name for a in policy.arms]}")
         if not arm.deployment_id:
             raise FailedPrecondition(f"arm {arm_name!r} routes to endpoint {arm.endpoint!r}; promote a model arm")
+        if endpoint.require_approval and event == "promote":
+            deployment = next(d for d in endpoint.deployments if d.deployment_id == arm.deployment_id)
+            governance.check_servable(endpoint.name, [(arm_name, self.model(deployment.model, deployment.version))])
         single = routing_pb2.RoutingPolicy(kind="single", key_parameter=policy.key_parameter)
         single.arms.add(name=arm.name, deployment_id=arm.deployment_id, weight=1.0)
         removed = self.store.set_policy(
@@ -215,6 +228,23 @@ class Endpoints:
             self.clock(), ("canary_step", f"candidate at {policy.steps[step]:g}% ({reason})"),
         )
         self.on_change()
+
+    def set_require_approval(self, name: str, required: bool) -> EndpointRecord:
+        """Mark an endpoint production (refused while it serves an unapproved version) or lift that."""
+        endpoint = self.get(name)
+        if required:
+            policy = policy_of(endpoint) if endpoint.policy_blob else routing_pb2.RoutingPolicy()
+            by_id = {d.deployment_id: d for d in endpoint.deployments}
+            ids = [(a.name, a.deployment_id) for a in policy.arms if a.deployment_id][
+                : (1 if policy.kind == "shadow" else None)]
+            if policy.stacker_deployment_id:
+                ids.append(("stacker", policy.stacker_deployment_id))
+            governance.check_servable(name, [
+                (arm, self.model(by_id[i].model, by_id[i].version)) for arm, i in ids if i in by_id
+            ])
+        if required != endpoint.require_approval:
+            self.store.set_require_approval(name, required, self.clock())
+        return self.get(name)
 
     def set_decision_log(self, name: str, sample_rate: float) -> None:
         """Have agents log this share of the endpoint's decisions (agent.decision_log); 0: none."""

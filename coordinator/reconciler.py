@@ -138,6 +138,10 @@ class Reconciler:
         return done
 
     # ---- liveness and placement ----
+    def tasks_busy(self) -> int:
+        """Calls to agents queued or under way (loads, unloads, repairs)."""
+        return self._tasks.busy()
+
     def live_agents(self) -> dict[str, types_pb2.AgentInfo]:
         """Agents heard within the TTL, and those known at start while the grace period lasts."""
         now = self.clock()

@@ -77,6 +77,12 @@ class RouteBook:
             routes.append(route)
         return routes
 
+    @property
+    def generation(self) -> int:
+        """The generation of the newest table built (0: none yet)."""
+        with self._lock:
+            return self._generation
+
     def current(self) -> routing_pb2.RouteTable:
         """The table as it stands now, with a new generation if anything changed."""
         routes = self._build()

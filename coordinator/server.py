@@ -9,11 +9,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
 from coordinator.agent_client import AgentClients
 from coordinator.arm_stats import ArmStats
 from coordinator.artifacts import ArtifactStore
 from coordinator.canary import CanaryController
+from coordinator.console import Console
+from coordinator.console.app import Probes
 from coordinator.endpoints import Endpoints
+from coordinator.governance import Governance
+from coordinator.health import HealthBook
+from coordinator.health_rules import HealthRules
+from coordinator.metrics import CoordinatorCollector, exposition
 from coordinator.pipelines import Pipelines
 from coordinator.reconciler import Reconciler
 from coordinator.routes import RouteBook
@@ -25,7 +33,7 @@ from milepost.core import auth
 from milepost.core.auth import AuthInterceptor
 from milepost.core.grpc_server import new_server
 from milepost.core.tls import Tls, listen
-from milepost.v1 import coordinator_pb2_grpc
+from milepost.v1 import coordinator_pb2, coordinator_pb2_grpc
 
 log = logging.getLogger("milepost.coordinator")
 ADMIN_TOKEN_FILE = "admin.token"
@@ -46,6 +54,10 @@ class CoordinatorConfig:
     # TLS of its server and of its channels to agents; None: plaintext (loopback only unless insecure).
     tls: Tls | None = None
     insecure: bool = False
+    # Approving a model version needs a passing validation report (`milepost validate`) first.
+    approval_requires_validation: bool = False
+    # The web console's port (coordinator.console); -1: off, 0: a free one.
+    http_port: int = -1
 
 
 class Coordinator:
@@ -68,21 +80,33 @@ class Coordinator:
         self.reconciler.on_change = self.routes.push
         self.endpoints = Endpoints(self.store, self.reconciler, clock, on_change=lambda: self.routes.push(wait=True))
         self.registry = Registry(self.store, self.artifacts, self.reconciler.placing, clock)
+        self.governance = Governance(self.store, clock, config.approval_requires_validation)
         self.stats = ArmStats()
-        self.canary = CanaryController(self.endpoints, self.stats, clock)
+        self.health = HealthBook(self.store, clock)
+        self.health_rules = HealthRules(self.health, clock, endpoints=self.endpoints)
+        self.canary = CanaryController(self.endpoints, self.stats, clock, self.health)
         self.pipelines = Pipelines(self.store, self.reconciler, self.agent_clients, self.endpoints, clock)
         self.pipelines.recover()
         # Requests to the coordinator are small (bundles arrive in 1 MiB chunks): gRPC refuses
         # anything larger on arrival, before a handler sees it.
         self.server = new_server(AuthInterceptor(self.tokens.authenticate, auth.RULES), max_receive_bytes=MAX_REQUEST_BYTES)
-        coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(
-            CoordinatorServicer(
-                self.store, self.artifacts, self.reconciler, self.endpoints, self.routes, self.stats, self.pipelines,
-                self.tokens, self.registry, heartbeat_interval_s=config.heartbeat_interval_s, clock=clock,
-            ),
-            self.server,
+        self.servicer = CoordinatorServicer(
+            self.store, self.artifacts, self.reconciler, self.endpoints, self.routes, self.stats, self.pipelines,
+            self.tokens, self.registry, self.governance, heartbeat_interval_s=config.heartbeat_interval_s,
+            clock=clock, health=self.health,
         )
+        coordinator_pb2_grpc.add_CoordinatorServiceServicer_to_server(self.servicer, self.server)
+        # The web console (coordinator.console) reads through the same handlers, behind the same tokens.
+        # grpc.health.v1, open to probes (auth.RULES): SERVING while started, NOT_SERVING once stopping.
+        self.probes = health.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.probes, self.server)
+        self.metrics = CoordinatorCollector(self.store, self.reconciler, self.routes)
+        self.console = None if config.http_port < 0 else Console(
+            self.servicer, self.canary, self.tokens.authenticate, config.host, config.http_port, config.tls,
+            Probes(lambda: exposition(self.metrics), lambda: self.port > 0 and not self._stopped.is_set()),
+            insecure=config.insecure)
         self.port = 0
+        self.console_url = ""  # http(s)://host:port of the console, once started; empty when off
         self._stopped = threading.Event()
         self._monitor = threading.Thread(target=self._watch_agents, name="agent-monitor", daemon=True)
 
@@ -98,6 +122,14 @@ class Coordinator:
         self.port = listen(self.server, self.config.host, self.config.port, self.config.tls,
                            insecure=self.config.insecure)
         self.server.start()
+        for service in ("", coordinator_pb2.DESCRIPTOR.services_by_name["CoordinatorService"].full_name):
+            self.probes.set(service, health_pb2.HealthCheckResponse.SERVING)
+        if self.console is not None:
+            try:
+                self.console_url = self.console.start()
+            except BaseException:
+                self.server.stop(None)
+                raise
         self._monitor.start()
         log.info("coordinator listening on %s, data in %s", self.address, self.config.data_dir)
         return self.address
@@ -106,9 +138,13 @@ class Coordinator:
         if self._stopped.is_set():
             return
         self._stopped.set()
+        self.probes.enter_graceful_shutdown()
+        if self.console is not None:
+            self.console.stop(grace)
         self.server.stop(grace).wait()
         if self._monitor.is_alive():
             self._monitor.join(timeout=5)
+        self.health.alerts.close()
         self.reconciler.close()
         self.routes.close()
         self.agent_clients.close()
@@ -116,11 +152,12 @@ class Coordinator:
         self.store.close()
 
     def _watch_agents(self) -> None:
-        """The control loops: re-place replicas of lost agents, judge canary windows."""
+        """The control loops: re-place replicas of lost agents, judge canary windows and health rules."""
         period = min(1.0, self.config.agent_ttl_s / 4)
         while not self._stopped.wait(period):
             try:
                 self.reconciler.repair()
                 self.canary.tick()
+                self.health_rules.tick()
             except Exception:  # noqa: BLE001 - the monitor must outlive one bad pass
                 log.exception("control loop pass failed")

@@ -18,17 +18,21 @@ from coordinator.arm_stats import ArmStats
 from coordinator.artifacts import ArtifactStore
 from coordinator.decision_drops import DecisionDrops
 from coordinator.endpoints import Endpoints, Placement, policy_of
+from coordinator.governance import Governance
+from coordinator.health import HealthBook
+from coordinator.health_service import HealthHandlers
+from coordinator.messages import audit_message, endpoint_message, model_message
 from coordinator.pipelines import FINISHED, Pipelines
 from coordinator.reconciler import Reconciler
+from coordinator.review_service import ReviewHandlers
 from coordinator.routes import RouteBook
-from coordinator.store import EndpointRecord, ModelRecord, RunRecord, Store
+from coordinator.store import RunRecord, Store
 from coordinator.tokens import TokenBook
 from coordinator.versions import Registry
 from milepost.core import deadlines
 from milepost.core.auth import current_identity
 from milepost.core.batching import BatchingSettings
 from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound, shown
-from milepost.core.model_refs import SHA256
 from milepost.core.names import check_name
 from milepost.core.requirements import Requirements
 from milepost.core.routing.policy import Arm, build
@@ -48,13 +52,15 @@ def _timeout(context: grpc.ServicerContext) -> float | None:
     return None if remaining is None else max(remaining - 0.5, 0.1)
 
 
-class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
+class CoordinatorServicer(ReviewHandlers, HealthHandlers, coordinator_pb2_grpc.CoordinatorServiceServicer):
     def __init__(
         self, store: Store, artifacts: ArtifactStore, reconciler: Reconciler, endpoints: Endpoints,
-        routes: RouteBook, stats: ArmStats, pipelines: Pipelines, tokens: TokenBook, registry: Registry, *,
-        heartbeat_interval_s: float, clock: Callable[[], float],
+        routes: RouteBook, stats: ArmStats, pipelines: Pipelines, tokens: TokenBook, registry: Registry,
+        governance: Governance, *, heartbeat_interval_s: float, clock: Callable[[], float],
+        health: HealthBook | None = None,
     ) -> None:
         self.registry = registry
+        self.governance = governance
         self.pipelines = pipelines
         self.tokens = tokens
         self._registering: set[str] = set()  # registered, first heartbeat not yet seen
@@ -67,6 +73,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         self.heartbeat_interval_s = heartbeat_interval_s
         self.clock = clock
         self.decision_drops = DecisionDrops(store, clock)
+        self.health = health or HealthBook(store, clock)
 
     # ---- agents ----
     def RegisterAgent(self, request: pb.RegisterAgentRequest, context: grpc.ServicerContext) -> pb.RegisterAgentResponse:
@@ -95,6 +102,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
             self.reconciler.repair()
         self.stats.record(request.agent_id, request.uptime_s, list(request.metrics))
         self.decision_drops.record(request.agent_id, request.decisions_dropped)
+        self.health.record(request.agent_id, request.drift_windows, request.scored_keys)
         if self.reconciler.reports.record(request.agent_id, request.deployment_ids,
                                           draining=request.draining, load=request.load):
             self.routes.push()  # it drains, or serves a replica more or less: peers route accordingly
@@ -146,7 +154,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         arm = Arm("primary", model=request.model, version=request.version, weight=1.0)
         endpoint = self.endpoints.set_policy(
             request.endpoint, routing_pb2.RoutingPolicy(kind="single"), [arm], placement,
-            timeout=_timeout(context), event="deploy",
+            timeout=_timeout(context), event="deploy", require_approval=request.require_approval,
         )
         self.stats.reset(request.endpoint)
         return endpoint_message(endpoint)
@@ -158,6 +166,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         stacker = Arm.from_spec(request.stacker, name="stacker") if request.HasField("stacker") else None
         policy = routing_pb2.RoutingPolicy()
         policy.CopyFrom(request.policy)
+        self.health.check_canary_gates(request.endpoint, policy.gates)
         endpoint = self.endpoints.set_policy(
             request.endpoint, policy, arms, placement, stacker=stacker, timeout=_timeout(context),
         )
@@ -204,6 +213,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         if arm not in {a.name for a in policy.arms}:
             raise NotFound(f"endpoint {request.endpoint!r} has no arm {shown(arm)}; arms: {[a.name for a in policy.arms]}")
         self.store.add_reward(request.endpoint, arm, request.value)
+        self.health.outcome(request.endpoint, request.key, arm, request.value)
         if policy.kind == "bandit":
             self.routes.push()  # bandits learn from the new reward at once
         return pb.FeedbackResponse(arm=arm)
@@ -280,7 +290,7 @@ class CoordinatorServicer(coordinator_pb2_grpc.CoordinatorServiceServicer):
         if not 0 <= request.limit <= MAX_PAGE or request.after_seq < 0:
             raise InvalidArgument(f"ListAudit: after_seq must be >= 0 and limit between 0 and {MAX_PAGE}")
         entries = self.store.audit_entries(request.after_seq, request.limit or MAX_PAGE)
-        return pb.ListAuditResponse(entries=[pb.AuditEntry(**vars(e)) for e in entries])
+        return pb.ListAuditResponse(entries=[audit_message(e) for e in entries])
 
     def VerifyAudit(self, request: pb.VerifyAuditRequest, context: grpc.ServicerContext) -> pb.VerifyAuditResponse:
         expected = audit.parse_head(request.expect_head) if request.expect_head else None
@@ -318,30 +328,6 @@ def _placement(request: pb.DeployRequest | pb.SetPolicyRequest) -> Placement:
         replicas=request.replicas,
         requirements=Requirements.from_proto(request.resources, request.selector, request.engine),
         batching=BatchingSettings.from_proto(request.batching),
-    )
-
-
-def model_message(m: ModelRecord) -> types_pb2.ModelVersion:
-    return types_pb2.ModelVersion(
-        name=m.name, version=m.version, flavor=m.flavor, size_bytes=m.size_bytes,
-        created_at=m.created_at, manifest_json=m.manifest_json,
-        number=m.number, digest=SHA256 + m.version, aliases=list(m.aliases),
-    )
-
-
-def endpoint_message(e: EndpointRecord) -> types_pb2.Endpoint:
-    return types_pb2.Endpoint(
-        name=e.name, policy=e.policy, created_at=e.created_at,
-        routing=routing_pb2.RoutingPolicy.FromString(e.policy_blob),
-        deployments=[
-            types_pb2.Deployment(
-                deployment_id=d.deployment_id, endpoint=d.endpoint, model=d.model, version=d.version,
-                replicas=d.replicas, agent_ids=list(d.agent_ids), state=d.state, message=d.message,
-                batching=d.batching.to_proto(), resources=d.requirements.to_proto(),
-                selector=d.requirements.selector, engine=d.requirements.engine, number=d.number,
-            )
-            for d in e.deployments
-        ],
     )
 
 

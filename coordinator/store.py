@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from coordinator import audit
+from coordinator import audit, governance
 from coordinator.storage_errors import storage_error
 from milepost.core.batching import BatchingSettings
 from milepost.core.model_refs import VersionRef
@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS models (
     created_at REAL NOT NULL,
     manifest_json TEXT NOT NULL,
     number INTEGER NOT NULL DEFAULT 0,
+    stage TEXT NOT NULL DEFAULT 'registered',
+    pushed_by TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (name, version)
 );
 CREATE TABLE IF NOT EXISTS aliases (
@@ -53,7 +55,8 @@ CREATE TABLE IF NOT EXISTS endpoints (
     name TEXT PRIMARY KEY,
     policy TEXT NOT NULL,
     created_at REAL NOT NULL,
-    policy_blob BLOB NOT NULL DEFAULT x''
+    policy_blob BLOB NOT NULL DEFAULT x'',
+    require_approval INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -129,7 +132,7 @@ CREATE TABLE IF NOT EXISTS canary_windows (
 """
 
 
-MODEL_COLUMNS = "name, version, flavor, size_bytes, created_at, manifest_json, number"
+MODEL_COLUMNS = "name, version, flavor, size_bytes, created_at, manifest_json, number, stage, pushed_by"
 NUMBER_COUNTER = "model_number:"  # + a model's name (meta): the highest number it ever had, deleted ones too
 
 
@@ -146,6 +149,13 @@ class ModelRecord:
     manifest_json: str
     number: int = 0
     aliases: tuple[str, ...] = ()
+    stage: str = "registered"  # coordinator.governance moves it: registered, validated, approved, retired
+    pushed_by: str = ""  # the identity name that pushed it ("" for versions pushed before this was kept)
+
+    @property
+    def label(self) -> str:
+        """``name:number (sha256:prefix)``: how messages name a version."""
+        return f"{self.name}:{self.number} (sha256:{self.version[:12]})"
 
 
 @dataclass(frozen=True)
@@ -191,6 +201,7 @@ class EndpointRecord:
     created_at: float
     policy_blob: bytes  # serialized milepost.v1.RoutingPolicy, kept opaque here
     deployments: tuple[DeploymentRecord, ...] = field(default_factory=tuple)
+    require_approval: bool = False  # production: approved versions only (coordinator.governance)
 
 
 @dataclass(frozen=True)
@@ -245,7 +256,7 @@ class Store:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("PRAGMA foreign_keys=ON")
-            self._db.executescript(SCHEMA + audit.SCHEMA)
+            self._db.executescript(SCHEMA + audit.SCHEMA + governance.SCHEMA)
             self._migrate()
             self.audit_key = audit.load_key(path.parent / "audit.key")
             # A read-only file opens and reads fine; taking the write lock is what shows it.
@@ -261,6 +272,12 @@ class Store:
         """Bring a database an older release made up to this schema, in one transaction:
         versions registered before numbers existed get them, per name in created_at order."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(models)")}
+        for column, declaration in (("stage", "TEXT NOT NULL DEFAULT 'registered'"),
+                                    ("pushed_by", "TEXT NOT NULL DEFAULT ''")):
+            if column not in columns:
+                self._db.execute(f"ALTER TABLE models ADD COLUMN {column} {declaration}")
+        if "require_approval" not in {row[1] for row in self._db.execute("PRAGMA table_info(endpoints)")}:
+            self._db.execute("ALTER TABLE endpoints ADD COLUMN require_approval INTEGER NOT NULL DEFAULT 0")
         if "number" not in columns:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -324,15 +341,15 @@ class Store:
             (top,) = db.execute("SELECT COALESCE(MAX(number), 0) FROM models WHERE name=?", (record.name,)).fetchone()
             number = max(int(row[0]) if row else 0, int(top)) + 1
             db.execute(
-                f"INSERT INTO models ({MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO models ({MODEL_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.name, record.version, record.flavor, record.size_bytes, record.created_at,
-                 record.manifest_json, number),
+                 record.manifest_json, number, "registered", record.pushed_by),
             )
             db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (counter, str(number)))
             audit.append(db, self.audit_key, record.created_at, "push", f"{record.name}:{record.version}",
                          f"pushed {record.name}:{number} (sha256:{record.version[:12]}, {record.flavor}, "
                          f"{record.size_bytes} bytes)")
-            return replace(record, number=number, aliases=()), True
+            return replace(record, number=number, aliases=(), stage="registered"), True
 
     def get_model(self, name: str, version: str) -> ModelRecord | None:
         """The version with exactly this content hash (references resolve in coordinator.versions)."""
@@ -378,8 +395,9 @@ class Store:
         ):
             aliases.setdefault((name, version), []).append(alias)
         return [
-            ModelRecord(name, version, flavor, size, at, manifest, number, tuple(aliases.get((name, version), ())))
-            for name, version, flavor, size, at, manifest, number in rows
+            ModelRecord(name, version, flavor, size, at, manifest, number, tuple(aliases.get((name, version), ())),
+                        stage, pushed_by)
+            for name, version, flavor, size, at, manifest, number, stage, pushed_by in rows
         ]
 
     def set_alias(self, name: str, alias: str, version: str, now: float, message: str) -> None:
@@ -464,7 +482,7 @@ class Store:
         """
         with self.transaction() as db:
             created = db.execute(
-                "INSERT OR IGNORE INTO endpoints VALUES (?, 'pending', ?, x'')", (endpoint, now)
+                "INSERT OR IGNORE INTO endpoints (name, policy, created_at) VALUES (?, 'pending', ?)", (endpoint, now)
             ).rowcount == 1
             for d in records:
                 self._insert_deployment(db, d)
@@ -486,19 +504,28 @@ class Store:
 
     def set_policy(
         self, endpoint: str, kind: str, policy_blob: bytes, keep_ids: set[str], now: float,
-        event: tuple[str, str],
+        event: tuple[str, str], *, require_approval: bool = False,
     ) -> list[DeploymentRecord]:
         """Switch an endpoint's policy; deployments not in ``keep_ids`` are removed and returned.
+        ``require_approval`` marks the endpoint production as well (never unmarks it).
 
         The audit event (kind, message) is written in the same transaction.
         """
         with self.transaction() as db:
-            db.execute("UPDATE endpoints SET policy=?, policy_blob=? WHERE name=?", (kind, policy_blob, endpoint))
+            db.execute("UPDATE endpoints SET policy=?, policy_blob=?, require_approval=MAX(require_approval, ?) "
+                       "WHERE name=?", (kind, policy_blob, int(require_approval), endpoint))
             removed = [d for d in self._deployments_of(db, endpoint) if d.deployment_id not in keep_ids]
             for d in removed:
                 db.execute("DELETE FROM deployments WHERE deployment_id=?", (d.deployment_id,))
             self._insert_event(db, endpoint, now, *event)
             return removed
+
+    def set_require_approval(self, endpoint: str, required: bool, now: float) -> None:
+        """Mark an endpoint production (approved versions only) or lift that, with its event."""
+        with self.transaction() as db:
+            db.execute("UPDATE endpoints SET require_approval=? WHERE name=?", (int(required), endpoint))
+            self._insert_event(db, endpoint, now, "require_approval",
+                               "approved versions only" if required else "approval no longer required")
 
     def delete_endpoint(
         self, endpoint: str, now: float, event: tuple[str, str] = ("undeploy", "endpoint removed"),
@@ -527,6 +554,12 @@ class Store:
         with self._lock:
             return audit.entries(self._db, after_seq, limit)
 
+    def audit_about(self, subject: str, limit: int = 1000) -> list[audit.Entry]:
+        """The entries about ``subject`` (a model version ``name:hash``, an endpoint), oldest first."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM audit WHERE subject=? ORDER BY seq LIMIT ?", (subject, limit))
+            return [audit.Entry(*row) for row in rows.fetchall()]
+
     def verify_audit(self, expect_head: tuple[int, str] | None = None) -> audit.Verification:
         with self._lock:
             return audit.verify(self._db, self.audit_key, expect_head)
@@ -534,6 +567,11 @@ class Store:
     def add_event(self, endpoint: str, kind: str, message: str, now: float) -> None:
         with self.transaction() as db:
             self._insert_event(db, endpoint, now, kind, message)
+
+    def event_counts(self, kind: str) -> dict[str, int]:
+        """How many events of ``kind`` (alert, promote, rollback...) each endpoint has had."""
+        rows = self._query("SELECT endpoint, COUNT(*) FROM events WHERE kind=? GROUP BY endpoint", (kind,))
+        return {str(endpoint): int(count) for endpoint, count in rows}
 
     def list_events(self, endpoint: str = "", limit: int = 100) -> list[EventRecord]:
         if endpoint:
@@ -683,7 +721,8 @@ class Store:
         with self._lock:
             rows = self._db.execute("SELECT * FROM endpoints ORDER BY name").fetchall()
             return [
-                EndpointRecord(r[0], r[1], r[2], r[3], tuple(self._deployments_of(self._db, r[0]))) for r in rows
+                EndpointRecord(r[0], r[1], r[2], r[3], tuple(self._deployments_of(self._db, r[0])), bool(r[4]))
+                for r in rows
             ]
 
     def get_endpoint(self, name: str) -> EndpointRecord | None:

@@ -25,6 +25,7 @@ from contextlib import AbstractContextManager
 
 from coordinator.artifacts import ArtifactStore
 from coordinator.store import ModelRecord, Store
+from milepost.core.auth import current_identity
 from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound, shown
 from milepost.core.model_refs import SHA256, VersionRef, check_alias, parse_version, split_model_ref
 from milepost.core.names import check_name
@@ -39,17 +40,12 @@ def resolve(store: Store, model: str, version: str = "") -> ModelRecord:
     if not found:
         raise NotFound(_missing(name, ref))
     if len(found) > 1:
-        listed = ", ".join(label(m) for m in found)
+        listed = ", ".join(m.label for m in found)
         raise InvalidArgument(
             f"version prefix {shown(ref.digest)} of model {shown(name)} is ambiguous: it matches {listed}"
             f"{' and maybe more' if len(found) >= 10 else ''}; give more digits or the version number"
         )
     return found[0]
-
-
-def label(m: ModelRecord) -> str:
-    """``name:number (sha256:prefix)``: how messages name a version."""
-    return f"{m.name}:{m.number} ({SHA256}{m.version[:12]})"
 
 
 def _missing(name: str, ref: VersionRef) -> str:
@@ -62,6 +58,12 @@ def _missing(name: str, ref: VersionRef) -> str:
     if ref.digest:
         return f"model {shown(name)} has no version with digest {shown(SHA256 + ref.digest)}; {see}"
     return f"model {shown(name)} is not registered; see `milepost models`"
+
+
+def _caller() -> str:
+    """The identity name of the running call: who pushed (an approver must be someone else)."""
+    identity = current_identity()
+    return identity.name if identity is not None else ""
 
 
 class Registry:
@@ -85,7 +87,7 @@ class Registry:
             record = ModelRecord(
                 name=name, version=received.version, flavor=str(received.manifest.get("flavor", "")),
                 size_bytes=received.size, created_at=self._clock(),
-                manifest_json=json.dumps(received.manifest, sort_keys=True),
+                manifest_json=json.dumps(received.manifest, sort_keys=True), pushed_by=_caller(),
             )
             with self._lock:
                 received.keep()
@@ -107,8 +109,8 @@ class Registry:
                 old = self.store.find_models(name, VersionRef(alias=alias))
                 if old and old[0].version == target.version:
                     return target
-                was = f" (it named {label(old[0])})" if old else ""
-                message = f"{name}@{alias} -> {label(target)}{was}"
+                was = f" (it named {old[0].label})" if old else ""
+                message = f"{name}@{alias} -> {target.label}{was}"
                 self.store.set_alias(name, alias, target.version, self._clock(), message)
                 found = self.store.get_model(name, target.version)
         assert found is not None  # its record goes only with a delete, which waits for this lock
@@ -128,7 +130,7 @@ class Registry:
             outcome = self.store.delete_model(target.name, target.version, self._clock())
             if outcome.in_use:
                 raise FailedPrecondition(
-                    f"model version {label(target)} is deployed on endpoint(s) {', '.join(outcome.in_use)}; "
+                    f"model version {target.label} is deployed on endpoint(s) {', '.join(outcome.in_use)}; "
                     "undeploy them or deploy another version there first"
                 )
             if not outcome.artifact_shared:

@@ -82,14 +82,15 @@ class NativeEngine(Engine):
     def load(self, bundle_dir: Path, deployment: DeploymentSpec) -> LoadedModel:
         import scoring_core
 
-        if deployment.device != "cpu":
+        if deployment.device != "cpu" and not deployment.device.startswith("cuda"):
             raise InvalidArgument(
-                f"device: the native engine runs on 'cpu', deployment {deployment.deployment_id!r} asks for "
+                f"device: the native engine runs on 'cpu' or 'cuda:N', deployment {deployment.deployment_id!r} asks for "
                 f"{deployment.device!r}"
             )
         if deployment.half:
             raise InvalidArgument("half: half precision is for GPU engines; the native engine scores in float32/float64")
-        return NativeModel(scoring_core.load(bundle_dir, version=deployment.version or None))
+        # On "cuda:N" the same model with its stages on that GPU (scoring_core.cuda), same interface.
+        return NativeModel(scoring_core.load(bundle_dir, version=deployment.version or None).to(deployment.device))
 
     def run_stage(self, stage: StageSpec, inputs: dict[str, Any]) -> dict[str, Any]:
         """"training": ``fn(table, **params)`` on the Parquet at ``inputs["data"]`` read into

@@ -88,10 +88,13 @@ def _metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     return {"holdout_rmse": float(np.sqrt(np.mean((scores - y_true) ** 2))), "holdout_rows": float(len(y_true))}
 
 
-def _compiled(model: Any, features: list[str], X_test: np.ndarray, y_test: np.ndarray, params: dict) -> Any:
+def _compiled(model: Any, features: list[str], X: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,
+              params: dict) -> Any:
+    """The trained model compiled, with its training rows ``X`` as the drift baseline
+    (scoring_core.drift) and its held-out metrics in the lineage."""
     import scoring_core
 
-    compiled = scoring_core.compile(model, feature_names=features)
+    compiled = scoring_core.compile(model, feature_names=features, baseline=X)
     scores = compiled.predict(X_test)
     if compiled.task == "classification" and scores.ndim == 1:  # a binary Booster answers P(class 1) alone
         scores = np.column_stack([1 - scores, scores])
@@ -109,7 +112,7 @@ def xgboost(data: Any, *, label: str, features: list[str] | None = None, num_boo
     names, X, y, X_test, y_test = _split(data, label, features, seed)
     params = {"objective": "binary:logistic", "seed": seed, **params}
     booster = xgb.train(params, xgb.DMatrix(X, y, feature_names=names), num_boost_round)
-    return _compiled(booster, names, X_test, y_test, {**params, "num_boost_round": num_boost_round})
+    return _compiled(booster, names, X, X_test, y_test, {**params, "num_boost_round": num_boost_round})
 
 
 def lightgbm(data: Any, *, label: str, features: list[str] | None = None, num_boost_round: int = 100,
@@ -120,7 +123,7 @@ def lightgbm(data: Any, *, label: str, features: list[str] | None = None, num_bo
     names, X, y, X_test, y_test = _split(data, label, features, seed)
     params = {"objective": "binary", "verbose": -1, "seed": seed, **params}
     booster = lgb.train(params, lgb.Dataset(X, y, feature_name=names), num_boost_round)
-    return _compiled(booster, names, X_test, y_test, {**params, "num_boost_round": num_boost_round})
+    return _compiled(booster, names, X, X_test, y_test, {**params, "num_boost_round": num_boost_round})
 
 
 def sklearn(data: Any, *, label: str, estimator: str, features: list[str] | None = None, seed: int = 0,
@@ -130,7 +133,7 @@ def sklearn(data: Any, *, label: str, estimator: str, features: list[str] | None
     cls = _estimator_class(estimator)
     names, X, y, X_test, y_test = _split(data, label, features, seed)
     model = cls(**params).fit(X, y)
-    return _compiled(model, names, X_test, y_test, {"estimator": estimator, **params})
+    return _compiled(model, names, X, X_test, y_test, {"estimator": estimator, **params})
 
 
 def _estimator_class(estimator: Any) -> Any:

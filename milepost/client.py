@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,15 @@ def embedded_admin_token(home: Path) -> str:
         except OSError:
             continue
     return ""
+
+
+def _reporting(requests: Iterator[pb.PushModelRequest], total: int,
+               progress: Callable[[int, int], None]) -> Iterator[pb.PushModelRequest]:
+    sent = 0
+    for request in requests:
+        yield request
+        sent += len(request.data)
+        progress(sent, total)
 
 
 class Client:
@@ -118,7 +127,8 @@ class Client:
         return self._call("RevokeToken", pb.RevokeTokenRequest(token=token))
 
     # ---- registry ----
-    def push_model(self, path: str | Path, name: str) -> types_pb2.ModelVersion:
+    def push_model(self, path: str | Path, name: str, *,
+                   progress: Callable[[int, int], None] | None = None) -> types_pb2.ModelVersion:
         """Register a model version from a bundle directory, an XGBoost JSON, a LightGBM text or an
         ONNX model.
 
@@ -126,7 +136,8 @@ class Client:
         coordinator only ever stores verified bundles; an ONNX graph with operators the core
         cannot express becomes an onnx-engine bundle holding the graph as it is. The answer
         carries the version's ``number`` (1, 2, 3... per name) and ``digest``; pushing content
-        the name already has returns that version again.
+        the name already has returns that version again. ``progress(sent, total)`` is called
+        as the archive's bytes go out.
         """
         from scoring_core import bundle
 
@@ -137,7 +148,10 @@ class Client:
             archive = _compile_file(path)
         else:
             raise NotFound(f"no such file or directory: {path}")
-        return self._call("PushModel", model_upload.push_requests(name, archive))
+        requests = model_upload.push_requests(name, archive)
+        if progress is not None:
+            requests = _reporting(requests, len(archive), progress)
+        return self._call("PushModel", requests)
 
     def fetch_model(self, name: str, version: str, dest: str | Path) -> str:
         """Download a model version (newest when version is empty; a number, an alias, a digest
@@ -177,12 +191,34 @@ class Client:
         aliases and stored bundle; FailedPrecondition naming the endpoints while one serves it."""
         return self._call("DeleteModel", pb.DeleteModelRequest(name=model, version=version))
 
+    # ---- review (coordinator.governance) ----
+    def model_details(self, model: str, version: str = "") -> pb.ModelDetails:
+        """One version whole: its record and stage, validations, approvals, where it runs, its audit entries."""
+        return self._call("GetModel", pb.GetModelRequest(name=model, version=version))
+
+    def record_validation(self, model: str, version: str, passed: bool, report: dict[str, Any]) -> types_pb2.ModelVersion:
+        """Attach a validation report (what ``milepost.validation.validate`` returns) to a version."""
+        return self._call("RecordValidation", pb.RecordValidationRequest(
+            name=model, version=version, passed=passed, report_json=json.dumps(report, sort_keys=True)))
+
+    def approve_model(self, model: str, version: str = "", *, note: str) -> types_pb2.ModelVersion:
+        """Approve a version for production endpoints (role approver; not the identity that pushed it)."""
+        return self._call("ApproveModel", pb.ApproveModelRequest(name=model, version=version, note=note))
+
+    def retire_model(self, model: str, version: str = "", *, note: str) -> types_pb2.ModelVersion:
+        """Take a version out of review: no new deployments anywhere (where it serves, it goes on serving)."""
+        return self._call("RetireModel", pb.RetireModelRequest(name=model, version=version, note=note))
+
+    def set_endpoint_approval(self, endpoint: str, required: bool) -> types_pb2.Endpoint:
+        """Mark an endpoint production (approved versions only), or lift that (role approver)."""
+        return self._call("SetEndpointApproval", pb.SetEndpointApprovalRequest(endpoint=endpoint, require_approval=required))
+
     # ---- endpoints ----
     def deploy(
         self, endpoint: str, model: str, version: str = "", *, replicas: int = 1,
         max_batch_size: int = 0, max_delay_ms: float = 0.0, max_queue_rows: int = 0,
         cpu: float = 0.0, memory_bytes: int = 0, gpus: int = 0, selector: dict[str, str] | None = None,
-        engine: str = "",
+        engine: str = "", require_approval: bool = False,
     ) -> types_pb2.Endpoint:
         """Serve a model version under an endpoint: ``version`` a number, an alias, a digest or a
         prefix of one (the newest when empty), or the whole reference in ``model`` (``churn@champion``).
@@ -191,12 +227,14 @@ class Client:
         Batching settings of 0 take the agent's defaults. Replicas go to distinct live
         agents that run the engine (by default the one the model's flavor needs), carry
         every ``selector`` label and have ``cpu``, ``memory_bytes`` and ``gpus`` free.
+        ``require_approval`` marks the endpoint production: from this deploy on, it takes
+        approved versions only (``approve_model``).
         """
         batching = BatchingSettings.from_ms(max_batch_size, max_delay_ms, max_queue_rows).to_proto()
         request = pb.DeployRequest(
             endpoint=endpoint, model=model, version=version, replicas=replicas, batching=batching,
             resources=types_pb2.ResourceRequest(cpu=cpu, memory_bytes=memory_bytes, gpus=gpus),
-            selector=selector or {}, engine=engine,
+            selector=selector or {}, engine=engine, require_approval=require_approval,
         )
         return self._call("Deploy", request)
 
@@ -223,16 +261,20 @@ class Client:
         self, endpoint: str, model: str, version: str = "", *, steps: tuple[float, ...] = spec.DEFAULT_CANARY_STEPS,
         window_s: float = spec.DEFAULT_CANARY_WINDOW_S, max_error_rate: float = spec.DEFAULT_MAX_ERROR_RATE,
         max_p99_latency_ms: float = spec.DEFAULT_MAX_P99_LATENCY_MS, max_divergence: float = spec.DEFAULT_MAX_DIVERGENCE,
-        min_requests: int = spec.DEFAULT_MIN_REQUESTS,
+        min_requests: int = spec.DEFAULT_MIN_REQUESTS, max_drift: dict[str, float] | None = None,
+        max_impact_ratio_drop: float = 0.0,
     ) -> types_pb2.Endpoint:
         """Ramp a candidate against the endpoint's current model; promoted or rolled back by the gates
-        (defaults: milepost.core.routing.spec, the same as the CLI's and a pipeline deploy stage's)."""
+        (defaults: milepost.core.routing.spec, the same as the CLI's and a pipeline deploy stage's).
+        ``max_drift``: statistic -> threshold on the candidate's prediction drift; ``max_impact_ratio_drop``:
+        how far its lowest impact ratio may fall below the baseline's (coordinator.health; 0: off)."""
         baseline = self._primary(endpoint)
         policy = routing_pb2.RoutingPolicy(
             kind="canary", steps=steps, window_s=window_s,
             gates=routing_pb2.CanaryGates(
                 max_error_rate=max_error_rate, max_p99_latency_ms=max_p99_latency_ms,
-                max_divergence=max_divergence, min_requests=min_requests,
+                max_divergence=max_divergence, min_requests=min_requests, max_drift=max_drift or {},
+                max_impact_ratio_drop=max_impact_ratio_drop,
             ),
         )
         return self.set_policy(endpoint, policy, [baseline, pb.ArmSpec(name="candidate", model=model, version=version)])
@@ -290,6 +332,37 @@ class Client:
 
     def events(self, endpoint: str = "", limit: int = 100) -> list[types_pb2.Event]:
         return list(self._call("ListEvents", pb.ListEventsRequest(endpoint=endpoint, limit=limit)).events)
+
+    # ---- ML health (coordinator.health) ----
+    def health(self, endpoint: str, windows: int = 1) -> pb.GetHealthResponse:
+        """Drift of each deployment's newest ``windows`` windows against its training baseline,
+        and realised performance per arm from the outcomes fed back."""
+        return self._call("GetHealth", pb.GetHealthRequest(endpoint=endpoint, windows=windows))
+
+    def fairness(self, endpoint: str) -> pb.GetFairnessResponse:
+        """Selection rate, impact ratio and TPR/FPR per group of the endpoint's group attributes."""
+        return self._call("GetFairness", pb.GetFairnessRequest(endpoint=endpoint))
+
+    def set_health_config(
+        self, endpoint: str, *, thresholds: dict[str, float] | None = None, group_attributes: list[str] | None = None,
+        favourable: str | None = None, webhook_url: str | None = None, performance_window: int | None = None,
+        fallback_arm: str | None = None,
+    ) -> pb.HealthConfig:
+        """Change an endpoint's health settings; what is not given keeps its value."""
+        config = self.health(endpoint).config
+        config.thresholds.update(thresholds or {})
+        if group_attributes is not None:
+            del config.group_attributes[:]
+            config.group_attributes.extend(group_attributes)
+        if favourable is not None:
+            config.favourable = favourable
+        if webhook_url is not None:
+            config.webhook_url = webhook_url
+        if performance_window is not None:
+            config.performance_window = performance_window
+        if fallback_arm is not None:
+            config.fallback_arm = fallback_arm
+        return self._call("SetHealthConfig", pb.SetHealthConfigRequest(config=config))
 
     # ---- pipelines ----
     def submit_pipeline(self, spec: pipelines_pb2.PipelineSpec | str | Path) -> pipelines_pb2.PipelineRun:

@@ -14,11 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING
 
+from milepost.cli.progress import ProgressBar
 from milepost.core.settings import Settings, env_var, get_settings
 
 if TYPE_CHECKING:
@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from milepost.client import Client
 
 ENGINES = ("native", "torch", "onnx", "python", "spark", "ray")
-_BAR_WIDTH = 30
 
 
 def add_parser(
@@ -72,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             options[flag.lstrip("-")] = value
     keep = tuple(c.strip() for c in args.keep.split(",") if c.strip())
     job = DatasetJob(source=args.input, sink=args.output, batch_rows=args.batch_rows, keep=keep, options=options)
-    bar = ProgressBar(_total_rows(args.input), sys.stderr)
+    bar = ProgressBar(_total_rows(args.input), sys.stderr, unit="rows")
     from milepost.cli.arguments import client
 
     with client(args) as c:
@@ -108,44 +107,3 @@ def _total_rows(source: str) -> int | None:
         return parquet_io.count_rows(source)
     except (MilepostError, OSError):
         return None  # the engine reports the problem with the source itself
-
-
-class ProgressBar:
-    """Rows done on stderr: redrawn in place on a terminal, a line per 10% otherwise."""
-
-    def __init__(self, total: int | None, stream: TextIO) -> None:
-        self.total, self.stream = total, stream
-        self.tty = stream.isatty()
-        self.started = time.monotonic()
-        self._last_draw = 0.0
-        self._last_decile = -1
-
-    def update(self, rows: int) -> None:
-        now = time.monotonic()
-        if self.tty:
-            if now - self._last_draw >= 0.1:
-                self._last_draw = now
-                self.stream.write("\r" + self._line(rows))
-                self.stream.flush()
-        elif self.total:
-            decile = min(10, rows * 10 // self.total)
-            if decile > self._last_decile:
-                self._last_decile = decile
-                self.stream.write(self._line(rows) + "\n")
-                self.stream.flush()
-
-    def finish(self, rows: int) -> None:
-        self._last_draw = 0.0
-        self.update(rows)
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def _line(self, rows: int) -> str:
-        elapsed = time.monotonic() - self.started
-        if not self.total:
-            return f"{rows:,} rows  {elapsed:.1f} s"
-        done = min(1.0, rows / self.total)
-        filled = int(done * _BAR_WIDTH)
-        return (f"[{'#' * filled}{'.' * (_BAR_WIDTH - filled)}] {rows:,}/{self.total:,} rows "
-                f"({done:.0%})  {elapsed:.1f} s")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -201,6 +201,18 @@ def training_baseline(columns: dict[str, np.ndarray | list], predictions: np.nda
     return {"features": [f.to_json() for f in features], "prediction": prediction.to_json()}
 
 
+@dataclass(frozen=True)
+class ClosedWindow:
+    """One closed window of live counts: ``counts`` per feature in the baseline's order, then the
+    prediction's (as ``count`` gives them); ``opened_at``/``closed_at`` in seconds since the epoch."""
+
+    seq: int
+    opened_at: float
+    closed_at: float
+    rows: int
+    counts: tuple[np.ndarray, ...]
+
+
 class LiveWindow:
     """Counts of live traffic in a baseline's bins, in windows of ``rows`` rows or ``seconds``.
 
@@ -212,10 +224,15 @@ class LiveWindow:
     ``offer`` is how the scoring path calls it: it counts a batch only while the time spent
     counting stays within ``budget`` of the time spent scoring (1: every batch), so
     accounting never costs serving more than that share; the batches it skips leave the windows a sample of the
-    traffic, taken over time without regard to content (``rows`` counts what was counted)."""
+    traffic, taken over time without regard to content (``rows`` counts what was counted).
+
+    Each closed window is also queued, numbered from 1 with its wall-clock span, for the agent to
+    ship to the coordinator (``pending``); ``acknowledge`` drops what the coordinator has. The
+    queue keeps the newest ``keep`` windows: a coordinator away for longer loses the oldest."""
 
     def __init__(self, baseline: dict, *, rows: int, seconds: float, budget: float = 0.02,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
+                 keep: int = 64) -> None:
         self.features = [FeatureBaseline.from_json(f) for f in baseline["features"]]
         self.prediction = FeatureBaseline.from_json(baseline["prediction"])
         self.rows_per_window, self.seconds = rows, seconds
@@ -225,6 +242,10 @@ class LiveWindow:
         self._opened_at = clock()
         self._open_rows = 0
         self._closed: list[np.ndarray] | None = None
+        self._wall = wall
+        self._opened_wall = wall()
+        self._seq = 0
+        self._pending: deque[ClosedWindow] = deque(maxlen=keep)
         self.budget = budget
         self._scoring_s = 0.0
         self._counting_s = 0.0
@@ -257,8 +278,28 @@ class LiveWindow:
                 total += c
             self._open_rows += inputs.num_rows
             if self._open_rows >= self.rows_per_window or self._clock() - self._opened_at >= self.seconds:
+                self._seq += 1
+                closed_wall = self._wall()
+                self._pending.append(ClosedWindow(self._seq, self._opened_wall, closed_wall, self._open_rows,
+                                                  tuple(c.copy() for c in self._open)))
                 self._closed, self._open, self._open_rows = self._open, self._empty(), 0
-                self._opened_at = self._clock()
+                self._opened_at, self._opened_wall = self._clock(), closed_wall
+
+    @property
+    def names(self) -> list[str]:
+        """The names the counts of a window follow: the features in order, then "prediction"."""
+        return [f.name for f in (*self.features, self.prediction)]
+
+    def pending(self) -> list[ClosedWindow]:
+        """The closed windows not acknowledged yet, oldest first."""
+        with self._lock:
+            return list(self._pending)
+
+    def acknowledge(self, seq: int) -> None:
+        """The coordinator holds every window up to ``seq``: stop offering them."""
+        with self._lock:
+            while self._pending and self._pending[0].seq <= seq:
+                self._pending.popleft()
 
     def drifts(self) -> dict[str, Drift]:
         """Feature name (and "prediction") -> its drift in the last closed window."""

@@ -226,6 +226,16 @@ class CompiledModel:
             raise InvalidArgument(f"metadata must be JSON-able without NaN or infinity: {err}") from err
         return manifest, files
 
+    def to(self, device: str) -> CompiledModel:
+        """This model on ``device``: "cpu" is the model itself; "cuda" or "cuda:N" a
+        ``scoring_core.cuda.DeviceModel`` with this interface, its stages on that GPU
+        (FailedPrecondition where there is none)."""
+        if device == "cpu":
+            return self
+        from scoring_core.cuda import to_device  # imported here: a CPU process never loads the CUDA backend
+
+        return to_device(self, device)
+
     def save(self, path: str | Path) -> str:
         """Write the bundle directory at ``path`` and return its version (also set on
         ``self.version``). The same model always gives the same bytes and version."""

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MILEPOST_DRAIN_QUIET_S", "0.2")
 # Agents started by the CLI serve REST on a free port, not on the default 8000 (tests run side by side).
 os.environ.setdefault("MILEPOST_HTTP_PORT", "0")
+os.environ.setdefault("MILEPOST_CONSOLE_PORT", "0")  # `up` and `coordinator` serve the console on 7080 by default
 
 
 @dataclass

@@ -292,9 +292,9 @@ def test_the_cli_lists_aliases_and_deletes_by_number(cluster, bundles, capsys) -
     assert capsys.readouterr().out.strip().endswith(f"cli@champion -> cli:1 sha256:{ha}")
     assert main(["models", "list", "cli", *c]) == 0
     listing = [line for line in capsys.readouterr().out.splitlines() if not line.startswith("-")]
-    assert listing[0].split() == ["NAME", "NUMBER", "DIGEST", "ALIASES", "CREATED", "FLAVOR", "SIZE"]
-    assert listing[1].split()[:4] == ["cli", "1", f"sha256:{ha[:12]}", "champion"]
-    assert listing[2].split()[:4] == ["cli", "2", f"sha256:{hb[:12]}", "-"]
+    assert listing[0].split() == ["NAME", "NUMBER", "DIGEST", "ALIASES", "STAGE", "CREATED", "FLAVOR", "SIZE"]
+    assert listing[1].split()[:5] == ["cli", "1", f"sha256:{ha[:12]}", "champion", "registered"]
+    assert listing[2].split()[:5] == ["cli", "2", f"sha256:{hb[:12]}", "-", "registered"]
 
     assert main(["deploy", "cli-api", "--model", "cli@champion", *c]) == 0
     assert "cli:1" in capsys.readouterr().out

@@ -56,6 +56,9 @@ def test_example_pipeline_trains_scores_on_spark_and_deploys_a_canary(up, tmp_pa
         lineage = json.loads(registered.manifest_json)["metadata"]["lineage"]
         assert len(lineage["data_fingerprint"]) == 64 and lineage["code"].startswith("engines.trainers:xgboost")
         assert lineage["metrics"]["holdout_accuracy"] > 0.6
+        # The training rows are the drift baseline the health checks compare live traffic with.
+        baseline = json.loads(registered.manifest_json)["metadata"]["drift_baseline"]
+        assert [f["name"] for f in baseline["features"]] == features and baseline["prediction"]
         assert stages["score"].agent_id == "local" and int(stages["score"].outputs["rows"]) == 10_000
 
         scored = pq.read_table(work / "data" / "scores.parquet")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 from milepost.core import logs
 from milepost.core.errors import MilepostError
@@ -34,6 +35,7 @@ def common_arguments(settings: Settings) -> argparse.ArgumentParser:
                         help=f"bearer token (default: ${env_var('token')}, else the admin.token of `milepost up`)")
     common.add_argument("--config", default=argparse.SUPPRESS, metavar="FILE", help=config_help)
     common.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    common.add_argument("--debug", action="store_true", help="on an error, show its traceback too")
     common.add_argument("--log-format", choices=logs.FORMATS, default=settings.log_format,
                         help="text, or json: one object a line (default: %(default)s)")
     common.add_argument("--log-level", choices=logs.LEVELS, default=settings.log_level or None,
@@ -43,7 +45,7 @@ def common_arguments(settings: Settings) -> argparse.ArgumentParser:
 
 def build_parser(settings: Settings) -> argparse.ArgumentParser:
     from milepost import __version__, dataset_command
-    from milepost.cli import audit, certs, decisions, explain, models, pipelines, routing, servers, tokens
+    from milepost.cli import audit, certs, decisions, explain, fairness, health, models, pipelines, routing, servers, tokens
 
     config_help = f"TOML file of settings (default: ${env_var('config')}); see the README's Settings"
     common = common_arguments(settings)
@@ -62,6 +64,8 @@ def build_parser(settings: Settings) -> argparse.ArgumentParser:
     audit.add_commands(sub, common)
     decisions.add_commands(sub, common)
     explain.add_commands(sub, common)
+    health.add_commands(sub, common)
+    fairness.add_commands(sub, common)
     return parser
 
 
@@ -74,16 +78,28 @@ def config_file(argv: list[str]) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every error is one line on stderr (``--debug``: with its traceback)."""
     argv = sys.argv[1:] if argv is None else list(argv)
+    debug = "--debug" in argv
     try:
         args = build_parser(load_settings(config_file(argv))).parse_args(argv)
         default = "info" if args.verbose or args.command in SERVER_COMMANDS else "warning"
         logs.configure(getattr(args, "log_level", None) or default, getattr(args, "log_format", "text"))
         return int(args.func(args))
     except MilepostError as err:
-        print(f"error: {err.code.name}: {err.message}", file=sys.stderr)
-        return 1
+        return _failed(f"{err.code.name}: {err.message}", debug)
+    except OSError as err:  # a file named on the command line, a port taken
+        return _failed(f"{type(err).__name__}: {err}", debug)
     except KeyboardInterrupt:
         return 130
+    except Exception as err:  # noqa: BLE001 - a bug: say so in one line, and how to see more
+        return _failed(f"INTERNAL: {type(err).__name__}: {err} (a bug in milepost; --debug shows where)", debug)
     finally:
         reset_settings()
+
+
+def _failed(line: str, debug: bool) -> int:
+    if debug:
+        traceback.print_exc()
+    print(f"error: {line}", file=sys.stderr)
+    return 1

@@ -4,24 +4,44 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from milepost.cli import output, review
 from milepost.cli.arguments import byte_size, client, model_ref, pairs
-from milepost.cli.views import endpoints_table, models_table, print_endpoint
+from milepost.cli.views import deployed_version, endpoints_table, models_table, print_endpoint
 from milepost.core.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_ROWS
-from milepost.core.errors import InvalidArgument
+from milepost.core.errors import FailedPrecondition, InvalidArgument
+
+if TYPE_CHECKING:
+    from milepost.v1 import coordinator_pb2
+
+PROGRESS_FROM_BYTES = 8 << 20  # pushes of larger archives show their progress
 
 
 def cmd_models(args: argparse.Namespace) -> int:
     with client(args) as c:
         models = c.list_models(getattr(args, "model", "") or args.name or "")
-    print(models_table(models))
+    output.show(args, models, lambda: print(models_table(models)))
     return 0
 
 
 def cmd_models_push(args: argparse.Namespace) -> int:
+    from milepost.cli.progress import ProgressBar
+
+    bars: list[ProgressBar] = []
+
+    def progress(sent: int, total: int) -> None:
+        if total >= PROGRESS_FROM_BYTES:  # a small bundle goes in a blink: no bar
+            if not bars:
+                bars.append(ProgressBar(total, sys.stderr, unit="bytes"))
+            bars[0].update(sent)
+
     with client(args) as c:
-        model = c.push_model(Path(args.path), args.name)
+        model = c.push_model(Path(args.path), args.name, progress=progress)
+    if bars:
+        bars[0].finish(bars[0].total or 0)
     print(f"{model.name}:{model.number} {model.digest}")
     return 0
 
@@ -55,9 +75,15 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             args.endpoint, name, version, replicas=args.replicas, max_batch_size=args.max_batch_size,
             max_delay_ms=args.max_delay_ms, max_queue_rows=args.max_queue_rows,
             cpu=args.cpu, memory_bytes=byte_size(args.memory), gpus=args.gpus,
-            selector=pairs(args.selector, "--selector"), engine=args.engine,
+            selector=pairs(args.selector, "--selector"), engine=args.engine, require_approval=args.require_approval,
         )
-    print_endpoint(endpoint)
+    output.show(args, endpoint, lambda: print_endpoint(endpoint))
+    unplaced = [d for d in endpoint.deployments if d.state != "READY"]
+    if unplaced and not args.no_wait:
+        # The coordinator loads what it can place before it answers; what is left waits for capacity.
+        reasons = "; ".join(f"{deployed_version(d)}: {d.message or d.state}" for d in unplaced)
+        raise FailedPrecondition(f"endpoint {endpoint.name!r} is not serving: {reasons}. It stays deployed and is "
+                                 "placed when an agent can take it (--no-wait: do not treat this as an error)")
     return 0
 
 
@@ -69,6 +95,13 @@ def cmd_undeploy(args: argparse.Namespace) -> int:
 
 
 def cmd_endpoints(args: argparse.Namespace) -> int:
+    if args.require_approval is not None:
+        if not args.endpoint:
+            raise InvalidArgument("--require-approval needs the ENDPOINT it applies to")
+        with client(args) as c:
+            endpoint = c.set_endpoint_approval(args.endpoint, args.require_approval == "on")
+        print(f"{endpoint.name}: " + ("approved versions only" if endpoint.require_approval else "approval not required"))
+        return 0
     if args.log_decisions is not None:
         if not args.endpoint:
             raise InvalidArgument("--log-decisions needs the ENDPOINT it applies to")
@@ -77,15 +110,21 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
         set_decision_log(args)
         return 0
     with client(args) as c:
-        print(endpoints_table(c.endpoints()))
+        endpoints = c.endpoints()
+    output.show(args, endpoints, lambda: print(endpoints_table(endpoints)))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from milepost.tables import render
-
     with client(args) as c:
         status = c.status()
+    output.show(args, status, lambda: _print_status(status))
+    return 0
+
+
+def _print_status(status: coordinator_pb2.GetStatusResponse) -> None:
+    from milepost.tables import render
+
     print("AGENTS")
     print(render(
         ["AGENT", "ADDRESS", "STATE", "CORES", "MEMORY GiB", "GPUS", "ENGINES", "SERVING/PLACED", "CPU", "REQ/S"],
@@ -99,7 +138,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(models_table(status.models))
     print("\nENDPOINTS")
     print(endpoints_table(status.endpoints))
-    return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:
@@ -120,11 +158,13 @@ def cmd_score(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("models", parents=[common], help="list model versions; `models push` registers one")
     p.add_argument("--name", default="", help="only versions of this model")
+    output.add_flag(p)
     p.set_defaults(func=cmd_models)
     models_sub = p.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
     pp = models_sub.add_parser("list", parents=[common], help="versions with their numbers, digests and aliases")
     pp.add_argument("model", nargs="?", default="", metavar="NAME", help="only versions of this model")
     pp.add_argument("--name", default="", help=argparse.SUPPRESS)
+    output.add_flag(pp)
     pp.set_defaults(func=cmd_models)
     pp = models_sub.add_parser("push", parents=[common], help="register a bundle dir, XGBoost .json, LightGBM .txt or .onnx")
     pp.add_argument("path")
@@ -142,6 +182,8 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     pp = models_sub.add_parser("delete", parents=[common], help="delete one version (refused while deployed)")
     pp.add_argument("model", metavar="NAME:VERSION", help="NAME:NUMBER, NAME@ALIAS or NAME@sha256:HEX")
     pp.set_defaults(func=cmd_models_delete)
+    review.add_model_commands(models_sub, common)
+    review.add_commands(sub, common)
 
     p = sub.add_parser("deploy", parents=[common], help="serve a model version under an endpoint name")
     p.add_argument("endpoint")
@@ -160,6 +202,11 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--selector", action="append", default=[], metavar="KEY=VALUE",
                    help="only agents with this label (repeatable)")
     p.add_argument("--engine", default="", help="engine to serve with (default: the model flavor's)")
+    p.add_argument("--require-approval", action="store_true",
+                   help="production: from now on this endpoint takes approved versions only")
+    p.add_argument("--no-wait", action="store_true",
+                   help="exit 0 once the endpoint is stored, even when no agent can take it yet")
+    output.add_flag(p)
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("undeploy", parents=[common], help="remove an endpoint")
@@ -170,6 +217,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("endpoint", nargs="?", default="", help="the endpoint whose settings to change")
     p.add_argument("--log-decisions", type=float, default=None, metavar="RATE",
                    help="log this share of its requests on the agents, 0 to 1 (0: off); `milepost decisions` reads them")
+    p.add_argument("--require-approval", choices=("on", "off"), default=None,
+                   help="on: production, approved versions only; off (role approver): lift that")
+    output.add_flag(p)
     p.set_defaults(func=cmd_endpoints)
 
     p = sub.add_parser("score", parents=[common], help="score a .parquet, .csv or .json file on an endpoint")
@@ -179,4 +229,5 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("status", parents=[common], help="agents, models and endpoints")
+    output.add_flag(p)
     p.set_defaults(func=cmd_status)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from milepost.cli import output
 from milepost.cli.arguments import client
 from milepost.cli.views import print_run, when
 
@@ -41,11 +42,11 @@ def cmd_runs(args: argparse.Namespace) -> int:
 
     with client(args) as c:
         runs = c.runs(args.limit)
-    print(render(
+    output.show(args, runs, lambda: print(render(
         ["RUN", "PIPELINE", "STATE", "CREATED", "STAGES"],
         [[r.run_id, r.pipeline, r.state, when(r.created_at),
           " ".join(f"{s.name}:{s.state.lower()}" for s in r.stages)] for r in runs],
-    ))
+    )))
     return 0
 
 
@@ -53,7 +54,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     with client(args) as c:
         if args.follow:
             return follow(c, args.run_id)
-        print_run(c.run(args.run_id))
+        run = c.run(args.run_id)
+    output.show(args, run, lambda: print_run(run))
     return 0
 
 
@@ -71,11 +73,13 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 
     p = sub.add_parser("runs", parents=[common], help="list pipeline runs")
     p.add_argument("--limit", type=int, default=20)
+    output.add_flag(p)
     p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("run", parents=[common], help="show a pipeline run (--follow: until it finishes)")
     p.add_argument("run_id")
     p.add_argument("--follow", action="store_true")
+    output.add_flag(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("cancel", parents=[common], help="cancel a pipeline run")

@@ -5,16 +5,26 @@ and what it measured (`report`, `feedback`, `events`)."""
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
+from milepost.cli import output
 from milepost.cli.arguments import arm, client, model_ref, seconds
+from milepost.cli.health import thresholds
 from milepost.cli.views import print_endpoint, when
 from milepost.core.routing import spec
+
+if TYPE_CHECKING:
+    from milepost.v1 import coordinator_pb2, types_pb2
+
+
+def _show_endpoint(args: argparse.Namespace, endpoint: types_pb2.Endpoint) -> None:
+    output.show(args, endpoint, lambda: print_endpoint(endpoint))
 
 
 def cmd_split(args: argparse.Namespace) -> int:
     arms = dict(arm(a, "--arm") for a in args.arm)
     with client(args) as c:
-        print_endpoint(c.split(args.endpoint, arms, key_parameter=args.key_parameter))
+        _show_endpoint(args, c.split(args.endpoint, arms, key_parameter=args.key_parameter))
     return 0
 
 
@@ -22,10 +32,11 @@ def cmd_canary(args: argparse.Namespace) -> int:
     name, version = model_ref(args.candidate)
     steps = tuple(float(s) for s in args.steps.split(","))
     with client(args) as c:
-        print_endpoint(c.canary(
+        _show_endpoint(args, c.canary(
             args.endpoint, name, version, steps=steps, window_s=seconds(args.window),
             max_error_rate=args.max_error_rate, max_p99_latency_ms=args.max_p99_ms,
             max_divergence=args.max_divergence, min_requests=args.min_requests,
+            max_drift=thresholds(args.max_drift, "--max-drift"), max_impact_ratio_drop=args.max_impact_ratio_drop,
         ))
     return 0
 
@@ -33,7 +44,7 @@ def cmd_canary(args: argparse.Namespace) -> int:
 def cmd_shadow(args: argparse.Namespace) -> int:
     name, version = model_ref(args.candidate)
     with client(args) as c:
-        print_endpoint(c.shadow(args.endpoint, name, version, fraction=args.fraction))
+        _show_endpoint(args, c.shadow(args.endpoint, name, version, fraction=args.fraction))
     return 0
 
 
@@ -41,7 +52,7 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
     members = dict(arm(m, "--member") for m in args.member)
     stacker = model_ref(args.stacker) if args.stacker else None
     with client(args) as c:
-        print_endpoint(c.ensemble(
+        _show_endpoint(args, c.ensemble(
             args.endpoint, members, combiner=args.combiner, stacker=stacker,
             on_member_failure=args.on_member_failure, member_timeout_s=args.member_timeout,
         ))
@@ -51,27 +62,33 @@ def cmd_ensemble(args: argparse.Namespace) -> int:
 def cmd_bandit(args: argparse.Namespace) -> int:
     arms = {name: (model, version) for name, (model, version, _) in (arm(a, "--arm") for a in args.arm)}
     with client(args) as c:
-        print_endpoint(c.bandit(args.endpoint, arms, algorithm=args.algorithm, epsilon=args.epsilon))
+        _show_endpoint(args, c.bandit(args.endpoint, arms, algorithm=args.algorithm, epsilon=args.epsilon))
     return 0
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
     with client(args) as c:
-        print_endpoint(c.promote(args.endpoint, args.arm))
+        _show_endpoint(args, c.promote(args.endpoint, args.arm))
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
     with client(args) as c:
-        print_endpoint(c.rollback(args.endpoint))
+        _show_endpoint(args, c.rollback(args.endpoint))
     return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from milepost.tables import render
 
     with client(args) as c:
         report = c.report(args.endpoint)
+    output.show(args, report, lambda: _print_report(report))
+    return 0
+
+
+def _print_report(report: coordinator_pb2.ReportResponse) -> None:
+    from milepost.tables import render
+
     print(f"{report.endpoint.name}: {report.endpoint.policy}")
     print(render(
         ["ARM", "MODEL", "REQUESTS", "ERRORS", "ERR RATE", "P50 MS", "P99 MS", "PRED MEAN", "FEEDBACK", "FB MEAN",
@@ -88,7 +105,6 @@ def cmd_report(args: argparse.Namespace) -> int:
             [[t.arm, t.baseline, t.metric, f"{t.difference:+.4g}", t.test, f"{t.statistic:.3f}", f"{t.p_value:.4f}"]
              for t in report.comparisons],
         ))
-    return 0
 
 
 def cmd_feedback(args: argparse.Namespace) -> int:
@@ -103,7 +119,8 @@ def cmd_events(args: argparse.Namespace) -> int:
 
     with client(args) as c:
         events = c.events(args.endpoint, args.limit)
-    print(render(["WHEN", "ENDPOINT", "KIND", "MESSAGE"], [[when(e.at), e.endpoint, e.kind, e.message] for e in events]))
+    output.show(args, events, lambda: print(render(
+        ["WHEN", "ENDPOINT", "KIND", "MESSAGE"], [[when(e.at), e.endpoint, e.kind, e.message] for e in events])))
     return 0
 
 
@@ -112,6 +129,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("endpoint")
     p.add_argument("--arm", action="append", required=True, metavar="NAME=MODEL[:VERSION[:WEIGHT]]")
     p.add_argument("--key-parameter", default="", help="request parameter that pins a caller (default milepost-key)")
+    output.add_flag(p)
     p.set_defaults(func=cmd_split)
 
     p = sub.add_parser("canary", parents=[common], help="ramp a candidate; promote or roll back by gates")
@@ -127,12 +145,20 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="mean prediction shift in baseline standard deviations (0: off)")
     p.add_argument("--min-requests", type=int, default=spec.DEFAULT_MIN_REQUESTS,
                    help="candidate requests needed to judge a window")
+    p.add_argument("--max-drift", action="append", default=[], metavar="STATISTIC=VALUE",
+                   help="gate on the candidate's prediction drift against its training baseline, e.g. psi=0.2 "
+                        "(psi, overlap, js_distance, ks, missing_rate, out_of_range_rate; repeatable)")
+    p.add_argument("--max-impact-ratio-drop", type=float, default=0.0, metavar="DROP",
+                   help="gate on the candidate's lowest impact ratio falling more than DROP below the baseline's "
+                        "(needs `milepost fairness ENDPOINT --group ... --favourable ...`; 0: off)")
+    output.add_flag(p)
     p.set_defaults(func=cmd_canary)
 
     p = sub.add_parser("shadow", parents=[common], help="mirror traffic to a candidate, compare, discard")
     p.add_argument("endpoint")
     p.add_argument("--candidate", required=True, metavar="MODEL[:VERSION]")
     p.add_argument("--fraction", type=float, default=0.1)
+    output.add_flag(p)
     p.set_defaults(func=cmd_shadow)
 
     p = sub.add_parser("ensemble", parents=[common], help="combine several models' answers")
@@ -142,6 +168,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--stacker", default="", metavar="MODEL[:VERSION]", help="meta-model for --combiner stacking")
     p.add_argument("--on-member-failure", choices=spec.FAILURE_POLICIES, default="fail")
     p.add_argument("--member-timeout", type=float, default=0.0, help="seconds per member (default 10)")
+    output.add_flag(p)
     p.set_defaults(func=cmd_ensemble)
 
     p = sub.add_parser("bandit", parents=[common], help="multi-armed bandit driven by feedback")
@@ -149,19 +176,23 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--arm", action="append", required=True, metavar="NAME=MODEL[:VERSION]")
     p.add_argument("--algorithm", choices=spec.BANDITS, default="thompson")
     p.add_argument("--epsilon", type=float, default=0.1)
+    output.add_flag(p)
     p.set_defaults(func=cmd_bandit)
 
     p = sub.add_parser("promote", parents=[common], help="send all traffic to the candidate (or --arm)")
     p.add_argument("endpoint")
     p.add_argument("--arm", default="")
+    output.add_flag(p)
     p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("rollback", parents=[common], help="send all traffic back to the baseline")
     p.add_argument("endpoint")
+    output.add_flag(p)
     p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser("report", parents=[common], help="per-arm traffic, latency, outcomes, significance")
     p.add_argument("endpoint")
+    output.add_flag(p)
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("feedback", parents=[common], help="record an outcome for a request key")
@@ -174,4 +205,5 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("events", parents=[common], help="the audit trail of endpoint changes")
     p.add_argument("endpoint", nargs="?", default="")
     p.add_argument("--limit", type=int, default=50)
+    output.add_flag(p)
     p.set_defaults(func=cmd_events)

@@ -13,6 +13,7 @@ from milepost.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
     from agent.server import Agent
+    from coordinator.server import Coordinator
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -25,14 +26,15 @@ def cmd_up(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
     coordinator = Coordinator(CoordinatorConfig(
-        data_dir=data_dir / "coordinator", host=args.host, port=args.port, agent_ttl_s=settings.agent_ttl_s,
+        data_dir=data_dir / "coordinator", host=args.host, port=args.port, agent_ttl_s=args.agent_ttl,
         heartbeat_interval_s=settings.heartbeat_interval_s, placement=settings.placement,
         admin_token_file=data_dir / "admin.token", tls=tls(args), insecure=args.insecure,
+        approval_requires_validation=settings.approval_requires_validation, http_port=args.console_port,
     ))
     coordinator.start()
     agent = Agent(AgentConfig(
         coordinator=coordinator.address, data_dir=data_dir / "agent", host=args.host,
-        port=args.agent_port, agent_id="local", metrics_port=optional_port(args.metrics_port),
+        port=args.agent_port, agent_id="local", advertise=args.advertise, metrics_port=optional_port(args.metrics_port),
         http_port=optional_port(args.http_port),
         token=coordinator.local_agent_token(), tls=tls(args), insecure=args.insecure,
         inference_auth=inference_auth(args),
@@ -42,7 +44,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     except BaseException:
         coordinator.stop()
         raise
-    serve_forever([coordinator, agent], data_dir, "up", {"coordinator": coordinator.address, **_agent_addresses(agent, args)})
+    serve_forever([coordinator, agent], data_dir, "up",
+                  {"coordinator": coordinator.address, **_console(coordinator), **_agent_addresses(agent, args)})
     return 0
 
 
@@ -55,9 +58,10 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
     coordinator = Coordinator(CoordinatorConfig(
         data_dir=data_dir, host=args.host, port=args.port, agent_ttl_s=args.agent_ttl,
         heartbeat_interval_s=args.heartbeat_interval, placement=args.placement, tls=tls(args), insecure=args.insecure,
+        approval_requires_validation=get_settings().approval_requires_validation, http_port=args.console_port,
     ))
     coordinator.start()
-    serve_forever([coordinator], data_dir, "coordinator", {"coordinator": coordinator.address})
+    serve_forever([coordinator], data_dir, "coordinator", {"coordinator": coordinator.address, **_console(coordinator)})
     return 0
 
 
@@ -87,6 +91,11 @@ def inference_auth(args: argparse.Namespace) -> bool | None:
     return None if args.inference_auth is None else args.inference_auth == "token"
 
 
+def _console(coordinator: Coordinator) -> dict[str, str]:
+    """The web console's URL, when it serves one."""
+    return {"console": coordinator.console_url} if coordinator.console_url else {}
+
+
 def _agent_addresses(agent: Agent, args: argparse.Namespace) -> dict[str, str]:
     """The agent's data-plane address and, when it serves them, its REST and metrics' URLs."""
     addresses = {"agent": agent.address}
@@ -97,9 +106,19 @@ def _agent_addresses(agent: Agent, args: argparse.Namespace) -> dict[str, str]:
     return addresses
 
 
+def _agent_ttl(p: argparse.ArgumentParser, settings: Settings) -> None:
+    p.add_argument("--agent-ttl", type=float, default=settings.agent_ttl_s,
+                   help="seconds without heartbeat before an agent is lost")
+
+
+def _advertise(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--advertise", default="", help="HOST:PORT others use to reach this agent (default: where it listens)")
+
+
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser, settings: Settings) -> None:
     metrics_help = "Prometheus /metrics port (-1: off, 0: any)"
     http_help = "REST data-plane port, Open Inference Protocol over HTTP (-1: off, 0: any)"
+    console_help = "coordinator's web console port (-1: off, 0: any)"
     p = sub.add_parser("up", parents=[common], help="coordinator and one local agent in the foreground")
     p.add_argument("--data-dir", default=str(settings.home))
     p.add_argument("--host", default=settings.host)
@@ -108,6 +127,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="agent data-plane port (0 picks a free one)")
     p.add_argument("--http-port", type=int, default=settings.http_port, help=http_help)
     p.add_argument("--metrics-port", type=int, default=settings.metrics_port, help=metrics_help)
+    p.add_argument("--console-port", type=int, default=settings.console_port, help=console_help)
+    _agent_ttl(p, settings)
+    _advertise(p)
     _listening(p, settings)
     _inference_auth(p)
     p.set_defaults(func=cmd_up)
@@ -116,10 +138,11 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--data-dir", default=str(settings.home / "coordinator"))
     p.add_argument("--host", default=settings.host)
     p.add_argument("--port", type=int, default=settings.coordinator_port)
-    p.add_argument("--agent-ttl", type=float, default=settings.agent_ttl_s,
-                   help="seconds without heartbeat before an agent is lost")
+    _agent_ttl(p, settings)
     p.add_argument("--heartbeat-interval", type=float, default=settings.heartbeat_interval_s)
     p.add_argument("--placement", choices=["spread", "pack"], default=settings.placement)
+    p.add_argument("--http-port", "--console-port", dest="console_port", type=int, default=settings.console_port,
+                   help=console_help)
     _listening(p, settings)
     p.set_defaults(func=cmd_coordinator)
 
@@ -128,7 +151,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--host", default=settings.host)
     p.add_argument("--port", type=int, default=settings.agent_port)
     p.add_argument("--agent-id", default="", help="stable name of this agent (default: HOSTNAME-PORT)")
-    p.add_argument("--advertise", default="", help="HOST:PORT others use to reach this agent")
+    _advertise(p)
     p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--http-port", type=int, default=settings.http_port, help=http_help)
     p.add_argument("--metrics-port", type=int, default=settings.metrics_port, help=metrics_help)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 
+from milepost.cli import output
 from milepost.cli.arguments import client, seconds
 from milepost.cli.views import when
 from milepost.core.auth import ROLES
@@ -28,9 +29,9 @@ def cmd_tokens_list(args: argparse.Namespace) -> int:
 
     with client(args) as c:
         tokens = c.list_tokens()
-    print(render(TOKEN_HEADERS, [
+    output.show(args, tokens, lambda: print(render(TOKEN_HEADERS, [
         [t.token_id, t.name, t.role, when(t.created_at), when(t.expires_at), when(t.revoked_at)] for t in tokens
-    ]))
+    ])))
     return 0
 
 
@@ -50,6 +51,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--expires", metavar="DURATION", help="lifetime, e.g. 12h, 30d (default: never)")
     p.set_defaults(func=cmd_tokens_create)
     p = actions.add_parser("list", parents=[common], help="every token: id, name, role, times (never the token)")
+    output.add_flag(p)
     p.set_defaults(func=cmd_tokens_list)
     p = actions.add_parser("revoke", parents=[common], help="refuse a token from now on")
     p.add_argument("token", metavar="ID_OR_NAME")

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from milepost.v1 import pipelines_pb2, routing_pb2, types_pb2
 
 ENDPOINT_HEADERS = ["ENDPOINT", "POLICY", "ARM", "MODEL", "REPLICAS", "AGENTS", "STATE", "MESSAGE"]
-MODEL_HEADERS = ["NAME", "NUMBER", "DIGEST", "ALIASES", "CREATED", "FLAVOR", "SIZE"]
+MODEL_HEADERS = ["NAME", "NUMBER", "DIGEST", "ALIASES", "STAGE", "CREATED", "FLAVOR", "SIZE"]
 
 
 def when(ts: float) -> str:
@@ -25,8 +25,8 @@ def models_table(models: Iterable[types_pb2.ModelVersion]) -> str:
     from milepost.tables import render
 
     return render(MODEL_HEADERS, [
-        [m.name, m.number, m.digest[: len("sha256:") + 12], ",".join(m.aliases) or "-", when(m.created_at), m.flavor,
-         m.size_bytes]
+        [m.name, m.number, m.digest[: len("sha256:") + 12], ",".join(m.aliases) or "-", m.stage or "-",
+         when(m.created_at), m.flavor, m.size_bytes]
         for m in models
     ])
 

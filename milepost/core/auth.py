@@ -53,10 +53,16 @@ RULES: dict[str, Rule] = {
     _C + "Deploy": DEPLOYER, _C + "Undeploy": DEPLOYER, _C + "SetPolicy": DEPLOYER,
     _C + "Promote": DEPLOYER, _C + "Rollback": DEPLOYER, _C + "Feedback": DEPLOYER,
     _C + "SubmitPipeline": DEPLOYER, _C + "CancelRun": DEPLOYER, _C + "SetDecisionLog": DEPLOYER,
+    # review: validations come from CI (deployer); approving, retiring and lifting an endpoint's
+    # approval requirement need an approver (coordinator.governance)
+    _C + "GetModel": VIEWER, _C + "RecordValidation": DEPLOYER,
+    _C + "ApproveModel": APPROVER, _C + "RetireModel": APPROVER, _C + "SetEndpointApproval": DEPLOYER,
     # the audit trail
     _C + "ListAudit": APPROVER, _C + "VerifyAudit": APPROVER,
     # identities
     _C + "CreateToken": ADMIN, _C + "ListTokens": ADMIN, _C + "RevokeToken": ADMIN,
+    # ML health: read it, or set an endpoint's thresholds, groups and webhook
+    _C + "GetHealth": VIEWER, _C + "GetFairness": VIEWER, _C + "SetHealthConfig": DEPLOYER,
     # an agent's control plane: the coordinator only
     _A + "Load": COORDINATOR, _A + "Unload": COORDINATOR, _A + "Status": COORDINATOR,
     _A + "SetRoutes": COORDINATOR, _A + "RunStage": COORDINATOR, _A + "ServedArm": COORDINATOR,

@@ -64,6 +64,8 @@ class Settings(BaseSettings):
     metrics_port: int = Field(8002, ge=-1, le=65535, description="agent Prometheus /metrics port; -1: off, 0: a free one")
     http_port: int = Field(8000, ge=-1, le=65535, description="agent REST (Open Inference Protocol over HTTP) port of "
                            "`up` and `agent`; -1: off, 0: a free one")
+    console_port: int = Field(7080, ge=-1, le=65535, description="coordinator web console port of `up` and "
+                              "`coordinator`; -1: off, 0: a free one")
     drift_window_rows: int = Field(10_000, ge=1, description="rows of live traffic in one drift window of a deployment "
                                    "whose bundle carries a training baseline")
     drift_window_s: float = Field(300.0, gt=0, description="longest a drift window stays open, seconds")
@@ -94,6 +96,9 @@ class Settings(BaseSettings):
         "", description="log level; empty: info for `up`, `coordinator` and `agent`, warning for other commands")
     batch_rows: int = Field(DEFAULT_BATCH_ROWS, ge=1, description="rows per engine call when scoring a dataset "
                             "(score-dataset --batch-rows, batch_scoring stages without batch_rows)")
+
+    approval_requires_validation: bool = Field(False, description="1: the coordinator approves a model version only "
+                                               "after a passing `milepost validate` report")
 
     # ---- engines and stages ----
     allow_code_bundles: bool = Field(False, description="1: run python code bundles and any stage entry point on this node "

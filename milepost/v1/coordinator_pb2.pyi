@@ -30,7 +30,7 @@ class RegisterAgentResponse(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., heartbeat_interval_s: _Optional[float] = ..., ttl_s: _Optional[float] = ..., control_token: _Optional[str] = ..., access_tokens: _Optional[_Iterable[_Union[TokenDigest, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("agent_id", "deployment_ids", "routes_generation", "metrics", "uptime_s", "draining", "load", "decisions_dropped")
+    __slots__ = ("agent_id", "deployment_ids", "routes_generation", "metrics", "uptime_s", "draining", "load", "decisions_dropped", "drift_windows", "scored_keys")
     class DecisionsDroppedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +46,8 @@ class HeartbeatRequest(_message.Message):
     DRAINING_FIELD_NUMBER: _ClassVar[int]
     LOAD_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    DRIFT_WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    SCORED_KEYS_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     deployment_ids: _containers.RepeatedScalarFieldContainer[str]
     routes_generation: int
@@ -54,7 +56,9 @@ class HeartbeatRequest(_message.Message):
     draining: bool
     load: _types_pb2.AgentLoad
     decisions_dropped: _containers.ScalarMap[str, int]
-    def __init__(self, agent_id: _Optional[str] = ..., deployment_ids: _Optional[_Iterable[str]] = ..., routes_generation: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[_routing_pb2.ArmMetrics, _Mapping]]] = ..., uptime_s: _Optional[float] = ..., draining: _Optional[bool] = ..., load: _Optional[_Union[_types_pb2.AgentLoad, _Mapping]] = ..., decisions_dropped: _Optional[_Mapping[str, int]] = ...) -> None: ...
+    drift_windows: _containers.RepeatedCompositeFieldContainer[DriftWindow]
+    scored_keys: _containers.RepeatedCompositeFieldContainer[ScoredKey]
+    def __init__(self, agent_id: _Optional[str] = ..., deployment_ids: _Optional[_Iterable[str]] = ..., routes_generation: _Optional[int] = ..., metrics: _Optional[_Iterable[_Union[_routing_pb2.ArmMetrics, _Mapping]]] = ..., uptime_s: _Optional[float] = ..., draining: _Optional[bool] = ..., load: _Optional[_Union[_types_pb2.AgentLoad, _Mapping]] = ..., decisions_dropped: _Optional[_Mapping[str, int]] = ..., drift_windows: _Optional[_Iterable[_Union[DriftWindow, _Mapping]]] = ..., scored_keys: _Optional[_Iterable[_Union[ScoredKey, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatResponse(_message.Message):
     __slots__ = ("known", "routes", "access_tokens")
@@ -128,7 +132,7 @@ class DeleteModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("endpoint", "model", "version", "replicas", "batching", "resources", "selector", "engine")
+    __slots__ = ("endpoint", "model", "version", "replicas", "batching", "resources", "selector", "engine", "require_approval")
     class SelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -144,6 +148,7 @@ class DeployRequest(_message.Message):
     RESOURCES_FIELD_NUMBER: _ClassVar[int]
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_APPROVAL_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     model: str
     version: str
@@ -152,7 +157,8 @@ class DeployRequest(_message.Message):
     resources: _types_pb2.ResourceRequest
     selector: _containers.ScalarMap[str, str]
     engine: str
-    def __init__(self, endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., replicas: _Optional[int] = ..., batching: _Optional[_Union[_types_pb2.Batching, _Mapping]] = ..., resources: _Optional[_Union[_types_pb2.ResourceRequest, _Mapping]] = ..., selector: _Optional[_Mapping[str, str]] = ..., engine: _Optional[str] = ...) -> None: ...
+    require_approval: bool
+    def __init__(self, endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., replicas: _Optional[int] = ..., batching: _Optional[_Union[_types_pb2.Batching, _Mapping]] = ..., resources: _Optional[_Union[_types_pb2.ResourceRequest, _Mapping]] = ..., selector: _Optional[_Mapping[str, str]] = ..., engine: _Optional[str] = ..., require_approval: _Optional[bool] = ...) -> None: ...
 
 class UndeployRequest(_message.Message):
     __slots__ = ("endpoint",)
@@ -498,3 +504,332 @@ class SetDecisionLogResponse(_message.Message):
     endpoint: str
     sample_rate: float
     def __init__(self, endpoint: _Optional[str] = ..., sample_rate: _Optional[float] = ...) -> None: ...
+
+class RecordValidationRequest(_message.Message):
+    __slots__ = ("name", "version", "passed", "report_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    passed: bool
+    report_json: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., passed: _Optional[bool] = ..., report_json: _Optional[str] = ...) -> None: ...
+
+class ApproveModelRequest(_message.Message):
+    __slots__ = ("name", "version", "note")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    note: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class RetireModelRequest(_message.Message):
+    __slots__ = ("name", "version", "note")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    note: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class GetModelRequest(_message.Message):
+    __slots__ = ("name", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class Validation(_message.Message):
+    __slots__ = ("at", "actor", "passed", "report_json")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    PASSED_FIELD_NUMBER: _ClassVar[int]
+    REPORT_JSON_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    actor: str
+    passed: bool
+    report_json: str
+    def __init__(self, at: _Optional[float] = ..., actor: _Optional[str] = ..., passed: _Optional[bool] = ..., report_json: _Optional[str] = ...) -> None: ...
+
+class Approval(_message.Message):
+    __slots__ = ("at", "actor", "note")
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ACTOR_FIELD_NUMBER: _ClassVar[int]
+    NOTE_FIELD_NUMBER: _ClassVar[int]
+    at: float
+    actor: str
+    note: str
+    def __init__(self, at: _Optional[float] = ..., actor: _Optional[str] = ..., note: _Optional[str] = ...) -> None: ...
+
+class Placement(_message.Message):
+    __slots__ = ("endpoint", "deployment_id", "state", "agent_ids")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    AGENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    deployment_id: str
+    state: str
+    agent_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, endpoint: _Optional[str] = ..., deployment_id: _Optional[str] = ..., state: _Optional[str] = ..., agent_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ModelDetails(_message.Message):
+    __slots__ = ("model", "validations", "approvals", "placements", "audit", "retired_note")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VALIDATIONS_FIELD_NUMBER: _ClassVar[int]
+    APPROVALS_FIELD_NUMBER: _ClassVar[int]
+    PLACEMENTS_FIELD_NUMBER: _ClassVar[int]
+    AUDIT_FIELD_NUMBER: _ClassVar[int]
+    RETIRED_NOTE_FIELD_NUMBER: _ClassVar[int]
+    model: _types_pb2.ModelVersion
+    validations: _containers.RepeatedCompositeFieldContainer[Validation]
+    approvals: _containers.RepeatedCompositeFieldContainer[Approval]
+    placements: _containers.RepeatedCompositeFieldContainer[Placement]
+    audit: _containers.RepeatedCompositeFieldContainer[AuditEntry]
+    retired_note: str
+    def __init__(self, model: _Optional[_Union[_types_pb2.ModelVersion, _Mapping]] = ..., validations: _Optional[_Iterable[_Union[Validation, _Mapping]]] = ..., approvals: _Optional[_Iterable[_Union[Approval, _Mapping]]] = ..., placements: _Optional[_Iterable[_Union[Placement, _Mapping]]] = ..., audit: _Optional[_Iterable[_Union[AuditEntry, _Mapping]]] = ..., retired_note: _Optional[str] = ...) -> None: ...
+
+class SetEndpointApprovalRequest(_message.Message):
+    __slots__ = ("endpoint", "require_approval")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    require_approval: bool
+    def __init__(self, endpoint: _Optional[str] = ..., require_approval: _Optional[bool] = ...) -> None: ...
+
+class BinCounts(_message.Message):
+    __slots__ = ("name", "counts")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    counts: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., counts: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class DriftWindow(_message.Message):
+    __slots__ = ("endpoint", "deployment_id", "seq", "opened_at", "closed_at", "rows", "counts")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    OPENED_AT_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_AT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    COUNTS_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    deployment_id: str
+    seq: int
+    opened_at: float
+    closed_at: float
+    rows: int
+    counts: _containers.RepeatedCompositeFieldContainer[BinCounts]
+    def __init__(self, endpoint: _Optional[str] = ..., deployment_id: _Optional[str] = ..., seq: _Optional[int] = ..., opened_at: _Optional[float] = ..., closed_at: _Optional[float] = ..., rows: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[BinCounts, _Mapping]]] = ...) -> None: ...
+
+class ScoredKey(_message.Message):
+    __slots__ = ("endpoint", "key", "arm", "prediction", "at", "attributes")
+    class AttributesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    key: str
+    arm: str
+    prediction: float
+    at: float
+    attributes: _containers.ScalarMap[str, str]
+    def __init__(self, endpoint: _Optional[str] = ..., key: _Optional[str] = ..., arm: _Optional[str] = ..., prediction: _Optional[float] = ..., at: _Optional[float] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class HealthConfig(_message.Message):
+    __slots__ = ("endpoint", "thresholds", "group_attributes", "favourable", "webhook_url", "performance_window", "fallback_arm")
+    class ThresholdsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    GROUP_ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    FAVOURABLE_FIELD_NUMBER: _ClassVar[int]
+    WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
+    PERFORMANCE_WINDOW_FIELD_NUMBER: _ClassVar[int]
+    FALLBACK_ARM_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    thresholds: _containers.ScalarMap[str, float]
+    group_attributes: _containers.RepeatedScalarFieldContainer[str]
+    favourable: str
+    webhook_url: str
+    performance_window: int
+    fallback_arm: str
+    def __init__(self, endpoint: _Optional[str] = ..., thresholds: _Optional[_Mapping[str, float]] = ..., group_attributes: _Optional[_Iterable[str]] = ..., favourable: _Optional[str] = ..., webhook_url: _Optional[str] = ..., performance_window: _Optional[int] = ..., fallback_arm: _Optional[str] = ...) -> None: ...
+
+class SetHealthConfigRequest(_message.Message):
+    __slots__ = ("config",)
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    config: HealthConfig
+    def __init__(self, config: _Optional[_Union[HealthConfig, _Mapping]] = ...) -> None: ...
+
+class GetHealthRequest(_message.Message):
+    __slots__ = ("endpoint", "windows")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    windows: int
+    def __init__(self, endpoint: _Optional[str] = ..., windows: _Optional[int] = ...) -> None: ...
+
+class HealthStatistic(_message.Message):
+    __slots__ = ("name", "value", "threshold", "alert")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    value: float
+    threshold: float
+    alert: bool
+    def __init__(self, name: _Optional[str] = ..., value: _Optional[float] = ..., threshold: _Optional[float] = ..., alert: _Optional[bool] = ...) -> None: ...
+
+class FeatureHealth(_message.Message):
+    __slots__ = ("name", "statistics", "bins", "baseline", "live", "alert")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    STATISTICS_FIELD_NUMBER: _ClassVar[int]
+    BINS_FIELD_NUMBER: _ClassVar[int]
+    BASELINE_FIELD_NUMBER: _ClassVar[int]
+    LIVE_FIELD_NUMBER: _ClassVar[int]
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    statistics: _containers.RepeatedCompositeFieldContainer[HealthStatistic]
+    bins: _containers.RepeatedScalarFieldContainer[str]
+    baseline: _containers.RepeatedScalarFieldContainer[float]
+    live: _containers.RepeatedScalarFieldContainer[float]
+    alert: bool
+    def __init__(self, name: _Optional[str] = ..., statistics: _Optional[_Iterable[_Union[HealthStatistic, _Mapping]]] = ..., bins: _Optional[_Iterable[str]] = ..., baseline: _Optional[_Iterable[float]] = ..., live: _Optional[_Iterable[float]] = ..., alert: _Optional[bool] = ...) -> None: ...
+
+class HealthWindow(_message.Message):
+    __slots__ = ("agent_id", "seq", "opened_at", "closed_at", "rows", "features", "prediction")
+    AGENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQ_FIELD_NUMBER: _ClassVar[int]
+    OPENED_AT_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_AT_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    agent_id: str
+    seq: int
+    opened_at: float
+    closed_at: float
+    rows: int
+    features: _containers.RepeatedCompositeFieldContainer[FeatureHealth]
+    prediction: FeatureHealth
+    def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., opened_at: _Optional[float] = ..., closed_at: _Optional[float] = ..., rows: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureHealth, _Mapping]]] = ..., prediction: _Optional[_Union[FeatureHealth, _Mapping]] = ...) -> None: ...
+
+class DeploymentHealth(_message.Message):
+    __slots__ = ("deployment_id", "arm", "model", "version", "has_baseline", "message", "windows", "number")
+    DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    HAS_BASELINE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    WINDOWS_FIELD_NUMBER: _ClassVar[int]
+    NUMBER_FIELD_NUMBER: _ClassVar[int]
+    deployment_id: str
+    arm: str
+    model: str
+    version: str
+    has_baseline: bool
+    message: str
+    windows: _containers.RepeatedCompositeFieldContainer[HealthWindow]
+    number: int
+    def __init__(self, deployment_id: _Optional[str] = ..., arm: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., has_baseline: _Optional[bool] = ..., message: _Optional[str] = ..., windows: _Optional[_Iterable[_Union[HealthWindow, _Mapping]]] = ..., number: _Optional[int] = ...) -> None: ...
+
+class PerformanceWindow(_message.Message):
+    __slots__ = ("arm", "index", "outcomes", "first_at", "last_at", "metrics")
+    class MetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    ARM_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    FIRST_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_AT_FIELD_NUMBER: _ClassVar[int]
+    METRICS_FIELD_NUMBER: _ClassVar[int]
+    arm: str
+    index: int
+    outcomes: int
+    first_at: float
+    last_at: float
+    metrics: _containers.ScalarMap[str, float]
+    def __init__(self, arm: _Optional[str] = ..., index: _Optional[int] = ..., outcomes: _Optional[int] = ..., first_at: _Optional[float] = ..., last_at: _Optional[float] = ..., metrics: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class GetHealthResponse(_message.Message):
+    __slots__ = ("endpoint", "config", "deployments", "task", "performance")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    CONFIG_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    PERFORMANCE_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    config: HealthConfig
+    deployments: _containers.RepeatedCompositeFieldContainer[DeploymentHealth]
+    task: str
+    performance: _containers.RepeatedCompositeFieldContainer[PerformanceWindow]
+    def __init__(self, endpoint: _Optional[str] = ..., config: _Optional[_Union[HealthConfig, _Mapping]] = ..., deployments: _Optional[_Iterable[_Union[DeploymentHealth, _Mapping]]] = ..., task: _Optional[str] = ..., performance: _Optional[_Iterable[_Union[PerformanceWindow, _Mapping]]] = ...) -> None: ...
+
+class GetFairnessRequest(_message.Message):
+    __slots__ = ("endpoint",)
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    def __init__(self, endpoint: _Optional[str] = ...) -> None: ...
+
+class GroupFairness(_message.Message):
+    __slots__ = ("group", "predictions", "selection_rate", "impact_ratio", "outcomes", "true_positive_rate", "false_positive_rate", "alert")
+    GROUP_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    SELECTION_RATE_FIELD_NUMBER: _ClassVar[int]
+    IMPACT_RATIO_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    TRUE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
+    FALSE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    group: str
+    predictions: int
+    selection_rate: float
+    impact_ratio: float
+    outcomes: int
+    true_positive_rate: float
+    false_positive_rate: float
+    alert: bool
+    def __init__(self, group: _Optional[str] = ..., predictions: _Optional[int] = ..., selection_rate: _Optional[float] = ..., impact_ratio: _Optional[float] = ..., outcomes: _Optional[int] = ..., true_positive_rate: _Optional[float] = ..., false_positive_rate: _Optional[float] = ..., alert: _Optional[bool] = ...) -> None: ...
+
+class GetFairnessResponse(_message.Message):
+    __slots__ = ("endpoint", "attributes", "favourable", "groups", "message")
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    FAVOURABLE_FIELD_NUMBER: _ClassVar[int]
+    GROUPS_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    endpoint: str
+    attributes: _containers.RepeatedScalarFieldContainer[str]
+    favourable: str
+    groups: _containers.RepeatedCompositeFieldContainer[GroupFairness]
+    message: str
+    def __init__(self, endpoint: _Optional[str] = ..., attributes: _Optional[_Iterable[str]] = ..., favourable: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupFairness, _Mapping]]] = ..., message: _Optional[str] = ...) -> None: ...

@@ -71,6 +71,31 @@ class CoordinatorServiceStub:
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.DeleteModelRequest.SerializeToString,
                 response_deserializer=milepost_dot_v1_dot_types__pb2.ModelVersion.FromString,
                 _registered_method=True)
+        self.RecordValidation = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/RecordValidation',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.RecordValidationRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_types__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.ApproveModel = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/ApproveModel',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.ApproveModelRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_types__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.RetireModel = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/RetireModel',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.RetireModelRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_types__pb2.ModelVersion.FromString,
+                _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/GetModel',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.ModelDetails.FromString,
+                _registered_method=True)
+        self.SetEndpointApproval = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/SetEndpointApproval',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.SetEndpointApprovalRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_types__pb2.Endpoint.FromString,
+                _registered_method=True)
         self.Deploy = channel.unary_unary(
                 '/milepost.v1.CoordinatorService/Deploy',
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.DeployRequest.SerializeToString,
@@ -176,6 +201,21 @@ class CoordinatorServiceStub:
                 request_serializer=milepost_dot_v1_dot_coordinator__pb2.RevokeTokenRequest.SerializeToString,
                 response_deserializer=milepost_dot_v1_dot_coordinator__pb2.TokenInfo.FromString,
                 _registered_method=True)
+        self.GetHealth = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/GetHealth',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.GetHealthRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.GetHealthResponse.FromString,
+                _registered_method=True)
+        self.GetFairness = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/GetFairness',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.GetFairnessRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.GetFairnessResponse.FromString,
+                _registered_method=True)
+        self.SetHealthConfig = channel.unary_unary(
+                '/milepost.v1.CoordinatorService/SetHealthConfig',
+                request_serializer=milepost_dot_v1_dot_coordinator__pb2.SetHealthConfigRequest.SerializeToString,
+                response_deserializer=milepost_dot_v1_dot_coordinator__pb2.HealthConfig.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServiceServicer:
@@ -223,6 +263,40 @@ class CoordinatorServiceServicer:
 
     def DeleteModel(self, request, context):
         """Delete one version (record, aliases, artifact); FAILED_PRECONDITION while deployed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RecordValidation(self, request, context):
+        """Review (coordinator.governance): attach a validation report, approve (role approver,
+        someone other than who pushed it), retire; one version whole: lineage, validations,
+        approvals, where it runs, its audit entries.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ApproveModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RetireModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetEndpointApproval(self, request, context):
+        """Mark an endpoint as production (approved versions only), or lift that (role approver).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -362,6 +436,27 @@ class CoordinatorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetHealth(self, request, context):
+        """ML health (coordinator/health.py), from the windows and scored keys agents ship: drift
+        and realised performance (role viewer), fairness per group (role viewer), and an
+        endpoint's thresholds, groups and alert webhook (role deployer).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetFairness(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetHealthConfig(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -399,6 +494,31 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.DeleteModel,
                     request_deserializer=milepost_dot_v1_dot_coordinator__pb2.DeleteModelRequest.FromString,
                     response_serializer=milepost_dot_v1_dot_types__pb2.ModelVersion.SerializeToString,
+            ),
+            'RecordValidation': grpc.unary_unary_rpc_method_handler(
+                    servicer.RecordValidation,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.RecordValidationRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_types__pb2.ModelVersion.SerializeToString,
+            ),
+            'ApproveModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ApproveModel,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.ApproveModelRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_types__pb2.ModelVersion.SerializeToString,
+            ),
+            'RetireModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RetireModel,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.RetireModelRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_types__pb2.ModelVersion.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.GetModelRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.ModelDetails.SerializeToString,
+            ),
+            'SetEndpointApproval': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetEndpointApproval,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.SetEndpointApprovalRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_types__pb2.Endpoint.SerializeToString,
             ),
             'Deploy': grpc.unary_unary_rpc_method_handler(
                     servicer.Deploy,
@@ -504,6 +624,21 @@ def add_CoordinatorServiceServicer_to_server(servicer, server):
                     servicer.RevokeToken,
                     request_deserializer=milepost_dot_v1_dot_coordinator__pb2.RevokeTokenRequest.FromString,
                     response_serializer=milepost_dot_v1_dot_coordinator__pb2.TokenInfo.SerializeToString,
+            ),
+            'GetHealth': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetHealth,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.GetHealthRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.GetHealthResponse.SerializeToString,
+            ),
+            'GetFairness': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetFairness,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.GetFairnessRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.GetFairnessResponse.SerializeToString,
+            ),
+            'SetHealthConfig': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetHealthConfig,
+                    request_deserializer=milepost_dot_v1_dot_coordinator__pb2.SetHealthConfigRequest.FromString,
+                    response_serializer=milepost_dot_v1_dot_coordinator__pb2.HealthConfig.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -695,6 +830,141 @@ class CoordinatorService:
             '/milepost.v1.CoordinatorService/DeleteModel',
             milepost_dot_v1_dot_coordinator__pb2.DeleteModelRequest.SerializeToString,
             milepost_dot_v1_dot_types__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RecordValidation(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/RecordValidation',
+            milepost_dot_v1_dot_coordinator__pb2.RecordValidationRequest.SerializeToString,
+            milepost_dot_v1_dot_types__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ApproveModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/ApproveModel',
+            milepost_dot_v1_dot_coordinator__pb2.ApproveModelRequest.SerializeToString,
+            milepost_dot_v1_dot_types__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RetireModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/RetireModel',
+            milepost_dot_v1_dot_coordinator__pb2.RetireModelRequest.SerializeToString,
+            milepost_dot_v1_dot_types__pb2.ModelVersion.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/GetModel',
+            milepost_dot_v1_dot_coordinator__pb2.GetModelRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.ModelDetails.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetEndpointApproval(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/SetEndpointApproval',
+            milepost_dot_v1_dot_coordinator__pb2.SetEndpointApprovalRequest.SerializeToString,
+            milepost_dot_v1_dot_types__pb2.Endpoint.FromString,
             options,
             channel_credentials,
             insecure,
@@ -1262,6 +1532,87 @@ class CoordinatorService:
             '/milepost.v1.CoordinatorService/RevokeToken',
             milepost_dot_v1_dot_coordinator__pb2.RevokeTokenRequest.SerializeToString,
             milepost_dot_v1_dot_coordinator__pb2.TokenInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetHealth(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/GetHealth',
+            milepost_dot_v1_dot_coordinator__pb2.GetHealthRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.GetHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetFairness(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/GetFairness',
+            milepost_dot_v1_dot_coordinator__pb2.GetFairnessRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.GetFairnessResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetHealthConfig(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/milepost.v1.CoordinatorService/SetHealthConfig',
+            milepost_dot_v1_dot_coordinator__pb2.SetHealthConfigRequest.SerializeToString,
+            milepost_dot_v1_dot_coordinator__pb2.HealthConfig.FromString,
             options,
             channel_credentials,
             insecure,

@@ -24,31 +24,35 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19milepost/v1/routing.proto\x12\x0bmilepost.v1\"L\n\x03\x41rm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x0e\n\x06weight\x18\x04 \x01(\x01\"\x9d\x01\n\x0b\x43\x61naryGates\x12\x1b\n\x0emax_error_rate\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\x12max_p99_latency_ms\x18\x02 \x01(\x01\x12\x16\n\x0emax_divergence\x18\x03 \x01(\x01\x12\x19\n\x0cmin_requests\x18\x04 \x01(\x03H\x01\x88\x01\x01\x42\x11\n\x0f_max_error_rateB\x0f\n\r_min_requests\"I\n\tArmReward\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x01\x12\x0b\n\x03sum\x18\x03 \x01(\x01\x12\x13\n\x0bsum_squares\x18\x04 \x01(\x01\"\xf5\x02\n\rRoutingPolicy\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x1e\n\x04\x61rms\x18\x02 \x03(\x0b\x32\x10.milepost.v1.Arm\x12\x15\n\rkey_parameter\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x03(\x01\x12\x0c\n\x04step\x18\x05 \x01(\x05\x12\x10\n\x08window_s\x18\x06 \x01(\x01\x12\'\n\x05gates\x18\x07 \x01(\x0b\x32\x18.milepost.v1.CanaryGates\x12\x17\n\x0fshadow_fraction\x18\x08 \x01(\x01\x12\x10\n\x08\x63ombiner\x18\t \x01(\t\x12\x1d\n\x15stacker_deployment_id\x18\n \x01(\t\x12\x19\n\x11on_member_failure\x18\x0b \x01(\t\x12\x18\n\x10member_timeout_s\x18\x0c \x01(\x01\x12\x0e\n\x06\x62\x61ndit\x18\r \x01(\t\x12\x0f\n\x07\x65psilon\x18\x0e \x01(\x01\x12\'\n\x07rewards\x18\x0f \x03(\x0b\x32\x16.milepost.v1.ArmReward\"\x1e\n\tAddresses\x12\x11\n\taddresses\x18\x01 \x03(\t\"\xe0\x01\n\x05Route\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12*\n\x06policy\x18\x02 \x01(\x0b\x32\x1a.milepost.v1.RoutingPolicy\x12\x32\n\x08replicas\x18\x03 \x03(\x0b\x32 .milepost.v1.Route.ReplicasEntry\x12\x1c\n\x14\x64\x65\x63ision_sample_rate\x18\x04 \x01(\x01\x1aG\n\rReplicasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.milepost.v1.Addresses:\x02\x38\x01\"D\n\nRouteTable\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x12\"\n\x06routes\x18\x02 \x03(\x0b\x32\x12.milepost.v1.Route\"\x81\x02\n\nArmMetrics\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x03\x12\x17\n\x0flatency_buckets\x18\x05 \x03(\x03\x12\x16\n\x0elatency_sum_ms\x18\x06 \x01(\x01\x12\x13\n\x0bpredictions\x18\x07 \x01(\x03\x12\x16\n\x0eprediction_sum\x18\x08 \x01(\x01\x12\x1e\n\x16prediction_sum_squares\x18\t \x01(\x01\x12\x17\n\x0fshadow_compared\x18\n \x01(\x03\x12\x1b\n\x13shadow_abs_diff_sum\x18\x0b \x01(\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19milepost/v1/routing.proto\x12\x0bmilepost.v1\"L\n\x03\x41rm\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x15\n\rdeployment_id\x18\x02 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x03 \x01(\t\x12\x0e\n\x06weight\x18\x04 \x01(\x01\"\xa8\x02\n\x0b\x43\x61naryGates\x12\x1b\n\x0emax_error_rate\x18\x01 \x01(\x01H\x00\x88\x01\x01\x12\x1a\n\x12max_p99_latency_ms\x18\x02 \x01(\x01\x12\x16\n\x0emax_divergence\x18\x03 \x01(\x01\x12\x19\n\x0cmin_requests\x18\x04 \x01(\x03H\x01\x88\x01\x01\x12\x39\n\tmax_drift\x18\x05 \x03(\x0b\x32&.milepost.v1.CanaryGates.MaxDriftEntry\x12\x1d\n\x15max_impact_ratio_drop\x18\x06 \x01(\x01\x1a/\n\rMaxDriftEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x11\n\x0f_max_error_rateB\x0f\n\r_min_requests\"I\n\tArmReward\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\r\n\x05\x63ount\x18\x02 \x01(\x01\x12\x0b\n\x03sum\x18\x03 \x01(\x01\x12\x13\n\x0bsum_squares\x18\x04 \x01(\x01\"\xf5\x02\n\rRoutingPolicy\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x1e\n\x04\x61rms\x18\x02 \x03(\x0b\x32\x10.milepost.v1.Arm\x12\x15\n\rkey_parameter\x18\x03 \x01(\t\x12\r\n\x05steps\x18\x04 \x03(\x01\x12\x0c\n\x04step\x18\x05 \x01(\x05\x12\x10\n\x08window_s\x18\x06 \x01(\x01\x12\'\n\x05gates\x18\x07 \x01(\x0b\x32\x18.milepost.v1.CanaryGates\x12\x17\n\x0fshadow_fraction\x18\x08 \x01(\x01\x12\x10\n\x08\x63ombiner\x18\t \x01(\t\x12\x1d\n\x15stacker_deployment_id\x18\n \x01(\t\x12\x19\n\x11on_member_failure\x18\x0b \x01(\t\x12\x18\n\x10member_timeout_s\x18\x0c \x01(\x01\x12\x0e\n\x06\x62\x61ndit\x18\r \x01(\t\x12\x0f\n\x07\x65psilon\x18\x0e \x01(\x01\x12\'\n\x07rewards\x18\x0f \x03(\x0b\x32\x16.milepost.v1.ArmReward\"\x1e\n\tAddresses\x12\x11\n\taddresses\x18\x01 \x03(\t\"\xe0\x01\n\x05Route\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12*\n\x06policy\x18\x02 \x01(\x0b\x32\x1a.milepost.v1.RoutingPolicy\x12\x32\n\x08replicas\x18\x03 \x03(\x0b\x32 .milepost.v1.Route.ReplicasEntry\x12\x1c\n\x14\x64\x65\x63ision_sample_rate\x18\x04 \x01(\x01\x1aG\n\rReplicasEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.milepost.v1.Addresses:\x02\x38\x01\"D\n\nRouteTable\x12\x12\n\ngeneration\x18\x01 \x01(\x03\x12\"\n\x06routes\x18\x02 \x03(\x0b\x32\x12.milepost.v1.Route\"\x81\x02\n\nArmMetrics\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0b\n\x03\x61rm\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x03\x12\x17\n\x0flatency_buckets\x18\x05 \x03(\x03\x12\x16\n\x0elatency_sum_ms\x18\x06 \x01(\x01\x12\x13\n\x0bpredictions\x18\x07 \x01(\x03\x12\x16\n\x0eprediction_sum\x18\x08 \x01(\x01\x12\x1e\n\x16prediction_sum_squares\x18\t \x01(\x01\x12\x17\n\x0fshadow_compared\x18\n \x01(\x03\x12\x1b\n\x13shadow_abs_diff_sum\x18\x0b \x01(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'milepost.v1.routing_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_CANARYGATES_MAXDRIFTENTRY']._loaded_options = None
+  _globals['_CANARYGATES_MAXDRIFTENTRY']._serialized_options = b'8\001'
   _globals['_ROUTE_REPLICASENTRY']._loaded_options = None
   _globals['_ROUTE_REPLICASENTRY']._serialized_options = b'8\001'
   _globals['_ARM']._serialized_start=42
   _globals['_ARM']._serialized_end=118
   _globals['_CANARYGATES']._serialized_start=121
-  _globals['_CANARYGATES']._serialized_end=278
-  _globals['_ARMREWARD']._serialized_start=280
-  _globals['_ARMREWARD']._serialized_end=353
-  _globals['_ROUTINGPOLICY']._serialized_start=356
-  _globals['_ROUTINGPOLICY']._serialized_end=729
-  _globals['_ADDRESSES']._serialized_start=731
-  _globals['_ADDRESSES']._serialized_end=761
-  _globals['_ROUTE']._serialized_start=764
-  _globals['_ROUTE']._serialized_end=988
-  _globals['_ROUTE_REPLICASENTRY']._serialized_start=917
-  _globals['_ROUTE_REPLICASENTRY']._serialized_end=988
-  _globals['_ROUTETABLE']._serialized_start=990
-  _globals['_ROUTETABLE']._serialized_end=1058
-  _globals['_ARMMETRICS']._serialized_start=1061
-  _globals['_ARMMETRICS']._serialized_end=1318
+  _globals['_CANARYGATES']._serialized_end=417
+  _globals['_CANARYGATES_MAXDRIFTENTRY']._serialized_start=334
+  _globals['_CANARYGATES_MAXDRIFTENTRY']._serialized_end=381
+  _globals['_ARMREWARD']._serialized_start=419
+  _globals['_ARMREWARD']._serialized_end=492
+  _globals['_ROUTINGPOLICY']._serialized_start=495
+  _globals['_ROUTINGPOLICY']._serialized_end=868
+  _globals['_ADDRESSES']._serialized_start=870
+  _globals['_ADDRESSES']._serialized_end=900
+  _globals['_ROUTE']._serialized_start=903
+  _globals['_ROUTE']._serialized_end=1127
+  _globals['_ROUTE_REPLICASENTRY']._serialized_start=1056
+  _globals['_ROUTE_REPLICASENTRY']._serialized_end=1127
+  _globals['_ROUTETABLE']._serialized_start=1129
+  _globals['_ROUTETABLE']._serialized_end=1197
+  _globals['_ARMMETRICS']._serialized_start=1200
+  _globals['_ARMMETRICS']._serialized_end=1457
 # @@protoc_insertion_point(module_scope)

@@ -19,16 +19,27 @@ class Arm(_message.Message):
     def __init__(self, name: _Optional[str] = ..., deployment_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., weight: _Optional[float] = ...) -> None: ...
 
 class CanaryGates(_message.Message):
-    __slots__ = ("max_error_rate", "max_p99_latency_ms", "max_divergence", "min_requests")
+    __slots__ = ("max_error_rate", "max_p99_latency_ms", "max_divergence", "min_requests", "max_drift", "max_impact_ratio_drop")
+    class MaxDriftEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     MAX_ERROR_RATE_FIELD_NUMBER: _ClassVar[int]
     MAX_P99_LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     MAX_DIVERGENCE_FIELD_NUMBER: _ClassVar[int]
     MIN_REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    MAX_DRIFT_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMPACT_RATIO_DROP_FIELD_NUMBER: _ClassVar[int]
     max_error_rate: float
     max_p99_latency_ms: float
     max_divergence: float
     min_requests: int
-    def __init__(self, max_error_rate: _Optional[float] = ..., max_p99_latency_ms: _Optional[float] = ..., max_divergence: _Optional[float] = ..., min_requests: _Optional[int] = ...) -> None: ...
+    max_drift: _containers.ScalarMap[str, float]
+    max_impact_ratio_drop: float
+    def __init__(self, max_error_rate: _Optional[float] = ..., max_p99_latency_ms: _Optional[float] = ..., max_divergence: _Optional[float] = ..., min_requests: _Optional[int] = ..., max_drift: _Optional[_Mapping[str, float]] = ..., max_impact_ratio_drop: _Optional[float] = ...) -> None: ...
 
 class ArmReward(_message.Message):
     __slots__ = ("arm", "count", "sum", "sum_squares")

@@ -63,7 +63,7 @@ class AgentInfo(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., address: _Optional[str] = ..., resources: _Optional[_Union[Resources, _Mapping]] = ..., engines: _Optional[_Iterable[_Union[EngineInfo, _Mapping]]] = ..., labels: _Optional[_Mapping[str, str]] = ..., milepost_version: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
-    __slots__ = ("name", "version", "flavor", "size_bytes", "created_at", "manifest_json", "number", "digest", "aliases")
+    __slots__ = ("name", "version", "flavor", "size_bytes", "created_at", "manifest_json", "number", "digest", "aliases", "stage", "pushed_by")
     NAME_FIELD_NUMBER: _ClassVar[int]
     VERSION_FIELD_NUMBER: _ClassVar[int]
     FLAVOR_FIELD_NUMBER: _ClassVar[int]
@@ -73,6 +73,8 @@ class ModelVersion(_message.Message):
     NUMBER_FIELD_NUMBER: _ClassVar[int]
     DIGEST_FIELD_NUMBER: _ClassVar[int]
     ALIASES_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    PUSHED_BY_FIELD_NUMBER: _ClassVar[int]
     name: str
     version: str
     flavor: str
@@ -82,7 +84,9 @@ class ModelVersion(_message.Message):
     number: int
     digest: str
     aliases: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., flavor: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., manifest_json: _Optional[str] = ..., number: _Optional[int] = ..., digest: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ...) -> None: ...
+    stage: str
+    pushed_by: str
+    def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., flavor: _Optional[str] = ..., size_bytes: _Optional[int] = ..., created_at: _Optional[float] = ..., manifest_json: _Optional[str] = ..., number: _Optional[int] = ..., digest: _Optional[str] = ..., aliases: _Optional[_Iterable[str]] = ..., stage: _Optional[str] = ..., pushed_by: _Optional[str] = ...) -> None: ...
 
 class Batching(_message.Message):
     __slots__ = ("max_batch_size", "max_delay_us", "max_queue_rows")
@@ -142,18 +146,20 @@ class Deployment(_message.Message):
     def __init__(self, deployment_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., replicas: _Optional[int] = ..., agent_ids: _Optional[_Iterable[str]] = ..., state: _Optional[str] = ..., message: _Optional[str] = ..., batching: _Optional[_Union[Batching, _Mapping]] = ..., resources: _Optional[_Union[ResourceRequest, _Mapping]] = ..., selector: _Optional[_Mapping[str, str]] = ..., engine: _Optional[str] = ..., number: _Optional[int] = ...) -> None: ...
 
 class Endpoint(_message.Message):
-    __slots__ = ("name", "policy", "deployments", "created_at", "routing")
+    __slots__ = ("name", "policy", "deployments", "created_at", "routing", "require_approval")
     NAME_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     DEPLOYMENTS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     ROUTING_FIELD_NUMBER: _ClassVar[int]
+    REQUIRE_APPROVAL_FIELD_NUMBER: _ClassVar[int]
     name: str
     policy: str
     deployments: _containers.RepeatedCompositeFieldContainer[Deployment]
     created_at: float
     routing: _routing_pb2.RoutingPolicy
-    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., created_at: _Optional[float] = ..., routing: _Optional[_Union[_routing_pb2.RoutingPolicy, _Mapping]] = ...) -> None: ...
+    require_approval: bool
+    def __init__(self, name: _Optional[str] = ..., policy: _Optional[str] = ..., deployments: _Optional[_Iterable[_Union[Deployment, _Mapping]]] = ..., created_at: _Optional[float] = ..., routing: _Optional[_Union[_routing_pb2.RoutingPolicy, _Mapping]] = ..., require_approval: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("id", "endpoint", "at", "kind", "message")

@@ -77,6 +77,18 @@ def test_metrics_endpoint_serves_prometheus_text_with_per_arm_counters(mesh) -> 
         assert ("milepost_shadow_compared_total", labels) in samples
     assert samples[("milepost_endpoint_requests_total", (("endpoint", "scraped"), ("outcome", "success")))] == 40
     assert samples[("milepost_routes_generation", ())] == mesh.agents["a1"].router.generation
+    # Triton's names: per arm with the model and version its deployment serves, per endpoint the phases.
+    hosted = {h.spec.deployment_id: h for h in mesh.agents["a1"].table.hosted()}
+    for name, dep in (("a", "dep-a"), ("b", "dep-b")):
+        labels = (("endpoint", "scraped"), ("model", hosted[dep].spec.model), ("version", hosted[dep].version),
+                  ("arm", name))
+        assert samples[("milepost_inference_request_success_total", labels)] == served[name]
+        assert samples[("milepost_inference_request_failure_total", labels)] == 0
+        assert samples[("milepost_inference_request_duration_us_total", labels)] > 0
+    assert samples[("milepost_inference_count_total", (("endpoint", "scraped"),))] == 80
+    assert samples[("milepost_inference_exec_count_total", (("endpoint", "scraped"),))] == 40
+    assert samples[("milepost_inference_compute_duration_us_total", (("endpoint", "scraped"), ("phase", "infer")))] > 0
+    assert ("milepost_inference_queue_duration_us_total", (("endpoint", "scraped"),)) in samples
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
 

@@ -1,7 +1,7 @@
 """Runs Triton's own clients against an agent, unchanged, and prints what they saw as JSON.
 
-A separate process: tritonclient.grpc registers the same `inference.*` protobuf names as
-Milepost's stubs, and tritonclient.http runs on gevent, which is kept out of the test process.
+A separate process: tritonclient.http runs on gevent, which is kept out of the test process
+(that the clients and milepost.Client work in one process is tests/e2e/test_one_process.py).
 
     python triton_clients.py http HOST:PORT MODEL ROWS.npy      tritonclient.http: every call it has
     python triton_clients.py stream HOST:PORT MODEL ROWS.npy    tritonclient.grpc start_stream / async_stream_infer

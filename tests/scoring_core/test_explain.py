@@ -201,3 +201,24 @@ def test_explain_row_names_the_features_that_moved_the_decision() -> None:
     assert result.text.startswith("margin 4 (bias ")
     assert "income=1 +5" in result.text and "debt=0.5 -1" in result.text
     assert json.loads(json.dumps(result.to_json()))["top"][0]["feature"] == "income"
+
+
+@pytest.mark.parametrize("rows", [1, 3, 7, 8, 70])  # one by one below 8 rows; blocks (a partial one) beyond
+@pytest.mark.parametrize("model", ["xgboost_deep_multiclass", "lightgbm_categorical_nan"])
+def test_every_batch_size_takes_the_libraries_values(model: str, rows: int) -> None:
+    """Both kernel layouts (treeshap_row for a few rows, treeshap's blocks) on the cases that
+    take each branch: several groups, trees deeper than 8 (paths with their own point
+    counts), categorical splits, missing values."""
+    X, y = _data(nan=0.1, seed=4)
+    if model == "xgboost_deep_multiclass":
+        label = np.digitize(y, np.quantile(y, [0.33, 0.66]))
+        booster = xgb.train({"max_depth": 10, "objective": "multi:softprob", "num_class": 3, "nthread": 1},
+                            xgb.DMatrix(X, label=label), 6)
+        theirs = booster.predict(xgb.DMatrix(X[:rows]), pred_contribs=True)
+    else:
+        X[:, 5] = np.where(np.isnan(X[:, 5]), np.nan, np.abs(np.round(X[:, 5] * 3)))
+        booster = lgb.train({"objective": "regression", "num_leaves": 15, "verbose": -1, "num_threads": 1,
+                             "min_data_per_group": 5, "cat_smooth": 1}, lgb.Dataset(X, y, categorical_feature=[5]), 12)
+        theirs = booster.predict(X[:rows], pred_contrib=True)
+    assert booster is not None
+    _close(scoring_core.compile(booster).explain(X[:rows]), theirs)

@@ -135,6 +135,19 @@ def test_the_data_plane_is_open_on_loopback_and_health_always(cluster) -> None:
     channel.close()
 
 
+def test_the_coordinator_answers_health_probes_without_a_token(cluster) -> None:
+    from grpc_health.v1 import health_pb2_grpc
+
+    with grpc.insecure_channel(cluster.coordinator.address) as channel:
+        probe = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "milepost.v1.CoordinatorService"):
+            reply = probe.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.RpcError) as unknown:
+            probe.Check(health_pb2.HealthCheckRequest(service="no.such.Service"), timeout=5)
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_an_agent_token_registers_as_one_agent_only(cluster, credentials) -> None:
     from milepost.v1 import coordinator_pb2_grpc, types_pb2
 

@@ -1,0 +1,159 @@
+"""`milepost validate`: measures checked against scikit-learn's own metrics, gates and exit
+codes as a CI step sees them, and the result attached to the registered version."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from sklearn import metrics
+
+import scoring_core
+from milepost import validation
+from milepost.cli import main
+from milepost.cli.review import GATE_FAILED
+from tests.chaos.nodes import client, coordinator
+
+
+def _write(path, X, y, label="y", names=None):
+    names = names or [f"f{i}" for i in range(X.shape[1])]
+    columns = {n: pa.array(X[:, i].astype(np.float32)) for i, n in enumerate(names)}
+    columns[label] = pa.array(y)
+    pq.write_table(pa.table(columns), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def binary(tmp_path_factory):
+    """An XGBoost classifier, its bundle, and held-out labelled rows written as Parquet."""
+    import xgboost as xgb
+    from sklearn.datasets import make_classification
+
+    X, y = make_classification(n_samples=2000, n_features=6, n_informative=4, flip_y=0.05, random_state=3)
+    model = xgb.XGBClassifier(n_estimators=30, max_depth=3).fit(X[:1500], y[:1500])
+    root = tmp_path_factory.mktemp("validate")
+    bundle = root / "bundle"
+    scoring_core.compile(model).save(bundle)
+    data = _write(root / "held_out.parquet", X[1500:], y[1500:])
+    return model, bundle, data, X[1500:], y[1500:]
+
+
+def test_binary_measures_agree_with_scikit_learn(binary) -> None:
+    model, bundle, data, X, y = binary
+    manifest, labels, outputs = validation.score(bundle, data, "y")
+    measured = validation.measure(manifest, labels, outputs, threshold=0.5)
+    p1 = model.predict_proba(X)[:, 1]
+    tn, fp, fn, tp = metrics.confusion_matrix(y, p1 >= 0.5).ravel()
+    assert measured["auc"] == pytest.approx(metrics.roc_auc_score(y, p1), abs=1e-9)
+    assert measured["log_loss"] == pytest.approx(metrics.log_loss(y, p1), rel=1e-5)
+    assert measured["fpr"] == pytest.approx(fp / (fp + tn)) and measured["fnr"] == pytest.approx(fn / (fn + tp))
+    assert measured["accuracy"] == pytest.approx(metrics.accuracy_score(y, p1 >= 0.5))
+    assert (measured["rows"], measured["positives"]) == (500, int(y.sum()))
+
+
+def test_auc_shares_ranks_among_ties_as_scikit_learn_does() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.integers(0, 5, 300).astype(float)  # many ties
+    positive = rng.random(300) < 0.4
+    assert validation.auc(scores, positive) == pytest.approx(metrics.roc_auc_score(positive, scores))
+    assert validation.auc(scores, np.zeros(300, bool)) is None
+
+
+def test_regressor_and_multiclass_measures(tmp_path) -> None:
+    from sklearn.datasets import make_classification, make_regression
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.linear_model import Ridge
+
+    X, y = make_regression(n_samples=300, n_features=5, noise=5.0, random_state=1)
+    ridge = Ridge().fit(X, y)
+    scoring_core.compile(ridge).save(tmp_path / "ridge")
+    measured = validation.measure(*validation.score(tmp_path / "ridge", _write(tmp_path / "r.parquet", X, y), "y"))
+    predicted = ridge.predict(X.astype(np.float32))
+    assert measured["mae"] == pytest.approx(metrics.mean_absolute_error(y, predicted), rel=1e-5)
+    assert measured["rmse"] == pytest.approx(np.sqrt(metrics.mean_squared_error(y, predicted)), rel=1e-5)
+
+    X, y = make_classification(n_samples=300, n_features=6, n_informative=4, n_classes=3, random_state=2)
+    labels = np.array(["low", "mid", "high"])[y]  # string class labels
+    forest = RandomForestClassifier(n_estimators=10, max_depth=4, random_state=0).fit(X, labels)
+    scoring_core.compile(forest).save(tmp_path / "forest")
+    measured = validation.measure(*validation.score(tmp_path / "forest", _write(tmp_path / "c.parquet", X, labels), "y"))
+    proba = forest.predict_proba(X.astype(np.float32))
+    assert measured["accuracy"] == pytest.approx(metrics.accuracy_score(labels, forest.classes_[proba.argmax(1)]))
+    assert measured["log_loss"] == pytest.approx(metrics.log_loss(labels, proba, labels=forest.classes_), rel=1e-5)
+    assert "auc" not in measured
+
+
+def test_exit_codes_and_report_for_a_ci_step(binary, tmp_path, capsys) -> None:
+    _, bundle, data, X, y = binary
+    report = tmp_path / "report.json"
+    assert main(["validate", str(bundle), "--data", str(data), "--label", "y", "--min-auc", "0.8",
+                 "--max-fpr", "0.3", "--report", str(report)]) == 0
+    out = capsys.readouterr().out
+    assert "min_auc" in out and "PASSED" in out
+    written = json.loads(report.read_text())
+    assert written["passed"] and {g["gate"] for g in written["gates"]} == {"min_auc", "max_fpr"}
+    assert len(written["data"]["sha256"]) == 64
+
+    flipped = _write(tmp_path / "flipped.parquet", X, 1 - y)  # the labels a broken pipeline would give
+    assert main(["validate", str(bundle), "--data", str(flipped), "--label", "y", "--min-auc", "0.8",
+                 "--report", str(report)]) == GATE_FAILED
+    assert "FAIL" in capsys.readouterr().out and not json.loads(report.read_text())["passed"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--label", "target"], "--label 'target' is not a column"),
+    (["--label", "y", "--max-mae", "1"], "--max-mae does not apply"),
+    (["--label", "y", "--max-regression", "0.01"], "give --against"),
+])
+def test_mistakes_get_a_clear_error(binary, tmp_path, capsys, extra, message) -> None:
+    _, bundle, data, _, _ = binary
+    assert main(["validate", str(bundle), "--data", str(data), *extra, "--report", str(tmp_path / "r.json")]) == 1
+    err = capsys.readouterr().err
+    assert "INVALID_ARGUMENT" in err and message in err and "Traceback" not in err
+
+
+def test_labels_outside_the_classes_and_missing_labels_are_refused(binary, tmp_path) -> None:
+    from milepost.core.errors import InvalidArgument
+
+    _, bundle, _, X, y = binary
+    with pytest.raises(InvalidArgument, match=r"labels \['7'\] are not among"):
+        validation.measure(*validation.score(bundle, _write(tmp_path / "a.parquet", X, np.where(y == 1, 7, 0)), "y"))
+    with_null = pa.array([None, *y[1:].tolist()], pa.int64())
+    _write(tmp_path / "b.parquet", X, with_null)
+    with pytest.raises(InvalidArgument, match="1 missing values"):
+        validation.score(bundle, tmp_path / "b.parquet", "y")
+
+
+def test_a_registered_version_is_validated_against_its_baseline(binary, tmp_path, capsys, monkeypatch) -> None:
+    import xgboost as xgb
+
+    _, bundle, data, X, y = binary
+    weak = tmp_path / "weak"
+    scoring_core.compile(xgb.XGBClassifier(n_estimators=2, max_depth=1).fit(X[:50], y[:50])).save(weak)
+    node = coordinator(tmp_path / "c")
+    try:
+        with client(node) as admin:
+            admin.push_model(bundle, "churn")
+            admin.push_model(weak, "churn")
+            monkeypatch.setenv("MILEPOST_COORDINATOR", node.address)
+            monkeypatch.setenv("MILEPOST_TOKEN", node.admin_token_file.read_text().strip())
+            report = tmp_path / "r.json"
+            # The weak retrain loses more than 0.01 AUC to churn:1: refused, and recorded so.
+            assert main(["validate", "churn:2", "--data", str(data), "--label", "y", "--against", "churn:1",
+                         "--max-regression", "0.01", "--report", str(report)]) == GATE_FAILED
+            written = json.loads(report.read_text())
+            gate = next(g for g in written["gates"] if g["gate"] == "regression_auc")
+            assert not gate["passed"] and gate["value"] > 0.01 and written["against"]["model"] == "churn:1"
+            assert main(["validate", "churn:1", "--data", str(data), "--label", "y", "--min-auc", "0.8",
+                         "--report", str(report)]) == 0
+            assert "churn:1 now validated" in capsys.readouterr().out
+            stages = {m.number: m.stage for m in admin.list_models("churn")}
+            assert stages == {1: "validated", 2: "registered"}
+            (validated,) = admin.model_details("churn", "1").validations
+            assert validated.passed and json.loads(validated.report_json)["gates"][0]["gate"] == "min_auc"
+            assert [v.passed for v in admin.model_details("churn", "2").validations] == [False]
+    finally:
+        node.stop()

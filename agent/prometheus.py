@@ -21,6 +21,10 @@ the arm's deployment where this agent hosts it, else empty):
 ``milepost_inference_compute_duration_us`` (label ``phase``: input, infer, output). All
 counters, so the exposition names them with ``_total`` after these, as Prometheus requires.
 
+Per deployment (labels ``endpoint``, ``deployment``) that batches: ``milepost_batcher_queue_rows``
+(rows waiting now) and ``milepost_batch_rows`` (histogram of rows per engine call). And the
+process's own (``process_cpu_seconds_total``, ``process_resident_memory_bytes``...).
+
 Per endpoint (label ``endpoint``), as ModelStatistics counts them:
 ``milepost_endpoint_requests_total`` (label ``outcome``: success|failure),
 ``milepost_endpoint_rows_total``, ``milepost_endpoint_request_seconds_total``
@@ -53,13 +57,14 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import generate_latest, make_wsgi_app
+from prometheus_client import PlatformCollector, ProcessCollector, generate_latest, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from agent.routing.arm_metrics import LATENCY_BOUNDS_MS
 from agent.statistics import EndpointStatistics
+from engines.batching import BATCH_BOUNDS, MicroBatcher
 from milepost.v1 import routing_pb2
 from scoring_core.drift import Drift
 
@@ -87,6 +92,7 @@ class Reading:
     decisions_logged: Mapping[str, int] = field(default_factory=dict)
     decisions_dropped: Mapping[str, int] = field(default_factory=dict)
     arm_models: Mapping[tuple[str, str], tuple[str, str]] = field(default_factory=dict)  # (endpoint, arm) -> (model, version)
+    batchers: Iterable[tuple[str, str, MicroBatcher]] = ()  # (endpoint, deployment, its micro-batcher)
 
 
 class _EndpointCounters(Protocol):
@@ -130,7 +136,8 @@ def read_agent(agent: AgentCounters) -> Reading:
              if (window := h.model.drift) is not None]
     return Reading(agent.arm_metrics.snapshot(), agent.dataplane.all_statistics(), agent.arm_metrics.shadow_dropped(),
                    agent.router.generation, drift, agent.decisions.logged(), agent.decisions.dropped(),
-                   arm_models(agent.router.table, hosted))
+                   arm_models(agent.router.table, hosted),
+                   [(h.spec.endpoint, h.spec.deployment_id, h.model) for h in hosted if isinstance(h.model, MicroBatcher)])
 
 
 def arm_models(table: RouteTable, hosted: Iterable[Hosted]) -> dict[tuple[str, str], tuple[str, str]]:
@@ -168,7 +175,22 @@ def _triton_families(reading: Reading) -> list[Metric]:
         queue.add_metric([name], s.queue.ns / 1000.0)
         for phase, spent in (("input", s.compute_input), ("infer", s.compute_infer), ("output", s.compute_output)):
             compute.add_metric([name, phase], spent.ns / 1000.0)
-    return [success, failure, duration, rows, execs, queue, compute]
+    return [success, failure, duration, rows, execs, queue, compute, *_batcher_families(reading)]
+
+
+def _batcher_families(reading: Reading) -> list[Metric]:
+    labels = ["endpoint", "deployment"]
+    queued = GaugeMetricFamily("milepost_batcher_queue_rows", "Rows waiting for the model now.", labels=labels)
+    sizes = HistogramMetricFamily("milepost_batch_rows", "Rows per engine call (merged batches included).",
+                                  labels=labels)
+    for endpoint, deployment, batcher in reading.batchers:
+        queued.add_metric([endpoint, deployment], batcher.queued_rows)
+        cumulative, buckets = 0, []
+        for bound, count in zip((*BATCH_BOUNDS, float("inf")), list(batcher.batch_rows)):
+            cumulative += count
+            buckets.append((floatToGoString(bound), cumulative))
+        sizes.add_metric([endpoint, deployment], buckets, batcher.rows_scored)
+    return [queued, sizes]
 
 
 def families(reading: Reading) -> list[Metric]:
@@ -321,6 +343,8 @@ class MetricsServer:
     def __init__(self, host: str, port: int, collector: Collector) -> None:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(collector)
+        ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=registry)
         app = _only_metrics(make_wsgi_app(registry))
         self._server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
         self.port = self._server.server_port

@@ -33,6 +33,7 @@ load batches form by themselves. Promises:
 
 from __future__ import annotations
 
+import bisect
 import contextvars
 import threading
 import time
@@ -112,6 +113,9 @@ def _moved(average: float, sample: float) -> float:
     return average + (min(sample, 4 * average) - average) * 0.2
 
 
+BATCH_BOUNDS = tuple(1 << i for i in range(17))  # 1, 2, 4 ... 65536 rows an engine call
+
+
 class MicroBatcher(LoadedModel):
     def __init__(self, model: LoadedModel, config: BatchingSettings | None = None) -> None:
         self.model = model
@@ -129,6 +133,9 @@ class MicroBatcher(LoadedModel):
         self._closed = False
         self._cost = _Cost()
         self.batches_run = 0  # engine calls made from merged batches, for statistics and tests
+        # Engine calls by rows, bucket b counting calls of at most BATCH_BOUNDS[b] rows (the last: more).
+        self.batch_rows = [0] * (len(BATCH_BOUNDS) + 1)
+        self.rows_scored = 0
 
     def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:
         rows = batch.num_rows
@@ -290,5 +297,8 @@ class MicroBatcher(LoadedModel):
     def _timed(self, batch: pa.RecordBatch, deadline: Deadline) -> pa.RecordBatch:
         started = time.thread_time_ns()
         out = self.model.predict(batch, deadline)
-        self._cost.measured(batch.num_rows, time.thread_time_ns() - started)
+        rows = batch.num_rows
+        self._cost.measured(rows, time.thread_time_ns() - started)
+        self.batch_rows[bisect.bisect_left(BATCH_BOUNDS, rows)] += 1  # a lost count in a race is a count, not a fault
+        self.rows_scored += rows
         return out

@@ -89,6 +89,16 @@ def test_metrics_endpoint_serves_prometheus_text_with_per_arm_counters(mesh) -> 
     assert samples[("milepost_inference_exec_count_total", (("endpoint", "scraped"),))] == 40
     assert samples[("milepost_inference_compute_duration_us_total", (("endpoint", "scraped"), ("phase", "infer")))] > 0
     assert ("milepost_inference_queue_duration_us_total", (("endpoint", "scraped"),)) in samples
+    # Each arm's deployment batches: its queue now, and every engine call by rows (40 calls here, 2 rows each).
+    calls = 0.0
+    for dep in ("dep-a", "dep-b"):
+        labels = (("endpoint", f"direct-{dep}"), ("deployment", dep))
+        assert samples[("milepost_batcher_queue_rows", labels)] == 0
+        assert samples[("milepost_batch_rows_bucket", (*labels, ("le", "1.0")))] == 0
+        calls += samples[("milepost_batch_rows_bucket", (*labels, ("le", "2.0")))]
+        assert samples[("milepost_batch_rows_count", labels)] == samples[("milepost_batch_rows_bucket", (*labels, ("le", "+Inf")))]
+    assert calls >= 40
+    assert samples[("process_resident_memory_bytes", ())] > 0
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import shutil
+import sys
 from pathlib import Path
 
 import pyarrow as pa
@@ -69,6 +72,30 @@ def write_table(table: pa.Table, path: Path) -> None:
 
 
 def render(headers: list[str], rows: list[list[object]]) -> str:
+    """A table for a person: on a terminal, drawn by rich to fit its width (long cells wrap);
+    into a pipe or a file, plain aligned columns, one line a row, that tools can cut (programs
+    take ``--output json``)."""
+    if sys.stdout.isatty():
+        return _fitted(headers, rows, shutil.get_terminal_size().columns)
+    return plain(headers, rows)
+
+
+def _fitted(headers: list[str], rows: list[list[object]], width: int) -> str:
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
+    for header in headers:
+        table.add_column(header, overflow="fold")  # a long cell (a digest, a message) folds: nothing is cut
+    for row in rows:
+        table.add_row(*(str(c) for c in row))
+    out = io.StringIO()
+    Console(file=out, width=width, force_terminal=True).print(table)
+    return "\n".join(line for line in out.getvalue().splitlines() if line.strip())
+
+
+def plain(headers: list[str], rows: list[list[object]]) -> str:
     """A plain aligned text table."""
     cells = [[str(h) for h in headers]] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import math
 import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,10 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def score(bundle_dir: Path, data: Path, label: str) -> tuple[dict[str, Any], np.ndarray, pa.Table]:
-    """(manifest, the label column, the model's outputs) for every row of ``data`` (Parquet)."""
+def score(bundle_dir: Path, data: Path, label: str,
+          progress: Callable[[int], None] | None = None) -> tuple[dict[str, Any], np.ndarray, pa.Table]:
+    """(manifest, the label column, the model's outputs) for every row of ``data`` (Parquet);
+    ``progress(rows)`` as the engine goes."""
     from engines import registry
     from engines.base import DatasetJob
     from scoring_core import bundle
@@ -76,7 +79,7 @@ def score(bundle_dir: Path, data: Path, label: str) -> tuple[dict[str, Any], np.
     engine = registry.engine_for(str(manifest.get("flavor", "")), "", online=False)
     with tempfile.TemporaryDirectory(prefix="milepost-validate-") as tmp:
         sink = Path(tmp) / "scored.parquet"
-        engine.score_dataset(bundle_dir, DatasetJob(source=str(data), sink=str(sink), keep=(label,)))
+        engine.score_dataset(bundle_dir, DatasetJob(source=str(data), sink=str(sink), keep=(label,)), progress)
         scored = pq.read_table(sink)
     labels = scored.column(label)
     if labels.null_count:

@@ -124,3 +124,17 @@ def test_progress_lines_say_rate_and_time_left() -> None:
     bar.started -= 2.0  # two seconds in (the clock is the bar's own start time)
     line = bar.line(250)
     assert "250/1,000 rows (25%)" in line and "125/s" in line and "6 s left" in line
+
+
+def test_tables_fit_the_terminal_without_cutting_anything() -> None:
+    import re
+
+    from milepost.tables import _fitted, plain
+
+    digest = "sha256:" + "ab12" * 16
+    drawn = re.sub(r"\x1b\[[0-9;]*m", "", _fitted(["NAME", "DIGEST", "MESSAGE"],
+                                                  [["churn", digest, "placed on a1: 2 replicas"]], 40))
+    assert all(len(line) <= 40 for line in drawn.splitlines())
+    alone = re.sub(r"\x1b\[[0-9;]*m", "", _fitted(["DIGEST"], [[digest]], 30))
+    assert digest in "".join(alone.split()[2:])  # folded over lines, never cut (after the header and rule)
+    assert plain(["A", "B"], [["x", 1]]).splitlines() == ["A  B", "-  -", "x  1"]  # pipes get plain columns

@@ -91,8 +91,9 @@ def test_exit_codes_and_report_for_a_ci_step(binary, tmp_path, capsys) -> None:
     report = tmp_path / "report.json"
     assert main(["validate", str(bundle), "--data", str(data), "--label", "y", "--min-auc", "0.8",
                  "--max-fpr", "0.3", "--report", str(report)]) == 0
-    out = capsys.readouterr().out
-    assert "min_auc" in out and "PASSED" in out
+    captured = capsys.readouterr()
+    assert "min_auc" in captured.out and "PASSED" in captured.out
+    assert "500/500 rows (100%)" in captured.err  # the scoring's progress, on stderr
     written = json.loads(report.read_text())
     assert written["passed"] and {g["gate"] for g in written["gates"]} == {"min_auc", "max_fpr"}
     assert len(written["data"]["sha256"]) == 64

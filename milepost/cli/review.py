@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from milepost.cli import output
 from milepost.cli.arguments import client, model_ref
@@ -111,12 +112,12 @@ def cmd_validate(args: argparse.Namespace) -> int:
     local = Path(args.model).is_dir()
     with client(args) as c, tempfile.TemporaryDirectory(prefix="milepost-validate-") as tmp:
         bundle_dir, name, version = _bundle(c, args.model, Path(tmp) / "candidate", local)
-        manifest, labels, outputs = validation.score(bundle_dir, data, args.label)
+        manifest, labels, outputs = _scored(validation, bundle_dir, data, args.label)
         measured = validation.measure(manifest, labels, outputs, args.threshold)
         against = None
         if args.against:
             base_dir, base_name, base_version = _bundle(c, args.against, Path(tmp) / "baseline", Path(args.against).is_dir())
-            base_manifest, base_labels, base_outputs = validation.score(base_dir, data, args.label)
+            base_manifest, base_labels, base_outputs = _scored(validation, base_dir, data, args.label)
             against = (f"{base_name}:{base_version}", validation.measure(base_manifest, base_labels, base_outputs,
                                                                           args.threshold))
         verdicts = validation.judge(measured, gates, against[1] if against else None)
@@ -128,6 +129,18 @@ def cmd_validate(args: argparse.Namespace) -> int:
     print(_verdict_table(report))
     print(f"report: {args.report}" + (f"; {report['recorded']}" if "recorded" in report else ""))
     return 0 if report["passed"] else GATE_FAILED
+
+
+def _scored(validation: Any, bundle_dir: Path, data: Path, label: str) -> tuple[dict, Any, Any]:
+    """``validation.score`` with its progress on stderr (rows, rate, time left)."""
+    import pyarrow.parquet as pq
+
+    from milepost.cli.progress import ProgressBar
+
+    bar = ProgressBar(pq.ParquetFile(data).metadata.num_rows, sys.stderr, unit="rows")
+    scored = validation.score(bundle_dir, data, label, bar.update)
+    bar.finish(len(scored[1]))
+    return scored
 
 
 def _bundle(c: Client, ref: str, dest: Path, local: bool) -> tuple[Path, str, str]:

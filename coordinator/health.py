@@ -272,9 +272,14 @@ class HealthBook:
                 ).fetchall()
             if not rows:
                 out.message = "no drift window has closed yet (see the drift_window_rows and drift_window_s settings)"
+            newest: dict[str, tuple[float, float, int, dict[str, list[int]]]] = {}
             for agent_id, seq, opened_at, closed_at, n, counts_json in rows:
-                out.windows.append(_window(bundle, json.loads(counts_json), thresholds, agent_id=agent_id, seq=seq,
+                counts = json.loads(counts_json)
+                newest.setdefault(agent_id, (opened_at, closed_at, n, counts))
+                out.windows.append(_window(bundle, counts, thresholds, agent_id=agent_id, seq=seq,
                                            opened_at=opened_at, closed_at=closed_at, rows=n))
+            if len(newest) > 1:
+                out.all_agents.CopyFrom(_all_agents(bundle, list(newest.values()), thresholds))
         primary = self.primary_bundle(endpoint)
         response.task = primary.task if primary else ""
         if primary is not None:
@@ -412,6 +417,19 @@ def _window(bundle: Bundle, counts: dict[str, list[int]], thresholds: dict[str, 
     if _fits(bundle.prediction, counts):
         window.prediction.CopyFrom(feature_health(bundle.prediction, np.asarray(counts["prediction"]), thresholds))
     return window
+
+
+def _all_agents(bundle: Bundle, newest: list[tuple[float, float, int, dict[str, list[int]]]],
+                thresholds: dict[str, float]) -> pb.HealthWindow:
+    """The newest window of each agent as one: counts summed where every agent counted a name alike."""
+    names = set.intersection(*(set(counts) for _, _, _, counts in newest))
+    summed = {}
+    for name in names:
+        shapes = {len(counts[name]) for _, _, _, counts in newest}
+        if len(shapes) == 1:
+            summed[name] = np.sum([counts[name] for _, _, _, counts in newest], axis=0).tolist()
+    return _window(bundle, summed, thresholds, agent_id="all", opened_at=min(w[0] for w in newest),
+                   closed_at=max(w[1] for w in newest), rows=sum(w[2] for w in newest))
 
 
 def _fits(baseline: FeatureBaseline, counts: dict[str, list[int]]) -> bool:

@@ -185,9 +185,18 @@ def test_each_agent_has_its_windows_and_what_is_undeployed_is_forgotten(drift_wi
         shown = client.health("churn", windows=5).deployments[0].windows
         assert [(w.agent_id, w.seq) for w in shown] == [("a1", 1), ("a2", 2), ("a2", 1)]
         assert [(w.agent_id, w.seq) for w in client.health("churn").deployments[0].windows] == [("a1", 1), ("a2", 2)]
+        # The deployment as a whole: both agents' newest windows summed, and judged as one.
+        whole = client.health("churn").deployments[0].all_agents
+        a1 = next(w for w in shown if w.agent_id == "a1")
+        assert (whole.agent_id, whole.rows) == ("all", a1.rows + 1000)
+        assert [f.name for f in whole.features] == [f.name for f in a1.features]
+        for together, alone in zip(whole.features, a1.features):  # a2 saw what a1 saw: the whole looks the same
+            psi = {st.name: st.value for st in together.statistics}["psi"]
+            assert abs(psi - {st.name: st.value for st in alone.statistics}["psi"]) < 0.02
         assert main(["health", "churn", "--coordinator", cluster.coordinator.address, "--windows", "5"]) == 0
         table = capsys.readouterr().out
         assert "window 1 on a1, 4000 rows" in table and "window 2 on a2, 1000 rows" in table  # the newest of each agent
+        assert "all agents' newest windows together, 5000 rows" in table
         assert "window 1 on a2" not in table
         client.undeploy("churn")
     book.forget_gone()

@@ -73,6 +73,11 @@ def print_health(health: pb.GetHealthResponse) -> None:
         if not d.windows:
             print(f"\n{d.arm or '-'} ({label}, deployment {d.deployment_id}): {d.message}")
             continue
+        if d.HasField("all_agents"):
+            w = d.all_agents
+            print(f"\n{d.arm or '-'} ({label}, deployment {d.deployment_id}): all agents' newest windows together, "
+                  f"{w.rows} rows, {when(w.opened_at)} to {when(w.closed_at)}")
+            print(drift_table(w))
         for w in newest_per_agent(d):
             print(f"\n{d.arm or '-'} ({label}, deployment {d.deployment_id}): window {w.seq} on {w.agent_id}, "
                   f"{w.rows} rows, {when(w.opened_at)} to {when(w.closed_at)}")

@@ -738,7 +738,7 @@ class HealthWindow(_message.Message):
     def __init__(self, agent_id: _Optional[str] = ..., seq: _Optional[int] = ..., opened_at: _Optional[float] = ..., closed_at: _Optional[float] = ..., rows: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureHealth, _Mapping]]] = ..., prediction: _Optional[_Union[FeatureHealth, _Mapping]] = ...) -> None: ...
 
 class DeploymentHealth(_message.Message):
-    __slots__ = ("deployment_id", "arm", "model", "version", "has_baseline", "message", "windows", "number")
+    __slots__ = ("deployment_id", "arm", "model", "version", "has_baseline", "message", "windows", "number", "all_agents")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -747,6 +747,7 @@ class DeploymentHealth(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     WINDOWS_FIELD_NUMBER: _ClassVar[int]
     NUMBER_FIELD_NUMBER: _ClassVar[int]
+    ALL_AGENTS_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     arm: str
     model: str
@@ -755,7 +756,8 @@ class DeploymentHealth(_message.Message):
     message: str
     windows: _containers.RepeatedCompositeFieldContainer[HealthWindow]
     number: int
-    def __init__(self, deployment_id: _Optional[str] = ..., arm: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., has_baseline: _Optional[bool] = ..., message: _Optional[str] = ..., windows: _Optional[_Iterable[_Union[HealthWindow, _Mapping]]] = ..., number: _Optional[int] = ...) -> None: ...
+    all_agents: HealthWindow
+    def __init__(self, deployment_id: _Optional[str] = ..., arm: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., has_baseline: _Optional[bool] = ..., message: _Optional[str] = ..., windows: _Optional[_Iterable[_Union[HealthWindow, _Mapping]]] = ..., number: _Optional[int] = ..., all_agents: _Optional[_Union[HealthWindow, _Mapping]] = ...) -> None: ...
 
 class PerformanceWindow(_message.Message):
     __slots__ = ("arm", "index", "outcomes", "first_at", "last_at", "metrics")

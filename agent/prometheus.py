@@ -62,6 +62,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from agent.gpu_metrics import GpuCollector
 from agent.routing.arm_metrics import LATENCY_BOUNDS_MS
 from agent.statistics import EndpointStatistics
 from engines.batching import BATCH_BOUNDS, MicroBatcher
@@ -345,6 +346,7 @@ class MetricsServer:
         registry.register(collector)
         ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
         PlatformCollector(registry=registry)
+        registry.register(GpuCollector())  # agent.gpu_metrics: absent where no NVIDIA driver answers
         app = _only_metrics(make_wsgi_app(registry))
         self._server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
         self.port = self._server.server_port

@@ -12,7 +12,7 @@ all cores), in ``--rounds`` rounds that each run every contestant once, in turn:
 - Milepost ``predict`` on the row-major array (what a tensor input becomes);
 - Milepost ``predict`` on the column-major array (what named Arrow columns become);
 - Milepost ``predict_arrow`` end to end, on a tensor column and on named columns
-  (the named ones include the copy of every column into one column-major matrix).
+  (read in place, each column from its own buffer: scoring_core.linear_columns).
 
 The order is shuffled every round. Each figure is the median over rounds; ``fraction_of_limit`` is the median of the
 per-round ratios to that round's read limit, which cancels most of a shared machine's

@@ -4,7 +4,8 @@ Two Arrow layouts are accepted, because two producers exist:
 
 - one column per feature, named as the model's inputs (tables, files, Spark, Ray):
   copied once, column by column, into a Fortran-ordered array, never stacked and
-  transposed (PERF_NOTES technique 7);
+  transposed (PERF_NOTES technique 7); a bare linear model reads large batches of float
+  columns where they are instead (``float_columns``, scoring_core.linear_columns);
 - a single fixed-size-list column of width n_features (the network layer's zero-copy
   view of a row-major tensor): read in place as a C-ordered array, no copy.
 
@@ -110,6 +111,30 @@ def _matrix_from_named_columns(
         else:
             strings.fill_codes(X[:, j], batch.column(index[name]), name)
     return X
+
+
+def float_columns(batch: pa.RecordBatch, feature_names: list[str]) -> list[np.ndarray] | None:
+    """Zero-copy views of the batch's feature columns, in feature order, when it holds exactly
+    those columns, all float32 or all float64, none with nulls; else None (the matrix path
+    then reads the batch, and names what is wrong with it)."""
+    if batch.num_columns != len(feature_names) or batch.schema.names != list(feature_names):
+        by_name = {n: i for i, n in enumerate(batch.schema.names)}
+        if len(by_name) != batch.num_columns or set(by_name) != set(feature_names):
+            return None
+        order = [by_name[n] for n in feature_names]
+    else:
+        order = list(range(batch.num_columns))
+    first = batch.schema.field(order[0]).type if order else None
+    if first not in _FLOAT_TYPES:
+        return None
+    dtype = np.dtype(first.to_pandas_dtype())
+    views = []
+    for i in order:
+        col = batch.column(i)
+        if col.type != first or col.null_count:
+            return None
+        views.append(np.frombuffer(col.buffers()[1], dtype=dtype, count=len(col), offset=col.offset * dtype.itemsize))
+    return views
 
 
 def _fill_column(out: np.ndarray, col: pa.Array, name: str) -> None:

@@ -17,9 +17,10 @@ import numpy as np
 import pyarrow as pa
 
 from milepost.core.errors import DataLoss, InvalidArgument, Unimplemented
-from scoring_core import bundle
-from scoring_core.arrow_input import as_batch, matrix_from_batch, matrix_from_data
+from scoring_core import bundle, linear_columns
+from scoring_core.arrow_input import as_batch, float_columns, matrix_from_batch, matrix_from_data
 from scoring_core.kinds import Stage, stage_from_manifest, stage_to_manifest
+from scoring_core.linear import LinearModel
 from scoring_core.string_inputs import StringColumn
 
 FLAVOR = "scoring_core"
@@ -125,6 +126,8 @@ class CompiledModel:
             [pa.field(name, pa.string() if name in string_columns else pa.float32()) for name in feature_names]
         )
         self.output_schema = pa.schema([output])
+        # A bare linear model reads large batches of named columns in place (scoring_core.linear_columns).
+        self._reads_columns = isinstance(model, LinearModel) and not transforms and not string_columns and not unused
 
     def __repr__(self) -> str:
         source = self.metadata.get("source", self.model.kind)
@@ -173,7 +176,15 @@ class CompiledModel:
         """
         if not isinstance(batch, (pa.RecordBatch, pa.Table)):
             raise InvalidArgument(f"predict_arrow takes a pyarrow RecordBatch, got {type(batch).__name__}")
-        out = self._score(matrix_from_batch(as_batch(batch), self.feature_names, self.string_columns, self.unused_columns))
+        batch = as_batch(batch)
+        columns = (float_columns(batch, self.feature_names)
+                   if self._reads_columns and batch.num_rows >= linear_columns.MIN_ROWS else None)
+        if columns is not None:
+            model = self.model
+            assert isinstance(model, LinearModel)
+            out = linear_columns.score_columns(columns, model.coef, model.intercept, model.link)
+        else:
+            out = self._score(matrix_from_batch(batch, self.feature_names, self.string_columns, self.unused_columns))
         if out.shape[1] > 1:
             values = pa.array(out.reshape(-1))
             column = pa.FixedSizeListArray.from_arrays(values, type=self.output_schema.field(0).type)

@@ -275,3 +275,55 @@ def test_float64_tensor_column_and_null_rows(X, y_reg):
     assert np.isnan(got[1])
     keep = [0, 2, 3, 4]
     np.testing.assert_allclose(got[keep], est.predict(X[keep]), rtol=0, atol=TOL)
+
+
+@pytest.mark.parametrize("features", [7, 203])
+def test_large_named_batches_are_read_in_place_and_stay_bit_identical(features):
+    """From linear_columns.MIN_ROWS rows on, named float columns are read where they are
+    (scoring_core.linear_columns) instead of copied into one matrix: every link, float32 and
+    float64 columns, columns in another order, inf and NaN, on one thread and two, give the
+    bits a tensor gives. A column with nulls takes the matrix path (nulls are NaN there)."""
+    from scoring_core import linear_columns
+    from scoring_core.arrow_input import float_columns
+
+    rng = np.random.default_rng(21)
+    n = linear_columns.MIN_ROWS + 4097  # past the threshold, a ragged last block and 16-row step
+    X = rng.normal(size=(n, features)).astype(np.float32)
+    X[5, 3] = np.inf
+    X[7, 0] = np.nan
+    names = [f"f{j}" for j in range(features)]
+    try:
+        for threads in (1, 2):
+            scoring_core.set_num_threads(threads)
+            for link, k in (("identity", 2), ("logistic", 1), ("softmax", 4), ("ovr_logistic", 3)):
+                model = scoring_core.model.CompiledModel(
+                    LinearModel(rng.normal(size=(k, features)), rng.normal(size=k), link), feature_names=names,
+                    task="classification" if link != "identity" else "regression",
+                    classes=list(range(2 if link == "logistic" else k)) if link != "identity" else None)
+                tensor = pa.RecordBatch.from_arrays(
+                    [pa.FixedSizeListArray.from_arrays(pa.array(X.reshape(-1)), features)], names=["input"])
+                expected = model.predict_arrow(tensor).column(0)
+                for dtype in (np.float32, np.float64):
+                    order = rng.permutation(features)
+                    named = pa.RecordBatch.from_arrays([pa.array(X[:, j].astype(dtype)) for j in order],
+                                                       names=[names[j] for j in order])
+                    assert float_columns(named, names) is not None  # the in-place path
+                    got = model.predict_arrow(named).column(0)
+                    if dtype == np.float32:
+                        np.testing.assert_array_equal(_flat(got), _flat(expected), err_msg=f"{link} {threads} threads")
+                    else:  # float64 columns: the matrix path casts them to float32 first; here they stay
+                        wide = model.predict_arrow(pa.RecordBatch.from_arrays(
+                            [pa.FixedSizeListArray.from_arrays(pa.array(X.astype(np.float64).reshape(-1)), features)],
+                            names=["input"])).column(0)
+                        np.testing.assert_array_equal(_flat(got), _flat(wide), err_msg=f"{link} float64 {threads} threads")
+            with_null = pa.RecordBatch.from_arrays(
+                [pa.array([None, *X[1:, 0].tolist()], pa.float32()), *[pa.array(X[:, j]) for j in range(1, features)]],
+                names=names)
+            assert float_columns(with_null, names) is None
+    finally:
+        scoring_core.set_num_threads(2)
+
+
+def _flat(column: pa.Array) -> np.ndarray:
+    """A column of scores as numbers (NaN equal to NaN, unlike Arrow's equals)."""
+    return column.values.to_numpy() if pa.types.is_fixed_size_list(column.type) else column.to_numpy()

@@ -26,7 +26,7 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
         router: Router, metrics: ArmMetricsBook, stages: StageRunner, *, decisions: DecisionLog | None = None,
         gpus: GpuAssigner | None = None,
     ) -> None:
-        self.gpus = gpus or GpuAssigner(lambda: [g.index for g in info().resources.gpus])
+        self.gpus = gpus or GpuAssigner(lambda: list(info().resources.gpus))
         self.decisions = decisions
         self.stages = stages
         self.table = table
@@ -38,8 +38,13 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
         for field in ("deployment_id", "endpoint", "model", "version", "flavor"):
             if not getattr(request, field):
                 raise InvalidArgument(f"LoadRequest.{field} is required")
-        # A GPU replica runs on the GPU this agent assigns it ("cuda:N"), held until unloaded.
-        device = self.gpus.assign(request.deployment_id, request.gpus) if request.gpus > 0 else "cpu"
+        # A GPU replica runs on the GPU this agent assigns it ("cuda:N"), with the memory it
+        # reserves there, held until unloaded.
+        if request.gpu_memory_bytes < 0 or (request.gpu_memory_bytes and request.gpus <= 0):
+            raise InvalidArgument(
+                f"LoadRequest.gpu_memory_bytes ({request.gpu_memory_bytes}) needs gpus >= 1 and must be >= 0")
+        device = (self.gpus.assign(request.deployment_id, request.gpus, request.gpu_memory_bytes)
+                  if request.gpus > 0 else "cpu")
         spec = DeploymentSpec(
             deployment_id=request.deployment_id, endpoint=request.endpoint,
             model=request.model, version=request.version, engine=request.engine,

@@ -48,7 +48,7 @@ from agent.routing.members import DEPLOYMENT_PARAMETER
 from agent.routing.router import Router, describe_hosted
 from agent.statistics import EndpointStatistics
 from engines.batching import queue_wait_ns
-from milepost.core import deadlines, logs, memory
+from milepost.core import deadlines, logs, memory, tracing
 from milepost.core.deadlines import Deadline
 from milepost.core.description import ModelDescription
 from milepost.core.errors import MilepostError, NotFound, ResourceExhausted
@@ -71,6 +71,7 @@ class InferenceRequest:
     deadline: Deadline = None
     size_bytes: int = 0  # the request's size on the wire, for admission
     request_id: str = ""  # the caller's id for it, on every log line written while it is served
+    trace: object = None  # the caller's trace context (milepost.core.tracing.from_grpc), parent of its spans
 
 
 @dataclass(frozen=True)
@@ -131,10 +132,33 @@ class DataPlane:
         token = logs.request_id.set(request.request_id)
         waited = queue_wait_ns.set(0)
         try:
+            if tracing.enabled():
+                return self._traced(request, encode)
             return self._serve(request, encode)
         finally:
             queue_wait_ns.reset(waited)
             logs.request_id.reset(token)
+
+    def _traced(self, request: InferenceRequest, encode: Callable[[InferenceResponse], Encoded]) -> Encoded:
+        """``_serve`` inside the request's span (milepost.core.tracing), which the answer's arms,
+        deployments, version and rows are added to. On an event loop it is refused first: an
+        attempt refused there would leave a failed span behind."""
+        if must_not_block():
+            refuse_blocking("a traced request is served on a worker")
+        with tracing.span("milepost.infer", request.trace) as span:
+            span.set_attribute("milepost.endpoint", request.name)
+            if request.request_id:
+                span.set_attribute("milepost.request_id", request.request_id)
+
+            def traced(response: InferenceResponse) -> Encoded:
+                span.set_attribute("milepost.rows", response.batch.num_rows)
+                span.set_attribute("milepost.model_version", response.version)
+                span.set_attribute("milepost.deployment", ",".join(response.deployments))
+                if response.arms:
+                    span.set_attribute("milepost.arm", ",".join(response.arms))
+                return encode(response)
+
+            return self._serve(request, traced)
 
     def _serve(self, request: InferenceRequest, encode: Callable[[InferenceResponse], Encoded]) -> Encoded:
         """Serve ``request`` and return ``encode(response)``: the front end's reply, timed here too.

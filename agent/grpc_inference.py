@@ -33,7 +33,7 @@ import grpc
 from agent.dataplane import ARM_PARAMETER, DataPlane, InferenceRequest, InferenceResponse
 from agent.routing.members import DEPLOYMENT_PARAMETER
 from agent.statistics import Duration, EndpointStatistics
-from milepost.core import deadlines, tensor_codec
+from milepost.core import deadlines, tensor_codec, tracing
 from milepost.core.errors import DeadlineExceeded, MilepostError, NotFound, Unavailable
 from milepost.core.version import __version__
 from milepost.inference import grpc_predict_v2_pb2 as pb
@@ -79,6 +79,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             deadline=deadlines.from_grpc(context),
             size_bytes=request.ByteSize(),
             request_id=request.id,
+            trace=tracing.from_grpc(context),
         )
         requested = [o.name for o in request.outputs] or None
 

@@ -6,10 +6,10 @@ import os
 import shutil
 import subprocess
 import threading
-from collections import Counter
 from collections.abc import Callable, Sequence
 
 from milepost.core.errors import FailedPrecondition
+from milepost.core.requirements import GpuRoom, gib, pick_gpus, reserve
 from milepost.core.settings import get_settings
 from milepost.v1 import types_pb2
 
@@ -58,29 +58,48 @@ class GpuAssigner:
     that replicas that each ask for a GPU land on different GPUs of a multi-GPU node
     rather than all on GPU 0.
 
-    A replica asking for ``count`` GPUs holds the ``count`` GPUs that host the fewest
-    replicas (the lower index on a tie) until it is released; its device is the first of
-    them, "cuda:N" (an engine runs a replica on one device). Loading the same deployment
-    again keeps what it holds. ``indices`` lists the node's GPUs, as probed at start-up.
+    A replica asking for ``count`` GPUs with ``memory_bytes`` on each holds the ``count``
+    GPUs that have that much unreserved and host the fewest replicas (then the most free
+    memory, then the lower index: milepost.core.requirements.pick_gpus, the rule the
+    coordinator places by) until it is released; its device is the first of them,
+    "cuda:N" (an engine runs a replica on one device). A replica naming no memory may go
+    on any GPU (the coordinator keeps those apart) and holds its GPU's memory whole.
+    When no ``count`` GPUs have the memory the load is refused, FAILED_PRECONDITION with
+    each GPU's free memory. Loading the same deployment again keeps what it holds.
+
+    ``gpus`` lists the node's GPUs as probed at start-up: ``types_pb2.Gpu`` (index and
+    total memory), or a bare index for a GPU whose memory is unknown (it takes only
+    replicas that name no memory).
     """
 
-    def __init__(self, indices: Callable[[], Sequence[int]]) -> None:
-        self._indices = indices
-        self._held: dict[str, tuple[int, ...]] = {}
+    def __init__(self, gpus: Callable[[], Sequence[int | types_pb2.Gpu]]) -> None:
+        self._gpus = gpus
+        self._held: dict[str, tuple[tuple[int, ...], int]] = {}  # deployment id -> (GPU indices, bytes on each)
         self._lock = threading.Lock()
 
-    def assign(self, deployment_id: str, count: int) -> str:
+    def assign(self, deployment_id: str, count: int, memory_bytes: int = 0) -> str:
         with self._lock:
             held = self._held.get(deployment_id)
-            if held is None or len(held) != count:
+            if held is None or len(held[0]) != count or held[1] != memory_bytes:
                 self._held.pop(deployment_id, None)
-                gpus = list(self._indices())
-                if count > len(gpus):
+                rooms = self._rooms()
+                if count > len(rooms):
                     raise FailedPrecondition(
-                        f"resources.gpus: deployment {deployment_id!r} asks for {count} GPU(s); this agent has {len(gpus)}")
-                load = Counter(i for indices in self._held.values() for i in indices)
-                held = self._held[deployment_id] = tuple(sorted(gpus, key=lambda i: (load[i], i))[:count])
-            return f"cuda:{held[0]}"
+                        f"resources.gpus: deployment {deployment_id!r} asks for {count} GPU(s); this agent has {len(rooms)}")
+                picked = pick_gpus(rooms, count, memory_bytes)
+                if picked is None:
+                    which = "no GPU of this agent has" if count == 1 else f"fewer than {count} of this agent's GPUs have"
+                    raise FailedPrecondition(
+                        f"resources.gpu_memory_bytes: deployment {deployment_id!r} asks for {gib(memory_bytes)} on "
+                        f"{count} GPU(s); {which} that much unreserved: " + "; ".join(r.describe() for r in rooms))
+                held = self._held[deployment_id] = (picked, memory_bytes)
+            return f"cuda:{held[0][0]}"
+
+    def _rooms(self) -> list[GpuRoom]:
+        rooms = [GpuRoom(g, 0) if isinstance(g, int) else GpuRoom(g.index, g.memory_bytes) for g in self._gpus()]
+        for indices, memory_bytes in self._held.values():
+            rooms = reserve(rooms, indices, memory_bytes)
+        return rooms
 
     def release(self, deployment_id: str) -> None:
         with self._lock:
@@ -89,4 +108,9 @@ class GpuAssigner:
     def held(self) -> dict[str, tuple[int, ...]]:
         """Deployment id -> the GPU indices it holds."""
         with self._lock:
-            return dict(self._held)
+            return {d: indices for d, (indices, _) in self._held.items()}
+
+    def rooms(self) -> list[GpuRoom]:
+        """Each GPU with what the replicas held here reserve on it."""
+        with self._lock:
+            return self._rooms()

@@ -42,7 +42,7 @@ from google.protobuf.message import Message
 from agent import grpc_inference, rest_tensors
 from agent.dataplane import ARM_PARAMETER, DataPlane, InferenceRequest, InferenceResponse
 from agent.routing.members import DEPLOYMENT_PARAMETER
-from milepost.core import auth, deadlines, tensor_codec
+from milepost.core import auth, deadlines, tensor_codec, tracing
 from milepost.core.auth import Authenticate, Rule
 from milepost.core.errors import InvalidArgument, MilepostError, ResourceExhausted, shown
 from milepost.core.inline import WouldBlock, must_not_block, on_event_loop, refuse_blocking
@@ -216,6 +216,7 @@ class RestApp:
             deadline=deadlines.after(parsed.timeout_s),
             size_bytes=max(size, len(body)),
             request_id=parsed.id,
+            trace=tracing.from_headers(headers),
         )
 
         def encode(served: InferenceResponse) -> Reply:

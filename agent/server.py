@@ -39,7 +39,7 @@ from agent.routing.arm_metrics import ArmMetricsBook
 from agent.routing.router import Router
 from agent.stage_runner import StageRunner
 from engines import registry
-from milepost.core import auth, model_upload
+from milepost.core import auth, model_upload, tracing
 from milepost.core.auth import AuthInterceptor, Identity
 from milepost.core.errors import MilepostError, NotFound, Unavailable
 from milepost.core.grpc_server import DEFAULT_MAX_MESSAGE_BYTES, new_server
@@ -206,6 +206,7 @@ class Agent:
         # One thread pool per scoring process: BLAS threads spinning beside numba's pool
         # and the MLP workers halve throughput (PERF_NOTES, technique 8).
         pin_blas_to_one_thread()
+        tracing.start("milepost-agent", self._settings.tracing)  # the tracing setting; off: nothing
         self.port = listen(self.server, self.config.host, self.config.port, self.config.tls,
                            insecure=self.config.insecure)
         if self._http_server is not None:
@@ -265,6 +266,7 @@ class Agent:
         self.decisions.close()
         self.table.close()
         self._coordinator_channel.close()
+        tracing.shutdown()
 
     def _stage_runner(self) -> StageRunner:
         """Stages register the models they train as users push theirs (milepost.core.model_upload)."""

@@ -25,6 +25,7 @@ from milepost.core.names import check_name
 from milepost.core.requirements import Requirements
 from milepost.core.routing import spec as routing_spec
 from milepost.core.routing.policy import Arm
+from milepost.core.settings import get_settings
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
@@ -32,11 +33,24 @@ log = logging.getLogger("milepost.coordinator")
 
 @dataclass(frozen=True)
 class Placement:
-    """How new deployments of a policy are placed and batched."""
+    """How new deployments of a policy are placed and batched.
+
+    ``device`` is ResourceRequest.device ("", "cpu", "gpu", "auto"): resolved into the
+    requirements' GPUs, against the batching's largest batch, when each deployment is
+    made (Requirements.on_device); what is stored is the result.
+    """
 
     replicas: int = 1
     requirements: Requirements = field(default_factory=Requirements)
     batching: BatchingSettings = field(default_factory=BatchingSettings)
+    device: str = ""
+
+    def __post_init__(self) -> None:
+        self.resolved()  # a bad device or a contradiction is refused before anything else
+
+    def resolved(self) -> Requirements:
+        return self.requirements.on_device(
+            self.device, self.batching.effective_max_batch_size, get_settings().gpu_crossover_rows)
 
 
 def policy_of(endpoint: EndpointRecord) -> routing_pb2.RoutingPolicy:
@@ -142,7 +156,7 @@ class Endpoints:
             model=model.name, version=model.version, replicas=placement.replicas or 1, state="PENDING",
             message="", created_at=self.clock(),
             batching=placement.batching,
-            requirements=placement.requirements.with_engine(
+            requirements=placement.resolved().with_engine(
                 placement.requirements.engine or engine_for_flavor(model.flavor)
             ),
         )

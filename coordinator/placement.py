@@ -1,8 +1,19 @@
 """Where replicas run: filter agents by what a deployment needs, then rank them.
 
 Filters, in order: the engine, the label selector, free CPU, free memory, free
-GPUs. When nothing passes, the error says how many agents each filter turned
-away, so the operator knows what to add or relax.
+GPUs, or, for a deployment that names GPU memory per replica, GPUs with that much
+unreserved. When nothing passes, the error says how many agents each filter turned
+away (and, for GPU memory, what each GPU has free), so the operator knows what to
+add or relax.
+
+GPU memory: an agent reports each GPU's total; what is reserved on which GPU is
+not reported but replayed here (``gpu_rooms``) with the agent's own assignment
+rule (milepost.core.requirements.pick_gpus) over the deployments placed on it,
+oldest first. A GPU replica that names no memory holds its GPU whole, as before.
+The replay matches the agent while it loads in that order; after replicas left, or
+after a restart that loaded them in another order, a multi-GPU agent may hold them on
+other GPUs than a fresh replay says (on a one-GPU agent the two always agree). The
+agent checks again when it loads, and refuses with each GPU's free memory.
 
 Ranking looks at what each agent already carries: the replicas it hosts, the
 share of its CPU, memory and GPUs those replicas reserve, and the CPU it was
@@ -23,10 +34,11 @@ for the deployment's message and the audit trail.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from milepost.core.errors import FailedPrecondition, InvalidArgument
-from milepost.core.requirements import Requirements
+from milepost.core.requirements import GpuRoom, Requirements, gib, pick_gpus, reserve
 
 STRATEGIES = ("spread", "pack")
 
@@ -46,6 +58,7 @@ class Candidate:
     used_gpus: int = 0
     replicas: int = 0  # replicas it hosts, whatever they reserve
     cpu_utilization: float = 0.0  # measured over its last heartbeat interval, 0 to 1 of its cores
+    gpu_rooms: tuple[GpuRoom, ...] = ()  # each GPU's memory and what is reserved on it (gpu_rooms())
 
     @property
     def measured_tenths(self) -> int:
@@ -91,9 +104,29 @@ def _rejection(c: Candidate, req: Requirements) -> str | None:
         return f"have less than {req.cpu:g} free CPU"
     if req.memory_bytes > c.free_memory_bytes:
         return f"have less than {req.memory_bytes / 2**30:.2f} GiB free memory"
-    if req.gpus > c.free_gpus:
+    if req.gpu_memory_bytes:
+        if req.gpus > len(c.gpu_rooms):
+            return f"have fewer than {req.gpus} GPU(s)"
+        if pick_gpus(c.gpu_rooms, req.gpus, req.gpu_memory_bytes) is None:
+            rooms = "; ".join(r.describe() for r in c.gpu_rooms)
+            which = "no GPU" if req.gpus == 1 else f"fewer than {req.gpus} GPUs"
+            return f"have {which} with {gib(req.gpu_memory_bytes)} unreserved ({rooms})"
+    elif req.gpus > c.free_gpus:
         return f"have fewer than {req.gpus} free GPU(s)"
     return None
+
+
+def gpu_rooms(gpus: Iterable[tuple[int, int]], hosted: Iterable[Requirements]) -> tuple[GpuRoom, ...]:
+    """An agent's GPUs, (index, memory bytes) as it reports them, with what the
+    ``hosted`` replicas (oldest first) reserve, assigned as the agent assigns them.
+    A replica that no longer fits (the agent reports other GPUs now) counts on the
+    least loaded ones, so it is never forgotten."""
+    rooms = [GpuRoom(index, total) for index, total in gpus]
+    for r in hosted:
+        if r.gpus:
+            picked = pick_gpus(rooms, r.gpus, r.gpu_memory_bytes) or pick_gpus(rooms, min(r.gpus, len(rooms)), 0)
+            rooms = reserve(rooms, picked or (), r.gpu_memory_bytes)
+    return tuple(rooms)
 
 
 def place(
@@ -165,6 +198,9 @@ def _reason(rank: int, ranked: list[Candidate], req: Requirements, strategy: str
         notes.append(f"{c.used_cpu:g} of {c.cpu:g} CPU reserved")
     if c.cpu_utilization:
         notes.append(f"{c.cpu_utilization:.0%} CPU measured")
+    picked = pick_gpus(c.gpu_rooms, req.gpus, req.gpu_memory_bytes) if req.gpus else None
+    if picked:
+        notes.extend(r.describe() for r in c.gpu_rooms if r.index in picked)
     if tied_names:
         decided = max(next(i for i in range(len(key)) if k[i] != key[i]) for k in tied if k[:2] == key[:2])
         names = ", ".join(tied_names[:3]) + (" ..." if len(tied_names) > 3 else "")

@@ -165,13 +165,17 @@ class Reconciler:
             if rec.last_heartbeat >= now - self.ttl_s and not self.reports.draining(rec.agent_id)
         }
         used: dict[str, list[float]] = {a: [0.0, 0, 0, 0] for a in heard}
-        for d in [*self.store.list_deployments(), *extra]:
+        hosted: dict[str, list[Requirements]] = {a: [] for a in heard}
+        # Oldest first, as agents loaded them: the GPU replay (placement.gpu_rooms) depends on the order.
+        for d in sorted([*self.store.list_deployments(), *extra], key=lambda d: d.created_at):
             for a in d.agent_ids:
                 if a in used:
                     used[a][0] += d.requirements.cpu
                     used[a][1] += d.requirements.memory_bytes
-                    used[a][2] += d.requirements.gpus
                     used[a][3] += 1
+                    hosted[a].append(d.requirements)
+        rooms = {a: placement.gpu_rooms(((g.index, g.memory_bytes) for g in info.resources.gpus), hosted[a])
+                 for a, info in heard.items()}
         return [
             placement.Candidate(
                 agent_id=a,
@@ -180,8 +184,10 @@ class Reconciler:
                 cpu=float(info.resources.cpu_cores),
                 memory_bytes=info.resources.memory_bytes,
                 gpus=len(info.resources.gpus),
-                used_cpu=used[a][0], used_memory_bytes=int(used[a][1]), used_gpus=int(used[a][2]),
+                used_cpu=used[a][0], used_memory_bytes=int(used[a][1]),
+                used_gpus=sum(1 for r in rooms[a] if r.replicas),
                 replicas=int(used[a][3]), cpu_utilization=self.reports.load(a).cpu_utilization,
+                gpu_rooms=rooms[a],
             )
             for a, info in heard.items()
         ]
@@ -270,6 +276,7 @@ class Reconciler:
             deployment_id=d.deployment_id, endpoint=d.endpoint, model=d.model,
             version=d.version, flavor=model.flavor, engine=d.requirements.engine, gpus=d.requirements.gpus,
             batching=d.batching.to_proto(), version_number=model.number,
+            gpu_memory_bytes=d.requirements.gpu_memory_bytes,
         )
         self.agents.load(agent.address, request, timeout=timeout)
 

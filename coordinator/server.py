@@ -29,7 +29,7 @@ from coordinator.service import CoordinatorServicer
 from coordinator.store import Store
 from coordinator.tokens import TokenBook, token_file
 from coordinator.versions import Registry
-from milepost.core import auth
+from milepost.core import auth, tracing
 from milepost.core.auth import AuthInterceptor
 from milepost.core.grpc_server import new_server
 from milepost.core.tls import Tls, listen
@@ -119,6 +119,7 @@ class Coordinator:
         return f"{self.config.host}:{self.port}"
 
     def start(self) -> str:
+        tracing.start("milepost-coordinator")  # the tracing setting; off: nothing
         self.port = listen(self.server, self.config.host, self.config.port, self.config.tls,
                            insecure=self.config.insecure)
         self.server.start()
@@ -150,6 +151,7 @@ class Coordinator:
         self.agent_clients.close()
         self.tokens.close()
         self.store.close()
+        tracing.shutdown()
 
     def _watch_agents(self) -> None:
         """The control loops: re-place replicas of lost agents, judge canary windows and health rules."""

@@ -328,6 +328,7 @@ def _placement(request: pb.DeployRequest | pb.SetPolicyRequest) -> Placement:
         replicas=request.replicas,
         requirements=Requirements.from_proto(request.resources, request.selector, request.engine),
         batching=BatchingSettings.from_proto(request.batching),
+        device=request.resources.device,
     )
 
 

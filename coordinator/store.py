@@ -114,7 +114,8 @@ CREATE TABLE IF NOT EXISTS deployments (
     cpu REAL NOT NULL DEFAULT 0,
     memory_bytes INTEGER NOT NULL DEFAULT 0,
     gpus INTEGER NOT NULL DEFAULT 0,
-    selector_json TEXT NOT NULL DEFAULT '{}'
+    selector_json TEXT NOT NULL DEFAULT '{}',
+    gpu_memory_bytes INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS replicas (
     deployment_id TEXT NOT NULL REFERENCES deployments(deployment_id) ON DELETE CASCADE,
@@ -276,6 +277,8 @@ class Store:
                                     ("pushed_by", "TEXT NOT NULL DEFAULT ''")):
             if column not in columns:
                 self._db.execute(f"ALTER TABLE models ADD COLUMN {column} {declaration}")
+        if "gpu_memory_bytes" not in {row[1] for row in self._db.execute("PRAGMA table_info(deployments)")}:
+            self._db.execute("ALTER TABLE deployments ADD COLUMN gpu_memory_bytes INTEGER NOT NULL DEFAULT 0")
         if "require_approval" not in {row[1] for row in self._db.execute("PRAGMA table_info(endpoints)")}:
             self._db.execute("ALTER TABLE endpoints ADD COLUMN require_approval INTEGER NOT NULL DEFAULT 0")
         if "number" not in columns:
@@ -734,11 +737,11 @@ class Store:
     @staticmethod
     def _insert_deployment(db: sqlite3.Connection, d: DeploymentRecord) -> None:
         db.execute(
-            "INSERT INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO deployments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (d.deployment_id, d.endpoint, d.model, d.version, d.replicas, d.state, d.message, d.created_at,
              d.batching.max_batch_size, d.batching.max_delay_us, d.batching.max_queue_rows,
              d.requirements.engine, d.requirements.cpu, d.requirements.memory_bytes, d.requirements.gpus,
-             json.dumps(d.requirements.selector, sort_keys=True)),
+             json.dumps(d.requirements.selector, sort_keys=True), d.requirements.gpu_memory_bytes),
         )
         db.executemany("INSERT INTO replicas VALUES (?, ?)", [(d.deployment_id, a) for a in d.agent_ids])
 
@@ -755,11 +758,11 @@ class Store:
             ).fetchall()
             batching = BatchingSettings(*r[8:11])
             engine, cpu, memory_bytes, gpus, selector_json = r[11:16]
-            requirements = Requirements(engine, cpu, memory_bytes, gpus, json.loads(selector_json))
+            requirements = Requirements(engine, cpu, memory_bytes, gpus, json.loads(selector_json), r[16])
             deployment_id, endpoint_name, model, version, replicas, state, message, created_at = r[:8]
             out.append(DeploymentRecord(
                 deployment_id, endpoint_name, model, version, replicas, state, message, created_at,
-                batching, requirements, tuple(a[0] for a in agents), r[16],
+                batching, requirements, tuple(a[0] for a in agents), r[17],
             ))
         return out
 

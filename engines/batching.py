@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 
 from engines.base import LoadedModel
-from milepost.core import deadlines
+from milepost.core import deadlines, tracing
 from milepost.core.batching import BatchingSettings
 from milepost.core.deadlines import Deadline
 from milepost.core.errors import DeadlineExceeded, ResourceExhausted
@@ -192,14 +192,21 @@ class MicroBatcher(LoadedModel):
     def _follow(self, pending: _Pending) -> None:
         """Wait until ``pending`` is answered or given the lead; DeadlineExceeded when its deadline comes first."""
         pending.wake.wait(deadlines.remaining(pending.deadline))
-        queue_wait_ns.set(queue_wait_ns.get() + int((time.monotonic() - pending.arrived) * 1e9))
+        waited = int((time.monotonic() - pending.arrived) * 1e9)
+        queue_wait_ns.set(queue_wait_ns.get() + waited)
         with self._cond:
             if pending.done or pending.lead:
+                if tracing.enabled():
+                    tracing.finished("milepost.batch.queue", waited, {"milepost.rows": pending.batch.num_rows,
+                                                                      "milepost.lead": pending.lead})
                 return
             if not pending.taken:
                 self._queue.remove(pending)
                 self._queued_rows -= pending.batch.num_rows
-        raise DeadlineExceeded("deadline passed while the request waited for the model")
+        error = "deadline passed while the request waited for the model"
+        if tracing.enabled():
+            tracing.finished("milepost.batch.queue", waited, {"milepost.rows": pending.batch.num_rows}, error=error)
+        raise DeadlineExceeded(error)
 
     def _lead(self) -> None:
         """Score the next batch from the head of the queue (which holds this caller's request),
@@ -295,6 +302,14 @@ class MicroBatcher(LoadedModel):
             pending.answer(None, err)
 
     def _timed(self, batch: pa.RecordBatch, deadline: Deadline) -> pa.RecordBatch:
+        if tracing.enabled():
+            with tracing.span("milepost.engine") as span:  # the engine call, in the trace of the caller that scores
+                span.set_attribute("milepost.rows", batch.num_rows)
+                span.set_attribute("milepost.platform", self.platform)
+                return self._measured(batch, deadline)
+        return self._measured(batch, deadline)
+
+    def _measured(self, batch: pa.RecordBatch, deadline: Deadline) -> pa.RecordBatch:
         started = time.thread_time_ns()
         out = self.model.predict(batch, deadline)
         rows = batch.num_rows

@@ -218,7 +218,7 @@ class Client:
         self, endpoint: str, model: str, version: str = "", *, replicas: int = 1,
         max_batch_size: int = 0, max_delay_ms: float = 0.0, max_queue_rows: int = 0,
         cpu: float = 0.0, memory_bytes: int = 0, gpus: int = 0, selector: dict[str, str] | None = None,
-        engine: str = "", require_approval: bool = False,
+        engine: str = "", require_approval: bool = False, gpu_memory_bytes: int = 0, device: str = "",
     ) -> types_pb2.Endpoint:
         """Serve a model version under an endpoint: ``version`` a number, an alias, a digest or a
         prefix of one (the newest when empty), or the whole reference in ``model`` (``churn@champion``).
@@ -226,14 +226,19 @@ class Client:
         Redeploying an endpoint switches it to the new version once that is loaded.
         Batching settings of 0 take the agent's defaults. Replicas go to distinct live
         agents that run the engine (by default the one the model's flavor needs), carry
-        every ``selector`` label and have ``cpu``, ``memory_bytes`` and ``gpus`` free.
+        every ``selector`` label and have ``cpu``, ``memory_bytes`` and ``gpus`` free;
+        ``gpu_memory_bytes``: each of a replica's GPUs must have that much unreserved (then
+        GPUs are shared by replicas that fit). ``device``: "cpu", "gpu" (at least one GPU) or
+        "auto" (a GPU only when ``max_batch_size`` reaches the coordinator's
+        gpu_crossover_rows setting); empty: as ``gpus`` says.
         ``require_approval`` marks the endpoint production: from this deploy on, it takes
         approved versions only (``approve_model``).
         """
         batching = BatchingSettings.from_ms(max_batch_size, max_delay_ms, max_queue_rows).to_proto()
         request = pb.DeployRequest(
             endpoint=endpoint, model=model, version=version, replicas=replicas, batching=batching,
-            resources=types_pb2.ResourceRequest(cpu=cpu, memory_bytes=memory_bytes, gpus=gpus),
+            resources=types_pb2.ResourceRequest(
+                cpu=cpu, memory_bytes=memory_bytes, gpus=gpus, gpu_memory_bytes=gpu_memory_bytes, device=device),
             selector=selector or {}, engine=engine, require_approval=require_approval,
         )
         return self._call("Deploy", request)

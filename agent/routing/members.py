@@ -30,7 +30,7 @@ import grpc
 import pyarrow as pa
 
 from engines.base import LoadedModel
-from milepost.core import deadlines, tensor_codec
+from milepost.core import deadlines, tensor_codec, tracing
 from milepost.core.deadlines import Deadline
 from milepost.core.description import ModelDescription
 from milepost.core.errors import DeadlineExceeded, MilepostError, Unavailable
@@ -111,7 +111,11 @@ class RemoteModel(LoadedModel):
         request = pb.ModelInferRequest(model_name=self.deployment_id)
         request.parameters[DEPLOYMENT_PARAMETER].string_param = self.deployment_id
         tensor_codec.encode_inputs(batch, request)
-        response = self._call("ModelInfer", request, deadlines.remaining(deadline, self._call_timeout_s))
+        timeout = deadlines.remaining(deadline, self._call_timeout_s)
+        if tracing.enabled():
+            response = self._traced_infer(request, timeout, batch.num_rows)
+        else:
+            response = self._call("ModelInfer", request, timeout)
         if response.model_version:
             self._known_version = response.model_version
         return tensor_codec.decode_outputs(response)
@@ -131,9 +135,18 @@ class RemoteModel(LoadedModel):
         return found
 
     # ---- the calls ----
-    def _call(self, method: str, request: object, timeout: float | None) -> Any:
+    def _traced_infer(self, request: pb.ModelInferRequest, timeout: float | None, rows: int) -> Any:
+        """ModelInfer in a span whose context travels in the call's metadata (W3C traceparent),
+        so that the other agent's spans of this request join its trace (milepost.core.tracing)."""
+        with tracing.span("milepost.remote") as span:
+            span.set_attribute("milepost.deployment", self.deployment_id)
+            span.set_attribute("milepost.rows", rows)
+            return self._call("ModelInfer", request, timeout, tracing.outgoing())
+
+    def _call(self, method: str, request: object, timeout: float | None,
+              metadata: tuple[tuple[str, str], ...] | None = None) -> Any:
         """One call to the next address, then to the others while they are unavailable;
-        ``timeout`` covers them all."""
+        ``timeout`` covers them all; ``metadata`` goes with each."""
         deadline = deadlines.after(timeout)
         start = next(self._turn) % len(self.addresses)
         now = time.monotonic()
@@ -144,7 +157,7 @@ class RemoteModel(LoadedModel):
             if left is not None and left <= 0:
                 raise DeadlineExceeded(f"deadline passed before calling deployment {self.deployment_id} on {address}")
             try:
-                return getattr(self._channels.stub(address), method)(request, timeout=left)
+                return getattr(self._channels.stub(address), method)(request, timeout=left, metadata=metadata)
             except grpc.RpcError as err:
                 if MilepostError.from_status(err).code not in _RETRY_ON:
                     raise _as_error(err, self.deployment_id, address) from err

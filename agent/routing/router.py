@@ -44,7 +44,7 @@ from agent.routing.members import Channels
 from agent.routing.route_table import Route, RouteTable
 from agent.routing.served_keys import ServedKeys
 from engines.base import LoadedModel
-from milepost.core import deadlines
+from milepost.core import deadlines, tracing
 from milepost.core.deadlines import Deadline
 from milepost.core.description import ModelDescription
 from milepost.core.errors import (
@@ -269,7 +269,8 @@ class Router:
     ) -> Served:
         started = time.perf_counter()
         try:
-            served = self._invoke_arm(request, route, arm, batch, path, deadline)
+            invoke = self._traced_arm if tracing.enabled() else self._invoke_arm
+            served = invoke(request, route, arm, batch, path, deadline)
         except WouldBlock:
             raise  # not a failure: the request is served again from a worker
         except BaseException:
@@ -277,6 +278,25 @@ class Router:
             raise
         self.metrics.record(route.endpoint, arm.name, _ms_since(started), served.batch, failed=False)
         return served
+
+    def _traced_arm(
+        self, request: _Request, route: Route, arm: Arm, batch: pa.RecordBatch,
+        path: tuple[str, ...], deadline: Deadline,
+    ) -> Served:
+        """``_invoke_arm`` in a span saying which arm the policy chose (milepost.core.tracing)."""
+        with tracing.span("milepost.arm") as span:
+            span.set_attribute("milepost.endpoint", route.endpoint)
+            span.set_attribute("milepost.arm", arm.name)
+            span.set_attribute("milepost.policy", route.policy.kind if route.policy is not None else "")
+            if arm.deployment_id:
+                span.set_attribute("milepost.deployment", arm.deployment_id)
+                span.set_attribute("milepost.remote", self._local.get(arm.deployment_id) is None)
+            else:
+                span.set_attribute("milepost.arm_endpoint", arm.endpoint)
+            span.set_attribute("milepost.rows", batch.num_rows)
+            served = self._invoke_arm(request, route, arm, batch, path, deadline)
+            span.set_attribute("milepost.model_version", served.version)
+            return served
 
     def _invoke_arm(
         self, request: _Request, route: Route, arm: Arm, batch: pa.RecordBatch,
@@ -337,7 +357,7 @@ class Router:
         )
         try:
             future = self._shadow_pool.submit(
-                self._shadow_job, request, route, arm, batch, primary, path, time.monotonic() + timeout
+                tracing.bind(self._shadow_job), request, route, arm, batch, primary, path, time.monotonic() + timeout
             )
         except RuntimeError:  # the pool is shut down: the agent is stopping
             self._shadow_slots.release()
@@ -374,7 +394,7 @@ class Router:
                 started = time.perf_counter()
                 try:
                     future = self._member_pool.submit(
-                        self._member_job, request, route, arm, batch, path, member_deadline
+                        tracing.bind(self._member_job), request, route, arm, batch, path, member_deadline
                     )
                 except RuntimeError as err:
                     self._member_slots.release()
@@ -420,7 +440,8 @@ class Router:
         self, request: _Request, route: Route, arm: Arm, batch: pa.RecordBatch,
         path: tuple[str, ...], deadline: float,
     ) -> tuple[Served, float]:
-        served = self._invoke_arm(request, route, arm, batch, path, deadline)
+        invoke = self._traced_arm if tracing.enabled() else self._invoke_arm
+        served = invoke(request, route, arm, batch, path, deadline)
         return served, time.perf_counter()
 
     # ---- describing ----

@@ -76,6 +76,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             max_delay_ms=args.max_delay_ms, max_queue_rows=args.max_queue_rows,
             cpu=args.cpu, memory_bytes=byte_size(args.memory), gpus=args.gpus,
             selector=pairs(args.selector, "--selector"), engine=args.engine, require_approval=args.require_approval,
+            gpu_memory_bytes=_gpu_memory(args.gpu_memory), device=args.device or "",
         )
     output.show(args, endpoint, lambda: print_endpoint(endpoint))
     unplaced = [d for d in endpoint.deployments if d.state != "READY"]
@@ -85,6 +86,13 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         raise FailedPrecondition(f"endpoint {endpoint.name!r} is not serving: {reasons}. It stays deployed and is "
                                  "placed when an agent can take it (--no-wait: do not treat this as an error)")
     return 0
+
+
+def _gpu_memory(text: str) -> int:
+    try:
+        return byte_size(text)
+    except InvalidArgument:
+        raise InvalidArgument(f"--gpu-memory {text!r}: expected a size such as 512MiB or 4GiB") from None
 
 
 def cmd_undeploy(args: argparse.Namespace) -> int:
@@ -199,6 +207,11 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--cpu", type=float, default=0.0, help="CPU cores each replica reserves")
     p.add_argument("--memory", default="0", help="memory each replica reserves, e.g. 2GiB")
     p.add_argument("--gpus", type=int, default=0, help="GPUs each replica reserves")
+    p.add_argument("--gpu-memory", default="0", help="memory each replica reserves on its GPU, e.g. 4GiB: placed only "
+                   "where a GPU has that much unreserved (default: the whole GPU)")
+    p.add_argument("--device", choices=("cpu", "gpu", "auto"), default=None,
+                   help="cpu; gpu (at least one GPU); auto: a GPU only when --max-batch-size reaches the "
+                   "MILEPOST_GPU_CROSSOVER_ROWS setting (default 4096 rows), else CPU (default: cpu unless --gpus)")
     p.add_argument("--selector", action="append", default=[], metavar="KEY=VALUE",
                    help="only agents with this label (repeatable)")
     p.add_argument("--engine", default="", help="engine to serve with (default: the model flavor's)")

@@ -90,10 +90,16 @@ class Settings(BaseSettings):
     agent_ttl_s: float = Field(5.0, gt=0, description="seconds without a heartbeat before the coordinator marks an agent lost")
     heartbeat_interval_s: float = Field(1.0, gt=0, description="seconds between an agent's heartbeats, as the coordinator asks")
     placement: Literal["spread", "pack"] = Field("spread", description="how the coordinator places replicas: spread or pack")
+    gpu_crossover_rows: int = Field(4096, ge=1, description="batch size from which a deployment with --device auto "
+                                    "goes on a GPU; below it on CPU (a GPU rarely wins at small batches: launch and "
+                                    "copy costs dominate at batch 1)")
     log_format: Literal["text", "json"] = Field("text", description="how processes log: text, or json (one object a "
                                                 "line: time, level, component, message, request_id)")
     log_level: Literal["", "debug", "info", "warning", "error"] = Field(
         "", description="log level; empty: info for `up`, `coordinator` and `agent`, warning for other commands")
+    tracing: Literal["off", "otlp", "console"] = Field(
+        "off", description="OpenTelemetry traces of agents and the coordinator (the otel extra): otlp (to the "
+        "collector OTEL_EXPORTER_OTLP_ENDPOINT names), console, or off")
     batch_rows: int = Field(DEFAULT_BATCH_ROWS, ge=1, description="rows per engine call when scoring a dataset "
                             "(score-dataset --batch-rows, batch_scoring stages without batch_rows)")
 

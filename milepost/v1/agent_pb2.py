@@ -27,7 +27,7 @@ from milepost.v1 import routing_pb2 as milepost_dot_v1_dot_routing__pb2
 from milepost.v1 import types_pb2 as milepost_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17milepost/v1/agent.proto\x12\x0bmilepost.v1\x1a\x1bmilepost/v1/pipelines.proto\x1a\x19milepost/v1/routing.proto\x1a\x17milepost/v1/types.proto\"j\n\x14ListDecisionsRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05since\x18\x02 \x01(\x01\x12\r\n\x05until\x18\x03 \x01(\x01\x12\r\n\x05limit\x18\x04 \x01(\x03\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\"!\n\x0c\x44\x65\x63isionRows\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\"1\n\x10ServedArmRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"3\n\x11ServedArmResponse\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x11\n\tserved_at\x18\x02 \x01(\x01\"]\n\x0fRunStageRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12%\n\x05stage\x18\x02 \x01(\x0b\x32\x16.milepost.v1.StageSpec\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\"\x13\n\x11SetRoutesResponse\"\xc5\x01\n\x0bLoadRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0e\n\x06\x66lavor\x18\x05 \x01(\t\x12\'\n\x08\x62\x61tching\x18\x06 \x01(\x0b\x32\x15.milepost.v1.Batching\x12\x0e\n\x06\x65ngine\x18\x07 \x01(\t\x12\x0c\n\x04gpus\x18\x08 \x01(\x05\x12\x16\n\x0eversion_number\x18\t \x01(\x03\"\x0e\n\x0cLoadResponse\"&\n\rUnloadRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\"\x10\n\x0eUnloadResponse\"k\n\x10LoadedDeployment\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x05 \x01(\t\"\x14\n\x12\x41gentStatusRequest\"\xb4\x01\n\x13\x41gentStatusResponse\x12$\n\x04info\x18\x01 \x01(\x0b\x32\x16.milepost.v1.AgentInfo\x12\x32\n\x0b\x64\x65ployments\x18\x02 \x03(\x0b\x32\x1d.milepost.v1.LoadedDeployment\x12\x19\n\x11routes_generation\x18\x03 \x01(\x03\x12(\n\x07metrics\x18\x04 \x03(\x0b\x32\x17.milepost.v1.ArmMetrics2\x94\x04\n\x0c\x41gentService\x12=\n\x04Load\x12\x18.milepost.v1.LoadRequest\x1a\x19.milepost.v1.LoadResponse\"\x00\x12\x43\n\x06Unload\x12\x1a.milepost.v1.UnloadRequest\x1a\x1b.milepost.v1.UnloadResponse\"\x00\x12M\n\x06Status\x12\x1f.milepost.v1.AgentStatusRequest\x1a .milepost.v1.AgentStatusResponse\"\x00\x12\x46\n\tSetRoutes\x12\x17.milepost.v1.RouteTable\x1a\x1e.milepost.v1.SetRoutesResponse\"\x00\x12H\n\x08RunStage\x12\x1c.milepost.v1.RunStageRequest\x1a\x1a.milepost.v1.StageProgress\"\x00\x30\x01\x12L\n\tServedArm\x12\x1d.milepost.v1.ServedArmRequest\x1a\x1e.milepost.v1.ServedArmResponse\"\x00\x12Q\n\rListDecisions\x12!.milepost.v1.ListDecisionsRequest\x1a\x19.milepost.v1.DecisionRows\"\x00\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17milepost/v1/agent.proto\x12\x0bmilepost.v1\x1a\x1bmilepost/v1/pipelines.proto\x1a\x19milepost/v1/routing.proto\x1a\x17milepost/v1/types.proto\"j\n\x14ListDecisionsRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\r\n\x05since\x18\x02 \x01(\x01\x12\r\n\x05until\x18\x03 \x01(\x01\x12\r\n\x05limit\x18\x04 \x01(\x03\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\"!\n\x0c\x44\x65\x63isionRows\x12\x11\n\tarrow_ipc\x18\x01 \x01(\x0c\"1\n\x10ServedArmRequest\x12\x10\n\x08\x65ndpoint\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\t\"3\n\x11ServedArmResponse\x12\x0b\n\x03\x61rm\x18\x01 \x01(\t\x12\x11\n\tserved_at\x18\x02 \x01(\x01\"]\n\x0fRunStageRequest\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12%\n\x05stage\x18\x02 \x01(\x0b\x32\x16.milepost.v1.StageSpec\x12\x13\n\x0bparams_json\x18\x03 \x01(\t\"\x13\n\x11SetRoutesResponse\"\xdf\x01\n\x0bLoadRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0e\n\x06\x66lavor\x18\x05 \x01(\t\x12\'\n\x08\x62\x61tching\x18\x06 \x01(\x0b\x32\x15.milepost.v1.Batching\x12\x0e\n\x06\x65ngine\x18\x07 \x01(\t\x12\x0c\n\x04gpus\x18\x08 \x01(\x05\x12\x16\n\x0eversion_number\x18\t \x01(\x03\x12\x18\n\x10gpu_memory_bytes\x18\n \x01(\x03\"\x0e\n\x0cLoadResponse\"&\n\rUnloadRequest\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\"\x10\n\x0eUnloadResponse\"k\n\x10LoadedDeployment\x12\x15\n\rdeployment_id\x18\x01 \x01(\t\x12\x10\n\x08\x65ndpoint\x18\x02 \x01(\t\x12\r\n\x05model\x18\x03 \x01(\t\x12\x0f\n\x07version\x18\x04 \x01(\t\x12\x0e\n\x06\x65ngine\x18\x05 \x01(\t\"\x14\n\x12\x41gentStatusRequest\"\xb4\x01\n\x13\x41gentStatusResponse\x12$\n\x04info\x18\x01 \x01(\x0b\x32\x16.milepost.v1.AgentInfo\x12\x32\n\x0b\x64\x65ployments\x18\x02 \x03(\x0b\x32\x1d.milepost.v1.LoadedDeployment\x12\x19\n\x11routes_generation\x18\x03 \x01(\x03\x12(\n\x07metrics\x18\x04 \x03(\x0b\x32\x17.milepost.v1.ArmMetrics2\x94\x04\n\x0c\x41gentService\x12=\n\x04Load\x12\x18.milepost.v1.LoadRequest\x1a\x19.milepost.v1.LoadResponse\"\x00\x12\x43\n\x06Unload\x12\x1a.milepost.v1.UnloadRequest\x1a\x1b.milepost.v1.UnloadResponse\"\x00\x12M\n\x06Status\x12\x1f.milepost.v1.AgentStatusRequest\x1a .milepost.v1.AgentStatusResponse\"\x00\x12\x46\n\tSetRoutes\x12\x17.milepost.v1.RouteTable\x1a\x1e.milepost.v1.SetRoutesResponse\"\x00\x12H\n\x08RunStage\x12\x1c.milepost.v1.RunStageRequest\x1a\x1a.milepost.v1.StageProgress\"\x00\x30\x01\x12L\n\tServedArm\x12\x1d.milepost.v1.ServedArmRequest\x1a\x1e.milepost.v1.ServedArmResponse\"\x00\x12Q\n\rListDecisions\x12!.milepost.v1.ListDecisionsRequest\x1a\x19.milepost.v1.DecisionRows\"\x00\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,19 +47,19 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SETROUTESRESPONSE']._serialized_start=463
   _globals['_SETROUTESRESPONSE']._serialized_end=482
   _globals['_LOADREQUEST']._serialized_start=485
-  _globals['_LOADREQUEST']._serialized_end=682
-  _globals['_LOADRESPONSE']._serialized_start=684
-  _globals['_LOADRESPONSE']._serialized_end=698
-  _globals['_UNLOADREQUEST']._serialized_start=700
-  _globals['_UNLOADREQUEST']._serialized_end=738
-  _globals['_UNLOADRESPONSE']._serialized_start=740
-  _globals['_UNLOADRESPONSE']._serialized_end=756
-  _globals['_LOADEDDEPLOYMENT']._serialized_start=758
-  _globals['_LOADEDDEPLOYMENT']._serialized_end=865
-  _globals['_AGENTSTATUSREQUEST']._serialized_start=867
-  _globals['_AGENTSTATUSREQUEST']._serialized_end=887
-  _globals['_AGENTSTATUSRESPONSE']._serialized_start=890
-  _globals['_AGENTSTATUSRESPONSE']._serialized_end=1070
-  _globals['_AGENTSERVICE']._serialized_start=1073
-  _globals['_AGENTSERVICE']._serialized_end=1605
+  _globals['_LOADREQUEST']._serialized_end=708
+  _globals['_LOADRESPONSE']._serialized_start=710
+  _globals['_LOADRESPONSE']._serialized_end=724
+  _globals['_UNLOADREQUEST']._serialized_start=726
+  _globals['_UNLOADREQUEST']._serialized_end=764
+  _globals['_UNLOADRESPONSE']._serialized_start=766
+  _globals['_UNLOADRESPONSE']._serialized_end=782
+  _globals['_LOADEDDEPLOYMENT']._serialized_start=784
+  _globals['_LOADEDDEPLOYMENT']._serialized_end=891
+  _globals['_AGENTSTATUSREQUEST']._serialized_start=893
+  _globals['_AGENTSTATUSREQUEST']._serialized_end=913
+  _globals['_AGENTSTATUSRESPONSE']._serialized_start=916
+  _globals['_AGENTSTATUSRESPONSE']._serialized_end=1096
+  _globals['_AGENTSERVICE']._serialized_start=1099
+  _globals['_AGENTSERVICE']._serialized_end=1631
 # @@protoc_insertion_point(module_scope)

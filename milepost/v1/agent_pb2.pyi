@@ -60,7 +60,7 @@ class SetRoutesResponse(_message.Message):
     def __init__(self) -> None: ...
 
 class LoadRequest(_message.Message):
-    __slots__ = ("deployment_id", "endpoint", "model", "version", "flavor", "batching", "engine", "gpus", "version_number")
+    __slots__ = ("deployment_id", "endpoint", "model", "version", "flavor", "batching", "engine", "gpus", "version_number", "gpu_memory_bytes")
     DEPLOYMENT_ID_FIELD_NUMBER: _ClassVar[int]
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +70,7 @@ class LoadRequest(_message.Message):
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     GPUS_FIELD_NUMBER: _ClassVar[int]
     VERSION_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    GPU_MEMORY_BYTES_FIELD_NUMBER: _ClassVar[int]
     deployment_id: str
     endpoint: str
     model: str
@@ -79,7 +80,8 @@ class LoadRequest(_message.Message):
     engine: str
     gpus: int
     version_number: int
-    def __init__(self, deployment_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., flavor: _Optional[str] = ..., batching: _Optional[_Union[_types_pb2.Batching, _Mapping]] = ..., engine: _Optional[str] = ..., gpus: _Optional[int] = ..., version_number: _Optional[int] = ...) -> None: ...
+    gpu_memory_bytes: int
+    def __init__(self, deployment_id: _Optional[str] = ..., endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., flavor: _Optional[str] = ..., batching: _Optional[_Union[_types_pb2.Batching, _Mapping]] = ..., engine: _Optional[str] = ..., gpus: _Optional[int] = ..., version_number: _Optional[int] = ..., gpu_memory_bytes: _Optional[int] = ...) -> None: ...
 
 class LoadResponse(_message.Message):
     __slots__ = ()

@@ -138,3 +138,39 @@ def test_tables_fit_the_terminal_without_cutting_anything() -> None:
     alone = re.sub(r"\x1b\[[0-9;]*m", "", _fitted(["DIGEST"], [[digest]], 30))
     assert digest in "".join(alone.split()[2:])  # folded over lines, never cut (after the header and rule)
     assert plain(["A", "B"], [["x", 1]]).splitlines() == ["A  B", "-  -", "x  1"]  # pipes get plain columns
+
+
+def test_a_large_file_is_scored_in_requests_with_progress(cluster, logistic_model, tmp_path, capsys, monkeypatch) -> None:
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from milepost.cli import models
+
+    estimator, bundle_dir, _, rows = logistic_model
+    c = ["--coordinator", cluster.coordinator.address]
+    with cluster.client as client:
+        client.push_model(bundle_dir, "churn")
+        client.deploy("api", "churn")
+    source = tmp_path / "rows.parquet"
+    table = pa.table({f"f{j}": rows[:, j] for j in range(rows.shape[1])})  # the compiled model's input names
+    pq.write_table(table, source)
+    monkeypatch.setattr(models, "SCORE_REQUEST_BYTES", 1024)  # so that this small file takes several requests
+    out = tmp_path / "scored.parquet"
+    assert main(["score", "api", "--input", str(source), "--output", str(out), *c]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.strip() == f"scored {len(rows)} rows -> {out}"
+    assert f"{len(rows)}/{len(rows)} rows (100%)" in captured.err.splitlines()[-1]
+    scored = np.asarray(pq.read_table(out).column("probabilities").to_pylist())
+    np.testing.assert_allclose(scored, estimator.predict_proba(rows), rtol=1e-5, atol=1e-6)
+
+
+def test_registry_changes_print_json_too(cluster, logistic_model, capsys) -> None:
+    _, bundle_dir, version, _ = logistic_model
+    c = ["--coordinator", cluster.coordinator.address]
+    pushed = _json(capsys, "models", "push", str(bundle_dir), "--name", "m", *c)
+    assert (pushed["number"], pushed["version"], pushed["stage"]) == ("1", version, "registered")
+    assert _json(capsys, "models", "alias", "m", "prod", "1", *c)["aliases"] == ["prod"]
+    assert _json(capsys, "models", "unalias", "m", "prod", *c).get("aliases", []) == []
+    assert _json(capsys, "models", "retire", "m:1", "--note", "old", *c)["stage"] == "retired"
+    assert _json(capsys, "models", "delete", "m:1", *c)["version"] == version

@@ -44,6 +44,7 @@ def test_example_pipeline_trains_scores_on_spark_and_deploys_a_canary(up, tmp_pa
     done = cli("submit", str(work / "pipeline.yaml"), "--follow", *c)
     assert "SUCCEEDED" in done.stdout, done.stdout + done.stderr
     assert "train:running" in done.stderr or "train:succeeded" in done.stderr  # live progress on stderr
+    assert "score:succeeded(10,000 rows, " in done.stderr and " rows/s)" in done.stderr  # with its rate
 
     with Client(up.coordinator) as client:
         (run,) = client.runs()

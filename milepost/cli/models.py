@@ -15,9 +15,13 @@ from milepost.core.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_ROW
 from milepost.core.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
+    import pyarrow as pa
+
+    from milepost.client import Client
     from milepost.v1 import coordinator_pb2
 
 PROGRESS_FROM_BYTES = 8 << 20  # pushes of larger archives show their progress
+SCORE_REQUEST_BYTES = 4 << 20  # `score` sends a larger file in requests of about this size
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -42,21 +46,21 @@ def cmd_models_push(args: argparse.Namespace) -> int:
         model = c.push_model(Path(args.path), args.name, progress=progress)
     if bars:
         bars[0].finish(bars[0].total or 0)
-    print(f"{model.name}:{model.number} {model.digest}")
+    output.show(args, model, lambda: print(f"{model.name}:{model.number} {model.digest}"))
     return 0
 
 
 def cmd_models_alias(args: argparse.Namespace) -> int:
     with client(args) as c:
         model = c.set_alias(args.model, args.alias, args.version)
-    print(f"{model.name}@{args.alias} -> {model.name}:{model.number} {model.digest}")
+    output.show(args, model, lambda: print(f"{model.name}@{args.alias} -> {model.name}:{model.number} {model.digest}"))
     return 0
 
 
 def cmd_models_unalias(args: argparse.Namespace) -> int:
     with client(args) as c:
         model = c.remove_alias(args.model, args.alias)
-    print(f"{model.name}@{args.alias} removed (it named {model.name}:{model.number})")
+    output.show(args, model, lambda: print(f"{model.name}@{args.alias} removed (it named {model.name}:{model.number})"))
     return 0
 
 
@@ -64,7 +68,7 @@ def cmd_models_delete(args: argparse.Namespace) -> int:
     name, version = model_ref(args.model)
     with client(args) as c:
         model = c.delete_model(name, version)
-    print(f"{model.name}:{model.number} {model.digest} deleted")
+    output.show(args, model, lambda: print(f"{model.name}:{model.number} {model.digest} deleted"))
     return 0
 
 
@@ -153,7 +157,7 @@ def cmd_score(args: argparse.Namespace) -> int:
 
     table = read_table(Path(args.input))
     with client(args) as c:
-        result = c.infer(args.endpoint, table)
+        result = _score_in_requests(c, args.endpoint, table)
     if args.output:
         write_table(result, Path(args.output))
         print(f"scored {result.num_rows} rows -> {args.output}")
@@ -161,6 +165,25 @@ def cmd_score(args: argparse.Namespace) -> int:
         flat = flatten(result)
         print(render(flat.column_names, [list(r.values()) for r in flat.to_pylist()]))
     return 0
+
+
+def _score_in_requests(c: Client, endpoint: str, table: pa.Table) -> pa.Table:
+    """``table`` scored in requests of at most SCORE_REQUEST_BYTES, with progress (rows, rate,
+    time left) on stderr when it takes more than one."""
+    import pyarrow as pa
+
+    from milepost.cli.progress import ProgressBar
+
+    rows = max(1, int(SCORE_REQUEST_BYTES // max(1.0, table.nbytes / max(1, table.num_rows))))
+    if table.num_rows <= rows:
+        return c.infer(endpoint, table)
+    bar = ProgressBar(table.num_rows, sys.stderr, unit="rows")
+    parts = []
+    for start in range(0, table.num_rows, rows):
+        parts.append(c.infer(endpoint, table.slice(start, rows)))
+        bar.update(start + parts[-1].num_rows)
+    bar.finish(table.num_rows)
+    return pa.concat_tables(parts)
 
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -177,18 +200,22 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     pp = models_sub.add_parser("push", parents=[common], help="register a bundle dir, XGBoost .json, LightGBM .txt or .onnx")
     pp.add_argument("path")
     pp.add_argument("--name", required=True)
+    output.add_flag(pp)
     pp.set_defaults(func=cmd_models_push)
     pp = models_sub.add_parser("alias", parents=[common], help="point NAME@ALIAS at a version (moves it if set)")
     pp.add_argument("model", metavar="NAME")
     pp.add_argument("alias")
     pp.add_argument("version", help="a number, another @ALIAS, sha256:HEX or a digest prefix")
+    output.add_flag(pp)
     pp.set_defaults(func=cmd_models_alias)
     pp = models_sub.add_parser("unalias", parents=[common], help="remove NAME@ALIAS")
     pp.add_argument("model", metavar="NAME")
     pp.add_argument("alias")
+    output.add_flag(pp)
     pp.set_defaults(func=cmd_models_unalias)
     pp = models_sub.add_parser("delete", parents=[common], help="delete one version (refused while deployed)")
     pp.add_argument("model", metavar="NAME:VERSION", help="NAME:NUMBER, NAME@ALIAS or NAME@sha256:HEX")
+    output.add_flag(pp)
     pp.set_defaults(func=cmd_models_delete)
     review.add_model_commands(models_sub, common)
     review.add_commands(sub, common)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from milepost.cli.views import print_run, when
 
 if TYPE_CHECKING:
     from milepost.client import Client
+    from milepost.v1 import pipelines_pb2
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
@@ -28,13 +30,22 @@ def follow(c: Client, run_id: str) -> int:
     """Stage progress on stderr until the run finishes, then the run; 0 when it succeeded."""
     last = None
     for run in c.watch_run(run_id):
-        line = " ".join(f"{s.name}:{s.state.lower()}{f'({s.rows} rows)' if s.rows else ''}" for s in run.stages)
+        line = " ".join(f"{s.name}:{s.state.lower()}{_rows(s)}" for s in run.stages)
         if line != last:
             print(f"[{run.state.lower()}] {line}", file=sys.stderr, flush=True)
             last = line
     final = c.run(run_id)
     print_run(final)
     return 0 if final.state == "SUCCEEDED" else 1
+
+
+def _rows(stage: pipelines_pb2.StageRun) -> str:
+    """``(N rows, R rows/s)`` of a stage that has counted rows: its rate since it started."""
+    if not stage.rows:
+        return ""
+    spent = (stage.finished_at or time.time()) - stage.started_at if stage.started_at else 0.0
+    rate = f", {stage.rows / spent:,.0f} rows/s" if spent > 0 else ""
+    return f"({stage.rows:,} rows{rate})"
 
 
 def cmd_runs(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ def cmd_approve(args: argparse.Namespace) -> int:
     name, version = model_ref(args.model)
     with client(args) as c:
         m = c.approve_model(name, version, note=args.note)
-    print(f"{m.name}:{m.number} {m.digest} approved")
+    output.show(args, m, lambda: print(f"{m.name}:{m.number} {m.digest} approved"))
     return 0
 
 
@@ -37,7 +37,7 @@ def cmd_retire(args: argparse.Namespace) -> int:
     name, version = model_ref(args.model)
     with client(args) as c:
         m = c.retire_model(name, version, note=args.note)
-    print(f"{m.name}:{m.number} {m.digest} retired")
+    output.show(args, m, lambda: print(f"{m.name}:{m.number} {m.digest} retired"))
     return 0
 
 
@@ -170,10 +170,12 @@ def add_model_commands(models_sub: argparse._SubParsersAction, common: argparse.
     p = models_sub.add_parser("approve", parents=[common], help="approve a version for production (role approver)")
     p.add_argument("model", metavar="NAME:VERSION", help=ref_help)
     p.add_argument("--note", required=True, help="why it may serve production (kept in the audit trail)")
+    output.add_flag(p)
     p.set_defaults(func=cmd_approve)
     p = models_sub.add_parser("retire", parents=[common], help="no new deployments of a version (role approver)")
     p.add_argument("model", metavar="NAME:VERSION", help=ref_help)
     p.add_argument("--note", required=True, help="why (kept in the audit trail)")
+    output.add_flag(p)
     p.set_defaults(func=cmd_retire)
     p = models_sub.add_parser("show", parents=[common],
                               help="a version whole: lineage, validations, approvals, where it runs, audit entries")

@@ -401,6 +401,10 @@ def test_milepost_up_prints_its_console_and_serves_it_behind_the_admin_token(bro
         with Client(up.coordinator) as client:
             agents = [a.info.agent_id for a in client.status().agents]
         assert [r[0] for r in _rows(page)] == agents == ["local"]
+        # What the page shows is what `milepost status --output json` prints.
+        shown = subprocess.run(milepost_cmd("status", "--output", "json", "--coordinator", up.coordinator),
+                               capture_output=True, text=True, timeout=60, check=True)
+        assert [a["info"]["agent_id"] for a in json.loads(shown.stdout)["agents"]] == agents
         page.close()
     finally:
         up.stop()

@@ -57,7 +57,7 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import PlatformCollector, ProcessCollector, generate_latest, make_wsgi_app
+from prometheus_client import PlatformCollector, ProcessCollector, make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
@@ -66,6 +66,7 @@ from agent.gpu_metrics import GpuCollector
 from agent.routing.arm_metrics import LATENCY_BOUNDS_MS
 from agent.statistics import EndpointStatistics
 from engines.batching import BATCH_BOUNDS, MicroBatcher
+from milepost.core.exposition import exposition
 from milepost.v1 import routing_pb2
 from scoring_core.drift import Drift
 
@@ -289,13 +290,6 @@ class AgentCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         return iter(families(self._read()))
-
-
-def exposition(collector: Collector) -> str:
-    """What ``collector`` holds now, in the Prometheus text format."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    return generate_latest(registry).decode()
 
 
 def render(

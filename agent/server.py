@@ -32,7 +32,7 @@ from agent.deployments import DeploymentTable
 from agent.grpc_inference import INLINE_METHODS, InferenceServicer
 from agent.load_meter import LoadMeter
 from agent.model_cache import ModelCache
-from agent.prometheus import AgentCollector, MetricsServer, exposition
+from agent.prometheus import AgentCollector, MetricsServer
 from agent.registration import Registration
 from agent.rest import RestApp
 from agent.routing.arm_metrics import ArmMetricsBook
@@ -42,6 +42,7 @@ from engines import registry
 from milepost.core import auth, model_upload, tracing
 from milepost.core.auth import AuthInterceptor, Identity
 from milepost.core.errors import MilepostError, NotFound, Unavailable
+from milepost.core.exposition import exposition
 from milepost.core.grpc_server import DEFAULT_MAX_MESSAGE_BYTES, new_server
 from milepost.core.http_server import HttpServer
 from milepost.core.settings import get_settings

@@ -6,8 +6,7 @@ the predicted class index of a multiclass one) and an outcome is what `milepost 
 sent for that key (the label's class index, or the true value).
 
 - Classifiers: accuracy (a binary prediction is class 1 from P >= 0.5), and for binary ones
-  AUC (the Mann-Whitney statistic, ties counted half, as sklearn.metrics.roc_auc_score), log
-  loss (probabilities clipped to [1e-15, 1 - 1e-15]) and the expected calibration error over
+  AUC and log loss (scoring_core.measures) and the expected calibration error over
   ten equal-width bins of P (the share-weighted gap between mean P and the rate of class 1).
 - Regressors: MAE and RMSE.
 - Fairness per group: the selection rate (share of favourable predictions), the impact ratio
@@ -23,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-CLIP = 1e-15
+from scoring_core import measures
+
 CALIBRATION_BINS = 10
 
 
@@ -34,39 +34,15 @@ def classification(predictions: np.ndarray, outcomes: np.ndarray, *, binary: boo
     if not binary:
         return {"accuracy": float(np.mean(np.rint(p) == y))}
     metrics = {"accuracy": float(np.mean((p >= 0.5) == (y == 1)))}
-    metrics["auc"] = auc(p, y == 1)
-    clipped = np.clip(p, CLIP, 1 - CLIP)
     positive = y == 1
-    metrics["log_loss"] = float(-np.mean(np.where(positive, np.log(clipped), np.log1p(-clipped))))
+    metrics["auc"] = measures.auc(p, positive)
+    metrics["log_loss"] = measures.binary_log_loss(p, positive)
     metrics["calibration_error"] = calibration_error(p, positive)
     return metrics
 
 
 def regression(predictions: np.ndarray, outcomes: np.ndarray) -> dict[str, float]:
-    error = np.asarray(predictions, dtype=np.float64) - np.asarray(outcomes, dtype=np.float64)
-    return {"mae": float(np.mean(np.abs(error))), "rmse": float(math.sqrt(np.mean(error * error)))}
-
-
-def auc(scores: np.ndarray, positive: np.ndarray) -> float:
-    """Area under the ROC curve; NaN when only one class is present."""
-    positives = int(np.sum(positive))
-    negatives = positive.size - positives
-    if positives == 0 or negatives == 0:
-        return math.nan
-    ranks = _average_ranks(np.asarray(scores, dtype=np.float64))
-    return float((ranks[positive].sum() - positives * (positives + 1) / 2) / (positives * negatives))
-
-
-def _average_ranks(values: np.ndarray) -> np.ndarray:
-    """Ranks from 1, tied values sharing their average rank."""
-    order = np.argsort(values, kind="mergesort")
-    ordered = values[order]
-    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
-    ends = np.r_[starts[1:], ordered.size]
-    average = (starts + ends + 1) / 2  # ranks start..end-1 (0-based) -> mean of start+1..end
-    ranks = np.empty(values.size)
-    ranks[order] = np.repeat(average, ends - starts)
-    return ranks
+    return measures.errors(predictions, outcomes)
 
 
 def calibration_error(probabilities: np.ndarray, positive: np.ndarray) -> float:

@@ -19,9 +19,8 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
 
 from coordinator.endpoints import policy_of
 
@@ -83,10 +82,3 @@ def _by(name: str, documentation: str, label: str, counts: Counter[str]) -> Gaug
     for value, count in sorted(counts.items()):
         family.add_metric([value], count)
     return family
-
-
-def exposition(collector: Collector) -> bytes:
-    """What ``collector`` holds now, in the Prometheus text format (the console's /metrics)."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(collector)
-    return generate_latest(registry)

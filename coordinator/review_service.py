@@ -12,9 +12,9 @@ from coordinator.endpoints import Endpoints
 from coordinator.governance import Governance
 from coordinator.messages import audit_message, endpoint_message, model_message
 from coordinator.store import ModelRecord, Store
-from coordinator.versions import Registry
+from coordinator.versions import Registry, explicit
 from milepost.core.auth import APPROVER, current_identity
-from milepost.core.errors import InvalidArgument, PermissionDenied, shown
+from milepost.core.errors import PermissionDenied
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import types_pb2
 
@@ -26,10 +26,7 @@ class ReviewHandlers:
     governance: Governance
 
     def _version(self, name: str, version: str, what: str) -> ModelRecord:
-        if not version and ":" not in name and "@" not in name:
-            raise InvalidArgument(f"say which version of {shown(name)} to {what}: NAME:NUMBER, NAME@ALIAS or "
-                                  "NAME@sha256:HEX (never \"the newest\")")
-        return self.registry.resolve(name, version)
+        return self.registry.resolve(*explicit(name, version, what))
 
     def RecordValidation(self, request: pb.RecordValidationRequest, context: grpc.ServicerContext) -> types_pb2.ModelVersion:
         m = self._version(request.name, request.version, "validate")

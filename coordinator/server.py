@@ -21,7 +21,7 @@ from coordinator.endpoints import Endpoints
 from coordinator.governance import Governance
 from coordinator.health import HealthBook
 from coordinator.health_rules import HealthRules
-from coordinator.metrics import CoordinatorCollector, exposition
+from coordinator.metrics import CoordinatorCollector
 from coordinator.pipelines import Pipelines
 from coordinator.reconciler import Reconciler
 from coordinator.routes import RouteBook
@@ -31,6 +31,7 @@ from coordinator.tokens import TokenBook, token_file
 from coordinator.versions import Registry
 from milepost.core import auth, tracing
 from milepost.core.auth import AuthInterceptor
+from milepost.core.exposition import exposition
 from milepost.core.grpc_server import new_server
 from milepost.core.tls import Tls, listen
 from milepost.v1 import coordinator_pb2, coordinator_pb2_grpc
@@ -103,7 +104,7 @@ class Coordinator:
         self.metrics = CoordinatorCollector(self.store, self.reconciler, self.routes)
         self.console = None if config.http_port < 0 else Console(
             self.servicer, self.canary, self.tokens.authenticate, config.host, config.http_port, config.tls,
-            Probes(lambda: exposition(self.metrics), lambda: self.port > 0 and not self._stopped.is_set()),
+            Probes(lambda: exposition(self.metrics).encode(), lambda: self.port > 0 and not self._stopped.is_set()),
             insecure=config.insecure)
         self.port = 0
         self.console_url = ""  # http(s)://host:port of the console, once started; empty when off

@@ -48,6 +48,15 @@ def resolve(store: Store, model: str, version: str = "") -> ModelRecord:
     return found[0]
 
 
+def explicit(model: str, version: str, what: str) -> tuple[str, str]:
+    """(name, version text) of a reference that names its version: changes that touch one
+    version (delete, validate, approve, retire) never mean "the newest"."""
+    name, text = split_model_ref(model, version)
+    if not text:
+        raise InvalidArgument(f"say which version of {shown(name)} to {what}: NAME:NUMBER, NAME@ALIAS or NAME@sha256:HEX")
+    return name, text
+
+
 def _missing(name: str, ref: VersionRef) -> str:
     see = f"see `milepost models list {name}`" if len(name) <= 128 else "see `milepost models`"
     if ref.number is not None:
@@ -120,11 +129,7 @@ class Registry:
         """Delete one version, named explicitly (never "the newest"): its record, its aliases and,
         unless another name holds the same content, its archive; FailedPrecondition naming
         the endpoints while any deployment serves it."""
-        name, text = split_model_ref(model, version)
-        if not text:
-            raise InvalidArgument(
-                f"say which version of {shown(name)} to delete: NAME:NUMBER, NAME@ALIAS or NAME@sha256:HEX"
-            )
+        name, text = explicit(model, version, "delete")
         with self._placing, self._lock:
             target = self.resolve(name, text)
             outcome = self.store.delete_model(target.name, target.version, self._clock())

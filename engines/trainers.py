@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from milepost.core.errors import InvalidArgument, shown
+from scoring_core import measures
 
 # The built-in trainers: the exact stage entries every agent allows, in one place.
 BUILT_IN: tuple[str, ...] = ("engines.trainers:xgboost", "engines.trainers:lightgbm", "engines.trainers:sklearn")
@@ -82,10 +83,10 @@ def _metrics(y_true: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     if len(y_true) == 0:
         return {}
     if scores.ndim == 2:
-        p = np.clip(scores[np.arange(len(y_true)), y_true.astype(int)], 1e-15, 1)
         return {"holdout_accuracy": float((scores.argmax(axis=1) == y_true).mean()),
-                "holdout_log_loss": float(-np.log(p).mean()), "holdout_rows": float(len(y_true))}
-    return {"holdout_rmse": float(np.sqrt(np.mean((scores - y_true) ** 2))), "holdout_rows": float(len(y_true))}
+                "holdout_log_loss": measures.log_loss(scores[np.arange(len(y_true)), y_true.astype(int)]),
+                "holdout_rows": float(len(y_true))}
+    return {"holdout_rmse": measures.errors(scores, y_true)["rmse"], "holdout_rows": float(len(y_true))}
 
 
 def _compiled(model: Any, features: list[str], X: np.ndarray, X_test: np.ndarray, y_test: np.ndarray,

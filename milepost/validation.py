@@ -4,9 +4,9 @@ What `milepost validate` runs, usable as a CI step: the bundle is scored by the 
 flavor names (the same dataset path as `milepost score-dataset`), so what is measured is
 what would serve. Measures, from the library-default outputs:
 
-- binary classifiers: AUC (ties share their average rank, as scikit-learn's roc_auc_score),
-  and at ``threshold`` on P(classes[1]): false-positive rate, false-negative rate, accuracy;
-  log loss. The positive class is the second class label, as predict_proba's column 1.
+- binary classifiers: AUC, and at ``threshold`` on P(classes[1]): false-positive rate,
+  false-negative rate, accuracy; log loss (AUC and log loss as scoring_core.measures defines
+  them). The positive class is the second class label, as predict_proba's column 1.
 - multi-class classifiers: accuracy (argmax) and log loss.
 - regressors: MAE and RMSE.
 
@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from milepost.core.errors import InvalidArgument, shown
+from scoring_core import measures
 
 HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "fpr": False, "fnr": False, "log_loss": False,
                     "mae": False, "rmse": False}
@@ -97,9 +98,7 @@ def measure(manifest: dict[str, Any], labels: np.ndarray, outputs: pa.Table, thr
     values = np.asarray(outputs.column(outputs.column_names[0]).to_numpy(zero_copy_only=False), dtype=np.float64)
     if values.ndim != 1:
         raise InvalidArgument("validation measures regressors with one output per row")
-    truth = _numeric(labels)
-    errors = values - truth
-    return {"rows": len(truth), "mae": float(np.mean(np.abs(errors))), "rmse": float(np.sqrt(np.mean(errors ** 2)))}
+    return {"rows": len(labels), **measures.errors(values, _numeric(labels))}
 
 
 def _numeric(labels: np.ndarray) -> np.ndarray:
@@ -122,8 +121,7 @@ def _classifier(manifest: dict[str, Any], labels: np.ndarray, outputs: pa.Table,
         raise InvalidArgument(f"labels {strangers[:10]} are not among the model's classes {classes}")
     truth = np.asarray(found)
     chosen = probabilities[np.arange(len(truth)), truth]
-    out: dict[str, Any] = {"rows": len(truth), "classes": classes,
-                           "log_loss": float(-np.mean(np.log(np.clip(chosen, 1e-15, 1.0))))}
+    out: dict[str, Any] = {"rows": len(truth), "classes": classes, "log_loss": measures.log_loss(chosen)}
     if len(classes) != 2:
         out["accuracy"] = float(np.mean(np.argmax(probabilities, axis=1) == truth))
         return out
@@ -136,7 +134,7 @@ def _classifier(manifest: dict[str, Any], labels: np.ndarray, outputs: pa.Table,
         accuracy=float(np.mean(predicted == positive)),
         fpr=float((predicted & ~positive).sum() / negatives) if negatives else None,
         fnr=float((~predicted & positive).sum() / positives) if positives else None,
-        auc=auc(p1, positive),
+        auc=_none_if_nan(measures.auc(p1, positive)), log_loss=measures.binary_log_loss(p1, positive),
     )
     return out
 
@@ -146,17 +144,9 @@ def _key(value: Any) -> Any:
     return float(value) if isinstance(value, (bool, int, float, np.number)) else str(value)
 
 
-def auc(scores: np.ndarray, positive: np.ndarray) -> float | None:
-    """Area under the ROC curve (the Mann-Whitney statistic, tied scores sharing their
-    average rank); None when the labels hold one class only."""
-    n_pos = int(positive.sum())
-    n_neg = len(positive) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    _, inverse, counts = np.unique(scores, return_inverse=True, return_counts=True)
-    average_rank = np.cumsum(counts) - (counts - 1) / 2.0
-    ranks = average_rank[inverse]
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
+def _none_if_nan(value: float) -> float | None:
+    """None where a measure is undefined (AUC of one class): JSON has no NaN."""
+    return None if math.isnan(value) else value
 
 
 def judge(measured: dict[str, Any], gates: Gates, baseline: dict[str, Any] | None = None) -> list[dict[str, Any]]:

@@ -117,13 +117,10 @@ def float_columns(batch: pa.RecordBatch, feature_names: list[str]) -> list[np.nd
     """Zero-copy views of the batch's feature columns, in feature order, when it holds exactly
     those columns, all float32 or all float64, none with nulls; else None (the matrix path
     then reads the batch, and names what is wrong with it)."""
-    if batch.num_columns != len(feature_names) or batch.schema.names != list(feature_names):
-        by_name = {n: i for i, n in enumerate(batch.schema.names)}
-        if len(by_name) != batch.num_columns or set(by_name) != set(feature_names):
-            return None
-        order = [by_name[n] for n in feature_names]
-    else:
-        order = list(range(batch.num_columns))
+    index = {name: i for i, name in enumerate(batch.schema.names)}
+    if len(index) != batch.num_columns or index.keys() != set(feature_names):
+        return None
+    order = [index[name] for name in feature_names]
     first = batch.schema.field(order[0]).type if order else None
     if first not in _FLOAT_TYPES:
         return None

@@ -244,6 +244,17 @@ def _splat(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
     return vector
 
 
+def add_weighted_rows(builder: ir.IRBuilder, context: Any, sums: ir.Value, cols: list[ir.Value],
+                      weights: list[ir.Value], r: ir.Value, element: types.Float) -> None:
+    """``sums[r + i] = ((sums[r + i] + w0 * cols[0][r + i]) + w1 * cols[1][r + i]) + ...`` for
+    ``i < LANES``: one vector of rows, the columns added in their order (the column passes)."""
+    target = builder.bitcast(builder.gep(sums, [r]), ir.VectorType(ir.DoubleType(), LANES).as_pointer())
+    s = builder.load(target, align=8)
+    for col, w in zip(cols, weights):
+        s = builder.fadd(s, builder.fmul(w, _load_as_doubles(builder, builder.gep(col, [r]), element, context)))
+    builder.store(s, target, align=8)
+
+
 def _column_pass_intrinsic(columns: int) -> Any:
     """``f(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)``: for the F-ordered ``X``
     and ``r < 16 * (n // 16)``, ``acc[r] = ((acc[r] + w0 * X[r0 + r, j]) + w1 * X[r0 + r, j + 8])
@@ -266,7 +277,6 @@ def _column_pass_intrinsic(columns: int) -> Any:
             t = signature.args
             acc_type, x_type = t[0], t[1]
             i64 = ir.IntType(64)
-            dvec = ir.VectorType(ir.DoubleType(), LANES)
 
             def int64(k: int) -> ir.Value:
                 return context.cast(builder, args[k], t[k], types.int64)
@@ -289,13 +299,8 @@ def _column_pass_intrinsic(columns: int) -> Any:
                     for line in range(0, step, _LINE // (x_type.dtype.bitwidth // 8)):
                         _prefetch(builder, builder.gep(ahead[q], [builder.add(base, ir.Constant(i64, line))]))
                 for half in range(2):
-                    r = builder.add(base, ir.Constant(i64, half * LANES))
-                    target = builder.bitcast(builder.gep(sums, [r]), dvec.as_pointer())
-                    s = builder.load(target, align=8)
-                    for q in range(columns):
-                        x = _load_as_doubles(builder, builder.gep(cols[q], [r]), x_type.dtype, context)
-                        s = builder.fadd(s, builder.fmul(weights[q], x))
-                    builder.store(s, target, align=8)
+                    add_weighted_rows(builder, context, sums, cols, weights, builder.add(base, ir.Constant(i64, half * LANES)),
+                                      x_type.dtype)
                 return carried
 
             _counted_loop(builder, builder.sdiv(count, ir.Constant(i64, step)), [], rows16)

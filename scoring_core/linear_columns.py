@@ -35,8 +35,8 @@ from scoring_core.linear import (
     _data_pointer,
     _finish,
     _is_float_array,
-    _load_as_doubles,
     _splat,
+    add_weighted_rows,
 )
 
 MIN_ROWS = 16_384
@@ -66,7 +66,6 @@ def _segments_pass_intrinsic(columns: int) -> Any:
         def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
             t = signature.args
             i64 = ir.IntType(64)
-            dvec = ir.VectorType(ir.DoubleType(), LANES)
             start = context.cast(builder, args[5], t[5], types.int64)
             count = context.cast(builder, args[6], t[6], types.int64)
             cols = [_data_pointer(context, builder, t[1 + q], args[1 + q], start) for q in range(columns)]
@@ -78,13 +77,8 @@ def _segments_pass_intrinsic(columns: int) -> Any:
             def rows16(i: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
                 base = builder.mul(i, ir.Constant(i64, step))
                 for half in range(2):
-                    r = builder.add(base, ir.Constant(i64, half * LANES))
-                    target = builder.bitcast(builder.gep(sums, [r]), dvec.as_pointer())
-                    s = builder.load(target, align=8)
-                    for q in range(columns):
-                        x = _load_as_doubles(builder, builder.gep(cols[q], [r]), t[1].dtype, context)
-                        s = builder.fadd(s, builder.fmul(weights[q], x))
-                    builder.store(s, target, align=8)
+                    add_weighted_rows(builder, context, sums, cols, weights, builder.add(base, ir.Constant(i64, half * LANES)),
+                                      t[1].dtype)
                 return carried
 
             _counted_loop(builder, builder.sdiv(count, ir.Constant(i64, step)), [], rows16)

@@ -104,7 +104,7 @@ def test_metrics_agree_with_sklearn_with_ties_and_one_class() -> None:
     edges = np.minimum((p * 10).astype(int), 9)
     ece = sum(abs(p[edges == b].mean() - y[edges == b].mean()) * np.sum(edges == b) for b in np.unique(edges)) / p.size
     assert got["calibration_error"] == pytest.approx(ece, abs=1e-12)
-    assert np.isnan(health_stats.auc(p, np.ones(1_000, dtype=bool)))
+    assert np.isnan(health_stats.classification(p, np.ones(1_000), binary=True)["auc"])  # one class
     multi = health_stats.classification(np.array([0, 2, 1, 2]), np.array([0, 2, 2, 2]), binary=False)
     assert multi == {"accuracy": 0.75}
 

@@ -15,6 +15,7 @@ import scoring_core
 from milepost import validation
 from milepost.cli import main
 from milepost.cli.review import GATE_FAILED
+from scoring_core import measures
 from tests.chaos.nodes import client, coordinator
 
 
@@ -58,8 +59,12 @@ def test_auc_shares_ranks_among_ties_as_scikit_learn_does() -> None:
     rng = np.random.default_rng(0)
     scores = rng.integers(0, 5, 300).astype(float)  # many ties
     positive = rng.random(300) < 0.4
-    assert validation.auc(scores, positive) == pytest.approx(metrics.roc_auc_score(positive, scores))
-    assert validation.auc(scores, np.zeros(300, bool)) is None
+    assert measures.auc(scores, positive) == pytest.approx(metrics.roc_auc_score(positive, scores))
+    assert np.isnan(measures.auc(scores, np.zeros(300, bool)))
+    # A report has no NaN: an AUC that one class leaves undefined is null there.
+    one_class = pa.table({"probabilities": pa.array([[1 - s, s] for s in scores / 5], pa.list_(pa.float64(), 2))})
+    measured = validation.measure({"task": "classification", "classes": [0, 1]}, np.zeros(300, int), one_class)
+    assert measured["auc"] is None and measured["fnr"] is None and measured["fpr"] is not None
 
 
 def test_regressor_and_multiclass_measures(tmp_path) -> None:

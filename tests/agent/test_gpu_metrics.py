@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from agent.gpu_metrics import GpuCollector, GpuReading, _Nvml
-from agent.prometheus import exposition
+from milepost.core.exposition import exposition
 from tests.agent.test_agent_metrics import parse
 
 

@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from milepost.core import auth
+from tests.conftest import wait_until
 from milepost.inference import grpc_predict_v2_pb2
 from milepost.v1 import agent_pb2, coordinator_pb2
 
@@ -82,6 +83,10 @@ def credentials(cluster) -> Iterator[dict[str, str]]:
     tokens.revoke("matrix-revoked")
     _, expired = tokens.create("matrix-expired", auth.ADMIN, ttl_s=0.01)
     time.sleep(0.05)
+    # Agents learn the valid tokens from heartbeats: wait until this agent's copy is the
+    # coordinator's (a heartbeat between create and revoke would otherwise still carry it).
+    valid = {d.token_id for d in tokens.digests()}
+    wait_until(lambda: set(cluster.agent.registration.access_tokens) == valid)
     token_id, _ = auth.split_token(viewer) or ("", "")
     yield {
         "none": "", "malformed": "not-a-token", "unknown": f"mpt_{token_id}_wrong-secret",

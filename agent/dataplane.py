@@ -23,6 +23,15 @@ admitted when nothing else is in flight), so a burst of large requests cannot
 take the agent's memory; once it is over, the memory goes back to the system
 (agent.memory).
 
+The matrix lane (``serve_matrix``): the common request, one float32 matrix to a route
+whose arms are models on this agent that score matrices, is served without Arrow: the
+front end views the matrix in the request's bytes (tensor_codec.raw_matrix), the router
+chooses the arm as ``serve`` does (Router.serve_matrix), and the scores go back from
+numpy (tensor_codec.encode_matrix). That halves a one-row request's time in the handler
+(benchmarks/serving_peers.py); the answer, statistics, arm metrics and errors are those of
+``serve``, which takes every request the lane does not (a key, a sampled decision log,
+tracing, explanations, ensembles, shadows, Arrow-only models, drift counting).
+
 On an event loop (milepost.core.inline: the gRPC and REST front ends try small requests
 there first), a request is refused with WouldBlock before anything is counted when it is
 larger than ``inline_max_bytes`` or its route could block (Router.serves_inline); the model's
@@ -38,6 +47,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import numpy as np
 import pyarrow as pa
 
 from agent import explanations
@@ -45,7 +55,7 @@ from agent.decision_log import DecisionLog
 from agent.deployments import DeploymentTable
 from agent.registration import ScoredKeys
 from agent.routing.members import DEPLOYMENT_PARAMETER
-from agent.routing.router import Router, describe_hosted
+from agent.routing.router import MatrixServed, Router, describe_hosted
 from agent.statistics import EndpointStatistics
 from engines.batching import queue_wait_ns
 from milepost.core import deadlines, logs, memory, tracing
@@ -97,6 +107,7 @@ class DataPlane:
         self.inflight_requests = 0
         self.answered = 0
         self.answered_on_loop = 0  # of those, answered on a front end's event loop (milepost.core.inline)
+        self.answered_by_matrix = 0  # of those, answered by the matrix lane (serve_matrix)
         self.last_request_at = 0.0  # time.monotonic() of the last request admitted
         self._admission = threading.Lock()
         self._after_burst = memory.AfterBurst()
@@ -216,6 +227,47 @@ class DataPlane:
             self.decisions.offer(table.get(request.name), request, batch, response)
         if self.scored_keys is not None and response.arms:  # bounded, no I/O, never raises on a request without a key
             self.scored_keys.offer(table.get(request.name), request, batch, response)
+        return reply
+
+    def serve_matrix(
+        self, name: str, X: np.ndarray, parameters: Mapping[str, str], encode: Callable[[MatrixServed], Encoded], *,
+        size_bytes: int, deadline: Deadline = None, request_id: str = "",
+    ) -> Encoded | None:
+        """``serve`` for the common request, a float32 matrix ``X`` to ``name``'s route, without
+        Arrow (the matrix lane: Router.serve_matrix); ``encode(answer)`` or None, before
+        anything is counted, where ``serve`` must take the request (a deployment, version or
+        explanation asked for, tracing on, a route the lane does not serve, or a request the
+        event loop may not take). Same admission, statistics and errors as ``serve``."""
+        if tracing.enabled() or DEPLOYMENT_PARAMETER in parameters or explanations.requested(parameters):
+            return None
+        table = self.router.table
+        if table.get(name) is None:
+            return None
+        if must_not_block() and (size_bytes > self.inline_max_bytes or not self.router.serves_inline(table, name)):
+            return None
+        stats = self.statistics(name)
+        started = time.perf_counter_ns()
+        self._admit(size_bytes)
+        token = logs.request_id.set(request_id)
+        try:
+            deadlines.check(deadline, f"scoring {name!r}")
+            served = self.router.serve_matrix(table, name, X, parameters)
+            if served is None:
+                self._release(size_bytes, answered=False)
+                return None
+            scored = time.perf_counter_ns()
+            reply = encode(served)
+        except BaseException:
+            self._release(size_bytes)
+            stats.record_failure(time.perf_counter_ns() - started)
+            raise
+        finally:
+            logs.request_id.reset(token)
+        self._release(size_bytes)
+        self.answered_by_matrix += 1
+        if must_not_block():
+            self.answered_on_loop += 1
+        stats.record_success(X.shape[0], 0, scored - started, time.perf_counter_ns() - scored)
         return reply
 
     def describe(self, name: str, version: str = "") -> ModelDescription:

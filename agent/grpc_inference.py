@@ -32,6 +32,7 @@ import grpc
 
 from agent.dataplane import ARM_PARAMETER, DataPlane, InferenceRequest, InferenceResponse
 from agent.routing.members import DEPLOYMENT_PARAMETER
+from agent.routing.router import MatrixServed
 from agent.statistics import Duration, EndpointStatistics
 from milepost.core import deadlines, tensor_codec, tracing
 from milepost.core.errors import DeadlineExceeded, MilepostError, NotFound, Unavailable
@@ -71,6 +72,9 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         return model_statistics(self.core, request.name, request.version)
 
     def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+        answered = self._matrix_lane(request, context)
+        if answered is not None:
+            return answered
         core_request = InferenceRequest(
             name=request.model_name,
             decode=lambda schema: tensor_codec.decode_inputs(request, schema, max_rows=self.max_batch_rows),
@@ -92,6 +96,27 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             return response
 
         return self.core.serve(core_request, encode)
+
+    def _matrix_lane(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse | None:
+        """The common request (one raw FP32 matrix, no version or outputs named) served by the
+        core's matrix lane (DataPlane.serve_matrix); None where ModelInfer's way must serve it."""
+        if request.model_version or request.outputs:
+            return None
+        X = tensor_codec.raw_matrix(request, self.max_batch_rows)
+        if X is None:
+            return None
+
+        def encode(served: MatrixServed) -> pb.ModelInferResponse:
+            response = pb.ModelInferResponse(model_name=request.model_name, model_version=served.version, id=request.id)
+            tensor_codec.encode_matrix(response, served.output_name, served.values, rows_only=served.rows_only)
+            if served.arms:
+                response.parameters[ARM_PARAMETER].string_param = ",".join(served.arms)
+            response.parameters[DEPLOYMENT_PARAMETER].string_param = ",".join(served.deployments)
+            return response
+
+        parameters = _parameter_strings(request) if request.parameters else {}
+        return self.core.serve_matrix(request.model_name, X, parameters, encode, size_bytes=request.ByteSize(),
+                                      deadline=deadlines.from_grpc(context), request_id=request.id)
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext,

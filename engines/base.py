@@ -26,6 +26,8 @@ from milepost.core.errors import DataLoss, InvalidArgument, Unavailable, Unimple
 from milepost.core.settings import DEFAULT_BATCH_ROWS
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from scoring_core.drift import LiveWindow
 
 _Held = TypeVar("_Held")
@@ -155,6 +157,13 @@ class LoadedModel(ABC):
         """Score ``batch``. ``deadline`` (a time.monotonic() instant, or None) is when the caller
         stops waiting: a call whose deadline has passed raises DeadlineExceeded instead of
         scoring (milepost.core.deadlines.check)."""
+
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray | None:
+        """The (n, n_outputs) scores of a float32 matrix ``X`` of this model's features, the
+        values of the one output column ``predict`` would answer for the tensor column of
+        ``X``; None where this model takes Arrow only (then ``predict`` serves it). The
+        matrix lane (agent.dataplane) calls it for the common one-matrix request."""
+        return None
 
     def close(self) -> None:
         return None

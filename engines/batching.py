@@ -40,6 +40,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 from engines.base import LoadedModel
@@ -181,13 +182,41 @@ class MicroBatcher(LoadedModel):
             self._cond.notify()  # a leader waiting to fill its batch counts the rows again
         return pending
 
-    def _refuse_unless_inline(self, rows: int) -> None:
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray | None:
+        """``X`` scored here and now, as ``predict`` scores a batch that has nothing to merge
+        with; None, before anything is scored, where ``predict`` must serve it instead: a
+        batch is queued or being scored, the deployment waits to fill batches, the event
+        loop may not take it, or the model takes Arrow only."""
+        rows = X.shape[0]
+        if must_not_block() and self._inline_refusal(rows):
+            return None
+        with self._cond:
+            if self._closed or self._leading or self._queue or self.config.effective_max_delay_s:
+                return None
+            self._leading = True
+        try:
+            started = time.thread_time_ns()
+            out = self.model.predict_matrix(X)
+            if out is not None:
+                self._count(rows, started)
+            return out
+        finally:
+            self._pass_lead()
+
+    def _inline_refusal(self, rows: int) -> str | None:
+        """Why a batch of ``rows`` may not be scored on an event loop; None when it may."""
         if not self.model.scores_inline:
-            refuse_blocking(f"a {self.platform} model scores on a worker thread")
+            return f"a {self.platform} model scores on a worker thread"
         if self.config.effective_max_delay_s:
-            refuse_blocking("this deployment waits max_delay to fill its batches")
+            return "this deployment waits max_delay to fill its batches"
         if self._cost.guess_ns(rows) > INLINE_BUDGET_NS:
-            refuse_blocking(f"{rows} rows take longer than an event loop may be held")
+            return f"{rows} rows take longer than an event loop may be held"
+        return None
+
+    def _refuse_unless_inline(self, rows: int) -> None:
+        why = self._inline_refusal(rows)
+        if why:
+            refuse_blocking(why)
 
     def _follow(self, pending: _Pending) -> None:
         """Wait until ``pending`` is answered or given the lead; DeadlineExceeded when its deadline comes first."""
@@ -312,8 +341,11 @@ class MicroBatcher(LoadedModel):
     def _measured(self, batch: pa.RecordBatch, deadline: Deadline) -> pa.RecordBatch:
         started = time.thread_time_ns()
         out = self.model.predict(batch, deadline)
-        rows = batch.num_rows
-        self._cost.measured(rows, time.thread_time_ns() - started)
+        self._count(batch.num_rows, started)
+        return out
+
+    def _count(self, rows: int, started_ns: int) -> None:
+        """An engine call of ``rows`` that began at ``started_ns`` (thread time) is over."""
+        self._cost.measured(rows, time.thread_time_ns() - started_ns)
         self.batch_rows[bisect.bisect_left(BATCH_BOUNDS, rows)] += 1  # a lost count in a race is a count, not a fault
         self.rows_scored += rows
-        return out

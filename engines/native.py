@@ -21,6 +21,8 @@ from scoring_core.drift import LiveWindow
 from scoring_core.explain import explain_rows
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from scoring_core.model import CompiledModel
 
 
@@ -54,6 +56,12 @@ class NativeModel(LoadedModel):
         if self.drift is not None:
             self.drift.offer(batch, out, time.perf_counter() - started)
         return out
+
+    def predict_matrix(self, X: np.ndarray) -> np.ndarray | None:
+        compiled = self._compiled  # one read, as in predict
+        if compiled is None or self.drift is not None or not compiled.scores_matrices:
+            return None  # unloaded (predict says so); drift counts read the Arrow batches; string columns
+        return compiled.score_matrix(X)
 
     def explain(self, batch: pa.RecordBatch, *, top: int = 3) -> tuple[Any, list[Any]]:
         """Contributions to the output margin for ``batch`` and one explanation a row

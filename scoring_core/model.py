@@ -140,6 +140,17 @@ class CompiledModel:
         # A single-output stage may answer (n,), as its library's predict does.
         return out.reshape(-1, 1) if out.ndim == 1 else np.ascontiguousarray(out)
 
+    @property
+    def scores_matrices(self) -> bool:
+        """Whether ``score_matrix`` takes this model's inputs: every feature a number."""
+        return not self.string_columns
+
+    def score_matrix(self, X: np.ndarray) -> np.ndarray:
+        """The (n, n_outputs) scores of ``X`` (n, n_features) float32, exactly the column
+        ``predict_arrow`` answers for a tensor column of those values: the matrix lane's
+        call (agent.dataplane), with no Arrow around it. Only where ``scores_matrices``."""
+        return self._score(X)
+
     def predict(self, data: Any) -> np.ndarray:
         """Scores as the source library's default prediction gives them, shape and dtype: for
         scikit-learn classifiers predict_proba's (n, n_classes), for its regressors predict's

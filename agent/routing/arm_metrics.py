@@ -45,6 +45,12 @@ def first_output_values(batch: pa.RecordBatch) -> np.ndarray | None:
     return None
 
 
+def matrix_output_values(outputs: np.ndarray) -> np.ndarray:
+    """``first_output_values`` of the output column a model answered as the (n, k) matrix
+    ``outputs`` (a fixed-size-list column when k > 1, else a one-value column)."""
+    return outputs[:, -1].astype(np.float64, copy=False)
+
+
 class ArmRecorder:
     """One arm's counters and the lock that guards them."""
 
@@ -52,14 +58,15 @@ class ArmRecorder:
         self.counters = ArmCounters()
         self.lock = threading.Lock()
 
-    def record(self, latency_ms: float, outputs: pa.RecordBatch | None, failed: bool) -> None:
+    def record(self, latency_ms: float, values: np.ndarray | None, failed: bool) -> None:
+        """A call that took ``latency_ms``; ``values``: the tracked value of each row it answered
+        (``first_output_values`` or ``matrix_output_values``), None when it has none."""
         count, total, squares = 0, 0.0, 0.0
-        if outputs is not None:
-            values = first_output_values(outputs)
-            if values is not None and values.size <= _FEW:
+        if values is not None:
+            if values.size <= _FEW:
                 few = [v for v in values.tolist() if v == v]  # v != v: NaN
                 count, total, squares = len(few), sum(few), sum(v * v for v in few)
-            elif values is not None:
+            else:
                 values = values[~np.isnan(values)]
                 count, total, squares = int(values.size), float(values.sum()), float(np.dot(values, values))
         bucket = bisect.bisect_left(LATENCY_BOUNDS_MS, latency_ms)
@@ -110,7 +117,11 @@ class ArmMetricsBook:
         return counters
 
     def record(self, endpoint: str, arm: str, latency_ms: float, outputs: pa.RecordBatch | None, failed: bool) -> None:
-        self.arm(endpoint, arm).record(latency_ms, outputs, failed)
+        self.arm(endpoint, arm).record(latency_ms, first_output_values(outputs) if outputs is not None else None, failed)
+
+    def record_matrix(self, endpoint: str, arm: str, latency_ms: float, outputs: np.ndarray) -> None:
+        """A call of the matrix lane that answered ``outputs`` (agent.routing.router.serve_matrix)."""
+        self.arm(endpoint, arm).record(latency_ms, matrix_output_values(outputs), False)
 
     def record_comparison(self, endpoint: str, arm: str, primary: pa.RecordBatch, shadow: pa.RecordBatch) -> None:
         compared, total = compare(primary, shadow)

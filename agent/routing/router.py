@@ -33,6 +33,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
 
+import numpy as np
 import pyarrow as pa
 
 from agent.deployments import DeploymentTable, Hosted
@@ -79,6 +80,29 @@ class Served:
 
 
 @dataclass(frozen=True)
+class MatrixServed:
+    """The matrix lane's answer (``Router.serve_matrix``): the chosen model's (n, k) scores,
+    and how its one output column goes on the wire: its name, and whether it has one value a
+    row (``[n]``) or k (``[n, k]``)."""
+
+    values: np.ndarray
+    output_name: str
+    rows_only: bool
+    arms: tuple[str, ...]
+    deployments: tuple[str, ...]
+    version: str
+
+
+@dataclass(frozen=True)
+class _MatrixRoute:
+    """What the matrix lane needs of a route, worked out once per table: the width of its
+    models' matrix and, per deployment, its output column's (name, one value a row)."""
+
+    width: int
+    outputs: Mapping[str, tuple[str, bool]]
+
+
+@dataclass(frozen=True)
 class _Request:
     table: RouteTable
     parameters: Mapping[str, str]
@@ -97,6 +121,7 @@ class Router:
         self._described: dict[str, ModelDescription] = {}
         self._table = RouteTable()
         self._inline: tuple[RouteTable, dict[str, bool]] = (self._table, {})  # serves_inline's answers, per table
+        self._matrix: tuple[RouteTable, dict[str, _MatrixRoute | None]] = (self._table, {})  # the same, serve_matrix's
         self._apply_lock = threading.Lock()
         self._accept_any_heartbeat_table = False
         self._member_pool = ThreadPoolExecutor(member_workers, thread_name_prefix="ensemble")
@@ -234,6 +259,80 @@ class Router:
         if key:
             self.served_keys.record(endpoint, key, choice.arms[0].name)
         return served
+
+    def serve_matrix(
+        self, table: RouteTable, endpoint: str, X: np.ndarray, parameters: Mapping[str, str],
+    ) -> MatrixServed | None:
+        """``serve`` for a float32 matrix, without Arrow: the matrix lane. It serves a request
+        without a key to a route whose arms are all deployments on this agent taking a matrix
+        of X's width, chosen by the same policy, timed and counted as ``serve`` does; no
+        ensembles, shadows or sampled decisions (they read Arrow batches). None, before any
+        choice is made, where ``serve`` must take the request; None after the choice only
+        when the chosen model cannot take it now (a batch being scored or queued, or a model
+        that reads Arrow only), and ``serve`` chooses again."""
+        plan = self._matrix_route(table, endpoint)
+        if plan is None or plan.width != X.shape[1]:
+            return None
+        route = table.routes[endpoint]
+        policy = route.policy
+        assert policy is not None
+        if parameters and parameters.get(policy.key_parameter):
+            return None  # keyed requests are remembered by key (ServedKeys) from Arrow answers
+        path = (endpoint,)
+        (arm,) = policy.choose(None, lambda a: self._available(table, route, a, path)).arms
+        hosted = self._local.get(arm.deployment_id)
+        if hosted is None:
+            return None
+        started = time.perf_counter()
+        try:
+            values = hosted.model.predict_matrix(X)
+        except BaseException:
+            if route.pushed:
+                self.metrics.record(endpoint, arm.name, _ms_since(started), None, failed=True)
+            raise
+        if values is None:
+            return None
+        arms: tuple[str, ...] = ()
+        if route.pushed:  # a local deployment's synthesised route has no arms to report or count
+            self.metrics.record_matrix(endpoint, arm.name, _ms_since(started), values)
+            arms = (arm.name,)
+        name, rows_only = plan.outputs[arm.deployment_id]
+        return MatrixServed(values, name, rows_only, arms, (arm.deployment_id,), hosted.version)
+
+    def _matrix_route(self, table: RouteTable, endpoint: str) -> _MatrixRoute | None:
+        """What ``serve_matrix`` needs of ``endpoint``'s route; None when it does not serve it."""
+        cached_table, plans = self._matrix
+        if cached_table is not table:
+            plans = {}
+            self._matrix = (table, plans)
+        if endpoint not in plans:
+            plans[endpoint] = self._plan_matrix(table.get(endpoint))
+        return plans[endpoint]
+
+    def _plan_matrix(self, route: Route | None) -> _MatrixRoute | None:
+        if route is None or route.policy is None or route.decision_sample_rate > 0:
+            return None
+        if route.policy.kind not in ("single", "split", "canary", "bandit"):
+            return None  # an ensemble scores every arm; a shadow mirrors
+        widths, outputs = set(), {}
+        for arm in route.policy.arms:
+            hosted = self._local.get(arm.deployment_id) if arm.deployment_id else None
+            if hosted is None:
+                return None  # an endpoint arm, or another agent's replica
+            schema, out = hosted.model.input_schema, hosted.model.output_schema
+            if len(out) != 1 or not all(f.type == pa.float32() for f in schema):
+                return None
+            widths.add(len(schema))
+            field = out.field(0)
+            if pa.types.is_fixed_size_list(field.type):
+                if field.type.value_type != pa.float64():
+                    return None
+                outputs[arm.deployment_id] = (field.name, False)
+            elif field.type == pa.float64():
+                outputs[arm.deployment_id] = (field.name, True)
+            else:
+                return None
+        return _MatrixRoute(widths.pop(), outputs) if len(widths) == 1 else None
 
     def _serve_version(
         self, request: _Request, endpoint: str, batch: pa.RecordBatch, version: str, deadline: Deadline,

@@ -18,9 +18,9 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from milepost.core import auth
-from tests.conftest import wait_until
 from milepost.inference import grpc_predict_v2_pb2
 from milepost.v1 import agent_pb2, coordinator_pb2
+from tests.conftest import wait_until
 
 SERVICES = {
     "milepost.v1.CoordinatorService": coordinator_pb2.DESCRIPTOR.services_by_name["CoordinatorService"],

@@ -15,7 +15,9 @@ What it promises:
   so a request cannot make the server allocate memory it did not send.
 - The common case is free: a 2-D FP32 tensor in ``raw_input_contents`` becomes
   a fixed-size-list column whose values buffer *is* the request's bytes object,
-  and a float32 named input becomes a column over its bytes the same way.
+  and a float32 named input becomes a column over its bytes the same way; a model
+  that scores matrices takes that request as a numpy view (``raw_matrix``) and its
+  answer goes back by ``encode_matrix``, with no Arrow in between.
 - Raw payloads are little-endian and row-major on the wire, whatever the host.
 """
 
@@ -23,9 +25,10 @@ from __future__ import annotations
 
 from milepost.core.tensor_codec.calling_side import decode_outputs, encode_inputs
 from milepost.core.tensor_codec.datatypes import MATRIX_INPUT_NAME, datatype_of, tensor_metadata
-from milepost.core.tensor_codec.requests import decode_inputs
-from milepost.core.tensor_codec.responses import encode_outputs
+from milepost.core.tensor_codec.requests import decode_inputs, raw_matrix
+from milepost.core.tensor_codec.responses import encode_matrix, encode_outputs
 
 __all__ = [
-    "MATRIX_INPUT_NAME", "decode_inputs", "decode_outputs", "encode_inputs", "encode_outputs", "tensor_metadata", "datatype_of",
+    "MATRIX_INPUT_NAME", "decode_inputs", "decode_outputs", "encode_inputs", "encode_matrix", "encode_outputs",
+    "raw_matrix", "tensor_metadata", "datatype_of",
 ]

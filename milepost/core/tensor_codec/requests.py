@@ -389,3 +389,34 @@ def _bytes_values(tensor: _Tensor) -> pa.Array:
     if tensor.raw is None:
         return pa.array([], type=pa.binary())
     return split_bytes(tensor.raw, tensor.count, f"input {tensor.name!r}", tensor.shape, InvalidArgument)
+
+
+# ---------------------------------------------------------------------------
+# The matrix lane: the common request, without Arrow
+
+
+def raw_matrix(request: pb.ModelInferRequest, max_rows: int | None = None) -> np.ndarray | None:
+    """The (n, k) float32 matrix of a request that is exactly one FP32 input named
+    ``MATRIX_INPUT_NAME``, of shape ``[n, k]`` with ``0 < n <= max_rows``, in one
+    ``raw_input_contents`` entry of ``n * k * 4`` bytes and nothing in ``contents``:
+    shape (a) of ``decode_inputs`` in its common form, viewed in place (read-only).
+
+    None for every other request, well formed or not: ``decode_inputs`` decides those,
+    with its errors, so that each rule about a request is written there once. What a
+    model needs of the matrix (its width) is the caller's to check."""
+    inputs = request.inputs
+    if len(inputs) != 1:
+        return None
+    tensor = inputs[0]
+    shape = tensor.shape
+    if tensor.datatype != "FP32" or tensor.name != MATRIX_INPUT_NAME or len(shape) != 2:
+        return None
+    n, k = int(shape[0]), int(shape[1])
+    raws = request.raw_input_contents
+    if n <= 0 or k <= 0 or len(raws) != 1 or (max_rows is not None and n > max_rows):
+        return None
+    raw = raws[0]  # each access copies out of the message: take it once
+    if len(raw) != n * k * 4 or tensor.HasField("contents"):
+        return None
+    values = np.frombuffer(raw, dtype="<f4")
+    return values.reshape(n, k) if values.dtype.isnative else values.astype(np.float32).reshape(n, k)

@@ -161,3 +161,14 @@ def _bytes_payload(name: str, column: pa.Array, what: str) -> bytes:
 # The calling side: Arrow -> requests, responses -> Arrow
 #
 # A remote member (a model on another agent) and the Python client speak the
+
+
+def encode_matrix(response: pb.ModelInferResponse, name: str, values: np.ndarray, *, rows_only: bool) -> None:
+    """Append ``values`` (n, k) float64, as a model of the matrix lane scored them, as output
+    ``name``: ``[n]`` when ``rows_only`` (a one-value output column), else ``[n, k]`` (a
+    fixed-size-list column); the tensor ``encode_outputs`` writes for that column."""
+    output = response.outputs.add()
+    output.name = name
+    output.datatype = "FP64"
+    output.shape.extend(values.shape[:1] if rows_only else values.shape)
+    response.raw_output_contents.append(np.ascontiguousarray(values, dtype="<f8").tobytes())

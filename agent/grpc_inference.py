@@ -86,16 +86,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
             trace=tracing.from_grpc(context),
         )
         requested = [o.name for o in request.outputs] or None
-
-        def encode(served: InferenceResponse) -> pb.ModelInferResponse:
-            response = pb.ModelInferResponse(model_name=request.model_name, model_version=served.version, id=request.id)
-            tensor_codec.encode_outputs(served.batch, response, requested=requested)
-            if served.arms:
-                response.parameters[ARM_PARAMETER].string_param = ",".join(served.arms)
-            response.parameters[DEPLOYMENT_PARAMETER].string_param = ",".join(served.deployments)
-            return response
-
-        return self.core.serve(core_request, encode)
+        return self.core.serve(core_request, lambda served: response_of(request.model_name, request.id, served, requested))
 
     def _matrix_lane(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse | None:
         """The common request (one raw FP32 matrix, no version or outputs named) served by the
@@ -105,18 +96,11 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         X = tensor_codec.raw_matrix(request, self.max_batch_rows)
         if X is None:
             return None
-
-        def encode(served: MatrixServed) -> pb.ModelInferResponse:
-            response = pb.ModelInferResponse(model_name=request.model_name, model_version=served.version, id=request.id)
-            tensor_codec.encode_matrix(response, served.output_name, served.values, rows_only=served.rows_only)
-            if served.arms:
-                response.parameters[ARM_PARAMETER].string_param = ",".join(served.arms)
-            response.parameters[DEPLOYMENT_PARAMETER].string_param = ",".join(served.deployments)
-            return response
-
         parameters = _parameter_strings(request) if request.parameters else {}
-        return self.core.serve_matrix(request.model_name, X, parameters, encode, size_bytes=request.ByteSize(),
-                                      deadline=deadlines.from_grpc(context), request_id=request.id)
+        return self.core.serve_matrix(request.model_name, X, parameters,
+                                      lambda served: response_of(request.model_name, request.id, served),
+                                      size_bytes=request.ByteSize(), deadline=deadlines.from_grpc(context),
+                                      request_id=request.id)
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext,
@@ -132,6 +116,22 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
                 yield _stream_error(request, "internal error in ModelStreamInfer; see the server log")
                 continue
             yield pb.ModelStreamInferResponse(infer_response=response)
+
+
+def response_of(name: str, request_id: str, served: InferenceResponse | MatrixServed,
+                requested: list[str] | None = None) -> pb.ModelInferResponse:
+    """The ModelInferResponse of an answer of the core (``serve`` or its matrix lane), as both
+    front ends send it: outputs (``requested`` ones, in that order; None: all), the version
+    that answered, and who did (``milepost-arm``, ``milepost-deployment``)."""
+    response = pb.ModelInferResponse(model_name=name, model_version=served.version, id=request_id)
+    if isinstance(served, MatrixServed):
+        tensor_codec.encode_matrix(response, served.output_name, served.values, rows_only=served.rows_only)
+    else:
+        tensor_codec.encode_outputs(served.batch, response, requested=requested)
+    if served.arms:
+        response.parameters[ARM_PARAMETER].string_param = ",".join(served.arms)
+    response.parameters[DEPLOYMENT_PARAMETER].string_param = ",".join(served.deployments)
+    return response
 
 
 def server_metadata() -> pb.ServerMetadataResponse:

@@ -40,13 +40,13 @@ from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
 
 from agent import grpc_inference, rest_tensors
-from agent.dataplane import ARM_PARAMETER, DataPlane, InferenceRequest, InferenceResponse
-from agent.routing.members import DEPLOYMENT_PARAMETER
+from agent.dataplane import DataPlane, InferenceRequest, InferenceResponse
+from agent.grpc_inference import response_of
+from agent.routing.router import MatrixServed
 from milepost.core import auth, deadlines, tensor_codec, tracing
 from milepost.core.auth import Authenticate, Rule
 from milepost.core.errors import InvalidArgument, MilepostError, ResourceExhausted, shown
 from milepost.core.inline import WouldBlock, must_not_block, on_event_loop, refuse_blocking
-from milepost.inference import grpc_predict_v2_pb2 as pb
 
 log = logging.getLogger("milepost.agent")
 
@@ -207,29 +207,39 @@ class RestApp:
         body = _decompressed(body, headers.get(b"content-encoding", b""), self.max_body_bytes)
         header_length = headers.get(HEADER_LENGTH.encode())
         parsed = rest_tensors.parse(body, header_length.decode("latin-1") if header_length is not None else None)
-        request = InferenceRequest(
-            name=call.model,
-            decode=lambda schema: tensor_codec.decode_inputs(
-                rest_tensors.to_protobuf(parsed, call.model, call.version), schema, max_rows=self._max_batch_rows),
-            version=call.version,
-            parameters=parsed.parameters,
-            deadline=deadlines.after(parsed.timeout_s),
-            size_bytes=max(size, len(body)),
-            request_id=parsed.id,
-            trace=tracing.from_headers(headers),
-        )
+        deadline = deadlines.after(parsed.timeout_s)
 
-        def encode(served: InferenceResponse) -> Reply:
-            response = pb.ModelInferResponse(model_name=call.model, model_version=served.version, id=parsed.id)
-            tensor_codec.encode_outputs(served.batch, response, requested=parsed.requested)
-            if served.arms:
-                response.parameters[ARM_PARAMETER].string_param = ",".join(served.arms)
-            response.parameters[DEPLOYMENT_PARAMETER].string_param = ",".join(served.deployments)
-            content, header_size = rest_tensors.render(response, parsed)
+        def encode(served: InferenceResponse | MatrixServed) -> Reply:
+            content, header_size = rest_tensors.render(response_of(call.model, parsed.id, served, parsed.requested),
+                                                       parsed)
             if header_size is None:
                 return Reply(200, content)
             return Reply(200, content, b"application/octet-stream", [(HEADER_LENGTH.encode(), b"%d" % header_size)])
 
+        # The matrix lane (DataPlane.serve_matrix) for the common body; a body it cannot read is
+        # read again by decode, below, so that its error comes where gRPC's would.
+        try:
+            message = rest_tensors.to_protobuf(parsed, call.model, call.version)
+        except InvalidArgument:
+            message = None
+        X = tensor_codec.raw_matrix(message, self._max_batch_rows) if message is not None else None
+        if X is not None and not call.version and parsed.requested is None:
+            answered = self.core.serve_matrix(call.model, X, parsed.parameters, encode, size_bytes=max(size, len(body)),
+                                              deadline=deadline, request_id=parsed.id)
+            if answered is not None:
+                return answered
+        request = InferenceRequest(
+            name=call.model,
+            decode=lambda schema: tensor_codec.decode_inputs(
+                message if message is not None else rest_tensors.to_protobuf(parsed, call.model, call.version),
+                schema, max_rows=self._max_batch_rows),
+            version=call.version,
+            parameters=parsed.parameters,
+            deadline=deadline,
+            size_bytes=max(size, len(body)),
+            request_id=parsed.id,
+            trace=tracing.from_headers(headers),
+        )
         return self.core.serve(request, encode)
 
 

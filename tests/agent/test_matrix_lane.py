@@ -149,3 +149,33 @@ def test_requests_the_lane_leaves_to_the_general_path(served) -> None:
     version = stub.ModelInfer(request_of(rows[:1])).model_version
     np.testing.assert_array_equal(values_of(stub.ModelInfer(request_of(rows[:4], version=version))), expected)
     assert core.answered_by_matrix == before + 1  # only the request that asked for the version's number
+
+
+def test_rest_requests_take_the_lane_with_the_same_answer(tmp_path) -> None:
+    import json
+    import urllib.request
+
+    from tests.agent.served import ENDPOINT, running
+
+    model, predict, rows = _xgboost_binary()
+    scoring_core.compile(model).save(tmp_path / "bundle")
+    with running(tmp_path / "data", tmp_path / "bundle") as served:
+        core = served.agent.dataplane
+
+        def infer(body: dict) -> dict:
+            call = urllib.request.Request(f"{served.agent.http_url}/v2/models/{ENDPOINT}/infer",
+                                          data=json.dumps(body).encode(), method="POST")
+            with urllib.request.urlopen(call, timeout=10) as reply:
+                return json.loads(reply.read())
+
+        body = {"id": "q", "inputs": [{"name": "input", "datatype": "FP32", "shape": [3, FEATURES],
+                                       "data": rows[:3].ravel().tolist()}]}
+        infer(body)  # a model's first call may compile kernels
+        before = core.answered_by_matrix
+        lane = infer(body)
+        assert core.answered_by_matrix == before + 1
+        general = infer({**body, "outputs": [{"name": lane["outputs"][0]["name"]}]})
+        assert core.answered_by_matrix == before + 1
+        assert lane == general
+        np.testing.assert_allclose(np.reshape(lane["outputs"][0]["data"], lane["outputs"][0]["shape"]),
+                                   predict(rows[:3]), rtol=1e-5, atol=1e-6)

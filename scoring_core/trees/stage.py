@@ -49,6 +49,9 @@ class TreeStage:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         out = np.asarray(self.ensemble.predict(X), dtype=np.float64)
-        if self._binary:
-            return np.column_stack([1.0 - out, out])
+        if self._binary:  # (1 - p, p), without column_stack's generality (a third of a one-row call)
+            both = np.empty((out.shape[0], 2))
+            np.subtract(1.0, out, out=both[:, 0])
+            both[:, 1] = out
+            return both
         return out.reshape(-1, 1) if out.ndim == 1 else np.ascontiguousarray(out)  # (0,) too

@@ -252,7 +252,8 @@ def _walk_numerical(xs, width, nr, out, r0, complete, feature, threshold, childr
     xk = xs.view(np.int32)
     w = _U(width * GROUP)
     lw = _U(leaf_width)
-    for t in range(node_off.shape[0]):
+    # Fewer rows than a group: no tree is sliced (each slice costs two atomic reference counts).
+    for t in range(node_off.shape[0] if nr >= GROUP else 0):
         d = depth[t]
         g = group[t]
         first_leaf = _U((1 << d) - 1) if complete else _U(n_internal[t])
@@ -338,20 +339,100 @@ def _walk_numerical(xs, width, nr, out, r0, complete, feature, threshold, childr
                 _add_vector(out, r0 + r + 14, l_t, (i14 - first_leaf) * lw)
                 _add_vector(out, r0 + r + 15, l_t, (i15 - first_leaf) * lw)
             r += GROUP
-        while r < nr:
-            x = xk[_U(_slot(r, width)):]
-            i = _U(0)
+    _walk_alone(xk, width, nr - nr % GROUP, nr, out, r0, complete, feature, threshold, children, leaf,
+                node_off, leaf_off, n_internal, depth, group, leaf_width)
+
+
+@njit(nogil=True, cache=True)
+def _walk_alone(xk, width, r_from, nr, out, r0, complete, feature, threshold, children, leaf,
+                node_off, leaf_off, n_internal, depth, group, leaf_width):
+    """``_walk_numerical`` for the rows ``r_from .. nr`` of a block that fill no group: each
+    row alone, four trees at a time when they are as deep (complete layout) or whatever
+    their depths (compact: a row on a leaf stays), so that their walks are independent
+    chains of loads the CPU overlaps. Each row's leaves are added in tree order, as one
+    tree at a time adds them, so the sums are the same."""
+    lw = _U(leaf_width)
+    n_trees = node_off.shape[0]
+    for r in range(r_from, nr):
+        x = xk[_U(_slot(r, width)):]
+        t = 0
+        while t < n_trees:
+            if t + 4 > n_trees or (complete and not (depth[t] == depth[t + 1] == depth[t + 2] == depth[t + 3])):
+                _walk_one(x, out, r0 + r, t, complete, feature, threshold, children, leaf, node_off, leaf_off,
+                          n_internal, depth, group, lw)
+                t += 1
+                continue
+            o0, o1, o2, o3 = _U(node_off[t]), _U(node_off[t + 1]), _U(node_off[t + 2]), _U(node_off[t + 3])
+            i0 = i1 = i2 = i3 = _U(0)
             if complete:
+                d = depth[t]
                 for _ in range(d):
-                    i = _complete_step(x, f_t, t_t, i, 0)
+                    i0 = i0 + i0 + _U(1) + _U(x[_U(feature[o0 + i0]) * _U(GROUP)] >= threshold[o0 + i0])
+                    i1 = i1 + i1 + _U(1) + _U(x[_U(feature[o1 + i1]) * _U(GROUP)] >= threshold[o1 + i1])
+                    i2 = i2 + i2 + _U(1) + _U(x[_U(feature[o2 + i2]) * _U(GROUP)] >= threshold[o2 + i2])
+                    i3 = i3 + i3 + _U(1) + _U(x[_U(feature[o3 + i3]) * _U(GROUP)] >= threshold[o3 + i3])
+                f0 = f1 = f2 = f3 = _U((1 << d) - 1)
             else:
-                while i < first_leaf:
-                    i = _compact_step(x, f_t, t_t, c_t, i, 0)
-            if lw == _U(1):
-                out[r0 + r, g] += l_t[i - first_leaf]
-            else:
-                _add_vector(out, r0 + r, l_t, (i - first_leaf) * lw)
-            r += 1
+                f0, f1, f2, f3 = _U(n_internal[t]), _U(n_internal[t + 1]), _U(n_internal[t + 2]), _U(n_internal[t + 3])
+                for _ in range(max(depth[t], depth[t + 1], depth[t + 2], depth[t + 3])):
+                    if i0 < f0:
+                        i0 = _U(children[_U(2) * o0 + i0 + i0 + _U(x[_U(feature[o0 + i0]) * _U(GROUP)] >= threshold[o0 + i0])])
+                    if i1 < f1:
+                        i1 = _U(children[_U(2) * o1 + i1 + i1 + _U(x[_U(feature[o1 + i1]) * _U(GROUP)] >= threshold[o1 + i1])])
+                    if i2 < f2:
+                        i2 = _U(children[_U(2) * o2 + i2 + i2 + _U(x[_U(feature[o2 + i2]) * _U(GROUP)] >= threshold[o2 + i2])])
+                    if i3 < f3:
+                        i3 = _U(children[_U(2) * o3 + i3 + i3 + _U(x[_U(feature[o3 + i3]) * _U(GROUP)] >= threshold[o3 + i3])])
+            _add_leaf(out, r0 + r, group[t], leaf, _U(leaf_off[t]) + (i0 - f0) * lw, lw)
+            _add_leaf(out, r0 + r, group[t + 1], leaf, _U(leaf_off[t + 1]) + (i1 - f1) * lw, lw)
+            _add_leaf(out, r0 + r, group[t + 2], leaf, _U(leaf_off[t + 2]) + (i2 - f2) * lw, lw)
+            _add_leaf(out, r0 + r, group[t + 3], leaf, _U(leaf_off[t + 3]) + (i3 - f3) * lw, lw)
+            t += 4
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _walk_one(x, out, row, t, complete, feature, threshold, children, leaf, node_off, leaf_off, n_internal, depth,
+              group, lw):
+    """One row (scratch ``x``, offset 0) down tree ``t`` to its leaf, added to ``out[row]``."""
+    f_t = feature[node_off[t]:]
+    t_t = threshold[node_off[t]:]
+    i = _U(0)
+    if complete:
+        for _ in range(depth[t]):
+            i = _complete_step(x, f_t, t_t, i, 0)
+        first_leaf = _U((1 << depth[t]) - 1)
+    else:
+        c_t = children[2 * node_off[t]:]
+        first_leaf = _U(n_internal[t])
+        while i < first_leaf:
+            i = _compact_step(x, f_t, t_t, c_t, i, 0)
+    _add_leaf(out, row, group[t], leaf, _U(leaf_off[t]) + (i - first_leaf) * lw, lw)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def _add_leaf(out, row, g, leaf, at, lw):
+    """``out[row, g]`` += the leaf value at ``leaf[at]``; for vector leaves (``lw`` > 1)
+    the vector there is added to the whole row (``_add_vector``)."""
+    if lw == _U(1):
+        out[row, g] += leaf[at]
+    else:
+        _add_vector(out, row, leaf[at:], _U(0))
+
+
+@njit(nogil=True, cache=True, inline="always")
+def categorical_step(x, fl, c, cat_bounds, cat_bits):
+    """Whether a categorical node (flags ``fl``, bitset ``c``) sends ``x`` to its second
+    child (the canonical semantics above). The CUDA walk (scoring_core.cuda._tree_kernels)
+    compiles this same function as a device function, so both read a category alike."""
+    if x != x:
+        return (fl & FLAG_NAN_RIGHT) != 0
+    member = False
+    if x >= 0.0:
+        w0 = cat_bounds[c]
+        if x < 32.0 * (cat_bounds[c + 1] - w0):
+            v = np.int64(x)
+            member = ((cat_bits[w0 + (v >> 5)] >> (v & 31)) & 1) != 0
+    return member == ((fl & FLAG_CAT_IN_SET_RIGHT) != 0)
 
 
 @njit(nogil=True, cache=True)
@@ -379,17 +460,8 @@ def _walk_compact_categorical(xs, width, nr, out, r0, feature, threshold, childr
                 fl = fl_t[i]
                 if (fl & FLAG_CATEGORICAL) == 0:
                     step = x >= t_t[i]
-                elif x != x:
-                    step = (fl & FLAG_NAN_RIGHT) != 0
                 else:
-                    member = False
-                    if x >= 0.0:
-                        c = cs_t[i]
-                        w0 = cat_bounds[c]
-                        if x < 32.0 * (cat_bounds[c + 1] - w0):
-                            v = np.int64(x)
-                            member = ((cat_bits[w0 + (v >> 5)] >> (v & 31)) & 1) != 0
-                    step = member == ((fl & FLAG_CAT_IN_SET_RIGHT) != 0)
+                    step = categorical_step(x, fl, cs_t[i], cat_bounds, cat_bits)
                 i = _U(c_t[i + i + _U(step)])
             if lw == one:
                 out[r0 + r, g] += l_t[i - first_leaf]

@@ -150,3 +150,49 @@ def test_from_arrays_refuses_bad_input():
         TreeEnsemble.from_arrays(params, {**arrays, "tree_group": np.array([0, 1, 0])})
     with pytest.raises(InvalidArgument, match="node_children"):
         TreeEnsemble.from_arrays(params, {**arrays, "node_children": np.full(8, 2**40)})
+
+
+def _forests() -> list:
+    """Real ensembles of every shape the row walks meet: one tree, a number of trees that is
+    no multiple of four, trees of mixed depths, several outputs, vector leaves, NaN."""
+    import lightgbm
+    import xgboost
+    from sklearn.ensemble import GradientBoostingRegressor, RandomForestClassifier
+
+    import scoring_core
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(600, 9)).astype(np.float32)
+    y = X[:, 0] + X[:, 1] * X[:, 2]
+    X[rng.random(X.shape) < 0.1] = NAN
+    dense = np.nan_to_num(X)
+    three = (y > -0.5).astype(int) + (y > 0.5).astype(int)
+    return [
+        (scoring_core.compile(xgboost.XGBRegressor(n_estimators=1, max_depth=3).fit(X, y)), X),
+        (scoring_core.compile(xgboost.XGBClassifier(n_estimators=23, max_depth=5).fit(X, y > 0)), X),
+        (scoring_core.compile(xgboost.XGBClassifier(n_estimators=10, max_depth=3).fit(X, three)), X),
+        (scoring_core.compile(lightgbm.LGBMRegressor(n_estimators=17, num_leaves=12, verbose=-1).fit(X, y)), X),
+        (scoring_core.compile(RandomForestClassifier(n_estimators=7, max_depth=6, random_state=0).fit(dense, three)),
+         dense),
+        (scoring_core.compile(GradientBoostingRegressor(n_estimators=9, max_depth=2).fit(dense, y)), dense),
+    ]
+
+
+def test_rows_scored_alone_equal_the_same_rows_scored_in_groups_bit_for_bit() -> None:
+    # Rows that fill no 16-row group walk four trees at a time (tree_kernels._walk_alone); rows
+    # in a group walk with the group: the sums must not differ in a single bit.
+    layouts = set()
+    for compiled, X in _forests():
+        params, arrays = compiled.model.ensemble.to_arrays()
+        for layout in ("complete", "compact"):
+            try:
+                forest = TreeEnsemble.from_arrays({**params, "layout": layout}, arrays)
+            except InvalidArgument:
+                continue  # deeper than the complete layout takes
+            layouts.add(layout)
+            grouped = forest.predict(X[:64])
+            for n in (1, 3, 15):
+                for start in (0, 16, 40):
+                    np.testing.assert_array_equal(forest.predict(X[start:start + n]), grouped[start:start + n])
+            np.testing.assert_array_equal(forest.predict(X[:37]), grouped[:37])  # two groups, five rows alone
+    assert layouts == {"complete", "compact"}

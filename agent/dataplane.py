@@ -30,7 +30,8 @@ chooses the arm as ``serve`` does (Router.serve_matrix), and the scores go back 
 numpy (tensor_codec.encode_matrix). That halves a one-row request's time in the handler
 (benchmarks/serving_peers.py); the answer, statistics, arm metrics and errors are those of
 ``serve``, which takes every request the lane does not (a key, a sampled decision log,
-tracing, explanations, ensembles, shadows, Arrow-only models, drift counting).
+tracing, explanations, ensembles, shadows, Arrow-only models). Drift is counted from the
+matrix as from the batch (scoring_core.drift).
 
 On an event loop (milepost.core.inline: the gRPC and REST front ends try small requests
 there first), a request is refused with WouldBlock before anything is counted when it is

@@ -59,9 +59,13 @@ class NativeModel(LoadedModel):
 
     def predict_matrix(self, X: np.ndarray) -> np.ndarray | None:
         compiled = self._compiled  # one read, as in predict
-        if compiled is None or self.drift is not None or not compiled.scores_matrices:
-            return None  # unloaded (predict says so); drift counts read the Arrow batches; string columns
-        return compiled.score_matrix(X)
+        if compiled is None or not compiled.scores_matrices:
+            return None  # unloaded (predict says so), or string columns
+        started = time.perf_counter()
+        out = compiled.score_matrix(X)
+        if self.drift is not None:
+            self.drift.offer(X, out, time.perf_counter() - started)
+        return out
 
     def explain(self, batch: pa.RecordBatch, *, top: int = 3) -> tuple[Any, list[Any]]:
         """Contributions to the output margin for ``batch`` and one explanation a row

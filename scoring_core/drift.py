@@ -266,8 +266,10 @@ class LiveWindow:
         return [np.zeros(len(f.shares) + 1, dtype=np.int64) for f in (*self.features, self.prediction)]
 
     def add(self, inputs: Any, outputs: Any) -> None:
-        """``inputs``, ``outputs``: pyarrow RecordBatches as the model took and gave them."""
-        if inputs.num_rows == 0:
+        """``inputs``, ``outputs``: pyarrow RecordBatches as the model took and gave them, or
+        the float32 matrix and (n, k) scores of the matrix lane (engines.base.predict_matrix)."""
+        rows = len(inputs) if isinstance(inputs, np.ndarray) else inputs.num_rows
+        if rows == 0:
             return
         matrix = _matrix(inputs, len(self.features))
         counts = [count(f, matrix[:, i] if matrix is not None else _column_values(inputs, f))
@@ -276,7 +278,7 @@ class LiveWindow:
         with self._lock:
             for total, c in zip(self._open, counts):
                 total += c
-            self._open_rows += inputs.num_rows
+            self._open_rows += rows
             if self._open_rows >= self.rows_per_window or self._clock() - self._opened_at >= self.seconds:
                 self._seq += 1
                 closed_wall = self._wall()
@@ -309,7 +311,10 @@ class LiveWindow:
 
 
 def _matrix(batch: Any, width: int) -> np.ndarray | None:
-    """The rows of a batch that is one matrix column (a tensor input, features in order), else None."""
+    """The rows of a batch that is one matrix column (a tensor input, features in order), or of
+    a matrix, as float64; else None."""
+    if isinstance(batch, np.ndarray):
+        return batch.astype(np.float64)
     if batch.num_columns != 1 or getattr(batch.column(0).type, "list_size", None) != width:
         return None
     return np.asarray(batch.column(0).flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1, width)
@@ -328,13 +333,17 @@ def _column_values(batch: Any, feature: FeatureBaseline) -> Any:
 
 def prediction_values(outputs: Any, prediction: FeatureBaseline) -> Any:
     """The scored batch's primary output as the baseline took it: a value, P(class 1) of two
-    probabilities, or the index of the largest of more (as a string)."""
-    column = outputs.column(0)
-    if hasattr(column.type, "list_size"):
-        width = column.type.list_size
-        matrix = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1, width)
-        if prediction.numeric:
-            return matrix[:, -1]
-        return [str(i) for i in matrix.argmax(axis=1)]
-    values = column.to_numpy(zero_copy_only=False)
+    probabilities, or the index of the largest of more (as a string). ``outputs``: a
+    RecordBatch, or the (n, k) scores of the matrix lane (one value a row when k is 1)."""
+    if isinstance(outputs, np.ndarray):
+        values = outputs if outputs.shape[1] > 1 else outputs[:, 0]
+    else:
+        column = outputs.column(0)
+        if hasattr(column.type, "list_size"):
+            width = column.type.list_size
+            values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1, width)
+        else:
+            values = column.to_numpy(zero_copy_only=False)
+    if values.ndim == 2:
+        return values[:, -1] if prediction.numeric else [str(i) for i in values.argmax(axis=1)]
     return values.astype(np.float64) if prediction.numeric else [str(v) for v in values]

@@ -179,3 +179,39 @@ def test_rest_requests_take_the_lane_with_the_same_answer(tmp_path) -> None:
         assert lane == general
         np.testing.assert_allclose(np.reshape(lane["outputs"][0]["data"], lane["outputs"][0]["shape"]),
                                    predict(rows[:3]), rtol=1e-5, atol=1e-6)
+
+
+def test_drift_windows_count_the_lane_as_the_general_path(monkeypatch, cluster, tmp_path) -> None:
+    from milepost.core.settings import reset_settings
+
+    rows_sent = 1 + 5 + 30
+    monkeypatch.setenv("MILEPOST_DRIFT_WINDOW_ROWS", str(rows_sent))  # one window for each path's requests
+    monkeypatch.setenv("MILEPOST_DRIFT_BUDGET", "1")  # every batch counted
+    reset_settings()
+    try:
+        model, predict, rows = _xgboost_binary()
+        X, _ = _data()
+        compiled = scoring_core.compile(model, baseline=X[:500])
+        compiled.save(tmp_path / "bundle")
+        output = compiled.output_schema.field(0).name
+        with cluster.client as client:
+            client.push_model(tmp_path / "bundle", "m")
+            endpoint = client.deploy("ep", "m")
+        wait_until(lambda: cluster.agent.router.has_route("ep"))
+        core = cluster.agent.dataplane
+        drift = core.deployments.get(endpoint.deployments[0].deployment_id).model.drift
+        with grpc.insecure_channel(cluster.agent.address) as channel:
+            stub = pb_grpc.GRPCInferenceServiceStub(channel)
+            already = drift.counted
+            before = core.answered_by_matrix
+            for outputs in ((), (output,)):
+                for start, n in ((100, 1), (110, 5), (150, 30)):
+                    stub.ModelInfer(request_of(rows[start:start + n], outputs=outputs))
+            assert core.answered_by_matrix == before + 3
+        assert drift.counted == already + 6
+        *_, lane, general = drift.pending()
+        assert lane.rows == general.rows == rows_sent
+        for by_lane, by_general in zip(lane.counts, general.counts):
+            np.testing.assert_array_equal(by_lane, by_general)
+    finally:
+        reset_settings()

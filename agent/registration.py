@@ -7,7 +7,8 @@ it does not know the agent (a fresh store), the agent registers again.
 Each heartbeat reports the deployments served, the generation of the route
 table held, the per-arm metrics (cumulative), the agent's uptime (so a
 restart, which resets the counters, can be told from a quiet arm), whether it
-drains, its measured load and the decisions its decision log dropped. A reply that
+drains, its measured load, the GPU memory its replicas and stages reserve on each GPU
+(``gpu_rooms``: what placement starts from) and the decisions its decision log dropped. A reply that
 carries a route table is applied (``apply_reply``). ``beat_now`` sends one at once and
 waits for the answer: a drain tells the coordinator without waiting for the next interval.
 
@@ -143,6 +144,7 @@ class Registration:
         routes: RouteHolder | None = None,
         metrics: Callable[[], list[routing_pb2.ArmMetrics]] | None = None,
         load: Callable[[], types_pb2.AgentLoad] | None = None,
+        gpu_rooms: Callable[[], list[types_pb2.GpuRoom]] = list,
         draining: Callable[[], bool] = lambda: False,
         decisions_dropped: Callable[[], dict[str, int]] = dict,
         drift_windows: DriftSources = list,
@@ -157,6 +159,7 @@ class Registration:
         self._routes = routes
         self._metrics = metrics or list
         self._load = load or types_pb2.AgentLoad
+        self._gpu_rooms = gpu_rooms
         self._draining = draining
         self._decisions_dropped = decisions_dropped
         self._drift_windows = drift_windows
@@ -190,6 +193,8 @@ class Registration:
         windows, carried = self._pending_windows()
         keys, keys_seq = self.scored_keys.pending()
         self._carried[number] = (carried, keys_seq)
+        load = self._load()
+        load.gpus.extend(self._gpu_rooms())
         return pb.HeartbeatRequest(
             agent_id=agent_id,
             deployment_ids=self._deployment_ids(),
@@ -197,7 +202,7 @@ class Registration:
             metrics=self._metrics(),
             uptime_s=time.monotonic() - self._started,
             draining=self._draining(),
-            load=self._load(),
+            load=load,
             decisions_dropped=self._decisions_dropped(),
             drift_windows=windows,
             scored_keys=keys,

@@ -65,7 +65,8 @@ class GpuAssigner:
     "cuda:N" (an engine runs a replica on one device). A replica naming no memory may go
     on any GPU (the coordinator keeps those apart) and holds its GPU's memory whole.
     When no ``count`` GPUs have the memory the load is refused, FAILED_PRECONDITION with
-    each GPU's free memory. Loading the same deployment again keeps what it holds.
+    each GPU's free memory. Loading the same deployment again keeps what it holds. A
+    pipeline stage holds its GPU the same way, as "stage:RUN/STAGE", while it runs.
 
     ``gpus`` lists the node's GPUs as probed at start-up: ``types_pb2.Gpu`` (index and
     total memory), or a bare index for a GPU whose memory is unknown (it takes only
@@ -97,8 +98,8 @@ class GpuAssigner:
 
     def _rooms(self) -> list[GpuRoom]:
         rooms = [GpuRoom(g, 0) if isinstance(g, int) else GpuRoom(g.index, g.memory_bytes) for g in self._gpus()]
-        for indices, memory_bytes in self._held.values():
-            rooms = reserve(rooms, indices, memory_bytes)
+        for holder, (indices, memory_bytes) in self._held.items():
+            rooms = reserve(rooms, indices, memory_bytes, holder)
         return rooms
 
     def release(self, deployment_id: str) -> None:
@@ -114,3 +115,8 @@ class GpuAssigner:
         """Each GPU with what the replicas held here reserve on it."""
         with self._lock:
             return self._rooms()
+
+    def report(self) -> list[types_pb2.GpuRoom]:
+        """``rooms()`` for the heartbeat (AgentLoad.gpus): the coordinator places GPU memory
+        from what this agent holds rather than from a replay that may disagree with it."""
+        return [r.to_proto() for r in self.rooms()]

@@ -114,9 +114,11 @@ class Agent:
         rules = auth.data_plane_rules(require_token=require)
         self.server = new_server(AuthInterceptor(self._authenticate, rules), inline_methods=INLINE_METHODS)
         grpc_predict_v2_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(self.dataplane), self.server)
+        # Which GPU each replica and stage holds: assigned here, reported in every heartbeat.
+        self.gpus = resources.GpuAssigner(lambda: list(self.info().resources.gpus))
         agent_pb2_grpc.add_AgentServiceServicer_to_server(
             AgentControlServicer(self.table, self.info, self.router, self.arm_metrics, self._stage_runner(),
-                                 decisions=self.decisions),
+                                 decisions=self.decisions, gpus=self.gpus),
             self.server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -125,7 +127,8 @@ class Agent:
         self.registration = Registration(
             self._coordinator_channel, self.info,
             lambda: [h.spec.deployment_id for h in self.table.hosted()],
-            routes=self.router, metrics=self.arm_metrics.snapshot, load=meter.reading, draining=self.draining.is_set,
+            routes=self.router, metrics=self.arm_metrics.snapshot, load=meter.reading, gpu_rooms=self.gpus.report,
+            draining=self.draining.is_set,
             decisions_dropped=self.decisions.dropped,
             drift_windows=lambda: [(h.spec.endpoint, h.spec.deployment_id, h.model.drift) for h in self.table.hosted()
                                    if h.model.drift is not None],
@@ -292,7 +295,7 @@ class Agent:
                 raise NotFound(f"model {name!r} is not registered")
             return max(versions, key=lambda m: m.created_at).version
 
-        return StageRunner(self.cache, self.config.data_dir / "stages", push, newest)
+        return StageRunner(self.cache, self.config.data_dir / "stages", push, newest, gpus=self.gpus)
 
     def _fetch(self, model: str, version: str) -> Iterator[bytes]:
         stub = coordinator_pb2_grpc.CoordinatorServiceStub(self._coordinator_channel)

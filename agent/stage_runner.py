@@ -29,11 +29,13 @@ import pyarrow.fs as pafs
 
 from agent import stage_process
 from agent.model_cache import ModelCache
+from agent.resources import GpuAssigner
 from agent.stage_entries import allowed_entry
 from engines import parquet_io, registry, stages
 from engines.base import DatasetJob
 from milepost.core import bounded_json
 from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, shown
+from milepost.core.requirements import stage_holder
 from milepost.core.settings import Settings, env_var, get_settings
 from milepost.core.version import __version__
 from milepost.v1 import agent_pb2, pipelines_pb2
@@ -116,10 +118,17 @@ class StageRunner:
     """Runs stages for the agent whose data directory is ``data_dir`` (by default the folder
     above ``work_dir``, where training stages write their bundles). A stage reads and writes
     datasets only inside the data roots (that directory and the ``data_roots`` setting), and
-    never inside the agent's own folders: its model cache and its stages' work."""
+    never inside the agent's own folders: its model cache and its stages' work.
+
+    A stage whose resources ask for GPUs (the coordinator resolved ``resources.device``
+    into them) holds them in ``gpus``, the agent's GpuAssigner, from before it starts until
+    its process ended, as "stage:RUN/STAGE": the agent's heartbeats report it like a
+    replica, so placement counts it. A batch scoring stage scores on the GPU it holds
+    ("cuda:N", the CUDA scoring core for the native engine)."""
 
     def __init__(self, cache: ModelCache, work_dir: Path, push_model: PushModel, newest: NewestVersion,
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, gpus: GpuAssigner | None = None) -> None:
+        self.gpus = gpus if gpus is not None else GpuAssigner(list)
         self.cache = cache
         self.work_dir = work_dir
         self.push_model = push_model
@@ -151,10 +160,19 @@ class StageRunner:
         info = engine.info()
         if not info.available:
             raise FailedPrecondition(f"engine {stage.engine!r} cannot run here: {info.reason}")
-        prepare = {"batch_scoring": self._score, "training": self._train, "custom": self._custom}.get(stage.kind)
-        if prepare is None:
+        if stage.kind not in ("batch_scoring", "training", "custom"):
             raise InvalidArgument(f"agents run training, batch_scoring and custom stages, not {stage.kind!r}")
-        prepared = prepare(request, params)
+        holder = stage_holder(request.run_id, stage.name)
+        device = (self.gpus.assign(holder, stage.resources.gpus, stage.resources.gpu_memory_bytes)
+                  if stage.resources.gpus > 0 else "")
+        try:
+            if stage.kind == "batch_scoring":
+                prepared = self._score(request, params, device)
+            else:
+                prepared = self._train(request, params) if stage.kind == "training" else self._custom(request, params)
+        except BaseException:
+            self.gpus.release(holder)
+            raise
         prepared.call.update(engine=stage.engine, name=stage.name)
         events: queue.Queue = queue.Queue()
         stop = threading.Event()
@@ -167,6 +185,8 @@ class StageRunner:
             except BaseException as err:  # noqa: BLE001 - handed to the streaming thread
                 prepared.abandon()
                 events.put(("error", err))
+            finally:
+                self.gpus.release(holder)
 
         threading.Thread(target=target, name=f"stage-{stage.name}", daemon=True).start()
         try:
@@ -196,7 +216,9 @@ class StageRunner:
             raise InvalidArgument(f"model reference {ref!r}: expected NAME[:VERSION]")
         return self.cache.get(name, version if len(version) == 64 else self.newest(name) if not version else version)
 
-    def _score(self, request: Request, params: dict[str, Any]) -> _Prepared:
+    def _score(self, request: Request, params: dict[str, Any], device: str) -> _Prepared:
+        """``device``: the GPU the stage holds ("cuda:N"), or "" for none (then
+        ``params.options.device``, if any, is the engine's: torch's "cuda", say)."""
         name = request.stage.name
         for key in ("model", "source", "sink"):
             if not params.get(key):
@@ -205,15 +227,24 @@ class StageRunner:
         sink = self._path(params["sink"], f"stage {shown(name)} params.sink")
         if "://" not in source and Path(source).exists():
             dataset_files(source, self.roots())  # no link in it leads out of the roots
+        options = dict(params.get("options", {}))
+        if device and "device" in options:
+            raise InvalidArgument(
+                f"batch_scoring stage {shown(name)}: params.options.device {shown(options['device'])} and its "
+                f"resources (gpus or device) both choose a device; drop options.device: the stage runs on the GPU "
+                f"this agent assigns it ({device})")
+        if device:
+            options["device"] = device
         job = DatasetJob(
             source=source, sink=sink, keep=tuple(params.get("keep", ())),
-            batch_rows=int(params.get("batch_rows", get_settings().batch_rows)), options=dict(params.get("options", {})),
+            batch_rows=int(params.get("batch_rows", get_settings().batch_rows)), options=options,
         )
         parquet_io.check_sink_free(job.sink)  # so that what abandon removes is this stage's own
         call = {"kind": "score", "bundle": str(self._bundle(str(params["model"]))),
                 "job": {"source": job.source, "sink": job.sink, "keep": list(job.keep), "batch_rows": job.batch_rows,
                         "options": dict(job.options)}}
-        return _Prepared(call, abandon=lambda: _remove(job.sink))
+        where = str(options.get("device", "cpu"))
+        return _Prepared(call, finish=lambda outputs: {**outputs, "device": where}, abandon=lambda: _remove(job.sink))
 
     def _train(self, request: Request, params: dict[str, Any]) -> _Prepared:
         stage = request.stage

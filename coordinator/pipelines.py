@@ -4,7 +4,8 @@ A run is persisted before anything starts, and every stage change is written
 as it happens, so `milepost run ID` shows live progress and a coordinator
 restart keeps the record (stages it interrupted are marked so, with the reason).
 Stages whose dependencies succeeded are placed like deployments (engine,
-resources, labels) and run with AgentService.RunStage; deploy stages run here,
+resources, labels; ``resources.device`` resolved by the deployments' rule,
+``stage_requirements``) and run with AgentService.RunStage; deploy stages run here,
 through the Endpoints manager. A failed stage fails its run and skips every
 stage downstream of it, saying which upstream failed and why.
 """
@@ -31,7 +32,7 @@ from milepost.core import bounded_json
 from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, NotFound, ResourceExhausted, shown
 from milepost.core.model_refs import split_model_ref
 from milepost.core.names import check_name
-from milepost.core.requirements import Requirements
+from milepost.core.requirements import Requirements, stage_holder
 from milepost.core.routing import spec as routing_spec
 from milepost.core.routing.policy import Arm
 from milepost.core.settings import get_settings
@@ -91,6 +92,8 @@ def validate(spec: pipelines_pb2.PipelineSpec) -> list[str]:
         params = parse_params(s)
         if s.kind == "deploy":
             _check_deploy_params(s.name, params)
+        else:
+            stage_requirements(s, params)
     order: list[str] = []
     visiting: set[str] = set()
 
@@ -108,6 +111,21 @@ def validate(spec: pipelines_pb2.PipelineSpec) -> list[str]:
     for name in names:
         visit(name)
     return order
+
+
+def stage_requirements(stage: pipelines_pb2.StageSpec, params: dict[str, Any]) -> Requirements:
+    """What the stage needs from an agent, ``resources.device`` resolved as a deployment's is
+    (Requirements.on_device): a batch scoring stage's batch is its ``batch_rows``, so "auto"
+    gives it a GPU from gpu_crossover_rows rows a call; other stages have no batch ("auto":
+    CPU). The agent then holds the GPUs this asks for and scores on the one it assigned."""
+    settings = get_settings()
+    rows = params.get("batch_rows", settings.batch_rows) if stage.kind == "batch_scoring" else 0
+    try:
+        return Requirements.from_proto(stage.resources, stage.selector, stage.engine).on_device(
+            stage.resources.device, rows if isinstance(rows, int) else settings.batch_rows,
+            settings.gpu_crossover_rows)
+    except InvalidArgument as err:
+        raise InvalidArgument(f"stage {stage.name!r}: {err.message}") from err
 
 
 def _check_deploy_params(stage: str, params: dict[str, Any]) -> None:
@@ -287,12 +305,28 @@ class Pipelines:
                 # asks for itself): a number, an alias or a prefix is resolved here, once.
                 record = self.endpoints.model(name, version)
                 params = {**params, "model": f"{record.name}:{record.version}"}
-        req = Requirements.from_proto(stage.resources, stage.selector, stage.engine)
-        (agent_id,) = placement.place(self.reconciler.candidates(), req, 1, strategy=self.reconciler.strategy)
+        req = stage_requirements(stage, params)
+        holder = stage_holder(run_id, stage.name)
+        # Until the agent's heartbeats report the GPU this stage holds, placement counts it from
+        # here, so that a Deploy or another stage placed meanwhile does not take the same one.
+        with self.reconciler.placing:
+            (agent_id,) = placement.place(self.reconciler.candidates(), req, 1, strategy=self.reconciler.strategy)
+            self.reconciler.stage_started(holder, agent_id, req)
+        try:
+            return self._run_on(agent_id, run_id, stage, req, params)
+        finally:
+            self.reconciler.stage_ended(holder)
+
+    def _run_on(
+        self, agent_id: str, run_id: str, stage: pipelines_pb2.StageSpec, req: Requirements, params: dict[str, Any],
+    ) -> dict[str, str]:
         agent = self.store.get_agent(agent_id)
         assert agent is not None
         self.store.update_stage(run_id, stage.name, agent_id=agent_id)
-        request = agent_pb2.RunStageRequest(run_id=run_id, stage=stage, params_json=json.dumps(params))
+        resolved = pipelines_pb2.StageSpec()
+        resolved.CopyFrom(stage)
+        resolved.resources.CopyFrom(req.to_proto())  # the GPUs the device resolved to; device itself cleared
+        request = agent_pb2.RunStageRequest(run_id=run_id, stage=resolved, params_json=json.dumps(params))
         call = self.agents.run_stage(agent.address, request, timeout=get_settings().stage_timeout_s)
         with self._lock:
             if run_id in self._cancelled:

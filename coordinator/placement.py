@@ -6,17 +6,18 @@ unreserved. When nothing passes, the error says how many agents each filter turn
 away (and, for GPU memory, what each GPU has free), so the operator knows what to
 add or relax.
 
-GPU memory: an agent reports each GPU's total; what is reserved on which GPU is
-not reported but replayed here (``gpu_rooms``) with the agent's own assignment
-rule (milepost.core.requirements.pick_gpus) over the deployments placed on it,
-oldest first. A GPU replica that names no memory holds its GPU whole, as before.
-The replay matches the agent while it loads in that order; after replicas left, or
-after a restart that loaded them in another order, a multi-GPU agent may hold them on
-other GPUs than a fresh replay says (on a one-GPU agent the two always agree). The
-agent checks again when it loads, and refuses with each GPU's free memory.
+GPU memory: each heartbeat reports every GPU with what the agent's replicas and
+stages reserve on it, as the agent assigned them (``Candidate.gpu_rooms``: the
+reconciler starts from that report). Replicas placed on the agent that the report
+does not hold yet are added here (``gpu_rooms``) with the agent's own assignment rule
+(milepost.core.requirements.pick_gpus), oldest first, so a burst of Deploys between
+two heartbeats sees each other. A report, unlike a replay of the deployments, is right
+after replicas left a multi-GPU agent or a restart loaded them in another order. A GPU
+replica that names no memory holds its GPU whole. The agent checks again when it
+loads, and refuses with each GPU's free memory.
 
 Ranking looks at what each agent already carries: the replicas it hosts, the
-share of its CPU, memory and GPUs those replicas reserve, and the CPU it was
+share of its CPU, memory, GPUs and GPU memory those replicas reserve, and the CPU it was
 measured to use (its heartbeats report it). "spread" puts a replica on the agent
 with the fewest replicas, then the smallest reserved share, then the least measured
 CPU; "pack" on the one with the largest reserved share, then the most replicas.
@@ -78,9 +79,14 @@ class Candidate:
 
     @property
     def reserved_share(self) -> float:
-        """The largest share of one resource (CPU, memory, GPUs) its replicas reserve, 0 to 1."""
+        """The largest share of one resource (CPU, memory, GPUs) its replicas reserve, 0 to 1.
+        GPUs count by memory where it is known (a replica naming none reserves its GPU
+        whole), so a GPU shared by small reservations is not taken for a full one."""
+        gpu_total = sum(r.total_bytes for r in self.gpu_rooms)
+        gpu = (sum(min(r.reserved_bytes, r.total_bytes) for r in self.gpu_rooms), gpu_total) if gpu_total else (
+            self.used_gpus, self.gpus)
         shares = [used / total for used, total in (
-            (self.used_cpu, self.cpu), (self.used_memory_bytes, self.memory_bytes), (self.used_gpus, self.gpus),
+            (self.used_cpu, self.cpu), (self.used_memory_bytes, self.memory_bytes), gpu,
         ) if total > 0]
         return max(shares, default=0.0)
 
@@ -116,16 +122,17 @@ def _rejection(c: Candidate, req: Requirements) -> str | None:
     return None
 
 
-def gpu_rooms(gpus: Iterable[tuple[int, int]], hosted: Iterable[Requirements]) -> tuple[GpuRoom, ...]:
-    """An agent's GPUs, (index, memory bytes) as it reports them, with what the
-    ``hosted`` replicas (oldest first) reserve, assigned as the agent assigns them.
-    A replica that no longer fits (the agent reports other GPUs now) counts on the
-    least loaded ones, so it is never forgotten."""
-    rooms = [GpuRoom(index, total) for index, total in gpus]
-    for r in hosted:
+def gpu_rooms(rooms: Iterable[GpuRoom], placed: Iterable[tuple[str, Requirements]]) -> tuple[GpuRoom, ...]:
+    """An agent's GPUs as it last reported them (or bare, before any report) with what
+    the ``placed`` replicas (deployment id, requirements; oldest first) that the report
+    does not hold reserve, assigned as the agent will assign them. A replica that no
+    longer fits (the agent reports other GPUs now) counts on the least loaded ones, so
+    it is never forgotten."""
+    rooms = list(rooms)
+    for deployment_id, r in placed:
         if r.gpus:
             picked = pick_gpus(rooms, r.gpus, r.gpu_memory_bytes) or pick_gpus(rooms, min(r.gpus, len(rooms)), 0)
-            rooms = reserve(rooms, picked or (), r.gpu_memory_bytes)
+            rooms = reserve(rooms, picked or (), r.gpu_memory_bytes, deployment_id)
     return tuple(rooms)
 
 

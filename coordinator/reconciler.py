@@ -45,7 +45,7 @@ from coordinator.agent_reports import AgentReports
 from coordinator.store import DeploymentRecord, Store
 from coordinator.task_queue import TaskQueue
 from milepost.core.errors import DeadlineExceeded, FailedPrecondition, MilepostError, Unavailable
-from milepost.core.requirements import Requirements
+from milepost.core.requirements import GpuRoom, Requirements
 from milepost.core.settings import get_settings
 from milepost.v1 import agent_pb2, routing_pb2, types_pb2
 
@@ -80,6 +80,8 @@ class Reconciler:
         self._tasks = TaskQueue(workers=workers, limit=queue_limit, name="reconcile")
         self._lock = threading.Lock()
         self._loading: dict[tuple[str, str], Future[None]] = {}
+        # Pipeline stages running on agents: holder (stage_holder) -> (agent id, what it asked for).
+        self._stages: dict[str, tuple[str, Requirements]] = {}
         self._retry_after: dict[tuple[str, str], float] = {}
         # Held from choosing agents to storing the choice: concurrent Deploys and repairs see
         # each other's replicas, so they spread instead of all picking the same emptiest agent.
@@ -165,17 +167,21 @@ class Reconciler:
             if rec.last_heartbeat >= now - self.ttl_s and not self.reports.draining(rec.agent_id)
         }
         used: dict[str, list[float]] = {a: [0.0, 0, 0, 0] for a in heard}
-        hosted: dict[str, list[Requirements]] = {a: [] for a in heard}
-        # Oldest first, as agents loaded them: the GPU replay (placement.gpu_rooms) depends on the order.
+        hosted: dict[str, list[tuple[str, Requirements]]] = {a: [] for a in heard}
+        # Oldest first, as agents load them: the GPU rooms (placement.gpu_rooms) count what a report lacks in order.
         for d in sorted([*self.store.list_deployments(), *extra], key=lambda d: d.created_at):
             for a in d.agent_ids:
                 if a in used:
                     used[a][0] += d.requirements.cpu
                     used[a][1] += d.requirements.memory_bytes
                     used[a][3] += 1
-                    hosted[a].append(d.requirements)
-        rooms = {a: placement.gpu_rooms(((g.index, g.memory_bytes) for g in info.resources.gpus), hosted[a])
-                 for a, info in heard.items()}
+                    hosted[a].append((d.deployment_id, d.requirements))
+        with self._lock:
+            stages = list(self._stages.items())
+        for holder, (a, req) in stages:
+            if a in hosted:
+                hosted[a].append((holder, req))
+        rooms = {a: self._gpu_rooms(a, info, hosted[a]) for a, info in heard.items()}
         return [
             placement.Candidate(
                 agent_id=a,
@@ -191,6 +197,33 @@ class Reconciler:
             )
             for a, info in heard.items()
         ]
+
+    def stage_started(self, holder: str, agent_id: str, req: Requirements) -> None:
+        """A pipeline stage placed on ``agent_id``: its GPUs count there (``candidates``) until it ends."""
+        if req.gpus:
+            with self._lock:
+                self._stages[holder] = (agent_id, req)
+
+    def stage_ended(self, holder: str) -> None:
+        with self._lock:
+            self._stages.pop(holder, None)
+
+    def _gpu_rooms(
+        self, agent_id: str, info: types_pb2.AgentInfo, hosted: Sequence[tuple[str, Requirements]],
+    ) -> tuple[GpuRoom, ...]:
+        """Each GPU of the agent with what is reserved on it: what its last heartbeat
+        reported (AgentLoad.gpus, the agent's own assignment, stages included), plus the
+        replicas and running stages placed on it that the report does not hold yet (placed
+        since, or still loading), so that two Deploys between heartbeats do not both count
+        the same free memory. Before its first report (a coordinator restart, an agent too old to
+        report) the placed replicas are counted on its bare GPUs, as it would assign them."""
+        report = self.reports.load(agent_id).gpus
+        if report:
+            start = [GpuRoom.from_proto(g) for g in report]
+        else:
+            start = [GpuRoom(g.index, g.memory_bytes) for g in info.resources.gpus]
+        held = {d for room in start for d in room.deployment_ids}
+        return placement.gpu_rooms(start, [(d, r) for d, r in hosted if d not in held])
 
     def choose(
         self, req: Requirements, count: int, exclude: frozenset[str] = frozenset(),

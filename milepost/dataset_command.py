@@ -49,7 +49,10 @@ def add_parser(
                    help=f"Ray cluster address (ray engine; default ${env_var('ray_address')}, else a local Ray)")
     p.add_argument("--keep", default="", metavar="COLS", help="comma-separated input columns to copy to the output")
     p.add_argument("--batch-rows", type=int, default=settings.batch_rows, help="rows scored per call")
-    p.add_argument("--device", default="", help="torch device: cpu, cuda, cuda:N or auto")
+    p.add_argument("--device", default="",
+                   help="native: cpu, gpu (the CUDA scoring core on cuda:0), auto (gpu when --batch-rows reaches "
+                   "MILEPOST_GPU_CROSSOVER_ROWS, as deploy --device auto), cuda or cuda:N; torch: cpu, cuda, cuda:N "
+                   "or auto (its first GPU when it sees one)")
     p.set_defaults(func=run)
     return p
 
@@ -66,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
     for flag, engine, value in (("--master", "spark", args.master), ("--address", "ray", args.address),
                                 ("--device", "torch", args.device)):
         if value:
-            if args.engine != engine:
+            if flag == "--device" and args.engine in ("", "native"):
+                value = native_device(value, args.batch_rows)
+            elif args.engine != engine:
                 raise InvalidArgument(f"{flag} applies to --engine {engine}, not {args.engine or 'the default engine'}")
             options[flag.lstrip("-")] = value
     keep = tuple(c.strip() for c in args.keep.split(",") if c.strip())
@@ -77,9 +82,27 @@ def run(args: argparse.Namespace) -> int:
     with client(args) as c:
         result = score_registered(c, name, version, job, engine=args.engine, progress=bar.update)
     bar.finish(result.rows)
-    print(f"scored {result.rows:,} rows of {args.input} with {name} on {result.engine} "
+    where = f" ({options['device']})" if "device" in options else ""
+    print(f"scored {result.rows:,} rows of {args.input} with {name} on {result.engine}{where} "
           f"in {result.seconds:.1f} s ({result.rows / max(result.seconds, 1e-9):,.0f} rows/s) -> {result.sink}")
     return 0
+
+
+def native_device(device: str, batch_rows: int) -> str:
+    """Where the native engine scores a dataset here: "cpu", "gpu" and "auto" as a deployment
+    takes them (Requirements.on_device, with ``batch_rows`` as the batch: "auto" takes the
+    GPU from gpu_crossover_rows rows a call), a GPU meaning this machine's first ("cuda:0");
+    "cuda" or "cuda:N" name one outright."""
+    from milepost.core.errors import InvalidArgument
+    from milepost.core.requirements import Requirements
+
+    if device == "cuda" or device.startswith("cuda:"):
+        return device
+    try:
+        wants = Requirements().on_device(device, batch_rows, get_settings().gpu_crossover_rows)
+    except InvalidArgument as err:
+        raise InvalidArgument(f"--device {device!r} is unknown; use cpu, gpu, auto, cuda or cuda:N") from err
+    return "cuda:0" if wants.gpus else "cpu"
 
 
 def score_registered(

@@ -49,7 +49,8 @@ def spec_from_dict(doc: Any, base: Path) -> pipelines_pb2.PipelineSpec:
             depends_on=[str(d) for d in stage.get("depends_on") or []],
             resources=types_pb2.ResourceRequest(
                 cpu=float(resources.get("cpu", 0)), memory_bytes=int(resources.get("memory_bytes", 0)),
-                gpus=int(resources.get("gpus", 0)),
+                gpus=int(resources.get("gpus", 0)), gpu_memory_bytes=int(resources.get("gpu_memory_bytes", 0)),
+                device=str(resources.get("device", "")),
             ),
             selector={str(k): str(v) for k, v in (stage.get("selector") or {}).items()},
             params_json=json.dumps(params, sort_keys=True),

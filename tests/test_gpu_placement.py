@@ -10,6 +10,7 @@ below give each agent one GPU, index 0, wherever a replica actually loads.
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import pytest
 from agent.resources import GpuAssigner
 from coordinator.placement import Candidate, choose, gpu_rooms
 from milepost.core.errors import FailedPrecondition, InvalidArgument
-from milepost.core.requirements import Requirements
+from milepost.core.requirements import GpuRoom, Requirements
 from milepost.v1 import agent_pb2, types_pb2
 from tests.chaos.nodes import Agents, client, coordinator, wait_for
 from tests.test_cuda_core import cuda  # noqa: F401 - numba.cuda as the simulator: GPU replicas load on it
@@ -100,6 +101,40 @@ def test_agents_report_each_gpus_memory_and_deploys_go_where_a_gpu_has_room(clus
     wait_for(lambda: _state(c, "e30b") == ("READY", ["big"]), 15, "e30b placed on big and loaded once e40 left")
 
 
+def test_agents_report_what_each_gpu_holds_and_status_shows_it(cluster, capsys, monkeypatch) -> None:
+    """Each heartbeat carries the agent's GpuAssigner report; GetStatus and `milepost status` show it."""
+    from milepost.cli import main
+
+    coord, _, c = cluster
+    a = _only(c.deploy("r30", "lr", gpus=1, gpu_memory_bytes=30 * GiB))
+    b = _only(c.deploy("r40", "lr", gpus=1, gpu_memory_bytes=40 * GiB))
+
+    def reported() -> dict[str, list[tuple]]:
+        return {s.info.agent_id: [(g.index, g.total_bytes, g.reserved_bytes, g.replicas, sorted(g.deployment_ids))
+                                  for g in s.load.gpus] for s in c.status().agents}
+
+    expected = {"big": [(0, 80 * GiB, 70 * GiB, 2, sorted([a.deployment_id, b.deployment_id]))],
+                "small": [(0, 24 * GiB, 0, 0, [])], "cpu": []}
+    wait_for(lambda: reported() == expected, 10, "each agent's heartbeat reports its GPU reservations")
+    monkeypatch.setenv("MILEPOST_COORDINATOR", coord.address)
+    token = coord.admin_token_file.read_text().strip()
+    capsys.readouterr()
+    assert main(["status", "--output", "json", "--token", token]) == 0
+    agents = {x["info"]["agent_id"]: x for x in json.loads(capsys.readouterr().out)["agents"]}
+    (gpu,) = agents["big"]["load"]["gpus"]
+    assert (gpu["index"], int(gpu["total_bytes"]), int(gpu["reserved_bytes"]), gpu["replicas"]) == (0, 80 * GiB, 70 * GiB, 2)
+    assert sorted(gpu["deployment_ids"]) == sorted([a.deployment_id, b.deployment_id])
+    assert main(["status", "--token", token]) == 0
+    table = capsys.readouterr().out
+    assert "GPU GiB RESERVED" in table and "0: 70.0/80.0" in table and "0: 0.0/24.0" in table, table
+    # The console's agents page (what it renders from GetStatus) shows the same.
+    from coordinator.console.serving import agents as agents_page
+    from coordinator.console.source import Source
+
+    _, page = agents_page(Source(coord.servicer, coord.canary))
+    assert "Fake H100 (70.0 GiB of 80.0 GiB reserved)" in page and "Fake A10 (0 B of 24.0 GiB reserved)" in page
+
+
 def test_auto_device_puts_small_batch_endpoints_on_cpu_and_large_ones_on_a_gpu(cluster) -> None:
     _, agents, c = cluster
     small = _only(c.deploy("small-batches", "lr", device="auto", max_batch_size=64))
@@ -155,9 +190,10 @@ def test_the_assigner_picks_the_gpu_with_room_and_the_coordinator_replays_it_ali
     assert assigner.assign("d8", 1, 8 * GiB) == "cuda:1"  # a tie in replicas: the most free memory
     assert [(r.index, r.free_bytes) for r in assigner.rooms()] == [(0, 6 * GiB), (1, 52 * GiB)]
     # The coordinator, replaying the same loads in order, counts them on the same GPUs and says which one is next (fewest replicas).
-    hosted = [Requirements("native", gpus=1, gpu_memory_bytes=m) for m in (20 * GiB, 10 * GiB, 8 * GiB)]
-    rooms = gpu_rooms(((g.index, g.memory_bytes) for g in gpus), hosted)
+    hosted = [(f"d{m}", Requirements("native", gpus=1, gpu_memory_bytes=m * GiB)) for m in (20, 10, 8)]
+    rooms = gpu_rooms([GpuRoom(g.index, g.memory_bytes) for g in gpus], hosted)
     assert rooms == tuple(assigner.rooms())
+    assert [r.deployment_ids for r in rooms] == [("d10",), ("d20", "d8")]
     (placed,) = choose([Candidate("a", frozenset({"native"}), gpus=2, used_gpus=2, gpu_rooms=rooms)],
                        Requirements("native", gpus=1, gpu_memory_bytes=4 * GiB), 1)
     assert placed.reason == "placed on a: 0 replica(s), the fewest of 1 agent(s) (gpu 0: 6.00 GiB of 16.00 GiB free)"
@@ -172,6 +208,20 @@ def test_the_assigner_picks_the_gpu_with_room_and_the_coordinator_replays_it_ali
     with pytest.raises(FailedPrecondition, match="gpu 0: 15.00 GiB of 16.00 GiB free; gpu 1: 0.00 GiB of 80.00 GiB"):
         whole.assign("more", 1, 20 * GiB)
 
+
+
+def test_ranking_counts_gpu_memory_reserved_not_just_gpus_in_use() -> None:
+    """Both agents have a replica on their one GPU; spread goes where less GPU memory is reserved, pack the other way."""
+    def agent(name: str, reserved_gib: int) -> Candidate:
+        return Candidate(name, frozenset({"native"}), gpus=1, used_gpus=1, replicas=1,
+                         gpu_rooms=(GpuRoom(0, 80 * GiB, reserved_gib * GiB, 1),))
+
+    pool = [agent("a", 60), agent("b", 10)]
+    req = Requirements("native", gpus=1, gpu_memory_bytes=5 * GiB)
+    (spread,) = choose(pool, req, 1)
+    assert spread.agent_id == "b" and "first by least reserved" in spread.reason, spread.reason
+    (pack,) = choose(pool, req, 1, strategy="pack")
+    assert pack.reason.startswith("placed on a: 75% reserved, the most of 2 agent(s)"), pack.reason
 
 
 def test_the_store_keeps_gpu_memory_across_restarts_and_older_databases_gain_it(tmp_path: Path) -> None:

@@ -26,7 +26,9 @@ def agents(source: Source) -> Page:
         info, res = a.info, a.info.resources
         engines = join((tag("span", e.name, title=e.version) if e.available
                         else tag("s", e.name, title=e.reason) for e in info.engines), " ")
-        gpus = join((f"{g.name} ({size(g.memory_bytes)})" for g in res.gpus), ", ") or "-"
+        reserved = {r.index: r.reserved_bytes for r in a.load.gpus}  # as the agent's last heartbeat reported
+        gpus = join((f"{g.name} ({size(reserved[g.index])} of {size(g.memory_bytes)} reserved)" if g.index in reserved
+                     else f"{g.name} ({size(g.memory_bytes)})" for g in res.gpus), ", ") or "-"
         serving = set(a.serving_deployment_ids)
         hosted = join((tag("span", f"{serves.get(d, '?')} ({d})", class_=None if d in serving else "muted",
                            title=None if d in serving else "placed, not serving yet") for d in a.deployment_ids),

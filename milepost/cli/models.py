@@ -15,10 +15,12 @@ from milepost.core.batching import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_QUEUE_ROW
 from milepost.core.errors import FailedPrecondition, InvalidArgument
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     import pyarrow as pa
 
     from milepost.client import Client
-    from milepost.v1 import coordinator_pb2
+    from milepost.v1 import coordinator_pb2, types_pb2
 
 PROGRESS_FROM_BYTES = 8 << 20  # pushes of larger archives show their progress
 SCORE_REQUEST_BYTES = 4 << 20  # `score` sends a larger file in requests of about this size
@@ -139,9 +141,10 @@ def _print_status(status: coordinator_pb2.GetStatusResponse) -> None:
 
     print("AGENTS")
     print(render(
-        ["AGENT", "ADDRESS", "STATE", "CORES", "MEMORY GiB", "GPUS", "ENGINES", "SERVING/PLACED", "CPU", "REQ/S"],
+        ["AGENT", "ADDRESS", "STATE", "CORES", "MEMORY GiB", "GPUS", "GPU GiB RESERVED", "ENGINES", "SERVING/PLACED",
+         "CPU", "REQ/S"],
         [[a.info.agent_id, a.info.address, a.state, a.info.resources.cpu_cores,
-          f"{a.info.resources.memory_bytes / 2**30:.1f}", len(a.info.resources.gpus),
+          f"{a.info.resources.memory_bytes / 2**30:.1f}", len(a.info.resources.gpus), _gpu_reserved(a.load.gpus),
           ",".join(f"{e.name} {e.version}".strip() for e in a.info.engines if e.available),
           f"{len(a.serving_deployment_ids)}/{len(a.deployment_ids)}",
           f"{a.load.cpu_utilization:.0%}", f"{a.load.requests_per_s:.0f}"] for a in status.agents],
@@ -150,6 +153,11 @@ def _print_status(status: coordinator_pb2.GetStatusResponse) -> None:
     print(models_table(status.models))
     print("\nENDPOINTS")
     print(endpoints_table(status.endpoints))
+
+
+def _gpu_reserved(rooms: Sequence[types_pb2.GpuRoom]) -> str:
+    """Each GPU's reserved of total memory as the agent last reported it, e.g. "0: 30.0/80.0"."""
+    return ", ".join(f"{r.index}: {r.reserved_bytes / 2**30:.1f}/{r.total_bytes / 2**30:.1f}" for r in rooms) or "-"
 
 
 def cmd_score(args: argparse.Namespace) -> int:

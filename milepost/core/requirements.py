@@ -6,8 +6,9 @@ for nothing. Values are checked when the requirements are built, so a bad reques
 is refused with the field named before anything is placed.
 
 The rule that puts a replica on one of a node's GPUs (``pick_gpus``) is here too:
-the agent assigns with it and the coordinator, replaying what each agent hosts,
-places with it, so both agree on which GPU has room.
+the agent assigns with it and reports the result (``GpuRoom`` in its heartbeats); the
+coordinator places from that report with the same rule, counting the replicas it
+placed since, so both agree on which GPU has room.
 """
 
 from __future__ import annotations
@@ -91,6 +92,12 @@ class Requirements:
 DEVICES = ("", "cpu", "gpu", "auto")
 
 
+def stage_holder(run_id: str, stage: str) -> str:
+    """The name a running pipeline stage holds GPUs under (GpuRoom.deployment_ids), the same
+    on the agent that holds them and the coordinator that placed the stage."""
+    return f"stage:{run_id}/{stage}"
+
+
 def gib(n: int) -> str:
     return f"{n / 2**30:.2f} GiB"
 
@@ -100,13 +107,16 @@ class GpuRoom:
     """One GPU of a node: its memory and what the replicas on it reserve.
 
     A GPU replica that names no memory reserves the whole GPU. ``fits``: a request
-    of ``memory_bytes`` (0: any GPU) has that much unreserved here.
+    of ``memory_bytes`` (0: any GPU) has that much unreserved here. ``deployment_ids``:
+    who holds it (a pipeline stage as "stage:RUN/STAGE"), so that the coordinator can
+    tell which of its placements a report already counts.
     """
 
     index: int
     total_bytes: int
     reserved_bytes: int = 0
     replicas: int = 0
+    deployment_ids: tuple[str, ...] = ()
 
     @property
     def free_bytes(self) -> int:
@@ -115,13 +125,24 @@ class GpuRoom:
     def fits(self, memory_bytes: int) -> bool:
         return memory_bytes <= self.free_bytes
 
-    def taken(self, memory_bytes: int) -> GpuRoom:
+    def taken(self, memory_bytes: int, deployment_id: str = "") -> GpuRoom:
         return replace(self, reserved_bytes=self.reserved_bytes + (memory_bytes or self.total_bytes),
-                       replicas=self.replicas + 1)
+                       replicas=self.replicas + 1,
+                       deployment_ids=(*self.deployment_ids, deployment_id) if deployment_id else self.deployment_ids)
 
     def describe(self) -> str:
         """E.g. "gpu 1: 30.00 GiB of 80.00 GiB free"."""
         return f"gpu {self.index}: {gib(self.free_bytes)} of {gib(self.total_bytes)} free"
+
+    def to_proto(self) -> types_pb2.GpuRoom:
+        from milepost.v1 import types_pb2
+
+        return types_pb2.GpuRoom(index=self.index, total_bytes=self.total_bytes, reserved_bytes=self.reserved_bytes,
+                                 replicas=self.replicas, deployment_ids=self.deployment_ids)
+
+    @classmethod
+    def from_proto(cls, room: types_pb2.GpuRoom) -> GpuRoom:
+        return cls(room.index, room.total_bytes, room.reserved_bytes, room.replicas, tuple(room.deployment_ids))
 
 
 def pick_gpus(rooms: Sequence[GpuRoom], count: int, memory_bytes: int) -> tuple[int, ...] | None:
@@ -132,6 +153,6 @@ def pick_gpus(rooms: Sequence[GpuRoom], count: int, memory_bytes: int) -> tuple[
     return tuple(r.index for r in fitting[:count]) if count <= len(fitting) else None
 
 
-def reserve(rooms: Sequence[GpuRoom], picked: Sequence[int], memory_bytes: int) -> list[GpuRoom]:
+def reserve(rooms: Sequence[GpuRoom], picked: Sequence[int], memory_bytes: int, deployment_id: str = "") -> list[GpuRoom]:
     """``rooms`` after a replica reserving ``memory_bytes`` took the ``picked`` GPUs."""
-    return [r.taken(memory_bytes) if r.index in picked else r for r in rooms]
+    return [r.taken(memory_bytes, deployment_id) if r.index in picked else r for r in rooms]

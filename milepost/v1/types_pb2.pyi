@@ -180,14 +180,30 @@ class Event(_message.Message):
     def __init__(self, id: _Optional[int] = ..., endpoint: _Optional[str] = ..., at: _Optional[float] = ..., kind: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
 
 class AgentLoad(_message.Message):
-    __slots__ = ("inflight_requests", "requests_per_s", "cpu_utilization")
+    __slots__ = ("inflight_requests", "requests_per_s", "cpu_utilization", "gpus")
     INFLIGHT_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_PER_S_FIELD_NUMBER: _ClassVar[int]
     CPU_UTILIZATION_FIELD_NUMBER: _ClassVar[int]
+    GPUS_FIELD_NUMBER: _ClassVar[int]
     inflight_requests: int
     requests_per_s: float
     cpu_utilization: float
-    def __init__(self, inflight_requests: _Optional[int] = ..., requests_per_s: _Optional[float] = ..., cpu_utilization: _Optional[float] = ...) -> None: ...
+    gpus: _containers.RepeatedCompositeFieldContainer[GpuRoom]
+    def __init__(self, inflight_requests: _Optional[int] = ..., requests_per_s: _Optional[float] = ..., cpu_utilization: _Optional[float] = ..., gpus: _Optional[_Iterable[_Union[GpuRoom, _Mapping]]] = ...) -> None: ...
+
+class GpuRoom(_message.Message):
+    __slots__ = ("index", "total_bytes", "reserved_bytes", "replicas", "deployment_ids")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_BYTES_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REPLICAS_FIELD_NUMBER: _ClassVar[int]
+    DEPLOYMENT_IDS_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    total_bytes: int
+    reserved_bytes: int
+    replicas: int
+    deployment_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, index: _Optional[int] = ..., total_bytes: _Optional[int] = ..., reserved_bytes: _Optional[int] = ..., replicas: _Optional[int] = ..., deployment_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AgentStatus(_message.Message):
     __slots__ = ("info", "state", "last_heartbeat", "deployment_ids", "load", "serving_deployment_ids")

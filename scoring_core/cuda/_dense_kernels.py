@@ -117,24 +117,12 @@ def map_kernel() -> Any:
     return column_map
 
 
+# The CPU encoder's category lookup, compiled from the same Python function for the GPU.
+category_index = cuda.jit(device=True)(cpu_transforms._category_index.py_func)
+
+
 def encode_kernel() -> Any:
     PASS, ONE_HOT, ERROR = cpu_transforms.PASS, cpu_transforms.ONE_HOT, cpu_transforms.ERROR
-
-    @cuda.jit(device=True)
-    def category_index(x, cats, s, k, has_nan):
-        if x != x:
-            return k - 1 if has_nan else -1
-        lo = 0
-        hi = k - 1 if has_nan else k
-        while lo < hi:
-            mid = (lo + hi) // 2
-            if cats[s + mid] < x:
-                lo = mid + 1
-            else:
-                hi = mid
-        if lo < (k - 1 if has_nan else k) and cats[s + lo] == x:
-            return lo
-        return -1
 
     @cuda.jit
     def encode(X, out, mode, cat_start, categories, has_nan, drop, on_unknown, unknown_value, missing_value,

@@ -16,6 +16,8 @@ from scoring_core.trees import tree_kernels as K
 
 # Threads a block for the walk: 4 warps.
 TREE_BLOCK = 128
+# The CPU walk's categorical node test, compiled from the same Python function for the GPU.
+categorical_step = cuda.jit(device=True)(K.categorical_step.py_func)
 FINISH_PLAIN, FINISH_BINARY, FINISH_ARGMAX = 0, 1, 2
 _LGB_ZERO = np.float32(1e-35)
 
@@ -69,7 +71,6 @@ def walk_kernel(n_groups: int, leaf_width: int, lanes: int, acc_name: str, categ
     CAP = cap
     NAN_RIGHT = K.FLAG_NAN_RIGHT
     CAT = K.FLAG_CATEGORICAL
-    IN_SET_RIGHT = K.FLAG_CAT_IN_SET_RIGHT
 
     @cuda.jit(device=True)
     def descend(X, row, i, base, feature, threshold, child, flags, cat_set, cat_bounds, cat_bits):
@@ -80,17 +81,7 @@ def walk_kernel(n_groups: int, leaf_width: int, lanes: int, acc_name: str, categ
             x = X[row, f]
             fl = flags[i - base]
             if categorical and (fl & CAT) != 0:
-                if x != x:
-                    right = (fl & NAN_RIGHT) != 0
-                else:
-                    member = False
-                    if x >= 0.0:
-                        c = cat_set[i]
-                        w0 = cat_bounds[c]
-                        if x < 32.0 * (cat_bounds[c + 1] - w0):
-                            v = np.int64(x)
-                            member = ((cat_bits[w0 + (v >> 5)] >> (v & 31)) & 1) != 0
-                    right = member == ((fl & IN_SET_RIGHT) != 0)
+                right = categorical_step(x, fl, cat_set[i], cat_bounds, cat_bits)
             elif x != x:
                 right = (fl & NAN_RIGHT) != 0
             else:

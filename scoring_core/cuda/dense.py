@@ -10,7 +10,9 @@ multiply and an add into one fused multiply-add (one rounding instead of two), a
 links use CUDA's ``exp``. Rows are column-major on the device, so a warp's 32 rows read
 each feature with one coalesced load.
 
-``encode`` reports an unknown category as the CPU stage does, naming the same row and
+``encode`` looks a category up with the CPU encoder's own function
+(``scoring_core.transforms._category_index``, compiled as a device function), and reports
+an unknown category as the CPU stage does, naming the same row and
 column (the first block of ``scoring_core.transforms.BLOCK`` rows with one, its first such
 column, that column's first such row).
 """

@@ -8,7 +8,9 @@ is laid out breadth-first with the two children of a node side by side, so that 
 is its index among the leaf values. The CPU layouts (``scoring_core.trees.layouts``) turn
 thresholds into integer order keys and mirror NaN-right nodes onto negated columns, which
 pays on a CPU; a GPU compares floats as fast as integers, so here a numerical node keeps its
-float threshold and its NaN bit: ``right = x >= t``, or the bit when ``x`` is NaN.
+float threshold and its NaN bit: ``right = x >= t``, or the bit when ``x`` is NaN. A
+categorical node is tested by the CPU walk's own function
+(``scoring_core.trees.tree_kernels.categorical_step``, compiled as a device function).
 
 Kernel (``_tree_kernels.walk_kernel``): one row per thread, or, for batches too small to fill the GPU,
 ``lanes`` threads per row (a power of two up to 32) that take the trees strided (lane

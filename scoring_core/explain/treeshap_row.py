@@ -22,17 +22,11 @@ FIXED_Q = 4
 @njit(nogil=True, cache=True, inline="always")
 def _goes_right(x, fl, t, c, cat_bounds, cat_bits):
     """The canonical node test (``tree_kernels``) on a float value after the input rules."""
+    if (fl & K.FLAG_CATEGORICAL) != 0:
+        return K.categorical_step(x, fl, c, cat_bounds, cat_bits)
     if x != x:
         return (fl & K.FLAG_NAN_RIGHT) != 0
-    if (fl & K.FLAG_CATEGORICAL) == 0:
-        return x >= t
-    member = False
-    if x >= 0.0:
-        w0 = cat_bounds[c]
-        if x < 32.0 * (cat_bounds[c + 1] - w0):
-            v = np.int64(x)
-            member = ((cat_bits[w0 + (v >> 5)] >> (v & 31)) & 1) != 0
-    return member == ((fl & K.FLAG_CAT_IN_SET_RIGHT) != 0)
+    return x >= t
 
 
 @njit(nogil=True, cache=True, inline="always")

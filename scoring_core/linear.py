@@ -20,11 +20,13 @@ thread count, and the order is one that SIMD hardware runs without reassociation
 - row-major (``_ROW_SCORES``): one 8-wide vector of lane sums per row, advanced 8
   features at a time, four rows together; the last ``f % 8`` features come in by a
   masked load (the lanes it misses get ``+ 0.0``, which changes no sum that started at
-  0.0), then the lanes are combined in the vector. Software prefetch 16 KiB ahead and
-  the link applied four rows at a time keep memory busy while the vectors work;
+  0.0), then the lanes are combined in the vector. The first output's loop also
+  prefetches the rows 16 KiB ahead, as many values a step as it reads, and the link
+  is applied four rows at a time, so memory stays busy while the vectors work;
 - column-major (``_COLUMN_PASS_*``): for a block of rows, each lane is a vector of its
   rows' sums, advanced by up to four of its columns per pass down contiguous column
-  segments; each pass prefetches the segments of the pass ``PASSES_AHEAD`` after it.
+  segments; a pass prefetches down its own columns ``COLUMN_AHEAD_ROWS`` ahead, and
+  over its last rows the start of the next pass's columns.
 
 numba's own loop vectoriser gives neither shape (it vectorises no fixed-order
 reduction, and loses the column loop when it is cut into prefetch chunks), so the two
@@ -33,13 +35,42 @@ inner loops are LLVM IR written here as numba intrinsics: plain vector loads,
 scalar code's. Vectors of 8 doubles are split by LLVM where the CPU has narrower
 registers; the results do not change.
 
-Where the time goes (Zen 4, 200 float32 features): from cache either kernel scores
-about 60M rows/s a core (fused multiply-adds, or 8 rows at a time, changed nothing;
-the float32 to float64 conversions look like the bound), only ~1.5x what one core
-streams from memory, so a kernel reaches the read limit only as far as its arithmetic
-overlaps the reads. The row-major one, a single
-sequential stream, overlaps well; the column-major one reads eight streams at once and
-overlaps less on one thread (benchmarks/linear_bandwidth.py has the figures).
+Where the time goes (AMD EPYC, LLVM's znver5, 1M x 200 float32, logistic; interleaved
+rounds on a shared 2-core machine, fractions of the read limit of the same round).
+From L1 the dot product alone runs ~125M rows/s a core, from L2 ~105M; a whole
+kernel from cache ~60M, the rest being per row: the link (an ``exp`` and a division,
+~5 ns a row in four-row groups), the lane totals and stores. One core streams ~45-50M
+rows/s from memory, so a kernel reaches the read limit only as far as its arithmetic
+overlaps the reads:
+
+- row-major: a separate loop of prefetches per four-row group cost ~2.5 ns a row from
+  cache; folded into the dot-product loop, the kernel went from 0.68-0.82 to
+  0.86-0.87 of the limit on one thread and from 0.77-0.83 to 0.88-0.92 on two. Linking a whole
+  block at the end is faster from cache (60M against 45M rows/s) but slower from
+  memory (it leaves memory idle): rejected. Prefetching into L2 only, or 4 KiB or
+  64 KiB ahead, did worse.
+- column-major: as fast as row-major from cache, L3 included (~55M rows/s), but
+  ~0.6-0.7 of the limit on one thread from memory (~0.65-0.85 on two). Reading
+  column segments is itself slower than one stream: a plain sum over them, no
+  arithmetic, reaches ~0.79 of the flat read in 2048-row segments and ~0.86 in
+  16384-row ones (one thread; four columns interleaved or one at a time alike), so
+  blocks are ``LANE_BYTES`` of lane sums (16384 rows for one output) with the
+  prefetch above: +8-16% over 2048-row blocks prefetching four passes ahead, in
+  the same runs. Tried and not better: one, two or eight columns a pass (fewer cost
+  more lane-sum traffic than they save), prefetching the next pass's segments one
+  after another, a kernel holding 16 rows x 8 lanes in registers over every column
+  at once (bit-identical, as fast from cache, but 200 streams: 0.3 of the limit
+  without prefetch, 0.6-0.7 with), prefetching whole column runs a tile ahead,
+  finishing each block during the next one's passes, blocks of 4096 to 32768 rows.
+  A float32 block transpose into the row kernel costs about as many shuffles as the
+  dot product costs arithmetic.
+- numerics kept: fused multiply-adds gained 0-4% (noise here) and would change every
+  kernel's bits; float32 products added in pairs before widening (half the
+  conversions, ~40% faster from L1) miss scikit-learn's float64 predictions by up to
+  2.6e-4 on a LinearRegression whose outputs are ~1e3, with columns scaled 1e-3..1e3
+  or not, and a LogisticRegression's decision values by up to 7e-6 (probabilities
+  1.3e-6), where these kernels stay within 3e-12 (7e-14): beyond the 1e-5 contract,
+  not used.
 """
 
 from __future__ import annotations
@@ -70,15 +101,18 @@ ROWS_TOGETHER = 4
 # Columns per pass in the column-major kernel: four column loads per accumulator store.
 COLUMNS_TOGETHER = 4
 # Rows per block. Row-major: the (n_outputs, BLOCK) scores and the launch grain.
-# Column-major: 8 KiB column segments, long runs for the prefetcher, and the lane
-# accumulators (n_outputs * LANES * BLOCK float64) still in L2.
+# Column-major: the fewest rows a block has (``column_block_rows``).
 BLOCK = 2048
 # Bytes ahead of the row being scored that the row-major kernel prefetches: 16 KiB
-# and 32 KiB did a few percent better than 4 KiB here at 1M x 200.
+# and 32 KiB did better than 4 KiB and 64 KiB here at 1M x 200.
 ROW_PREFETCH_BYTES = 16384
-# Passes ahead that the column-major kernel prefetches, into the next block at the end
-# of one: enough that the reads go on while a block's scores go through the link.
-PASSES_AHEAD = 4
+# Column-major blocks: as many rows as keep a block's lane sums (n_outputs, LANES, rows)
+# float64 within LANE_BYTES (in L2), at least BLOCK: long column segments read better
+# than short ones (with the prefetch below, 8-16% better than 2048 at 1M x 200).
+LANE_BYTES = 1 << 20
+# Rows ahead, down its own columns, that a column pass prefetches; over its last
+# COLUMN_AHEAD_ROWS rows it prefetches the start of the next pass's columns instead.
+COLUMN_AHEAD_ROWS = 1024
 _LINE = 64
 
 
@@ -176,24 +210,32 @@ def _lane_total(builder: ir.IRBuilder, v: ir.Value) -> ir.Value:
                         builder.extract_element(quarter, ir.Constant(i32, 1)))
 
 
-def _row_scores_intrinsic(rows: int) -> Any:
-    """``f(X, r, coef, c, b, dst, d)``: for the C-ordered ``X`` and ``q < rows``,
+def _row_scores_intrinsic(rows: int, prefetch: bool = False) -> Any:
+    """``f(X, r, coef, c, b, dst, d, ahead)``: for the C-ordered ``X`` and ``q < rows``,
     ``dst[d + q]`` = the score of row ``r + q`` for output ``c`` (intercept ``b``), in the
     module's one order. The ``f % 8`` last features go in by a masked load: the lanes
-    they miss get ``+ 0.0 * 0.0``, which leaves a sum that started at 0.0 unchanged."""
+    they miss get ``+ 0.0 * 0.0``, which leaves a sum that started at 0.0 unchanged.
+
+    With ``prefetch``, each step of 8 features also prefetches the next ``rows * 8``
+    values from ``X.flat[ahead]`` on, so the loop prefetches as many values as it reads
+    (``ahead`` is ignored otherwise)."""
 
     @intrinsic
-    def row_scores(typingctx: Any, X: Any, r: Any, coef: Any, c: Any, b: Any, dst: Any, d: Any) -> Any:
+    def row_scores(typingctx: Any, X: Any, r: Any, coef: Any, c: Any, b: Any, dst: Any, d: Any,
+                   ahead: Any) -> Any:
         if not (_is_float_array(X, "C") and X.ndim == 2 and _is_float_array(coef, "C")
                 and coef.dtype == types.float64 and _is_float_array(dst, "C")
                 and dst.dtype == types.float64 and isinstance(b, types.Float)
-                and all(isinstance(t, types.Integer) for t in (r, c, d))):
+                and all(isinstance(t, types.Integer) for t in (r, c, d, ahead))):
             return None
-        sig = types.void(X, r, coef, c, b, dst, d)
+        sig = types.void(X, r, coef, c, b, dst, d, ahead)
 
         def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
-            x_type, r_type, coef_type, c_type, b_type, dst_type, d_type = signature.args
+            x_type, r_type, coef_type, c_type, b_type, dst_type, d_type, ahead_type = signature.args
             i64 = ir.IntType(64)
+            soon = _data_pointer(context, builder, x_type, args[0],
+                                 context.cast(builder, args[7], ahead_type, types.int64))
+            per_line = _LINE // (x_type.dtype.bitwidth // 8)
             width = builder.extract_value(context.make_array(x_type)(context, builder, args[0]).shape, 1)
             row = context.cast(builder, args[1], r_type, types.int64)
             out = context.cast(builder, args[3], c_type, types.int64)
@@ -205,6 +247,10 @@ def _row_scores_intrinsic(rows: int) -> Any:
 
             def chunk(i: ir.Value, sums: list[ir.Value]) -> list[ir.Value]:
                 j = builder.mul(i, ir.Constant(i64, LANES))
+                if prefetch:
+                    at = builder.gep(soon, [builder.mul(i, ir.Constant(i64, LANES * rows))])
+                    for line in range(0, LANES * rows, per_line):
+                        _prefetch(builder, builder.gep(at, [ir.Constant(i64, line)]))
                 w = _load_as_doubles(builder, builder.gep(weights, [j]), types.float64, context)
                 return [builder.fadd(s, builder.fmul(w, _load_as_doubles(
                     builder, builder.gep(x, [j]), x_type.dtype, context))) for s, x in zip(sums, rows_x)]
@@ -312,33 +358,12 @@ def _column_pass_intrinsic(columns: int) -> Any:
 
 
 _ROW_SCORES = _row_scores_intrinsic(ROWS_TOGETHER)
+_ROW_SCORES_AHEAD = _row_scores_intrinsic(ROWS_TOGETHER, prefetch=True)
 _ROW_SCORES_1 = _row_scores_intrinsic(1)
 _COLUMN_PASS_1 = _column_pass_intrinsic(1)
 _COLUMN_PASS_2 = _column_pass_intrinsic(2)
 _COLUMN_PASS_3 = _column_pass_intrinsic(3)
 _COLUMN_PASS_4 = _column_pass_intrinsic(4)
-
-
-def _prefetch_intrinsic() -> Any:
-    """``f(X, i)``: prefetch ``X.flat[i]`` (memory order)."""
-
-    @intrinsic
-    def prefetch_at(typingctx: Any, X: Any, index: Any) -> Any:
-        if not (isinstance(X, types.Array) and X.layout in "CF" and isinstance(index, types.Integer)):
-            return None
-        sig = types.void(X, index)
-
-        def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
-            i = context.cast(builder, args[1], signature.args[1], types.int64)
-            _prefetch(builder, _data_pointer(context, builder, signature.args[0], args[0], i))
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return prefetch_at
-
-
-_prefetch_at = _prefetch_intrinsic()
 
 
 # ---------------------------------------------------------------------------------------
@@ -378,23 +403,21 @@ def _rows_linked(X, coef, intercept, link, out, r0, r1, scores):
     k = coef.shape[0]
     row_bytes = f * X.itemsize
     ahead = (ROW_PREFETCH_BYTES + row_bytes - 1) // row_bytes
-    per_line = _LINE // X.itemsize
-    group = ROWS_TOGETHER * f
+    last = (n_rows - ROWS_TOGETHER) * f  # the last group's first value: prefetches stay in X
     r = r0
     while r + ROWS_TOGETHER <= r1:
-        if r + ahead + ROWS_TOGETHER <= n_rows:
-            p = (r + ahead) * f
-            for o in range(0, group, per_line):
-                _prefetch_at(X, p + o)
-        for c in range(k):
-            _ROW_SCORES(X, r, coef, c, intercept[c], scores[c], r - r0)
+        # The first output's loop prefetches the group ``ahead`` rows on, as many
+        # values a step as it reads: a separate loop of prefetches cost more than it hid.
+        _ROW_SCORES_AHEAD(X, r, coef, 0, intercept[0], scores[0], r - r0, min(last, (r + ahead) * f))
+        for c in range(1, k):
+            _ROW_SCORES(X, r, coef, c, intercept[c], scores[c], r - r0, 0)
         # The link right away, while the prefetched rows arrive: done after the
         # block, it left memory idle for its whole duration.
         _finish(scores, r - r0, r - r0 + ROWS_TOGETHER, link, out, r0)
         r += ROWS_TOGETHER
     while r < r1:
         for c in range(k):
-            _ROW_SCORES_1(X, r, coef, c, intercept[c], scores[c], r - r0)
+            _ROW_SCORES_1(X, r, coef, c, intercept[c], scores[c], r - r0, 0)
         _finish(scores, r - r0, r - r0 + 1, link, out, r0)
         r += 1
 
@@ -452,50 +475,70 @@ def _passes(f):
     return table
 
 
+def column_block_rows(k: int, n: int, parts: int) -> int:
+    """Rows a column-major block has for ``k`` outputs (``LANE_BYTES``), a multiple of 16,
+    but no more than give each of ``parts`` threads a block of the ``n`` rows."""
+    share = ((n + parts - 1) // parts + 15) // 16 * 16
+    return max(BLOCK, min(share, (LANE_BYTES // (8 * LANES * k)) // 16 * 16))
+
+
+@njit(nogil=True, cache=True, fastmath=False, inline="always")
+def _first_rows(X, q, j, m, row):
+    """``X.flat`` index of row ``row`` of the pass's column ``q`` (of ``m`` from ``j``; the
+    last one again past ``m``)."""
+    return (j + min(q, m - 1) * LANES) * X.shape[0] + row
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def combine_lanes(acc, intercept, link, scores, out, r0, i0, i1):
+    """Rows ``r0 + i0 .. r0 + i1`` of ``out`` from their lane sums ``acc[:, :, i0:i1]``
+    (``scores`` (k, rows) scratch): the module's lane order, the intercept, the link."""
+    for c in range(acc.shape[0]):
+        a0, a1, a2, a3 = acc[c, 0], acc[c, 1], acc[c, 2], acc[c, 3]
+        a4, a5, a6, a7 = acc[c, 4], acc[c, 5], acc[c, 6], acc[c, 7]
+        b = intercept[c]
+        s = scores[c]
+        for r in range(i0, i1):
+            s[r] = (((a0[r] + a4[r]) + (a2[r] + a6[r])) + ((a1[r] + a5[r]) + (a3[r] + a7[r]))) + b
+    _finish(scores, i0, i1, link, out, r0)
+
+
 @njit(nogil=True, cache=True, fastmath=False)
 def _block_by_columns(X, coef, intercept, link, out, r0, r1, scores, acc, passes):
-    """Rows ``r0 .. r1`` of an F-ordered ``X``; ``scores`` (k, BLOCK), ``acc``
-    (k, LANES, BLOCK) lane sums, ``passes`` from ``_passes``.
+    """Rows ``r0 .. r1`` of an F-ordered ``X``; ``scores`` (k, rows), ``acc``
+    (k, LANES, rows) lane sums, ``passes`` from ``_passes``.
 
-    Each pass prefetches the column segments of the pass ``PASSES_AHEAD`` after it,
-    counting on into the next block's passes at the end of this one's."""
+    A pass prefetches down its own columns ``COLUMN_AHEAD_ROWS`` ahead, and over its
+    last rows the first rows of the next pass (of the next block after the last), so
+    that the reads run on from one segment into the next."""
     n = r1 - r0
     n_rows, f = X.shape
     k = coef.shape[0]
     n_passes = passes.shape[0]
+    rows = scores.shape[1]
     for c in range(k):
         for lane in range(LANES):
             a = acc[c, lane]
             for r in range(n):
                 a[r] = 0.0
+    split = n - COLUMN_AHEAD_ROWS if n > COLUMN_AHEAD_ROWS else 0
     for p in range(n_passes):
         j = passes[p, 0]
         m = passes[p, 1]
-        ahead = p + PASSES_AHEAD
-        row = min(r0 + (ahead // n_passes) * BLOCK, n_rows - 1)
-        nj = passes[ahead % n_passes, 0]
-        last = passes[ahead % n_passes, 1] - 1
-        p0 = nj * n_rows + row
-        p1 = (nj + min(1, last) * LANES) * n_rows + row
-        p2 = (nj + min(2, last) * LANES) * n_rows + row
-        p3 = (nj + min(3, last) * LANES) * n_rows + row
+        own = r0 + COLUMN_AHEAD_ROWS
+        o0, o1 = _first_rows(X, 0, j, m, own), _first_rows(X, 1, j, m, own)
+        o2, o3 = _first_rows(X, 2, j, m, own), _first_rows(X, 3, j, m, own)
+        after = (p + 1) // n_passes  # 1 for the last pass: the next block's first
+        row = min(r0 + after * rows, max(0, n_rows - COLUMN_AHEAD_ROWS))  # prefetches stay in X
+        nj, nm = passes[(p + 1) % n_passes, 0], passes[(p + 1) % n_passes, 1]
+        p0, p1 = _first_rows(X, 0, nj, nm, row), _first_rows(X, 1, nj, nm, row)
+        p2, p3 = _first_rows(X, 2, nj, nm, row), _first_rows(X, 3, nj, nm, row)
         lane = j % LANES
         for c in range(k):
-            _pass_columns(acc[c, lane], X, r0, n, j, m, coef, c, p0, p1, p2, p3)
-    for c in range(k):
-        a0 = acc[c, 0]
-        a1 = acc[c, 1]
-        a2 = acc[c, 2]
-        a3 = acc[c, 3]
-        a4 = acc[c, 4]
-        a5 = acc[c, 5]
-        a6 = acc[c, 6]
-        a7 = acc[c, 7]
-        b = intercept[c]
-        s = scores[c]
-        for r in range(n):
-            s[r] = (((a0[r] + a4[r]) + (a2[r] + a6[r])) + ((a1[r] + a5[r]) + (a3[r] + a7[r]))) + b
-    _finish(scores, 0, n, link, out, r0)
+            if split:
+                _pass_columns(acc[c, lane], X, r0, split, j, m, coef, c, o0, o1, o2, o3)
+            _pass_columns(acc[c, lane][split:], X, r0 + split, n - split, j, m, coef, c, p0, p1, p2, p3)
+    combine_lanes(acc, intercept, link, scores, out, r0, 0, n)
 
 
 @njit(nogil=True, cache=True, fastmath=False)
@@ -516,26 +559,26 @@ def _score_rows_parallel(X, coef, intercept, link, out):
 
 
 @njit(nogil=True, cache=True, fastmath=False)
-def _score_columns_serial(X, coef, intercept, link, out):
+def _score_columns_serial(X, coef, intercept, link, out, rows):
     n = X.shape[0]
     k = coef.shape[0]
-    scores = np.empty((k, BLOCK))
-    acc = np.empty((k, LANES, BLOCK))
+    scores = np.empty((k, rows))
+    acc = np.empty((k, LANES, rows))
     passes = _passes(X.shape[1])
-    for r0 in range(0, n, BLOCK):
-        _block_by_columns(X, coef, intercept, link, out, r0, min(n, r0 + BLOCK), scores, acc, passes)
+    for r0 in range(0, n, rows):
+        _block_by_columns(X, coef, intercept, link, out, r0, min(n, r0 + rows), scores, acc, passes)
 
 
 @njit(nogil=True, cache=True, fastmath=False, parallel=True)
-def _score_columns_parallel(X, coef, intercept, link, out):
+def _score_columns_parallel(X, coef, intercept, link, out, rows):
     n = X.shape[0]
     k = coef.shape[0]
     passes = _passes(X.shape[1])
-    for b in prange((n + BLOCK - 1) // BLOCK):
-        scores = np.empty((k, BLOCK))
-        acc = np.empty((k, LANES, BLOCK))
-        r0 = b * BLOCK
-        _block_by_columns(X, coef, intercept, link, out, r0, min(n, r0 + BLOCK), scores, acc, passes)
+    for b in prange((n + rows - 1) // rows):
+        scores = np.empty((k, rows))
+        acc = np.empty((k, LANES, rows))
+        r0 = b * rows
+        _block_by_columns(X, coef, intercept, link, out, r0, min(n, r0 + rows), scores, acc, passes)
 
 
 def score(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, link: str) -> np.ndarray:
@@ -555,12 +598,12 @@ def score(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, link: str) -> 
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
     if X.flags.c_contiguous:
-        serial, parallel = _score_rows_serial, _score_rows_parallel
-    else:
-        if not X.flags.f_contiguous:
-            X = np.asfortranarray(X)
-        serial, parallel = _score_columns_serial, _score_columns_parallel
-    threads.run_kernel(serial, parallel, X.shape[0], X, coef, intercept, code, out)
+        threads.run_kernel(_score_rows_serial, _score_rows_parallel, X.shape[0], X, coef, intercept, code, out)
+        return out
+    if not X.flags.f_contiguous:
+        X = np.asfortranarray(X)
+    rows = column_block_rows(k, X.shape[0], threads.num_threads())
+    threads.run_kernel(_score_columns_serial, _score_columns_parallel, X.shape[0], X, coef, intercept, code, out, rows)
     return out
 
 

@@ -232,14 +232,14 @@ class DataPlane:
 
     def serve_matrix(
         self, name: str, X: np.ndarray, parameters: Mapping[str, str], encode: Callable[[MatrixServed], Encoded], *,
-        size_bytes: int, deadline: Deadline = None, request_id: str = "",
+        size_bytes: int, deadline: Deadline = None, request_id: str = "", version: str = "",
     ) -> Encoded | None:
         """``serve`` for the common request, a float32 matrix ``X`` to ``name``'s route, without
         Arrow (the matrix lane: Router.serve_matrix); ``encode(answer)`` or None, before
         anything is counted, where ``serve`` must take the request (a deployment, version or
         explanation asked for, tracing on, a route the lane does not serve, or a request the
         event loop may not take). Same admission, statistics and errors as ``serve``."""
-        if tracing.enabled() or DEPLOYMENT_PARAMETER in parameters or explanations.requested(parameters):
+        if version or tracing.enabled() or DEPLOYMENT_PARAMETER in parameters or explanations.requested(parameters):
             return None
         table = self.router.table
         if table.get(name) is None:

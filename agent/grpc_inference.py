@@ -89,9 +89,9 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         return self.core.serve(core_request, lambda served: response_of(request.model_name, request.id, served, requested))
 
     def _matrix_lane(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse | None:
-        """The common request (one raw FP32 matrix, no version or outputs named) served by the
+        """The common request (one raw FP32 matrix, no outputs named) served by the
         core's matrix lane (DataPlane.serve_matrix); None where ModelInfer's way must serve it."""
-        if request.model_version or request.outputs:
+        if request.outputs:
             return None
         X = tensor_codec.raw_matrix(request, self.max_batch_rows)
         if X is None:
@@ -100,7 +100,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         return self.core.serve_matrix(request.model_name, X, parameters,
                                       lambda served: response_of(request.model_name, request.id, served),
                                       size_bytes=request.ByteSize(), deadline=deadlines.from_grpc(context),
-                                      request_id=request.id)
+                                      request_id=request.id, version=request.model_version)
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext,

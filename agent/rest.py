@@ -223,9 +223,9 @@ class RestApp:
         except InvalidArgument:
             message = None
         X = tensor_codec.raw_matrix(message, self._max_batch_rows) if message is not None else None
-        if X is not None and not call.version and parsed.requested is None:
+        if X is not None and parsed.requested is None:
             answered = self.core.serve_matrix(call.model, X, parsed.parameters, encode, size_bytes=max(size, len(body)),
-                                              deadline=deadline, request_id=parsed.id)
+                                              deadline=deadline, request_id=parsed.id, version=call.version)
             if answered is not None:
                 return answered
         request = InferenceRequest(

@@ -7,6 +7,7 @@ streaming default: one record batch at a time through the compiled kernels).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,20 +52,20 @@ class NativeModel(LoadedModel):
         if compiled is None:
             raise Unavailable(f"model {self.version[:12]} was unloaded; retry on another replica")
         check(deadline, "scoring")
-        started = time.perf_counter()
-        out = compiled.predict_arrow(batch)
-        if self.drift is not None:
-            self.drift.offer(batch, out, time.perf_counter() - started)
-        return out
+        return self._drift_counted(compiled.predict_arrow, batch)
 
     def predict_matrix(self, X: np.ndarray) -> np.ndarray | None:
         compiled = self._compiled  # one read, as in predict
         if compiled is None or not compiled.scores_matrices:
             return None  # unloaded (predict says so), or string columns
+        return self._drift_counted(compiled.score_matrix, X)
+
+    def _drift_counted(self, score: Callable[[Any], Any], inputs: Any) -> Any:
+        """``score(inputs)``, offered with its inputs and time to the drift window, if any."""
         started = time.perf_counter()
-        out = compiled.score_matrix(X)
+        out = score(inputs)
         if self.drift is not None:
-            self.drift.offer(X, out, time.perf_counter() - started)
+            self.drift.offer(inputs, out, time.perf_counter() - started)
         return out
 
     def explain(self, batch: pa.RecordBatch, *, top: int = 3) -> tuple[Any, list[Any]]:

@@ -503,6 +503,17 @@ def combine_lanes(acc, intercept, link, scores, out, r0, i0, i1):
     _finish(scores, i0, i1, link, out, r0)
 
 
+@njit(nogil=True, cache=True, inline="always")
+def zero_lanes(acc, n):
+    """The first ``n`` rows of every lane sum of ``acc`` (k, LANES, rows) set to 0.0, where a
+    column block's sums start (both column kernels: here and scoring_core.linear_columns)."""
+    for c in range(acc.shape[0]):
+        for lane in range(LANES):
+            a = acc[c, lane]
+            for r in range(n):
+                a[r] = 0.0
+
+
 @njit(nogil=True, cache=True, fastmath=False)
 def _block_by_columns(X, coef, intercept, link, out, r0, r1, scores, acc, passes):
     """Rows ``r0 .. r1`` of an F-ordered ``X``; ``scores`` (k, rows), ``acc``
@@ -516,11 +527,7 @@ def _block_by_columns(X, coef, intercept, link, out, r0, r1, scores, acc, passes
     k = coef.shape[0]
     n_passes = passes.shape[0]
     rows = scores.shape[1]
-    for c in range(k):
-        for lane in range(LANES):
-            a = acc[c, lane]
-            for r in range(n):
-                a[r] = 0.0
+    zero_lanes(acc, n)
     split = n - COLUMN_AHEAD_ROWS if n > COLUMN_AHEAD_ROWS else 0
     for p in range(n_passes):
         j = passes[p, 0]

@@ -44,6 +44,7 @@ from scoring_core.linear import (
     add_weighted_rows,
     column_block_rows,
     combine_lanes,
+    zero_lanes,
 )
 
 MIN_ROWS = 16_384
@@ -148,11 +149,7 @@ def _block(columns, coef, intercept, link, out, r0, r1, scores, acc, passes):
     n = r1 - r0
     k = coef.shape[0]
     n_passes = passes.shape[0]
-    for c in range(k):
-        for lane in range(LANES):
-            a = acc[c, lane]
-            for r in range(n):
-                a[r] = 0.0
+    zero_lanes(acc, n)
     split = n - COLUMN_AHEAD_ROWS if n > COLUMN_AHEAD_ROWS else 0
     for p in range(n_passes):
         j = passes[p, 0]

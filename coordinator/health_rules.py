@@ -73,7 +73,8 @@ class HealthRules:
             fair = bool(config.group_attributes and config.favourable)
             if not rules and not fair:
                 continue
-            arrived = self._arrived(endpoint.name)
+            # A changed config (other groups, thresholds) is judged anew even if no data arrived since.
+            arrived = (*self._arrived(endpoint.name), config.SerializeToString(deterministic=True))
             if rules and self._due(("performance", endpoint.name), arrived, now, self.every_s):
                 raised += self._performance(endpoint, rules, config)
             if fair and self._due(("fairness", endpoint.name), arrived, now, self.every_s * FAIRNESS_SLOWER):
@@ -85,7 +86,8 @@ class HealthRules:
         return raised
 
     def _due(self, what: tuple[str, str], arrived: tuple, now: float, every_s: float) -> bool:
-        """Whether a rule is judged now: something new arrived since it last was, ``every_s`` ago or more."""
+        """Whether a rule is judged now: something new arrived (or its config changed) since it last was,
+        ``every_s`` ago or more."""
         last = self._last.get(what)
         if last is not None and (last[1] == arrived or now - last[0] < every_s):
             return False

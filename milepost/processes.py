@@ -10,6 +10,7 @@ for port 0 can find them. DATA_DIR's default is the ``home`` setting
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import logging
 import os
@@ -18,6 +19,8 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
+
+STOP_LIMIT_S = 20.0
 
 
 class _Server(Protocol):
@@ -55,6 +58,7 @@ def serve_forever(servers: list[_Server], data_dir: Path, role: str, addresses: 
             print("draining (a second signal stops at once)", flush=True)
             drain(abandon)
     finally:
+        faulthandler.dump_traceback_later(STOP_LIMIT_S, exit=True)
         for server in reversed(servers):
             server.stop()
         state.unlink(missing_ok=True)

@@ -61,10 +61,12 @@ def main() -> None:
         data = Path(tmp) / "data"
         scoring_core.compile(model).save(Path(tmp) / "bundle")
         up = subprocess.Popen([sys.executable, "-m", "milepost.cli", "up", "--data-dir", str(data), "--port", "0",
-                               "--agent-port", "0", "--metrics-port", "-1", "--http-port", "-1"],
+                               "--agent-port", "0", "--metrics-port", "-1", "--http-port", "-1", "--console-port", "-1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
         try:
             while not (data / "up.json").exists():
+                if up.poll() is not None:
+                    raise SystemExit(f"milepost up exited with status {up.returncode} before it was ready")
                 time.sleep(0.1)
             state = json.loads((data / "up.json").read_text())
             token = (data / "admin.token").read_text().strip()

@@ -17,6 +17,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import threading
+import time
+from collections.abc import Callable
 
 M_MMAP_THRESHOLD = -3
 M_ARENA_MAX = -8
@@ -52,32 +54,54 @@ def trim() -> bool:
 class AfterBurst:
     """Trims once the bytes in flight have stayed at zero for ``quiet_s``, after at least
     ``min_bytes`` were admitted since the last trim: never on the request path, never in the
-    middle of a burst (each admission puts it off), not after a trickle of small requests."""
+    middle of a burst (each admission puts it off), not after a trickle of small requests.
 
-    def __init__(self, min_bytes: int = 64 << 20, quiet_s: float = 0.5) -> None:
+    A request only moves counters: one timer at a time waits out the quiet, and when it
+    fires early (requests came meanwhile) it waits again for what is left. (A timer started
+    at each release and cancelled at the next admission cost a thread per request once
+    ``min_bytes`` had gone by: half the throughput of one-row requests.)"""
+
+    def __init__(self, min_bytes: int = 64 << 20, quiet_s: float = 0.5,
+                 trim: Callable[[], bool] = trim) -> None:
         self.min_bytes = min_bytes
         self.quiet_s = quiet_s
+        self._trim = trim
         self._admitted = 0
-        self._timer: threading.Timer | None = None
+        self._last_admitted_at = 0.0
+        self._idle = True
+        self._waiting = False  # a timer is waiting out the quiet
         self._lock = threading.Lock()
 
     def admitted(self, size: int) -> None:
         with self._lock:
             self._admitted += size
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
+            self._last_admitted_at = time.monotonic()
+            self._idle = False
 
     def released(self, inflight_bytes: int) -> None:
         """Called with the bytes still in flight once a request let go of its own."""
         with self._lock:
-            if inflight_bytes == 0 and self._admitted >= self.min_bytes and self._timer is None:
-                self._timer = threading.Timer(self.quiet_s, self._trim)
-                self._timer.daemon = True
-                self._timer.start()
+            if inflight_bytes:
+                return
+            self._idle = True
+            if self._admitted >= self.min_bytes and not self._waiting:
+                self._waiting = True
+                self._wait(self.quiet_s)
 
-    def _trim(self) -> None:
+    def _wait(self, seconds: float) -> None:
+        timer = threading.Timer(seconds, self._quiet_over)
+        timer.daemon = True
+        timer.start()
+
+    def _quiet_over(self) -> None:
         with self._lock:
+            if not self._idle:  # a request is in flight: the release that ends it waits again
+                self._waiting = False
+                return
+            left = self._last_admitted_at + self.quiet_s - time.monotonic()
+            if left > 0:
+                self._wait(left)
+                return
+            self._waiting = False
             self._admitted = 0
-            self._timer = None
-        trim()
+        self._trim()

@@ -49,19 +49,20 @@ def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], A
     return run
 
 
-def _decoded(request: Any, method: str) -> Any:
-    """The request, or InvalidArgument when its bytes did not decode; a stream is checked as it is read."""
-    if isinstance(request, _Undecodable):
-        raise InvalidArgument(f"the request bytes are not a valid {method.rsplit('/', 1)[-1]} request ({request.why})")
-    if hasattr(request, "__next__"):
+def _decoded(request: Any, method: str, streaming: bool = False) -> Any:
+    """The request, or InvalidArgument when its bytes did not decode; a stream
+    (``streaming``) is checked as it is read."""
+    if streaming:
         return (_decoded(item, method) for item in request)
+    if type(request) is _Undecodable:
+        raise InvalidArgument(f"the request bytes are not a valid {method.rsplit('/', 1)[-1]} request ({request.why})")
     return request
 
 
-def _wrap_unary(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap_unary(fn: Callable[..., Any], method: str, streaming: bool) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            return fn(_decoded(request, method), context)
+            return fn(_decoded(request, method, streaming), context)
         except Exception as err:  # noqa: BLE001 - mapped to a status here, by design
             if _already_aborted(context):
                 raise
@@ -70,10 +71,10 @@ def _wrap_unary(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
     return handler
 
 
-def _wrap_stream(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+def _wrap_stream(fn: Callable[..., Any], method: str, streaming: bool) -> Callable[..., Any]:
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            yield from fn(_decoded(request, method), context)
+            yield from fn(_decoded(request, method, streaming), context)
         except Exception as err:  # noqa: BLE001
             if _already_aborted(context):
                 raise
@@ -96,8 +97,8 @@ class ErrorMappingInterceptor(grpc.ServerInterceptor):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
+        method, streaming = handler_call_details.method, handler.request_streaming
         return rewrap(
-            handler, lambda fn: _wrap_unary(fn, method), lambda fn: _wrap_stream(fn, method),
+            handler, lambda fn: _wrap_unary(fn, method, streaming), lambda fn: _wrap_stream(fn, method, streaming),
             request_deserializer=_tolerant(handler.request_deserializer),
         )

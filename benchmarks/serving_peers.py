@@ -9,7 +9,8 @@ and serves it, all at once and on 127.0.0.1 only, from:
   OMP_NUM_THREADS=1; benchmarks/peers/mlserver.py), from its own virtual environment, made once
   under .bench-venvs/ (benchmarks/peers/venvs.py);
 - the ceiling: bare Python gRPC servers whose ModelInfer does nothing, grpc.server with 16
-  threads and grpc.aio (benchmarks/peers/bare_grpc.py).
+  threads, grpc.aio on asyncio's loop and on uvloop's (benchmarks/peers/bare_grpc.py); the
+  fastest of them is the ceiling.
 Every server is first asked once over each protocol, and the scores must be XGBoost's own.
 Then the same clients, each in a process of its own, drive each server for each case
 (rows per request x concurrent requests): gRPC, benchmarks/serving.py's asyncio OIP client
@@ -285,7 +286,7 @@ def measure(targets: list[Target], cases: list[tuple[int, int]], rounds: int, se
 def goals(runs: list[dict]) -> list[dict]:
     """Issue 11's goals, as ratios (each met when the ratio reaches its target)."""
     def get(server: str, protocol: str, rows: int, concurrency: int) -> dict | None:
-        if server == CEILING:  # the faster of the two bare servers
+        if server == CEILING:  # the fastest of the bare servers
             found = [get(f"bare gRPC {mode}", protocol, rows, concurrency) for mode in BARE_MODES]
             return max((r for r in found if r), key=lambda r: r["requests_per_s"], default=None)
         return next((r for r in runs if (r["server"], r["protocol"], r["rows"], r["concurrency"])

@@ -1,13 +1,15 @@
 """The ceiling: a Python gRPC server whose ModelInfer does nothing, to show what grpcio allows here.
 
-    python -m benchmarks.peers.bare_grpc {sync,aio} PORT_FILE
+    python -m benchmarks.peers.bare_grpc {sync,aio,aio-uvloop} PORT_FILE
 
 Same grpcio, OIP stubs and server options as the agent (milepost.core.grpc_server.new_server:
 64 MiB messages, no SO_REUSEPORT, at most 16 x 8 calls under way), and an empty
 ModelInferResponse for every request:
 - ``sync``: grpc.server with a pool of 16 threads (the agent's worker count), the handler on a
   pool thread;
-- ``aio``: grpc.aio.server, the handler a coroutine on the event loop, no thread at all.
+- ``aio``: grpc.aio.server, the handler a coroutine on the event loop, no thread at all;
+- ``aio-uvloop``: the same on uvloop's event loop, as the agent runs its servers
+  (milepost.core.grpc_server).
 Listens on 127.0.0.1 only; writes its port to PORT_FILE and serves until SIGTERM or SIGINT.
 """
 
@@ -34,7 +36,7 @@ OPTIONS = [
     ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
 ]
-MODES = ("sync", "aio")
+MODES = ("sync", "aio", "aio-uvloop")
 
 
 class _Empty(pb_grpc.GRPCInferenceServiceServicer):
@@ -80,6 +82,10 @@ def main() -> None:
         raise SystemExit(f"mode must be one of {MODES}, not {mode!r}")
     if mode == "sync":
         serve_sync(port_file)
+    elif mode == "aio-uvloop":
+        import uvloop
+
+        uvloop.run(serve_aio(port_file))
     else:
         asyncio.run(serve_aio(port_file))
 

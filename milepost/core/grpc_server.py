@@ -13,9 +13,8 @@ Which thread runs what:
   receiving, decoding and sending messages. One loop, not one per server: grpc.aio delivers
   the completions of all servers through one poller, and with two loops (the coordinator and
   the agent of `milepost up`) each woke for the other's calls, which doubled the CPU time of
-  a request and halved the throughput of an empty handler at 8 concurrent calls. The loop is
-  uvloop's where installed: the agent's one-row ModelInfer at 8 concurrent calls took ~10% less
-  CPU a request than on asyncio's loop (same-run A/B), an empty handler about the same;
+  a request and halved the throughput of an empty handler at 8 concurrent calls. It is
+  uvloop's where installed (milepost.core.event_loops);
 - ``calls`` workers: handlers of unary requests with one response (ModelInfer, Heartbeat...);
 - ``streams`` workers: handlers that read a request stream or write a response stream. Such a
   handler waits on its worker between messages (it pulls requests from an iterator, or blocks
@@ -53,6 +52,7 @@ import grpc
 
 from milepost.core.auth import AuthInterceptor
 from milepost.core.errors import DeadlineExceeded
+from milepost.core.event_loops import new_event_loop
 from milepost.core.grpc_errors import ErrorMappingInterceptor
 from milepost.core.handlers import Behaviour, rewrap
 from milepost.core.inline import WouldBlock, on_event_loop
@@ -65,21 +65,12 @@ _loop: asyncio.AbstractEventLoop | None = None
 _loop_lock = threading.Lock()
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    """uvloop's event loop where it is installed (a dependency except on Windows), else asyncio's."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
-
-
 def _process_loop() -> asyncio.AbstractEventLoop:
     """The event loop every gRPC server of this process runs on, started at first use."""
     global _loop
     with _loop_lock:
         if _loop is None:
-            _loop = _new_loop()
+            _loop = new_event_loop()
             threading.Thread(target=_loop.run_forever, name="grpc-loop", daemon=True).start()
         return _loop
 

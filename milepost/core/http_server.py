@@ -28,12 +28,8 @@ from typing import Any
 
 import uvicorn
 
-try:
-    import uvloop
-except ImportError:  # pragma: no cover - Windows: asyncio's own loop
-    uvloop = None  # type: ignore[assignment]
-
 from milepost.core.errors import InvalidArgument
+from milepost.core.event_loops import new_event_loop
 from milepost.core.tls import Tls, check_plaintext
 
 # uvicorn tells of every start and stop at INFO; the process says what it serves itself.
@@ -85,7 +81,7 @@ class HttpServer:
         failed: list[BaseException] = []
 
         def run() -> None:
-            loop = uvloop.new_event_loop() if uvloop is not None else asyncio.new_event_loop()
+            loop = new_event_loop()
             asyncio.set_event_loop(loop)
             try:
                 loop.run_until_complete(self._serve(started))

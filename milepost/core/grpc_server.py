@@ -345,7 +345,8 @@ class _SyncContext(grpc.ServicerContext):
         self._context, self._loop = context, loop
         self._lock = threading.Lock()
         self._ended = False
-        self._callbacks: list[Callable[[], object]] = []  # the call's end is watched from the first one on
+        self._callbacks: list[Callable[[], object]] = []
+        context.add_done_callback(self._end)
 
     def _end(self, _context: object) -> None:
         with self._lock:
@@ -373,20 +374,9 @@ class _SyncContext(grpc.ServicerContext):
         return self._context.time_remaining()
 
     def add_callback(self, callback: Callable[[], object]) -> bool:
-        if self._on_this_loop():
-            return self._add_callback(callback)
-
-        async def on_loop() -> bool:  # where the call ends: it cannot end between the check and the watch
-            return self._add_callback(callback)
-
-        return bool(self._on_loop(on_loop()))
-
-    def _add_callback(self, callback: Callable[[], object]) -> bool:
         with self._lock:
-            if self._ended or self._context.done():
+            if self._ended:
                 return False
-            if not self._callbacks:  # most calls add none: they pay nothing at their end
-                self._context.add_done_callback(self._end)
             self._callbacks.append(callback)
             return True
 

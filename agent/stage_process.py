@@ -28,14 +28,14 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import psutil
 
-from milepost.core.errors import Cancelled, MilepostError, ResourceExhausted
+from milepost.core.errors import Cancelled, FailedPrecondition, MilepostError, ResourceExhausted, shown
 from milepost.core.settings import Settings, env_var
 
 POLL_S = 0.2
@@ -52,9 +52,12 @@ class StageLimits:
 
 
 def run(call: dict[str, Any], settings: Settings, *, what: str, progress: Callable[[int], None],
-        cancelled: Callable[[], bool]) -> dict[str, Any]:
+        cancelled: Callable[[], bool], gpus: Sequence[int] = ()) -> dict[str, Any]:
     """Run ``call`` (what agent.stage_child does: the engine, the kind and its arguments, all
     JSON) in a child process with ``settings`` and their limits; return its outputs.
+
+    ``gpus``: the GPUs the stage holds (nvidia-smi's indexes), the only ones its process
+    sees (``visible_devices``); none for a CPU stage, which then sees no GPU at all.
 
     ``what`` ("stage 'train'") starts every message. ``progress`` gets the rows done as the
     child reports them; ``cancelled`` is polled, and once it says so the child is killed.
@@ -62,12 +65,13 @@ def run(call: dict[str, Any], settings: Settings, *, what: str, progress: Callab
     past a limit, Cancelled on cancel, MilepostError (INTERNAL) if the process dies otherwise.
     """
     limits = StageLimits.of(settings)
+    env = _child_env(gpus)  # refuses a GPU the agent was not given, before anything is opened
     read_end, write_end = os.pipe()
     message = json.dumps({"call": call, "settings": settings.model_dump(mode="json"), "cpu_seconds": limits.cpu_seconds})
     try:
         child = subprocess.Popen(
             [sys.executable, "-m", "agent.stage_child", str(write_end)],
-            stdin=subprocess.PIPE, pass_fds=(write_end,), start_new_session=True, env=_child_env(),
+            stdin=subprocess.PIPE, pass_fds=(write_end,), start_new_session=True, env=env,
         )
     finally:
         os.close(write_end)
@@ -102,11 +106,41 @@ def run(call: dict[str, Any], settings: Settings, *, what: str, progress: Callab
         reader.join(timeout=5)
 
 
-def _child_env() -> dict[str, str]:
-    """The agent's environment, and its import path, so the child imports what the agent would."""
+def _child_env(gpus: Sequence[int]) -> dict[str, str]:
+    """The agent's environment, and its import path, so the child imports what the agent
+    would; CUDA_VISIBLE_DEVICES names only the GPUs the stage holds, numbered as nvidia-smi
+    numbers them (CUDA_DEVICE_ORDER=PCI_BUS_ID; CUDA's own default order is fastest first)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
+    env["CUDA_VISIBLE_DEVICES"] = visible_devices(gpus, os.environ.get("CUDA_VISIBLE_DEVICES"))
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
     return env
+
+
+def visible_devices(gpus: Sequence[int], inherited: str | None) -> str:
+    """CUDA_VISIBLE_DEVICES for a stage holding ``gpus`` (nvidia-smi's indexes), "" for none:
+    a CPU stage cannot take GPU 0 by accident (torch's "cuda", a library's default).
+
+    ``inherited`` is the agent's own CUDA_VISIBLE_DEVICES. nvidia-smi ignores it and lists
+    every GPU of the node, so when the operator set it a held GPU must be one it lists (its
+    entries are that same node-wide numbering): a GPU outside it is refused rather than
+    handed to a stage behind the operator's back. Entries that are not indexes (GPU-/MIG-
+    UUIDs) cannot be matched to nvidia-smi's indexes here and are refused, saying so."""
+    if not gpus:
+        return ""
+    if inherited is None:
+        return ",".join(str(g) for g in gpus)
+    allowed = [e.strip() for e in inherited.split(",") if e.strip()]
+    if not all(e.isdigit() for e in allowed):
+        raise FailedPrecondition(
+            f"this agent's CUDA_VISIBLE_DEVICES ({shown(inherited, 80)}) names GPUs by UUID; a GPU stage is told its "
+            "GPUs by nvidia-smi index: list indexes there (e.g. 0,1), or leave it unset")
+    outside = [g for g in gpus if str(g) not in {str(int(e)) for e in allowed}]
+    if outside:
+        raise FailedPrecondition(
+            f"GPU(s) {outside} are not in this agent's CUDA_VISIBLE_DEVICES ({shown(inherited, 80)}); start the agent "
+            "with the GPUs it may use listed there, or leave it unset")
+    return ",".join(str(g) for g in gpus)
 
 
 def _read_events(fd: int, events: queue.Queue[dict[str, Any] | None]) -> None:

@@ -123,8 +123,11 @@ class StageRunner:
     A stage whose resources ask for GPUs (the coordinator resolved ``resources.device``
     into them) holds them in ``gpus``, the agent's GpuAssigner, from before it starts until
     its process ended, as "stage:RUN/STAGE": the agent's heartbeats report it like a
-    replica, so placement counts it. A batch scoring stage scores on the GPU it holds
-    ("cuda:N", the CUDA scoring core for the native engine)."""
+    replica, so placement counts it. Its process sees only those GPUs
+    (CUDA_VISIBLE_DEVICES; "" for a stage holding none), the first as "cuda:0": a batch
+    scoring stage scores there (the CUDA scoring core for the native engine), a custom
+    stage's function finds it in ``inputs["device"]`` ("cpu" without a GPU), a training
+    function uses "cuda" (or reads CUDA_VISIBLE_DEVICES)."""
 
     def __init__(self, cache: ModelCache, work_dir: Path, push_model: PushModel, newest: NewestVersion,
                  data_dir: Path | None = None, gpus: GpuAssigner | None = None) -> None:
@@ -163,11 +166,12 @@ class StageRunner:
         if stage.kind not in ("batch_scoring", "training", "custom"):
             raise InvalidArgument(f"agents run training, batch_scoring and custom stages, not {stage.kind!r}")
         holder = stage_holder(request.run_id, stage.name)
-        device = (self.gpus.assign(holder, stage.resources.gpus, stage.resources.gpu_memory_bytes)
-                  if stage.resources.gpus > 0 else "")
+        held = (self.gpus.assign(holder, stage.resources.gpus, stage.resources.gpu_memory_bytes)
+                if stage.resources.gpus > 0 else "")
+        gpus = self.gpus.held().get(holder, ())
         try:
             if stage.kind == "batch_scoring":
-                prepared = self._score(request, params, device)
+                prepared = self._score(request, params, held)
             else:
                 prepared = self._train(request, params) if stage.kind == "training" else self._custom(request, params)
         except BaseException:
@@ -179,14 +183,16 @@ class StageRunner:
 
         def target() -> None:
             try:
-                outputs = stage_process.run(prepared.call, get_settings(), what=f"stage {shown(stage.name)}",
-                                            progress=lambda rows: events.put(("rows", rows)), cancelled=stop.is_set)
+                try:
+                    outputs = stage_process.run(prepared.call, get_settings(), what=f"stage {shown(stage.name)}",
+                                                progress=lambda rows: events.put(("rows", rows)),
+                                                cancelled=stop.is_set, gpus=gpus)
+                finally:  # before the answer: the next stage the coordinator places here may ask for these GPUs
+                    self.gpus.release(holder)
                 events.put(("done", prepared.finish(outputs)))
             except BaseException as err:  # noqa: BLE001 - handed to the streaming thread
                 prepared.abandon()
                 events.put(("error", err))
-            finally:
-                self.gpus.release(holder)
 
         threading.Thread(target=target, name=f"stage-{stage.name}", daemon=True).start()
         try:
@@ -217,8 +223,10 @@ class StageRunner:
         return self.cache.get(name, version if len(version) == 64 else self.newest(name) if not version else version)
 
     def _score(self, request: Request, params: dict[str, Any], device: str) -> _Prepared:
-        """``device``: the GPU the stage holds ("cuda:N"), or "" for none (then
-        ``params.options.device``, if any, is the engine's: torch's "cuda", say)."""
+        """``device``: the GPU the stage holds ("cuda:N", the agent's numbering, which its
+        outputs report), or "" for none (then ``params.options.device`` may only be "cpu": the
+        stage's process sees no GPU). The engine gets "cuda:0": its process sees only the GPUs
+        it holds, the first of them as cuda:0."""
         name = request.stage.name
         for key in ("model", "source", "sink"):
             if not params.get(key):
@@ -233,8 +241,13 @@ class StageRunner:
                 f"batch_scoring stage {shown(name)}: params.options.device {shown(options['device'])} and its "
                 f"resources (gpus or device) both choose a device; drop options.device: the stage runs on the GPU "
                 f"this agent assigns it ({device})")
+        if not device and str(options.get("device", "cpu")) != "cpu":
+            raise InvalidArgument(
+                f"batch_scoring stage {shown(name)}: params.options.device {shown(options['device'])} needs a GPU, and "
+                f"the stage holds none (its process sees no GPU); ask for one with resources.gpus or resources.device "
+                f"gpu, and drop options.device")
         if device:
-            options["device"] = device
+            options["device"] = STAGE_GPU
         job = DatasetJob(
             source=source, sink=sink, keep=tuple(params.get("keep", ())),
             batch_rows=int(params.get("batch_rows", get_settings().batch_rows)), options=options,
@@ -243,7 +256,7 @@ class StageRunner:
         call = {"kind": "score", "bundle": str(self._bundle(str(params["model"]))),
                 "job": {"source": job.source, "sink": job.sink, "keep": list(job.keep), "batch_rows": job.batch_rows,
                         "options": dict(job.options)}}
-        where = str(options.get("device", "cpu"))
+        where = device or "cpu"
         return _Prepared(call, finish=lambda outputs: {**outputs, "device": where}, abandon=lambda: _remove(job.sink))
 
     def _train(self, request: Request, params: dict[str, Any]) -> _Prepared:
@@ -288,6 +301,10 @@ class StageRunner:
             raise InvalidArgument(f"custom stage {shown(name)} needs params.entry (module:function)")
         entry = allowed_entry(params["entry"])
         inputs = dict(params.get("inputs", {}))
+        if "device" in inputs:
+            raise InvalidArgument(f"custom stage {shown(name)}: inputs.device is the agent's to set (the GPU the stage "
+                                  "holds, or cpu); drop it and ask for a GPU with resources.gpus or resources.device")
+        inputs["device"] = STAGE_GPU if request.stage.resources.gpus > 0 else "cpu"
         for key in ("data", "source", "sink", "output"):  # the dataset inputs a stage function takes by convention
             if isinstance(inputs.get(key), str):
                 inputs[key] = self._path(inputs[key], f"stage {shown(name)} inputs.{key}")
@@ -315,6 +332,10 @@ def _remove(sink: str) -> None:
     except OSError:
         log.warning("could not remove the partial output of a stopped stage at %s", sink, exc_info=True)
 
+
+# The device a stage holding a GPU runs on, in its own process: CUDA_VISIBLE_DEVICES there
+# lists only the GPUs it holds (agent.stage_process.visible_devices), the first being cuda:0.
+STAGE_GPU = "cuda:0"
 
 # The option of each cluster engine that names its cluster, with the settings that allow one.
 _CLUSTER_OPTIONS = {"spark": ("master", "spark_master", "spark_masters"), "ray": ("address", "ray_address", "ray_addresses")}

@@ -307,8 +307,8 @@ class Pipelines:
                 params = {**params, "model": f"{record.name}:{record.version}"}
         req = stage_requirements(stage, params)
         holder = stage_holder(run_id, stage.name)
-        # Until the agent's heartbeats report the GPU this stage holds, placement counts it from
-        # here, so that a Deploy or another stage placed meanwhile does not take the same one.
+        # While the stage runs, placement counts its CPU, memory and GPUs on its agent (agents report
+        # only GPUs), so that a Deploy or another stage placed meanwhile does not take the same room.
         with self.reconciler.placing:
             (agent_id,) = placement.place(self.reconciler.candidates(), req, 1, strategy=self.reconciler.strategy)
             self.reconciler.stage_started(holder, agent_id, req)

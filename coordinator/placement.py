@@ -16,6 +16,9 @@ after replicas left a multi-GPU agent or a restart loaded them in another order.
 replica that names no memory holds its GPU whole. The agent checks again when it
 loads, and refuses with each GPU's free memory.
 
+A running pipeline stage holds its CPU, memory and GPUs on its agent as a replica does
+(the reconciler lists it among what the agent hosts), until it ends.
+
 Ranking looks at what each agent already carries: the replicas it hosts, the
 share of its CPU, memory, GPUs and GPU memory those replicas reserve, and the CPU it was
 measured to use (its heartbeats report it). "spread" puts a replica on the agent

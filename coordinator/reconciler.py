@@ -35,7 +35,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 
@@ -82,6 +82,8 @@ class Reconciler:
         self._loading: dict[tuple[str, str], Future[None]] = {}
         # Pipeline stages running on agents: holder (stage_holder) -> (agent id, what it asked for).
         self._stages: dict[str, tuple[str, Requirements]] = {}
+        # Stages that ended, while a heartbeat sent before may still report their GPUs: holder -> (agent, asked, when).
+        self._ended: dict[str, tuple[str, Requirements, float]] = {}
         self._retry_after: dict[tuple[str, str], float] = {}
         # Held from choosing agents to storing the choice: concurrent Deploys and repairs see
         # each other's replicas, so they spread instead of all picking the same emptiest agent.
@@ -166,22 +168,23 @@ class Reconciler:
             for rec in self.store.list_agents()
             if rec.last_heartbeat >= now - self.ttl_s and not self.reports.draining(rec.agent_id)
         }
-        used: dict[str, list[float]] = {a: [0.0, 0, 0, 0] for a in heard}
         hosted: dict[str, list[tuple[str, Requirements]]] = {a: [] for a in heard}
+        replicas = dict.fromkeys(heard, 0)
         # Oldest first, as agents load them: the GPU rooms (placement.gpu_rooms) count what a report lacks in order.
         for d in sorted([*self.store.list_deployments(), *extra], key=lambda d: d.created_at):
             for a in d.agent_ids:
-                if a in used:
-                    used[a][0] += d.requirements.cpu
-                    used[a][1] += d.requirements.memory_bytes
-                    used[a][3] += 1
+                if a in hosted:
+                    replicas[a] += 1
                     hosted[a].append((d.deployment_id, d.requirements))
+        now = self.clock()
         with self._lock:
             stages = list(self._stages.items())
-        for holder, (a, req) in stages:
+            self._ended = {h: e for h, e in self._ended.items() if e[2] > now - self.ttl_s}
+            ended = dict(self._ended)
+        for holder, (a, req) in stages:  # a running stage holds what it asked for, as a replica does
             if a in hosted:
                 hosted[a].append((holder, req))
-        rooms = {a: self._gpu_rooms(a, info, hosted[a]) for a, info in heard.items()}
+        rooms = {a: self._gpu_rooms(a, info, hosted[a], ended) for a, info in heard.items()}
         return [
             placement.Candidate(
                 agent_id=a,
@@ -190,26 +193,33 @@ class Reconciler:
                 cpu=float(info.resources.cpu_cores),
                 memory_bytes=info.resources.memory_bytes,
                 gpus=len(info.resources.gpus),
-                used_cpu=used[a][0], used_memory_bytes=int(used[a][1]),
+                used_cpu=sum(r.cpu for _, r in hosted[a]), used_memory_bytes=sum(r.memory_bytes for _, r in hosted[a]),
                 used_gpus=sum(1 for r in rooms[a] if r.replicas),
-                replicas=int(used[a][3]), cpu_utilization=self.reports.load(a).cpu_utilization,
+                replicas=replicas[a], cpu_utilization=self.reports.load(a).cpu_utilization,
                 gpu_rooms=rooms[a],
             )
             for a, info in heard.items()
         ]
 
     def stage_started(self, holder: str, agent_id: str, req: Requirements) -> None:
-        """A pipeline stage placed on ``agent_id``: its GPUs count there (``candidates``) until it ends."""
-        if req.gpus:
-            with self._lock:
-                self._stages[holder] = (agent_id, req)
+        """A pipeline stage placed on ``agent_id``: its CPU, memory and GPUs count there
+        (``candidates``) until it ends."""
+        with self._lock:
+            self._stages[holder] = (agent_id, req)
+            self._ended.pop(holder, None)
 
     def stage_ended(self, holder: str) -> None:
+        """The stage's process ended (the agent released its GPUs before answering). The
+        agent's last heartbeat may still name it as holding them: for a TTL, a report naming
+        it no longer counts it, so the next stage placed here (train, then score) finds them."""
         with self._lock:
-            self._stages.pop(holder, None)
+            started = self._stages.pop(holder, None)
+            if started is not None:
+                self._ended[holder] = (*started, self.clock())
 
     def _gpu_rooms(
         self, agent_id: str, info: types_pb2.AgentInfo, hosted: Sequence[tuple[str, Requirements]],
+        ended: Mapping[str, tuple[str, Requirements, float]],
     ) -> tuple[GpuRoom, ...]:
         """Each GPU of the agent with what is reserved on it: what its last heartbeat
         reported (AgentLoad.gpus, the agent's own assignment, stages included), plus the
@@ -220,6 +230,9 @@ class Reconciler:
         report = self.reports.load(agent_id).gpus
         if report:
             start = [GpuRoom.from_proto(g) for g in report]
+            for holder, (a, req, _) in ended.items():  # the report is older than the stage's end
+                if a == agent_id:
+                    start = [r.released(req.gpu_memory_bytes, holder) for r in start]
         else:
             start = [GpuRoom(g.index, g.memory_bytes) for g in info.resources.gpus]
         held = {d for room in start for d in room.deployment_ids}

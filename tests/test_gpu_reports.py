@@ -166,8 +166,9 @@ def test_on_a_multi_gpu_agent_placement_follows_the_report_where_a_replay_is_wro
     assert agent.devices[d.deployment_id] == "cuda:1"
 
 
-def test_a_running_stage_counts_where_it_was_placed_until_the_agent_reports_it_released(tmp_path: Path) -> None:
-    """Stages are not deployments in the store: the pipeline driver tells the reconciler where one runs."""
+def test_a_running_stage_counts_where_it_was_placed_until_it_ends(tmp_path: Path) -> None:
+    """Stages are not deployments in the store: the pipeline driver tells the reconciler where one runs,
+    and when it ended (the agent released its GPUs before answering, so a report naming it is stale)."""
     _, reconciler, _, agent, _ = _world(tmp_path, [24])
     _heartbeat(reconciler, agent)
     holder = stage_holder("run1", "score")
@@ -177,8 +178,10 @@ def test_a_running_stage_counts_where_it_was_placed_until_the_agent_reports_it_r
     agent.assigner.assign(holder, 1)  # the agent holds it and reports it: counted once
     _heartbeat(reconciler, agent)
     assert _rooms(reconciler) == [(0, 24, 1)]
-    reconciler.stage_ended(holder)  # ended here; the report still holds it until the agent's next heartbeat
-    assert _rooms(reconciler) == [(0, 24, 1)]
-    agent.assigner.release(holder)
+    agent.assigner.release(holder)  # the agent releases, then answers: the last report still names the stage
+    reconciler.stage_ended(holder)
+    assert _rooms(reconciler) == [(0, 0, 0)]  # so the next stage (train, then score) finds the GPU free
+    (choice,) = reconciler.choose(Requirements("native", gpus=1, gpu_memory_bytes=GiB), 1)
+    assert choice.agent_id == "a"
     _heartbeat(reconciler, agent)
     assert _rooms(reconciler) == [(0, 0, 0)]

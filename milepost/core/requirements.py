@@ -130,6 +130,14 @@ class GpuRoom:
                        replicas=self.replicas + 1,
                        deployment_ids=(*self.deployment_ids, deployment_id) if deployment_id else self.deployment_ids)
 
+    def released(self, memory_bytes: int, holder: str) -> GpuRoom:
+        """This GPU without what ``holder`` (one of ``deployment_ids``) took: ``taken`` undone."""
+        if holder not in self.deployment_ids:
+            return self
+        return replace(self, reserved_bytes=max(0, self.reserved_bytes - (memory_bytes or self.total_bytes)),
+                       replicas=max(0, self.replicas - 1),
+                       deployment_ids=tuple(d for d in self.deployment_ids if d != holder))
+
     def describe(self) -> str:
         """E.g. "gpu 1: 30.00 GiB of 80.00 GiB free"."""
         return f"gpu {self.index}: {gib(self.free_bytes)} of {gib(self.total_bytes)} free"

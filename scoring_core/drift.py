@@ -91,24 +91,55 @@ def string_baseline(name: str, values: list[str | None], top: int = MAX_CATEGORI
 
 
 @numba.njit(cache=True, nogil=True)
-def _count_numeric(values: np.ndarray, edges: np.ndarray, low: float, high: float, out: np.ndarray) -> None:
-    """out: len(edges) + 1 bins, then missing, then out of range."""
-    n_bins = edges.shape[0] + 1
-    for i in range(values.shape[0]):
-        v = values[i]
-        if v != v:
-            out[n_bins] += 1
+def _count_columns(matrix: np.ndarray, columns: np.ndarray, edges: np.ndarray, edge_starts: np.ndarray,
+                   lows: np.ndarray, highs: np.ndarray, slots: np.ndarray, out: np.ndarray) -> None:
+    """Column ``columns[k]`` of ``matrix`` (-1: absent, nothing to count) into
+    ``out[slots[k]:]``: its bins, then missing, then out of [lows[k], highs[k]].
+
+    A value's bin is the number of edges below it (bins are (edge[j-1], edge[j]]), counted
+    without a branch: with ten bins that beats a binary search, whose branches the CPU cannot
+    predict. Counts go to four local histograms in turn, summed at the end, which breaks the
+    chain of increments to the same bin."""
+    width = 0
+    for k in range(columns.shape[0]):
+        width = max(width, edge_starts[k + 1] - edge_starts[k] + 3)
+    local = np.zeros(4 * width, dtype=np.int64)
+    for k in range(columns.shape[0]):
+        c = columns[k]
+        if c < 0:
             continue
-        lo, hi = 0, edges.shape[0]
-        while lo < hi:  # the first edge >= v: bins are (edge[k-1], edge[k]]
-            mid = (lo + hi) // 2
-            if edges[mid] < v:
-                lo = mid + 1
-            else:
-                hi = mid
-        out[lo] += 1
-        if v < low or v > high:
-            out[n_bins + 1] += 1
+        own = edges[edge_starts[k]:edge_starts[k + 1]]  # a slice from 0: 6x faster than range(start, end)
+        missing = own.shape[0] + 1
+        low, high = lows[k], highs[k]
+        local[:] = 0
+        for i in range(matrix.shape[0]):
+            v = np.float64(matrix[i, c])
+            b = 0
+            for e in range(own.shape[0]):
+                b += own[e] < v
+            lane = (i & 3) * width
+            local[lane + (missing if v != v else b)] += 1
+            local[lane + missing + 1] += (v < low) | (v > high)
+        for j in range(missing + 2):
+            out[slots[k] + j] += local[j] + local[width + j] + local[2 * width + j] + local[3 * width + j]
+
+
+class _Bins:
+    """Numeric baselines packed for one ``_count_columns`` call: their edges end to end, their
+    ranges, and where each one's counts start in a window's flat counts (``slots``)."""
+
+    def __init__(self, baselines: list[tuple[np.ndarray, float, float]], slots: list[int]) -> None:
+        self.edges = np.concatenate([e for e, _, _ in baselines] + [np.empty(0)]).astype(np.float64)
+        self.edge_starts = np.cumsum([0] + [len(e) for e, _, _ in baselines]).astype(np.int64)
+        self.lows = np.array([low for _, low, _ in baselines], dtype=np.float64)
+        self.highs = np.array([high for _, _, high in baselines], dtype=np.float64)
+        self.slots = np.array(slots, dtype=np.int64)
+
+    def count(self, matrix: np.ndarray, columns: np.ndarray, out: np.ndarray) -> None:
+        """Add ``matrix``'s columns (``columns[k]`` for baseline k, -1 for none) to ``out``."""
+        if matrix.dtype != np.float32:
+            matrix = matrix.astype(np.float64, copy=False)
+        _count_columns(matrix, columns, self.edges, self.edge_starts, self.lows, self.highs, self.slots, out)
 
 
 def count_numeric(values: np.ndarray, edges: np.ndarray | tuple[float, ...],
@@ -116,8 +147,16 @@ def count_numeric(values: np.ndarray, edges: np.ndarray | tuple[float, ...],
     """Counts per bin (len(edges) + 1), then missing, then out of [low, high]."""
     edges = np.asarray(edges, dtype=np.float64)
     out = np.zeros(edges.shape[0] + 3, dtype=np.int64)
-    _count_numeric(np.ascontiguousarray(values, dtype=np.float64), edges, low, high, out)
+    column = np.asarray(values)
+    _Bins([(edges, low, high)], [0]).count(column.reshape(-1, 1), _FIRST, out)
     return out
+
+
+_FIRST = np.zeros(1, dtype=np.int64)  # the one column of a one-column matrix
+
+
+def _bins(baselines: list[FeatureBaseline], slots: list[int]) -> _Bins:
+    return _Bins([(np.asarray(f.edges, dtype=np.float64), f.low, f.high) for f in baselines], slots)
 
 
 def count_strings(values: list[str | None], categories: tuple[str, ...]) -> np.ndarray:
@@ -235,13 +274,22 @@ class LiveWindow:
                  keep: int = 64) -> None:
         self.features = [FeatureBaseline.from_json(f) for f in baseline["features"]]
         self.prediction = FeatureBaseline.from_json(baseline["prediction"])
+        # A window's counts are one flat array: each feature's bins, missing and out-of-range
+        # counts from its slot on, then the prediction's; numeric ones counted in one kernel call.
+        every = (*self.features, self.prediction)
+        self._slots = np.cumsum([0] + [len(f.shares) + 1 for f in every]).astype(np.int64)
+        self._numeric = [k for k, f in enumerate(self.features) if f.numeric]
+        self._feature_bins = _bins([self.features[k] for k in self._numeric], [int(self._slots[k]) for k in self._numeric])
+        self._matrix_columns = np.array(self._numeric, dtype=np.int64)  # a matrix holds the features in order
+        self._prediction_bins = _bins([self.prediction], [int(self._slots[-2])]) if self.prediction.numeric else None
+        self._schema_columns: tuple[Any, np.ndarray, list[int]] | None = None
         self.rows_per_window, self.seconds = rows, seconds
         self._clock = clock
         self._lock = threading.Lock()
         self._open = self._empty()
         self._opened_at = clock()
         self._open_rows = 0
-        self._closed: list[np.ndarray] | None = None
+        self._closed: np.ndarray | None = None
         self._wall = wall
         self._opened_wall = wall()
         self._seq = 0
@@ -257,13 +305,19 @@ class LiveWindow:
         self.offered += 1
         if self.budget < 1 and self._counting_s > self.budget * self._scoring_s:
             return
+        kernels = len(_count_columns.signatures)
         started = time.perf_counter()
         self.add(inputs, outputs)
-        self._counting_s += time.perf_counter() - started
+        if len(_count_columns.signatures) == kernels:  # else its time went to compiling (or loading) a kernel
+            self._counting_s += time.perf_counter() - started
         self.counted += 1
 
-    def _empty(self) -> list[np.ndarray]:
-        return [np.zeros(len(f.shares) + 1, dtype=np.int64) for f in (*self.features, self.prediction)]
+    def _empty(self) -> np.ndarray:
+        return np.zeros(int(self._slots[-1]), dtype=np.int64)
+
+    def _split(self, counts: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Flat window counts as each feature's (and the prediction's) own array, copied."""
+        return tuple(counts[a:b].copy() for a, b in zip(self._slots[:-1], self._slots[1:]))
 
     def add(self, inputs: Any, outputs: Any) -> None:
         """``inputs``, ``outputs``: pyarrow RecordBatches as the model took and gave them, or
@@ -271,21 +325,49 @@ class LiveWindow:
         rows = len(inputs) if isinstance(inputs, np.ndarray) else inputs.num_rows
         if rows == 0:
             return
+        counts = self._empty()
         matrix = _matrix(inputs, len(self.features))
-        counts = [count(f, matrix[:, i] if matrix is not None else _column_values(inputs, f))
-                  for i, f in enumerate(self.features)]
-        counts.append(count(self.prediction, prediction_values(outputs, self.prediction)))
+        if matrix is not None:
+            self._feature_bins.count(matrix, self._matrix_columns, counts)
+        else:
+            self._count_columns(inputs, counts)
+        values = prediction_values(outputs, self.prediction)
+        if self._prediction_bins is not None:
+            self._prediction_bins.count(np.asarray(values).reshape(-1, 1), _FIRST, counts)
+        else:
+            at = int(self._slots[-2])
+            counts[at:] += count_strings(values, self.prediction.categories)
         with self._lock:
-            for total, c in zip(self._open, counts):
-                total += c
+            self._open += counts
             self._open_rows += rows
             if self._open_rows >= self.rows_per_window or self._clock() - self._opened_at >= self.seconds:
                 self._seq += 1
                 closed_wall = self._wall()
                 self._pending.append(ClosedWindow(self._seq, self._opened_wall, closed_wall, self._open_rows,
-                                                  tuple(c.copy() for c in self._open)))
+                                                  self._split(self._open)))
                 self._closed, self._open, self._open_rows = self._open, self._empty(), 0
                 self._opened_at, self._opened_wall = self._clock(), closed_wall
+
+    def _count_columns(self, batch: Any, counts: np.ndarray) -> None:
+        """Named columns: the numeric ones as one matrix (Arrow's own conversion, nulls as NaN)
+        for one kernel call; strings one by one. Where the columns are is worked out once per
+        schema."""
+        schema = batch.schema
+        if self._schema_columns is None or not self._schema_columns[0].equals(schema):
+            where = [schema.get_field_index(self.features[k].name) for k in self._numeric]
+            present = sorted(i for i in where if i >= 0)
+            columns = np.array([present.index(i) if i >= 0 else -1 for i in where], dtype=np.int64)
+            self._schema_columns = (schema, columns, present)
+        _, columns, present = self._schema_columns
+        if present:
+            numeric = batch if len(present) == batch.num_columns else batch.select(present)
+            matrix = np.asarray(numeric.to_tensor(null_to_nan=True, row_major=False))
+            self._feature_bins.count(matrix, columns, counts)
+        for k, feature in enumerate(self.features):
+            index = -1 if feature.numeric else schema.get_field_index(feature.name)
+            if index >= 0:
+                at = int(self._slots[k])
+                counts[at:int(self._slots[k + 1])] += count_strings(batch.column(index).to_pylist(), feature.categories)
 
     @property
     def names(self) -> list[str]:
@@ -306,7 +388,7 @@ class LiveWindow:
     def drifts(self) -> dict[str, Drift]:
         """Feature name (and "prediction") -> its drift in the last closed window."""
         with self._lock:
-            window = [c.copy() for c in (self._closed if self._closed is not None else self._open)]
+            window = self._split(self._closed if self._closed is not None else self._open)
         return {f.name: drift(f, c) for f, c in zip((*self.features, self.prediction), window)}
 
 
@@ -314,21 +396,10 @@ def _matrix(batch: Any, width: int) -> np.ndarray | None:
     """The rows of a batch that is one matrix column (a tensor input, features in order), or of
     a matrix, as float64; else None."""
     if isinstance(batch, np.ndarray):
-        return batch.astype(np.float64)
+        return batch
     if batch.num_columns != 1 or getattr(batch.column(0).type, "list_size", None) != width:
         return None
-    return np.asarray(batch.column(0).flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1, width)
-
-
-def _column_values(batch: Any, feature: FeatureBaseline) -> Any:
-    """The batch's column of that feature (none: nothing to count, as for an unused input)."""
-    index = batch.schema.get_field_index(feature.name)
-    if index < 0:
-        return np.empty(0) if feature.numeric else []
-    column = batch.column(index)
-    if feature.numeric:
-        return column.to_numpy(zero_copy_only=False).astype(np.float64)
-    return column.to_pylist()
+    return batch.column(0).flatten().to_numpy(zero_copy_only=False).reshape(-1, width)
 
 
 def prediction_values(outputs: Any, prediction: FeatureBaseline) -> Any:

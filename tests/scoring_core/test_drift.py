@@ -153,3 +153,41 @@ def test_offer_counts_only_within_the_budget_of_scoring_time(train) -> None:
     assert free.counted == 200 and free.drifts()["x"].rows == 200 * 64
     assert never.counted == 1  # the first batch is counted before any time was spent counting
     assert 1 <= tight.counted < 20 and tight.offered == 200
+
+
+def test_one_kernel_call_counts_every_layout_as_each_feature_alone(train) -> None:
+    """Named columns of mixed types (float32, float64 with nulls, int64, a string, one absent),
+    a float32 matrix and a tensor column: each feature's window counts equal ``count`` of that
+    feature's values by itself, the prediction's too."""
+    import pyarrow as pa
+
+    rng = np.random.default_rng(7)
+    numeric = [d.numeric_baseline(name, rng.normal(size=2_000) * scale)
+               for name, scale in (("a", 1.0), ("b", 3.0), ("n", 10.0), ("gone", 1.0))]
+    strings = d.string_baseline("s", ["x", "y", "y", "z"] * 10)
+    prediction = d.numeric_baseline("prediction", train)
+    baseline = {"features": [f.to_json() for f in (numeric[0], strings, *numeric[1:])], "prediction": prediction.to_json()}
+    window = d.LiveWindow(baseline, rows=10**9, seconds=1e9)
+    a = rng.normal(size=33).astype(np.float32)
+    b = rng.normal(0.5, 3.0, size=33)
+    b_nulls = pa.array(b, mask=np.arange(33) % 5 == 0)
+    n = rng.integers(-30, 30, size=33)
+    s = ["x", "w", None] * 11
+    scores = rng.normal(size=33)
+    named = pa.RecordBatch.from_arrays([pa.array(s), pa.array(n), b_nulls, pa.array(a)], names=["s", "n", "b", "a"])
+    window.add(named, pa.RecordBatch.from_arrays([pa.array(scores)], names=["value"]))
+    got = window.drifts()
+    b_values = np.where(np.arange(33) % 5 == 0, np.nan, b)
+    for feature, values in ((numeric[0], a), (numeric[1], b_values), (numeric[2], n), (strings, s), (prediction, scores)):
+        assert d.drift(feature, d.count(feature, values)) == got[feature.name], feature.name
+    assert got["gone"].rows == 0  # an input the batch lacks counts nothing
+    # A float32 matrix (the matrix lane) and a tensor column count as the same values would alone.
+    only = {"features": [f.to_json() for f in numeric[:3]], "prediction": prediction.to_json()}
+    matrix = np.column_stack([a, b_values, n]).astype(np.float32)
+    lane, tensor = d.LiveWindow(only, rows=10**9, seconds=1e9), d.LiveWindow(only, rows=10**9, seconds=1e9)
+    lane.add(matrix, scores.reshape(-1, 1).astype(np.float32))
+    tensor.add(pa.RecordBatch.from_arrays([pa.FixedSizeListArray.from_arrays(pa.array(matrix.ravel()), 3)], names=["input"]),
+               pa.RecordBatch.from_arrays([pa.array(scores.astype(np.float32))], names=["value"]))
+    for k, feature in enumerate(numeric[:3]):
+        alone = d.drift(feature, d.count(feature, matrix[:, k].astype(np.float64)))
+        assert lane.drifts()[feature.name] == alone == tensor.drifts()[feature.name]

@@ -37,6 +37,7 @@ import numpy as np
 
 EPSILON = 1e-4  # the share an empty bin counts as in PSI
 DEFAULT_BINS = 10
+SAMPLE_ROWS = 1024  # batches this large are counted in part rather than skipped, past the budget
 MAX_CATEGORIES = 20  # a string feature keeps its most frequent values, the rest count as one
 OTHER = "__other__"
 
@@ -255,15 +256,17 @@ class ClosedWindow:
 class LiveWindow:
     """Counts of live traffic in a baseline's bins, in windows of ``rows`` rows or ``seconds``.
 
-    ``add`` takes a scored batch (inputs and outputs) and adds one numba pass per numeric
-    column; a window closes when it holds ``rows`` rows or is ``seconds`` old, and the last
+    ``add`` takes a scored batch (inputs and outputs) and counts its numeric columns in one
+    numba call; a window closes when it holds ``rows`` rows or is ``seconds`` old, and the last
     closed one is what ``drifts`` judges (the open one until a first window closes), so the
     figures do not swing with every batch. Thread-safe: batches score concurrently.
 
-    ``offer`` is how the scoring path calls it: it counts a batch only while the time spent
-    counting stays within ``budget`` of the time spent scoring (1: every batch), so
-    accounting never costs serving more than that share; the batches it skips leave the windows a sample of the
-    traffic, taken over time without regard to content (``rows`` counts what was counted).
+    ``offer`` is how the scoring path calls it: it keeps the time spent counting within
+    ``budget`` of the time spent scoring (1: count everything), so accounting never costs
+    serving more than that share. A batch of ``SAMPLE_ROWS`` rows or more that the budget cannot
+    pay for whole is counted in part, every k-th row, so every large batch is in the window; a
+    smaller one is counted whole or, past the budget, not at all. Either way the window holds a
+    sample taken without regard to content (``rows`` counts what was counted).
 
     Each closed window is also queued, numbered from 1 with its wall-clock span, for the agent to
     ship to the coordinator (``pending``); ``acknowledge`` drops what the coordinator has. The
@@ -298,19 +301,35 @@ class LiveWindow:
         self._scoring_s = 0.0
         self._counting_s = 0.0
         self.offered = self.counted = 0  # batches
+        self.counted_rows = 0
+        self._row_s = 0.0  # what counting one row last cost, seconds
 
     def offer(self, inputs: Any, outputs: Any, scoring_s: float) -> None:
-        """A batch the model scored in ``scoring_s``; counted while the budget allows."""
+        """A batch the model scored in ``scoring_s``; counted (whole, every k-th row, or not)
+        as the budget allows."""
         self._scoring_s += scoring_s
         self.offered += 1
-        if self.budget < 1 and self._counting_s > self.budget * self._scoring_s:
-            return
+        rows = len(inputs) if isinstance(inputs, np.ndarray) else inputs.num_rows
+        step = 1
+        if self.budget < 1:
+            credit = self.budget * self._scoring_s - self._counting_s
+            if credit < 0:
+                return
+            if rows >= SAMPLE_ROWS and rows * self._row_s > credit:
+                # Half the credit a batch: the rest carries over, so the next large batch has
+                # some too (spending it all, a little over, would leave the next one none). At
+                # least a quarter of SAMPLE_ROWS: the per-row cost, measured with the call's
+                # fixed cost in it, grows on fewer rows, and the sample would shrink with it.
+                step = min(math.ceil(2 * rows * self._row_s / max(credit, self._row_s)), rows * 4 // SAMPLE_ROWS)
         kernels = len(_count_columns.signatures)
         started = time.perf_counter()
-        self.add(inputs, outputs)
+        self.add(inputs, outputs, step=step)
         if len(_count_columns.signatures) == kernels:  # else its time went to compiling (or loading) a kernel
-            self._counting_s += time.perf_counter() - started
+            spent = time.perf_counter() - started
+            self._counting_s += spent
+            self._row_s = spent / max(math.ceil(rows / step), 1)
         self.counted += 1
+        self.counted_rows += math.ceil(rows / step)
 
     def _empty(self) -> np.ndarray:
         return np.zeros(int(self._slots[-1]), dtype=np.int64)
@@ -319,19 +338,20 @@ class LiveWindow:
         """Flat window counts as each feature's (and the prediction's) own array, copied."""
         return tuple(counts[a:b].copy() for a, b in zip(self._slots[:-1], self._slots[1:]))
 
-    def add(self, inputs: Any, outputs: Any) -> None:
+    def add(self, inputs: Any, outputs: Any, *, step: int = 1) -> None:
         """``inputs``, ``outputs``: pyarrow RecordBatches as the model took and gave them, or
-        the float32 matrix and (n, k) scores of the matrix lane (engines.base.predict_matrix)."""
-        rows = len(inputs) if isinstance(inputs, np.ndarray) else inputs.num_rows
+        the float32 matrix and (n, k) scores of the matrix lane (engines.base.predict_matrix);
+        rows 0, ``step``, 2 ``step``... of them are counted."""
+        rows = len(range(0, len(inputs) if isinstance(inputs, np.ndarray) else inputs.num_rows, step))
         if rows == 0:
             return
         counts = self._empty()
         matrix = _matrix(inputs, len(self.features))
         if matrix is not None:
-            self._feature_bins.count(matrix, self._matrix_columns, counts)
+            self._feature_bins.count(matrix[::step], self._matrix_columns, counts)
         else:
-            self._count_columns(inputs, counts)
-        values = prediction_values(outputs, self.prediction)
+            self._count_columns(inputs, counts, step)
+        values = prediction_values(outputs, self.prediction)[::step]
         if self._prediction_bins is not None:
             self._prediction_bins.count(np.asarray(values).reshape(-1, 1), _FIRST, counts)
         else:
@@ -341,14 +361,18 @@ class LiveWindow:
             self._open += counts
             self._open_rows += rows
             if self._open_rows >= self.rows_per_window or self._clock() - self._opened_at >= self.seconds:
-                self._seq += 1
-                closed_wall = self._wall()
-                self._pending.append(ClosedWindow(self._seq, self._opened_wall, closed_wall, self._open_rows,
-                                                  self._split(self._open)))
-                self._closed, self._open, self._open_rows = self._open, self._empty(), 0
-                self._opened_at, self._opened_wall = self._clock(), closed_wall
+                self._close_locked()
 
-    def _count_columns(self, batch: Any, counts: np.ndarray) -> None:
+    def _close_locked(self) -> None:
+        """Close the open window (the lock held): queue it, judge it, open the next."""
+        self._seq += 1
+        closed_wall = self._wall()
+        self._pending.append(ClosedWindow(self._seq, self._opened_wall, closed_wall, self._open_rows,
+                                          self._split(self._open)))
+        self._closed, self._open, self._open_rows = self._open, self._empty(), 0
+        self._opened_at, self._opened_wall = self._clock(), closed_wall
+
+    def _count_columns(self, batch: Any, counts: np.ndarray, step: int) -> None:
         """Named columns: the numeric ones as one matrix (Arrow's own conversion, nulls as NaN)
         for one kernel call; strings one by one. Where the columns are is worked out once per
         schema."""
@@ -362,12 +386,13 @@ class LiveWindow:
         if present:
             numeric = batch if len(present) == batch.num_columns else batch.select(present)
             matrix = np.asarray(numeric.to_tensor(null_to_nan=True, row_major=False))
-            self._feature_bins.count(matrix, columns, counts)
+            self._feature_bins.count(matrix[::step], columns, counts)
         for k, feature in enumerate(self.features):
             index = -1 if feature.numeric else schema.get_field_index(feature.name)
             if index >= 0:
                 at = int(self._slots[k])
-                counts[at:int(self._slots[k + 1])] += count_strings(batch.column(index).to_pylist(), feature.categories)
+                counts[at:int(self._slots[k + 1])] += count_strings(batch.column(index).to_pylist()[::step],
+                                                                      feature.categories)
 
     @property
     def names(self) -> list[str]:
@@ -390,6 +415,21 @@ class LiveWindow:
         with self._lock:
             window = self._split(self._closed if self._closed is not None else self._open)
         return {f.name: drift(f, c) for f, c in zip((*self.features, self.prediction), window)}
+
+    def close_if_due(self) -> None:
+        """Close the open window if it is ``seconds`` old, without waiting for a batch (the agent
+        calls it before each heartbeat), so that quiet traffic ships its windows too. An empty one
+        is not shipped: it opens again now, so that the next batch does not make a window alone."""
+        with self._lock:
+            if self._clock() - self._opened_at < self.seconds:
+                return
+            now_wall = self._wall()
+            if self._open_rows:  # as ``add`` closes one
+                self._seq += 1
+                self._pending.append(ClosedWindow(self._seq, self._opened_wall, now_wall, self._open_rows,
+                                                  self._split(self._open)))
+                self._closed, self._open, self._open_rows = self._open, self._empty(), 0
+            self._opened_at, self._opened_wall = self._clock(), now_wall
 
 
 def _matrix(batch: Any, width: int) -> np.ndarray | None:

@@ -191,3 +191,37 @@ def test_one_kernel_call_counts_every_layout_as_each_feature_alone(train) -> Non
     for k, feature in enumerate(numeric[:3]):
         alone = d.drift(feature, d.count(feature, matrix[:, k].astype(np.float64)))
         assert lane.drifts()[feature.name] == alone == tensor.drifts()[feature.name]
+
+
+def test_large_batches_past_the_budget_are_counted_every_kth_row(train) -> None:
+    """A batch of SAMPLE_ROWS rows or more that the budget cannot pay for whole is counted in
+    part (every k-th row, at least 256 rows), so most are in the window; counting stays within
+    the budget; the sample has the batch's distribution."""
+    import time
+
+    import pyarrow as pa
+
+    rows, width = 8 * d.SAMPLE_ROWS, 30
+    X = np.random.default_rng(3).normal(size=(rows, width))
+    names = [f"f{i}" for i in range(width)]
+    baseline = {"features": [d.numeric_baseline(n, train).to_json() for n in names],
+                "prediction": d.numeric_baseline("prediction", train).to_json()}
+    batch = pa.RecordBatch.from_arrays([pa.array(X[:, i]) for i in range(width)], names=names)
+    out = pa.RecordBatch.from_arrays([pa.array(X[:, 0])], names=["value"])
+    probe = d.LiveWindow(baseline, rows=10**9, seconds=1e9, budget=1.0)
+    probe.add(batch, out)  # compiled here, not in the timing below
+    timings = []
+    for _ in range(20):
+        started = time.perf_counter()
+        probe.add(batch, out)
+        timings.append(time.perf_counter() - started)
+    whole_s = min(timings)  # the least: a stall of this shared machine would raise a mean
+    window = d.LiveWindow(baseline, rows=10**9, seconds=1e9, budget=0.02)
+    scoring_s = whole_s / 0.02 / 10  # the budget pays for a tenth of each batch
+    for _ in range(60):
+        window.offer(batch, out, scoring_s=scoring_s)
+    counted_rows = window.drifts()["f0"].rows
+    assert window.offered == 60 and window.counted >= 20  # many batches are in the window, in part
+    assert window.counted * rows // 32 <= counted_rows < 60 * rows // 2  # at least 256 rows each, far from all
+    assert window._counting_s <= 0.02 * window._scoring_s + 3 * whole_s  # within budget, give or take a batch
+    assert max(f.psi for f in window.drifts().values()) < 0.05  # every k-th row: the batch's distribution

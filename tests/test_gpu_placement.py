@@ -30,10 +30,10 @@ GiB = 2**30
 
 
 def _fake_smi(directory: Path, gpus: list[tuple[str, int]]) -> Path:
-    """A stand-in for nvidia-smi printing ``index, name, memory.total`` (MiB) like the real one."""
+    """A stand-in for nvidia-smi printing ``index, uuid, name, memory.total`` (MiB) like the real one."""
     directory.mkdir(parents=True)
     script = directory / "nvidia-smi"
-    lines = "".join(f"{i}, {name}, {gib * 1024}\\n" for i, (name, gib) in enumerate(gpus))
+    lines = "".join(f"{i}, GPU-{i}a2b3c4d-{i:04d}, {name}, {gib * 1024}\\n" for i, (name, gib) in enumerate(gpus))
     script.write_text(f"#!/bin/sh\nprintf '{lines}'\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     return directory

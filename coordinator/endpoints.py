@@ -7,13 +7,21 @@ then does the policy switch, in one transaction with its audit event;
 deployments no arm names any more are unloaded last. A new deployment that fails
 to load leaves the endpoint as it was; a crash between the steps is rolled back
 at the next start (Reconciler.recover).
+
+A production endpoint (``require_approval``, coordinator.governance) serves approved
+versions only, also through its endpoint arms: what an arm naming another endpoint
+serves is what that endpoint's serving arms serve, followed down (``served``). So an
+endpoint arm is taken only when everything behind it is approved, and a change to an
+endpoint that production endpoints route to (a deploy, a canary, a promote, a policy)
+is refused when it would put an unapproved version behind one of them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 from coordinator import governance, versions
 from coordinator.reconciler import WAITING, Reconciler
@@ -29,6 +37,7 @@ from milepost.core.settings import get_settings
 from milepost.v1 import routing_pb2
 
 log = logging.getLogger("milepost.coordinator")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -98,10 +107,10 @@ class Endpoints:
             serving: list[tuple[str, ModelRecord]] = []  # what production endpoints take approved only
             policy.ClearField("arms")
 
-            def deployment_for(target: Arm) -> str:
+            def deployment_for(target: Arm, serves: bool) -> str:
                 record = self.model(target.model, target.version)
-                if not (policy.kind == "shadow" and target is arms[-1]):  # a shadow's answers are discarded
-                    serving.append((target.name, record))
+                if serves:
+                    serving.append((f"arm {target.name!r}", record))
                 found = current.get((record.name, record.version)) or next(
                     (d for d in new if (d.model, d.version) == (record.name, record.version)), None
                 )
@@ -111,20 +120,23 @@ class Endpoints:
                     new.append(found)
                 return found.deployment_id
 
-            for arm in arms:
+            answering = len(_serving(policy.kind, arms))
+            for i, arm in enumerate(arms):
                 if arm.endpoint:
                     if arm.endpoint == endpoint:
                         raise InvalidArgument(f"arm {arm.name!r} cannot route to its own endpoint")
                     self.get(arm.endpoint)
+                    if i < answering:
+                        serving.extend(self._through(arm.name, arm.endpoint, frozenset({endpoint})))
                     policy.arms.append(arm.to_proto())
                 elif arm.model:
-                    policy.arms.append(arm.resolved(deployment_for(arm)).to_proto())
+                    policy.arms.append(arm.resolved(deployment_for(arm, i < answering)).to_proto())
                 else:
                     raise InvalidArgument(f"arm {arm.name!r} names neither a model nor an endpoint")
             if stacker is not None:
-                policy.stacker_deployment_id = deployment_for(stacker)
-            if require_approval or (existing is not None and existing.require_approval):
-                governance.check_servable(endpoint, serving)
+                policy.stacker_deployment_id = deployment_for(stacker, True)
+            self._check_production(endpoint, require_approval or (existing is not None and existing.require_approval),
+                                   serving)
             if new:
                 self.store.add_deployments(endpoint, new, self.clock(), events=[
                     ("placement", f"{d.model}:{d.version[:12]} ({d.deployment_id}): {d.message}") for d in new
@@ -219,14 +231,21 @@ class Endpoints:
             raise NotFound(f"endpoint {endpoint.name!r} has no arm {shown(arm_name)}; arms: {[a.name for a in policy.arms]}")
         if not arm.deployment_id:
             raise FailedPrecondition(f"arm {arm_name!r} routes to endpoint {arm.endpoint!r}; promote a model arm")
-        if endpoint.require_approval and event == "promote":
-            deployment = next(d for d in endpoint.deployments if d.deployment_id == arm.deployment_id)
-            governance.check_servable(endpoint.name, [(arm_name, self.model(deployment.model, deployment.version))])
+        by_id = {d.deployment_id: d for d in endpoint.deployments}
+        if event == "promote":
+            taking = by_id[arm.deployment_id]
+            self._check_production(endpoint.name, endpoint.require_approval,
+                                   [(f"arm {arm_name!r}", self.model(taking.model, taking.version))])
         single = routing_pb2.RoutingPolicy(kind="single", key_parameter=policy.key_parameter)
         single.arms.add(name=arm.name, deployment_id=arm.deployment_id, weight=1.0)
+        # The entry names the versions it moves traffic to and from, so that each version's
+        # history (`milepost models show`) finds it.
+        left = ", ".join(f"{a.name} ({self._describe(a.deployment_id, [], by_id)}, {a.deployment_id})"
+                         for a in policy.arms if a.deployment_id and a.deployment_id != arm.deployment_id)
         removed = self.store.set_policy(
             endpoint.name, "single", single.SerializeToString(), {arm.deployment_id}, self.clock(),
-            (event, f"{arm_name} takes all traffic ({reason})"),
+            (event, f"{arm_name} ({self._describe(arm.deployment_id, [], by_id)}, {arm.deployment_id}) takes all "
+                    f"traffic ({reason})" + (f"; leaving {left}" if left else "")),
         )
         self.on_change()
         for d in removed:
@@ -247,18 +266,79 @@ class Endpoints:
         """Mark an endpoint production (refused while it serves an unapproved version) or lift that."""
         endpoint = self.get(name)
         if required:
-            policy = policy_of(endpoint) if endpoint.policy_blob else routing_pb2.RoutingPolicy()
-            by_id = {d.deployment_id: d for d in endpoint.deployments}
-            ids = [(a.name, a.deployment_id) for a in policy.arms if a.deployment_id][
-                : (1 if policy.kind == "shadow" else None)]
-            if policy.stacker_deployment_id:
-                ids.append(("stacker", policy.stacker_deployment_id))
-            governance.check_servable(name, [
-                (arm, self.model(by_id[i].model, by_id[i].version)) for arm, i in ids if i in by_id
-            ])
+            governance.check_servable(name, self.served(name))
         if required != endpoint.require_approval:
             self.store.set_require_approval(name, required, self.clock())
         return self.get(name)
+
+    # ---- what production endpoints serve, through endpoint arms too ----
+    def served(self, name: str, seen: frozenset[str] = frozenset()) -> list[tuple[str, ModelRecord]]:
+        """Every version endpoint ``name`` answers with, each with where it is named ("arm 'a'",
+        or "arm 'b' (endpoint 'staging', its arm 'a')" behind an endpoint arm): its serving arms
+        (not a shadow's candidate, whose answers are discarded) and stacker. ``seen``: the
+        endpoints on the way here, so that arms routing in a circle end."""
+        endpoint = self.store.get_endpoint(name)
+        if endpoint is None or not endpoint.policy_blob or name in seen:
+            return []
+        policy = policy_of(endpoint)
+        by_id = {d.deployment_id: d for d in endpoint.deployments}
+        found: list[tuple[str, ModelRecord]] = []
+        for arm in _serving(policy.kind, policy.arms):
+            if arm.endpoint:
+                found.extend(self._through(arm.name, arm.endpoint, seen | {name}))
+            elif arm.deployment_id in by_id:
+                found.append((f"arm {arm.name!r}", self._record(by_id[arm.deployment_id])))
+        if policy.stacker_deployment_id in by_id:
+            found.append(("the stacker", self._record(by_id[policy.stacker_deployment_id])))
+        return found
+
+    def _through(self, arm: str, target: str, seen: frozenset[str]) -> list[tuple[str, ModelRecord]]:
+        """What arm ``arm``, routing to endpoint ``target``, serves."""
+        return [(_behind(arm, target, where), m) for where, m in self.served(target, seen)]
+
+    def _record(self, d: DeploymentRecord) -> ModelRecord:
+        return self.model(d.model, d.version)
+
+    def _routing_here(self, name: str) -> list[tuple[str, list[tuple[str, str]]]]:
+        """The production endpoints whose serving arms route to endpoint ``name``, directly or
+        through other endpoints, each with its way down: the (arm, endpoint) hops to ``name``."""
+        into: dict[str, list[tuple[str, str]]] = {}  # endpoint -> (endpoint, arm) routing to it
+        production = set()
+        for e in self.store.list_endpoints():
+            if e.require_approval:
+                production.add(e.name)
+            if not e.policy_blob:
+                continue
+            policy = policy_of(e)
+            for arm in _serving(policy.kind, policy.arms):
+                if arm.endpoint:
+                    into.setdefault(arm.endpoint, []).append((e.name, arm.name))
+        found: list[tuple[str, list[tuple[str, str]]]] = []
+        ways: list[tuple[str, list[tuple[str, str]]]] = [(name, [])]
+        seen = {name}
+        while ways:
+            below, hops = ways.pop()
+            for above, arm in into.get(below, []):
+                if above in seen:
+                    continue
+                seen.add(above)
+                way = [(arm, below), *hops]
+                ways.append((above, way))
+                if above in production:
+                    found.append((above, way))
+        return found
+
+    def _check_production(self, name: str, required_here: bool, serving: list[tuple[str, ModelRecord]]) -> None:
+        """FailedPrecondition (coordinator.governance.check_servable) when endpoint ``name``, serving
+        ``serving`` after a change, is production and serves an unapproved version, or makes a
+        production endpoint that routes to it serve one."""
+        if required_here:
+            governance.check_servable(name, serving)
+        for above, hops in self._routing_here(name):
+            behind = serving
+            for arm, target in reversed(hops):
+                behind = [(_behind(arm, target, where), m) for where, m in behind]
+            governance.check_servable(above, behind)
 
     def set_decision_log(self, name: str, sample_rate: float) -> None:
         """Have agents log this share of the endpoint's decisions (agent.decision_log); 0: none."""
@@ -275,3 +355,14 @@ class Endpoints:
         self.on_change()
         for d in removed:
             self.reconciler.unload(d)
+
+
+def _serving(kind: str, arms: Sequence[T]) -> list[T]:
+    """The arms whose answers a policy of ``kind`` returns: all but a shadow's candidate (its
+    last arm), whose answers are compared and discarded."""
+    return list(arms)[:-1] if kind == "shadow" else list(arms)
+
+
+def _behind(arm: str, endpoint: str, where: str) -> str:
+    """Where a version is named, seen from an arm that routes to the endpoint naming it."""
+    return f"arm {arm!r} (endpoint {endpoint!r}, its {where})"

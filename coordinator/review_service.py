@@ -62,7 +62,7 @@ class ReviewHandlers:
                          for at, actor, passed, report in review.validations],
             approvals=[pb.Approval(at=at, actor=actor, note=note) for at, actor, note in review.approvals],
             placements=placements,
-            audit=[audit_message(e) for e in self.store.audit_about(f"{m.name}:{m.version}")],
+            audit=[audit_message(e) for e in self.governance.history(m)],
             retired_note=review.retired_note,
         )
 

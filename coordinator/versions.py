@@ -12,6 +12,8 @@ references (milepost.core.model_refs), named by aliases, deleted when nothing se
   versions and stores its deployments: a version is never deleted between being chosen and
   being deployed, and one that any deployment serves is refused (FAILED_PRECONDITION
   naming the endpoints).
+- A version records who pushed it, the author an approver must differ from; what an agent
+  pushes for a pipeline's training stage is the run submitter's (``pusher``).
 - Deployments keep the content hash they resolved to: moving an alias later changes what
   ``NAME@ALIAS`` means from then on, not what an endpoint serves (deploy again to follow it).
 """
@@ -25,10 +27,11 @@ from contextlib import AbstractContextManager
 
 from coordinator.artifacts import ArtifactStore
 from coordinator.store import ModelRecord, Store
-from milepost.core.auth import current_identity
+from milepost.core.auth import AGENT, current_identity
 from milepost.core.errors import FailedPrecondition, InvalidArgument, NotFound, shown
 from milepost.core.model_refs import SHA256, VersionRef, check_alias, parse_version, split_model_ref
 from milepost.core.names import check_name
+from milepost.v1 import pipelines_pb2
 
 
 def resolve(store: Store, model: str, version: str = "") -> ModelRecord:
@@ -69,10 +72,59 @@ def _missing(name: str, ref: VersionRef) -> str:
     return f"model {shown(name)} is not registered; see `milepost models`"
 
 
-def _caller() -> str:
-    """The identity name of the running call: who pushed (an approver must be someone else)."""
+def pusher(store: Store, name: str, manifest: dict) -> str:
+    """Who answers for a version being pushed (an approver must be someone else): the
+    identity of the call, or, when an agent pushes what a pipeline's training stage trained,
+    the identity that submitted that run; an agent only carries the push out, and taking it
+    as the author would let the submitter approve their own model.
+
+    The run is the running one whose running training stage makes model ``name`` (the one
+    the bundle's lineage names when several do); its submitter is the actor of the audit
+    entry that recorded its submission. An agent's push no run accounts for stays its own."""
     identity = current_identity()
-    return identity.name if identity is not None else ""
+    if identity is None:
+        return ""
+    if identity.role != AGENT:
+        return identity.name
+    runs = _training(store, name)
+    lineage = ((manifest.get("metadata") or {}).get("lineage") or {}) if isinstance(manifest, dict) else {}
+    if lineage.get("pipeline_run") in runs:
+        runs = [lineage["pipeline_run"]]
+    submitters = {run: _submitter(store, run) for run in runs}
+    if len(set(submitters.values())) > 1:
+        raise FailedPrecondition(
+            f"runs {', '.join(f'{r} (submitted by {shown(who)})' for r, who in sorted(submitters.items()))} all train "
+            f"model {shown(name)} now and the bundle's lineage names none of them, so its author is unknown: "
+            "train it under one run at a time, or give the runs' training stages different model_name params"
+        )
+    return next(iter(submitters.values()), identity.name)
+
+
+def _training(store: Store, name: str) -> list[str]:
+    """The running pipeline runs with a running training stage whose params name model ``name``."""
+    found = []
+    for run in store.list_runs(limit=1000, states=("RUNNING",)):
+        running = {s.name for s in run.stages if s.state == "RUNNING"}
+        for stage in pipelines_pb2.PipelineSpec.FromString(run.spec).stages:
+            if stage.kind != "training" or stage.name not in running:
+                continue
+            try:
+                params = json.loads(stage.params_json or "{}")
+            except ValueError:
+                continue
+            if isinstance(params, dict) and params.get("model_name") == name:
+                found.append(run.run_id)
+                break
+    return found
+
+
+def _submitter(store: Store, run_id: str) -> str:
+    """The identity name that submitted pipeline run ``run_id`` ("" when none is known)."""
+    with store.transaction() as db:
+        row = db.execute("SELECT actor FROM audit WHERE action='pipeline' AND detail LIKE ? ORDER BY seq LIMIT 1",
+                         (f"run {run_id} submitted:%",)).fetchone()
+    actor = row[0] if row else ""
+    return actor.rpartition(" (")[0] if actor.endswith(")") else ""  # "name (role)"; the coordinator's own: none
 
 
 class Registry:
@@ -96,7 +148,8 @@ class Registry:
             record = ModelRecord(
                 name=name, version=received.version, flavor=str(received.manifest.get("flavor", "")),
                 size_bytes=received.size, created_at=self._clock(),
-                manifest_json=json.dumps(received.manifest, sort_keys=True), pushed_by=_caller(),
+                manifest_json=json.dumps(received.manifest, sort_keys=True),
+                pushed_by=pusher(self.store, name, received.manifest),
             )
             with self._lock:
                 received.keep()

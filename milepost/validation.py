@@ -10,10 +10,9 @@ what would serve. Measures, from the library-default outputs:
 - multi-class classifiers: accuracy (argmax) and log loss.
 - regressors: MAE and RMSE.
 
-A gate is a limit on one measure (``max_fpr=0.05``); with a baseline (``--against``) each
-measure may also be at most ``max_regression`` worse than the baseline's: absolute for AUC,
-rates and accuracy, relative for errors and log loss. The report (JSON) names the data by
-its SHA-256, every measure, every gate with its value and verdict, and whether all passed.
+Gates and their verdicts are milepost.core.gates (the coordinator judges a recorded report
+again by the same rule). The report (JSON) names the data by its SHA-256, every measure,
+every gate with its value and verdict, and whether all passed.
 """
 
 from __future__ import annotations
@@ -22,7 +21,6 @@ import hashlib
 import math
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,31 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from milepost.core import gates
 from milepost.core.errors import InvalidArgument, shown
 from scoring_core import measures
-
-HIGHER_IS_BETTER = {"auc": True, "accuracy": True, "fpr": False, "fnr": False, "log_loss": False,
-                    "mae": False, "rmse": False}
-RELATIVE = {"log_loss", "mae", "rmse"}  # regressions of these are judged as a share of the baseline
-
-
-@dataclass(frozen=True)
-class Gates:
-    """Limits on the measures; None: not gated."""
-
-    max_fpr: float | None = None
-    max_fnr: float | None = None
-    min_auc: float | None = None
-    min_accuracy: float | None = None
-    max_log_loss: float | None = None
-    max_mae: float | None = None
-    max_rmse: float | None = None
-    max_regression: float | None = None  # with a baseline: how much worse than it each measure may be
-
-    def limits(self) -> list[tuple[str, str, float]]:
-        """(gate, measure, limit) of each limit set."""
-        return [(gate, gate.split("_", 1)[1], value) for gate, value in asdict(self).items()
-                if value is not None and gate != "max_regression"]
 
 
 def file_sha256(path: Path) -> str:
@@ -149,35 +125,11 @@ def _none_if_nan(value: float) -> float | None:
     return None if math.isnan(value) else value
 
 
-def judge(measured: dict[str, Any], gates: Gates, baseline: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Every gate set, with the value it saw and whether it passed."""
-    verdicts = []
-    for gate, name, limit in gates.limits():
-        value = measured.get(name)
-        if name not in measured:
-            raise InvalidArgument(f"--{gate.replace('_', '-')} does not apply to this model: it measures "
-                                  f"{sorted(k for k in measured if k in HIGHER_IS_BETTER)}")
-        passed = value is not None and (value >= limit if HIGHER_IS_BETTER[name] else value <= limit)
-        verdicts.append({"gate": gate, "limit": limit, "value": value, "passed": passed})
-    if baseline is not None and gates.max_regression is not None:
-        allowed = gates.max_regression
-        for name, higher in HIGHER_IS_BETTER.items():
-            ours, theirs = measured.get(name), baseline.get(name)
-            if ours is None or theirs is None:
-                continue
-            worse = (theirs - ours) if higher else (ours - theirs)
-            if name in RELATIVE:
-                worse = worse / theirs if theirs > 0 else (0.0 if worse <= 0 else math.inf)
-            verdicts.append({"gate": f"regression_{name}", "limit": allowed, "value": worse,
-                             "baseline": theirs, "passed": worse <= allowed})
-    return verdicts
-
-
 def report(model: str, data: Path, label: str, measured: dict[str, Any], verdicts: list[dict[str, Any]],
            against: tuple[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {
         "model": model, "data": {"path": str(data), "sha256": file_sha256(data)}, "label": label,
-        "metrics": measured, "gates": verdicts, "passed": all(v["passed"] for v in verdicts),
+        "metrics": measured, "gates": verdicts, "passed": gates.passed(verdicts),
     }
     if against is not None:
         out["against"] = {"model": against[0], "metrics": against[1]}

@@ -11,6 +11,8 @@ from coordinator.server import Coordinator, CoordinatorConfig
 from milepost.cli import main
 from milepost.client import Client
 from milepost.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from milepost.v1 import coordinator_pb2 as pb
+from milepost.v1 import routing_pb2
 from tests.chaos.nodes import HEARTBEAT_S, Agents, client, coordinator, wait_for
 
 
@@ -97,6 +99,66 @@ def test_a_production_endpoint_takes_approved_versions_only(team) -> None:
     assert "require_approval" in kinds
 
 
+def _split_to(endpoint: str, client: Client, model_arm: str = "churn:1"):
+    """Half of ``endpoint``'s traffic to a model, half to endpoint 'staging' (an endpoint arm)."""
+    name, version = model_arm.split(":")
+    arms = [pb.ArmSpec(name="a", model=name, version=version, weight=0.5),
+            pb.ArmSpec(name="b", endpoint="staging", weight=0.5)]
+    return client.set_policy(endpoint, routing_pb2.RoutingPolicy(kind="split"), arms)
+
+
+def test_a_production_endpoint_serves_approved_versions_through_endpoint_arms_too(team) -> None:
+    _, admin, people = team
+    alice, carol = people["alice"], people["carol"]
+    carol.approve_model("churn:1", note="baseline")
+    alice.deploy("prod", "churn:1", require_approval=True)
+    alice.deploy("staging", "churn:2")  # unapproved, and staging is no production endpoint
+    with pytest.raises(FailedPrecondition, match=r"endpoint 'prod' requires approved versions: arm 'b' "
+                                                 r"\(endpoint 'staging', its arm 'primary'\) names churn:2 .*, which is registered"):
+        _split_to("prod", alice)
+    assert [a.name for a in next(e for e in admin.endpoints() if e.name == "prod").routing.arms] == ["primary"]
+
+    alice.deploy("staging", "churn:1")
+    routed = _split_to("prod", alice)
+    assert [(a.name, a.endpoint) for a in routed.routing.arms] == [("a", ""), ("b", "staging")]
+    # Now staging is behind prod: what would put churn:2 behind it is refused, naming the way there.
+    behind = r"endpoint 'prod' requires approved versions: arm 'b' \(endpoint 'staging', its arm '{}'\) names churn:2"
+    with pytest.raises(FailedPrecondition, match=behind.format("candidate") + " .*, which is registered"):
+        alice.canary("staging", "churn:2")
+    with pytest.raises(FailedPrecondition, match=behind.format("primary")):
+        alice.deploy("staging", "churn:2")
+    alice.shadow("staging", "churn:2")  # a shadow's answers are discarded: allowed behind prod too
+    with pytest.raises(FailedPrecondition, match=behind.format("shadow")):
+        alice.promote("staging")
+    alice.rollback("staging")  # never refused
+    # Two endpoints up: edge (production) -> prod (no longer) -> staging.
+    alice.deploy("edge", "churn:1")
+    alice.set_policy("edge", routing_pb2.RoutingPolicy(kind="single"), [pb.ArmSpec(name="all", endpoint="prod")])
+    assert alice.set_endpoint_approval("edge", True).require_approval
+    assert not people["bob"].set_endpoint_approval("prod", False).require_approval
+    with pytest.raises(FailedPrecondition, match=r"endpoint 'edge' requires approved versions: arm 'all' \(endpoint "
+                       r"'prod', its arm 'b' \(endpoint 'staging', its arm 'primary'\)\) names churn:2"):
+        alice.deploy("staging", "churn:2")
+
+    carol.approve_model("churn:2", note="reviewed")
+    assert alice.canary("staging", "churn:2").policy == "canary"
+    assert [d.number for d in alice.promote("staging").deployments] == [2]
+
+
+def test_marking_an_endpoint_that_routes_to_an_unapproved_version_is_refused(team) -> None:
+    _, _, people = team
+    alice, carol = people["alice"], people["carol"]
+    carol.approve_model("churn:1", note="baseline")
+    alice.deploy("staging", "churn:2")
+    alice.deploy("front", "churn:1")
+    _split_to("front", alice)
+    with pytest.raises(FailedPrecondition, match=r"endpoint 'front' requires approved versions: arm 'b' "
+                                                 r"\(endpoint 'staging', its arm 'primary'\) names churn:2"):
+        alice.set_endpoint_approval("front", True)
+    alice.deploy("staging", "churn:1")
+    assert alice.set_endpoint_approval("front", True).require_approval
+
+
 def test_marking_an_endpoint_that_serves_an_unapproved_version_is_refused(team) -> None:
     _, _, people = team
     people["alice"].deploy("staging", "churn:1")
@@ -118,24 +180,44 @@ def test_a_retired_version_takes_no_new_deployment(team) -> None:
         people["carol"].approve_model("churn:1", note="too late")
 
 
+def _report(auc: float, min_auc: float = 0.8, **extra) -> dict:
+    """A validation report as `milepost validate` writes one, with one gate (min_auc)."""
+    passed = auc >= min_auc
+    return {"metrics": {"auc": auc}, "gates": [{"gate": "min_auc", "value": auc, "limit": min_auc, "passed": passed}],
+            "passed": passed, "data": {"sha256": "ab" * 32}, **extra}
+
+
 def test_models_show_tells_the_whole_story(team, capsys, monkeypatch) -> None:
     coord, admin, people = team
-    people["alice"].record_validation("churn", "1", True, {"gates": [{"gate": "min_auc", "value": 0.91, "limit": 0.8,
-                                                                       "passed": True}], "data": {"sha256": "ab" * 32}})
+    alice = people["alice"]
+    alice.record_validation("churn", "1", True, _report(0.91))
     people["carol"].approve_model("churn:1", note="model risk committee 2026-12")
-    people["alice"].deploy("api", "churn:1")
+    alice.deploy("api", "churn:1")
+    alice.canary("api", "churn:2")
+    alice.rollback("api")
     details = admin.model_details("churn", "1")
     assert details.model.stage == "approved" and details.model.pushed_by == "alice"
     assert [(v.passed, v.actor) for v in details.validations] == [(True, "alice (deployer)")]
     assert [a.note for a in details.approvals] == ["model risk committee 2026-12"]
     assert [(p.endpoint, p.state) for p in details.placements] == [("api", "READY")]
-    assert [e.action for e in details.audit] == ["push", "validate", "approve"]
+    # Its own entries, and the endpoint's that name it: placed, deployed, the canary's baseline, rolled back to.
+    version = f"churn:{details.model.digest.removeprefix('sha256:')}"
+    assert [(e.action, e.subject) for e in details.audit] == [
+        ("push", version), ("validate", version), ("approve", version),
+        ("placement", "api"), ("deploy", "api"), ("policy", "api"), ("rollback", "api")]
+    # churn:2 was the candidate: its history shows where it went and that it was rolled back.
+    candidate = admin.model_details("churn", "2")
+    short = candidate.model.digest.removeprefix("sha256:")[:12]
+    assert [(e.action, e.subject) for e in candidate.audit] == [
+        ("push", f"churn:{candidate.model.digest.removeprefix('sha256:')}"), ("placement", "api"), ("policy", "api"),
+        ("rollback", "api")]
+    assert f"leaving candidate (churn:{short}," in candidate.audit[-1].detail
     monkeypatch.setenv("MILEPOST_COORDINATOR", coord.address)
     monkeypatch.setenv("MILEPOST_TOKEN", coord.admin_token_file.read_text().strip())
     assert main(["models", "show", "churn:1"]) == 0
     out = capsys.readouterr().out
     for text in ("churn:1", "stage       approved", "by alice", "VALIDATIONS", "min_auc=0.91", "carol (approver)",
-                 "model risk committee", "RUNS ON", "api", "AUDIT", "validate"):
+                 "model risk committee", "RUNS ON", "api", "AUDIT", "validate", "rollback"):
         assert text in out, text
     assert main(["models", "show", "churn:1", "--output", "json"]) == 0
     shown = json.loads(capsys.readouterr().out)
@@ -152,18 +234,24 @@ def test_approval_can_require_a_passing_validation(tmp_path, logistic_model) -> 
     try:
         admin = client(node)
         with Client(node.address, token=admin.create_token("ci", "deployer").token) as ci, \
+                Client(node.address, token=admin.create_token("qa", "deployer").token) as qa, \
                 Client(node.address, token=admin.create_token("risk", "approver").token) as risk:
             ci.push_model(bundle_dir, "m")
             with pytest.raises(FailedPrecondition, match="no passing validation.*milepost validate m:1"):
                 risk.approve_model("m:1", note="ok")
-            assert ci.record_validation("m", "1", False, {"passed": False}).stage == "registered"
+            assert qa.record_validation("m", "1", False, _report(0.7)).stage == "registered"
             with pytest.raises(FailedPrecondition, match="no passing validation"):
                 risk.approve_model("m:1", note="ok")
-            assert ci.record_validation("m", "1", True, {"passed": True}).stage == "validated"
+            # The author's own passing validation is not independent: approval still waits.
+            assert ci.record_validation("m", "1", True, _report(0.9)).stage == "validated"
+            with pytest.raises(FailedPrecondition, match=r"validated only by 'ci', who pushed it.*independent"):
+                risk.approve_model("m:1", note="ok")
+            assert qa.record_validation("m", "1", True, _report(0.9)).stage == "validated"
             assert risk.approve_model("m:1", note="ok").stage == "approved"
             # A later failing validation leaves the approval standing, on record.
-            assert ci.record_validation("m", "1", False, {"passed": False}).stage == "approved"
-            assert [v.passed for v in admin.model_details("m", "1").validations] == [False, True, False]
+            assert qa.record_validation("m", "1", False, _report(0.7)).stage == "approved"
+            assert [(v.passed, v.actor) for v in admin.model_details("m", "1").validations] == [
+                (False, "qa (deployer)"), (True, "ci (deployer)"), (True, "qa (deployer)"), (False, "qa (deployer)")]
         admin.close()
     finally:
         node.stop()
@@ -173,6 +261,7 @@ def test_an_older_database_gains_stages_and_keeps_its_versions(tmp_path, logisti
     """A database made before review existed: versions open as registered, pushed by nobody known."""
     import sqlite3
 
+    from coordinator.governance import Governance
     from coordinator.store import Store
 
     _, bundle_dir, _, _ = logistic_model
@@ -180,9 +269,12 @@ def test_an_older_database_gains_stages_and_keeps_its_versions(tmp_path, logisti
     with client(node) as admin:
         admin.push_model(bundle_dir, "old")
         admin.deploy("e", "old")
+        with Client(node.address, token=admin.create_token("qa", "deployer").token) as qa:
+            qa.record_validation("old", "1", True, _report(0.9))
     node.stop()
     db = sqlite3.connect(tmp_path / "c" / "milepost.db")
-    for table, column in (("models", "stage"), ("models", "pushed_by"), ("endpoints", "require_approval")):
+    for table, column in (("models", "stage"), ("models", "pushed_by"), ("endpoints", "require_approval"),
+                          ("validations", "validator")):
         db.execute(f"ALTER TABLE {table} DROP COLUMN {column}")
     db.commit()
     db.close()
@@ -191,6 +283,9 @@ def test_an_older_database_gains_stages_and_keeps_its_versions(tmp_path, logisti
         (m,) = store.list_models("old")
         assert (m.number, m.stage, m.pushed_by) == (1, "registered", "")
         assert [e.require_approval for e in store.list_endpoints()] == [False]
+        Governance(store, lambda: 0.0)  # review's own tables: who validated, read back from the actor
+        with store.transaction() as tx:
+            assert tx.execute("SELECT validator, actor FROM validations").fetchall() == [("qa", "qa (deployer)")]
     finally:
         store.close()
 
@@ -215,3 +310,32 @@ def test_the_cli_drives_review_as_the_readme_shows(team, capsys, monkeypatch) ->
     assert main(["models", "list", "churn", "--token", tokens["deployer"]]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines() if line.startswith("churn ")]
     assert [(r[1], r[4]) for r in rows] == [("1", "approved"), ("2", "retired")]
+
+
+def test_who_submits_a_training_run_is_the_author_of_what_it_trains(team, tmp_path) -> None:
+    """The agent pushes the version a training stage makes, for the person who submitted the
+    run: that person is its author, and may not approve it."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from milepost.pipeline_spec import spec_from_dict
+
+    _, admin, people = team
+    bob, carol = people["bob"], people["carol"]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    data = tmp_path / "a1" / "train.parquet"  # the agent's data directory, which its stages may read
+    pq.write_table(pa.table({"a": x[:, 0], "b": x[:, 1], "c": x[:, 2], "y": (x[:, 0] > 0).astype(np.int64)}), data)
+    spec = {"name": "retrain", "stages": [{"name": "train", "kind": "training", "engine": "native", "params": {
+        "entry": "engines.trainers:sklearn", "data": str(data), "model_name": "trained",
+        "params": {"label": "y", "estimator": "sklearn.linear_model.LogisticRegression"}}}]}
+    run = bob.submit_pipeline(spec_from_dict(spec, base=tmp_path))
+    wait_for(lambda: admin.run(run.run_id).state in ("SUCCEEDED", "FAILED"), 60, "the run finished")
+    (stage,) = admin.run(run.run_id).stages
+    assert stage.state == "SUCCEEDED", stage.message
+    (trained,) = admin.list_models("trained")
+    assert (trained.number, trained.pushed_by) == (1, "bob")  # not the agent 'a1' that carried the push out
+    with pytest.raises(PermissionDenied, match="'bob' pushed trained:1 .* may not approve it"):
+        bob.approve_model("trained:1", note="my own retrain")
+    assert carol.approve_model("trained:1", note="reviewed the retrain").stage == "approved"

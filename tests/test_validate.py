@@ -163,3 +163,85 @@ def test_a_registered_version_is_validated_against_its_baseline(binary, tmp_path
             assert [v.passed for v in admin.model_details("churn", "2").validations] == [False]
     finally:
         node.stop()
+
+
+def test_the_coordinator_judges_a_report_again_and_refuses_a_false_one(binary, tmp_path, capsys, monkeypatch) -> None:
+    """A report is not taken on its word: the coordinator judges its gates on its own measures
+    (the rule `milepost validate` uses), and keeps who recorded it."""
+    from milepost.client import Client
+    from milepost.core.errors import InvalidArgument
+
+    _, bundle, data, _, _ = binary
+    node = coordinator(tmp_path / "c")
+    try:
+        with client(node) as admin, Client(node.address, token=admin.create_token("qa", "deployer").token) as qa:
+            admin.push_model(bundle, "churn")
+            monkeypatch.setenv("MILEPOST_COORDINATOR", node.address)
+            monkeypatch.setenv("MILEPOST_TOKEN", admin.create_token("ci", "deployer").token)
+            report = tmp_path / "r.json"
+            assert main(["validate", "churn:1", "--data", str(data), "--label", "y", "--min-auc", "0.99",
+                         "--max-fpr", "0.3", "--report", str(report)]) == GATE_FAILED
+            honest = json.loads(report.read_text())
+            (auc_gate,) = [g for g in honest["gates"] if g["gate"] == "min_auc"]
+            assert not auc_gate["passed"] and auc_gate["value"] < 0.99
+
+            forged = json.loads(report.read_text())
+            forged["passed"] = True
+            with pytest.raises(InvalidArgument, match=r"claims passed .* but its gates give failed"):
+                qa.record_validation("churn", "1", True, forged)  # the gates stand as measured
+            for g in forged["gates"]:
+                g["passed"] = True
+            with pytest.raises(InvalidArgument, match=r"gate 'min_auc' says value .*passed, but its measures give "
+                                                      r".*failed"):
+                qa.record_validation("churn", "1", True, forged)  # verdicts rewritten: judged again
+            forged["gates"] = [g for g in forged["gates"] if g["gate"] != "min_auc"]
+            forged["metrics"]["auc"] = 0.999
+            forged["gates"].append({"gate": "min_auc", "limit": 0.99, "value": auc_gate["value"], "passed": True})
+            with pytest.raises(InvalidArgument, match=r"gate 'min_auc' says value"):
+                qa.record_validation("churn", "1", True, forged)  # a value that is not its measure
+            with pytest.raises(InvalidArgument, match="judges no gate"):
+                qa.record_validation("churn", "1", True, {"note": "trust me", "metrics": {}, "gates": [], "passed": True})
+            with pytest.raises(InvalidArgument, match="needs 'metrics'"):
+                qa.record_validation("churn", "1", True, {"note": "trust me"})
+            with pytest.raises(InvalidArgument, match=r"gate 'max_everything' is not one of"):
+                qa.record_validation("churn", "1", True, {"metrics": {"auc": 0.9}, "passed": True, "gates": [
+                    {"gate": "max_everything", "limit": 1, "value": 0, "passed": True}]})
+            # The honest report, sent as it was measured, is taken (its failure too), with who sent it.
+            assert qa.record_validation("churn", "1", False, honest).stage == "registered"
+            recorded = admin.model_details("churn", "1").validations
+            assert [(v.passed, v.actor) for v in recorded] == [(False, "ci (deployer)"), (False, "qa (deployer)")]
+    finally:
+        node.stop()
+
+
+def test_regression_gates_are_judged_against_the_baseline_the_report_carries() -> None:
+    from milepost.core import gates
+    from milepost.core.errors import InvalidArgument
+
+    measured, baseline = {"auc": 0.80, "log_loss": 0.50}, {"auc": 0.85, "log_loss": 0.40}
+    verdicts = gates.judge(measured, gates.Gates(min_auc=0.7, max_regression=0.1), baseline)
+    report = {"metrics": measured, "gates": verdicts, "against": {"metrics": baseline}, "passed": gates.passed(verdicts)}
+    assert gates.rejudge(json.loads(json.dumps(report))) == verdicts
+    assert [(v["gate"], v["passed"]) for v in verdicts] == [
+        ("min_auc", True), ("regression_auc", True), ("regression_log_loss", False)]  # 25% worse log loss
+    assert report["passed"] is False
+    with pytest.raises(InvalidArgument, match="need 'against'"):
+        gates.rejudge({**report, "against": None})
+    with pytest.raises(InvalidArgument, match=r"metrics.auc must be a number or null, got 'high'"):
+        gates.rejudge({**report, "metrics": {"auc": "high"}})
+
+
+def test_a_run_without_gates_is_measured_and_not_recorded(binary, tmp_path, capsys, monkeypatch) -> None:
+    _, bundle, data, _, _ = binary
+    node = coordinator(tmp_path / "c")
+    try:
+        with client(node) as admin:
+            admin.push_model(bundle, "churn")
+            monkeypatch.setenv("MILEPOST_COORDINATOR", node.address)
+            monkeypatch.setenv("MILEPOST_TOKEN", node.admin_token_file.read_text().strip())
+            assert main(["validate", "churn:1", "--data", str(data), "--label", "y",
+                         "--report", str(tmp_path / "r.json")]) == 0
+            assert "not recorded: no gates were given" in capsys.readouterr().out
+            assert list(admin.model_details("churn", "1").validations) == []
+    finally:
+        node.stop()

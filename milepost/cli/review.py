@@ -98,8 +98,9 @@ def _number(value: object) -> str:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     from milepost import validation
+    from milepost.core.gates import Gates, judge
 
-    gates = validation.Gates(
+    gates = Gates(
         max_fpr=args.max_fpr, max_fnr=args.max_fnr, min_auc=args.min_auc, min_accuracy=args.min_accuracy,
         max_log_loss=args.max_log_loss, max_mae=args.max_mae, max_rmse=args.max_rmse,
         max_regression=args.max_regression,
@@ -120,14 +121,19 @@ def cmd_validate(args: argparse.Namespace) -> int:
             base_manifest, base_labels, base_outputs = _scored(validation, base_dir, data, args.label)
             against = (f"{base_name}:{base_version}", validation.measure(base_manifest, base_labels, base_outputs,
                                                                           args.threshold))
-        verdicts = validation.judge(measured, gates, against[1] if against else None)
+        verdicts = judge(measured, gates, against[1] if against else None)
         report = validation.report(args.model, data, args.label, measured, verdicts, against)
+        unrecorded = ""
         if not local and not args.no_record:
-            recorded = c.record_validation(name, version, report["passed"], report)
-            report["recorded"] = f"{recorded.name}:{recorded.number} now {recorded.stage}"
+            if verdicts:
+                recorded = c.record_validation(name, version, report["passed"], report)
+                report["recorded"] = f"{recorded.name}:{recorded.number} now {recorded.stage}"
+            else:  # the coordinator takes verdicts, and there are none
+                unrecorded = "not recorded: no gates were given"
     Path(args.report).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(_verdict_table(report))
-    print(f"report: {args.report}" + (f"; {report['recorded']}" if "recorded" in report else ""))
+    print(f"report: {args.report}" + (f"; {report['recorded']}" if "recorded" in report else "")
+          + (f"; {unrecorded}" if unrecorded else ""))
     return 0 if report["passed"] else GATE_FAILED
 
 

@@ -11,11 +11,20 @@ import pytest
 import shap
 import xgboost as xgb
 from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier, RandomForestRegressor
+from sklearn.ensemble import (
+    ExtraTreesRegressor,
+    GradientBoostingClassifier,
+    GradientBoostingRegressor,
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.neural_network import MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.tree import DecisionTreeRegressor
 
 import scoring_core
 from milepost.core.errors import FailedPrecondition
@@ -105,12 +114,18 @@ def test_lightgbm_multiclass_layout() -> None:
     _close(ours, theirs)
 
 
-@pytest.mark.parametrize("make", [
-    lambda: RandomForestRegressor(n_estimators=20, max_depth=6, random_state=0),
-    lambda: GradientBoostingClassifier(n_estimators=20, max_depth=3, random_state=0),
-])
-def test_sklearn_trees_match_shap(make) -> None:  # noqa: ANN001
-    X, y = _data()
+@pytest.mark.parametrize("make, nan", [
+    (lambda: RandomForestRegressor(n_estimators=20, max_depth=6, random_state=0), 0.0),
+    (lambda: GradientBoostingClassifier(n_estimators=20, max_depth=3, random_state=0), 0.0),
+    (lambda: GradientBoostingRegressor(n_estimators=20, max_depth=3, random_state=0), 0.0),
+    (lambda: ExtraTreesRegressor(n_estimators=15, max_depth=6, random_state=0), 0.0),
+    (lambda: DecisionTreeRegressor(max_depth=6, random_state=0), 0.0),
+    (lambda: HistGradientBoostingRegressor(max_iter=20, max_leaf_nodes=15, random_state=0), 0.1),
+    (lambda: HistGradientBoostingClassifier(max_iter=20, max_leaf_nodes=15, random_state=0), 0.1),
+], ids=["random_forest", "gradient_boosting_classifier", "gradient_boosting_regressor", "extra_trees",
+        "decision_tree", "hist_gradient_boosting_nan", "hist_gradient_boosting_classifier_nan"])
+def test_sklearn_trees_match_shap(make, nan: float) -> None:  # noqa: ANN001
+    X, y = _data(nan=nan)
     est = make()
     classifier = hasattr(est, "predict_proba")
     est.fit(X, y > 0 if classifier else y)
@@ -119,6 +134,16 @@ def test_sklearn_trees_match_shap(make) -> None:  # noqa: ANN001
     values = np.asarray(explainer.shap_values(X[:100], check_additivity=False))
     expected = float(np.ravel(explainer.expected_value)[0])
     _close(ours, np.column_stack([values, np.full(100, expected)]))
+
+
+def test_catboost_matches_its_own_shap_values() -> None:
+    import catboost  # a dev dependency (pyproject), imported here: it is slow to import
+    X, y = _data()
+    model = catboost.CatBoostRegressor(iterations=40, depth=4, verbose=0, random_seed=0, thread_count=1,
+                                       allow_writing_files=False).fit(X, y)
+    ours = scoring_core.compile(model).explain(X[:100])
+    _close(ours, model.get_feature_importance(catboost.Pool(X[:100]), type="ShapValues"))
+    np.testing.assert_allclose(ours.sum(axis=1), model.predict(X[:100]), rtol=TOL, atol=TOL)
 
 
 def test_random_forest_classifier_gives_one_margin_a_class() -> None:

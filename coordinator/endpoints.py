@@ -19,6 +19,7 @@ is refused when it would put an unapproved version behind one of them.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
@@ -90,10 +91,13 @@ class Endpoints:
     def set_policy(
         self, endpoint: str, policy: routing_pb2.RoutingPolicy, arms: list[Arm], placement: Placement,
         *, stacker: Arm | None = None, timeout: float | None = None, event: str = "policy",
-        require_approval: bool = False,
+        require_approval: bool = False, wait: bool = True,
     ) -> EndpointRecord:
         """``require_approval`` marks the endpoint production (coordinator.governance) with this
-        change; a marked endpoint stays marked."""
+        change; a marked endpoint stays marked. Without ``wait`` it answers once the change is
+        checked and its new deployments placed and stored (PENDING): their loads and then the
+        policy change go on in a thread of their own, so the endpoint serves as before until
+        they are loaded, and a failed load leaves it so (an event says why)."""
         check_name("endpoint", endpoint)  # every way in (Deploy, SetPolicy, pipeline deploy stages) passes here
         routing_spec.check(policy, [a.name for a in arms], [a.weight for a in arms], stacker is not None)
         if placement.replicas < 0:
@@ -142,7 +146,34 @@ class Endpoints:
                     ("placement", f"{d.model}:{d.version[:12]} ({d.deployment_id}): {d.message}") for d in new
                 ])
 
-        self._load_new(endpoint, new, created=existing is None, timeout=timeout)
+        def finish() -> EndpointRecord:  # not waited for: the loads take the agents' own call timeout
+            return self._switch(endpoint, policy, new, current, created=existing is None,
+                                timeout=timeout if wait else None, event=event, require_approval=require_approval)
+
+        if wait:
+            return finish()
+        stored = self.get(endpoint)
+        threading.Thread(target=self._switch_quietly, args=(endpoint, finish), name=f"deploy-{endpoint}",
+                         daemon=True).start()
+        return stored
+
+    def _switch_quietly(self, endpoint: str, finish: Callable[[], EndpointRecord]) -> None:
+        """``finish`` of a change that did not wait: its failure is already an event and a
+        deployment state (``_load_new``), so here it is only logged."""
+        try:
+            finish()
+        except MilepostError as err:
+            log.warning("endpoint %s: a change that did not wait failed: %s", endpoint, err.message)
+        except Exception:
+            log.exception("endpoint %s: a change that did not wait failed", endpoint)
+
+    def _switch(
+        self, endpoint: str, policy: routing_pb2.RoutingPolicy, new: list[DeploymentRecord],
+        current: dict, *, created: bool, timeout: float | None, event: str, require_approval: bool,
+    ) -> EndpointRecord:
+        """Load ``new``, then store ``policy`` (routes leave the deployments it no longer names,
+        which then unload)."""
+        self._load_new(endpoint, new, created=created, timeout=timeout)
         keep = {a.deployment_id for a in policy.arms if a.deployment_id}
         if policy.stacker_deployment_id:
             keep.add(policy.stacker_deployment_id)

@@ -155,6 +155,7 @@ class CoordinatorServicer(ReviewHandlers, HealthHandlers, coordinator_pb2_grpc.C
         endpoint = self.endpoints.set_policy(
             request.endpoint, routing_pb2.RoutingPolicy(kind="single"), [arm], placement,
             timeout=_timeout(context), event="deploy", require_approval=request.require_approval,
+            wait=not request.no_wait,
         )
         self.stats.reset(request.endpoint)
         return endpoint_message(endpoint)

@@ -219,11 +219,14 @@ class Client:
         max_batch_size: int = 0, max_delay_ms: float = 0.0, max_queue_rows: int = 0,
         cpu: float = 0.0, memory_bytes: int = 0, gpus: int = 0, selector: dict[str, str] | None = None,
         engine: str = "", require_approval: bool = False, gpu_memory_bytes: int = 0, device: str = "",
+        wait: bool = True,
     ) -> types_pb2.Endpoint:
         """Serve a model version under an endpoint: ``version`` a number, an alias, a digest or a
         prefix of one (the newest when empty), or the whole reference in ``model`` (``churn@champion``).
 
-        Redeploying an endpoint switches it to the new version once that is loaded.
+        Redeploying an endpoint switches it to the new version once that is loaded. The call
+        answers once the new version is loaded and serving; with ``wait=False``, once it is
+        placed (its deployments PENDING), the loading and the switch going on after.
         Batching settings of 0 take the agent's defaults. Replicas go to distinct live
         agents that run the engine (by default the one the model's flavor needs), carry
         every ``selector`` label and have ``cpu``, ``memory_bytes`` and ``gpus`` free;
@@ -239,7 +242,7 @@ class Client:
             endpoint=endpoint, model=model, version=version, replicas=replicas, batching=batching,
             resources=types_pb2.ResourceRequest(
                 cpu=cpu, memory_bytes=memory_bytes, gpus=gpus, gpu_memory_bytes=gpu_memory_bytes, device=device),
-            selector=selector or {}, engine=engine, require_approval=require_approval,
+            selector=selector or {}, engine=engine, require_approval=require_approval, no_wait=not wait,
         )
         return self._call("Deploy", request)
 

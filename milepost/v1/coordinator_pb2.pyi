@@ -132,7 +132,7 @@ class DeleteModelRequest(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class DeployRequest(_message.Message):
-    __slots__ = ("endpoint", "model", "version", "replicas", "batching", "resources", "selector", "engine", "require_approval")
+    __slots__ = ("endpoint", "model", "version", "replicas", "batching", "resources", "selector", "engine", "require_approval", "no_wait")
     class SelectorEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -149,6 +149,7 @@ class DeployRequest(_message.Message):
     SELECTOR_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     REQUIRE_APPROVAL_FIELD_NUMBER: _ClassVar[int]
+    NO_WAIT_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     model: str
     version: str
@@ -158,7 +159,8 @@ class DeployRequest(_message.Message):
     selector: _containers.ScalarMap[str, str]
     engine: str
     require_approval: bool
-    def __init__(self, endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., replicas: _Optional[int] = ..., batching: _Optional[_Union[_types_pb2.Batching, _Mapping]] = ..., resources: _Optional[_Union[_types_pb2.ResourceRequest, _Mapping]] = ..., selector: _Optional[_Mapping[str, str]] = ..., engine: _Optional[str] = ..., require_approval: _Optional[bool] = ...) -> None: ...
+    no_wait: bool
+    def __init__(self, endpoint: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ..., replicas: _Optional[int] = ..., batching: _Optional[_Union[_types_pb2.Batching, _Mapping]] = ..., resources: _Optional[_Union[_types_pb2.ResourceRequest, _Mapping]] = ..., selector: _Optional[_Mapping[str, str]] = ..., engine: _Optional[str] = ..., require_approval: _Optional[bool] = ..., no_wait: _Optional[bool] = ...) -> None: ...
 
 class UndeployRequest(_message.Message):
     __slots__ = ("endpoint",)
@@ -324,16 +326,18 @@ class ReportResponse(_message.Message):
     def __init__(self, endpoint: _Optional[_Union[_types_pb2.Endpoint, _Mapping]] = ..., arms: _Optional[_Iterable[_Union[ArmReport, _Mapping]]] = ..., comparisons: _Optional[_Iterable[_Union[ArmComparison, _Mapping]]] = ...) -> None: ...
 
 class FeedbackRequest(_message.Message):
-    __slots__ = ("endpoint", "key", "value", "arm")
+    __slots__ = ("endpoint", "key", "value", "arm", "values")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     key: str
     value: float
     arm: str
-    def __init__(self, endpoint: _Optional[str] = ..., key: _Optional[str] = ..., value: _Optional[float] = ..., arm: _Optional[str] = ...) -> None: ...
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, endpoint: _Optional[str] = ..., key: _Optional[str] = ..., value: _Optional[float] = ..., arm: _Optional[str] = ..., values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class FeedbackResponse(_message.Message):
     __slots__ = ("arm",)
@@ -630,7 +634,7 @@ class DriftWindow(_message.Message):
     def __init__(self, endpoint: _Optional[str] = ..., deployment_id: _Optional[str] = ..., seq: _Optional[int] = ..., opened_at: _Optional[float] = ..., closed_at: _Optional[float] = ..., rows: _Optional[int] = ..., counts: _Optional[_Iterable[_Union[BinCounts, _Mapping]]] = ...) -> None: ...
 
 class ScoredKey(_message.Message):
-    __slots__ = ("endpoint", "key", "arm", "prediction", "at", "attributes")
+    __slots__ = ("endpoint", "key", "arm", "prediction", "at", "attributes", "predictions", "columns")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -638,22 +642,39 @@ class ScoredKey(_message.Message):
         key: str
         value: str
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class ColumnsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: ColumnValues
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[_Union[ColumnValues, _Mapping]] = ...) -> None: ...
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     ARM_FIELD_NUMBER: _ClassVar[int]
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     key: str
     arm: str
     prediction: float
     at: float
     attributes: _containers.ScalarMap[str, str]
-    def __init__(self, endpoint: _Optional[str] = ..., key: _Optional[str] = ..., arm: _Optional[str] = ..., prediction: _Optional[float] = ..., at: _Optional[float] = ..., attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    predictions: _containers.RepeatedScalarFieldContainer[float]
+    columns: _containers.MessageMap[str, ColumnValues]
+    def __init__(self, endpoint: _Optional[str] = ..., key: _Optional[str] = ..., arm: _Optional[str] = ..., prediction: _Optional[float] = ..., at: _Optional[float] = ..., attributes: _Optional[_Mapping[str, str]] = ..., predictions: _Optional[_Iterable[float]] = ..., columns: _Optional[_Mapping[str, ColumnValues]] = ...) -> None: ...
+
+class ColumnValues(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, values: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HealthConfig(_message.Message):
-    __slots__ = ("endpoint", "thresholds", "group_attributes", "favourable", "webhook_url", "performance_window", "fallback_arm")
+    __slots__ = ("endpoint", "thresholds", "group_attributes", "favourable", "webhook_url", "performance_window", "fallback_arm", "fairness_window")
     class ThresholdsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -668,6 +689,7 @@ class HealthConfig(_message.Message):
     WEBHOOK_URL_FIELD_NUMBER: _ClassVar[int]
     PERFORMANCE_WINDOW_FIELD_NUMBER: _ClassVar[int]
     FALLBACK_ARM_FIELD_NUMBER: _ClassVar[int]
+    FAIRNESS_WINDOW_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     thresholds: _containers.ScalarMap[str, float]
     group_attributes: _containers.RepeatedScalarFieldContainer[str]
@@ -675,7 +697,8 @@ class HealthConfig(_message.Message):
     webhook_url: str
     performance_window: int
     fallback_arm: str
-    def __init__(self, endpoint: _Optional[str] = ..., thresholds: _Optional[_Mapping[str, float]] = ..., group_attributes: _Optional[_Iterable[str]] = ..., favourable: _Optional[str] = ..., webhook_url: _Optional[str] = ..., performance_window: _Optional[int] = ..., fallback_arm: _Optional[str] = ...) -> None: ...
+    fairness_window: int
+    def __init__(self, endpoint: _Optional[str] = ..., thresholds: _Optional[_Mapping[str, float]] = ..., group_attributes: _Optional[_Iterable[str]] = ..., favourable: _Optional[str] = ..., webhook_url: _Optional[str] = ..., performance_window: _Optional[int] = ..., fallback_arm: _Optional[str] = ..., fairness_window: _Optional[int] = ...) -> None: ...
 
 class SetHealthConfigRequest(_message.Message):
     __slots__ = ("config",)
@@ -803,7 +826,7 @@ class GetFairnessRequest(_message.Message):
     def __init__(self, endpoint: _Optional[str] = ...) -> None: ...
 
 class GroupFairness(_message.Message):
-    __slots__ = ("group", "predictions", "selection_rate", "impact_ratio", "outcomes", "true_positive_rate", "false_positive_rate", "alert")
+    __slots__ = ("group", "predictions", "selection_rate", "impact_ratio", "outcomes", "true_positive_rate", "false_positive_rate", "alert", "first_at", "last_at")
     GROUP_FIELD_NUMBER: _ClassVar[int]
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     SELECTION_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -812,6 +835,8 @@ class GroupFairness(_message.Message):
     TRUE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
     FALSE_POSITIVE_RATE_FIELD_NUMBER: _ClassVar[int]
     ALERT_FIELD_NUMBER: _ClassVar[int]
+    FIRST_AT_FIELD_NUMBER: _ClassVar[int]
+    LAST_AT_FIELD_NUMBER: _ClassVar[int]
     group: str
     predictions: int
     selection_rate: float
@@ -820,18 +845,22 @@ class GroupFairness(_message.Message):
     true_positive_rate: float
     false_positive_rate: float
     alert: bool
-    def __init__(self, group: _Optional[str] = ..., predictions: _Optional[int] = ..., selection_rate: _Optional[float] = ..., impact_ratio: _Optional[float] = ..., outcomes: _Optional[int] = ..., true_positive_rate: _Optional[float] = ..., false_positive_rate: _Optional[float] = ..., alert: _Optional[bool] = ...) -> None: ...
+    first_at: float
+    last_at: float
+    def __init__(self, group: _Optional[str] = ..., predictions: _Optional[int] = ..., selection_rate: _Optional[float] = ..., impact_ratio: _Optional[float] = ..., outcomes: _Optional[int] = ..., true_positive_rate: _Optional[float] = ..., false_positive_rate: _Optional[float] = ..., alert: _Optional[bool] = ..., first_at: _Optional[float] = ..., last_at: _Optional[float] = ...) -> None: ...
 
 class GetFairnessResponse(_message.Message):
-    __slots__ = ("endpoint", "attributes", "favourable", "groups", "message")
+    __slots__ = ("endpoint", "attributes", "favourable", "groups", "message", "window")
     ENDPOINT_FIELD_NUMBER: _ClassVar[int]
     ATTRIBUTES_FIELD_NUMBER: _ClassVar[int]
     FAVOURABLE_FIELD_NUMBER: _ClassVar[int]
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    WINDOW_FIELD_NUMBER: _ClassVar[int]
     endpoint: str
     attributes: _containers.RepeatedScalarFieldContainer[str]
     favourable: str
     groups: _containers.RepeatedCompositeFieldContainer[GroupFairness]
     message: str
-    def __init__(self, endpoint: _Optional[str] = ..., attributes: _Optional[_Iterable[str]] = ..., favourable: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupFairness, _Mapping]]] = ..., message: _Optional[str] = ...) -> None: ...
+    window: int
+    def __init__(self, endpoint: _Optional[str] = ..., attributes: _Optional[_Iterable[str]] = ..., favourable: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[GroupFairness, _Mapping]]] = ..., message: _Optional[str] = ..., window: _Optional[int] = ...) -> None: ...

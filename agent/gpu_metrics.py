@@ -3,9 +3,10 @@
 - ``milepost_gpu_memory_used_bytes``, ``milepost_gpu_memory_total_bytes`` (label ``gpu``: its index)
 - ``milepost_gpu_utilization_ratio``: the share of the last sample period a kernel ran, 0 to 1
 
-Read at each scrape. Where nvidia-ml-py is not installed (it comes with ``milepost[gpu]``) or
-no NVIDIA driver answers, there is nothing to read and the families are absent: a CPU node's
-metrics are not padded with zeros. NVML is initialised once, on the first scrape.
+Read at each scrape. Where nvidia-ml-py is not installed (it comes with ``milepost[gpu]`` and
+``milepost[all]``) or no NVIDIA driver answers, there is nothing to read and the families are
+absent: a CPU node's metrics are not padded with zeros. NVML is initialised once, on the first
+scrape; when that fails on a node whose nvidia-smi lists GPUs, one warning says why.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Any
 
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from agent.resources import gpus
 
 log = logging.getLogger("milepost.agent")
 
@@ -59,16 +62,28 @@ class _Nvml:
 
 
 def _start() -> Any:
+    """pynvml, initialised; None where it cannot be, said in one warning where nvidia-smi
+    lists GPUs all the same (their metrics would otherwise vanish without a word)."""
     try:
         import pynvml
     except ImportError:
+        _unreadable("nvidia-ml-py is not installed: pip install nvidia-ml-py (or milepost[gpu])")
         return None
     try:
         pynvml.nvmlInit()
     except pynvml.NVMLError as err:
-        log.debug("no GPU metrics: %s", err)
+        _unreadable(f"NVML did not start: {err}")
         return None
     return pynvml
+
+
+def _unreadable(why: str) -> None:
+    found = gpus()
+    if found:
+        log.warning("nvidia-smi lists %d GPU(s) but NVML cannot be read, so /metrics has no GPU metrics: %s",
+                    len(found), why)
+    else:
+        log.debug("no GPU metrics: %s", why)
 
 
 class GpuCollector(Collector):

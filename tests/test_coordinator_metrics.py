@@ -50,6 +50,11 @@ def test_metrics_count_what_the_store_holds_and_probes_answer(tmp_path, logistic
         assert samples[("milepost_coordinator_events_total", (("endpoint", "third"), ("kind", "promote")))] == 1
         assert samples[("milepost_coordinator_routes_generation", ())] >= 1
         assert ("milepost_coordinator_reconciler_tasks", ()) in samples
+        # and the process's own, as an agent's /metrics has them
+        assert samples[("process_resident_memory_bytes", ())] > 0 and samples[("process_cpu_seconds_total", ())] > 0
+        assert samples[("process_open_fds", ())] > 0
+        assert ("python_gc_collections_total", (("generation", "0"),)) in samples
+        assert any(name == "python_info" for name, _ in samples)
         assert _get(f"{node.console_url}/healthz") == (200, "live\n")
         assert _get(f"{node.console_url}/readyz") == (200, "ready\n")
     finally:

@@ -1,5 +1,6 @@
 """The console's pages about what serves: agents, endpoints (policy, per-arm traffic, latency,
-errors), canaries (steps and gates) and ML health (drift per feature against the baseline).
+errors; a shadow's mirror and a bandit's learning, console.policies), canaries (steps and gates)
+and ML health (drift per feature against the baseline).
 
 Each page is a function of the Source (and the path's parts) returning its title and body.
 """
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from coordinator.console import charts
+from coordinator.console import charts, policies
 from coordinator.console.html import Markup, esc, join, link, number, pairs, path, size, state, table, tag, when
 from coordinator.console.source import Source
 from milepost.core.errors import MilepostError
@@ -49,7 +50,10 @@ def agents(source: Source) -> Page:
 
 
 def _arms(policy: routing_pb2.RoutingPolicy) -> str:
-    return ", ".join(f"{a.name} ({a.weight:g})" if policy.kind in ("split", "ensemble") else a.name for a in policy.arms)
+    mirrored = policies.mirrored(policy)
+    return ", ".join(f"{a.name} ({a.weight:g})" if policy.kind in ("split", "ensemble")
+                     else f"{a.name} (mirrored {100 * policy.shadow_fraction:g}%)" if a.name in mirrored
+                     else a.name for a in policy.arms)
 
 
 def endpoints(source: Source) -> Page:
@@ -70,12 +74,14 @@ def endpoint(source: Source, name: str) -> Page:
     numbers = {d.deployment_id: d.number for d in e.deployments}
     by_name = {a.name: a for a in policy.arms}
     weighted = policy.kind in ("split", "ensemble")  # elsewhere the policy, not a weight, shares the traffic
-    total = sum(a.requests for a in report.arms) or 1
+    mirrored = policies.mirrored(policy)  # copies of requests, not a share of them
+    total = sum(a.requests for a in report.arms if a.arm not in mirrored) or 1
     arms = table(
         ("arm", "model", "version", "weight", "requests", "share", "errors", "error rate", "p50 ms", "p99 ms",
          "mean prediction", "feedback", "shadow |diff|"),
         [(r.arm, r.model, f"#{numbers.get(by_name[r.arm].deployment_id, 0)}" if r.arm in by_name else r.version[:12],
-          f"{by_name[r.arm].weight:g}" if weighted and r.arm in by_name else "-", r.requests, f"{100 * r.requests / total:.1f}%",
+          f"{by_name[r.arm].weight:g}" if weighted and r.arm in by_name else "-", r.requests,
+          "mirrored" if r.arm in mirrored else f"{100 * r.requests / total:.1f}%",
           r.errors, f"{100 * r.error_rate:.2f}%", number(r.p50_latency_ms), number(r.p99_latency_ms),
           number(r.prediction_mean), f"{r.feedback_count:g} (mean {r.feedback_mean:.3g})" if r.feedback_count else "-",
           number(r.shadow_mean_abs_diff) if r.shadow_compared else "-")
@@ -95,8 +101,10 @@ def endpoint(source: Source, name: str) -> Page:
                          for d in e.deployments])
     body = join((
         pairs((("policy", policy.kind), ("arms", _arms(policy)), ("key parameter", policy.key_parameter or "milepost-key"),
-               ("approval required", "yes" if e.require_approval else "no"))),
+               ("approval required", "yes" if e.require_approval else "no"),
+               *(policies.shadow(report) if mirrored else ()))),
         _canary(source, e) if policy.kind == "canary" else "",
+        policies.bandit(report) if policy.kind == "bandit" else "",
         tag("h2", "Traffic per arm"), arms, figures, tag("h2", "How the arms differ"), comparisons,
         tag("h2", "Deployments"), deployments,
         Markup(f"<p>{link(path('health', name), 'ML health of this endpoint')} · "

@@ -1,10 +1,12 @@
 """The web console in a real browser: Debian's Chromium, headless, driven by Playwright.
 
 A real coordinator (console on a free port) and agent on loopback serve real models: one
-endpoint single, one split A/B, one canary, traffic through them, a validated and approved
-version, a pipeline run. The browser logs in with a token, clicks through every page and reads
-what a person would read; each value is checked against what milepost.Client (the CLI's
-client) answers. A screenshot of each page goes to $MILEPOST_ARTIFACTS (default: tmp_path).
+endpoint single, one split A/B, one canary, one shadow, two bandits (thompson, epsilon-greedy)
+with outcomes fed back, traffic through them, a validated and approved version, a pipeline run.
+The browser logs in with a token, clicks through every page and reads what a person would read;
+each value is checked against what the CLI prints with ``--output json`` (endpoints, models,
+each endpoint's report) or what milepost.Client (the CLI's client) answers. A screenshot of
+each page goes to $MILEPOST_ARTIFACTS (default: tmp_path).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -25,6 +28,7 @@ import pytest
 from milepost.client import Client
 from milepost.core.settings import reset_settings
 from milepost.pipeline_spec import spec_from_dict
+from milepost.v1 import coordinator_pb2
 from tests.conftest import milepost_cmd, start_up, wait_until
 
 CHROMIUM = Path(os.environ.get("MILEPOST_CHROMIUM", "/usr/bin/chromium"))
@@ -80,7 +84,9 @@ def _served(tmp_path_factory: pytest.TempPathFactory, logistic_model) -> Iterato
     client.push_model(bundle_dir, "churn")
     client.push_model(root / "candidate", "churn")
     client.set_alias("churn", "champion", "1")
-    client.record_validation("churn", "2", True, {"auc": 0.91})
+    client.record_validation("churn", "2", True, {  # as `milepost validate` writes it
+        "metrics": {"auc": 0.91}, "gates": [{"gate": "min_auc", "limit": 0.8, "value": 0.91, "passed": True}],
+        "passed": True})
     tokens = {role: client.create_token(f"console-{role}", role).token
               for role in ("viewer", "deployer", "approver", "agent")}
     tokens["admin"] = coordinator.admin_token_file.read_text().strip()
@@ -89,16 +95,23 @@ def _served(tmp_path_factory: pytest.TempPathFactory, logistic_model) -> Iterato
     client.deploy("scoring", "churn", "1")
     client.deploy("rollout", "churn", "1")
     client.deploy("drifty", "churn", "2")
+    client.deploy("mirror", "churn", "1")
     client.split("ab", {"a": ("churn", "1", 70.0), "b": ("churn", "2", 30.0)})
+    client.bandit("bandit", {"x": ("churn", "1"), "y": ("churn", "2")}, algorithm="thompson")
+    client.bandit("explore", {"x": ("churn", "1"), "y": ("churn", "2")}, algorithm="epsilon_greedy", epsilon=0.25)
     wait_until(lambda: all(d.state == "READY" for e in client.endpoints() for d in e.deployments), timeout=30)
     client.canary("rollout", "churn", "2", steps=(10, 50, 100), window_s=3600)
+    client.shadow("mirror", "churn", "2", fraction=1.0)
     wait_until(lambda: all(d.state == "READY" for e in client.endpoints() for d in e.deployments), timeout=30)
     client.set_health_config("drifty", group_attributes=["region"], favourable="1")
-    sent = {"scoring": 5, "ab": 30, "rollout": 30, "drifty": 6}
+    sent = {"scoring": 5, "ab": 30, "rollout": 30, "drifty": 6, "mirror": 8, "bandit": 12, "explore": 12}
     for endpoint, count in sent.items():
         for i in range(count):
             client.infer(endpoint, rows[i % 50: i % 50 + 4], key=f"user-{i}",
                          parameters={"region": ("north", "south")[i % 2]})
+    for endpoint in ("bandit", "explore"):  # conversions: every third key converted
+        for i in range(sent[endpoint]):
+            client.feedback(endpoint, f"user-{i}", float(i % 3 == 0))
     shifted = rows[:60].copy()
     shifted[:, 0] += 3.0
     client.infer("drifty", shifted[:30])
@@ -106,8 +119,9 @@ def _served(tmp_path_factory: pytest.TempPathFactory, logistic_model) -> Iterato
     sent["drifty"] += 2
     assert agent.registration.beat_now(10)
     wait_until(lambda: client.health("drifty").deployments[0].windows, timeout=15)
-    # The counters reach the coordinator with the agent's heartbeats.
-    wait_until(lambda: all(sum(a.requests for a in client.report(e).arms) == n for e, n in sent.items()), timeout=15)
+    # The counters reach the coordinator with the agent's heartbeats (the shadow's copies too).
+    wait_until(lambda: all(_answered(client.report(e)) == n for e, n in sent.items()), timeout=15)
+    wait_until(lambda: client.report("mirror").arms[1].shadow_compared > 0, timeout=15)
     table = pa.table({**{f"f{i}": rows[:, i] for i in range(rows.shape[1])}, "y": (rows[:, 0] > 0).astype(np.int64)})
     pq.write_table(table, root / "train.parquet")
     trained = client.submit_pipeline(spec_from_dict({"name": "retrain", "stages": [
@@ -130,6 +144,21 @@ def _served(tmp_path_factory: pytest.TempPathFactory, logistic_model) -> Iterato
     client.close()
     agent.stop()
     coordinator.stop()
+
+
+def _answered(report: coordinator_pb2.ReportResponse) -> int:
+    """Requests the endpoint answered: a shadow's mirrored copies are not more of them."""
+    mirrored = report.endpoint.routing.arms[1].name if report.endpoint.routing.kind == "shadow" else None
+    return sum(a.requests for a in report.arms if a.arm != mirrored)
+
+
+def _cli_json(served: Served, *args: str) -> Any:
+    """What ``milepost ARGS --output json`` prints, as a viewer."""
+    done = subprocess.run(milepost_cmd(*args, "--output", "json", "--coordinator", served.coordinator),
+                          capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "MILEPOST_TOKEN": served.tokens["viewer"]})
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -221,43 +250,57 @@ def test_a_viewer_clicks_through_every_page_and_sees_what_the_client_sees(browse
         assert {e.name for e in a.info.engines if e.available} <= set(row[5].split())
     _no_secrets(page, served)
 
-    # endpoints: names, policies, arms
+    # endpoints: names, policies, arms, as `milepost endpoints --output json` prints them
     page.click("nav >> text=Endpoints")
     _shot(page, served, "endpoints")
-    endpoints = {e.name: e for e in client.endpoints()}
+    endpoints = {e["name"]: e for e in _cli_json(served, "endpoints")}
     rows = {r[0]: r for r in _rows(page)}
-    assert set(rows) == set(endpoints) == {"scoring", "ab", "rollout", "drifty"}
+    assert set(rows) == set(endpoints) == {"scoring", "ab", "rollout", "drifty", "mirror", "bandit", "explore"}
     for name, e in endpoints.items():
-        assert rows[name][1] == e.routing.kind
-        assert [a.split(" ")[0] for a in rows[name][2].split(", ")] == [a.name for a in e.routing.arms]
+        assert rows[name][1] == e["routing"]["kind"]
+        assert [a.split(" ")[0] for a in rows[name][2].split(", ")] == [a["name"] for a in e["routing"]["arms"]]
+    primary, candidate = (a["name"] for a in endpoints["mirror"]["routing"]["arms"])
+    assert rows["mirror"][2] == f"{primary}, {candidate} (mirrored 100%)"  # copies of requests, not a share
 
-    # each endpoint: per-arm traffic as the report counts it
+    # each endpoint: per-arm traffic as `milepost report ENDPOINT --output json` counts it
     for name in endpoints:
         page.click("nav >> text=Endpoints")
-        page.click(f"main table >> text={name}")
+        page.click(f"main table >> a:text-is('{name}')")
         page.wait_for_url(re.compile(f"/endpoints/{name}$"))
         _shot(page, served, f"endpoint-{name}")
-        report = client.report(name)
+        report = _cli_json(served, "report", name)
         arms = {r[0]: r for r in _rows(page, "table.arms")}
-        assert set(arms) == {a.arm for a in report.arms}
-        routing = endpoints[name].routing
-        weights = {a.name: f"{a.weight:g}" if routing.kind == "split" else "-" for a in routing.arms}
-        for a in report.arms:
-            assert int(arms[a.arm][4]) == a.requests and int(arms[a.arm][6]) == a.errors
-            assert arms[a.arm][3] == weights[a.arm]
-        assert sum(int(r[4]) for r in arms.values()) == served.sent[name]
+        assert set(arms) == {a["arm"] for a in report["arms"]}
+        routing = report["endpoint"]["routing"]
+        mirrored = {routing["arms"][1]["name"]} if routing["kind"] == "shadow" else set()
+        requests = {a["arm"]: int(a.get("requests", 0)) for a in report["arms"]}  # int64: a string in JSON
+        answered = sum(n for arm, n in requests.items() if arm not in mirrored)
+        assert answered == served.sent[name]
+        weights = {a["name"]: f"{a.get('weight', 0.0):g}" if routing["kind"] == "split" else "-" for a in routing["arms"]}
+        for a in report["arms"]:
+            row = arms[a["arm"]]
+            assert int(row[4]) == requests[a["arm"]] and int(row[6]) == int(a.get("errors", 0))
+            assert row[3] == weights[a["arm"]]
+            assert row[5] == ("mirrored" if a["arm"] in mirrored else f"{100 * requests[a['arm']] / answered:.1f}%")
+        if mirrored:
+            _check_shadow(page, report)
+        if routing["kind"] == "bandit":
+            _check_bandit(page, report, served.sent[name])
+        else:
+            assert page.locator("table.bandit").count() == 0
         assert page.locator("main svg").count() >= 3
         _no_secrets(page, served)
 
     # canary: the step and the gates, as the policy holds them
     page.click("nav >> text=Canary")
     _shot(page, served, "canary")
-    policy = endpoints["rollout"].routing
+    policy = endpoints["rollout"]["routing"]  # as `milepost endpoints --output json` printed it (zeros left out)
+    step, steps, gates = policy.get("step", 0), policy["steps"], policy["gates"]
     assert page.inner_text(".canary-step") == (
-        f"{policy.arms[1].name} gets {policy.steps[policy.step]:g}% (step {policy.step + 1} of {len(policy.steps)}); "
-        f"{policy.arms[0].name} the rest")
+        f"{policy['arms'][1]['name']} gets {steps[step]:g}% (step {step + 1} of {len(steps)}); "
+        f"{policy['arms'][0]['name']} the rest")
     text = page.inner_text("main")
-    assert f"{100 * policy.gates.max_error_rate:g}%" in text and str(policy.gates.min_requests) in text
+    assert f"{100 * gates.get('max_error_rate', 0.0):g}%" in text and str(gates.get("min_requests", 0)) in text
 
     # ML health: drift per feature of the newest window, baseline against live
     page.click("nav >> text=ML health")
@@ -279,16 +322,16 @@ def test_a_viewer_clicks_through_every_page_and_sees_what_the_client_sees(browse
     (d,) = client.health("scoring").deployments
     assert not d.windows and d.message in page.inner_text("main")  # its bundle has no baseline: said why
 
-    # model versions: numbers, digests, aliases, stages, who pushed them
+    # model versions: numbers, digests, aliases, stages, who pushed them, as `milepost models list --output json`
     page.click("nav >> text=Models")
     _shot(page, served, "models")
     shown = {(r[0], int(r[1])): r for r in _rows(page)}
-    models = client.list_models()
-    assert set(shown) == {(m.name, m.number) for m in models}
+    models = _cli_json(served, "models", "list")
+    assert set(shown) == {(m["name"], int(m["number"])) for m in models}  # int64: a string in JSON
     for m in models:
-        row = shown[(m.name, m.number)]
-        assert m.digest.startswith(row[2]) and row[3] == (", ".join(m.aliases) or "-") and row[4] == m.stage
-        assert row[7] == m.pushed_by
+        row = shown[(m["name"], int(m["number"]))]
+        assert m["digest"].startswith(row[2]) and row[3] == (", ".join(m.get("aliases", [])) or "-")
+        assert row[4] == m["stage"] and row[7] == m["pushed_by"]
     page.click("main table tr:has-text('champion') >> a")
     page.wait_for_url(re.compile("/models/churn/1$"))
     assert "champion" in page.inner_text("main dl")
@@ -339,6 +382,54 @@ def test_a_viewer_clicks_through_every_page_and_sees_what_the_client_sees(browse
     response = page.goto(served.console + "/endpoints")
     assert response is not None and response.status == 401
     page.close()
+
+
+def _check_shadow(page, report: dict[str, Any]) -> None:
+    """A shadow's candidate: copies of requests, how far its answers are from the primary's."""
+    primary, candidate = (a["name"] for a in report["endpoint"]["routing"]["arms"])
+    (copied,) = [a for a in report["arms"] if a["arm"] == candidate]
+    compared, divergence = int(copied["shadow_compared"]), copied["shadow_mean_abs_diff"]
+    assert compared > 0 and divergence > 0  # two versions of the model: their answers differ
+    text = page.inner_text("main dl")
+    assert f"100% of requests copied to {candidate}, its answers compared with {primary}'s and discarded" in text
+    assert f"mean |{candidate} - {primary}| {divergence:.3g} over {compared} rows" in text
+    assert {r[0]: r[12] for r in _rows(page, "table.arms")}[candidate] == f"{divergence:.3g}"
+
+
+def _check_bandit(page, report: dict[str, Any], sent: int) -> None:
+    """A bandit's algorithm and settings, and per arm its share, rewards and posterior or choice."""
+    routing = report["endpoint"]["routing"]
+    algorithm = routing["bandit"]
+    settings = page.inner_text("main h2:text-is('Bandit') + dl")
+    assert f"algorithm\n{algorithm}" in settings
+    if algorithm == "epsilon_greedy":
+        assert f"epsilon\n{routing['epsilon']:g} (a random arm for {100 * routing['epsilon']:g}% of requests)" in settings
+    else:
+        assert "epsilon" not in settings
+    shown = {r[0]: r for r in _rows(page, "table.bandit")}
+    assert page.inner_text("table.bandit thead").split("\t")[-1].strip() == (
+        "choice" if algorithm == "epsilon_greedy" else "posterior")
+    arms = report["arms"]
+    total = sum(int(a.get("requests", 0)) for a in arms)
+    counts = {a["arm"]: a.get("feedback_count", 0.0) for a in arms}
+    means = {a["arm"]: a.get("feedback_mean", 0.0) for a in arms}
+    assert set(shown) == set(counts) and sum(counts.values()) == sent  # every key's outcome credited
+    for a in arms:
+        arm, count, mean = a["arm"], counts[a["arm"]], means[a["arm"]]
+        assert shown[arm][1:4] == [f"{100 * int(a.get('requests', 0)) / total:.1f}%", f"{count:g}",
+                                   f"{mean:.3g}" if count else "-"]
+        if algorithm == "thompson":  # conversions (0 or 1): Beta(1 + converted, 1 + not converted)
+            alpha, beta = 1 + count * mean, 1 + count - count * mean
+            assert shown[arm][4] == (f"Beta({alpha:.4g}, {beta:.4g}), mean {alpha / (alpha + beta):.3f}" if count
+                                     else "no rewards yet: explored first")
+        elif not count:
+            assert shown[arm][4] == "explored first: no rewards yet"
+        elif not all(counts.values()):
+            assert shown[arm][4] == "waits: arms without rewards are explored first"
+        else:
+            best = max(means, key=lambda name: means[name])  # the first arm on ties
+            assert shown[arm][4] == ("greedy: the best mean reward" if arm == best
+                                     else "explored: when the coin says random")
 
 
 def test_deployer_and_admin_tokens_work_and_the_admin_reads_the_audit_trail(browser, served: Served) -> None:

@@ -80,10 +80,17 @@ class BanditPolicy(Policy):
         count, total, _ = self.rewards[arm.name]
         return total / count
 
-    def _draw(self, arm: Arm, rng: np.random.Generator) -> float:
-        count, total, squares = self.rewards[arm.name]
+    def posterior(self, arm: str) -> tuple[str, float, float]:
+        """What Thompson sampling draws ``arm``'s score from, once it has rewards: ("beta", a, b)
+        for 0/1 rewards (a uniform prior), else ("normal", mean, standard error), the sample's
+        own standard deviation or, from one reward, the pooled one."""
+        count, total, squares = self.rewards[arm]
         if self.bernoulli:
-            return float(rng.beta(1.0 + total, 1.0 + count - total))
+            return "beta", 1.0 + total, 1.0 + count - total
         mean = total / count
         std = math.sqrt(max((squares - total * mean) / (count - 1), 0.0)) if count > 1 else self.pooled_std
-        return float(rng.normal(mean, std / math.sqrt(count)))
+        return "normal", mean, std / math.sqrt(count)
+
+    def _draw(self, arm: Arm, rng: np.random.Generator) -> float:
+        kind, p, q = self.posterior(arm.name)
+        return float(rng.beta(p, q) if kind == "beta" else rng.normal(p, q))

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, generate_latest
-from prometheus_client.registry import CollectorRegistry
+from prometheus_client import generate_latest
 
 from coordinator.agent_client import AgentClients
 from coordinator.arm_stats import ArmStats
@@ -33,6 +32,7 @@ from coordinator.tokens import TokenBook, token_file
 from coordinator.versions import Registry
 from milepost.core import auth, tracing
 from milepost.core.auth import AuthInterceptor
+from milepost.core.exposition import with_process
 from milepost.core.grpc_server import new_server
 from milepost.core.tls import Tls, listen
 from milepost.v1 import coordinator_pb2, coordinator_pb2_grpc
@@ -104,10 +104,7 @@ class Coordinator:
         health_pb2_grpc.add_HealthServicer_to_server(self.probes, self.server)
         self.metrics = CoordinatorCollector(self.store, self.reconciler, self.routes)
         # Its own families and the process's (process_*, python_gc_*, python_info), as an agent's /metrics has.
-        self.metrics_registry = CollectorRegistry(auto_describe=False)
-        self.metrics_registry.register(self.metrics)
-        for process_collector in (ProcessCollector, PlatformCollector, GCCollector):
-            process_collector(registry=self.metrics_registry)
+        self.metrics_registry = with_process(self.metrics)
         self.console = None if config.http_port < 0 else Console(
             self.servicer, self.canary, self.tokens.authenticate, config.host, config.http_port, config.tls,
             Probes(lambda: generate_latest(self.metrics_registry), lambda: self.port > 0 and not self._stopped.is_set()),

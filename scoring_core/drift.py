@@ -34,6 +34,7 @@ from typing import Any
 
 import numba
 import numpy as np
+import pyarrow as pa
 
 EPSILON = 1e-4  # the share an empty bin counts as in PSI
 DEFAULT_BINS = 10
@@ -160,13 +161,28 @@ def _bins(baselines: list[FeatureBaseline], slots: list[int]) -> _Bins:
     return _Bins([(np.asarray(f.edges, dtype=np.float64), f.low, f.high) for f in baselines], slots)
 
 
-def count_strings(values: list[str | None], categories: tuple[str, ...]) -> np.ndarray:
-    """Counts per category, then all other values, then missing, then 0 (no range for strings)."""
+def count_strings(values: Any, categories: tuple[str, ...]) -> np.ndarray:
+    """Counts per category, then all other values, then missing, then 0 (no range for strings).
+
+    ``values``: a list (None: missing), an Arrow array (nulls: missing; a dictionary array,
+    a pandas categorical's, as it is) or a numpy array (class indexes), each value taken as
+    ``str(value)``. Counted without a step of Python a row: the distinct values are looked up
+    once and their codes counted by numpy."""
+    if isinstance(values, np.ndarray):
+        distinct, codes = np.unique(values, return_inverse=True)
+        names: list[Any] = distinct.tolist()
+    else:
+        array = values if isinstance(values, (pa.Array, pa.ChunkedArray)) else pa.array(values, pa.string())
+        if isinstance(array, pa.ChunkedArray):
+            array = array.combine_chunks()
+        encoded = array if pa.types.is_dictionary(array.type) else array.dictionary_encode()
+        names = encoded.dictionary.to_pylist()
+        codes = encoded.indices.fill_null(-1).to_numpy(zero_copy_only=False)
     index = {c: i for i, c in enumerate(categories)}
-    out = np.zeros(len(categories) + 3, dtype=np.int64)
     other, missing = len(categories), len(categories) + 1
-    for v in values:
-        out[missing if v is None else index.get(v, other)] += 1
+    bins = np.array([index.get(str(v), other) for v in names] + [missing], dtype=np.int64)  # code -1: the last
+    out = np.zeros(len(categories) + 3, dtype=np.int64)
+    out[:missing + 1] = np.bincount(bins[codes], minlength=missing + 1)
     return out
 
 
@@ -174,7 +190,7 @@ def count(baseline: FeatureBaseline, values: np.ndarray | list) -> np.ndarray:
     """Live counts of a column in the baseline's bins (see count_numeric / count_strings)."""
     if baseline.numeric:
         return count_numeric(np.asarray(values, dtype=np.float64), baseline.edges, baseline.low, baseline.high)
-    return count_strings(list(values), baseline.categories)
+    return count_strings(values if isinstance(values, np.ndarray) else list(values), baseline.categories)
 
 
 @dataclass(frozen=True)
@@ -391,7 +407,8 @@ class LiveWindow:
             index = -1 if feature.numeric else schema.get_field_index(feature.name)
             if index >= 0:
                 at = int(self._slots[k])
-                counts[at:int(self._slots[k + 1])] += count_strings(batch.column(index).to_pylist()[::step],
+                column = batch.column(index)
+                counts[at:int(self._slots[k + 1])] += count_strings(column if step == 1 else column[::step],
                                                                       feature.categories)
 
     @property
@@ -423,13 +440,10 @@ class LiveWindow:
         with self._lock:
             if self._clock() - self._opened_at < self.seconds:
                 return
-            now_wall = self._wall()
-            if self._open_rows:  # as ``add`` closes one
-                self._seq += 1
-                self._pending.append(ClosedWindow(self._seq, self._opened_wall, now_wall, self._open_rows,
-                                                  self._split(self._open)))
-                self._closed, self._open, self._open_rows = self._open, self._empty(), 0
-            self._opened_at, self._opened_wall = self._clock(), now_wall
+            if self._open_rows:
+                self._close_locked()
+            else:
+                self._opened_at, self._opened_wall = self._clock(), self._wall()
 
 
 def _matrix(batch: Any, width: int) -> np.ndarray | None:
@@ -444,7 +458,7 @@ def _matrix(batch: Any, width: int) -> np.ndarray | None:
 
 def prediction_values(outputs: Any, prediction: FeatureBaseline) -> Any:
     """The scored batch's primary output as the baseline took it: a value, P(class 1) of two
-    probabilities, or the index of the largest of more (as a string). ``outputs``: a
+    probabilities, or the index of the largest of more. ``outputs``: a
     RecordBatch, or the (n, k) scores of the matrix lane (one value a row when k is 1)."""
     if isinstance(outputs, np.ndarray):
         values = outputs if outputs.shape[1] > 1 else outputs[:, 0]
@@ -456,5 +470,5 @@ def prediction_values(outputs: Any, prediction: FeatureBaseline) -> Any:
         else:
             values = column.to_numpy(zero_copy_only=False)
     if values.ndim == 2:
-        return values[:, -1] if prediction.numeric else [str(i) for i in values.argmax(axis=1)]
-    return values.astype(np.float64) if prediction.numeric else [str(v) for v in values]
+        return values[:, -1] if prediction.numeric else values.argmax(axis=1)
+    return values.astype(np.float64) if prediction.numeric else values

@@ -225,3 +225,25 @@ def test_large_batches_past_the_budget_are_counted_every_kth_row(train) -> None:
     assert window.counted * rows // 32 <= counted_rows < 60 * rows // 2  # at least 256 rows each, far from all
     assert window._counting_s <= 0.02 * window._scoring_s + 3 * whole_s  # within budget, give or take a batch
     assert max(f.psi for f in window.drifts().values()) < 0.05  # every k-th row: the batch's distribution
+
+
+def test_text_columns_and_classes_count_as_values_in_any_arrow_form() -> None:
+    """A string column, its dictionary-encoded form (a pandas categorical through Arrow), a
+    chunked one and a multiclass model's class indexes count as the plain list of values does."""
+    import pandas as pd
+    import pyarrow as pa
+
+    values = ["a", None, "b", "z", "a", "a", None]
+    categories = ("a", "b")
+    expected = d.count_strings(values, categories)
+    assert expected.tolist() == [3, 1, 1, 2, 0]  # a, b, other, missing, no range
+    for form in (pa.array(values), pa.array(values).dictionary_encode(), pa.array(pd.Series(pd.Categorical(values))),
+                 pa.chunked_array([values[:3], values[3:]])):
+        assert d.count_strings(form, categories).tolist() == expected.tolist()
+    assert d.count_strings(pa.array(pd.Series(pd.Categorical([3, 1, 3, None]))), ("3",)).tolist() == [2, 1, 1, 0]
+    classes = d.string_baseline("prediction", ["0", "1", "2", "2"])
+    window = d.LiveWindow({"features": [d.numeric_baseline("x", np.arange(10.0)).to_json()],
+                           "prediction": classes.to_json()}, rows=10**9, seconds=1e9)
+    scores = np.array([[0.1, 0.2, 0.7], [0.8, 0.1, 0.1], [0.2, 0.5, 0.3], [0.1, 0.1, 0.8]], dtype=np.float32)
+    window.add(np.arange(4, dtype=np.float32).reshape(-1, 1), scores)
+    assert window.drifts()["prediction"] == d.drift(classes, d.count(classes, ["2", "0", "1", "2"]))

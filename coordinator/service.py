@@ -206,15 +206,17 @@ class CoordinatorServicer(ReviewHandlers, HealthHandlers, coordinator_pb2_grpc.C
         return pb.ReportResponse(endpoint=endpoint_message(endpoint), arms=arms, comparisons=comparisons)
 
     def Feedback(self, request: pb.FeedbackRequest, context: grpc.ServicerContext) -> pb.FeedbackResponse:
-        if not math.isfinite(request.value):
-            raise InvalidArgument(f"feedback value must be a finite number, got {request.value}")
+        values = list(request.values)
+        if not all(math.isfinite(v) for v in (request.value, *values)):
+            raise InvalidArgument(f"feedback values must be finite numbers, got {values or request.value}")
         endpoint = self.endpoints.get(request.endpoint)
         policy = policy_of(endpoint)
         arm = request.arm or self._arm_for_key(request.endpoint, policy, request.key, _timeout(context))
         if arm not in {a.name for a in policy.arms}:
             raise NotFound(f"endpoint {request.endpoint!r} has no arm {shown(arm)}; arms: {[a.name for a in policy.arms]}")
-        self.store.add_reward(request.endpoint, arm, request.value)
-        self.health.outcome(request.endpoint, request.key, arm, request.value)
+        # A request's reward: the mean of its rows' outcomes.
+        self.store.add_reward(request.endpoint, arm, sum(values) / len(values) if values else request.value)
+        self.health.outcome(request.endpoint, request.key, arm, request.value, values)
         if policy.kind == "bandit":
             self.routes.push()  # bandits learn from the new reward at once
         return pb.FeedbackResponse(arm=arm)

@@ -29,13 +29,15 @@ Spark does not serve online: ``load`` refuses, pointing at native or ray.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from pathlib import Path
@@ -50,6 +52,7 @@ from milepost.core.errors import FailedPrecondition, InvalidArgument, Unimplemen
 from milepost.core.settings import get_settings
 
 _PROGRESS_POLL_S = 0.25
+_CANCEL_WAIT_S = 10.0  # after Ctrl-C, how long the cancelled jobs may take to end before Spark is stopped
 
 _session_lock = threading.Lock()
 _shipped_dir: Path | None = None
@@ -102,7 +105,13 @@ def session(master: str | None = None, conf: Mapping[str, str] | None = None) ->
         )
         for key, value in (conf or {}).items():
             builder = builder.config(key, value)
+        on_interrupt = signal.getsignal(signal.SIGINT) if threading.current_thread() is threading.main_thread() else None
         spark = builder.getOrCreate()
+        if on_interrupt is not None:
+            # pyspark's own SIGINT handler calls the JVM from inside the signal handler, re-entering the
+            # py4j call the main thread is waiting in: a page of py4j tracebacks. Ctrl-C raises
+            # KeyboardInterrupt again, and _interruptible cancels and stops.
+            signal.signal(signal.SIGINT, on_interrupt)
         spark.sparkContext.setLogLevel("ERROR")
         return spark
 
@@ -241,7 +250,7 @@ class SparkEngine(Engine):
         if progress is not None:
             watcher.start()
         try:
-            scored.write.mode("errorifexists").parquet(parquet_io.cluster_uri(job.sink))
+            _interruptible(lambda: scored.write.mode("errorifexists").parquet(parquet_io.cluster_uri(job.sink)))
         finally:
             stop.set()
             if progress is not None:
@@ -270,6 +279,49 @@ class SparkEngine(Engine):
         dest = stages.output_dir(stage, inputs)
         df = spark.read.parquet(parquet_io.cluster_uri(data))
         return stages.save_trained(fn(df, **params), dest, inputs.get("lineage"))
+
+
+def _interruptible(action: Callable[[], object]) -> None:
+    """Run a Spark action (its jobs) in a thread of its own while this one waits: Ctrl-C then lands
+    in the wait, not inside a py4j call (py4j logs one there with its traceback and cuts the JVM's
+    thread off, which logs its own). The jobs are cancelled and Spark is stopped, quietly, and the
+    KeyboardInterrupt goes on (the CLI says "interrupted" and exits 130)."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            action()
+        except BaseException as err:  # noqa: BLE001 - raised again in the thread that waits
+            failed.append(err)
+
+    worker = threading.Thread(target=run, name="spark-action", daemon=True)
+    worker.start()
+    try:
+        worker.join()
+    except KeyboardInterrupt:
+        _stop_quietly(worker)
+        raise
+    if failed:
+        raise failed[0]
+
+
+def _stop_quietly(worker: threading.Thread) -> None:
+    """Cancel the jobs ``worker`` waits on, let it see that, and stop Spark, with the JVM's log and
+    py4j's off (each task aborted would log its stack); best effort, the process is ending."""
+    py4j = logging.getLogger("py4j")
+    level = py4j.level
+    py4j.setLevel(logging.CRITICAL + 1)  # its own loggers (py4j.clientserver...) take their level from it
+    try:
+        running = _running_session()
+        if running is not None:
+            running.sparkContext.setLogLevel("OFF")
+            running.sparkContext.cancelAllJobs()
+            worker.join(_CANCEL_WAIT_S)
+        stop_session()
+    except Exception:  # noqa: BLE001 - nothing to tell a user who pressed Ctrl-C
+        pass
+    finally:
+        py4j.setLevel(level)
 
 
 def _report(rows_done: Any, progress: Progress, stop: threading.Event) -> None:

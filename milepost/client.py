@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -334,9 +334,15 @@ class Client:
     def report(self, endpoint: str) -> pb.ReportResponse:
         return self._call("Report", pb.ReportRequest(endpoint=endpoint))
 
-    def feedback(self, endpoint: str, key: str, value: float, *, arm: str = "") -> str:
-        """Record an outcome for the request made with `key`; returns the arm credited."""
-        return self._call("Feedback", pb.FeedbackRequest(endpoint=endpoint, key=key, value=value, arm=arm)).arm
+    def feedback(self, endpoint: str, key: str, value: float | Sequence[float], *, arm: str = "") -> str:
+        """Record the outcome of the request made with ``key`` (of a request of n rows: its n
+        rows' outcomes, in row order); returns the arm credited."""
+        values = [float(value)] if isinstance(value, int | float) else [float(v) for v in value]
+        if not values:
+            raise InvalidArgument("feedback needs an outcome")
+        request = pb.FeedbackRequest(endpoint=endpoint, key=key, value=values[0], arm=arm,
+                                     values=values if len(values) > 1 else [])
+        return self._call("Feedback", request).arm
 
     def events(self, endpoint: str = "", limit: int = 100) -> list[types_pb2.Event]:
         return list(self._call("ListEvents", pb.ListEventsRequest(endpoint=endpoint, limit=limit)).events)
@@ -348,13 +354,14 @@ class Client:
         return self._call("GetHealth", pb.GetHealthRequest(endpoint=endpoint, windows=windows))
 
     def fairness(self, endpoint: str) -> pb.GetFairnessResponse:
-        """Selection rate, impact ratio and TPR/FPR per group of the endpoint's group attributes."""
+        """Selection rate, impact ratio and TPR/FPR per group of the endpoint's group attributes,
+        over each group's newest ``fairness_window`` rows (``window``)."""
         return self._call("GetFairness", pb.GetFairnessRequest(endpoint=endpoint))
 
     def set_health_config(
         self, endpoint: str, *, thresholds: dict[str, float] | None = None, group_attributes: list[str] | None = None,
         favourable: str | None = None, webhook_url: str | None = None, performance_window: int | None = None,
-        fallback_arm: str | None = None,
+        fallback_arm: str | None = None, fairness_window: int | None = None,
     ) -> pb.HealthConfig:
         """Change an endpoint's health settings; what is not given keeps its value."""
         config = self.health(endpoint).config
@@ -370,6 +377,8 @@ class Client:
             config.performance_window = performance_window
         if fallback_arm is not None:
             config.fallback_arm = fallback_arm
+        if fairness_window is not None:
+            config.fairness_window = fairness_window
         return self._call("SetHealthConfig", pb.SetHealthConfigRequest(config=config))
 
     # ---- pipelines ----

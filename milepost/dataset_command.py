@@ -123,10 +123,18 @@ def score_registered(
 
 
 def _total_rows(source: str) -> int | None:
+    """Rows in the source, from its footers: read before the model is fetched, so that a file
+    that is not Parquet (a CSV given by mistake) is refused at once and as the caller's."""
+    import pyarrow as pa
+
     from engines import parquet_io
-    from milepost.core.errors import MilepostError
+    from milepost.core.errors import InvalidArgument, MilepostError
 
     try:
         return parquet_io.count_rows(source)
+    except pa.ArrowInvalid as err:
+        why = str(err).split(". ")[0]  # pyarrow's first sentence: "Parquet magic bytes not found in footer"
+        raise InvalidArgument(f"score-dataset reads Parquet, and --input {source} is not Parquet ({why}); use "
+                              "`milepost score ENDPOINT --input FILE` for a CSV or JSON file, or convert it") from err
     except (MilepostError, OSError):
         return None  # the engine reports the problem with the source itself

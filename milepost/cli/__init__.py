@@ -10,6 +10,7 @@ the ``--config`` file, and give the flags their defaults.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 
@@ -77,25 +78,55 @@ def config_file(argv: list[str]) -> str | None:
     return known.config
 
 
+# What a shell reports for a command that SIGPIPE ended (128 + 13), as `yes | head -1` leaves it.
+BROKEN_PIPE = 141
+INTERRUPTED = 130  # 128 + SIGINT
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; every error is one line on stderr (``--debug``: with its traceback)."""
+    """Run one command; every error is one line on stderr (``--debug``: with its traceback).
+
+    Output cut short by its reader (``milepost status | head -3``) ends the command quietly
+    with BROKEN_PIPE, as a Unix tool that SIGPIPE stopped: the reader has what it wanted, and a
+    pipeline under ``set -o pipefail`` still learns that the output was not read whole."""
     argv = sys.argv[1:] if argv is None else list(argv)
     debug = "--debug" in argv
+    args: argparse.Namespace | None = None
     try:
         args = build_parser(load_settings(config_file(argv))).parse_args(argv)
         default = "info" if args.verbose or args.command in SERVER_COMMANDS else "warning"
         logs.configure(getattr(args, "log_level", None) or default, getattr(args, "log_format", "text"))
-        return int(args.func(args))
+        status = int(args.func(args))
+        sys.stdout.flush()  # here, so that a reader gone shows as BrokenPipeError below, not at exit
+        return status
+    except BrokenPipeError:
+        _discard_stdout()
+        return BROKEN_PIPE
     except MilepostError as err:
-        return _failed(f"{err.code.name}: {err.message}", debug)
-    except OSError as err:  # a file named on the command line, a port taken
+        from milepost.cli.hints import with_hint
+
+        return _failed(f"{err.code.name}: {with_hint(err, args)}", debug)
+    except OSError as err:  # a file named on the command line
         return _failed(f"{type(err).__name__}: {err}", debug)
     except KeyboardInterrupt:
-        return 130
+        print("interrupted", file=sys.stderr)
+        return INTERRUPTED
     except Exception as err:  # noqa: BLE001 - a bug: say so in one line, and how to see more
         return _failed(f"INTERNAL: {type(err).__name__}: {err} (a bug in milepost; --debug shows where)", debug)
     finally:
         reset_settings()
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, so that what is still buffered for the reader that left is not
+    written at exit (Python would then report the broken pipe itself)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file of this process (a test's capture)
+        pass
+    finally:
+        os.close(devnull)
 
 
 def _failed(line: str, debug: bool) -> int:

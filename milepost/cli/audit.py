@@ -11,9 +11,13 @@ import argparse
 import csv
 import json
 import sys
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
+from milepost.cli import output
 from milepost.cli.arguments import client
+
+if TYPE_CHECKING:
+    from milepost.v1 import coordinator_pb2
 
 FIELDS = ("seq", "at", "actor", "action", "subject", "detail", "prev_sha256", "sha256")
 
@@ -21,11 +25,15 @@ FIELDS = ("seq", "at", "actor", "action", "subject", "detail", "prev_sha256", "s
 def cmd_audit_verify(args: argparse.Namespace) -> int:
     with client(args) as c:
         result = c.verify_audit(args.expect_head or "")
+    output.show(args, result, lambda: _print_verdict(result))
+    return 0 if result.ok else 1
+
+
+def _print_verdict(result: coordinator_pb2.VerifyAuditResponse) -> None:
     for problem in result.problems:
         print(f"problem: {problem}")
     state = "ok" if result.ok else f"FAILED ({len(result.problems)} problem(s))"
     print(f"audit trail {state}: {result.entries} entries; head {result.head_seq}:{result.head_sha256}")
-    return 0 if result.ok else 1
 
 
 def cmd_audit_export(args: argparse.Namespace) -> int:
@@ -51,6 +59,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     actions = audit.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = actions.add_parser("verify", parents=[common], help="check every entry's digest and place in the chain")
     p.add_argument("--expect-head", metavar="SEQ:SHA256", help="a head an earlier verify printed")
+    output.add_flag(p)
     p.set_defaults(func=cmd_audit_verify)
     p = actions.add_parser("export", parents=[common], help="every entry, oldest first")
     p.add_argument("--format", choices=["jsonl", "csv"], default="jsonl")

@@ -6,13 +6,19 @@ Turning logging on is `milepost endpoints ENDPOINT --log-decisions RATE` (milepo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
+from milepost.cli import output
 from milepost.cli.arguments import client, seconds
 from milepost.core.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from milepost.decisions import Replay
 
 
 def moment(text: str) -> float:
@@ -57,14 +63,18 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     with client(args) as c:
         result = decisions.replay(c, args.decision_id)
+    output.show(args, dataclasses.asdict(result), lambda: _print_replay(result))
+    return 0 if result.identical else 1
+
+
+def _print_replay(result: Replay) -> None:
     what = f"{result.decision_id}: {result.model} {result.digest[:19]}, {result.rows} row(s) re-scored on CPU"
     if result.identical:
         print(f"{what}: identical, bit for bit")
-        return 0
+        return
     print(f"{what}: DIFFERENT")
     for line in result.differences:
         print(f"  {line}")
-    return 1
 
 
 def cmd_explain_decision(args: argparse.Namespace) -> int:
@@ -87,9 +97,10 @@ def cmd_explain_decision(args: argparse.Namespace) -> int:
 def set_decision_log(args: argparse.Namespace) -> None:
     """`milepost endpoints ENDPOINT --log-decisions RATE`."""
     with client(args) as c:
-        c.set_decision_log(args.endpoint, args.log_decisions)
+        answer = c.set_decision_log(args.endpoint, args.log_decisions)
     rate = args.log_decisions
-    print(f"{args.endpoint}: decision log {'off' if rate == 0 else f'samples {rate:g} of requests'}")
+    output.show(args, answer, lambda: print(
+        f"{args.endpoint}: decision log {'off' if rate == 0 else f'samples {rate:g} of requests'}"))
 
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -105,4 +116,5 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("replay", parents=[common],
                        help="re-score a logged decision with its model version on CPU; exit 1 if it differs")
     p.add_argument("decision_id")
+    output.add_flag(p, help="table (default), or json: {decision_id, model, digest, rows, identical, differences}")
     p.set_defaults(func=cmd_replay)

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from milepost.cli import output
 from milepost.cli.arguments import client
 from milepost.core.errors import InvalidArgument
 
@@ -95,7 +96,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("endpoint", help="an endpoint (with --input), or a decision id of `milepost decisions`")
     p.add_argument("--input", default="", metavar="FILE")
     p.add_argument("--top", type=int, default=5, help="features shown a row (default 5)")
-    p.add_argument("--output", choices=("table", "json"), default="table")
+    output.add_flag(p, help="table (default), or json: one object a row")
     p.set_defaults(func=cmd_explain)
 
 

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 PROGRESS_FROM_BYTES = 8 << 20  # pushes of larger archives show their progress
 SCORE_REQUEST_BYTES = 4 << 20  # `score` sends a larger file in requests of about this size
+SCORE_FILES = (".parquet", ".csv", ".json", ".jsonl", ".ndjson")  # what `score --output FILE` writes (milepost.tables)
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -82,7 +83,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             max_delay_ms=args.max_delay_ms, max_queue_rows=args.max_queue_rows,
             cpu=args.cpu, memory_bytes=byte_size(args.memory), gpus=args.gpus,
             selector=pairs(args.selector, "--selector"), engine=args.engine, require_approval=args.require_approval,
-            gpu_memory_bytes=_gpu_memory(args.gpu_memory), device=args.device or "",
+            gpu_memory_bytes=_gpu_memory(args.gpu_memory), device=args.device or "", wait=not args.no_wait,
         )
     output.show(args, endpoint, lambda: print_endpoint(endpoint))
     unplaced = [d for d in endpoint.deployments if d.state != "READY"]
@@ -104,7 +105,7 @@ def _gpu_memory(text: str) -> int:
 def cmd_undeploy(args: argparse.Namespace) -> int:
     with client(args) as c:
         c.undeploy(args.endpoint)
-    print(f"{args.endpoint}: undeployed")
+    output.show(args, {"endpoint": args.endpoint, "undeployed": True}, lambda: print(f"{args.endpoint}: undeployed"))
     return 0
 
 
@@ -114,7 +115,8 @@ def cmd_endpoints(args: argparse.Namespace) -> int:
             raise InvalidArgument("--require-approval needs the ENDPOINT it applies to")
         with client(args) as c:
             endpoint = c.set_endpoint_approval(args.endpoint, args.require_approval == "on")
-        print(f"{endpoint.name}: " + ("approved versions only" if endpoint.require_approval else "approval not required"))
+        output.show(args, endpoint, lambda: print(
+            f"{endpoint.name}: " + ("approved versions only" if endpoint.require_approval else "approval not required")))
         return 0
     if args.log_decisions is not None:
         if not args.endpoint:
@@ -166,12 +168,14 @@ def cmd_score(args: argparse.Namespace) -> int:
     table = read_table(Path(args.input))
     with client(args) as c:
         result = _score_in_requests(c, args.endpoint, table)
-    if args.output:
-        write_table(result, Path(args.output))
-        print(f"scored {result.num_rows} rows -> {args.output}")
-    else:
-        flat = flatten(result)
-        print(render(flat.column_names, [list(r.values()) for r in flat.to_pylist()]))
+    path = output.to_file(args)
+    if path is not None:
+        write_table(result, path)
+        print(f"scored {result.num_rows} rows -> {path}")
+        return 0
+    flat = flatten(result)
+    rows = flat.to_pylist()
+    output.show(args, rows, lambda: print(render(flat.column_names, [list(r.values()) for r in rows])))
     return 0
 
 
@@ -253,12 +257,14 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--require-approval", action="store_true",
                    help="production: from now on this endpoint takes approved versions only")
     p.add_argument("--no-wait", action="store_true",
-                   help="exit 0 once the endpoint is stored, even when no agent can take it yet")
+                   help="answer once the endpoint is stored and placed (PENDING), not once it serves; "
+                   "exit 0 even when no agent can take it yet")
     output.add_flag(p)
     p.set_defaults(func=cmd_deploy)
 
     p = sub.add_parser("undeploy", parents=[common], help="remove an endpoint")
     p.add_argument("endpoint")
+    output.add_flag(p, help="table (default), or json: {endpoint, undeployed}")
     p.set_defaults(func=cmd_undeploy)
 
     p = sub.add_parser("endpoints", parents=[common], help="list endpoints, or change one's settings")
@@ -273,7 +279,8 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("score", parents=[common], help="score a .parquet, .csv or .json file on an endpoint")
     p.add_argument("endpoint")
     p.add_argument("--input", required=True)
-    p.add_argument("--output", default="")
+    output.add_flag(p, help="table (default), or json: the scored rows, an array of objects",
+                    files=SCORE_FILES)
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("status", parents=[common], help="agents, models and endpoints")

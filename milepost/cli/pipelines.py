@@ -20,14 +20,15 @@ if TYPE_CHECKING:
 def cmd_submit(args: argparse.Namespace) -> int:
     with client(args) as c:
         run = c.submit_pipeline(Path(args.file))
-        print(f"submitted run {run.run_id}")
         if args.follow:
-            return follow(c, run.run_id)
+            print(f"submitted run {run.run_id}", file=sys.stderr if args.output == "json" else sys.stdout)
+            return follow(c, run.run_id, args)
+    output.show(args, run, lambda: print(f"submitted run {run.run_id}"))
     return 0
 
 
-def follow(c: Client, run_id: str) -> int:
-    """Stage progress on stderr until the run finishes, then the run; 0 when it succeeded."""
+def follow(c: Client, run_id: str, args: argparse.Namespace) -> int:
+    """Stage progress on stderr until the run finishes, then the run (``--output``); 0 when it succeeded."""
     last = None
     for run in c.watch_run(run_id):
         line = " ".join(f"{s.name}:{s.state.lower()}{_rows(s)}" for s in run.stages)
@@ -35,7 +36,7 @@ def follow(c: Client, run_id: str) -> int:
             print(f"[{run.state.lower()}] {line}", file=sys.stderr, flush=True)
             last = line
     final = c.run(run_id)
-    print_run(final)
+    output.show(args, final, lambda: print_run(final))
     return 0 if final.state == "SUCCEEDED" else 1
 
 
@@ -64,7 +65,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     with client(args) as c:
         if args.follow:
-            return follow(c, args.run_id)
+            return follow(c, args.run_id, args)
         run = c.run(args.run_id)
     output.show(args, run, lambda: print_run(run))
     return 0
@@ -72,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with client(args) as c:
-        print_run(c.cancel_run(args.run_id))
+        run = c.cancel_run(args.run_id)
+    output.show(args, run, lambda: print_run(run))
     return 0
 
 
@@ -80,6 +82,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("submit", parents=[common], help="start a pipeline run from a YAML or JSON spec")
     p.add_argument("file")
     p.add_argument("--follow", action="store_true", help="show progress until the run finishes")
+    output.add_flag(p)
     p.set_defaults(func=cmd_submit)
 
     p = sub.add_parser("runs", parents=[common], help="list pipeline runs")
@@ -95,4 +98,5 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 
     p = sub.add_parser("cancel", parents=[common], help="cancel a pipeline run")
     p.add_argument("run_id")
+    output.add_flag(p)
     p.set_defaults(func=cmd_cancel)

@@ -131,9 +131,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
             else:  # the coordinator takes verdicts, and there are none
                 unrecorded = "not recorded: no gates were given"
     Path(args.report).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    print(_verdict_table(report))
-    print(f"report: {args.report}" + (f"; {report['recorded']}" if "recorded" in report else "")
-          + (f"; {unrecorded}" if unrecorded else ""))
+    output.show(args, report, lambda: print(
+        _verdict_table(report) + f"\nreport: {args.report}" + (f"; {report['recorded']}" if "recorded" in report else "")
+        + (f"; {unrecorded}" if unrecorded else "")))
     return 0 if report["passed"] else GATE_FAILED
 
 
@@ -208,4 +208,5 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    "relative for errors and log loss)")
     p.add_argument("--report", default="validation.json", help="where to write the JSON report (default %(default)s)")
     p.add_argument("--no-record", action="store_true", help="do not attach the result to the registered version")
+    output.add_flag(p, help="table (default), or json: the report --report writes")
     p.set_defaults(func=cmd_validate)

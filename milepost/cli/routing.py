@@ -107,10 +107,19 @@ def _print_report(report: coordinator_pb2.ReportResponse) -> None:
         ))
 
 
+def _outcomes(text: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"outcomes are numbers, comma-separated: {text!r}") from None
+
+
 def cmd_feedback(args: argparse.Namespace) -> int:
     with client(args) as c:
         credited = c.feedback(args.endpoint, args.key, args.value, arm=args.arm)
-    print(f"{args.endpoint}: {args.value:g} credited to arm {credited}")
+    shown = ",".join(f"{v:g}" for v in args.value)
+    output.show(args, {"endpoint": args.endpoint, "key": args.key, "values": args.value, "arm": credited},
+                lambda: print(f"{args.endpoint}: {shown} credited to arm {credited}"))
     return 0
 
 
@@ -198,8 +207,10 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("feedback", parents=[common], help="record an outcome for a request key")
     p.add_argument("endpoint")
     p.add_argument("--key", required=True)
-    p.add_argument("--value", type=float, required=True)
+    p.add_argument("--value", type=_outcomes, required=True,
+                   help="the outcome; of a request of n rows, its n outcomes, comma-separated, in row order")
     p.add_argument("--arm", default="", help="the arm that served it (the milepost-arm response parameter)")
+    output.add_flag(p, help="table (default), or json: {endpoint, key, values, arm credited}")
     p.set_defaults(func=cmd_feedback)
 
     p = sub.add_parser("events", parents=[common], help="the audit trail of endpoint changes")

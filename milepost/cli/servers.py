@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from milepost.cli.arguments import optional_port, pairs, tls
 from milepost.core import memory
+from milepost.core.ports import PortUnavailable
 from milepost.core.settings import Settings, get_settings
 
 if TYPE_CHECKING:
@@ -31,7 +34,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         admin_token_file=data_dir / "admin.token", tls=tls(args), insecure=args.insecure,
         approval_requires_validation=settings.approval_requires_validation, http_port=args.console_port,
     ))
-    coordinator.start()
+    with _port_flag("--port"):
+        coordinator.start()
     agent = Agent(AgentConfig(
         coordinator=coordinator.address, data_dir=data_dir / "agent", host=args.host,
         port=args.agent_port, agent_id="local", advertise=args.advertise, metrics_port=optional_port(args.metrics_port),
@@ -40,7 +44,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         inference_auth=inference_auth(args),
     ))
     try:
-        agent.start()
+        with _port_flag("--agent-port"):
+            agent.start()
     except BaseException:
         coordinator.stop()
         raise
@@ -60,7 +65,8 @@ def cmd_coordinator(args: argparse.Namespace) -> int:
         heartbeat_interval_s=args.heartbeat_interval, placement=args.placement, tls=tls(args), insecure=args.insecure,
         approval_requires_validation=get_settings().approval_requires_validation, http_port=args.console_port,
     ))
-    coordinator.start()
+    with _port_flag("--port"):
+        coordinator.start()
     serve_forever([coordinator], data_dir, "coordinator", {"coordinator": coordinator.address, **_console(coordinator)})
     return 0
 
@@ -80,10 +86,23 @@ def cmd_agent(args: argparse.Namespace) -> int:
         token=args.token, tls=tls(args), insecure=args.insecure,
         inference_auth=inference_auth(args),
     ))
-    agent.start()
+    with _port_flag("--port"):
+        agent.start()
     serve_forever([agent], data_dir, "agent", _agent_addresses(agent, args),
                   drain=lambda abandon: agent.drain(abandon=abandon))
     return 0
+
+
+@contextlib.contextmanager
+def _port_flag(flag: str) -> Iterator[None]:
+    """Name ``flag`` in a PortUnavailable raised without one: the gRPC server's listen
+    (milepost.core.tls) cannot tell `up`'s --agent-port from `agent`'s --port."""
+    try:
+        yield
+    except PortUnavailable as err:
+        if err.flag:
+            raise
+        raise err.naming(flag) from err
 
 
 def inference_auth(args: argparse.Namespace) -> bool | None:

@@ -30,6 +30,7 @@ import uvicorn
 
 from milepost.core.errors import InvalidArgument
 from milepost.core.event_loops import new_event_loop
+from milepost.core.ports import bind_error
 from milepost.core.tls import Tls, check_plaintext
 
 # uvicorn tells of every start and stop at INFO; the process says what it serves itself.
@@ -65,7 +66,7 @@ class HttpServer:
         return "https" if self.tls is not None else "http"
 
     def start(self) -> int:
-        """Bind (port 0: a free one) and serve; the port bound. OSError when the address is taken."""
+        """Bind (port 0: a free one) and serve; the port bound. PortUnavailable when it cannot be had."""
         try:
             self._config.load()
         except (OSError, ssl.SSLError) as err:
@@ -75,7 +76,7 @@ class HttpServer:
         try:
             self._socket = socket.create_server((host.strip("[]"), port), family=family, backlog=1024)
         except OSError as err:
-            raise OSError(err.errno, f"cannot listen on {host}:{port} for {self._name} ({self._flag}): {err.strerror}") from err
+            raise bind_error(host, port, self._name, self._flag, err) from err
         self.port = self._socket.getsockname()[1]
         started = threading.Event()
         failed: list[BaseException] = []

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 
 from milepost.core.errors import FailedPrecondition, InvalidArgument
+from milepost.core.ports import PortUnavailable, check_free
 
 log = logging.getLogger("milepost.tls")
 
@@ -71,18 +72,25 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def listen(server: grpc.Server, host: str, port: int, tls: Tls | None, *, insecure: bool = False) -> int:
+def listen(server: grpc.Server, host: str, port: int, tls: Tls | None, *, insecure: bool = False,
+           flag: str = "") -> int:
     """Bind host:port (0 picks a free port) with TLS when given; the port bound.
 
-    Without TLS, a non-loopback host is refused unless ``insecure``."""
+    Without TLS, a non-loopback host is refused unless ``insecure``. A port that cannot be had
+    is PortUnavailable (naming ``flag``, the option that set it, when given), found before
+    gRPC tries (milepost.core.ports says why)."""
     address = f"{host}:{port}"
-    if tls is not None:
-        bound = server.add_secure_port(address, tls.server_credentials())
-    else:
+    credentials = tls.server_credentials() if tls is not None else None
+    if credentials is None:
         check_plaintext(host, insecure)
-        bound = server.add_insecure_port(address)
+    check_free(host, port, "gRPC", flag)
+    try:
+        bound = (server.add_secure_port(address, credentials) if credentials is not None
+                 else server.add_insecure_port(address))
+    except RuntimeError as err:  # taken between check_free and here; grpcio < 1.6x answered 0 instead
+        raise PortUnavailable(host, port, "gRPC", flag, "address in use or not available") from err
     if bound == 0:
-        raise OSError(f"cannot listen on {address}: address in use or not available")
+        raise PortUnavailable(host, port, "gRPC", flag, "address in use or not available")
     return bound
 
 

@@ -14,16 +14,18 @@ In Triton's names and units (``nv_inference_*`` there), per endpoint, model, ver
 arm (labels ``endpoint``, ``model``, ``version``, ``arm``; model and version are those of
 the arm's deployment where this agent hosts it, else empty):
 ``milepost_inference_request_success``, ``milepost_inference_request_failure`` and
-``milepost_inference_request_duration_us`` (cumulative, every request). Per endpoint
-(label ``endpoint``), where the data plane times its phases:
+``milepost_inference_request_duration_us`` (cumulative, every request). With the same
+labels, where the data plane times its phases (agent.statistics: a request without an arm
+counts under arm "", with the model and version of its endpoint's one deployment here):
 ``milepost_inference_count`` (rows), ``milepost_inference_exec_count`` (engine calls),
 ``milepost_inference_queue_duration_us`` (waiting for a batch) and
-``milepost_inference_compute_duration_us`` (label ``phase``: input, infer, output). All
+``milepost_inference_compute_duration_us`` (and label ``phase``: input, infer, output). All
 counters, so the exposition names them with ``_total`` after these, as Prometheus requires.
 
 Per deployment (labels ``endpoint``, ``deployment``) that batches: ``milepost_batcher_queue_rows``
 (rows waiting now) and ``milepost_batch_rows`` (histogram of rows per engine call). And the
-process's own (``process_cpu_seconds_total``, ``process_resident_memory_bytes``...).
+process's own (``process_cpu_seconds_total``, ``process_resident_memory_bytes``...,
+``python_gc_*``, ``python_info``) and the GPUs' (agent.gpu_metrics).
 
 Per endpoint (label ``endpoint``), as ModelStatistics counts them:
 ``milepost_endpoint_requests_total`` (label ``outcome``: success|failure),
@@ -34,7 +36,8 @@ the shadow pool was full), ``milepost_decisions_logged_total`` and
 ``milepost_routes_generation``.
 
 Per deployment whose bundle carries a training baseline (scoring_core.drift), over its
-last closed window: ``milepost_feature_drift`` (labels ``endpoint``, ``deployment``,
+last closed window (none until one closes: a window of a few batches would swing):
+``milepost_feature_drift`` (labels ``endpoint``, ``deployment``,
 ``feature``, ``statistic``: psi, overlap, js_distance, ks, missing_rate,
 out_of_range_rate), ``milepost_prediction_drift`` (the same for the prediction) and
 ``milepost_drift_window_rows``.
@@ -57,24 +60,26 @@ from socketserver import ThreadingMixIn
 from typing import TYPE_CHECKING, Any, Protocol
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import PlatformCollector, ProcessCollector, make_wsgi_app
+from prometheus_client import make_wsgi_app
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from agent.gpu_metrics import GpuCollector
 from agent.routing.arm_metrics import LATENCY_BOUNDS_MS
 from agent.statistics import EndpointStatistics
 from engines.batching import BATCH_BOUNDS, MicroBatcher
-from milepost.core.exposition import exposition
+from milepost.core.exposition import exposition, with_process
+from milepost.core.ports import bind_error
 from milepost.v1 import routing_pb2
-from scoring_core.drift import Drift
+from scoring_core.drift import ClosedWindow, Drift, LiveWindow, drift
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
     from agent.decision_log import DecisionLog
     from agent.deployments import Hosted
+    from agent.registration import Registration
     from agent.routing.arm_metrics import ArmMetricsBook
     from agent.routing.route_table import RouteTable
 
@@ -131,25 +136,41 @@ class AgentCounters(Protocol):
     @property
     def decisions(self) -> DecisionLog: ...
 
+    @property
+    def registration(self) -> Registration: ...
+
 
 def read_agent(agent: AgentCounters) -> Reading:
     hosted = agent.table.hosted()
-    drift = [(h.spec.endpoint, h.spec.deployment_id, window.drifts()) for h in hosted
-             if (window := h.model.drift) is not None]
+    closed = [(h.spec.endpoint, h.spec.deployment_id, drifts(window, newest)) for h in hosted
+              if (window := h.model.drift) is not None and (newest := agent.registration.newest_closed(window)) is not None]
     return Reading(agent.arm_metrics.snapshot(), agent.dataplane.all_statistics(), agent.arm_metrics.shadow_dropped(),
-                   agent.router.generation, drift, agent.decisions.logged(), agent.decisions.dropped(),
+                   agent.router.generation, closed, agent.decisions.logged(), agent.decisions.dropped(),
                    arm_models(agent.router.table, hosted),
                    [(h.spec.endpoint, h.spec.deployment_id, h.model) for h in hosted if isinstance(h.model, MicroBatcher)])
 
 
+def drifts(window: LiveWindow, closed: ClosedWindow) -> dict[str, Drift]:
+    """Feature name (and "prediction") -> its drift in a closed window of ``window``."""
+    return {f.name: drift(f, c) for f, c in zip((*window.features, window.prediction), closed.counts)}
+
+
 def arm_models(table: RouteTable, hosted: Iterable[Hosted]) -> dict[tuple[str, str], tuple[str, str]]:
-    """(endpoint, arm) -> (model, version) of each arm whose deployment this agent hosts."""
+    """(endpoint, arm) -> (model, version) of each arm whose deployment this agent hosts, and
+    (endpoint, "") -> those of the endpoint's deployment where this agent hosts just one for it
+    (requests served with no arm, agent.statistics)."""
+    hosted = list(hosted)
     by_id = {h.spec.deployment_id: (h.spec.model, h.version) for h in hosted}
-    return {
+    by_endpoint: dict[str, list[tuple[str, str]]] = {}
+    for h in hosted:
+        by_endpoint.setdefault(h.spec.endpoint, []).append(by_id[h.spec.deployment_id])
+    found = {(endpoint, ""): only for endpoint, (only, *more) in by_endpoint.items() if not more}
+    found.update({
         (route.endpoint, arm.name): by_id[arm.deployment_id]
         for route in table.routes.values() if route.policy is not None
         for arm in route.policy.arms if arm.deployment_id in by_id
-    }
+    })
+    return found
 
 
 def _triton_families(reading: Reading) -> list[Metric]:
@@ -165,18 +186,22 @@ def _triton_families(reading: Reading) -> list[Metric]:
         success.add_metric(values, m.requests - m.errors)
         failure.add_metric(values, m.errors)
         duration.add_metric(values, m.latency_sum_ms * 1000.0)
-    rows = CounterMetricFamily("milepost_inference_count", "Rows scored for an endpoint.", labels=["endpoint"])
-    execs = CounterMetricFamily("milepost_inference_exec_count", "Engine calls for an endpoint.", labels=["endpoint"])
+    rows = CounterMetricFamily("milepost_inference_count", "Rows an arm scored.", labels=labels)
+    execs = CounterMetricFamily("milepost_inference_exec_count", "Engine calls for an arm's requests.", labels=labels)
     queue = CounterMetricFamily("milepost_inference_queue_duration_us",
-                                "Cumulative time requests waited for a batch, microseconds.", labels=["endpoint"])
+                                "Cumulative time an arm's requests waited for a batch, microseconds.", labels=labels)
     compute = CounterMetricFamily("milepost_inference_compute_duration_us",
-                                  "Cumulative time in each phase of scoring, microseconds.", labels=["endpoint", "phase"])
+                                  "Cumulative time in each phase of scoring an arm's requests, microseconds.",
+                                  labels=[*labels, "phase"])
     for name, s in sorted(reading.endpoints.items()):
-        rows.add_metric([name], s.inference_count)
-        execs.add_metric([name], s.execution_count)
-        queue.add_metric([name], s.queue.ns / 1000.0)
-        for phase, spent in (("input", s.compute_input), ("infer", s.compute_infer), ("output", s.compute_output)):
-            compute.add_metric([name, phase], spent.ns / 1000.0)
+        for arm, a in sorted(s.arm_snapshot().items()):
+            model, version = reading.arm_models.get((name, arm), ("", ""))
+            values = [name, model, version, arm]
+            rows.add_metric(values, a.inference_count)
+            execs.add_metric(values, a.execution_count)
+            queue.add_metric(values, a.queue.ns / 1000.0)
+            for phase, spent in (("input", a.compute_input), ("infer", a.compute_infer), ("output", a.compute_output)):
+                compute.add_metric([*values, phase], spent.ns / 1000.0)
     return [success, failure, duration, rows, execs, queue, compute, *_batcher_families(reading)]
 
 
@@ -336,13 +361,12 @@ class MetricsServer:
     """
 
     def __init__(self, host: str, port: int, collector: Collector) -> None:
-        registry = CollectorRegistry(auto_describe=False)
-        registry.register(collector)
-        ProcessCollector(registry=registry)  # process_cpu_seconds_total, process_resident_memory_bytes, ...
-        PlatformCollector(registry=registry)
-        registry.register(GpuCollector())  # agent.gpu_metrics: absent where no NVIDIA driver answers
+        registry = with_process(collector, GpuCollector())  # GPU families absent where no NVIDIA driver answers
         app = _only_metrics(make_wsgi_app(registry))
-        self._server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+        try:
+            self._server = make_server(host, port, app, server_class=_ThreadingWSGIServer, handler_class=_QuietHandler)
+        except OSError as err:
+            raise bind_error(host, port, "metrics", "--metrics-port; -1 turns it off", err) from err
         self.port = self._server.server_port
         self._thread = threading.Thread(target=self._server.serve_forever, name="metrics-http", daemon=True)
 

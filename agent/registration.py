@@ -13,7 +13,8 @@ carries a route table is applied (``apply_reply``). ``beat_now`` sends one at on
 waits for the answer: a drain tells the coordinator without waiting for the next interval.
 
 ML health rides along: the drift windows its deployments closed
-(scoring_core.drift.LiveWindow.pending) and the requests scored with a key
+(scoring_core.drift.LiveWindow.pending; one open for ``drift_window_s`` is closed as the
+heartbeat is built, so quiet traffic ships its windows too) and the requests scored with a key
 (``ScoredKeys``), each sent until a reply acknowledges the heartbeat that carried it
 (the coordinator keeps a window once: a repeat after a lost reply is harmless).
 """
@@ -25,8 +26,10 @@ import logging
 import math
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
@@ -37,7 +40,7 @@ from milepost.core.errors import MilepostError, PermissionDenied, Unauthenticate
 from milepost.core.settings import get_settings
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, routing_pb2, types_pb2
-from scoring_core.drift import LiveWindow
+from scoring_core.drift import ClosedWindow, LiveWindow
 
 if TYPE_CHECKING:
     from agent.dataplane import InferenceRequest, InferenceResponse
@@ -48,7 +51,10 @@ DriftSources = Callable[[], list[tuple[str, str, LiveWindow]]]
 MAX_WINDOWS_PER_BEAT = 32  # a heartbeat stays small; the rest go with the next ones
 MAX_COUNTS_PER_BEAT = 100_000  # bin counts in one heartbeat, whatever the number of features
 MAX_KEYS_PER_BEAT = 5_000
-MAX_ATTRIBUTES = 16  # request parameters kept per scored key (fairness groups), each value cut to 256 characters
+MAX_SCORED_ROWS_PER_BEAT = 50_000  # rows of scored keys in one heartbeat (one request at least)
+MAX_ROWS_PER_KEY = 10_000  # rows of a keyed request that are judged (its first)
+MAX_ATTRIBUTES = 16  # parameters and group columns kept per scored key; a parameter's value cut to 256 characters
+MAX_VALUE = 64  # characters kept of a group column's value
 
 log = logging.getLogger("milepost.agent")
 
@@ -56,76 +62,129 @@ log = logging.getLogger("milepost.agent")
 class ScoredKeys:
     """Requests scored with a key, waiting for a heartbeat to take them to the coordinator, which
     judges the outcomes fed back by key against them (coordinator.health). Per request: its
-    key, the arm that answered, its first row's prediction (a value, P(class 1) of two
-    probabilities, or the index of the largest of more) and its attributes, the groups fairness
-    can be judged by: its other parameters, and its first row's text, integer and boolean input
-    columns (a parameter wins over a column of its name). Bounded: past ``keep`` waiting, the
-    oldest are forgotten. ``offer`` is called on the data path: no I/O."""
+    key, the arm that answered, every row's prediction (a value, P(class 1) of two
+    probabilities, or the index of the largest of more; its first ``MAX_ROWS_PER_KEY`` rows) and
+    the attributes fairness can group its rows by: its other parameters, and each row's text,
+    integer and boolean input columns (a parameter wins over a column of its name). Bounded: past
+    ``keep`` requests or ``keep_rows`` rows waiting, the oldest are forgotten. ``offer`` is called
+    on the data path: it keeps references to the Arrow columns, and the messages are built off it,
+    in ``pending``."""
 
-    def __init__(self, keep: int = 50_000, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, keep: int = 50_000, clock: Callable[[], float] = time.time, keep_rows: int = 500_000) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        self._pending: deque[tuple[int, tuple[str, str, str, float, float, dict[str, str]]]] = deque(maxlen=keep)
+        self._pending: deque[tuple[int, _Scored]] = deque()
+        self._keep, self._keep_rows, self._rows = keep, keep_rows, 0
         self._seq = 0
 
     def offer(self, route: Route | None, request: InferenceRequest, inputs: Any, response: InferenceResponse) -> None:
         """A request the data plane answered through a route (``inputs``: its decoded batch); kept
-        when it carried the route's key."""
+        when it carried the route's key and its primary output is numeric."""
         policy = route.policy if route is not None else None
         key = request.parameters.get(policy.key_parameter, "") if policy is not None else ""
-        endpoint, arms, parameters, outputs = request.name, response.arms, request.parameters, response.batch
-        if not key or not arms or outputs.num_rows == 0:
+        outputs = response.batch
+        if not key or not response.arms or outputs.num_rows == 0 or not _numeric(outputs.column(0).type):
             return
-        attributes = {**group_columns(inputs), **{k: v for k, v in parameters.items() if not k.startswith("milepost-")}}
-        attributes = {k: v[:256] for k, v in itertools.islice(attributes.items(), MAX_ATTRIBUTES)}
-        prediction = first_prediction(outputs)
-        if prediction is None:
-            return
-        scored = (endpoint, key, arms[0], prediction, self._clock(), attributes)
+        parameters = {k: v[:256] for k, v in itertools.islice(
+            ((k, v) for k, v in request.parameters.items() if not k.startswith("milepost-")), MAX_ATTRIBUTES)}
+        rows = min(outputs.num_rows, MAX_ROWS_PER_KEY)
+        columns = {name: column.slice(0, rows) for name, column in group_columns(inputs).items() if name not in parameters}
+        scored = _Scored(request.name, key, response.arms[0], outputs.column(0).slice(0, rows), self._clock(),
+                         parameters, dict(itertools.islice(columns.items(), MAX_ATTRIBUTES - len(parameters))))
         with self._lock:
             self._seq += 1
-            self._pending.append((self._seq, scored))  # the message is built off the data path, in pending()
+            self._pending.append((self._seq, scored))
+            self._rows += rows
+            while len(self._pending) > self._keep or self._rows > self._keep_rows:
+                self._rows -= len(self._pending.popleft()[1].outputs)
 
-    def pending(self, limit: int = MAX_KEYS_PER_BEAT) -> tuple[list[pb.ScoredKey], int]:
-        """Up to ``limit`` of the oldest waiting, and the number to acknowledge them with."""
+    def pending(self, limit: int = MAX_KEYS_PER_BEAT, rows: int = MAX_SCORED_ROWS_PER_BEAT) -> tuple[list[pb.ScoredKey], int]:
+        """The oldest waiting (up to ``limit`` requests and ``rows`` rows, at least one), as messages,
+        and the number to acknowledge them with; a request with no finite prediction is left out."""
+        taken: list[tuple[int, _Scored]] = []
+        total = 0
         with self._lock:
-            taken = list(itertools.islice(self._pending, limit))
-        messages = [pb.ScoredKey(endpoint=e, key=k, arm=a, prediction=p, at=t, attributes=attrs)
-                    for _, (e, k, a, p, t, attrs) in taken]
-        return messages, taken[-1][0] if taken else 0
+            for seq, scored in self._pending:
+                if len(taken) >= limit or (taken and total + len(scored.outputs) > rows):
+                    break
+                taken.append((seq, scored))
+                total += len(scored.outputs)
+        return _messages([scored for _, scored in taken]), taken[-1][0] if taken else 0
 
     def acknowledge(self, seq: int) -> None:
         with self._lock:
             while self._pending and self._pending[0][0] <= seq:
-                self._pending.popleft()
+                self._rows -= len(self._pending.popleft()[1].outputs)
 
 
-def group_columns(inputs: Any) -> dict[str, str]:
-    """The first row's text, integer and boolean columns of a batch, as text (a tensor input has none)."""
-    found = {}
-    for field, column in zip(inputs.schema, inputs.columns):
-        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type) or pa.types.is_integer(field.type) \
-                or pa.types.is_boolean(field.type) or pa.types.is_dictionary(field.type):
-            value = column[0].as_py()
-            if value is not None:
-                found[field.name] = str(value)
-    return found
+@dataclass(frozen=True)
+class _Scored:
+    """A request scored with a key, as the data plane left it: references to its Arrow columns."""
+
+    endpoint: str
+    key: str
+    arm: str
+    outputs: Any  # the primary output column
+    at: float
+    parameters: dict[str, str]
+    columns: dict[str, Any]  # group columns: name -> Arrow array
+
+    def message(self, predictions: list[float]) -> pb.ScoredKey | None:
+        """Its message, with its rows' ``predictions`` (row_predictions); None when none is finite:
+        nothing that feedback could be judged against."""
+        if not any(map(math.isfinite, predictions)):
+            return None
+        values = {name: [None if v is None else str(v)[:MAX_VALUE] for v in column.to_pylist()]
+                  for name, column in self.columns.items()}
+        first = {name: v[0] for name, v in values.items() if v[0] is not None}
+        message = pb.ScoredKey(endpoint=self.endpoint, key=self.key, arm=self.arm,
+                               prediction=predictions[0] if math.isfinite(predictions[0]) else math.nan, at=self.at,
+                               attributes={**first, **self.parameters})
+        if len(predictions) > 1:
+            message.predictions.extend(predictions)
+            for name, v in values.items():
+                message.columns[name].values.extend("" if x is None else x for x in v)
+        return message
 
 
-def first_prediction(outputs: Any) -> float | None:
-    """The first row's primary output as a number (see ScoredKeys); None when it is not numeric
-    (a label as text) or not finite: nothing that feedback could be judged against."""
-    column = outputs.column(0)
+def _messages(scored: list[_Scored]) -> list[pb.ScoredKey]:
+    """Their messages, in order; the predictions of requests whose outputs have one type are
+    read in one pass (most heartbeats: all of them)."""
+    predictions: dict[int, list[float]] = {}
+    by_type: dict[Any, list[int]] = {}
+    for i, s in enumerate(scored):
+        by_type.setdefault(s.outputs.type, []).append(i)
+    for indexes in by_type.values():
+        together = row_predictions(pa.concat_arrays([scored[i].outputs for i in indexes])).tolist()
+        start = 0
+        for i in indexes:
+            end = start + len(scored[i].outputs)
+            predictions[i], start = together[start:end], end
+    return [m for i, s in enumerate(scored) if (m := s.message(predictions[i])) is not None]
+
+
+def _numeric(kind: Any) -> bool:
+    values = kind.value_type if hasattr(kind, "list_size") else kind
+    return bool(pa.types.is_floating(values) or pa.types.is_integer(values) or pa.types.is_boolean(values))
+
+
+def group_columns(inputs: Any) -> dict[str, Any]:
+    """The text, integer and boolean columns of a batch, by name (a tensor input has none)."""
+    return {field.name: column for field, column in zip(inputs.schema, inputs.columns)
+            if pa.types.is_string(field.type) or pa.types.is_large_string(field.type) or pa.types.is_integer(field.type)
+            or pa.types.is_boolean(field.type) or pa.types.is_dictionary(field.type)}
+
+
+def row_predictions(column: Any) -> np.ndarray:
+    """Every row's primary output as a number (see ScoredKeys); NaN where it is null."""
     width = getattr(column.type, "list_size", None)
-    values = column.type.value_type if width is not None else column.type
-    if not (pa.types.is_floating(values) or pa.types.is_integer(values) or pa.types.is_boolean(values)):
-        return None
     if width is None:
-        value = column[0].as_py()
-    else:
-        row = column.values.slice(column.offset * width, width).to_numpy(zero_copy_only=False).astype(np.float64)
-        value = row[-1] if width == 2 else row.argmax() if width > 2 else row[0] if width else None
-    return float(value) if value is not None and math.isfinite(value) else None
+        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    flat = column.values.slice(column.offset * width, len(column) * width).cast(pa.float64())
+    rows = flat.to_numpy(zero_copy_only=False).reshape(-1, width)
+    if width > 2:
+        return rows.argmax(axis=1).astype(np.float64)
+    return rows[:, -1] if width else np.full(len(column), np.nan)
 
 
 class RouteHolder(Protocol):
@@ -165,7 +224,8 @@ class Registration:
         self._drift_windows = drift_windows
         self.scored_keys = scored_keys or ScoredKeys()
         # heartbeat number -> the windows it carried, and the scored keys up to which number
-        self._carried: dict[int, tuple[list[tuple[LiveWindow, int]], int]] = {}
+        self._carried: dict[int, tuple[list[tuple[LiveWindow, ClosedWindow]], int]] = {}
+        self._shipped: weakref.WeakKeyDictionary[LiveWindow, ClosedWindow] = weakref.WeakKeyDictionary()
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._wake = threading.Event()
@@ -208,11 +268,12 @@ class Registration:
             scored_keys=keys,
         )
 
-    def _pending_windows(self) -> tuple[list[pb.DriftWindow], list[tuple[LiveWindow, int]]]:
+    def _pending_windows(self) -> tuple[list[pb.DriftWindow], list[tuple[LiveWindow, ClosedWindow]]]:
         messages: list[pb.DriftWindow] = []
-        carried: list[tuple[LiveWindow, int]] = []
+        carried: list[tuple[LiveWindow, ClosedWindow]] = []
         total = 0
         for endpoint, deployment_id, window in self._drift_windows():
+            window.close_if_due()  # a window closes by time even when no batch comes to close it
             names = window.names
             for closed in window.pending():
                 size = sum(c.size for c in closed.counts)
@@ -224,14 +285,23 @@ class Registration:
                     closed_at=closed.closed_at, rows=closed.rows,
                     counts=[pb.BinCounts(name=n, counts=c.tolist()) for n, c in zip(names, closed.counts)],
                 ))
-                carried.append((window, closed.seq))
+                carried.append((window, closed))
         return messages, carried
+
+    def newest_closed(self, window: LiveWindow) -> ClosedWindow | None:
+        """The newest window ``window`` closed (waiting to be shipped, or the last the coordinator
+        acknowledged); None before one closes. What the agent's drift gauges show: an open window
+        of a few batches would make them swing."""
+        waiting = window.pending()
+        return waiting[-1] if waiting else self._shipped.get(window)
 
     def acknowledged(self, number: int) -> None:
         """The coordinator answered heartbeat ``number``: what it carried need not be sent again."""
         windows, keys_seq = self._carried.pop(number, ([], 0))
-        for window, seq in windows:
-            window.acknowledge(seq)
+        for window, closed in windows:
+            window.acknowledge(closed.seq)
+            if closed.seq > getattr(self._shipped.get(window), "seq", 0):
+                self._shipped[window] = closed
         self.scored_keys.acknowledge(keys_seq)
         for older in [n for n in self._carried if n < number]:
             del self._carried[older]

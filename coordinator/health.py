@@ -6,12 +6,18 @@ What agents ship in heartbeats (agent.registration) lands here:
   counts of each feature and of the prediction in the training baseline's bins. Judged
   against the baseline in the deployment's bundle with scoring_core.drift (PSI, overlap,
   Jensen-Shannon distance, KS, missing-value and out-of-range rates) and the endpoint's
-  thresholds (``DEFAULT_THRESHOLDS`` unless set). A window past a threshold is an alert
-  (coordinator.health_alerts) when it arrives, once.
-- scored keys: the first prediction of each request that carried a key. The outcome that
-  `milepost feedback` sends for that key is joined with it: realised performance per arm, in
-  windows of ``performance_window`` outcomes (coordinator.health_stats), and fairness per
-  group of the attributes the endpoint declares (request parameters or input columns).
+  thresholds (``DEFAULT_THRESHOLDS`` unless set). Each agent's windows are a series: a
+  statistic of a feature that passes its threshold in a window after one where it did not is
+  an alert (coordinator.health_alerts), and one back under it is an alert resolved; a window
+  arriving twice is judged once, one of fewer than ``MIN_JUDGED_ROWS`` rows not at all.
+- scored keys: every row's prediction of each request that carried a key (its first
+  agent.registration.MAX_ROWS_PER_KEY), and its attributes (request parameters, and each row's
+  own input columns). The outcome that `milepost feedback` sends for that key is joined with
+  it, row by row: a request of n rows takes n values (FeedbackRequest.values, in row order; one
+  row, ``value``); outcomes that do not give one value per row are not judged. From the pairs:
+  realised performance per arm, in windows of ``performance_window`` rows with outcomes
+  (coordinator.health_stats), and fairness per group of the attributes the endpoint declares,
+  over each group's newest ``fairness_window`` rows.
 
 The module owns its tables (``SCHEMA``), created in the store's database. Bounded: the
 newest ``KEEP_WINDOWS`` windows per deployment and agent, ``KEEP_KEYS`` scored keys and
@@ -27,7 +33,7 @@ import json
 import math
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,13 +57,16 @@ SCHEMA = (
     "CREATE TABLE IF NOT EXISTS health_config (endpoint TEXT PRIMARY KEY, config BLOB NOT NULL)",
     """CREATE TABLE IF NOT EXISTS health_scored (
         endpoint TEXT NOT NULL, key TEXT NOT NULL, arm TEXT NOT NULL, prediction REAL NOT NULL, at REAL NOT NULL,
-        attributes_json TEXT NOT NULL, PRIMARY KEY (endpoint, key))""",
+        attributes_json TEXT NOT NULL, rows_json TEXT NOT NULL DEFAULT '', PRIMARY KEY (endpoint, key))""",
     "CREATE INDEX IF NOT EXISTS health_scored_by_time ON health_scored(endpoint, at)",
     """CREATE TABLE IF NOT EXISTS health_outcomes (
         id INTEGER PRIMARY KEY AUTOINCREMENT, endpoint TEXT NOT NULL, key TEXT NOT NULL, arm TEXT NOT NULL,
-        value REAL NOT NULL, at REAL NOT NULL)""",
+        value REAL NOT NULL, at REAL NOT NULL, values_json TEXT NOT NULL DEFAULT '')""",
     "CREATE INDEX IF NOT EXISTS health_outcomes_by_key ON health_outcomes(endpoint, key)",
 )
+# Columns added since the tables were first made: (table, column, declaration).
+ADDED_COLUMNS = (("health_scored", "rows_json", "TEXT NOT NULL DEFAULT ''"),
+                 ("health_outcomes", "values_json", "TEXT NOT NULL DEFAULT ''"))
 
 # Statistic -> threshold. Every statistic alerts above its threshold except overlap (below);
 # missing_rate alerts when it exceeds the training share of missing values by more than its threshold.
@@ -69,7 +78,11 @@ DRIFT_STATISTICS = ("psi", "overlap", "js_distance", "ks", "missing_rate", "out_
 PERFORMANCE_THRESHOLDS = ("min_accuracy", "min_auc", "max_log_loss", "max_calibration_error", "max_mae", "max_rmse")
 LOWER_IS_WORSE = {"overlap", "min_impact_ratio", "min_accuracy", "min_auc"}
 DEFAULT_PERFORMANCE_WINDOW = 500
+DEFAULT_FAIRNESS_WINDOW = 1_000
 KEEP_WINDOWS = 200
+# A window of fewer rows (quiet traffic, closed by time) is shown but raises and resolves nothing:
+# its statistics are mostly noise.
+MIN_JUDGED_ROWS = 100
 KEEP_KEYS = 100_000
 MAX_WINDOWS_SHOWN = 100
 
@@ -141,6 +154,9 @@ class HealthBook:
         with store.transaction() as db:
             for statement in SCHEMA:
                 db.execute(statement)
+            for table, column, declaration in ADDED_COLUMNS:
+                if column not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
 
     # ---- configuration ----
     def config(self, endpoint: str) -> pb.HealthConfig:
@@ -150,6 +166,7 @@ class HealthBook:
         for name, value in DEFAULT_THRESHOLDS.items():
             config.thresholds.setdefault(name, value)
         config.performance_window = config.performance_window or DEFAULT_PERFORMANCE_WINDOW
+        config.fairness_window = config.fairness_window or DEFAULT_FAIRNESS_WINDOW
         return config
 
     def set_config(self, config: pb.HealthConfig) -> pb.HealthConfig:
@@ -174,6 +191,8 @@ class HealthBook:
         if config.performance_window < 0:
             raise InvalidArgument(f"performance_window must be >= 0 (0: {DEFAULT_PERFORMANCE_WINDOW}), "
                                   f"got {config.performance_window}")
+        if config.fairness_window < 0:
+            raise InvalidArgument(f"fairness_window must be >= 0 (0: {DEFAULT_FAIRNESS_WINDOW}), got {config.fairness_window}")
         now = self.clock()
         with self.store.transaction() as db:
             db.execute("INSERT OR REPLACE INTO health_config VALUES (?, ?)", (config.endpoint, config.SerializeToString()))
@@ -192,7 +211,8 @@ class HealthBook:
     def record(self, agent_id: str, windows: Iterable[pb.DriftWindow], scored: Iterable[pb.ScoredKey]) -> None:
         """A heartbeat's windows and scored keys; each window new here is judged (alerts) once."""
         new: list[pb.DriftWindow] = []
-        windows, scored = list(windows), [k for k in scored if math.isfinite(k.prediction) and math.isfinite(k.at)]
+        windows, scored = list(windows), [k for k in scored if math.isfinite(k.at) and (
+            math.isfinite(k.prediction) or any(math.isfinite(p) for p in k.predictions))]
         if not windows and not scored:
             return  # most heartbeats: no write
         with self.store.transaction() as db:
@@ -210,8 +230,9 @@ class HealthBook:
                         (agent_id, w.deployment_id, agent_id, w.deployment_id, KEEP_WINDOWS - 1),
                     )
             for k in scored:
-                db.execute("INSERT OR REPLACE INTO health_scored VALUES (?, ?, ?, ?, ?, ?)",
-                           (k.endpoint, k.key, k.arm, k.prediction, k.at, json.dumps(dict(k.attributes), sort_keys=True)))
+                db.execute("INSERT OR REPLACE INTO health_scored VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (k.endpoint, k.key, k.arm, k.prediction if math.isfinite(k.prediction) else 0.0, k.at,
+                            json.dumps(dict(k.attributes), sort_keys=True), _rows_json(k)))  # a NaN first row: in rows_json
             for endpoint in {k.endpoint for k in scored}:
                 _prune(db, "health_scored", "at", endpoint)
         for w in new:
@@ -223,14 +244,17 @@ class HealthBook:
             db.execute("DELETE FROM health_windows WHERE deployment_id NOT IN (SELECT deployment_id FROM deployments)")
             for table in ("health_scored", "health_outcomes", "health_config"):
                 db.execute(f"DELETE FROM {table} WHERE endpoint NOT IN (SELECT name FROM endpoints)")
+        self.alerts.forget_gone()
 
-    def outcome(self, endpoint: str, key: str, arm: str, value: float) -> None:
-        """The outcome `milepost feedback` sent for a key (joined with its scored key when read)."""
+    def outcome(self, endpoint: str, key: str, arm: str, value: float, values: Sequence[float] = ()) -> None:
+        """The outcome `milepost feedback` sent for a key (joined with its scored key when read):
+        ``value``, or ``values``, one per row of a request of more than one row."""
         if not key:
             return
         with self.store.transaction() as db:
-            db.execute("INSERT INTO health_outcomes (endpoint, key, arm, value, at) VALUES (?, ?, ?, ?, ?)",
-                       (endpoint, key, arm, value, self.clock()))
+            db.execute("INSERT INTO health_outcomes (endpoint, key, arm, value, at, values_json) VALUES (?, ?, ?, ?, ?, ?)",
+                       (endpoint, key, arm, values[0] if values else value, self.clock(),
+                        json.dumps([float(v) for v in values]) if len(values) > 1 else ""))
             _prune(db, "health_outcomes", "id", endpoint)
 
     # ---- reading ----
@@ -287,15 +311,22 @@ class HealthBook:
         return response
 
     def performance(self, endpoint: str, bundle: Bundle, size: int) -> list[pb.PerformanceWindow]:
-        """Per arm, windows of ``size`` outcomes in the order they came (the last may be shorter)."""
+        """Per arm, windows of ``size`` outcomes (rows) in the order they came (the last may be
+        shorter). A request's outcomes count when there are as many as it had rows."""
         with self.store.transaction() as db:
             rows = db.execute(
-                "SELECT o.arm, s.prediction, o.value, o.at FROM health_outcomes o JOIN health_scored s "
-                "ON s.endpoint = o.endpoint AND s.key = o.key WHERE o.endpoint=? ORDER BY o.id", (endpoint,),
+                "SELECT o.arm, s.prediction, s.rows_json, o.value, o.values_json, o.at FROM health_outcomes o "
+                "JOIN health_scored s ON s.endpoint = o.endpoint AND s.key = o.key WHERE o.endpoint=? ORDER BY o.id",
+                (endpoint,),
             ).fetchall()
         by_arm: dict[str, list[tuple[float, float, float]]] = {}
-        for arm, prediction, value, at in rows:
-            by_arm.setdefault(arm, []).append((prediction, _label(bundle, value), at))
+        for arm, prediction, rows_json, value, values_json, at in rows:
+            predictions = json.loads(rows_json)["predictions"] if rows_json else [prediction]
+            outcomes = _outcomes(value, values_json, len(predictions))
+            if outcomes is None:
+                continue
+            pairs = by_arm.setdefault(arm, [])
+            pairs.extend((p, _label(bundle, y), at) for p, y in zip(predictions, outcomes) if math.isfinite(p))
         out = []
         for arm, pairs in sorted(by_arm.items()):
             for index, start in enumerate(range(0, len(pairs), size)):
@@ -309,8 +340,9 @@ class HealthBook:
         return out
 
     def fairness(self, endpoint: EndpointRecord, *, arm: str = "", since: float = 0.0) -> pb.GetFairnessResponse:
-        """Per group of the endpoint's attributes, over its scored keys (those of ``arm`` alone, and
-        scored since ``since``, when given: the canary's impact-ratio gate)."""
+        """Per group of the endpoint's attributes, over the group's newest ``fairness_window`` rows
+        of the scored keys (those of ``arm`` alone, and scored since ``since``, when given: the
+        canary's impact-ratio gate); each row's outcome is the newest its key was given."""
         config = self.config(endpoint.name)
         response = pb.GetFairnessResponse(endpoint=endpoint.name, attributes=config.group_attributes,
                                           favourable=config.favourable)
@@ -325,28 +357,38 @@ class HealthBook:
         favourable = _favourable_index(bundle, config.favourable)
         with self.store.transaction() as db:
             rows = db.execute(
-                "SELECT s.prediction, s.attributes_json, (SELECT value FROM health_outcomes o WHERE o.endpoint = s.endpoint "
-                "AND o.key = s.key ORDER BY o.id DESC LIMIT 1) FROM health_scored s WHERE s.endpoint=? AND s.at >= ? "
-                "AND (? = '' OR s.arm = ?)", (endpoint.name, since, arm, arm),
+                "SELECT s.prediction, s.attributes_json, s.rows_json, s.at, o.value, o.values_json FROM health_scored s "
+                "LEFT JOIN health_outcomes o ON o.id = (SELECT MAX(id) FROM health_outcomes WHERE endpoint = s.endpoint "
+                "AND key = s.key) WHERE s.endpoint=? AND s.at >= ? AND (? = '' OR s.arm = ?) ORDER BY s.at DESC",
+                (endpoint.name, since, arm, arm),
             ).fetchall()
-        groups, selected, positive = [], [], []
-        for prediction, attributes_json, value in rows:
-            attributes = json.loads(attributes_json)
-            if any(a not in attributes for a in config.group_attributes):
-                continue
-            groups.append("&".join(f"{a}={attributes[a]}" for a in config.group_attributes))
-            selected.append(_predicted_class(bundle, prediction) == favourable)
-            positive.append(math.nan if value is None else float(_label(bundle, value) == favourable))
-        if not groups:
+        window = config.fairness_window
+        kept: dict[str, list[tuple[bool, float, float]]] = {}  # group -> (selected, positive, at), newest first
+        for prediction, attributes_json, rows_json, at, value, values_json in rows:
+            predictions, attributes = _rows(prediction, attributes_json, rows_json)
+            outcomes = _outcomes(value, values_json, len(predictions)) if value is not None else None
+            for i, (p, row) in enumerate(zip(predictions, attributes)):
+                if not math.isfinite(p) or any(a not in row for a in config.group_attributes):
+                    continue
+                inside = kept.setdefault("&".join(f"{a}={row[a]}" for a in config.group_attributes), [])
+                if len(inside) < window:
+                    positive = math.nan if outcomes is None else float(_label(bundle, outcomes[i]) == favourable)
+                    inside.append((_predicted_class(bundle, p) == favourable, positive, at))
+        if not kept:
             response.message = (f"no request scored on {endpoint.name!r} carried a key and the attribute(s) "
                                 f"{list(config.group_attributes)} (request parameters or input columns)")
             return response
+        response.window = window
+        groups = [g for g, inside in kept.items() for _ in inside]
+        every = [row for inside in kept.values() for row in inside]
         least = config.thresholds["min_impact_ratio"]
-        for g in health_stats.fairness(groups, np.asarray(selected), np.asarray(positive)):
+        for g in health_stats.fairness(groups, np.asarray([r[0] for r in every]), np.asarray([r[1] for r in every])):
+            times = [r[2] for r in kept[g.name]]
             response.groups.add(group=g.name, predictions=g.predictions, selection_rate=g.selection_rate,
                                 impact_ratio=g.impact_ratio, outcomes=g.outcomes, true_positive_rate=g.true_positive_rate,
                                 false_positive_rate=g.false_positive_rate,
-                                alert=breached("min_impact_ratio", g.impact_ratio, least))
+                                alert=breached("min_impact_ratio", g.impact_ratio, least),
+                                first_at=min(times), last_at=max(times))
         return response
 
     def prediction_drift(self, d: DeploymentRecord, since: float, max_drift: Mapping[str, float]) -> pb.FeatureHealth | None:
@@ -384,15 +426,26 @@ class HealthBook:
         if deployment is None:
             return
         bundle = self.bundle(deployment)
-        if bundle.features is None:
+        if bundle.features is None or w.rows < MIN_JUDGED_ROWS:
             return
         config = self.config(w.endpoint)
         window = _window(bundle, {c.name: list(c.counts) for c in w.counts}, dict(config.thresholds))
-        drifting = [f for f in (*window.features, window.prediction) if f.alert]
-        if drifting:
-            message = self.alerts.drift(w.endpoint, deployment, agent_id, w.seq, w.rows, drifting, config.webhook_url)
-            arm = next((a.name for a in policy_of(endpoint).arms if a.deployment_id == deployment.deployment_id), "")
-            self.fall_back(config, arm, message)
+        judged = [f for f in (*window.features, window.prediction) if f.name]
+        # One series of windows per agent: a breach is entered and left within it, statistic by statistic.
+        def subject(feature: str, statistic: str) -> str:
+            return f"{deployment.deployment_id}@{agent_id}:{feature}:{statistic}"
+
+        entered, left = self.alerts.transitions(
+            w.endpoint, "drift", {subject(f.name, s.name): s.alert for f in judged for s in f.statistics},
+            deployment.deployment_id)
+        arm = next((a.name for a in policy_of(endpoint).arms if a.deployment_id == deployment.deployment_id), "")
+        for changed, resolved in ((entered, False), (left, True)):
+            if changed:
+                features = _only(judged, set(changed), subject)
+                message = self.alerts.drift(w.endpoint, deployment, agent_id, w.seq, w.rows, features, config.webhook_url,
+                                            resolved=resolved)
+                if not resolved:
+                    self.fall_back(config, arm, message)
 
     def fall_back(self, config: pb.HealthConfig, arm: str, message: str) -> None:
         """An alert of ``arm``: queue the endpoint's fallback, if it has one and that is another arm
@@ -406,6 +459,16 @@ class HealthBook:
         with self._lock:
             taken, self.fallbacks = self.fallbacks, []
         return taken
+
+
+def _only(features: list[pb.FeatureHealth], subjects: set[str], subject: Callable[[str, str], str]) -> list[pb.FeatureHealth]:
+    """The features with only those of their statistics whose subject is in ``subjects``."""
+    out = []
+    for f in features:
+        kept = [s for s in f.statistics if subject(f.name, s.name) in subjects]
+        if kept:
+            out.append(pb.FeatureHealth(name=f.name, statistics=kept, alert=f.alert))
+    return out
 
 
 def _window(bundle: Bundle, counts: dict[str, list[int]], thresholds: dict[str, float], **fields: Any) -> pb.HealthWindow:
@@ -436,6 +499,37 @@ def _fits(baseline: FeatureBaseline, counts: dict[str, list[int]]) -> bool:
     """Whether the window counted this feature in its baseline's bins (each bin, missing, out of
     range); an agent's counts never differ from the bundle it loaded, but a window is not trusted."""
     return len(counts.get(baseline.name, ())) == len(baseline.shares) + 1
+
+
+def _rows_json(k: pb.ScoredKey) -> str:
+    """A scored key's rows, every one, as kept beside it (empty for a request of one row)."""
+    if len(k.predictions) < 2:
+        return ""
+    columns = {name: list(c.values) for name, c in k.columns.items() if len(c.values) == len(k.predictions)}
+    return json.dumps({"predictions": list(k.predictions), "columns": columns}, sort_keys=True)
+
+
+def _rows(prediction: float, attributes_json: str, rows_json: str) -> tuple[list[float], list[dict[str, str]]]:
+    """A scored key's rows: each one's prediction and attributes (its own column values over the
+    first row's; "" is a null)."""
+    attributes = json.loads(attributes_json)
+    if not rows_json:
+        return [prediction], [attributes]
+    rows = json.loads(rows_json)
+    per_row = [dict(attributes) for _ in rows["predictions"]]
+    for name, values in rows["columns"].items():
+        for row, value in zip(per_row, values):
+            if value:
+                row[name] = value
+            else:
+                row.pop(name, None)
+    return rows["predictions"], per_row
+
+
+def _outcomes(value: float, values_json: str, rows: int) -> list[float] | None:
+    """An outcome's value per row of its request; None when it does not give one for each row."""
+    values = json.loads(values_json) if values_json else [value]
+    return values if len(values) == rows else None
 
 
 def _label(bundle: Bundle, value: float) -> float:

@@ -1,5 +1,11 @@
 """Health alerts: an event in the audit trail, and a JSON POST to the endpoint's webhook.
 
+An alert says that something entered a breach (event ``alert``, ``"status": "firing"``) or left
+it (event ``resolved``, ``"status": "resolved"``), not that it is still in one: what is in a breach
+now is kept in the store (``SCHEMA``: per endpoint, kind and subject, e.g. a deployment's
+feature and statistic on one agent), and ``transitions`` says which of the subjects judged now
+changed. A restart raises nothing twice; ``active`` is what the coordinator's gauges show.
+
 The event is written at once, in the store's transaction (coordinator.store: every event
 is also a hash-chained audit entry), so an alert is never lost. The webhook is delivered
 beside it, from one daemon thread and a bounded queue, so a slow receiver never holds up a
@@ -16,7 +22,7 @@ import queue
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from coordinator.store import DeploymentRecord, Store
@@ -27,6 +33,8 @@ ATTEMPTS = 4
 FIRST_BACKOFF_S = 0.2
 POST_TIMEOUT_S = 5.0
 QUEUE = 1000
+SCHEMA = ("CREATE TABLE IF NOT EXISTS health_breaches (endpoint TEXT NOT NULL, kind TEXT NOT NULL, subject TEXT NOT NULL, "
+          "deployment_id TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (endpoint, kind, subject))",)
 
 
 class Alerts:
@@ -38,30 +46,68 @@ class Alerts:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._closed = threading.Event()
+        with store.transaction() as db:
+            for statement in SCHEMA:
+                db.execute(statement)
+
+    def transitions(self, endpoint: str, kind: str, judged: Mapping[str, bool], deployment_id: str = "", *,
+                    every: str | None = None) -> tuple[list[str], list[str]]:
+        """Record whether each subject judged now is in a breach; the subjects that entered one and
+        those that left it (sorted). Subjects not judged now keep their state, unless they start
+        with ``every`` (``judged`` names every subject there is of that prefix: the others are no
+        more, and are dropped without a word). ``deployment_id``: what the subjects belong to, if
+        a deployment (forgotten with it: ``forget_gone``)."""
+        with self.store.transaction() as db:
+            before = {s for (s,) in db.execute("SELECT subject FROM health_breaches WHERE endpoint=? AND kind=?",
+                                               (endpoint, kind))}
+            entered = sorted(s for s, breach in judged.items() if breach and s not in before)
+            left = sorted(s for s, breach in judged.items() if not breach and s in before)
+            gone = [s for s in before if every is not None and s.startswith(every) and s not in judged]
+            now = self.clock()
+            db.executemany("INSERT INTO health_breaches VALUES (?, ?, ?, ?, ?)",
+                           [(endpoint, kind, s, deployment_id, now) for s in entered])
+            db.executemany("DELETE FROM health_breaches WHERE endpoint=? AND kind=? AND subject=?",
+                           [(endpoint, kind, s) for s in (*left, *gone)])
+        return entered, left
+
+    def active(self) -> dict[tuple[str, str], int]:
+        """(endpoint, kind) -> the number of its subjects in a breach now."""
+        with self.store.transaction() as db:
+            rows = db.execute("SELECT endpoint, kind, COUNT(*) FROM health_breaches GROUP BY endpoint, kind").fetchall()
+        return {(endpoint, kind): count for endpoint, kind, count in rows}
+
+    def forget_gone(self) -> None:
+        """Drop the breaches of endpoints and deployments that no longer exist."""
+        with self.store.transaction() as db:
+            db.execute("DELETE FROM health_breaches WHERE endpoint NOT IN (SELECT name FROM endpoints) OR "
+                       "(deployment_id != '' AND deployment_id NOT IN (SELECT deployment_id FROM deployments))")
 
     def drift(self, endpoint: str, deployment: DeploymentRecord, agent_id: str, seq: int, rows: int,
-              drifting: Sequence[pb.FeatureHealth], webhook_url: str) -> str:
-        """A window whose features (or prediction) passed their thresholds; the alert's message."""
+              changed: Sequence[pb.FeatureHealth], webhook_url: str, *, resolved: bool = False) -> str:
+        """A window in which the statistics of ``changed`` features (or the prediction) entered a
+        breach (``changed``: only those statistics), or left it (``resolved``); the alert's message."""
         parts = []
-        for f in drifting:
-            over = ", ".join(f"{s.name} {s.value:.3g} (threshold {s.threshold:g})" for s in f.statistics if s.alert)
-            parts.append(f"{f.name}: {over}")
-        message = (f"drift in {deployment.model}:{deployment.number or deployment.version[:12]} (deployment "
-                   f"{deployment.deployment_id}, window {seq} on {agent_id}, {rows} rows): " + "; ".join(parts))
+        for f in changed:
+            statistics = ", ".join(f"{s.name} {s.value:.3g} (threshold {s.threshold:g})" for s in f.statistics)
+            parts.append(f"{f.name}: {statistics}")
+        message = (f"drift {'ended ' if resolved else ''}in {deployment.model}:{deployment.number or deployment.version[:12]} "
+                   f"(deployment {deployment.deployment_id}, window {seq} on {agent_id}, {rows} rows): " + "; ".join(parts))
         payload = {
             "kind": "drift", "endpoint": endpoint, "deployment": deployment.deployment_id, "model": deployment.model,
             "version": deployment.version, "agent": agent_id, "window": seq, "rows": rows,
-            "features": {f.name: {s.name: s.value for s in f.statistics if s.alert} for f in drifting},
+            "features": {f.name: {s.name: s.value for s in f.statistics} for f in changed},
         }
-        self.raise_alert(endpoint, message, payload, webhook_url)
+        self.raise_alert(endpoint, message, payload, webhook_url, resolved=resolved)
         return message
 
-    def raise_alert(self, endpoint: str, message: str, payload: dict[str, Any], webhook_url: str) -> None:
-        """An ``alert`` event of the endpoint now; ``payload`` (its ``kind``: drift, performance,
-        fairness), with the message, to the webhook beside it."""
-        self.store.add_event(endpoint, "alert", message, self.clock())
+    def raise_alert(self, endpoint: str, message: str, payload: dict[str, Any], webhook_url: str, *,
+                    resolved: bool = False) -> None:
+        """An ``alert`` event of the endpoint now (``resolved``: something left its breach); ``payload``
+        (its ``kind``: drift, performance, fairness), with the message and status, to the webhook beside it."""
+        self.store.add_event(endpoint, "resolved" if resolved else "alert", message, self.clock())
         if webhook_url:
-            self._post_later(webhook_url, {**payload, "message": message, "at": self.clock()})
+            self._post_later(webhook_url, {**payload, "status": "resolved" if resolved else "firing",
+                                           "message": message, "at": self.clock()})
 
     def _post_later(self, url: str, body: dict[str, Any]) -> None:
         with self._lock:

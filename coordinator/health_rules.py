@@ -7,16 +7,18 @@ that set a rule and only when something new arrived, at most every ``EVERY_S`` s
 
 - realised performance: each window of ``performance_window`` outcomes of an arm, once it is
   full, against the endpoint's ``min_accuracy``, ``min_auc``, ``max_log_loss``,
-  ``max_calibration_error``, ``max_mae`` and ``max_rmse`` (those it sets): one alert per window
-  that breaks one;
-- fairness: a group whose impact ratio falls under ``min_impact_ratio`` raises an alert when it
-  goes under, not again while it stays there.
+  ``max_calibration_error``, ``max_mae`` and ``max_rmse`` (those it sets);
+- fairness: each group's impact ratio against ``min_impact_ratio``.
 
-What was judged is kept in the store (``SCHEMA``), so a restart raises no alert twice.
+As for drift, an alert is raised when a rule starts to break (an arm's rule, a group) and
+resolved when it stops (coordinator.health_alerts keeps what is in a breach), not once per
+window. The windows of outcomes judged so far are kept in the store (``SCHEMA``), so a restart
+judges none twice.
 
 An endpoint with a ``fallback_arm`` sends all traffic to that arm when another arm alerts
-(drift, as coordinator.health queues it, or realised performance): a promote, here on the
-control loop, with the alert as its reason in the audit trail.
+(drift, as coordinator.health queues it, realised performance, or fairness, which such an
+endpoint also judges over each other arm's traffic alone): a promote, here on the control
+loop, with the alert as its reason in the audit trail.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ class HealthRules:
                 raised += self._performance(endpoint, rules, config)
             if fair and self._due(("fairness", endpoint.name), arrived, now, self.every_s * FAIRNESS_SLOWER):
                 try:
-                    raised += self._fairness(endpoint, config.thresholds["min_impact_ratio"], config.webhook_url)
+                    raised += self._fairness(endpoint, config)
                 except MilepostError as err:  # a favourable class the model lacks: GetFairness says so too
                     log.debug("fairness of %s not judged: %s", endpoint.name, err.message)
         self._fall_back()
@@ -117,39 +119,64 @@ class HealthRules:
         if bundle is None:
             return []
         judged = self._judged(endpoint.name, "performance:")
+        deployments = {a.name: a.deployment_id for a in policy_of(endpoint).arms}
         raised = []
         for w in self.book.performance(endpoint.name, bundle, size):
             if w.outcomes < size or w.index < judged.get(w.arm, 0):
                 continue
-            broken = [f"{w.metrics[rule[4:]]:.4g} {rule[4:]} ({'<' if rule in LOWER_IS_WORSE else '>'} {limit:g})"
-                      for rule, limit in sorted(rules.items()) if rule[4:] in w.metrics
-                      and breached(rule, w.metrics[rule[4:]], limit)]
             self._set(endpoint.name, f"performance:{w.arm}", w.index + 1)
-            if broken:
-                message = f"realised performance of arm {w.arm}, window {w.index} ({w.outcomes} outcomes): {', '.join(broken)}"
+            breaks = {rule: breached(rule, w.metrics[rule[4:]], limit) for rule, limit in rules.items() if rule[4:] in w.metrics}
+            entered, left = self.book.alerts.transitions(
+                endpoint.name, "performance", {f"{w.arm}:{rule}": broken for rule, broken in breaks.items()},
+                deployments.get(w.arm, ""))
+            for changed, resolved in ((entered, False), (left, True)):
+                if not changed:
+                    continue
+                named = [_against(rule, f"{w.metrics[rule[4:]]:.4g} {rule[4:]}", rules[rule], resolved)
+                         for rule in (subject.rsplit(":", 1)[1] for subject in changed)]
+                message = (f"realised performance of arm {w.arm}{' is back' if resolved else ''}, window {w.index} "
+                           f"({w.outcomes} outcomes): {', '.join(named)}")
                 self.book.alerts.raise_alert(endpoint.name, message, {
                     "kind": "performance", "endpoint": endpoint.name, "arm": w.arm, "window": w.index,
                     "outcomes": w.outcomes, "metrics": dict(w.metrics),
-                }, webhook)
-                self.book.fall_back(config, w.arm, message)
-                raised.append(message)
+                }, webhook, resolved=resolved)
+                if not resolved:
+                    self.book.fall_back(config, w.arm, message)
+                    raised.append(message)
         return raised
 
-    def _fairness(self, endpoint: EndpointRecord, least: float, webhook: str) -> list[str]:
-        fairness = self.book.fairness(endpoint)
-        alerting = self._judged(endpoint.name, "fairness:")
+    def _fairness(self, endpoint: EndpointRecord, config: pb.HealthConfig) -> list[str]:
+        """The endpoint's groups over all its traffic; where it falls back on an alert, also over each
+        other arm's alone, so that the arm that breaks the rule can be named (and left)."""
+        raised = self._fairness_of(endpoint, config, "")
+        arms = [a.name for a in policy_of(endpoint).arms]
+        if config.fallback_arm in arms and len(arms) > 1:
+            for arm in arms:
+                if arm != config.fallback_arm:
+                    raised += self._fairness_of(endpoint, config, arm)
+        return raised
+
+    def _fairness_of(self, endpoint: EndpointRecord, config: pb.HealthConfig, arm: str) -> list[str]:
+        least, webhook = config.thresholds["min_impact_ratio"], config.webhook_url
+        # Subjects "ARM:GROUP" ("" for all traffic); groups the endpoint no longer has (other
+        # attributes) are no longer in a breach.
+        groups = {f"{arm}:{g.group}": g for g in self.book.fairness(endpoint, arm=arm).groups}
+        deployment = next((a.deployment_id for a in policy_of(endpoint).arms if arm and a.name == arm), "")
+        entered, left = self.book.alerts.transitions(endpoint.name, "fairness", {s: g.alert for s, g in groups.items()},
+                                                     deployment, every=f"{arm}:")  # an arm's go with its deployment
         raised = []
-        for g in fairness.groups:
-            if g.alert == bool(alerting.get(g.group)):
-                continue
-            self._set(endpoint.name, f"fairness:{g.group}", int(g.alert))
-            if g.alert:
-                message = (f"impact ratio of {g.group} is {g.impact_ratio:.3f} (< {least:g}): selection rate "
-                           f"{g.selection_rate:.3f} over {g.predictions} predictions")
-                self.book.alerts.raise_alert(endpoint.name, message, {
-                    "kind": "fairness", "endpoint": endpoint.name, "group": g.group, "impact_ratio": g.impact_ratio,
-                    "selection_rate": g.selection_rate, "predictions": g.predictions,
-                }, webhook)
+        for subject in (*entered, *left):
+            g, resolved = groups[subject], subject in left
+            message = (f"impact ratio of {g.group}{f' on arm {arm}' if arm else ''} is "
+                       f"{_against('min_impact_ratio', f'{g.impact_ratio:.3f}', least, resolved)}"
+                       f"{' again' if resolved else ''}: selection rate {g.selection_rate:.3f} over {g.predictions} predictions")
+            self.book.alerts.raise_alert(endpoint.name, message, {
+                "kind": "fairness", "endpoint": endpoint.name, "arm": arm, "group": g.group, "impact_ratio": g.impact_ratio,
+                "selection_rate": g.selection_rate, "predictions": g.predictions,
+            }, webhook, resolved=resolved)
+            if not resolved:
+                if arm:
+                    self.book.fall_back(config, arm, message)
                 raised.append(message)
         return raised
 
@@ -162,3 +189,9 @@ class HealthRules:
     def _set(self, endpoint: str, subject: str, value: int) -> None:
         with self.store.transaction() as db:
             db.execute("INSERT OR REPLACE INTO health_judged VALUES (?, ?, ?)", (endpoint, subject, value))
+
+
+def _against(rule: str, shown: str, limit: float, resolved: bool) -> str:
+    """A value as ``shown`` beside the rule's limit, "0.52 accuracy (< 0.6)"; "(>= 0.6)" once ``resolved``."""
+    worse = "<" if rule in LOWER_IS_WORSE else ">"
+    return f"{shown} ({({'<': '>=', '>': '<='}[worse]) if resolved else worse} {limit:g})"

@@ -102,7 +102,7 @@ class Coordinator:
         # grpc.health.v1, open to probes (auth.RULES): SERVING while started, NOT_SERVING once stopping.
         self.probes = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.probes, self.server)
-        self.metrics = CoordinatorCollector(self.store, self.reconciler, self.routes)
+        self.metrics = CoordinatorCollector(self.store, self.reconciler, self.routes, self.health)
         # Its own families and the process's (process_*, python_gc_*, python_info), as an agent's /metrics has.
         self.metrics_registry = with_process(self.metrics)
         self.console = None if config.http_port < 0 else Console(

@@ -242,3 +242,77 @@ def test_windows_and_settings_survive_a_coordinator_restart(drift_window, cluste
         again.stop()
     assert after.config.thresholds["psi"] == 0.15 and after.config.webhook_url == "http://127.0.0.1:9/hook"
     assert after.deployments[0].windows == health.deployments[0].windows
+
+
+def test_a_window_closes_by_time_without_a_batch_and_an_empty_one_is_not_shipped() -> None:
+    import pyarrow as pa
+
+    rng = np.random.default_rng(4)
+    baseline = {"features": [d.numeric_baseline("x", rng.normal(size=1_000)).to_json()],
+                "prediction": d.numeric_baseline("prediction", rng.uniform(size=1_000)).to_json()}
+    now, wall = [0.0], [100.0]
+    window = d.LiveWindow(baseline, rows=1_000, seconds=60.0, clock=lambda: now[0], wall=lambda: wall[0])
+    batch = pa.RecordBatch.from_arrays([pa.array(rng.normal(size=10))], names=["x"])
+    out = pa.RecordBatch.from_arrays([pa.array(rng.uniform(size=10))], names=["value"])
+    window.add(batch, out)
+    now[0], wall[0] = 59.0, 159.0
+    window.close_if_due()
+    assert window.pending() == []  # not due yet
+    now[0], wall[0] = 60.0, 160.0
+    window.close_if_due()
+    (closed,) = window.pending()
+    assert (closed.seq, closed.rows, closed.opened_at, closed.closed_at) == (1, 10, 100.0, 160.0)
+    assert window.drifts()["x"].rows == 10  # the closed window is what is judged now
+    now[0], wall[0] = 200.0, 300.0
+    window.close_if_due()  # nothing came since: nothing to ship, the window opens again now
+    now[0], wall[0] = 230.0, 330.0
+    window.add(batch, out)  # 30 s into the new window: it stays open
+    assert [w.seq for w in window.pending()] == [1]
+    now[0], wall[0] = 260.0, 360.0
+    window.close_if_due()
+    assert [(w.seq, w.rows, w.opened_at, w.closed_at) for w in window.pending()][1:] == [(2, 10, 300.0, 360.0)]
+
+
+def test_at_default_settings_quiet_traffic_closes_its_window_by_time_and_flags_the_shifted_feature(
+        monkeypatch, cluster, trained) -> None:
+    """The drift budget and window rows at their defaults: a sample of the rows is counted, fewer
+    than a window holds, so only time closes the window, and no batch comes to close
+    it: the heartbeat does (LiveWindow.close_if_due)."""
+    monkeypatch.setenv("MILEPOST_DRIFT_WINDOW_S", "4")
+    reset_settings()
+    try:
+        path, _ = trained
+        live = np.random.default_rng(5).normal(size=(30_000, 5)).astype(np.float32)
+        live[:, SHIFTED] += 0.5
+        with cluster.client as client:
+            client.push_model(path, "lr")
+            client.deploy("churn", "lr")
+            (hosted,) = cluster.agent.table.hosted()
+            window = hosted.model.drift
+            assert window.budget == 0.02 and window.rows_per_window == 10_000
+            for part in np.array_split(live, 60):
+                client.infer("churn", part)
+            counted = window.counted_rows
+            assert 0 < counted < 10_000, (window.offered, counted)  # a sample of the rows, too few to fill a window
+
+            def shipped():
+                assert cluster.agent.registration.beat_now(10)
+                return client.health("churn", windows=10).deployments[0].windows
+
+            windows = wait_until(lambda: sum(w.rows for w in shipped()) == counted and shipped(), timeout=20)
+    finally:
+        reset_settings()
+    assert window.pending() == [] and all(w.rows < 10_000 for w in windows)
+    newest = windows[0]
+    flagged = {f.name for f in newest.features if f.alert}
+    assert flagged == {f"f{SHIFTED}"}, (newest.rows, [(f.name, [(s.name, round(s.value, 3)) for s in f.statistics])
+                                                      for f in newest.features])
+
+
+def test_a_plot_without_matplotlib_is_one_line_naming_the_extra(monkeypatch, capsys) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as where it is not installed
+    assert main(["health", "churn", "--coordinator", "127.0.0.1:9", "--plot", "drift.png"]) != 0
+    err = capsys.readouterr().err
+    assert err.strip() == "error: FAILED_PRECONDITION: --plot needs matplotlib: pip install 'milepost[plot]'", err

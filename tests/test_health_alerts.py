@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import scoring_core
-from coordinator import health_alerts
+from coordinator import health, health_alerts
 from milepost.core.errors import FailedPrecondition, InvalidArgument
 from tests.conftest import wait_until
 from tests.test_health import windows_of
@@ -93,6 +93,50 @@ def test_a_drifting_window_is_posted_to_the_webhook_with_retries(small_windows, 
         assert "drift in eager:1" in body["message"]
     finally:
         receiver.close()
+
+
+def test_drift_alerts_once_on_entering_a_breach_and_once_on_leaving_it(monkeypatch, cluster, models) -> None:
+    """Three drifting windows then two steady ones: one alert, one resolution, two POSTs (not one a window)."""
+    receiver = Receiver([])
+    try:
+        for _ in windows_of(1_000, monkeypatch):
+            with cluster.client as client:
+                client.push_model(models / "eager", "eager")
+                client.deploy("risk", "eager")
+                client.set_health_config("risk", webhook_url=receiver.url)
+                for window, shift in enumerate((1.0, 1.0, 1.0, 0.0, 0.0)):
+                    for part in np.array_split(traffic(1_000, shift, 10 + window), 4):
+                        client.infer("risk", part)
+                assert cluster.agent.registration.beat_now(10)
+                wait_until(lambda: len(receiver.bodies) == 2, timeout=10)
+                events = [(e.kind, e.message) for e in client.events("risk") if e.kind in ("alert", "resolved")]
+                shown = client.health("risk", windows=10).deployments[0]
+                assert len(shown.windows) == 5
+    finally:
+        receiver.close()
+    (alert, started), (resolved, ended) = events
+    assert (alert, resolved) == ("alert", "resolved"), events
+    assert started.startswith("drift in eager:1") and "window 1 on a1" in started and f"f{SHIFTED}: psi" in started
+    assert ended.startswith("drift ended in eager:1") and "window 4 on a1" in ended and f"f{SHIFTED}: psi" in ended
+    assert "f1: " not in started + ended and "f2: " not in started + ended
+    firing, back = receiver.bodies
+    assert (firing["status"], firing["window"], back["status"], back["window"]) == ("firing", 1, "resolved", 4)
+    assert firing["features"].keys() == back["features"].keys() and firing["features"][f"f{SHIFTED}"]["psi"] > 0.2
+    assert back["features"][f"f{SHIFTED}"]["psi"] < 0.2
+    with cluster.coordinator.store.transaction() as db:  # nothing is in a breach any more
+        assert db.execute("SELECT COUNT(*) FROM health_breaches").fetchone() == (0,)
+    # A window as drifting as the first, of too few rows to judge (quiet traffic): no alert; of enough rows: one.
+    from milepost.v1 import coordinator_pb2 as pb
+
+    drifting = shown.windows[-1]
+    for seq, rows in ((6, health.MIN_JUDGED_ROWS - 1), (7, 1_000)):
+        counts = [pb.BinCounts(name=f.name, counts=[round(x * rows) for x in f.live] + [0])
+                  for f in (*drifting.features, drifting.prediction)]
+        cluster.coordinator.health.record("a1", [pb.DriftWindow(endpoint="risk", deployment_id=shown.deployment_id, seq=seq,
+                                                                opened_at=seq, closed_at=seq + 0.5, rows=rows, counts=counts)], [])
+    with cluster.client as client:
+        later = [e.message for e in client.events("risk") if e.kind == "alert"][1:]
+    assert len(later) == 1 and "window 7 on a1, 1000 rows" in later[0], later
 
 
 def test_a_webhook_that_keeps_failing_gives_up_with_the_last_error(tmp_path) -> None:
@@ -212,3 +256,36 @@ def test_an_alert_of_another_arm_falls_back_to_the_declared_arm(small_windows, c
         assert "fallback: alert on arm b: drift in eager:1" in reason, reason
         (endpoint,) = client.endpoints()
         assert [a.name for a in endpoint.routing.arms] == ["a"]
+
+
+def test_a_fairness_alert_of_another_arm_falls_back_to_the_declared_arm(cluster, models) -> None:
+    """Arm b (eager, which leans on f0) selects group b less; arm a (steady) does not look at f0."""
+    with cluster.client as client:
+        client.push_model(models / "steady", "steady")
+        client.push_model(models / "eager", "eager")
+        client.split("risk", {"a": ("steady", "", 50.0), "b": ("eager", "", 50.0)})
+        client.set_health_config("risk", group_attributes=["group"], favourable="1", fallback_arm="a")
+        rules = cluster.coordinator.health_rules
+        rules.every_s = 0.0
+
+        def fell_back() -> str | None:
+            groups(client, fell_back.round)
+            fell_back.round += 1
+            cluster.agent.registration.beat_now(10)
+            rules.tick()
+            return next((e.message for e in client.events("risk") if e.kind == "promote"), None)
+
+        fell_back.round = 0
+        reason = wait_until(fell_back, timeout=30, interval=0.0)
+        assert "(fallback: alert on arm b: impact ratio of group=b on arm b is " in reason, reason
+        (endpoint,) = client.endpoints()
+        assert [a.name for a in endpoint.routing.arms] == ["a"]
+        alerts = [e.message for e in client.events("risk") if e.kind == "alert"]
+        assert not any("on arm a" in m for m in alerts), alerts  # the fallback arm is not judged alone
+    # Arm b is gone with its deployment: so are its breaches (what milepost_health_alerts_active counts).
+    def breaches_of_b() -> int:
+        with cluster.coordinator.store.transaction() as db:
+            return db.execute("SELECT COUNT(*) FROM health_breaches WHERE subject LIKE 'b:%'").fetchone()[0]
+
+    assert breaches_of_b() > 0
+    wait_until(lambda: cluster.coordinator.health.forget_gone() or breaches_of_b() == 0, timeout=10)

@@ -88,6 +88,8 @@ def test_selection_rate_impact_ratio_tpr_and_fpr_match_fairlearn(cluster, popula
                             timeout=10)
         assert len(alerts) == 1 and alerts[0].startswith("impact ratio of group=b is "), alerts
         assert any(e.action == "alert" and "impact ratio of group=b" in e.detail for e in client.audit())
+    with cluster.coordinator.store.transaction() as db:  # the intersections' breaches went with them
+        assert db.execute("SELECT subject FROM health_breaches WHERE kind='fairness'").fetchall() == [(":group=b",)]
     assert main(["fairness", "loans", "--coordinator", cluster.coordinator.address, "--group", "group"]) == 0
     out = capsys.readouterr().out
     assert "groups by group, favourable outcome '1'" in out

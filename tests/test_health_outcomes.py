@@ -71,6 +71,25 @@ def test_realised_performance_matches_sklearn_and_a_label_flip_lowers_accuracy(c
     assert "ACCURACY" in out and "AUC" in out and f"{second.metrics['accuracy']:.4f}" in out
 
 
+def test_a_rule_alerts_when_it_starts_to_break_and_resolves_when_it_stops(cluster, classifier) -> None:
+    """Windows right, flipped, flipped, right: one alert (window 1), one resolution (window 3), not one a window."""
+    path, _, X, y = classifier
+    with cluster.client as client:
+        client.push_model(path, "lr")
+        client.deploy("loans", "lr")
+        client.set_health_config("loans", performance_window=WINDOW, thresholds={"min_accuracy": 0.6})
+        rules = cluster.coordinator.health_rules
+        rules.every_s = 0.0
+        for window, flipped in enumerate((False, True, True, False)):
+            rows = slice(window * WINDOW, (window + 1) * WINDOW)
+            score_and_feed_back(client, "loans", X[rows], 1 - y[rows] if flipped else y[rows], window * WINDOW)
+            assert cluster.agent.registration.beat_now(10)
+            rules.tick()
+        events = [(e.kind, e.message.split(":")[0]) for e in client.events("loans") if e.kind in ("alert", "resolved")]
+    assert events == [("alert", "realised performance of arm primary, window 1 (120 outcomes)"),
+                      ("resolved", "realised performance of arm primary is back, window 3 (120 outcomes)")], events
+
+
 def test_regressor_outcomes_give_mae_and_rmse(cluster, tmp_path) -> None:
     from sklearn.linear_model import LinearRegression
 

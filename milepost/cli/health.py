@@ -10,10 +10,10 @@ change the endpoint's settings first (role deployer)."""
 from __future__ import annotations
 
 import argparse
-import json
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from milepost.cli import output
 from milepost.cli.arguments import client, pairs
 from milepost.cli.views import when
 from milepost.core.errors import FailedPrecondition, InvalidArgument
@@ -90,15 +90,21 @@ def print_health(health: pb.GetHealthResponse) -> None:
               "for requests scored with that key)")
 
 
-def plot(health: pb.GetHealthResponse, path: str) -> list[str]:
-    """Baseline against live shares of the drifting features of each deployment's newest window."""
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files; FailedPrecondition, in one line, where it is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:
-        raise FailedPrecondition("--plot needs matplotlib: pip install matplotlib") from err
+        raise FailedPrecondition("--plot needs matplotlib: pip install 'milepost[plot]'") from err
+    return plt
+
+
+def plot(health: pb.GetHealthResponse, path: str) -> list[str]:
+    """Baseline against live shares of the drifting features of each deployment's newest window."""
+    plt = pyplot()
     panels: list[tuple[str, pb.FeatureHealth]] = []
     for d in health.deployments:
         for w in newest_per_agent(d):
@@ -123,17 +129,14 @@ def plot(health: pb.GetHealthResponse, path: str) -> list[str]:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
-    from google.protobuf.json_format import MessageToDict
-
+    if args.plot:
+        pyplot()  # before asking the coordinator anything
     with client(args) as c:
         if args.threshold or args.webhook is not None or args.performance_window is not None or args.fallback_arm is not None:
             c.set_health_config(args.endpoint, thresholds=thresholds(args.threshold), webhook_url=args.webhook,
                                 performance_window=args.performance_window, fallback_arm=args.fallback_arm)
         health = c.health(args.endpoint, args.windows)
-    if args.output == "json":
-        print(json.dumps(MessageToDict(health, preserving_proto_field_name=True), indent=2, sort_keys=True))
-    else:
-        print_health(health)
+    output.show(args, health, lambda: print_health(health))
     if args.plot:
         drawn = plot(health, args.plot)
         if args.output != "json":
@@ -145,7 +148,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = sub.add_parser("health", parents=[common], help="drift against the training baseline, realised performance")
     p.add_argument("endpoint")
     p.add_argument("--windows", type=int, default=1, help="windows per deployment, newest first (json shows them all)")
-    p.add_argument("--output", choices=["table", "json"], default="table")
+    output.add_flag(p)
     p.add_argument("--plot", metavar="FILE.png", help="draw baseline against live histograms of drifting features")
     p.add_argument("--threshold", action="append", default=[], metavar="STATISTIC=VALUE",
                    help="set a threshold first: psi, overlap, js_distance, ks, missing_rate, out_of_range_rate, "

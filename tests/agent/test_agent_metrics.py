@@ -15,7 +15,7 @@ from agent.routing.arm_metrics import ArmMetricsBook, first_output_values
 from agent.statistics import EndpointStatistics
 from milepost.core.arm_counters import LATENCY_BOUNDS_MS
 from milepost.v1 import agent_pb2, coordinator_pb2, routing_pb2
-from tests.agent.mesh import arm, infer, route
+from tests.agent.mesh import arm, direct, infer, route
 from tests.conftest import wait_until
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
@@ -62,6 +62,11 @@ def test_metrics_endpoint_serves_prometheus_text_with_per_arm_counters(mesh) -> 
     served = {"a": 0, "b": 0}
     for i in range(40):
         served[infer(stub, "scraped", mesh.rows[:2], **{"milepost-key": f"m{i}"}).arm] += 1
+    keyed = dict(served)
+    answered_by_matrix = mesh.agents["a1"].dataplane.answered_by_matrix
+    for _ in range(10):  # without a key: the matrix lane (agent.dataplane.serve_matrix) where it takes them
+        served[infer(stub, "scraped", mesh.rows[:2]).arm] += 1
+    direct(mesh, "dep-a", mesh.rows[:3])  # a deployment by id, as a remote member calls it: no arm
     port = mesh.agents["a1"].metrics_port
     assert port
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
@@ -75,20 +80,39 @@ def test_metrics_endpoint_serves_prometheus_text_with_per_arm_counters(mesh) -> 
         assert samples[("milepost_request_latency_seconds_count", labels)] == served[name]
         assert samples[("milepost_request_latency_seconds_bucket", (*labels, ("le", "+Inf")))] == served[name]
         assert ("milepost_shadow_compared_total", labels) in samples
-    assert samples[("milepost_endpoint_requests_total", (("endpoint", "scraped"), ("outcome", "success")))] == 40
+    assert samples[("milepost_endpoint_requests_total", (("endpoint", "scraped"), ("outcome", "success")))] == 50
     assert samples[("milepost_routes_generation", ())] == mesh.agents["a1"].router.generation
-    # Triton's names: per arm with the model and version its deployment serves, per endpoint the phases.
+    # Triton's names: per arm, with the model and version its deployment serves, the requests and
+    # where their time went; both lanes count alike (the matrix lane took some of the unkeyed ones).
+    assert mesh.agents["a1"].dataplane.answered_by_matrix > answered_by_matrix and served != keyed
     hosted = {h.spec.deployment_id: h for h in mesh.agents["a1"].table.hosted()}
+    stats = mesh.agents["a1"].dataplane.statistics("scraped")
+    queued = 0.0
     for name, dep in (("a", "dep-a"), ("b", "dep-b")):
         labels = (("endpoint", "scraped"), ("model", hosted[dep].spec.model), ("version", hosted[dep].version),
                   ("arm", name))
         assert samples[("milepost_inference_request_success_total", labels)] == served[name]
         assert samples[("milepost_inference_request_failure_total", labels)] == 0
         assert samples[("milepost_inference_request_duration_us_total", labels)] > 0
-    assert samples[("milepost_inference_count_total", (("endpoint", "scraped"),))] == 80
-    assert samples[("milepost_inference_exec_count_total", (("endpoint", "scraped"),))] == 40
-    assert samples[("milepost_inference_compute_duration_us_total", (("endpoint", "scraped"), ("phase", "infer")))] > 0
-    assert ("milepost_inference_queue_duration_us_total", (("endpoint", "scraped"),)) in samples
+        assert samples[("milepost_inference_count_total", labels)] == 2 * served[name]
+        assert samples[("milepost_inference_exec_count_total", labels)] == served[name]
+        queued += samples[("milepost_inference_queue_duration_us_total", labels)]
+        for phase in ("input", "infer", "output"):
+            assert samples[("milepost_inference_compute_duration_us_total", (*labels, ("phase", phase)))] >= 0
+        assert samples[("milepost_inference_compute_duration_us_total", (*labels, ("phase", "infer")))] > 0
+    # the arms' shares add up to the endpoint's totals (ModelStatistics), and no request is left out
+    assert queued == pytest.approx(stats.queue.ns / 1000.0)  # one request at a time: none waits, so likely 0
+    infer_us = [samples[("milepost_inference_compute_duration_us_total",
+                         (("endpoint", "scraped"), ("model", hosted[dep].spec.model), ("version", hosted[dep].version),
+                          ("arm", name), ("phase", "infer")))] for name, dep in (("a", "dep-a"), ("b", "dep-b"))]
+    assert sum(infer_us) == pytest.approx(stats.compute_infer.ns / 1000.0)
+    assert not [key for key in samples if key[0] == "milepost_inference_queue_duration_us_total"
+                and dict(key[1])["endpoint"] == "scraped" and dict(key[1])["arm"] not in ("a", "b")]
+    # the call by deployment id: arm "", the model and version of the one deployment loaded for its endpoint
+    labels = (("endpoint", "direct-dep-a"), ("model", hosted["dep-a"].spec.model), ("version", hosted["dep-a"].version),
+              ("arm", ""))
+    assert samples[("milepost_inference_count_total", labels)] == 3
+    assert samples[("milepost_inference_exec_count_total", labels)] == 1
     # Each arm's deployment batches: its queue now, and every engine call by rows (40 calls here, 2 rows each).
     calls = 0.0
     for dep in ("dep-a", "dep-b"):
@@ -99,6 +123,7 @@ def test_metrics_endpoint_serves_prometheus_text_with_per_arm_counters(mesh) -> 
         assert samples[("milepost_batch_rows_count", labels)] == samples[("milepost_batch_rows_bucket", (*labels, ("le", "+Inf")))]
     assert calls >= 40
     assert samples[("process_resident_memory_bytes", ())] > 0
+    assert ("python_gc_collections_total", (("generation", "0"),)) in samples
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/other", timeout=5)
 

@@ -200,6 +200,9 @@ def test_drift_windows_count_the_lane_as_the_general_path(monkeypatch, cluster, 
         wait_until(lambda: cluster.agent.router.has_route("ep"))
         core = cluster.agent.dataplane
         drift = core.deployments.get(endpoint.deployments[0].deployment_id).model.drift
+        # The windows stay queued for this test to read: a heartbeat would otherwise have the
+        # coordinator's acknowledgement drop them from pending() at any moment.
+        monkeypatch.setattr(drift, "acknowledge", lambda seq: None)
         with grpc.insecure_channel(cluster.agent.address) as channel:
             stub = pb_grpc.GRPCInferenceServiceStub(channel)
             already = drift.counted

@@ -21,11 +21,13 @@ import json
 import os
 import secrets
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from milepost.core import auth
 from milepost.core.errors import InvalidArgument
+from milepost.v1 import coordinator_pb2
 
 GENESIS = "0" * 64  # the "previous digest" of the first entry
 SYSTEM_ACTOR = "coordinator"
@@ -65,6 +67,10 @@ class Verification:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    def to_proto(self) -> coordinator_pb2.VerifyAuditResponse:
+        return coordinator_pb2.VerifyAuditResponse(ok=self.ok, entries=self.entries, head_seq=self.head_seq,
+                                                   head_sha256=self.head_sha256, problems=list(self.problems))
 
 
 def load_key(path: Path) -> bytes:
@@ -115,11 +121,16 @@ def parse_head(text: str) -> tuple[int, str]:
 
 def verify(db: sqlite3.Connection, key: bytes, expect_head: tuple[int, str] | None = None) -> Verification:
     """Walk the chain from the first entry; every problem found, one sentence each."""
+    return verify_entries((Entry(*row) for row in db.execute("SELECT * FROM audit ORDER BY seq")), key, expect_head)
+
+
+def verify_entries(chain: Iterable[Entry], key: bytes, expect_head: tuple[int, str] | None = None) -> Verification:
+    """``verify`` of entries in the order given: the database's, or an export's
+    (``milepost audit verify --file``, checked away from the coordinator with its key)."""
     problems: list[str] = []
     count, seq, prev = 0, 0, GENESIS
     seen: dict[int, str] = {}
-    for row in db.execute("SELECT * FROM audit ORDER BY seq"):
-        e = Entry(*row)
+    for e in chain:
         count += 1
         if e.seq != seq + 1:
             missing = f"entry {seq + 1}" if e.seq == seq + 2 else f"entries {seq + 1} to {e.seq - 1}"

@@ -1,7 +1,8 @@
 """Decisions agents' decision logs dropped, turned into alerts in the audit trail.
 
 An agent's heartbeat carries, per endpoint, how many decisions its log dropped
-since it started (agent.decision_log: its writer's queue was full). Each increase
+since it started (agent.decision_log: its writer's queue was full, the disk refused a
+write, or a crash cut the file being written short). Each increase
 over what that agent said before becomes an ``alert`` event of the endpoint, and
 so an entry of the hash-chained audit trail: dropped decisions are never silent.
 A count lower than the last one means the agent restarted: the whole count is new.
@@ -40,5 +41,6 @@ class DecisionDrops:
             self._store.add_event(
                 endpoint if endpoint in known else "", "alert",
                 f"decision log on agent {agent_id} dropped {more} decision(s) of {endpoint} "
-                f"({count} since it started): its writer's queue was full", self._clock(),
+                f"({count} since it started): its writer's queue was full, the disk refused them, or a crash cut "
+                "them off", self._clock(),
             )

@@ -297,9 +297,7 @@ class CoordinatorServicer(ReviewHandlers, HealthHandlers, coordinator_pb2_grpc.C
 
     def VerifyAudit(self, request: pb.VerifyAuditRequest, context: grpc.ServicerContext) -> pb.VerifyAuditResponse:
         expected = audit.parse_head(request.expect_head) if request.expect_head else None
-        result = self.store.verify_audit(expected)
-        return pb.VerifyAuditResponse(ok=result.ok, entries=result.entries, head_seq=result.head_seq,
-                                      head_sha256=result.head_sha256, problems=result.problems)
+        return self.store.verify_audit(expected).to_proto()
 
     def GetStatus(self, request: pb.GetStatusRequest, context: grpc.ServicerContext) -> pb.GetStatusResponse:
         live = self.reconciler.live_agents()

@@ -136,3 +136,31 @@ def test_export_as_jsonl_and_csv(audited, tmp_path, monkeypatch, capsys) -> None
     with open(tmp_path / "a.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert [r["actor"] for r in rows] == [e.actor for e in entries]
+
+
+def test_an_export_is_verified_away_from_the_coordinator_with_its_key(audited, tmp_path, monkeypatch, capsys) -> None:
+    """`audit verify --file EXPORT --key KEYFILE` needs no coordinator: an intact jsonl or csv
+    export passes with the coordinator's head; an edited line or a wrong key is found."""
+    coord, admin, _ = audited
+    cli_as_admin(coord, monkeypatch)
+    head = admin.verify_audit()
+    key = tmp_path / "coordinator" / "audit.key"
+    assert main(["audit", "export", "--output", str(tmp_path / "a.jsonl")]) == 0
+    assert main(["audit", "export", "--format", "csv", "--output", str(tmp_path / "a.csv")]) == 0
+    capsys.readouterr()
+    monkeypatch.setenv("MILEPOST_COORDINATOR", "127.0.0.1:1")  # nothing listens there: the check is offline
+    for export in ("a.jsonl", "a.csv"):
+        assert main(["audit", "verify", "--file", str(tmp_path / export), "--key", str(key),
+                     "--expect-head", f"{head.head_seq}:{head.head_sha256}"]) == 0
+        assert f"audit trail ok: {head.entries} entries; head {head.head_seq}:{head.head_sha256}" in capsys.readouterr().out
+    lines = (tmp_path / "a.jsonl").read_text().splitlines()
+    edited = json.loads(lines[2])
+    edited["detail"] += " (quietly changed)"
+    (tmp_path / "b.jsonl").write_text("\n".join([*lines[:2], json.dumps(edited), *lines[3:]]) + "\n")
+    assert main(["audit", "verify", "--file", str(tmp_path / "b.jsonl"), "--key", str(key)]) == 1
+    assert f"entry {edited['seq']} was edited" in capsys.readouterr().out
+    (tmp_path / "other.key").write_text("00" * 32 + "\n")
+    assert main(["audit", "verify", "--file", str(tmp_path / "a.jsonl"), "--key", str(tmp_path / "other.key")]) == 1
+    assert "FAILED" in capsys.readouterr().out
+    assert main(["audit", "verify", "--file", str(tmp_path / "a.jsonl")]) == 1  # a key is needed: a clear error
+    assert "--key KEYFILE" in capsys.readouterr().err

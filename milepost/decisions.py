@@ -16,6 +16,7 @@ runs the scoring core's explainer (scoring_core.explain) on the same inputs.
 
 from __future__ import annotations
 
+import math
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -186,7 +187,18 @@ def _one(table: pa.Table, name: str) -> str:
 
 
 def rows_as_json(table: pa.Table) -> Iterable[dict[str, Any]]:
-    """Each row as a JSON-able object: time in ISO 8601, floats as Python prints them (exact round trip)."""
+    """Each row as a JSON-able object: time in ISO 8601, floats as Python prints them (exact round
+    trip), a missing or non-finite value as null (strict JSON has no NaN or Infinity)."""
     for row in table.to_pylist():
         row["time"] = row["time"].isoformat() if row.get("time") is not None else None
-        yield row
+        yield {name: _strict(value) for name, value in row.items()}
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list):
+        return [_strict(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    return value

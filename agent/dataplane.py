@@ -9,7 +9,10 @@ Which model answers a name:
 
 1. request parameter ``milepost-deployment``: exactly that deployment on this
    agent, no routing (other agents' remote members call with it); NOT_FOUND
-   if this agent does not host it;
+   if this agent does not host it. Its decisions are logged under the endpoint the
+   deployment was loaded for, as that endpoint's route samples them, unless the caller is
+   this cluster's own (an agent or coordinator identity: ``internal_call``), whose
+   routing agent logged the decision already;
 2. otherwise the name's route (agent.routing.route_table): a pushed route, or
    the synthesised single route of a deployment loaded here.
 
@@ -28,10 +31,11 @@ whose arms are models on this agent that score matrices, is served without Arrow
 front end views the matrix in the request's bytes (tensor_codec.raw_matrix), the router
 chooses the arm as ``serve`` does (Router.serve_matrix), and the scores go back from
 numpy (tensor_codec.encode_matrix). That halves a one-row request's time in the handler
-(benchmarks/serving_peers.py); the answer, statistics, arm metrics and errors are those of
-``serve``, which takes every request the lane does not (a key, a sampled decision log,
-tracing, explanations, ensembles, shadows, Arrow-only models). Drift is counted from the
-matrix as from the batch (scoring_core.drift).
+(benchmarks/serving_peers.py); the answer, statistics, arm metrics, logged decisions and
+errors are those of ``serve``, which takes every request the lane does not (a key, tracing,
+explanations, ensembles, shadows, Arrow-only models). Drift is counted from the matrix as
+from the batch (scoring_core.drift); a sampled decision is queued as the matrix and its
+scores (DecisionLog.offer_matrix), its Arrow columns built by the log's writer.
 
 On an event loop (milepost.core.inline: the gRPC and REST front ends try small requests
 there first), a request is refused with WouldBlock before anything is counted when it is
@@ -45,7 +49,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
 import numpy as np
@@ -56,10 +60,11 @@ from agent.decision_log import DecisionLog
 from agent.deployments import DeploymentTable
 from agent.registration import ScoredKeys
 from agent.routing.members import DEPLOYMENT_PARAMETER
+from agent.routing.route_table import Route
 from agent.routing.router import MatrixServed, Router, describe_hosted
 from agent.statistics import EndpointStatistics
 from engines.batching import queue_wait_ns
-from milepost.core import deadlines, logs, memory, tracing
+from milepost.core import auth, deadlines, logs, memory, tracing
 from milepost.core.deadlines import Deadline
 from milepost.core.description import ModelDescription
 from milepost.core.errors import MilepostError, NotFound, ResourceExhausted
@@ -207,6 +212,7 @@ class DataPlane:
                     table, request.name, batch, request.parameters, request.deadline, request.version
                 )
                 response = InferenceResponse(served.batch, served.version, served.arms, served.deployments)
+            decided = response  # what the decision log keeps: the model's answer, not its explanation
             if explanations.requested(request.parameters):  # request parameter "explain" (agent.explanations)
                 response = explanations.attach(self.deployments, response, batch)
             scored = time.perf_counter_ns()
@@ -223,9 +229,13 @@ class DataPlane:
             self.answered_on_loop += 1
         waited = queue_wait_ns.get()
         stats.record_success(batch.num_rows, decoded - started, scored - decoded - waited, time.perf_counter_ns() - scored,
-                             waited)
-        if self.decisions is not None and hosted is None:  # queues references at most; never blocks or raises
-            self.decisions.offer(table.get(request.name), request, batch, response)
+                             waited, response.arms)
+        if self.decisions is not None:  # queues references at most; never blocks or raises
+            if hosted is None:
+                self.decisions.offer(table.get(request.name), request, batch, decided)
+            elif not internal_call():
+                route = table.get(hosted.spec.endpoint)
+                self.decisions.offer(route, request, batch, _as_arm_of(route, decided))
         if self.scored_keys is not None and response.arms:  # bounded, no I/O, never raises on a request without a key
             self.scored_keys.offer(table.get(request.name), request, batch, response)
         return reply
@@ -242,7 +252,8 @@ class DataPlane:
         if version or tracing.enabled() or DEPLOYMENT_PARAMETER in parameters or explanations.requested(parameters):
             return None
         table = self.router.table
-        if table.get(name) is None:
+        route = table.get(name)
+        if route is None:
             return None
         if must_not_block() and (size_bytes > self.inline_max_bytes or not self.router.serves_inline(table, name)):
             return None
@@ -268,7 +279,9 @@ class DataPlane:
         self.answered_by_matrix += 1
         if must_not_block():
             self.answered_on_loop += 1
-        stats.record_success(X.shape[0], 0, scored - started, time.perf_counter_ns() - scored)
+        stats.record_success(X.shape[0], 0, scored - started, time.perf_counter_ns() - scored, arms=served.arms)
+        if self.decisions is not None:  # a coin toss and a queued reference at most
+            self.decisions.offer_matrix(route, request_id, size_bytes, X, served)
         return reply
 
     def describe(self, name: str, version: str = "") -> ModelDescription:
@@ -308,3 +321,21 @@ class DataPlane:
         for gone in [name for name in list(self._stats) if name not in served]:
             self._stats.pop(gone, None)
         return {name: s for name, s in list(self._stats.items()) if name in served}
+
+
+def internal_call() -> bool:
+    """Whether the request being served comes from this cluster itself (a remote member of
+    another agent's route, calling with its identity), not from a client: its decision is the
+    routing agent's to log. A client cannot pass for one without the cluster's own token."""
+    identity = auth.current_identity()
+    return identity is not None and identity.role in (auth.AGENT, auth.COORDINATOR)
+
+
+def _as_arm_of(route: Route | None, response: InferenceResponse) -> InferenceResponse:
+    """A direct deployment call's answer as its endpoint's decision: with the arm of ``route``
+    that the deployment is (none when it is no arm of it)."""
+    if route is None or route.policy is None:
+        return response
+    (deployment,) = response.deployments
+    arms = tuple(arm.name for arm in route.policy.arms if arm.deployment_id == deployment)[:1]
+    return replace(response, arms=arms)

@@ -100,7 +100,8 @@ class Agent:
         self.cache = ModelCache(config.data_dir / "models", self._fetch)
         self.table = DeploymentTable(self.cache)
         self.arm_metrics = ArmMetricsBook()
-        self.router = Router(self.table, lambda: self.address, self.arm_metrics, tls=config.tls)
+        self.router = Router(self.table, lambda: self.address, self.arm_metrics, tls=config.tls,
+                             token=lambda: self.registration.control_token)
         self.dataplane = DataPlane(self.table, self.router, max_inflight_bytes=self._settings.max_inflight_bytes,
                                    inline_max_bytes=self._settings.inline_max_bytes)
         s = self._settings

@@ -294,3 +294,101 @@ def test_decisions_are_read_from_every_agent_serving_the_endpoint(tmp_path, xgb_
     finally:
         agents.stop_all()
         coord.stop()
+
+
+def test_a_decision_asked_to_explain_itself_logs_the_models_answer_and_replays_identical(served, admin) -> None:
+    from milepost import decisions
+
+    sample(admin, served, 1.0)
+    rows = np.random.default_rng(10).normal(size=(3, FEATURES)).astype(np.float32)
+    request = matrix_request(rows, "why-0")
+    request.parameters["explain"].bool_param = True
+    answered = served.stub.ModelInfer(request)
+    assert {o.name for o in answered.outputs} == {"probabilities", "contributions", "explanation"}
+    logged = decisions_of(served, "why")
+    assert logged.num_rows == 3 and logged.schema.field("outputs").type.names == ["probabilities"]
+    result = decisions.replay(admin, logged["decision_id"][0].as_py())
+    assert result.identical and result.differences == [] and result.rows == 3
+
+
+def test_calls_of_a_deployment_are_logged_under_its_endpoint_but_the_clusters_own_are_not(served, admin) -> None:
+    from milepost.core.tensor_codec import MATRIX_INPUT_NAME
+
+    sample(admin, served, 1.0)
+    (hosted,) = served.agent.table.hosted()
+    deployment = hosted.spec.deployment_id
+    rows = np.random.default_rng(11).normal(size=(2, FEATURES)).astype(np.float32)
+
+    def direct(request_id: str, model: str, token: str = "") -> None:
+        request = matrix_request(rows, request_id, model=model, name=MATRIX_INPUT_NAME)
+        request.parameters["milepost-deployment"].string_param = deployment
+        served.stub.ModelInfer(request, metadata=[("authorization", f"Bearer {token}")] if token else None)
+
+    direct("direct-0", ENDPOINT)  # a client naming the deployment, as the audit's probe did
+    direct("direct-1", deployment)  # ... or calling it by its id, as remote members do
+    direct("direct-2", deployment, admin.token)  # a person's token is no cluster identity
+    control = served.agent.registration.control_token
+    assert control
+    direct("internal-0", deployment, control)  # the cluster's own call: its routing agent logs the decision
+    table = decisions_of(served, "direct")
+    assert sorted(set(table["request_id"].to_pylist())) == ["direct-0", "direct-1", "direct-2"]
+    assert set(table["endpoint"].to_pylist()) == {ENDPOINT} and set(table["arm"].to_pylist()) == {"primary"}
+    assert set(table["deployment"].to_pylist()) == {deployment} and set(table["model"].to_pylist()) == {"lr"}
+    assert table.num_rows == 6
+    assert decisions_of(served, "internal").num_rows == 0
+
+
+def test_decisions_a_crash_cut_off_are_counted_and_alerted_at_the_next_start(tmp_path, xgb_bundle) -> None:
+    from agent.routing.route_table import Route
+    from milepost import decisions
+    from tests.agent.test_decision_log_files import cut_off_part, open_log
+
+    opened: list = []
+
+    def make(directory: Path) -> object:
+        opened.append(open_log(directory))
+        return opened[-1]
+
+    try:  # what an agent killed in the middle of a write leaves in its data directory
+        cut_off_part(make, tmp_path / "agent" / "decisions", Route(ENDPOINT, None, "", {}, pushed=True,
+                                                                   decision_sample_rate=1.0))
+    finally:
+        for log in opened:
+            log.close()
+    with running(tmp_path, xgb_bundle) as r, \
+            Client(r.coordinator.address, token=r.coordinator.admin_token_file.read_text().strip()) as admin:
+        assert r.agent.decisions.wait_recovered(10) and r.agent.decisions.dropped() == {ENDPOINT: 1}
+        wait_for(lambda: any(e.action == "alert" and f"dropped 1 decision(s) of {ENDPOINT}" in e.detail
+                             for e in admin.audit()), "the coordinator's alert")
+        recovered = decisions.list_decisions(admin, ENDPOINT)
+        assert sorted(recovered["request_id"].to_pylist()) == ["r0", "r1", "r2"]
+        assert 'milepost_decisions_dropped_total{endpoint="lr-api"} 1.0' in r.agent.metrics_text()
+
+
+def test_a_remote_arms_decision_is_logged_once_by_the_agent_that_routed_it(tmp_path, xgb_bundle) -> None:
+    """The agent that routes a request to another agent's replica logs the decision; that agent,
+    called by the cluster's own identity (agent.routing.members), does not log it again."""
+    from milepost import decisions
+    from tests.chaos import nodes
+
+    coord = nodes.coordinator(tmp_path / "coordinator")
+    agents = nodes.Agents(coord.address, tmp_path, lambda agent_id: coord.tokens.create(agent_id, "agent")[1])
+    try:
+        for agent_id in ("a1", "a2"):
+            agents.start(agent_id)
+        with nodes.client(coord) as admin:
+            admin.push_model(xgb_bundle, "xgb")
+            admin.deploy("risk", "xgb", replicas=1)
+            admin.set_decision_log("risk", 1.0)
+            (router,) = [n for n in agents.running.values() if not n.table.hosted()]
+            wait_for(lambda: (r := router.router.table.get("risk")) is not None and r.decision_sample_rate == 1.0
+                     and len(r.remotes) == 1, "the routing agent's route to the other's replica")
+            rows = np.random.default_rng(12).normal(size=(3, FEATURES)).astype(np.float32)
+            for i in range(3):
+                admin.infer("risk", rows[i:i + 1], agent=router.address)
+            table = decisions.list_decisions(admin, "risk")
+            assert [d.split("/")[0] for d in table["decision_id"].to_pylist()] == [router.agent_id] * 3
+            assert set(table["arm"].to_pylist()) == {"primary"} and set(table["model"].to_pylist()) == {"xgb"}
+    finally:
+        agents.stop_all()
+        coord.stop()

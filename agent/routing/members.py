@@ -24,13 +24,14 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pyarrow as pa
 
 from engines.base import LoadedModel
-from milepost.core import deadlines, tensor_codec, tracing
+from milepost.core import auth, deadlines, tensor_codec, tracing
 from milepost.core.deadlines import Deadline
 from milepost.core.description import ModelDescription
 from milepost.core.errors import DeadlineExceeded, MilepostError, Unavailable
@@ -46,10 +47,15 @@ _CHANNEL_OPTIONS = [("grpc.max_receive_message_length", -1), ("grpc.max_send_mes
 
 
 class Channels:
-    """One channel per peer address (TLS when the agent has it), made on first use and kept until close."""
+    """One channel per peer address (TLS when the agent has it), made on first use and kept until close.
 
-    def __init__(self, tls: Tls | None = None) -> None:
+    ``token`` (read at each call) is the cluster's own identity on calls to other agents: the
+    coordinator's control token, which every agent of the cluster holds and accepts, so that a
+    peer requiring tokens on inference takes the call, and can tell it from a client's."""
+
+    def __init__(self, tls: Tls | None = None, token: Callable[[], str] | None = None) -> None:
         self._tls = tls
+        self._token = token
         self._lock = threading.Lock()
         self._stubs: dict[str, tuple[grpc.Channel, pb_grpc.GRPCInferenceServiceStub]] = {}
 
@@ -60,6 +66,8 @@ class Channels:
                 found = self._stubs.get(address)
                 if found is None:
                     channel = open_channel(address, self._tls, _CHANNEL_OPTIONS)
+                    if self._token is not None:
+                        channel = auth.with_token(channel, self._token)
                     found = (channel, pb_grpc.GRPCInferenceServiceStub(channel))
                     self._stubs[address] = found
         return found[1]

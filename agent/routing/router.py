@@ -83,7 +83,8 @@ class Served:
 class MatrixServed:
     """The matrix lane's answer (``Router.serve_matrix``): the chosen model's (n, k) scores,
     and how its one output column goes on the wire: its name, and whether it has one value a
-    row (``[n]``) or k (``[n, k]``)."""
+    row (``[n]``) or k (``[n, k]``); ``output_field`` is that column as ``serve`` answers it
+    (the decision log builds the logged outputs from it)."""
 
     values: np.ndarray
     output_name: str
@@ -91,15 +92,16 @@ class MatrixServed:
     arms: tuple[str, ...]
     deployments: tuple[str, ...]
     version: str
+    output_field: pa.Field
 
 
 @dataclass(frozen=True)
 class _MatrixRoute:
     """What the matrix lane needs of a route, worked out once per table: the width of its
-    models' matrix and, per deployment, its output column's (name, one value a row)."""
+    models' matrix and, per deployment, its output column's (name, one value a row, field)."""
 
     width: int
-    outputs: Mapping[str, tuple[str, bool]]
+    outputs: Mapping[str, tuple[str, bool, pa.Field]]
 
 
 @dataclass(frozen=True)
@@ -112,12 +114,12 @@ class Router:
     def __init__(
         self, table: DeploymentTable, address: Callable[[], str], metrics: ArmMetricsBook, *,
         member_workers: int = 16, member_queue: int = 64, shadow_workers: int = 2, shadow_queue: int = 32,
-        tls: Tls | None = None,
+        tls: Tls | None = None, token: Callable[[], str] | None = None,
     ) -> None:
         self._local = table
         self._address = address
         self.metrics = metrics
-        self._channels = Channels(tls)
+        self._channels = Channels(tls, token)  # token: the cluster's own identity towards other agents
         self._described: dict[str, ModelDescription] = {}
         self._table = RouteTable()
         self._inline: tuple[RouteTable, dict[str, bool]] = (self._table, {})  # serves_inline's answers, per table
@@ -266,7 +268,8 @@ class Router:
         """``serve`` for a float32 matrix, without Arrow: the matrix lane. It serves a request
         without a key to a route whose arms are all deployments on this agent taking a matrix
         of X's width, chosen by the same policy, timed and counted as ``serve`` does; no
-        ensembles, shadows or sampled decisions (they read Arrow batches). None, before any
+        ensembles or shadows (they read Arrow batches; sampled decisions are offered by the
+        data plane, agent.decision_log.offer_matrix). None, before any
         choice is made, where ``serve`` must take the request; None after the choice only
         when the chosen model cannot take it now (a batch being scored or queued, or a model
         that reads Arrow only), and ``serve`` chooses again."""
@@ -296,8 +299,8 @@ class Router:
         if route.pushed:  # a local deployment's synthesised route has no arms to report or count
             self.metrics.record_matrix(endpoint, arm.name, _ms_since(started), values)
             arms = (arm.name,)
-        name, rows_only = plan.outputs[arm.deployment_id]
-        return MatrixServed(values, name, rows_only, arms, (arm.deployment_id,), hosted.version)
+        name, rows_only, output = plan.outputs[arm.deployment_id]
+        return MatrixServed(values, name, rows_only, arms, (arm.deployment_id,), hosted.version, output)
 
     def _matrix_route(self, table: RouteTable, endpoint: str) -> _MatrixRoute | None:
         """What ``serve_matrix`` needs of ``endpoint``'s route; None when it does not serve it."""
@@ -310,7 +313,7 @@ class Router:
         return plans[endpoint]
 
     def _plan_matrix(self, route: Route | None) -> _MatrixRoute | None:
-        if route is None or route.policy is None or route.decision_sample_rate > 0:
+        if route is None or route.policy is None:
             return None
         if route.policy.kind not in ("single", "split", "canary", "bandit"):
             return None  # an ensemble scores every arm; a shadow mirrors
@@ -327,9 +330,9 @@ class Router:
             if pa.types.is_fixed_size_list(field.type):
                 if field.type.value_type != pa.float64():
                     return None
-                outputs[arm.deployment_id] = (field.name, False)
+                outputs[arm.deployment_id] = (field.name, False, field)
             elif field.type == pa.float64():
-                outputs[arm.deployment_id] = (field.name, True)
+                outputs[arm.deployment_id] = (field.name, True, field)
             else:
                 return None
         return _MatrixRoute(widths.pop(), outputs) if len(widths) == 1 else None

@@ -68,8 +68,9 @@ RULES: dict[str, Rule] = {
     _A + "SetRoutes": COORDINATOR, _A + "RunStage": COORDINATOR, _A + "ServedArm": COORDINATOR,
     # an agent's decision log: read by people (milepost decisions, replay)
     _A + "ListDecisions": VIEWER,
-    # the data plane (see data_plane_rules) and health
-    **{_I + m: VIEWER for m in (
+    # the data plane (see data_plane_rules) and health; the coordinator's identity is what agents
+    # call each other with (agent.routing.members.Channels)
+    **{_I + m: (VIEWER, COORDINATOR) for m in (
         "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelConfig",
         "ModelStatistics", "ModelInfer", "ModelStreamInfer",
     )},

@@ -38,7 +38,8 @@ import pyarrow as pa
 
 EPSILON = 1e-4  # the share an empty bin counts as in PSI
 DEFAULT_BINS = 10
-SAMPLE_ROWS = 1024  # batches this large are counted in part rather than skipped, past the budget
+STALL_FACTOR = 4  # a count charged at most this many times what its rows cost the last time
+SAMPLE_ROWS = 1024  # batches this large are counted in part (a block of rows) rather than skipped, past the budget
 MAX_CATEGORIES = 20  # a string feature keeps its most frequent values, the rest count as one
 OTHER = "__other__"
 
@@ -280,15 +281,16 @@ class LiveWindow:
     ``offer`` is how the scoring path calls it: it keeps the time spent counting within
     ``budget`` of the time spent scoring (1: count everything), so accounting never costs
     serving more than that share. A batch of ``SAMPLE_ROWS`` rows or more that the budget cannot
-    pay for whole is counted in part, every k-th row, so every large batch is in the window; a
-    smaller one is counted whole or, past the budget, not at all. Either way the window holds a
-    sample taken without regard to content (``rows`` counts what was counted).
+    pay for whole is counted in part, a block of its rows (at least a quarter of SAMPLE_ROWS,
+    starting where the last block ended), so every large batch is in the window; a smaller one
+    is counted whole or, past the budget, not at all. Either way the window holds a sample taken
+    without regard to content (``rows`` counts what was counted).
 
     Each closed window is also queued, numbered from 1 with its wall-clock span, for the agent to
     ship to the coordinator (``pending``); ``acknowledge`` drops what the coordinator has. The
     queue keeps the newest ``keep`` windows: a coordinator away for longer loses the oldest."""
 
-    def __init__(self, baseline: dict, *, rows: int, seconds: float, budget: float = 0.02,
+    def __init__(self, baseline: dict, *, rows: int, seconds: float, budget: float = 0.01,
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
                  keep: int = 64) -> None:
         self.features = [FeatureBaseline.from_json(f) for f in baseline["features"]]
@@ -319,14 +321,15 @@ class LiveWindow:
         self.offered = self.counted = 0  # batches
         self.counted_rows = 0
         self._row_s = 0.0  # what counting one row last cost, seconds
+        self._next_row = 0  # where the next block of a batch counted in part starts
 
     def offer(self, inputs: Any, outputs: Any, scoring_s: float) -> None:
-        """A batch the model scored in ``scoring_s``; counted (whole, every k-th row, or not)
-        as the budget allows."""
+        """A batch the model scored in ``scoring_s``; counted (whole, a block of its rows, or
+        not) as the budget allows."""
         self._scoring_s += scoring_s
         self.offered += 1
         rows = len(inputs) if isinstance(inputs, np.ndarray) else inputs.num_rows
-        step = 1
+        take = rows
         if self.budget < 1:
             credit = self.budget * self._scoring_s - self._counting_s
             if credit < 0:
@@ -336,16 +339,25 @@ class LiveWindow:
                 # some too (spending it all, a little over, would leave the next one none). At
                 # least a quarter of SAMPLE_ROWS: the per-row cost, measured with the call's
                 # fixed cost in it, grows on fewer rows, and the sample would shrink with it.
-                step = min(math.ceil(2 * rows * self._row_s / max(credit, self._row_s)), rows * 4 // SAMPLE_ROWS)
+                take = max(int(credit / 2 / self._row_s), SAMPLE_ROWS // 4)
+        if take < rows:
+            # A block of rows where the last one ended, not every k-th row: a block of named
+            # columns is a slice of their buffers, where every k-th row would be a copy of the
+            # whole batch first (and its reads would evict the model from the caches).
+            start = self._next_row % (rows - take + 1)
+            self._next_row = start + take
+            inputs, outputs = _rows(inputs, start, take), _rows(outputs, start, take)
         kernels = len(_count_columns.signatures)
         started = time.perf_counter()
-        self.add(inputs, outputs, step=step)
+        self.add(inputs, outputs)
         if len(_count_columns.signatures) == kernels:  # else its time went to compiling (or loading) a kernel
             spent = time.perf_counter() - started
+            if self._row_s:  # a stall of the machine (a page fault, another process) is not counting's cost
+                spent = min(spent, STALL_FACTOR * take * self._row_s)
             self._counting_s += spent
-            self._row_s = spent / max(math.ceil(rows / step), 1)
+            self._row_s = spent / max(take, 1)
         self.counted += 1
-        self.counted_rows += math.ceil(rows / step)
+        self.counted_rows += take
 
     def _empty(self) -> np.ndarray:
         return np.zeros(int(self._slots[-1]), dtype=np.int64)
@@ -354,20 +366,19 @@ class LiveWindow:
         """Flat window counts as each feature's (and the prediction's) own array, copied."""
         return tuple(counts[a:b].copy() for a, b in zip(self._slots[:-1], self._slots[1:]))
 
-    def add(self, inputs: Any, outputs: Any, *, step: int = 1) -> None:
+    def add(self, inputs: Any, outputs: Any) -> None:
         """``inputs``, ``outputs``: pyarrow RecordBatches as the model took and gave them, or
-        the float32 matrix and (n, k) scores of the matrix lane (engines.base.predict_matrix);
-        rows 0, ``step``, 2 ``step``... of them are counted."""
-        rows = len(range(0, len(inputs) if isinstance(inputs, np.ndarray) else inputs.num_rows, step))
+        the float32 matrix and (n, k) scores of the matrix lane (engines.base.predict_matrix)."""
+        rows = len(inputs) if isinstance(inputs, np.ndarray) else inputs.num_rows
         if rows == 0:
             return
         counts = self._empty()
         matrix = _matrix(inputs, len(self.features))
         if matrix is not None:
-            self._feature_bins.count(matrix[::step], self._matrix_columns, counts)
+            self._feature_bins.count(matrix, self._matrix_columns, counts)
         else:
-            self._count_columns(inputs, counts, step)
-        values = prediction_values(outputs, self.prediction)[::step]
+            self._count_columns(inputs, counts)
+        values = prediction_values(outputs, self.prediction)
         if self._prediction_bins is not None:
             self._prediction_bins.count(np.asarray(values).reshape(-1, 1), _FIRST, counts)
         else:
@@ -388,7 +399,7 @@ class LiveWindow:
         self._closed, self._open, self._open_rows = self._open, self._empty(), 0
         self._opened_at, self._opened_wall = self._clock(), closed_wall
 
-    def _count_columns(self, batch: Any, counts: np.ndarray, step: int) -> None:
+    def _count_columns(self, batch: Any, counts: np.ndarray) -> None:
         """Named columns: the numeric ones as one matrix (Arrow's own conversion, nulls as NaN)
         for one kernel call; strings one by one. Where the columns are is worked out once per
         schema."""
@@ -402,13 +413,13 @@ class LiveWindow:
         if present:
             numeric = batch if len(present) == batch.num_columns else batch.select(present)
             matrix = np.asarray(numeric.to_tensor(null_to_nan=True, row_major=False))
-            self._feature_bins.count(matrix[::step], columns, counts)
+            self._feature_bins.count(matrix, columns, counts)
         for k, feature in enumerate(self.features):
             index = -1 if feature.numeric else schema.get_field_index(feature.name)
             if index >= 0:
                 at = int(self._slots[k])
                 column = batch.column(index)
-                counts[at:int(self._slots[k + 1])] += count_strings(column if step == 1 else column[::step],
+                counts[at:int(self._slots[k + 1])] += count_strings(column,
                                                                       feature.categories)
 
     @property
@@ -444,6 +455,11 @@ class LiveWindow:
                 self._close_locked()
             else:
                 self._opened_at, self._opened_wall = self._clock(), self._wall()
+
+
+def _rows(batch: Any, start: int, count: int) -> Any:
+    """Rows ``start .. start + count`` of a RecordBatch or an array, without a copy."""
+    return batch[start:start + count] if isinstance(batch, np.ndarray) else batch.slice(start, count)
 
 
 def _matrix(batch: Any, width: int) -> np.ndarray | None:

@@ -289,7 +289,7 @@ def test_at_default_settings_quiet_traffic_closes_its_window_by_time_and_flags_t
             client.deploy("churn", "lr")
             (hosted,) = cluster.agent.table.hosted()
             window = hosted.model.drift
-            assert window.budget == 0.02 and window.rows_per_window == 10_000
+            assert window.budget == 0.01 and window.rows_per_window == 10_000
             for part in np.array_split(live, 60):
                 client.infer("churn", part)
             counted = window.counted_rows

@@ -69,8 +69,9 @@ class Settings(BaseSettings):
     drift_window_rows: int = Field(10_000, ge=1, description="rows of live traffic in one drift window of a deployment "
                                    "whose bundle carries a training baseline")
     drift_window_s: float = Field(300.0, gt=0, description="longest a drift window stays open, seconds")
-    drift_budget: float = Field(0.02, ge=0, le=1, description="share of scoring time drift counting may take; past "
-                                "it a batch of 1,024 rows or more is counted every k-th row, a smaller one not at all "
+    drift_budget: float = Field(0.01, ge=0, le=1, description="share of scoring time drift counting may take; past "
+                                "it a batch of 1,024 rows or more is counted in part (a block of its rows), a smaller "
+                                "one not at all "
                                 "(the window holds a sample); 1: every row")
     max_inflight_bytes: int = Field(256 << 20, ge=1, description="bytes of inference requests an agent serves at "
                                     "once; past it RESOURCE_EXHAUSTED")

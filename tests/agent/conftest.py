@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -39,31 +41,38 @@ def estimators(tmp_path_factory: pytest.TempPathFactory):
     return compiled, X[500:]
 
 
-@pytest.fixture(scope="module")
-def mesh(estimators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def started_mesh(estimators, data: Path, **config: Any) -> Iterator[Mesh]:
+    """A stand-in coordinator serving the estimators' bundles and agents a1 (with /metrics) and
+    a2 (``config``: more AgentConfig fields for both), registered; stopped after."""
     from agent.server import Agent, AgentConfig
 
     compiled, rows = estimators
     coordinator = FakeCoordinator()
     for model, archive in compiled.values():
         coordinator.archives[model.version] = archive
-    data = tmp_path_factory.mktemp("agents")
-    agents = {
-        "a1": Agent(AgentConfig(coordinator=coordinator.address, data_dir=data / "a1", port=0, agent_id="a1", metrics_port=0)),
-        "a2": Agent(AgentConfig(coordinator=coordinator.address, data_dir=data / "a2", port=0, agent_id="a2")),
-    }
+    agents = {name: Agent(AgentConfig(coordinator=coordinator.address, data_dir=data / name, port=0, agent_id=name,
+                                      **config, **({"metrics_port": 0} if name == "a1" else {})))
+              for name in ("a1", "a2")}
     for agent in agents.values():
         agent.start()
     for agent in agents.values():  # control calls are taken once an agent knows its coordinator's token
         assert agent.registration.registered.wait(10)
     mesh = Mesh(coordinator, agents, {m.name: m for m, _ in compiled.values()}, rows)
-    for dep, model in (("dep-a", "lr_a"), ("dep-b", "lr_b"), ("dep-c", "lr_c"), ("dep-narrow", "narrow"),
-                       ("dep-reg", "reg"), ("dep-stacker", "stacker")):
-        mesh.load("a1", dep, model)
-    mesh.load("a2", "dep-remote", "lr_b")
-    mesh.load("a2", "dep-c", "lr_c")
-    yield mesh
-    mesh.close()
-    for agent in agents.values():
-        agent.stop(grace=0)
-    coordinator.stop()
+    try:
+        yield mesh
+    finally:
+        mesh.close()
+        for agent in agents.values():
+            agent.stop(grace=0)
+        coordinator.stop()
+
+
+@pytest.fixture(scope="module")
+def mesh(estimators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+    for mesh in started_mesh(estimators, tmp_path_factory.mktemp("agents")):
+        for dep, model in (("dep-a", "lr_a"), ("dep-b", "lr_b"), ("dep-c", "lr_c"), ("dep-narrow", "narrow"),
+                           ("dep-reg", "reg"), ("dep-stacker", "stacker")):
+            mesh.load("a1", dep, model)
+        mesh.load("a2", "dep-remote", "lr_b")
+        mesh.load("a2", "dep-c", "lr_c")
+        yield mesh

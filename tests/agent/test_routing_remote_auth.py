@@ -12,32 +12,15 @@ import numpy as np
 import pytest
 
 from milepost.inference import grpc_predict_v2_pb2_grpc as oip_grpc
-from tests.agent.mesh import FakeCoordinator, Mesh, arm, code_of, direct, infer, route
+from tests.agent.conftest import started_mesh
+from tests.agent.mesh import Mesh, arm, code_of, direct, infer, route
 
 
 @pytest.fixture(scope="module")
 def strict_mesh(estimators, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    from agent.server import Agent, AgentConfig
-
-    compiled, rows = estimators
-    coordinator = FakeCoordinator()
-    for model, archive in compiled.values():
-        coordinator.archives[model.version] = archive
-    data = tmp_path_factory.mktemp("strict")
-    agents = {name: Agent(AgentConfig(coordinator=coordinator.address, data_dir=data / name, port=0, agent_id=name,
-                                      inference_auth=True))
-              for name in ("a1", "a2")}
-    for agent in agents.values():
-        agent.start()
-    for agent in agents.values():
-        assert agent.registration.registered.wait(10)
-    mesh = Mesh(coordinator, agents, {m.name: m for m, _ in compiled.values()}, rows)
-    mesh.load("a2", "dep-remote", "lr_b")
-    yield mesh
-    mesh.close()
-    for agent in agents.values():
-        agent.stop(grace=0)
-    coordinator.stop()
+    for mesh in started_mesh(estimators, tmp_path_factory.mktemp("strict"), inference_auth=True):
+        mesh.load("a2", "dep-remote", "lr_b")
+        yield mesh
 
 
 def test_a_remote_member_is_reached_where_agents_require_tokens(strict_mesh) -> None:

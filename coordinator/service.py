@@ -208,7 +208,8 @@ class CoordinatorServicer(ReviewHandlers, HealthHandlers, coordinator_pb2_grpc.C
     def Feedback(self, request: pb.FeedbackRequest, context: grpc.ServicerContext) -> pb.FeedbackResponse:
         values = list(request.values)
         if not all(math.isfinite(v) for v in (request.value, *values)):
-            raise InvalidArgument(f"feedback values must be finite numbers, got {values or request.value}")
+            raise InvalidArgument(f"feedback values must be finite numbers, got {values}" if values else
+                                  f"feedback value must be a finite number, got {request.value}")
         endpoint = self.endpoints.get(request.endpoint)
         policy = policy_of(endpoint)
         arm = request.arm or self._arm_for_key(request.endpoint, policy, request.key, _timeout(context))

@@ -30,6 +30,8 @@ def test_feedback_that_is_not_a_finite_number_is_refused_and_not_counted(served,
     with served.client as client:
         with pytest.raises(InvalidArgument, match="feedback value must be a finite number"):
             client.feedback("api", "k1", value, arm="primary")
+        with pytest.raises(InvalidArgument, match="feedback values must be finite numbers"):
+            client.feedback("api", "k1", [1.0, value], arm="primary")  # one outcome a row
         assert client.feedback("api", "k1", 1.0, arm="primary") == "primary"
         (arm,) = client.report("api").arms
     assert arm.feedback_count == 1 and arm.feedback_mean == 1.0

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 
-from agent import decision_log
+from agent import decision_files
 from agent.decision_log import DecisionLog
 from agent.deployments import DeploymentTable
 from agent.resources import GpuAssigner
@@ -112,4 +112,4 @@ class AgentControlServicer(agent_pb2_grpc.AgentServiceServicer):
             raise FailedPrecondition("this agent keeps no decision log")
         for table in self.decisions.read(request.endpoint, request.since, request.until, request.limit,
                                          request.decision_id):
-            yield agent_pb2.DecisionRows(arrow_ipc=decision_log.to_ipc(table))
+            yield agent_pb2.DecisionRows(arrow_ipc=decision_files.to_ipc(table))

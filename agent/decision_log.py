@@ -62,6 +62,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from agent import decision_files
 from milepost.core.errors import InvalidArgument, NotFound
 from milepost.core.tensor_codec import MATRIX_INPUT_NAME
 
@@ -405,9 +406,9 @@ class DecisionLog:
             handle.writer.close()
         finally:
             handle.sink.close()
-        table = _read_stream(handle.part)[0]
+        table = decision_files.read_stream(handle.part)[0]
         if table is not None and table.num_rows:
-            _seal(handle.part, table)
+            decision_files.seal(handle.part, table)
         handle.part.unlink()
 
     def _rotate_old(self) -> None:
@@ -433,7 +434,7 @@ class DecisionLog:
         coordinator alerts) and the file is moved to ``ENDPOINT/unreadable/``, never deleted."""
         if not self.directory.is_dir():
             return
-        for leftover in self.directory.glob(f"*/*{_SEALING}"):
+        for leftover in self.directory.glob(f"*/*{decision_files.SEALING}"):
             leftover.unlink()  # a Parquet file cut off while written; its .part is still here
         for part in sorted(self.directory.glob("*/*.part")):
             try:
@@ -443,12 +444,12 @@ class DecisionLog:
 
     def _recover_part(self, part: Path) -> None:
         endpoint = part.parent.name
-        counted = _decisions_named(part)
-        table, whole = _read_stream(part)
+        counted = decision_files.decisions_named(part)
+        table, whole = decision_files.read_stream(part)
         kept = len(pc.unique(table["decision_id"])) if table is not None and table.num_rows else 0
         lost = max(0, counted - kept) if counted is not None else (0 if whole else 1)
         if table is not None and table.num_rows:
-            _seal(part, table)
+            decision_files.seal(part, table)
         if whole and not lost:
             part.unlink()
             log.info("decision log: recovered %d decision(s) of %s from %s", kept, endpoint, part.name)
@@ -537,7 +538,7 @@ class DecisionLog:
             raise NotFound(f"decision {decision_id!r} is not in this agent's decision log (past retention?)")
 
 
-_SEALING = ".sealing"  # a Parquet file being written, renamed into place once whole
+
 
 
 def _schema_of(p: _Pending) -> pa.Schema:
@@ -583,64 +584,3 @@ def _matrix_column(values: np.ndarray, type_: pa.DataType) -> pa.Array:
     if pa.types.is_fixed_size_list(type_):
         return pa.FixedSizeListArray.from_arrays(pa.array(values.reshape(-1), type=type_.value_type), type=type_)
     return pa.array(values.reshape(-1), type=type_)
-
-
-def _decisions_named(part: Path) -> int | None:
-    """How many decisions a ``.part`` file's name says it was given; None for a name without a count."""
-    pieces = part.stem.split("-")
-    return int(pieces[2]) if len(pieces) == 3 and pieces[2].isdigit() else None
-
-
-def _read_stream(part: Path) -> tuple[pa.Table | None, bool]:
-    """What a ``.part`` file holds readably, and whether all of it was (a file cut off by a
-    crash ends in the middle of a write). A Parquet ``.part`` of an older agent is read whole or not at all."""
-    with open(part, "rb") as f:
-        magic = f.read(4)
-    if magic == b"PAR1":
-        try:
-            return pq.read_table(part), True
-        except (pa.ArrowInvalid, OSError):
-            return None, False
-    batches: list[pa.RecordBatch] = []
-    schema = None
-    whole = True
-    try:
-        with pa.OSFile(str(part), "rb") as source:
-            reader = pa.ipc.open_stream(source)
-            schema = reader.schema
-            while True:
-                try:
-                    batches.append(reader.read_next_batch())
-                except StopIteration:
-                    break
-    except (pa.ArrowInvalid, OSError):
-        whole = False
-    if schema is None:
-        return None, False
-    return pa.Table.from_batches(batches, schema=schema), whole
-
-
-def _seal(part: Path, table: pa.Table) -> Path:
-    """Write ``table``, the decisions of ``part``, as the closed Parquet file beside it: on disk
-    before it takes its name, so a crash leaves either the whole file or the ``.part``."""
-    span = pc.min_max(table["time"])
-    first, last = span["min"].value, span["max"].value
-    final = part.with_name(f"{first:020d}-{last:020d}-{table.num_rows}.parquet")
-    sealing = final.with_name(final.name + _SEALING)
-    with open(sealing, "wb") as f:
-        pq.write_table(table, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(sealing, final)
-    return final
-
-
-def to_ipc(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
-def from_ipc(data: bytes) -> pa.Table:
-    return pa.ipc.open_stream(data).read_all()

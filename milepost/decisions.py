@@ -47,7 +47,7 @@ def _agents(client: Client) -> dict[str, str]:
 
 
 def _ask(client: Client, address: str, request: agent_pb2.ListDecisionsRequest) -> list[pa.Table]:
-    from agent.decision_log import from_ipc
+    from agent.decision_files import from_ipc
 
     with auth.with_token(open_channel(address, client.tls, [("grpc.max_receive_message_length", -1)]),
                          client.token) as channel:

@@ -51,7 +51,7 @@ def infer(stub: pb_grpc.GRPCInferenceServiceStub, rows: np.ndarray, request_id: 
 def bits(decision: pa.Table) -> bytes:
     """A decision's rows but for what differs between two decisions of one request, bit for bit
     (Table.equals holds a NaN unequal to itself)."""
-    from agent.decision_log import to_ipc
+    from agent.decision_files import to_ipc
 
     return to_ipc(decision.drop_columns(list(PER_DECISION)).combine_chunks())
 

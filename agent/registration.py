@@ -40,7 +40,7 @@ from milepost.core.errors import MilepostError, PermissionDenied, Unauthenticate
 from milepost.core.settings import get_settings
 from milepost.v1 import coordinator_pb2 as pb
 from milepost.v1 import coordinator_pb2_grpc, routing_pb2, types_pb2
-from scoring_core.drift import ClosedWindow, LiveWindow
+from scoring_core.drift import ClosedWindow, LiveWindow, numeric_output, primary_output
 
 if TYPE_CHECKING:
     from agent.dataplane import InferenceRequest, InferenceResponse
@@ -83,7 +83,7 @@ class ScoredKeys:
         policy = route.policy if route is not None else None
         key = request.parameters.get(policy.key_parameter, "") if policy is not None else ""
         outputs = response.batch
-        if not key or not response.arms or outputs.num_rows == 0 or not _numeric(outputs.column(0).type):
+        if not key or not response.arms or outputs.num_rows == 0 or not numeric_output(outputs.column(0).type):
             return
         parameters = {k: v[:256] for k, v in itertools.islice(
             ((k, v) for k, v in request.parameters.items() if not k.startswith("milepost-")), MAX_ATTRIBUTES)}
@@ -130,7 +130,7 @@ class _Scored:
     columns: dict[str, Any]  # group columns: name -> Arrow array
 
     def message(self, predictions: list[float]) -> pb.ScoredKey | None:
-        """Its message, with its rows' ``predictions`` (row_predictions); None when none is finite:
+        """Its message, with its rows' ``predictions`` (scoring_core.drift.primary_output); None when none is finite:
         nothing that feedback could be judged against."""
         if not any(map(math.isfinite, predictions)):
             return None
@@ -155,7 +155,7 @@ def _messages(scored: list[_Scored]) -> list[pb.ScoredKey]:
     for i, s in enumerate(scored):
         by_type.setdefault(s.outputs.type, []).append(i)
     for indexes in by_type.values():
-        together = row_predictions(pa.concat_arrays([scored[i].outputs for i in indexes])).tolist()
+        together = primary_output(pa.concat_arrays([scored[i].outputs for i in indexes])).astype(np.float64).tolist()
         start = 0
         for i in indexes:
             end = start + len(scored[i].outputs)
@@ -163,28 +163,11 @@ def _messages(scored: list[_Scored]) -> list[pb.ScoredKey]:
     return [m for i, s in enumerate(scored) if (m := s.message(predictions[i])) is not None]
 
 
-def _numeric(kind: Any) -> bool:
-    values = kind.value_type if hasattr(kind, "list_size") else kind
-    return bool(pa.types.is_floating(values) or pa.types.is_integer(values) or pa.types.is_boolean(values))
-
-
 def group_columns(inputs: Any) -> dict[str, Any]:
     """The text, integer and boolean columns of a batch, by name (a tensor input has none)."""
     return {field.name: column for field, column in zip(inputs.schema, inputs.columns)
             if pa.types.is_string(field.type) or pa.types.is_large_string(field.type) or pa.types.is_integer(field.type)
             or pa.types.is_boolean(field.type) or pa.types.is_dictionary(field.type)}
-
-
-def row_predictions(column: Any) -> np.ndarray:
-    """Every row's primary output as a number (see ScoredKeys); NaN where it is null."""
-    width = getattr(column.type, "list_size", None)
-    if width is None:
-        return column.cast(pa.float64()).to_numpy(zero_copy_only=False)
-    flat = column.values.slice(column.offset * width, len(column) * width).cast(pa.float64())
-    rows = flat.to_numpy(zero_copy_only=False).reshape(-1, width)
-    if width > 2:
-        return rows.argmax(axis=1).astype(np.float64)
-    return rows[:, -1] if width else np.full(len(column), np.nan)
 
 
 class RouteHolder(Protocol):

@@ -473,18 +473,34 @@ def _matrix(batch: Any, width: int) -> np.ndarray | None:
 
 
 def prediction_values(outputs: Any, prediction: FeatureBaseline) -> Any:
-    """The scored batch's primary output as the baseline took it: a value, P(class 1) of two
-    probabilities, or the index of the largest of more. ``outputs``: a
-    RecordBatch, or the (n, k) scores of the matrix lane (one value a row when k is 1)."""
+    """The scored batch's primary output as the baseline took it (``primary_output``), or a
+    text label column as its values. ``outputs``: a RecordBatch, or the (n, k) scores of the
+    matrix lane."""
     if isinstance(outputs, np.ndarray):
-        values = outputs if outputs.shape[1] > 1 else outputs[:, 0]
+        return primary_output(outputs)
+    column = outputs.column(0)
+    return primary_output(column) if numeric_output(column.type) else column.to_numpy(zero_copy_only=False)
+
+
+def numeric_output(kind: pa.DataType) -> bool:
+    """Whether an output column of this type is numbers (a value, or a fixed-size list of them)."""
+    values = kind.value_type if pa.types.is_fixed_size_list(kind) else kind
+    return bool(pa.types.is_floating(values) or pa.types.is_integer(values) or pa.types.is_boolean(values))
+
+
+def primary_output(outputs: Any) -> np.ndarray:
+    """A model's primary output, one number a row: the value, P(class 1) of two probabilities,
+    or the index of the largest of more (int64); NaN where it is null. ``outputs``: a numeric
+    Arrow column (``numeric_output``) or an (n, k) array. The one rule for drift's prediction
+    baseline and for the predictions that feedback is judged against (agent.registration)."""
+    if isinstance(outputs, np.ndarray):
+        rows = outputs
     else:
-        column = outputs.column(0)
-        if hasattr(column.type, "list_size"):
-            width = column.type.list_size
-            values = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(-1, width)
-        else:
-            values = column.to_numpy(zero_copy_only=False)
-    if values.ndim == 2:
-        return values[:, -1] if prediction.numeric else values.argmax(axis=1)
-    return values.astype(np.float64) if prediction.numeric else values
+        width = outputs.type.list_size if pa.types.is_fixed_size_list(outputs.type) else None
+        if width is None:
+            return outputs.cast(pa.float64()).to_numpy(zero_copy_only=False)
+        flat = outputs.values.slice(outputs.offset * width, len(outputs) * width).cast(pa.float64())
+        rows = flat.to_numpy(zero_copy_only=False).reshape(-1, width)
+    if rows.shape[1] > 2:
+        return rows.argmax(axis=1)
+    return rows[:, -1] if rows.shape[1] else np.full(len(rows), np.nan)

@@ -8,7 +8,9 @@ import json
 import math
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -266,8 +268,10 @@ def test_explain_a_logged_decision_agrees_with_xgboost(served, admin, xgb_bundle
     assert [s["row"] for s in shown] == [0, 1] and shown[0]["decision_id"] == decision_id
 
 
-def test_decisions_are_read_from_every_agent_serving_the_endpoint(tmp_path, xgb_bundle) -> None:
-    from milepost import decisions
+@contextmanager
+def logging_everything(tmp_path, xgb_bundle, replicas: int) -> Iterator[tuple[Any, Any]]:
+    """A coordinator, agents a1 and a2, and endpoint "risk" (``replicas`` of the XGBoost model)
+    logging every decision: (the agents, an admin client)."""
     from tests.chaos import nodes
 
     coord = nodes.coordinator(tmp_path / "coordinator")
@@ -277,23 +281,30 @@ def test_decisions_are_read_from_every_agent_serving_the_endpoint(tmp_path, xgb_
             agents.start(agent_id)
         with nodes.client(coord) as admin:
             admin.push_model(xgb_bundle, "xgb")
-            admin.deploy("risk", "xgb", replicas=2)
+            admin.deploy("risk", "xgb", replicas=replicas)
             admin.set_decision_log("risk", 1.0)
-            for node in agents.running.values():
-                wait_for(lambda node=node: (r := node.router.table.get("risk")) is not None
-                         and r.decision_sample_rate == 1.0 and len(r.remotes) == 1, f"{node.agent_id}'s route")
-            rows = np.random.default_rng(9).normal(size=(6, FEATURES)).astype(np.float32)
-            for i, node in enumerate([*agents.running.values()] * 3):
-                admin.infer("risk", rows[i:i + 1], agent=node.address)
-            table = decisions.list_decisions(admin, "risk")
-            holders = [d.split("/")[0] for d in table["decision_id"].to_pylist()]
-            assert sorted(holders) == ["a1"] * 3 + ["a2"] * 3
-            assert table["time"].to_pylist() == sorted(table["time"].to_pylist())
-            assert decisions.replay(admin, table["decision_id"][-1].as_py()).identical
-            assert decisions.list_decisions(admin, "risk", limit=4).num_rows == 4
+            yield agents, admin
     finally:
         agents.stop_all()
         coord.stop()
+
+
+def test_decisions_are_read_from_every_agent_serving_the_endpoint(tmp_path, xgb_bundle) -> None:
+    from milepost import decisions
+
+    with logging_everything(tmp_path, xgb_bundle, replicas=2) as (agents, admin):
+        for node in agents.running.values():
+            wait_for(lambda node=node: (r := node.router.table.get("risk")) is not None
+                     and r.decision_sample_rate == 1.0 and len(r.remotes) == 1, f"{node.agent_id}'s route")
+        rows = np.random.default_rng(9).normal(size=(6, FEATURES)).astype(np.float32)
+        for i, node in enumerate([*agents.running.values()] * 3):
+            admin.infer("risk", rows[i:i + 1], agent=node.address)
+        table = decisions.list_decisions(admin, "risk")
+        holders = [d.split("/")[0] for d in table["decision_id"].to_pylist()]
+        assert sorted(holders) == ["a1"] * 3 + ["a2"] * 3
+        assert table["time"].to_pylist() == sorted(table["time"].to_pylist())
+        assert decisions.replay(admin, table["decision_id"][-1].as_py()).identical
+        assert decisions.list_decisions(admin, "risk", limit=4).num_rows == 4
 
 
 def test_a_decision_asked_to_explain_itself_logs_the_models_answer_and_replays_identical(served, admin) -> None:
@@ -369,26 +380,14 @@ def test_a_remote_arms_decision_is_logged_once_by_the_agent_that_routed_it(tmp_p
     """The agent that routes a request to another agent's replica logs the decision; that agent,
     called by the cluster's own identity (agent.routing.members), does not log it again."""
     from milepost import decisions
-    from tests.chaos import nodes
 
-    coord = nodes.coordinator(tmp_path / "coordinator")
-    agents = nodes.Agents(coord.address, tmp_path, lambda agent_id: coord.tokens.create(agent_id, "agent")[1])
-    try:
-        for agent_id in ("a1", "a2"):
-            agents.start(agent_id)
-        with nodes.client(coord) as admin:
-            admin.push_model(xgb_bundle, "xgb")
-            admin.deploy("risk", "xgb", replicas=1)
-            admin.set_decision_log("risk", 1.0)
-            (router,) = [n for n in agents.running.values() if not n.table.hosted()]
-            wait_for(lambda: (r := router.router.table.get("risk")) is not None and r.decision_sample_rate == 1.0
-                     and len(r.remotes) == 1, "the routing agent's route to the other's replica")
-            rows = np.random.default_rng(12).normal(size=(3, FEATURES)).astype(np.float32)
-            for i in range(3):
-                admin.infer("risk", rows[i:i + 1], agent=router.address)
-            table = decisions.list_decisions(admin, "risk")
-            assert [d.split("/")[0] for d in table["decision_id"].to_pylist()] == [router.agent_id] * 3
-            assert set(table["arm"].to_pylist()) == {"primary"} and set(table["model"].to_pylist()) == {"xgb"}
-    finally:
-        agents.stop_all()
-        coord.stop()
+    with logging_everything(tmp_path, xgb_bundle, replicas=1) as (agents, admin):
+        (router,) = [n for n in agents.running.values() if not n.table.hosted()]
+        wait_for(lambda: (r := router.router.table.get("risk")) is not None and r.decision_sample_rate == 1.0
+                 and len(r.remotes) == 1, "the routing agent's route to the other's replica")
+        rows = np.random.default_rng(12).normal(size=(3, FEATURES)).astype(np.float32)
+        for i in range(3):
+            admin.infer("risk", rows[i:i + 1], agent=router.address)
+        table = decisions.list_decisions(admin, "risk")
+        assert [d.split("/")[0] for d in table["decision_id"].to_pylist()] == [router.agent_id] * 3
+        assert set(table["arm"].to_pylist()) == {"primary"} and set(table["model"].to_pylist()) == {"xgb"}

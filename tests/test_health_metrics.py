@@ -9,24 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import scoring_core
 from coordinator.metrics import HEALTH_EVERY_S, CoordinatorCollector
 from milepost.core.exposition import exposition
+from tests.metrics_text import gauges
 from tests.test_health import windows_of
 
 N = 120
 WINDOW = 60
-
-
-def gauges(text: str, name: str) -> dict[tuple, float]:
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                found[tuple(sorted(sample.labels.items()))] = sample.value
-    return found
 
 
 @pytest.fixture(scope="module")

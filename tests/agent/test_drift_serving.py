@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 import scoring_core
 from milepost.core.settings import reset_settings
+from tests.metrics_text import gauges
 
 SHIFTED = 2
 
@@ -24,15 +24,6 @@ def drift_window(monkeypatch: pytest.MonkeyPatch):
     reset_settings()
     yield
     reset_settings()
-
-
-def gauges(text: str, name: str) -> dict[tuple, float]:
-    found = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                found[tuple(sorted(sample.labels.items()))] = sample.value
-    return found
 
 
 def test_a_shifted_feature_is_flagged_within_one_window_and_no_other(drift_window, cluster, tmp_path) -> None:

@@ -15,6 +15,7 @@ import scoring_core
 from milepost.cli import main
 from milepost.core.errors import FailedPrecondition
 from tests.conftest import wait_until
+from tests.health_models import labels, trained_logistic
 
 N = 240
 WITH_OUTCOMES = 180
@@ -22,18 +23,15 @@ WITH_OUTCOMES = 180
 
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory):
-    from sklearn.linear_model import LogisticRegression
-
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(2_000, 3)).astype(np.float32)
-    y = (X @ np.array([1.5, -1.0, 0.5]) + rng.normal(size=2_000) > 0).astype(int)
+    X, estimator = trained_logistic(rng, 2_000)
     path = tmp_path_factory.mktemp("fairness") / "lr"
-    scoring_core.compile(LogisticRegression().fit(X, y)).save(path)
+    scoring_core.compile(estimator).save(path)
     live = rng.normal(size=(N, 3)).astype(np.float32)
     group = rng.choice(["a", "b"], size=N)
     live[group == "b", 0] -= 0.8  # group b is selected less often
     region = rng.choice(["north", "south"], size=N)
-    truth = (live @ np.array([1.5, -1.0, 0.5]) + rng.normal(size=N) > 0).astype(int)
+    truth = labels(rng, live)
     return path, live, group, region, truth
 
 

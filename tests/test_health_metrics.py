@@ -13,6 +13,7 @@ import pytest
 import scoring_core
 from coordinator.metrics import HEALTH_EVERY_S, CoordinatorCollector
 from milepost.core.exposition import exposition
+from tests.health_models import trained_logistic
 from tests.metrics_text import gauges
 from tests.test_health import windows_of
 
@@ -22,13 +23,10 @@ WINDOW = 60
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory):
-    from sklearn.linear_model import LogisticRegression
-
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(3_000, 3)).astype(np.float32)
-    y = (X @ np.array([1.5, -1.0, 0.5]) + rng.normal(size=3_000) > 0).astype(int)
+    X, estimator = trained_logistic(rng, 3_000)
     path = tmp_path_factory.mktemp("metrics") / "lr"
-    scoring_core.compile(LogisticRegression().fit(X, y), baseline=X).save(path)
+    scoring_core.compile(estimator, baseline=X).save(path)
     return path
 
 

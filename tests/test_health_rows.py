@@ -19,6 +19,7 @@ from sklearn import metrics
 
 import scoring_core
 from milepost.cli import main
+from tests.health_models import labels, trained_logistic
 
 REQUESTS = 30
 ROWS = 8
@@ -27,17 +28,14 @@ WITH_OUTCOMES = 20  # requests whose outcomes come back
 
 @pytest.fixture(scope="module")
 def population(tmp_path_factory: pytest.TempPathFactory):
-    from sklearn.linear_model import LogisticRegression
-
     rng = np.random.default_rng(0)
-    X = rng.normal(size=(2_000, 3)).astype(np.float32)
-    y = (X @ np.array([1.5, -1.0, 0.5]) + rng.normal(size=2_000) > 0).astype(int)
+    X, estimator = trained_logistic(rng, 2_000)
     path = tmp_path_factory.mktemp("rows") / "lr"
-    scoring_core.compile(LogisticRegression().fit(X, y)).save(path)
+    scoring_core.compile(estimator).save(path)
     live = rng.normal(size=(REQUESTS * ROWS, 3)).astype(np.float32)
     group = np.repeat(["a", "b"] * (REQUESTS // 2), ROWS)  # a request's rows share its group parameter
     live[group == "b", 0] -= 0.8
-    truth = (live @ np.array([1.5, -1.0, 0.5]) + rng.normal(size=len(live)) > 0).astype(int)
+    truth = labels(rng, live)
     return path, live, group, truth
 
 

@@ -129,7 +129,11 @@ class MicroBatcher(LoadedModel):
         self.scores_inline = model.scores_inline
         self._queue: deque[_Pending] = deque()
         self._queued_rows = 0
-        self._cond = threading.Condition()
+        # The condition's own lock, for the matrix lane's short sections: ``with`` on a plain lock
+        # runs in C, on a Condition through two Python calls (a one-row request takes both twice).
+        self._mutex = threading.Lock()
+        self._cond = threading.Condition(self._mutex)
+        self._max_delay_s = self.config.effective_max_delay_s  # the settings are frozen
         self._leading = False  # a caller is scoring a batch now
         self._closed = False
         self._cost = _Cost()
@@ -188,10 +192,10 @@ class MicroBatcher(LoadedModel):
         batch is queued or being scored, the deployment waits to fill batches, the event
         loop may not take it, or the model takes Arrow only."""
         rows = X.shape[0]
-        if must_not_block() and self._inline_refusal(rows):
+        if self._max_delay_s or (must_not_block() and self._inline_refusal(rows)):
             return None
-        with self._cond:
-            if self._closed or self._leading or self._queue or self.config.effective_max_delay_s:
+        with self._mutex:
+            if self._closed or self._leading or self._queue:
                 return None
             self._leading = True
         try:
@@ -207,7 +211,7 @@ class MicroBatcher(LoadedModel):
         """Why a batch of ``rows`` may not be scored on an event loop; None when it may."""
         if not self.model.scores_inline:
             return f"a {self.platform} model scores on a worker thread"
-        if self.config.effective_max_delay_s:
+        if self._max_delay_s:
             return "this deployment waits max_delay to fill its batches"
         if self._cost.guess_ns(rows) > INLINE_BUDGET_NS:
             return f"{rows} rows take longer than an event loop may be held"
@@ -247,7 +251,7 @@ class MicroBatcher(LoadedModel):
 
     def _pass_lead(self) -> None:
         """The batch is scored: the first request still queued leads next, or nobody does."""
-        with self._cond:
+        with self._mutex:
             if self._queue:
                 following = self._queue[0]
                 following.lead = True

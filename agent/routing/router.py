@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -79,12 +80,12 @@ class Served:
     version: str = ""
 
 
-@dataclass(frozen=True)
-class MatrixServed:
+class MatrixServed(NamedTuple):
     """The matrix lane's answer (``Router.serve_matrix``): the chosen model's (n, k) scores,
     and how its one output column goes on the wire: its name, and whether it has one value a
     row (``[n]``) or k (``[n, k]``); ``output_field`` is that column as ``serve`` answers it
-    (the decision log builds the logged outputs from it)."""
+    (the decision log builds the logged outputs from it). A named tuple: one is made for
+    every small request, and a frozen dataclass takes seven ``object.__setattr__`` calls."""
 
     values: np.ndarray
     output_name: str

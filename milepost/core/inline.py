@@ -17,8 +17,6 @@ it for a failure of the request.
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 _on_loop = contextvars.ContextVar("milepost_on_event_loop", default=False)
 
@@ -38,11 +36,16 @@ def refuse_blocking(why: str) -> None:
         raise WouldBlock(why)
 
 
-@contextmanager
-def on_event_loop() -> Iterator[None]:
-    """Mark the code inside as running on an event loop, where it must not block."""
-    token = _on_loop.set(True)
-    try:
-        yield
-    finally:
-        _on_loop.reset(token)
+class on_event_loop:  # noqa: N801 - used as a function: ``with on_event_loop():``
+    """Mark the code inside as running on an event loop, where it must not block.
+
+    A class rather than a generator context manager: every small request enters one, and
+    this costs a third of what ``contextlib.contextmanager`` does."""
+
+    __slots__ = ("_token",)
+
+    def __enter__(self) -> None:
+        self._token = _on_loop.set(True)
+
+    def __exit__(self, *exc: object) -> None:
+        _on_loop.reset(self._token)

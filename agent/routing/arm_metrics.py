@@ -119,10 +119,6 @@ class ArmMetricsBook:
     def record(self, endpoint: str, arm: str, latency_ms: float, outputs: pa.RecordBatch | None, failed: bool) -> None:
         self.arm(endpoint, arm).record(latency_ms, first_output_values(outputs) if outputs is not None else None, failed)
 
-    def record_matrix(self, endpoint: str, arm: str, latency_ms: float, outputs: np.ndarray) -> None:
-        """A call of the matrix lane that answered ``outputs`` (agent.routing.router.serve_matrix)."""
-        self.arm(endpoint, arm).record(latency_ms, matrix_output_values(outputs), False)
-
     def record_comparison(self, endpoint: str, arm: str, primary: pa.RecordBatch, shadow: pa.RecordBatch) -> None:
         compared, total = compare(primary, shadow)
         self.arm(endpoint, arm).record_comparison(compared, total)

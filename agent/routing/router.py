@@ -40,7 +40,7 @@ import pyarrow as pa
 from agent.deployments import DeploymentTable, Hosted
 from agent.routing import ensemble
 from agent.routing import route_table as tables
-from agent.routing.arm_metrics import ArmMetricsBook
+from agent.routing.arm_metrics import ArmMetricsBook, ArmRecorder, matrix_output_values
 from agent.routing.ensemble import MemberAnswer
 from agent.routing.members import Channels
 from agent.routing.route_table import Route, RouteTable
@@ -99,10 +99,15 @@ class MatrixServed(NamedTuple):
 @dataclass(frozen=True)
 class _MatrixRoute:
     """What the matrix lane needs of a route, worked out once per table: the width of its
-    models' matrix and, per deployment, its output column's (name, one value a row, field)."""
+    models' matrix; per deployment, its output column's (name, one value a row, field); the
+    route, whether an arm is available (``Router._available`` for this route), and each arm's
+    counters when the route was pushed (None for a deployment's own route, which has none)."""
 
     width: int
     outputs: Mapping[str, tuple[str, bool, pa.Field]]
+    route: Route
+    available: Callable[[Arm], bool]
+    recorders: Mapping[str, ArmRecorder] | None
 
 
 @dataclass(frozen=True)
@@ -277,28 +282,27 @@ class Router:
         plan = self._matrix_route(table, endpoint)
         if plan is None or plan.width != X.shape[1]:
             return None
-        route = table.routes[endpoint]
-        policy = route.policy
+        policy = plan.route.policy
         assert policy is not None
         if parameters and parameters.get(policy.key_parameter):
             return None  # keyed requests are remembered by key (ServedKeys) from Arrow answers
-        path = (endpoint,)
-        (arm,) = policy.choose(None, lambda a: self._available(table, route, a, path)).arms
+        (arm,) = policy.choose(None, plan.available).arms
         hosted = self._local.get(arm.deployment_id)
         if hosted is None:
             return None
+        recorders = plan.recorders  # None: a local deployment's synthesised route has no arms to report or count
         started = time.perf_counter()
         try:
             values = hosted.model.predict_matrix(X)
         except BaseException:
-            if route.pushed:
-                self.metrics.record(endpoint, arm.name, _ms_since(started), None, failed=True)
+            if recorders is not None:
+                recorders[arm.name].record(_ms_since(started), None, failed=True)
             raise
         if values is None:
             return None
         arms: tuple[str, ...] = ()
-        if route.pushed:  # a local deployment's synthesised route has no arms to report or count
-            self.metrics.record_matrix(endpoint, arm.name, _ms_since(started), values)
+        if recorders is not None:
+            recorders[arm.name].record(_ms_since(started), matrix_output_values(values), False)
             arms = (arm.name,)
         name, rows_only, output = plan.outputs[arm.deployment_id]
         return MatrixServed(values, name, rows_only, arms, (arm.deployment_id,), hosted.version, output)
@@ -310,10 +314,10 @@ class Router:
             plans = {}
             self._matrix = (table, plans)
         if endpoint not in plans:
-            plans[endpoint] = self._plan_matrix(table.get(endpoint))
+            plans[endpoint] = self._plan_matrix(table, table.get(endpoint))
         return plans[endpoint]
 
-    def _plan_matrix(self, route: Route | None) -> _MatrixRoute | None:
+    def _plan_matrix(self, table: RouteTable, route: Route | None) -> _MatrixRoute | None:
         if route is None or route.policy is None:
             return None
         if route.policy.kind not in ("single", "split", "canary", "bandit"):
@@ -336,7 +340,12 @@ class Router:
                 outputs[arm.deployment_id] = (field.name, True, field)
             else:
                 return None
-        return _MatrixRoute(widths.pop(), outputs) if len(widths) == 1 else None
+        if len(widths) != 1:
+            return None
+        path = (route.endpoint,)
+        recorders = ({a.name: self.metrics.arm(route.endpoint, a.name) for a in route.policy.arms}
+                     if route.pushed else None)
+        return _MatrixRoute(widths.pop(), outputs, route, lambda a: self._available(table, route, a, path), recorders)
 
     def _serve_version(
         self, request: _Request, endpoint: str, batch: pa.RecordBatch, version: str, deadline: Deadline,

@@ -229,7 +229,7 @@ class DataPlane:
             self.answered_on_loop += 1
         waited = queue_wait_ns.get()
         stats.record_success(batch.num_rows, decoded - started, scored - decoded - waited, time.perf_counter_ns() - scored,
-                             waited, response.arms)
+                             waited, response.arms, response.version)
         if self.decisions is not None:  # queues references at most; never blocks or raises
             if hosted is None:
                 self.decisions.offer(table.get(request.name), request, batch, decided)
@@ -279,24 +279,40 @@ class DataPlane:
         self.answered_by_matrix += 1
         if must_not_block():
             self.answered_on_loop += 1
-        stats.record_success(X.shape[0], 0, scored - started, time.perf_counter_ns() - scored, arms=served.arms)
+        stats.record_success(X.shape[0], 0, scored - started, time.perf_counter_ns() - scored, arms=served.arms,
+                             version=served.version)
         if self.decisions is not None:  # a coin toss and a queued reference at most
             self.decisions.offer_matrix(route, request_id, size_bytes, X, served)
         return reply
 
     def describe(self, name: str, version: str = "") -> ModelDescription:
-        """A served name, or a deployment id hosted here (how remote members learn schemas)."""
+        """A served name, or a deployment id hosted here (how remote members learn schemas). With
+        ``version``, the model that serves that version: on an endpoint, the arm a request naming
+        it is served by (Router.pinned), with the same NOT_FOUND or ambiguous-prefix errors."""
         table = self.router.table
-        if table.get(name) is not None:
-            described = self.router.describe(table, name)
-        else:
-            hosted = self.deployments.get(name)
-            if hosted is None:
-                raise NotFound(f"model {name!r} is not served by this agent")
-            described = describe_hosted(hosted)
+        route = table.get(name)
+        if route is not None and version:
+            _, described = self.router.pinned(table, name, version)
+            return replace(described, routing_policy=route.policy.kind) if route.pushed and route.policy else described
+        if route is not None:
+            return self.router.describe(table, name)
+        hosted = self.deployments.get(name)
+        if hosted is None:
+            raise NotFound(f"model {name!r} is not served by this agent")
+        described = describe_hosted(hosted)
         if version and not serves(version, described.version, described.digest):
             raise NotFound(f"version {version!r} of model {name!r} is not served here; serving {described.version}")
         return described
+
+    def versions(self, name: str) -> list[str]:
+        """The model versions ``name`` serves, the one it describes first: each arm's of an
+        endpoint whose arms serve different versions (Router.arm_versions), so that every version
+        a request may name is listed; a deployment's one."""
+        first = self.describe(name).version
+        table = self.router.table
+        if table.get(name) is None:
+            return [first]
+        return list(dict.fromkeys([first, *self.router.arm_versions(table, name).values()]))
 
     def is_ready(self, name: str, version: str = "") -> bool:
         table = self.router.table

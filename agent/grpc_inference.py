@@ -12,9 +12,11 @@ is how remote members learn them.
 
 ModelStreamInfer (Triton's bidirectional stream) serves each request of the
 stream as ModelInfer does, in order: its answer, or its error in
-``error_message``, and the stream goes on. The stream holds a worker of the
-server's streams pool while it is open, and ends with DEADLINE_EXCEEDED when
-no request comes for ``stream_idle_timeout_s`` (milepost.core.grpc_server).
+``error_message``, and the stream goes on; a request with
+``triton_enable_empty_final_response`` gets ``triton_final_response`` = true on
+its answer. The stream holds a worker of the server's streams pool while it is
+open, and ends with DEADLINE_EXCEEDED when no request comes for
+``stream_idle_timeout_s`` (milepost.core.grpc_server).
 
 ModelInfer is tried first on the server's event loop (INLINE_METHODS; milepost.core.inline):
 a small request to a model hosted here is answered without a thread hop.
@@ -41,6 +43,11 @@ from milepost.inference import grpc_predict_v2_pb2 as pb
 from milepost.inference import grpc_predict_v2_pb2_grpc
 
 EXTENSIONS = ["model_configuration", "statistics"]
+# Triton's stream flags: a client asking for the first gets the second on the last answer to each
+# request; every model here answers a request once, so each answer is the final one (as Triton
+# marks a non-decoupled model's), and no empty answer follows.
+ENABLE_FINAL_RESPONSE = "triton_enable_empty_final_response"
+FINAL_RESPONSE = "triton_final_response"
 INLINE_METHODS = frozenset({"/inference.GRPCInferenceService/ModelInfer"})
 log = logging.getLogger("milepost.agent")
 
@@ -107,15 +114,15 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
     ) -> Iterator[pb.ModelStreamInferResponse]:
         for request in request_iterator:
             try:
-                response = self.ModelInfer(request, context)
+                answer = pb.ModelStreamInferResponse(infer_response=self.ModelInfer(request, context))
             except MilepostError as err:
-                yield _stream_error(request, err.message)
-                continue
+                answer = _stream_error(request, err.message)
             except Exception:  # noqa: BLE001 - our bug: a generic message, the traceback logged, the stream goes on
                 log.exception("unhandled error in ModelStreamInfer")
-                yield _stream_error(request, "internal error in ModelStreamInfer; see the server log")
-                continue
-            yield pb.ModelStreamInferResponse(infer_response=response)
+                answer = _stream_error(request, "internal error in ModelStreamInfer; see the server log")
+            if _wants_final_flag(request):
+                answer.infer_response.parameters[FINAL_RESPONSE].bool_param = True
+            yield answer
 
 
 def response_of(name: str, request_id: str, served: InferenceResponse | MatrixServed,
@@ -139,9 +146,11 @@ def server_metadata() -> pb.ServerMetadataResponse:
 
 
 def model_metadata(core: DataPlane, name: str, version: str) -> pb.ModelMetadataResponse:
+    """The model a name (and version) stands for, listing every version a request may name."""
     d = core.describe(name, version)
     return pb.ModelMetadataResponse(
-        name=name, versions=[d.version], platform=d.platform, inputs=d.input_metadata(), outputs=d.output_metadata(),
+        name=name, versions=core.versions(name), platform=d.platform, inputs=d.input_metadata(),
+        outputs=d.output_metadata(),
     )
 
 
@@ -150,7 +159,9 @@ def model_config(core: DataPlane, name: str, version: str) -> pb.ModelConfigResp
 
 
 def model_statistics(core: DataPlane, name: str, version: str) -> pb.ModelStatisticsResponse:
-    """The statistics of ``name``, or of every name served when it is empty."""
+    """The statistics of ``name``, or of every name served when it is empty: one entry per name,
+    or per version for an endpoint whose arms serve different ones (EndpointStatistics.by_version),
+    only ``version``'s when one is asked for."""
     router = core.router
     if name and router.table.get(name) is None:
         raise NotFound(f"model {name!r} is not served by this agent")
@@ -160,10 +171,23 @@ def model_statistics(core: DataPlane, name: str, version: str) -> pb.ModelStatis
         # perf_analyzer reads as an integer); "" when that needs an agent that does not answer now.
         try:
             served_version = core.describe(served, version).version
+            arm_versions = router.arm_versions(router.table, served)
+            first = core.describe(served).version if version else served_version
         except (Unavailable, DeadlineExceeded):
-            served_version = ""
-        stats.append(_statistics(served, served_version, core.statistics(served)))
+            served_version, arm_versions, first = "", {}, ""
+        counted = core.statistics(served)
+        if not first or len(counted.versions() | set(arm_versions.values())) < 2:
+            stats.append(_statistics(served, served_version, counted))
+            continue
+        for each, share in counted.by_version(first, arm_versions.values()).items():
+            if not version or each == served_version:
+                stats.append(_statistics(served, each, share))
     return pb.ModelStatisticsResponse(model_stats=stats)
+
+
+def _wants_final_flag(request: pb.ModelInferRequest) -> bool:
+    parameter = request.parameters.get(ENABLE_FINAL_RESPONSE)
+    return parameter is not None and parameter.WhichOneof("parameter_choice") == "bool_param" and parameter.bool_param
 
 
 def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:

@@ -232,7 +232,7 @@ class RestApp:
             name=call.model,
             decode=lambda schema: tensor_codec.decode_inputs(
                 message if message is not None else rest_tensors.to_protobuf(parsed, call.model, call.version),
-                schema, max_rows=self._max_batch_rows),
+                schema, max_rows=self._max_batch_rows, raw_label=rest_tensors.BINARY_DATA),
             version=call.version,
             parameters=parsed.parameters,
             deadline=deadline,

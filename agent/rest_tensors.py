@@ -32,6 +32,7 @@ from milepost.inference import grpc_predict_v2_pb2 as pb
 
 # Request parameters that shape the REST answer; they are not passed on to routing.
 BINARY_OUTPUT = "binary_data_output"
+BINARY_DATA = "binary_data_size"  # what an input's raw bytes are called in tensor_codec's messages on HTTP
 TIMEOUT = "timeout"  # microseconds, as tritonclient's `timeout=` sends it
 _UNSUPPORTED_TENSOR_PARAMETERS = {
     "shared_memory_region": "shared memory is not supported; send the tensor's data in the body",

@@ -7,6 +7,10 @@ split, canary, shadow (the primary; mirrors are not the caller's answer) and ban
 member of an ensemble, each of which took part in all of it. A request served with no arm
 (a deployment called by id, as other agents' remote members do, or a deployment's own route)
 counts under arm ``""``.
+
+An endpoint whose arms serve different model versions answers ModelStatistics with one entry
+per version (``by_version``), as Triton does for a model with several versions: perf_analyzer
+and Triton's tools read the counts of the version they asked for.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 import copy
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 NO_ARM = ("",)
@@ -40,8 +44,13 @@ class Served:
     compute_input: Duration = field(default_factory=Duration)
     compute_infer: Duration = field(default_factory=Duration)
     compute_output: Duration = field(default_factory=Duration)
+    success: Duration = field(default_factory=Duration)  # answered requests, their time in the three phases
+    last_inference_ms: int = 0
+    version: str = ""  # an arm's: the model version that answered its last request ("" for an ensemble's)
 
-    def _add(self, rows: int, input_ns: int, infer_ns: int, output_ns: int, queue_ns: int) -> None:
+    def _add(self, rows: int, input_ns: int, infer_ns: int, output_ns: int, queue_ns: int, now_ms: int) -> None:
+        self.last_inference_ms = now_ms
+        self.success.add(input_ns + infer_ns + output_ns)
         self.inference_count += rows
         self.execution_count += 1
         self.queue.add(queue_ns)
@@ -49,28 +58,38 @@ class Served:
         self.compute_infer.add(infer_ns)
         self.compute_output.add(output_ns)
 
+    def _merge(self, other: Served) -> None:
+        self.last_inference_ms = max(self.last_inference_ms, other.last_inference_ms)
+        self.inference_count += other.inference_count
+        self.execution_count += other.execution_count
+        for mine, theirs in ((self.success, other.success), (self.queue, other.queue),
+                             (self.compute_input, other.compute_input), (self.compute_infer, other.compute_infer),
+                             (self.compute_output, other.compute_output)):
+            mine.count += theirs.count
+            mine.ns += theirs.ns
+
 
 @dataclass
 class EndpointStatistics(Served):
-    last_inference_ms: int = 0
-    success: Duration = field(default_factory=Duration)
     fail: Duration = field(default_factory=Duration)
     arms: dict[str, Served] = field(default_factory=dict)  # arm -> its requests' share (module docstring)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record_success(
         self, rows: int, input_ns: int, infer_ns: int, output_ns: int, queue_ns: int = 0, arms: Sequence[str] = (),
+        version: str = "",
     ) -> None:
-        """One answered request of ``rows`` rows, its phases' times, and the arm(s) that answered it."""
+        """One answered request of ``rows`` rows, its phases' times, the arm(s) that answered it and
+        the model version it was answered by."""
+        now_ms = int(time.time() * 1000)
         with self._lock:
-            self._add(rows, input_ns, infer_ns, output_ns, queue_ns)
-            self.last_inference_ms = int(time.time() * 1000)
-            self.success.add(input_ns + infer_ns + output_ns)
+            self._add(rows, input_ns, infer_ns, output_ns, queue_ns, now_ms)
             for arm in arms or NO_ARM:
                 counted = self.arms.get(arm)
                 if counted is None:
                     counted = self.arms[arm] = Served()
-                counted._add(rows, input_ns, infer_ns, output_ns, queue_ns)
+                counted._add(rows, input_ns, infer_ns, output_ns, queue_ns, now_ms)
+                counted.version = version
 
     def record_failure(self, ns: int) -> None:
         with self._lock:
@@ -80,3 +99,25 @@ class EndpointStatistics(Served):
         """A copy of each arm's counters, consistent with one another (for a scrape)."""
         with self._lock:
             return copy.deepcopy(self.arms)
+
+    def versions(self) -> set[str]:
+        """The model versions its arms' requests were answered by ("" aside)."""
+        with self._lock:
+            return {counted.version for counted in self.arms.values()} - {""}
+
+    def by_version(self, first: str, served: Iterable[str] = ()) -> dict[str, EndpointStatistics]:
+        """These counters split by model version, ``first`` first, then each version ``served``
+        now (counted or not, as Triton lists a loaded version) and each version counted: an
+        arm's requests count under the version that answered its last one. Failures, which are
+        not known per arm, and requests answered with no version (an ensemble's) count under
+        ``first``, so that the entries add up to the endpoint's totals."""
+        with self._lock:
+            split = {first: EndpointStatistics(fail=copy.copy(self.fail))}
+            for version in served:
+                split.setdefault(version, EndpointStatistics())
+            for counted in self.arms.values():
+                entry = split.get(counted.version or first)
+                if entry is None:
+                    entry = split[counted.version] = EndpointStatistics()
+                entry._merge(counted)
+            return split

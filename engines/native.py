@@ -18,6 +18,7 @@ from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel, StageS
 from milepost.core.deadlines import Deadline, check
 from milepost.core.errors import InvalidArgument, Unavailable
 from milepost.core.settings import get_settings
+from milepost.core.tensor_codec.datatypes import with_matrix_name
 from scoring_core.drift import LiveWindow
 from scoring_core.explain import explain_rows
 
@@ -33,7 +34,8 @@ class NativeModel(LoadedModel):
 
     def __init__(self, compiled: CompiledModel) -> None:
         self._compiled: CompiledModel | None = compiled
-        self.input_schema = compiled.input_schema
+        # A request's matrix may go by the model's own input name (an ONNX graph's, lineage "input") as well as "input".
+        self.input_schema = with_matrix_name(compiled.input_schema, (compiled.metadata.get("lineage") or {}).get("input"))
         self.output_schema = compiled.output_schema
         self.version = compiled.version or ""  # loaded bundles always have one
         self._feature_names = list(compiled.feature_names)

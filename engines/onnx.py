@@ -12,7 +12,8 @@ so no opt-in is needed; it is bounded by the bundle limits like every artifact. 
 operator libraries are never registered, so a graph naming one fails to load.
 
 Inputs: one (rows, k) float tensor gives features ``f0 .. f{k-1}`` (or the names given
-to ``save_bundle``), sent as named columns or as one fixed-size-list tensor column;
+to ``save_bundle``), sent as named columns or as one fixed-size-list tensor column
+(a request's matrix named "input" or as the graph's input);
 several inputs of one column each (skl2onnx's per-column inputs: float, double, int64,
 string, bool) give one field each, named as the inputs. Outputs: one field per graph
 output, in the graph's order and element type: (rows,) and (rows, 1) a scalar, (rows, k)
@@ -40,6 +41,7 @@ import pyarrow as pa
 from engines.base import DeploymentSpec, Engine, EngineInfo, LoadedModel, arrow_batch, still_loaded, verified_bundle
 from milepost.core.deadlines import Deadline, check
 from milepost.core.errors import FailedPrecondition, InvalidArgument, MilepostError, Unimplemented, shown
+from milepost.core.tensor_codec.datatypes import with_matrix_name
 
 FLAVOR = "onnx"
 FILE = "model.onnx"
@@ -179,13 +181,15 @@ class OnnxModel(LoadedModel):
         self._session: Any = session
         self._inputs = manifest["inputs"]
         self._outputs = manifest["outputs"]
-        self.input_schema = pa.schema([pa.field(i["name"], _BY_NAME[i["type"]][0]) for i in self._inputs])
+        self._tensors = list(dict.fromkeys(i["tensor"] for i in self._inputs))
+        self._one_matrix = len(self._tensors) == 1 and all(i["type"] in ("float32", "float64") for i in self._inputs)
+        schema = pa.schema([pa.field(i["name"], _BY_NAME[i["type"]][0]) for i in self._inputs])
+        # A request's matrix may go by the graph's own input name as well as "input".
+        self.input_schema = with_matrix_name(schema, self._tensors[0] if self._one_matrix else None)
         self.output_schema = pa.schema([_arrow_field(o) for o in self._outputs])
         self.version = version
         self.platform = "onnxruntime_onnx"
         self.device = device
-        self._tensors = list(dict.fromkeys(i["tensor"] for i in self._inputs))
-        self._one_matrix = len(self._tensors) == 1 and all(i["type"] in ("float32", "float64") for i in self._inputs)
         self._rank = {i.name: len(i.shape) for i in session.get_inputs()}
 
     def predict(self, batch: pa.RecordBatch, deadline: Deadline = None) -> pa.RecordBatch:

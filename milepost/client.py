@@ -129,8 +129,8 @@ class Client:
     # ---- registry ----
     def push_model(self, path: str | Path, name: str, *,
                    progress: Callable[[int, int], None] | None = None) -> types_pb2.ModelVersion:
-        """Register a model version from a bundle directory, an XGBoost JSON, a LightGBM text or an
-        ONNX model.
+        """Register a model version from a bundle directory, an XGBoost JSON, a LightGBM text, an
+        ONNX model or a saved Spark ML model directory.
 
         Framework files are compiled into a bundle here, by the scoring core, so the
         coordinator only ever stores verified bundles; an ONNX graph with operators the core
@@ -142,9 +142,9 @@ class Client:
         from scoring_core import bundle
 
         path = Path(path)
-        if path.is_dir():
+        if (path / bundle.MANIFEST).is_file():
             archive = bundle.pack(path)
-        elif path.is_file():
+        elif path.exists():
             archive = _compile_file(path)
         else:
             raise NotFound(f"no such file or directory: {path}")
@@ -492,15 +492,19 @@ def _as_batch(data: Any) -> pa.RecordBatch:
 
 
 def _compile_file(path: Path) -> bytes:
-    """The bundle archive of a model file: compiled by the scoring core (a native bundle), or,
-    for an ONNX graph the core cannot express, the graph itself as an onnx-engine bundle."""
+    """The bundle archive of a model file or a model directory that is not a bundle (a saved
+    Spark ML model): compiled by the scoring core (a native bundle), or, for an ONNX graph the
+    core cannot express, the graph itself as an onnx-engine bundle."""
     import scoring_core
     from scoring_core import bundle
+    from scoring_core.convert import converter_for
 
     suffix = path.suffix.lower()
-    if suffix not in (".json", ".txt", ".model", ".onnx"):
+    known = converter_for(path) is not None if path.is_dir() else suffix in (".json", ".txt", ".model", ".onnx")
+    if not known:
         raise InvalidArgument(
-            f"{path}: expected a bundle directory, an XGBoost .json model, a LightGBM .txt model or an .onnx model"
+            f"{path}: expected a bundle directory (with {bundle.MANIFEST}), a saved Spark ML model directory, "
+            "an XGBoost .json model, a LightGBM .txt model or an .onnx model"
         )
     with tempfile.TemporaryDirectory() as tmp:
         try:

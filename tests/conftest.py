@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -145,13 +146,18 @@ class Cluster:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    yield from started_cluster(tmp_path)
+
+
+def started_cluster(tmp_path: Path, **agent_config: Any) -> Iterator[Cluster]:
+    """A coordinator and agent a1 on loopback ports (``agent_config``: more AgentConfig fields)."""
     from agent.server import Agent, AgentConfig
     from coordinator.server import Coordinator, CoordinatorConfig
 
     coordinator = Coordinator(CoordinatorConfig(data_dir=tmp_path / "coordinator", port=0))
     coordinator.start()
     agent = Agent(AgentConfig(coordinator=coordinator.address, data_dir=tmp_path / "agent", port=0, agent_id="a1",
-                              token=coordinator.local_agent_token()))
+                              token=coordinator.local_agent_token(), **agent_config))
     agent.start()
     assert agent.registration.registered.wait(10)
     # Commands this test runs in process speak as the coordinator's admin (see _no_token_leaks).

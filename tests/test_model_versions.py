@@ -8,6 +8,7 @@ is migrated.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from pathlib import Path
 
@@ -160,6 +161,11 @@ def test_aliases_move_atomically_resolve_in_deploy_and_split_and_are_recorded(cl
             with pytest.raises(InvalidArgument):
                 client.set_alias("m", bad, "1")
         assert [e.kind for e in client.events()][-1] == "unalias"
+        for hexadecimal in ("beef", "0a1b2c", "cafe00"):  # m:beef reads as a digest prefix
+            with pytest.raises(InvalidArgument, match="all hexadecimal digits.*digest prefix"):
+                client.set_alias("m", hexadecimal, "1")
+        assert client.set_alias("m", "beef-1", "1").number == 1  # a '-' makes it an alias again
+        assert "beef-1" in {m.number: list(m.aliases) for m in client.list_models("m")}[1]
 
 
 def test_delete_is_refused_while_deployed_then_removes_record_aliases_and_artifact(cluster, bundles, tmp_path) -> None:
@@ -259,9 +265,11 @@ def test_the_agent_reports_the_number_and_serves_requests_naming_it(cluster, bun
             assert infer(stub, "oip-api", rows[:3]).model_version == "2"
             pinned = infer(stub, "oip-api", rows[:3], "1")
             assert pinned.model_version == "1" and pinned.parameters["milepost-arm"].string_param == "old"
-            versions = [s.version for s in stub.ModelStatistics(oip.ModelStatisticsRequest(name="oip-api"),
-                                                                timeout=10).model_stats]
-            assert versions == ["1"]  # the first arm's number: an integer for perf_analyzer
+            # One entry per version its arms serve, each with that version's requests (perf_analyzer reads
+            # the one it asks for, or the highest that served, as it does against Triton).
+            counts = {s.version: s.execution_count for s in stub.ModelStatistics(
+                oip.ModelStatisticsRequest(name="oip-api"), timeout=10).model_stats}
+            assert list(counts) == ["1", "2"] and counts["1"] == 1 and counts["2"] >= 1 + 4
         finally:
             channel.close()
 
@@ -310,6 +318,22 @@ def test_the_cli_lists_aliases_and_deletes_by_number(cluster, bundles, capsys) -
     assert capsys.readouterr().out.strip().endswith(f"cli:1 sha256:{ha} deleted")
     assert main(["models", "list", "cli", *c]) == 0
     assert [line.split()[1] for line in capsys.readouterr().out.splitlines()[2:]] == ["2"]
+
+
+def test_the_cli_says_which_aliases_a_delete_removed(cluster, bundles, capsys) -> None:
+    made, _ = bundles
+    (a, ha), (b, hb) = made[13:15]
+    c = ["--coordinator", cluster.coordinator.address]
+    for path in (a, b):
+        assert main(["models", "push", str(path), "--name", "gone", *c]) == 0
+    for alias, version in (("prod", "1"), ("blue", "1"), ("next", "2")):
+        assert main(["models", "alias", "gone", alias, version, *c]) == 0
+    capsys.readouterr()
+    assert main(["models", "delete", "gone:1", *c]) == 0
+    assert capsys.readouterr().out.strip() == f"gone:1 sha256:{ha} deleted (aliases removed with it: blue, prod)"
+    assert main(["models", "delete", "gone:2", "--output", "json", *c]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert (shown["deleted"], shown["aliases_removed"], shown["number"]) == (True, ["next"], "2")
 
 
 def test_a_pipeline_names_versions_by_alias(cluster, bundles, tmp_path) -> None:

@@ -52,10 +52,12 @@ from milepost.core.description import ModelDescription
 from milepost.core.errors import (
     DeadlineExceeded,
     FailedPrecondition,
+    InvalidArgument,
     MilepostError,
     NotFound,
     ResourceExhausted,
     Unavailable,
+    shown,
 )
 from milepost.core.inline import WouldBlock
 from milepost.core.model_refs import serves
@@ -354,26 +356,72 @@ class Router:
         if route is None:
             raise NotFound(f"model {endpoint!r} is not served by this agent")
         policy = route.policy_or_raise()
-        versions = []
-        for arm in policy.arms:
-            model = self._member(route, arm.deployment_id) if arm.deployment_id else None
-            if model is None:
+        arm, _ = self.pinned(request.table, endpoint, version)
+        if not route.pushed:  # a local deployment: no arms to report or count
+            out, served_version = self._call_deployment(route, arm.deployment_id, arm.name, batch, deadline)
+            return Served(out, (), (arm.deployment_id,), served_version)
+        served = self._call_arm(request, route, arm, batch, (endpoint,), deadline)
+        key = request.parameters.get(policy.key_parameter)
+        if key:
+            self.served_keys.record(endpoint, key, arm.name)
+        return served
+
+    def pinned(self, table: RouteTable, endpoint: str, version: str) -> tuple[Arm, ModelDescription]:
+        """The arm of ``endpoint``'s route that serves model version ``version`` (model_refs.serves),
+        and its description: what a request, metadata or readiness call naming a version is for.
+        NOT_FOUND when no arm serves it; INVALID_ARGUMENT listing the candidates when a digest
+        prefix matches arms serving different versions (arms serving the same one are one answer:
+        the first is taken); an arm whose replica does not answer now is skipped, and its error
+        raised when no other arm serves the version."""
+        route = self._route_for_description(table, endpoint, ())
+        matches: dict[tuple[str, str], tuple[Arm, ModelDescription]] = {}
+        others, unanswered = [], None
+        for arm in route.policy_or_raise().arms:
+            if not arm.deployment_id or self._member(route, arm.deployment_id) is None:
                 continue
-            described = self._describe_deployment(route, arm.deployment_id, arm.name)
+            try:
+                described = self._describe_deployment(route, arm.deployment_id, arm.name)
+            except (Unavailable, DeadlineExceeded) as err:
+                unanswered = unanswered or err
+                continue
             if serves(version, described.version, described.digest):
-                if not route.pushed:  # a local deployment: no arms to report or count
-                    out, served_version = self._call_deployment(route, arm.deployment_id, arm.name, batch, deadline)
-                    return Served(out, (), (arm.deployment_id,), served_version)
-                served = self._call_arm(request, route, arm, batch, (endpoint,), deadline)
-                key = request.parameters.get(policy.key_parameter)
-                if key:
-                    self.served_keys.record(endpoint, key, arm.name)
-                return served
-            versions.append(f"{arm.name}={described.version[:12]}")
+                matches.setdefault((described.version, described.digest), (arm, described))
+            else:
+                others.append(f"{arm.name}={described.version[:12]}")
+        if len(matches) > 1:
+            listed = ", ".join(f"arm {arm.name!r} (version {d.version}, sha256:{d.digest[:12]})"
+                               for arm, d in matches.values())
+            raise InvalidArgument(
+                f"version prefix {shown(version)} of endpoint {endpoint!r} is ambiguous: it matches {listed}; "
+                "give more digits or the version number"
+            )
+        if matches:
+            (found,) = matches.values()
+            return found
+        if unanswered is not None:
+            raise unanswered
         raise NotFound(
             f"version {version!r} of endpoint {endpoint!r} is not served by any of its arms"
-            + (f" ({', '.join(versions)})" if versions else "")
+            + (f" ({', '.join(others)})" if others else "")
         )
+
+    def arm_versions(self, table: RouteTable, endpoint: str) -> dict[str, str]:
+        """Arm name -> the model version it serves, for each deployment arm of ``endpoint``'s route
+        whose replica answers now (what metadata lists and statistics count under); empty for an
+        ensemble, whose answer is no one arm's."""
+        route = self._route_for_description(table, endpoint, ())
+        policy = route.policy_or_raise()
+        if isinstance(policy, EnsemblePolicy):
+            return {}
+        found = {}
+        for arm in policy.arms:
+            if not arm.deployment_id or self._member(route, arm.deployment_id) is None:
+                continue
+            try:
+                found[arm.name] = self._describe_deployment(route, arm.deployment_id, arm.name).version
+            except (Unavailable, DeadlineExceeded):
+                continue
+        return found
 
     def _call_arm(
         self, request: _Request, route: Route, arm: Arm, batch: pa.RecordBatch,

@@ -70,8 +70,11 @@ def cmd_models_unalias(args: argparse.Namespace) -> int:
 def cmd_models_delete(args: argparse.Namespace) -> int:
     name, version = model_ref(args.model)
     with client(args) as c:
-        model = c.delete_model(name, version)
-    output.show(args, model, lambda: print(f"{model.name}:{model.number} {model.digest} deleted"))
+        model = c.delete_model(name, version)  # as it was: the aliases it had are removed with it
+    removed = sorted(model.aliases)
+    said = f" (aliases removed with it: {', '.join(removed)})" if removed else ""
+    shown_json = {**output.to_json(model), "deleted": True, "aliases_removed": removed}
+    output.show(args, shown_json, lambda: print(f"{model.name}:{model.number} {model.digest} deleted{said}"))
     return 0
 
 

@@ -90,11 +90,17 @@ def split_model_ref(ref: str, version: str = "") -> tuple[str, str]:
 
 def check_alias(alias: str) -> str:
     """``alias`` if it may name a version: a name (milepost.core.names) that no version
-    reference reads otherwise (not all digits, not ``latest``, not starting ``sha256``)."""
+    reference reads otherwise (not all digits, not ``latest``, not starting ``sha256``, not
+    all hexadecimal digits, which ``NAME:beef`` reads as a digest prefix)."""
     check_name("alias", alias)
     if alias.isdigit() or alias == LATEST or alias.startswith("sha256"):
         raise InvalidArgument(
             f"alias {shown(alias)} would read as a version number, the newest version or a digest; choose another"
+        )
+    if _HEX.fullmatch(alias.lower()):
+        raise InvalidArgument(
+            f"alias {shown(alias)} is all hexadecimal digits, so NAME:{alias} would read as a digest prefix, "
+            f"not this alias; choose one with a letter after f or a '-' (such as {alias}-1)"
         )
     return alias
 

@@ -17,7 +17,9 @@ feed)``): ``predict`` gives the prediction output (a classifier's probabilities,
 ZipMap's maps as an (n, n_classes) array, columns in the ZipMap's label order), in
 the output's dtype (float32 for float graphs) and rank; a classifier's label output is
 ``classes[argmax]`` of it. Inputs are float tensors: one (n, k) input gives features
-``f0 .. f{k-1}``, several one-column inputs one feature each, named as the inputs.
+``f0 .. f{k-1}``, several one-column inputs one feature each, named as the inputs. The
+one input's name is kept (lineage ``input``) so that a request's matrix may go by it as
+well as by "input", as it may on the onnx engine.
 """
 
 from __future__ import annotations
@@ -129,7 +131,7 @@ def convert(model: Any) -> Converted:
         for name, value in zip(node.output, handler(op, attrs, args)):
             values[name] = value
     outputs = [(o, values.get(o.name)) for o in graph.output]
-    return _assemble(model, outputs, None if len(inputs) == 1 else names)
+    return _assemble(model, outputs, None if len(inputs) == 1 else names, inputs[0].name if len(inputs) == 1 else None)
 
 
 def _attribute(value: Any) -> Any:
@@ -152,7 +154,8 @@ def _input_width(inp: Any) -> int:
     return int(dims[1].dim_value)
 
 
-def _assemble(model: Any, outputs: list[tuple[Any, Value | None]], names: list[str] | None) -> Converted:
+def _assemble(model: Any, outputs: list[tuple[Any, Value | None]], names: list[str] | None,
+              matrix: str | None) -> Converted:
     labels = [v for _, v in outputs if isinstance(v, Label)]
     rest = [(o, v) for o, v in outputs if not isinstance(v, Label)]
     if len(rest) != 1 or len(labels) > 1:
@@ -194,6 +197,7 @@ def _assemble(model: Any, outputs: list[tuple[Any, Value | None]], names: list[s
             "library": "onnx", "library_version": getattr(onnx, "__version__", "unknown"),
             "producer": f"{model.producer_name} {model.producer_version}".strip(),
             "ir_version": int(model.ir_version), "opsets": opsets, "output": out.name,
+            **({"input": matrix} if matrix else {}),
         },  # fmt: skip
         predict_ndim=ndim,
         predict_dtype="float64" if dtype == DOUBLE else "float32",

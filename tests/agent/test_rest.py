@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import grpc
 import numpy as np
 import pytest
 
@@ -165,6 +166,33 @@ def test_errors_get_their_http_status_and_a_json_body(served: Served) -> None:
     # The agent keeps serving after all of that.
     assert np.array_equal(np.asarray(infer_json(served, {"inputs": [matrix_input(rows)]})[1]["outputs"][0]["data"]),
                           served.grpc_probabilities(rows).ravel())
+
+
+def test_a_matrix_input_of_the_wrong_rank_says_it_must_be_2d_on_both_front_ends(served: Served) -> None:
+    k = served.rows.shape[1]
+    for shape in ([k], [1, 1, k]):
+        values = served.rows[:1].ravel()
+        status, answer = infer_json(served, {"inputs": [{"name": "input", "shape": shape, "datatype": "FP32",
+                                                         "data": values.tolist()}]})
+        assert status == 400 and f"must be 2-D [n, {k}]" in answer["error"] and str(shape) in answer["error"]
+        request_ = pb.ModelInferRequest(model_name=ENDPOINT)
+        request_.inputs.add(name="input", datatype="FP32", shape=shape)
+        request_.raw_input_contents.append(values.astype(np.float32).tobytes())
+        with pytest.raises(grpc.RpcError) as caught:
+            served.stub.ModelInfer(request_, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and caught.value.details() == answer["error"]
+
+
+def test_a_binary_input_of_the_wrong_size_is_named_by_binary_data_size(served: Served) -> None:
+    rows = served.rows[:2]
+    short = rows.tobytes()[:-4]
+    header = json.dumps({"inputs": [{"name": "input", "shape": list(rows.shape), "datatype": "FP32",
+                                     "parameters": {"binary_data_size": len(short)}}]}).encode()
+    status, _, content = request(served.hostport, "POST", f"/v2/models/{ENDPOINT}/infer", header + short,
+                                 {"Inference-Header-Content-Length": str(len(header))})
+    error = json.loads(content)["error"]
+    assert status == 400 and f"binary_data_size should be {rows.nbytes} bytes" in error
+    assert "raw_input_contents" not in error and str(len(short)) in error
 
 
 def test_an_oversized_body_is_refused_before_it_is_read(served: Served) -> None:

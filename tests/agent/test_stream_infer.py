@@ -53,6 +53,20 @@ def test_each_answer_carries_its_request_id_and_error(served) -> None:
     assert agent.dataplane.statistics(ENDPOINT).inference_count - before == 3 + 2 + 3 + 2  # streamed, then unary
 
 
+def test_answers_are_flagged_final_when_the_client_asks(served) -> None:
+    """tritonclient's enable_empty_final_response=True: each request's one answer says it is the last."""
+    _, stub, _, rows = served
+    sent = [matrix_request(rows[:2], "asks"), matrix_request(rows[:2], "asks-bad", name="features"),
+            matrix_request(rows[:2], "plain")]
+    for request in sent[:2]:
+        request.parameters["triton_enable_empty_final_response"].bool_param = True
+    answers = list(stub.ModelStreamInfer(iter(sent), timeout=30))
+    assert [a.infer_response.id for a in answers] == ["asks", "asks-bad", "plain"]  # one answer each, no empty ones
+    flags = [a.infer_response.parameters["triton_final_response"].bool_param
+             if "triton_final_response" in a.infer_response.parameters else None for a in answers]
+    assert flags == [True, True, None] and answers[1].error_message and not answers[0].error_message
+
+
 def test_a_stream_that_sends_nothing_ends_and_frees_its_worker(logistic_model, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("MILEPOST_STREAM_IDLE_TIMEOUT_S", "0.5")
     _, bundle_dir, _, rows = logistic_model

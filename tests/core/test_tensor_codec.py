@@ -291,6 +291,8 @@ def _error_cases() -> list[Any]:
         ("matrix non-numeric", _raw_request(("m", "FP32", [1, 2], _F4_6[:8])), pa.schema([("a", pa.float32()), ("s", pa.string())]), ["'m'", "s: string"]),
         ("bytes matrix", _raw_request(("input", "BYTES", [1, 3], _bytes_raw([b"a", b"b", b"c"]))), _ABC, ["'input'", "must be numeric"]),
         ("matrix name", _raw_request(("inputs", "FP32", [1, 3], _F4_6[:12])), _ABC, ["unknown input 'inputs'", "'input'", "[n, 3]", "a, b, c"]),
+        ("matrix rank 1", _raw_request(("input", "FP32", [3], _F4_6[:12])), _ABC, ["'input'", "must be 2-D [n, 3]", "shape is [3]"]),
+        ("matrix rank 3", _raw_request(("input", "FP32", [1, 1, 3], _F4_6[:12])), _ABC, ["'input'", "2-D [n, 3]", "[1, 1, 3]"]),
         ("bytes to numeric", _raw_request(("x", "BYTES", [1], _bytes_raw([b"1"]))), one, ["'x'", "BYTES", "FP32"]),
         ("numeric to string", _raw_request(("x", "FP32", [1], b"\x00" * 4)), text, ["'x'", "send it as BYTES"]),
         ("invalid utf8", _raw_request(("x", "BYTES", [1], _bytes_raw([b"\xff"]))), text, ["'x'", "UTF8"]),

@@ -18,6 +18,23 @@ LENGTH_PREFIX = struct.Struct("<I")
 MAX_NAMES_IN_MESSAGE = 10
 # The name of the one [n, k] input of an all-numeric model: in its metadata, and in requests.
 MATRIX_INPUT_NAME = "input"
+# The input schema's metadata key for the model's own name of that matrix (an ONNX graph's
+# input, "x"), which requests may use as well as MATRIX_INPUT_NAME.
+MATRIX_NAME_KEY = b"milepost.matrix_input"
+
+
+def with_matrix_name(schema: pa.Schema, name: str | None) -> pa.Schema:
+    """``schema`` telling decode_inputs that its matrix also goes by ``name`` (the model's
+    own name for its one tensor input); ``schema`` itself where there is none to add."""
+    if not name or name == MATRIX_INPUT_NAME:
+        return schema
+    return schema.with_metadata({**(schema.metadata or {}), MATRIX_NAME_KEY: name.encode()})
+
+
+def matrix_names(schema: pa.Schema) -> tuple[str, ...]:
+    """The names a request's matrix may have: MATRIX_INPUT_NAME, then the model's own, if any."""
+    own = (schema.metadata or {}).get(MATRIX_NAME_KEY)
+    return (MATRIX_INPUT_NAME, own.decode()) if own else (MATRIX_INPUT_NAME,)
 
 
 @dataclass(frozen=True)

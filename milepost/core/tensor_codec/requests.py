@@ -21,10 +21,13 @@ from milepost.core.tensor_codec.datatypes import (
     fmt_shape,
     is_numeric,
     is_text,
+    matrix_names,
     names_list,
     split_bytes,
 )
 from milepost.inference import grpc_predict_v2_pb2 as pb
+
+RAW_INPUT_CONTENTS = "raw_input_contents entry"  # an input's raw bytes, as gRPC users know them
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,7 @@ def decode_inputs(
     input_schema: pa.Schema,
     *,
     max_rows: int | None = None,
+    raw_label: str = RAW_INPUT_CONTENTS,
 ) -> pa.RecordBatch:
     """Turn a request's input tensors into one record batch for the model.
 
@@ -68,16 +72,20 @@ def decode_inputs(
         ``[n, 1]``: columns in schema order, cast to each field's type.
 
     ``max_rows`` bounds ``shape[0]`` of every input (ResourceExhausted beyond
-    it). Malformed requests raise InvalidArgument naming the input.
+    it). Malformed requests raise InvalidArgument naming the input; ``raw_label`` is what
+    the front end's users call an input's raw bytes in those messages (gRPC's
+    raw_input_contents entry; on HTTP, the bytes its binary_data_size claims).
     """
-    tensors = _checked_inputs(request, max_rows)
+    tensors = _checked_inputs(request, max_rows, raw_label)
     if _is_matrix_request(tensors, input_schema):
         _check_matrix_name(tensors[0].name, input_schema)
         return _decode_matrix(tensors[0], len(input_schema))
     return _decode_named(tensors, input_schema)
 
 
-def _checked_inputs(request: pb.ModelInferRequest, max_rows: int | None) -> list[_Tensor]:
+def _checked_inputs(
+    request: pb.ModelInferRequest, max_rows: int | None, raw_label: str = RAW_INPUT_CONTENTS,
+) -> list[_Tensor]:
     """Validate every input's header and payload size; decode nothing yet."""
     inputs = request.inputs
     raws = request.raw_input_contents
@@ -122,7 +130,7 @@ def _checked_inputs(request: pb.ModelInferRequest, max_rows: int | None) -> list
                     f"contents.{typed_set[0]}; send its values in one place only"
                 )
             raw = raws[index]  # each access copies out of the message: take it once
-            _check_raw_size(name, datatype, shape, count, raw)
+            _check_raw_size(name, datatype, shape, count, raw, raw_label)
             tensors.append(_Tensor(name, datatype, shape, count, raw, None, None))
             continue
         field = _check_typed(name, datatype, shape, count, typed_set)
@@ -152,7 +160,7 @@ def _datatype_named(name: str, datatype: str) -> Datatype:
 
 
 def _check_raw_size(
-    name: str, datatype: Datatype, shape: tuple[int, ...], count: int, raw: bytes
+    name: str, datatype: Datatype, shape: tuple[int, ...], count: int, raw: bytes, raw_label: str
 ) -> None:
     """Compare the claimed shape with the bytes sent, before sizing anything by it."""
     if datatype.wire is None:
@@ -161,7 +169,7 @@ def _check_raw_size(
         if count * LENGTH_PREFIX.size > len(raw):
             raise InvalidArgument(
                 f"input {name!r} has shape {fmt_shape(shape)} and datatype BYTES, so its "
-                f"raw_input_contents entry needs at least {count * LENGTH_PREFIX.size} bytes "
+                f"{raw_label} needs at least {count * LENGTH_PREFIX.size} bytes "
                 f"({count} elements x a 4-byte length prefix), but it is {len(raw)} bytes"
             )
         return
@@ -170,7 +178,7 @@ def _check_raw_size(
     if len(raw) != expected:
         raise InvalidArgument(
             f"input {name!r} has shape {fmt_shape(shape)} and datatype {datatype.name}, so "
-            f"its raw_input_contents entry should be {expected} bytes ({count} values "
+            f"its {raw_label} should be {expected} bytes ({count} values "
             f"x {itemsize} bytes), but it is {len(raw)} bytes"
         )
 
@@ -247,12 +255,14 @@ def _is_matrix_request(tensors: list[_Tensor], schema: pa.Schema) -> bool:
 
 
 def _check_matrix_name(name: str, schema: pa.Schema) -> None:
-    """A matrix goes by the name the model's metadata gives it (MATRIX_INPUT_NAME), or, for a
-    model of one feature, by that feature's name: a typo is an error, not a guess."""
-    if name != MATRIX_INPUT_NAME and not (len(schema) == 1 and name == schema.names[0]):
+    """A matrix goes by the name the model's metadata gives it (MATRIX_INPUT_NAME), by the
+    model's own name for it (an ONNX graph's input, ``matrix_names``), or, for a model of one
+    feature, by that feature's name: a typo is an error, not a guess."""
+    accepted = matrix_names(schema)
+    if name not in accepted and not (len(schema) == 1 and name == schema.names[0]):
         raise InvalidArgument(
-            f"unknown input {name!r}; the model expects one matrix input {MATRIX_INPUT_NAME!r} of shape "
-            f"[n, {len(schema)}], or one input of shape [n] per feature: {names_list(schema.names)}"
+            f"unknown input {name!r}; the model expects one matrix input {' or '.join(map(repr, accepted))} "
+            f"of shape [n, {len(schema)}], or one input of shape [n] per feature: {names_list(schema.names)}"
         )
 
 
@@ -274,6 +284,11 @@ def _decode_named(tensors: list[_Tensor], schema: pa.Schema) -> pa.RecordBatch:
     by_name = {t.name: t for t in tensors}
     for tensor in tensors:
         if tensor.name not in schema.names:
+            if tensor.name in matrix_names(schema) and len(tensor.shape) != 2:
+                raise InvalidArgument(
+                    f"input {tensor.name!r} is the model's matrix input, so it must be 2-D [n, {len(schema)}] "
+                    f"(n rows of the model's {len(schema)} features), but its shape is {fmt_shape(tensor.shape)}"
+                )
             raise InvalidArgument(
                 f"unknown input {tensor.name!r}; the model expects inputs: "
                 f"{names_list(schema.names)}"

@@ -14,6 +14,7 @@ from typing import Any
 
 from scoring_core.convert.converted import Converted
 from scoring_core.convert.lightgbm_text import from_lightgbm_text, pandas_categories
+from scoring_core.convert.xgboost_json import categories as xgboost_categories
 from scoring_core.convert.xgboost_json import from_xgboost_json
 from scoring_core.trees.ensemble import TreeEnsemble
 from scoring_core.trees.stage import TreeStage
@@ -21,7 +22,9 @@ from scoring_core.trees.stage import TreeStage
 
 def convert_xgboost(model: Any) -> Converted:
     """An XGBoost Booster, wrapper or ``.json`` model file; XGBoost predicts float32."""
-    return _converted(from_xgboost_json(model), "xgboost", booster=not _is_wrapper(model), dtype="float32")
+    converted = _converted(from_xgboost_json(model), "xgboost", booster=not _is_wrapper(model), dtype="float32")
+    converted.string_inputs = xgboost_categories(model)
+    return converted
 
 
 def convert_lightgbm(model: Any) -> Converted:

@@ -81,13 +81,12 @@ def from_lightgbm_text(source: Any) -> TreeEnsemble:
 
 
 def pandas_categories(source: Any) -> dict[int, StringColumn]:
-    """The string columns of a model trained on a pandas DataFrame with ``category`` columns:
-    feature index -> its categories, in the order pandas coded them (LightGBM keeps them as
-    ``pandas_categorical`` and maps a DataFrame through them at predict; a value outside
-    them, or a null, is missing there and code -1 here, which no category split matches).
-
-    Unimplemented for categories that are not strings (the input would be a dictionary of
-    numbers, which the core does not read as codes)."""
+    """The categorical columns of a model trained on a pandas DataFrame with ``category``
+    columns: feature index -> its categories (strings, numbers or booleans), in the order
+    pandas coded them. LightGBM keeps them as ``pandas_categorical`` and maps a DataFrame
+    through them by value at predict (a value outside them, or a null, is missing there and
+    code -1 here, which no category split matches); a matrix it reads as the codes
+    themselves, and so does the core for a column of plain numbers (``numbers="code"``)."""
     text, _ = _load(source)
     listed: Any = None
     features: list[int] = []
@@ -104,10 +103,11 @@ def pandas_categories(source: Any) -> dict[int, StringColumn]:
                             f"{features}; train with categorical_feature='auto' to serve pandas categoricals")
     columns = {}
     for index, categories in zip(features, listed):
-        if not all(isinstance(c, str) for c in categories):
-            raise Unimplemented(f"LightGBM model: feature {index} has pandas categories that are not strings "
-                                f"({categories[:3]!r}...); only string categories are served")
-        columns[index] = StringColumn(tuple(categories), unknown="code")
+        try:
+            columns[index] = StringColumn(tuple(categories), unknown="code", numbers="code")
+        except InvalidArgument as err:
+            raise Unimplemented(f"LightGBM model: feature {index} has pandas categories "
+                                f"({categories[:3]!r}...) that cannot be served: {err}") from err
     return columns
 
 

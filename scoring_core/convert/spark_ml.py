@@ -33,6 +33,8 @@ What each stage computes in Spark 3.x and 4.x, reproduced here:
 - Imputer: null and NaN become the column's surrogate; a missingValue other than NaN is refused.
 - StringIndexer: a label's index in its labels; handleInvalid 'keep': unseen labels and
   null become the number of labels; 'error': InvalidArgument naming the column; 'skip' refused.
+  A number column is looked up as Spark casts it to text (``2``, ``2.0``, ``NaN``:
+  ``scoring_core.string_inputs``).
 - OneHotEncoder: index i -> a one at position i of categorySize places, the last dropped
   with dropLast; handleInvalid 'keep': an invalid index is one more category (the one
   dropLast drops); 'error': InvalidArgument. Spark truncates a fractional index; here
@@ -305,7 +307,7 @@ def _inputs(stages: list[SavedStage], n_model_features: int
                 raise Unimplemented(f"input column {name!r} is read as a {kinds[name]} and as a {kind} ({stage.name})")
             if kind == "string":  # read as codes into the indexer's labels: the index itself
                 unknown = "code" if stage.params.get("handleInvalid") == "keep" else "error"
-                entry = StringColumn(tuple(stage.row()["labelsArray"][k]), unknown)
+                entry = StringColumn(tuple(stage.row()["labelsArray"][k]), unknown, numbers="text")
                 if string_inputs.setdefault(columns[name][0].source if name in columns else len(names), entry) != entry:
                     raise Unimplemented(f"input column {name!r} is indexed twice with different labels or rules")
             if name not in columns:

@@ -15,7 +15,10 @@ What XGBoost's CPU predictor does, and this converter reproduces:
 Like ``Booster.predict``, every tree counts: a model trained with early stopping keeps
 the rounds after ``best_iteration`` (the scikit-learn wrapper's ``predict`` stops there).
 Categorical features are scored from the integer codes the model was trained on (as with
-a numpy input to XGBoost; a pandas input is re-coded by XGBoost first). The base-score
+a numpy input to XGBoost). A model trained on a DataFrame keeps that frame's categories
+(``cats``, XGBoost 3.1+), and XGBoost re-codes a DataFrame through them by value at predict,
+refusing a category outside them; ``categories`` gives them, so that the core reads pandas
+categoricals and Arrow dictionaries the same way (``scoring_core.string_inputs``). The base-score
 rules were checked against XGBoost 3.2 (``binary:logitraw`` takes its base score as a
 margin there; older releases took its logit).
 """
@@ -31,6 +34,7 @@ import numpy as np
 
 from milepost.core.errors import InvalidArgument, Unimplemented
 from scoring_core.convert.dumps import reading_model, wrapper_classes
+from scoring_core.string_inputs import StringColumn
 from scoring_core.trees import tree_kernels as K
 from scoring_core.trees.builder import EnsembleBuilder, bitset_from_categories
 from scoring_core.trees.ensemble import FORMAT, FORMAT_VERSION, TreeEnsemble, choose_layout
@@ -69,6 +73,35 @@ def from_xgboost_json(source: Any) -> TreeEnsemble:
     doc, classes = _load(source)
     with reading_model("XGBoost JSON model"):
         return _convert(doc, classes)
+
+
+def categories(source: Any) -> dict[int, StringColumn]:
+    """The categorical features of a model trained on a DataFrame with ``category`` columns:
+    feature index -> its categories (strings or integers), in the order of its codes. An
+    unknown category is refused, as XGBoost refuses it (3.2 checks only those sorting after
+    every trained one, and quietly takes the next trained category for the others); a null
+    is missing; a column of plain numbers is read as the codes themselves, as XGBoost reads
+    a matrix."""
+    doc, _ = _load(source)
+    with reading_model("XGBoost JSON model"):
+        booster = doc["learner"]["gradient_booster"]
+        model = booster["gbtree"]["model"] if booster.get("name") == "dart" else booster.get("model", {})
+        encodings = model.get("cats", {}).get("enc", [])
+        types = doc["learner"].get("feature_types") or []
+        columns = {}
+        for index, entry in enumerate(encodings):
+            if index < len(types) and types[index] == "c" and entry.get("values"):
+                columns[index] = StringColumn(_category_values(entry), unknown="error", numbers="code")
+        return columns
+
+
+def _category_values(entry: dict) -> tuple[Any, ...]:
+    """One feature's categories: strings as UTF-8 bytes cut at ``offsets``, else the numbers."""
+    values = entry["values"]
+    if "offsets" not in entry:
+        return tuple(values)
+    data, offsets = bytes(values), entry["offsets"]
+    return tuple(data[a:b].decode("utf-8") for a, b in zip(offsets[:-1], offsets[1:]))
 
 
 def _load(source: Any) -> tuple[dict, list | None]:

@@ -259,6 +259,58 @@ def test_unseen_labels_and_nulls_follow_handle_invalid(spark: Any, logistic: Any
         compiled.predict(_table(frames["test"], compiled))  # a null
 
 
+def test_string_indexers_on_number_columns_read_them_as_spark_casts_them(spark: Any, tmp_path: Path) -> None:
+    """StringIndexer casts a number to text before its lookup (int 2 -> "2", double 2.0 -> "2.0",
+    1e7 -> "1.0E7", NaN -> "NaN", never a label): single- and multi-column indexers, saved and live."""
+    import pandas as pd
+    from pyspark.ml import Pipeline
+    from pyspark.ml.feature import OneHotEncoder, StringIndexer, VectorAssembler
+    from pyspark.ml.regression import LinearRegression
+
+    from scoring_core.string_inputs import java_float_text
+
+    rng = np.random.default_rng(4)
+    doubles = np.array([2.0, 0.5, 1e7, 1.5e-4, 123.25, -4.0, 0.001, 2.5e-8])
+
+    def frame(n: int, unseen: bool) -> Any:
+        k = rng.integers(-2, 4, n).astype(np.int64)
+        d = rng.choice(doubles, n)
+        d[rng.random(n) < 0.05] = np.nan
+        if unseen:
+            k[::9], d[::7] = 99, 3.25
+        x0 = rng.normal(size=n).astype(np.float32).astype(np.float64)
+        return pd.DataFrame({"x0": x0, "k": k, "d": d, "y": x0 + k + np.nan_to_num(d[:]) % 3})
+
+    train, test = frame(400, False), frame(60, True)
+    train_df, test_df = spark.createDataFrame(train), spark.createDataFrame(test)
+    both = Pipeline(stages=[
+        StringIndexer(inputCols=["k", "d"], outputCols=["ki", "di"], handleInvalid="keep"),
+        OneHotEncoder(inputCols=["ki", "di"], outputCols=["kv", "dv"], handleInvalid="keep"),
+        VectorAssembler(inputCols=["x0", "kv", "dv"], outputCol="features"),
+        LinearRegression(labelCol="y", regParam=0.01)]).fit(train_df)
+    # Spark's labels are the Java texts of the training values (NaN is not counted)
+    assert sorted(both.stages[0].labelsArray[1]) == sorted(java_float_text(v) for v in doubles)
+    path = tmp_path / "numbers"
+    both.write().save(str(path))
+    for source in (str(path), both):
+        compiled = scoring_core.compile(source)
+        _check(compiled, both, {"test": test, "test_df": test_df})
+
+    single = Pipeline(stages=[StringIndexer(inputCol="k", outputCol="ki", handleInvalid="error"),
+                              VectorAssembler(inputCols=["x0", "ki"], outputCol="features"),
+                              LinearRegression(labelCol="y")]).fit(train_df)
+    compiled = scoring_core.compile(single)
+    _check(compiled, single, {"test": train.iloc[:50], "test_df": spark.createDataFrame(train.iloc[:50])})
+    with pytest.raises(InvalidArgument, match="'k' has unknown category '99'"):
+        compiled.predict(_table(test, compiled))
+    # a double column for an indexer fitted on integers: 2.0 is "2.0", not the label "2", in Spark too
+    as_doubles = train.iloc[:20].assign(k=train.k.iloc[:20].astype(np.float64))
+    with pytest.raises(InvalidArgument, match="'k' has unknown categor"):
+        compiled.predict(_table(as_doubles, compiled))
+    with pytest.raises(Exception, match="Unseen label"):
+        single.transform(spark.createDataFrame(as_doubles)).collect()
+
+
 def test_edge_batches_and_wrong_names(logistic_dir: Path, frames: dict[str, Any], tmp_path: Path) -> None:
     compiled = scoring_core.compile(logistic_dir)
     table = _table(frames["test"], compiled)

@@ -16,10 +16,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-import scoring_core
 from milepost.inference import grpc_predict_v2_pb2 as pb
 from milepost.inference import grpc_predict_v2_pb2_grpc as pb_grpc
-from tests.agent.test_matrix_lane import MODELS
+from tests.agent.test_matrix_lane import MODELS, deploy_compiled
 from tests.conftest import wait_until
 
 PER_DECISION = ("decision_id", "request_id", "time")  # what differs between two decisions of the same request
@@ -28,10 +27,8 @@ PER_DECISION = ("decision_id", "request_id", "time")  # what differs between two
 @pytest.fixture(params=list(MODELS))
 def served(request, cluster, tmp_path):
     model, _, rows = MODELS[request.param]()
-    scoring_core.compile(model).save(tmp_path / "bundle")
+    deploy_compiled(cluster, tmp_path, model)
     with cluster.client as client:
-        client.push_model(tmp_path / "bundle", "m")
-        assert client.deploy("ep", "m").deployments[0].state == "READY"
         client.set_decision_log("ep", 1.0)
     wait_until(lambda: (r := cluster.agent.router.table.get("ep")) is not None and r.decision_sample_rate == 1.0)
     with grpc.insecure_channel(cluster.agent.address) as channel:

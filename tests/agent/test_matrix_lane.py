@@ -55,13 +55,18 @@ MODELS = {"xgboost binary": _xgboost_binary, "sklearn multiclass": _sklearn_mult
           "sklearn regressor": _sklearn_regressor}
 
 
-@pytest.fixture(params=list(MODELS))
-def served(request, cluster, tmp_path):
-    model, predict, rows = MODELS[request.param]()
+def deploy_compiled(cluster, tmp_path, model) -> None:
+    """``model`` compiled, pushed as "m" and deployed READY as endpoint "ep"."""
     scoring_core.compile(model).save(tmp_path / "bundle")
     with cluster.client as client:
         client.push_model(tmp_path / "bundle", "m")
         assert client.deploy("ep", "m").deployments[0].state == "READY"
+
+
+@pytest.fixture(params=list(MODELS))
+def served(request, cluster, tmp_path):
+    model, predict, rows = MODELS[request.param]()
+    deploy_compiled(cluster, tmp_path, model)
     wait_until(lambda: cluster.agent.router.has_route("ep"))
     with grpc.insecure_channel(cluster.agent.address) as channel:
         yield pb_grpc.GRPCInferenceServiceStub(channel), cluster.agent.dataplane, predict, rows

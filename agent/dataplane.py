@@ -30,7 +30,7 @@ The matrix lane (``serve_matrix``): the common request, one float32 matrix to a 
 whose arms are models on this agent that score matrices, is served without Arrow: the
 front end views the matrix in the request's bytes (tensor_codec.raw_matrix), the router
 chooses the arm as ``serve`` does (Router.serve_matrix), and the scores go back from
-numpy (tensor_codec.encode_matrix). That halves a one-row request's time in the handler
+numpy (tensor_codec.matrix_response). That halves a one-row request's time in the handler
 (benchmarks/serving_peers.py); the answer, statistics, arm metrics, logged decisions and
 errors are those of ``serve``, which takes every request the lane does not (a key, tracing,
 explanations, ensembles, shadows, Arrow-only models). Drift is counted from the matrix as
@@ -249,20 +249,23 @@ class DataPlane:
         anything is counted, where ``serve`` must take the request (a deployment, version or
         explanation asked for, tracing on, a route the lane does not serve, or a request the
         event loop may not take). Same admission, statistics and errors as ``serve``."""
-        if version or tracing.enabled() or DEPLOYMENT_PARAMETER in parameters or explanations.requested(parameters):
+        if version or tracing.enabled() or (parameters and (DEPLOYMENT_PARAMETER in parameters
+                                                            or explanations.requested(parameters))):
             return None
         table = self.router.table
         route = table.get(name)
         if route is None:
             return None
-        if must_not_block() and (size_bytes > self.inline_max_bytes or not self.router.serves_inline(table, name)):
+        on_loop = must_not_block()
+        if on_loop and (size_bytes > self.inline_max_bytes or not self.router.serves_inline(table, name)):
             return None
         stats = self.statistics(name)
         started = time.perf_counter_ns()
         self._admit(size_bytes)
-        token = logs.request_id.set(request_id)
+        token = logs.request_id.set(request_id) if request_id else None  # "" is what it holds otherwise
         try:
-            deadlines.check(deadline, f"scoring {name!r}")
+            if deadline is not None:
+                deadlines.check(deadline, f"scoring {name!r}")
             served = self.router.serve_matrix(table, name, X, parameters)
             if served is None:
                 self._release(size_bytes, answered=False)
@@ -274,11 +277,11 @@ class DataPlane:
             stats.record_failure(time.perf_counter_ns() - started)
             raise
         finally:
-            logs.request_id.reset(token)
+            if token is not None:
+                logs.request_id.reset(token)
         self._release(size_bytes)
         self.answered_by_matrix += 1
-        if must_not_block():
-            self.answered_on_loop += 1
+        self.answered_on_loop += on_loop
         stats.record_success(X.shape[0], 0, scored - started, time.perf_counter_ns() - scored, arms=served.arms,
                              version=served.version)
         if self.decisions is not None:  # a coin toss and a queued reference at most

@@ -78,7 +78,9 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
     def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: grpc.ServicerContext) -> pb.ModelStatisticsResponse:
         return model_statistics(self.core, request.name, request.version)
 
-    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse:
+    def ModelInfer(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse | bytes:
+        """The answer, as a message or (the matrix lane's) already serialized: the server's
+        serializer passes bytes through (milepost.core.handlers)."""
         answered = self._matrix_lane(request, context)
         if answered is not None:
             return answered
@@ -95,7 +97,7 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         requested = [o.name for o in request.outputs] or None
         return self.core.serve(core_request, lambda served: response_of(request.model_name, request.id, served, requested))
 
-    def _matrix_lane(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> pb.ModelInferResponse | None:
+    def _matrix_lane(self, request: pb.ModelInferRequest, context: grpc.ServicerContext) -> bytes | None:
         """The common request (one raw FP32 matrix, no outputs named) served by the
         core's matrix lane (DataPlane.serve_matrix); None where ModelInfer's way must serve it."""
         if request.outputs:
@@ -104,17 +106,20 @@ class InferenceServicer(grpc_predict_v2_pb2_grpc.GRPCInferenceServiceServicer):
         if X is None:
             return None
         parameters = _parameter_strings(request) if request.parameters else {}
-        return self.core.serve_matrix(request.model_name, X, parameters,
-                                      lambda served: response_of(request.model_name, request.id, served),
+        name, request_id = request.model_name, request.id
+        return self.core.serve_matrix(name, X, parameters, lambda served: matrix_response(name, request_id, served),
                                       size_bytes=request.ByteSize(), deadline=deadlines.from_grpc(context),
-                                      request_id=request.id, version=request.model_version)
+                                      request_id=request_id, version=request.model_version)
 
     def ModelStreamInfer(
         self, request_iterator: Iterator[pb.ModelInferRequest], context: grpc.ServicerContext,
     ) -> Iterator[pb.ModelStreamInferResponse]:
         for request in request_iterator:
             try:
-                answer = pb.ModelStreamInferResponse(infer_response=self.ModelInfer(request, context))
+                answered = self.ModelInfer(request, context)
+                if isinstance(answered, bytes):
+                    answered = pb.ModelInferResponse.FromString(answered)
+                answer = pb.ModelStreamInferResponse(infer_response=answered)
             except MilepostError as err:
                 answer = _stream_error(request, err.message)
             except Exception:  # noqa: BLE001 - our bug: a generic message, the traceback logged, the stream goes on
@@ -130,15 +135,23 @@ def response_of(name: str, request_id: str, served: InferenceResponse | MatrixSe
     """The ModelInferResponse of an answer of the core (``serve`` or its matrix lane), as both
     front ends send it: outputs (``requested`` ones, in that order; None: all), the version
     that answered, and who did (``milepost-arm``, ``milepost-deployment``)."""
-    response = pb.ModelInferResponse(model_name=name, model_version=served.version, id=request_id)
     if isinstance(served, MatrixServed):
-        tensor_codec.encode_matrix(response, served.output_name, served.values, rows_only=served.rows_only)
-    else:
-        tensor_codec.encode_outputs(served.batch, response, requested=requested)
+        return pb.ModelInferResponse.FromString(matrix_response(name, request_id, served))
+    response = pb.ModelInferResponse(model_name=name, model_version=served.version, id=request_id)
+    tensor_codec.encode_outputs(served.batch, response, requested=requested)
     if served.arms:
         response.parameters[ARM_PARAMETER].string_param = ",".join(served.arms)
     response.parameters[DEPLOYMENT_PARAMETER].string_param = ",".join(served.deployments)
     return response
+
+
+def matrix_response(name: str, request_id: str, served: MatrixServed) -> bytes:
+    """``response_of`` a matrix lane answer, serialized (tensor_codec.matrix_response): how
+    ModelInfer sends it."""
+    parameters = ((ARM_PARAMETER, ",".join(served.arms)),) if served.arms else ()
+    return tensor_codec.matrix_response(
+        name, served.version, request_id, (*parameters, (DEPLOYMENT_PARAMETER, ",".join(served.deployments))),
+        served.output_name, served.values, rows_only=served.rows_only)
 
 
 def server_metadata() -> pb.ServerMetadataResponse:

@@ -81,7 +81,7 @@ class EndpointStatistics(Served):
     ) -> None:
         """One answered request of ``rows`` rows, its phases' times, the arm(s) that answered it and
         the model version it was answered by."""
-        now_ms = int(time.time() * 1000)
+        now_ms = time.time_ns() // 1_000_000
         with self._lock:
             self._add(rows, input_ns, infer_ns, output_ns, queue_ns, now_ms)
             for arm in arms or NO_ARM:

@@ -64,10 +64,12 @@ class NativeModel(LoadedModel):
 
     def _drift_counted(self, score: Callable[[Any], Any], inputs: Any) -> Any:
         """``score(inputs)``, offered with its inputs and time to the drift window, if any."""
+        drift = self.drift
+        if drift is None:
+            return score(inputs)
         started = time.perf_counter()
         out = score(inputs)
-        if self.drift is not None:
-            self.drift.offer(inputs, out, time.perf_counter() - started)
+        drift.offer(inputs, out, time.perf_counter() - started)
         return out
 
     def explain(self, batch: pa.RecordBatch, *, top: int = 3) -> tuple[Any, list[Any]]:

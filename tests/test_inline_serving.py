@@ -153,3 +153,21 @@ def test_statistics_count_the_queue_as_perf_analyzer_expects(served) -> None:
     stats = stub.ModelStatistics(pb.ModelStatisticsRequest(name="lr-api")).model_stats[0]
     assert stats.inference_stats.queue.count == before + 3
     assert int(stats.version) >= 1
+
+
+def test_a_models_cost_is_timed_on_every_early_call_then_one_in_eight(native) -> None:
+    """Reading the thread's CPU clock is a system call: after the first 64 calls only a sample is
+    timed, and the guess still follows a model that became slower."""
+    model, _, rows = native
+    batcher = MicroBatcher(model)
+    cost = batcher._cost
+    timed = [cost.timed() for _ in range(64 + 80)]
+    assert all(timed[:64]) and sum(timed[64:]) == 10
+    for _ in range(200):  # the matrix lane's calls, off the loop
+        assert batcher.predict_matrix(rows[:1].astype(np.float32)) is not None
+    assert 0 < cost.guess_ns(1) < INLINE_BUDGET_NS
+    slower = cost.fixed_ns * 50
+    for _ in range(400):
+        if cost.timed():
+            cost.measured(1, int(slower))
+    assert cost.guess_ns(1) > slower * 0.9

@@ -63,7 +63,11 @@ class ArmRecorder:
         (``first_output_values`` or ``matrix_output_values``), None when it has none."""
         count, total, squares = 0, 0.0, 0.0
         if values is not None:
-            if values.size <= _FEW:
+            if values.size == 1:  # the common one-row request
+                v = values.item()
+                if v == v:  # v != v: NaN
+                    count, total, squares = 1, v, v * v
+            elif values.size <= _FEW:
                 few = [v for v in values.tolist() if v == v]  # v != v: NaN
                 count, total, squares = len(few), sum(few), sum(v * v for v in few)
             else:

@@ -33,6 +33,8 @@ itself, inside milepost.core.inline.on_event_loop: a small request to a model ho
 scored there, without the two thread hops that would cost more than the scoring. Where the
 handler would block it raises WouldBlock first, and it runs on a worker as any other call.
 
+A unary handler may answer with its message already serialized (bytes): it is sent as it is.
+
 Listening (with or without TLS) is milepost.core.tls.listen.
 """
 
@@ -127,9 +129,16 @@ class Server(grpc.Server):
         self._server.add_generic_rpc_handlers([_Generic(h, self._on_threads) for h in generic_rpc_handlers])
 
     def add_registered_method_handlers(self, service_name: str, method_handlers: Any) -> None:
-        self._server.add_registered_method_handlers(service_name, {
-            name: self._on_threads.wrap(f"/{service_name}/{name}", handler) for name, handler in method_handlers.items()
-        })
+        """Only ``inline_methods`` are registered with grpc; the others are served by the generic
+        handler that the generated code adds beside them. grpc.aio waits on one pending call per
+        registered method, all of them at every call: with the agent's ~20 methods registered that
+        wait cost more than the rest of grpc's Python per call."""
+        hot = {name: handler for name, handler in method_handlers.items()
+               if f"/{service_name}/{name}" in self._on_threads.inline}
+        if hot:
+            self._server.add_registered_method_handlers(service_name, {
+                name: self._on_threads.wrap(f"/{service_name}/{name}", handler) for name, handler in hot.items()
+            })
 
     def add_insecure_port(self, address: str) -> int:
         return int(self._server.add_insecure_port(address))
@@ -201,7 +210,7 @@ class _OnThreads:
         self._interceptors = list(interceptors)
         self._calls, self._streams = calls, streams
         self._idle_s = stream_idle_timeout_s
-        self._inline = inline_methods
+        self.inline = inline_methods
         self.calls: set[asyncio.Task] = set()  # the tasks of this server's calls under way, to end at its stop
 
     @contextlib.contextmanager
@@ -226,7 +235,7 @@ class _OnThreads:
             handler = interceptor.intercept_service(lambda _details, inner=handler: inner, details)
         if handler is None:
             return None
-        return self._on_threads(handler, method.rsplit("/", 1)[-1], inline=method in self._inline)
+        return self._on_threads(handler, method.rsplit("/", 1)[-1], inline=method in self.inline)
 
     def _on_threads(self, handler: grpc.RpcMethodHandler, method: str, *, inline: bool) -> grpc.RpcMethodHandler:
         pool = self._streams if handler.request_streaming or handler.response_streaming else self._calls
@@ -277,7 +286,19 @@ class _OnThreads:
 
             return run
 
-        return rewrap(handler, unary, stream)
+        return rewrap(handler, unary, stream, response_serializer=_passing_bytes(handler.response_serializer))
+
+
+def _passing_bytes(serializer: Callable[[Any], bytes] | None) -> Callable[[Any], bytes] | None:
+    """``serializer``, except that an answer already serialized (bytes) is sent as it is: how a
+    handler answers from bytes it built (the agent's matrix lane, agent.grpc_inference)."""
+    if serializer is None:
+        return None
+
+    def serialize(message: Any) -> bytes:
+        return message if message.__class__ is bytes else serializer(message)
+
+    return serialize
 
 
 def _pulled(requests: Any, loop: asyncio.AbstractEventLoop, idle_s: float, method: str) -> Iterator[Any]:

@@ -17,12 +17,13 @@ Behaviour = Callable[..., Any]
 def rewrap(
     handler: grpc.RpcMethodHandler, unary: Callable[[Behaviour], Behaviour], stream: Callable[[Behaviour], Behaviour],
     *, request_deserializer: Callable[[bytes], Any] | None = None,
+    response_serializer: Callable[[Any], bytes] | None = None,
 ) -> grpc.RpcMethodHandler:
     """``handler`` with its function wrapped by ``unary`` (one response) or ``stream`` (a stream of
-    responses); ``request_deserializer`` replaces the handler's when given."""
+    responses); ``request_deserializer`` and ``response_serializer`` replace the handler's when given."""
     kinds = {
         "request_deserializer": request_deserializer or handler.request_deserializer,
-        "response_serializer": handler.response_serializer,
+        "response_serializer": response_serializer or handler.response_serializer,
     }
     if handler.unary_unary:
         return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), **kinds)

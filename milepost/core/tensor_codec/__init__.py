@@ -17,7 +17,7 @@ What it promises:
   a fixed-size-list column whose values buffer *is* the request's bytes object,
   and a float32 named input becomes a column over its bytes the same way; a model
   that scores matrices takes that request as a numpy view (``raw_matrix``) and its
-  answer goes back by ``encode_matrix``, with no Arrow in between.
+  answer goes back by ``matrix_response``, with no Arrow in between.
 - Raw payloads are little-endian and row-major on the wire, whatever the host.
 """
 
@@ -26,9 +26,9 @@ from __future__ import annotations
 from milepost.core.tensor_codec.calling_side import decode_outputs, encode_inputs
 from milepost.core.tensor_codec.datatypes import MATRIX_INPUT_NAME, datatype_of, tensor_metadata
 from milepost.core.tensor_codec.requests import decode_inputs, raw_matrix
-from milepost.core.tensor_codec.responses import encode_matrix, encode_outputs
+from milepost.core.tensor_codec.responses import encode_outputs, matrix_response
 
 __all__ = [
-    "MATRIX_INPUT_NAME", "decode_inputs", "decode_outputs", "encode_inputs", "encode_matrix", "encode_outputs",
+    "MATRIX_INPUT_NAME", "decode_inputs", "decode_outputs", "encode_inputs", "encode_outputs", "matrix_response",
     "raw_matrix", "tensor_metadata", "datatype_of",
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pyarrow as pa
 
@@ -163,12 +165,54 @@ def _bytes_payload(name: str, column: pa.Array, what: str) -> bytes:
 # A remote member (a model on another agent) and the Python client speak the
 
 
-def encode_matrix(response: pb.ModelInferResponse, name: str, values: np.ndarray, *, rows_only: bool) -> None:
-    """Append ``values`` (n, k) float64, as a model of the matrix lane scored them, as output
-    ``name``: ``[n]`` when ``rows_only`` (a one-value output column), else ``[n, k]`` (a
-    fixed-size-list column); the tensor ``encode_outputs`` writes for that column."""
-    output = response.outputs.add()
-    output.name = name
-    output.datatype = "FP64"
-    output.shape.extend(values.shape[:1] if rows_only else values.shape)
-    response.raw_output_contents.append(np.ascontiguousarray(values, dtype="<f8").tobytes())
+def matrix_response(model_name: str, version: str, request_id: str, parameters: tuple[tuple[str, str], ...],
+                    output_name: str, values: np.ndarray, *, rows_only: bool) -> bytes:
+    """The serialized ModelInferResponse of a matrix lane answer: ``values`` (n, k) float64, as
+    a model of the lane scored them, as output ``name`` of ``[n]`` when ``rows_only`` (a one-value
+    output column), else ``[n, k]`` (a fixed-size-list column), the tensor ``encode_outputs``
+    writes for that column; ``parameters`` (name, text) as string parameters.
+
+    Built as bytes, not as a message: what is the same for every answer of a route (names,
+    version, parameters) and for every batch size (the output tensor's header) is serialized
+    once, by protobuf, and only the id and the scores are framed per request. A protobuf
+    message's fields may come in any order and concatenated serializations merge, so these
+    bytes parse as the message (tests compare them field by field)."""
+    n = values.shape[0]
+    shape = (n,) if rows_only else (n, values.shape[1])
+    data = (values if values.dtype == _FP64_WIRE and values.flags.c_contiguous
+            else np.ascontiguousarray(values, dtype=_FP64_WIRE)).tobytes()
+    return b"".join((
+        _response_head(model_name, version, parameters),
+        _length_delimited(_ID_TAG, request_id.encode()) if request_id else b"",
+        _output_head(output_name, shape),
+        _length_delimited(_RAW_OUTPUT_TAG, data),
+    ))
+
+
+_FP64_WIRE = np.dtype("<f8")
+_ID_TAG, _RAW_OUTPUT_TAG = b"\x1a", b"\x32"  # ModelInferResponse fields 3 (id) and 6 (raw_output_contents)
+
+
+@functools.lru_cache(maxsize=1024)
+def _response_head(model_name: str, version: str, parameters: tuple[tuple[str, str], ...]) -> bytes:
+    response = pb.ModelInferResponse(model_name=model_name, model_version=version)
+    for name, text in parameters:
+        response.parameters[name].string_param = text
+    return response.SerializeToString()
+
+
+@functools.lru_cache(maxsize=1024)
+def _output_head(name: str, shape: tuple[int, ...]) -> bytes:
+    return pb.ModelInferResponse(outputs=[pb.ModelInferResponse.InferOutputTensor(
+        name=name, datatype="FP64", shape=shape)]).SerializeToString()
+
+
+def _length_delimited(tag: bytes, payload: bytes) -> bytes:
+    """A length-delimited protobuf field: its tag, the payload's length as a varint, the payload."""
+    n = len(payload)
+    length = bytearray()
+    while n >= 0x80:
+        length.append((n & 0x7F) | 0x80)
+        n >>= 7
+    length.append(n)
+    return tag + length + payload

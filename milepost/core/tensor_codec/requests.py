@@ -14,6 +14,7 @@ from milepost.core.tensor_codec.datatypes import (
     CONTAINER_DTYPES,
     DATATYPES,
     LENGTH_PREFIX,
+    LITTLE_ENDIAN_HOST,
     MATRIX_INPUT_NAME,
     SUPPORTED,
     Datatype,
@@ -423,15 +424,20 @@ def raw_matrix(request: pb.ModelInferRequest, max_rows: int | None = None) -> np
     if len(inputs) != 1:
         return None
     tensor = inputs[0]
-    shape = tensor.shape
-    if tensor.datatype != "FP32" or tensor.name != MATRIX_INPUT_NAME or len(shape) != 2:
+    if tensor.datatype != "FP32" or tensor.name != MATRIX_INPUT_NAME:
         return None
-    n, k = int(shape[0]), int(shape[1])
+    shape = tensor.shape
+    if len(shape) != 2:
+        return None
+    n, k = shape
     raws = request.raw_input_contents
     if n <= 0 or k <= 0 or len(raws) != 1 or (max_rows is not None and n > max_rows):
         return None
     raw = raws[0]  # each access copies out of the message: take it once
     if len(raw) != n * k * 4 or tensor.HasField("contents"):
         return None
-    values = np.frombuffer(raw, dtype="<f4")
-    return values.reshape(n, k) if values.dtype.isnative else values.astype(np.float32).reshape(n, k)
+    values = np.frombuffer(raw, dtype=_FP32_WIRE)
+    return values.reshape(n, k) if LITTLE_ENDIAN_HOST else values.astype(np.float32).reshape(n, k)
+
+
+_FP32_WIRE = np.dtype("<f4")

@@ -139,19 +139,22 @@ def response_of(name: str, request_id: str, served: InferenceResponse | MatrixSe
         return pb.ModelInferResponse.FromString(matrix_response(name, request_id, served))
     response = pb.ModelInferResponse(model_name=name, model_version=served.version, id=request_id)
     tensor_codec.encode_outputs(served.batch, response, requested=requested)
-    if served.arms:
-        response.parameters[ARM_PARAMETER].string_param = ",".join(served.arms)
-    response.parameters[DEPLOYMENT_PARAMETER].string_param = ",".join(served.deployments)
+    for key, text in _who_answered(served):
+        response.parameters[key].string_param = text
     return response
 
 
 def matrix_response(name: str, request_id: str, served: MatrixServed) -> bytes:
     """``response_of`` a matrix lane answer, serialized (tensor_codec.matrix_response): how
     ModelInfer sends it."""
-    parameters = ((ARM_PARAMETER, ",".join(served.arms)),) if served.arms else ()
-    return tensor_codec.matrix_response(
-        name, served.version, request_id, (*parameters, (DEPLOYMENT_PARAMETER, ",".join(served.deployments))),
-        served.output_name, served.values, rows_only=served.rows_only)
+    return tensor_codec.matrix_response(name, served.version, request_id, _who_answered(served),
+                                        served.output_name, served.values, rows_only=served.rows_only)
+
+
+def _who_answered(served: InferenceResponse | MatrixServed) -> tuple[tuple[str, str], ...]:
+    """The answer's string parameters: the arm(s) that answered, if routed, and the deployments."""
+    deployments = (DEPLOYMENT_PARAMETER, ",".join(served.deployments))
+    return ((ARM_PARAMETER, ",".join(served.arms)), deployments) if served.arms else (deployments,)
 
 
 def server_metadata() -> pb.ServerMetadataResponse:

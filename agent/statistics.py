@@ -56,21 +56,10 @@ class Served:
         """Answered requests, their time in the three phases."""
         return Duration(self.execution_count, self.compute_input_ns + self.compute_infer_ns + self.compute_output_ns)
 
-    @property
-    def queue(self) -> Duration:
-        return Duration(self.execution_count, self.queue_ns)
-
-    @property
-    def compute_input(self) -> Duration:
-        return Duration(self.execution_count, self.compute_input_ns)
-
-    @property
-    def compute_infer(self) -> Duration:
-        return Duration(self.execution_count, self.compute_infer_ns)
-
-    @property
-    def compute_output(self) -> Duration:
-        return Duration(self.execution_count, self.compute_output_ns)
+    queue = property(lambda self: Duration(self.execution_count, self.queue_ns))
+    compute_input = property(lambda self: Duration(self.execution_count, self.compute_input_ns))
+    compute_infer = property(lambda self: Duration(self.execution_count, self.compute_infer_ns))
+    compute_output = property(lambda self: Duration(self.execution_count, self.compute_output_ns))
 
     def _add(self, rows: int, calls: int, input_ns: int, infer_ns: int, output_ns: int, queue_ns: int,
              last_ms: int) -> None:

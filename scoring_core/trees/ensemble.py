@@ -77,18 +77,6 @@ _REQUIRED_PARAMS = ("n_features", "feature_names", "n_groups", "task", "classes"
                     "link", "link_scale", "divisor", "accumulate", "layout")
 
 
-def _float32_matrix(X: Any) -> np.ndarray:
-    """``X`` as a float32 array, C- or F-ordered, as the kernels read it (numbers only)."""
-    X = np.asarray(X)
-    if X.dtype != np.float32:
-        if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
-            raise InvalidArgument(f"X: expected a numeric array, got dtype {X.dtype}")
-        X = X.astype(np.float32)
-    if not (X.flags.c_contiguous or X.flags.f_contiguous):
-        X = np.ascontiguousarray(X)
-    return X
-
-
 class TreeEnsemble:
     """A converted tree ensemble. Build one with ``scoring_core.convert``'s
     ``from_xgboost_json``, ``from_lightgbm_text`` or ``from_sklearn``, or with
@@ -114,8 +102,6 @@ class TreeEnsemble:
         self.probabilities: bool = bool(p.get("probabilities", False))
         self.has_covers: bool = "node_cover" in self._arrays
         self._kernel_args = kernel_arrays(self._arrays, self.layout, self._acc, self.leaf_width)
-        self._kernel_tail = (*self._kernel_args, self._divisor, self._link, self._link_scale)  # after (X, out)
-        self._argmax = p["link"] == "argmax"
 
     # -- construction ---------------------------------------------------------------
 
@@ -139,16 +125,22 @@ class TreeEnsemble:
         one output, else (n, n_outputs). ``parallel`` forces the kernel choice; by default
         ``threads.parallel_for`` decides, as for every scoring kernel.
         """
-        if X.__class__ is not np.ndarray or X.dtype != np.float32 or not (X.flags.c_contiguous or X.flags.f_contiguous):
-            X = _float32_matrix(X)
+        X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features:
             raise InvalidArgument(
                 f"X: expected shape (n, {self.n_features}), got {tuple(X.shape)}")
+        if X.dtype != np.float32:
+            if not (np.issubdtype(X.dtype, np.number) or X.dtype == np.bool_):
+                raise InvalidArgument(f"X: expected a numeric array, got dtype {X.dtype}")
+            X = X.astype(np.float32)
+        if not (X.flags.c_contiguous or X.flags.f_contiguous):
+            X = np.ascontiguousarray(X)
         n = X.shape[0]
         out = np.empty((n, self.n_groups), self._acc)
         if n:
-            threads.run_kernel(K.predict_serial, K.predict_parallel, n, X, out, *self._kernel_tail, force=parallel)
-        if self._argmax:
+            threads.run_kernel(K.predict_serial, K.predict_parallel, n, X, out, *self._kernel_args,
+                               self._divisor, self._link, self._link_scale, force=parallel)
+        if self._params["link"] == "argmax":
             return out.argmax(axis=1).astype(self._acc)
         return out[:, 0] if self._squeeze else out
 

@@ -48,12 +48,10 @@ class TreeStage:
         return cls(TreeEnsemble.from_arrays(params, arrays))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        out = self.ensemble.predict(X)
-        if self._binary:  # (1 - p, p) in float64, without column_stack's generality (a third of a one-row call)
+        out = np.asarray(self.ensemble.predict(X), dtype=np.float64)
+        if self._binary:  # (1 - p, p), without column_stack's generality (a third of a one-row call)
             both = np.empty((out.shape[0], 2))
-            p = both[:, 1]
-            p[:] = out
-            np.subtract(1.0, p, out=both[:, 0])
+            np.subtract(1.0, out, out=both[:, 0])
+            both[:, 1] = out
             return both
-        out = np.asarray(out, dtype=np.float64)
         return out.reshape(-1, 1) if out.ndim == 1 else np.ascontiguousarray(out)  # (0,) too

@@ -116,7 +116,7 @@ class DataPlane:
         self.answered_by_matrix = 0  # of those, answered by the matrix lane (serve_matrix)
         self.last_request_at = 0.0  # time.monotonic() of the last request admitted
         self._admission = threading.Lock()
-        self._after_burst = memory.AfterBurst()
+        self._after_burst = memory.AfterBurst(self._admission)
         self.decisions: DecisionLog | None = None  # sampled decisions of routed endpoints (agent.decision_log)
         self.scored_keys: ScoredKeys | None = None  # requests with a key, for the outcomes fed back (agent.registration)
 
@@ -133,8 +133,8 @@ class DataPlane:
                 )
             self._inflight_bytes += size
             self.inflight_requests += 1
-            self.last_request_at = time.monotonic()
-            self._after_burst.admitted(size)
+            self.last_request_at = now = time.monotonic()
+            self._after_burst.admitted(size, now)
 
     def _release(self, size: int, *, answered: bool = True) -> None:
         with self._admission:

@@ -59,9 +59,13 @@ class AfterBurst:
     A request only moves counters: one timer at a time waits out the quiet, and when it
     fires early (requests came meanwhile) it waits again for what is left. (A timer started
     at each release and cancelled at the next admission cost a thread per request once
-    ``min_bytes`` had gone by: half the throughput of one-row requests.)"""
+    ``min_bytes`` had gone by: half the throughput of one-row requests.)
 
-    def __init__(self, min_bytes: int = 64 << 20, quiet_s: float = 0.5,
+    The caller holds ``lock`` while it calls ``admitted`` and ``released``: the lock it
+    counts its own requests under (the data plane's admission), so that a request takes
+    one lock, not two; the timer takes it too."""
+
+    def __init__(self, lock: threading.Lock, min_bytes: int = 64 << 20, quiet_s: float = 0.5,
                  trim: Callable[[], bool] = trim) -> None:
         self.min_bytes = min_bytes
         self.quiet_s = quiet_s
@@ -70,23 +74,22 @@ class AfterBurst:
         self._last_admitted_at = 0.0
         self._idle = True
         self._waiting = False  # a timer is waiting out the quiet
-        self._lock = threading.Lock()
+        self._lock = lock
 
-    def admitted(self, size: int) -> None:
-        with self._lock:
-            self._admitted += size
-            self._last_admitted_at = time.monotonic()
-            self._idle = False
+    def admitted(self, size: int, now: float) -> None:
+        """A request of ``size`` bytes admitted at ``now`` (time.monotonic()), ``lock`` held."""
+        self._admitted += size
+        self._last_admitted_at = now
+        self._idle = False
 
     def released(self, inflight_bytes: int) -> None:
-        """Called with the bytes still in flight once a request let go of its own."""
-        with self._lock:
-            if inflight_bytes:
-                return
-            self._idle = True
-            if self._admitted >= self.min_bytes and not self._waiting:
-                self._waiting = True
-                self._wait(self.quiet_s)
+        """Called, ``lock`` held, with the bytes still in flight once a request let go of its own."""
+        if inflight_bytes:
+            return
+        self._idle = True
+        if self._admitted >= self.min_bytes and not self._waiting:
+            self._waiting = True
+            self._wait(self.quiet_s)
 
     def _wait(self, seconds: float) -> None:
         timer = threading.Timer(seconds, self._quiet_over)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import numpy as np
+from numba import njit
 
 from scoring_core.kinds import register_kind
 from scoring_core.trees.ensemble import TreeEnsemble
@@ -48,10 +49,20 @@ class TreeStage:
         return cls(TreeEnsemble.from_arrays(params, arrays))
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        out = np.asarray(self.ensemble.predict(X), dtype=np.float64)
-        if self._binary:  # (1 - p, p), without column_stack's generality (a third of a one-row call)
-            both = np.empty((out.shape[0], 2))
-            np.subtract(1.0, out, out=both[:, 0])
-            both[:, 1] = out
-            return both
+        out = self.ensemble.predict(X)
+        if self._binary:
+            return _probability_pairs(out)
+        out = np.asarray(out, dtype=np.float64)
         return out.reshape(-1, 1) if out.ndim == 1 else np.ascontiguousarray(out)  # (0,) too
+
+
+@njit(nogil=True, cache=True)
+def _probability_pairs(p):
+    """(1 - p, p) for each row's probability ``p``, in float64: one call, where the four numpy
+    calls it replaces (a cast, an empty, a subtract, a copy) took a sixth of a one-row score."""
+    both = np.empty((p.shape[0], 2))
+    for i in range(p.shape[0]):
+        v = np.float64(p[i])
+        both[i, 0] = 1.0 - v
+        both[i, 1] = v
+    return both

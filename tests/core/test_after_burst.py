@@ -13,9 +13,27 @@ from milepost.core.memory import AfterBurst
 from tests.conftest import wait_until
 
 
-def _counting() -> tuple[AfterBurst, list[float]]:
-    trims: list[float] = []
-    return AfterBurst(min_bytes=1000, quiet_s=0.2, trim=lambda: bool(trims.append(time.monotonic()))), trims
+class _Counted:
+    """What the data plane does around an AfterBurst: each call under the lock it shares with it."""
+
+    def __init__(self) -> None:
+        self.trims: list[float] = []
+        self.lock = threading.Lock()
+        self.after = AfterBurst(self.lock, min_bytes=1000, quiet_s=0.2,
+                                trim=lambda: bool(self.trims.append(time.monotonic())))
+
+    def admitted(self, size: int) -> None:
+        with self.lock:
+            self.after.admitted(size, time.monotonic())
+
+    def released(self, inflight_bytes: int) -> None:
+        with self.lock:
+            self.after.released(inflight_bytes)
+
+
+def _counting() -> tuple[_Counted, list[float]]:
+    counted = _Counted()
+    return counted, counted.trims
 
 
 def test_requests_start_no_thread_each_and_the_trim_waits_for_the_quiet() -> None:

@@ -23,7 +23,6 @@ from milepost.core.settings import Settings, env_var, get_settings
 
 if TYPE_CHECKING:
     from engines.base import DatasetJob, JobResult
-    from milepost.client import Client
 
 ENGINES = ("native", "torch", "onnx", "python", "spark", "ray")
 
@@ -79,8 +78,13 @@ def run(args: argparse.Namespace) -> int:
     bar = ProgressBar(_total_rows(args.input), sys.stderr, unit="rows")
     from milepost.cli.arguments import client
 
-    with client(args) as c:
-        result = score_registered(c, name, version, job, engine=args.engine, progress=bar.update)
+    with tempfile.TemporaryDirectory(prefix="milepost-score-") as tmp:
+        bundle_dir = Path(tmp) / "bundle"
+        with client(args) as c:
+            c.fetch_model(name, version, bundle_dir)
+        # Closed before the job starts: Spark starts its JVM by fork and exec, and a fork while
+        # gRPC's threads serve a call can leave the child broken ("Java gateway process exited").
+        result = score_bundle(bundle_dir, job, engine=args.engine, progress=bar.update)
     bar.finish(result.rows)
     where = f" ({options['device']})" if "device" in options else ""
     print(f"scored {result.rows:,} rows of {args.input} with {name} on {result.engine}{where} "
@@ -105,21 +109,17 @@ def native_device(device: str, batch_rows: int) -> str:
     return "cuda:0" if wants.gpus else "cpu"
 
 
-def score_registered(
-    client: Client, name: str, version: str, job: DatasetJob, *, engine: str = "",
-    progress: Callable[[int], None] | None = None,
+def score_bundle(
+    bundle_dir: Path, job: DatasetJob, *, engine: str = "", progress: Callable[[int], None] | None = None,
 ) -> JobResult:
-    """Fetch ``name:version`` through ``client`` (newest when empty; a prefix works) and run
-    ``job`` on ``engine`` (the flavor's default when empty); returns the engine's JobResult."""
+    """Run ``job`` with the bundle at ``bundle_dir`` on ``engine`` (the flavor's default when
+    empty); returns the engine's JobResult."""
     from engines import registry
     from scoring_core import bundle
 
-    with tempfile.TemporaryDirectory(prefix="milepost-score-") as tmp:
-        bundle_dir = Path(tmp) / "bundle"
-        client.fetch_model(name, version, bundle_dir)
-        flavor = str(bundle.read_manifest(bundle_dir).get("flavor", ""))
-        chosen = registry.engine_for(flavor, engine, online=False)
-        return chosen.score_dataset(bundle_dir, job, progress)
+    flavor = str(bundle.read_manifest(bundle_dir).get("flavor", ""))
+    chosen = registry.engine_for(flavor, engine, online=False)
+    return chosen.score_dataset(bundle_dir, job, progress)
 
 
 def _total_rows(source: str) -> int | None:

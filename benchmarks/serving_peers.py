@@ -10,7 +10,9 @@ and serves it, all at once and on 127.0.0.1 only, from:
   under .bench-venvs/ (benchmarks/peers/venvs.py);
 - the ceiling: bare Python gRPC servers whose ModelInfer does nothing, grpc.server with 16
   threads, grpc.aio on asyncio's loop and on uvloop's (benchmarks/peers/bare_grpc.py); the
-  fastest of them is the ceiling.
+  fastest of them is the ceiling. For reference, not as a goal: the uvloop one whose
+  ModelInfer decodes the request's tensor and encodes one back ("bare gRPC echo"), the least
+  a scoring OIP server does in Python.
 Every server is first asked once over each protocol, and the scores must be XGBoost's own.
 Then the same clients, each in a process of its own, drive each server for each case
 (rows per request x concurrent requests): gRPC, benchmarks/serving.py's asyncio OIP client
@@ -50,6 +52,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._timing import machine, table, write  # noqa: E402
 from benchmarks.peers import mlserver, perf_analyzer, venvs  # noqa: E402
+from benchmarks.peers.bare_grpc import ECHO as BARE_ECHO  # noqa: E402
 from benchmarks.peers.bare_grpc import MODES as BARE_MODES  # noqa: E402
 from benchmarks.rest_stacks import drive_http  # noqa: E402
 from benchmarks.serving import FEATURES, _train, drive  # noqa: E402
@@ -58,6 +61,7 @@ MODEL = "xgb"
 MILEPOST = "Milepost"
 MLSERVER_BEST = "MLServer best"
 CEILING = "bare gRPC (ceiling)"
+ECHO = f"bare gRPC {BARE_ECHO}"
 METRICS = ("requests_per_s", "rows_per_s", "p50_ms", "p99_ms")
 
 
@@ -283,15 +287,31 @@ def measure(targets: list[Target], cases: list[tuple[int, int]], rounds: int, se
     return results
 
 
+def _run_of(runs: list[dict], server: str, protocol: str, rows: int, concurrency: int) -> dict | None:
+    """The run of ``server`` (CEILING: the fastest of the bare servers) in that case, if measured."""
+    if server == CEILING:
+        found = [_run_of(runs, f"bare gRPC {mode}", protocol, rows, concurrency) for mode in BARE_MODES]
+        return max((r for r in found if r), key=lambda r: r["requests_per_s"], default=None)
+    return next((r for r in runs if (r["server"], r["protocol"], r["rows"], r["concurrency"])
+                 == (server, protocol, rows, concurrency)), None)
+
+
+def references(runs: list[dict]) -> list[dict]:
+    """For reference, not goals: the echo server against the ceiling, and Milepost against the echo."""
+    out = []
+    for concurrency in (8, 32):
+        ceiling, echo = _run_of(runs, CEILING, "gRPC", 1, concurrency), _run_of(runs, ECHO, "gRPC", 1, concurrency)
+        ours = _run_of(runs, MILEPOST, "gRPC", 1, concurrency)
+        for what, a, b in ((f"gRPC 1x{concurrency} requests/s, bare echo / bare ceiling", echo, ceiling),
+                           (f"gRPC 1x{concurrency} requests/s, Milepost / bare echo", ours, echo)):
+            if a and b and b["requests_per_s"]:
+                out.append({"what": what, "ratio": a["requests_per_s"] / b["requests_per_s"],
+                            "of": a["requests_per_s"], "to": b["requests_per_s"]})
+    return out
+
+
 def goals(runs: list[dict]) -> list[dict]:
     """Issue 11's goals, as ratios (each met when the ratio reaches its target)."""
-    def get(server: str, protocol: str, rows: int, concurrency: int) -> dict | None:
-        if server == CEILING:  # the fastest of the bare servers
-            found = [get(f"bare gRPC {mode}", protocol, rows, concurrency) for mode in BARE_MODES]
-            return max((r for r in found if r), key=lambda r: r["requests_per_s"], default=None)
-        return next((r for r in runs if (r["server"], r["protocol"], r["rows"], r["concurrency"])
-                     == (server, protocol, rows, concurrency)), None)
-
     wanted = [
         ("gRPC 1x8 requests/s, Milepost / MLServer best", "gRPC", 1, 8, MLSERVER_BEST, "requests_per_s", 3.0),
         ("gRPC 1x32 requests/s, Milepost / MLServer best", "gRPC", 1, 32, MLSERVER_BEST, "requests_per_s", 3.0),
@@ -305,7 +325,7 @@ def goals(runs: list[dict]) -> list[dict]:
     ]
     out = []
     for goal, protocol, rows, concurrency, peer, metric, target in wanted:
-        ours, theirs = get(MILEPOST, protocol, rows, concurrency), get(peer, protocol, rows, concurrency)
+        ours, theirs = _run_of(runs, MILEPOST, protocol, rows, concurrency), _run_of(runs, peer, protocol, rows, concurrency)
         if not ours or not theirs or not ours[metric] or not theirs[metric]:
             continue
         # Lower is better for latency: the peer's over ours.
@@ -365,7 +385,7 @@ def main() -> None:
         processes = Processes(folder)
         try:
             mlservers = [start_mlserver(processes, mlserver_env, folder, model_file, s) for s in mlserver.SETTINGS]
-            bare = [(start_bare(processes, folder, mode), folder / f"bare-{mode}.port") for mode in BARE_MODES]
+            bare = [(start_bare(processes, folder, mode), folder / f"bare-{mode}.port") for mode in (*BARE_MODES, BARE_ECHO)]
             targets = [start_milepost(processes, folder, model_file)]
             for name, ports in mlservers:
                 processes.wait_until(name, lambda p=ports: _http_ok(f"http://127.0.0.1:{p['http']}/v2/models/{MODEL}/ready"))
@@ -382,6 +402,7 @@ def main() -> None:
 
             results["runs"] = measure(targets, cases, args.rounds, args.seconds)
             results["goals"] = goals(results["runs"])
+            results["references"] = references(results["runs"])
             if analyzer is not None:
                 compared = [t for t in targets if t.name in (MILEPOST, MLSERVER_BEST)]
                 results["perf_analyzer"] = run_perf_analyzer(*analyzer, compared, args.perf_analyzer_ms)
@@ -405,6 +426,10 @@ def main() -> None:
     print(table(["goal", "Milepost", "peer", "ratio", "target", "met"],
                 [[g["goal"], g["milepost"], g["peer"], f"{g['ratio']:.2f}", f"{g['target']:g}", "yes" if g["met"] else "no"]
                  for g in results["goals"]]))
+    if results["references"]:
+        print()
+        print(table(["for reference", "req/s", "to req/s", "ratio"],
+                    [[r["what"], r["of"], r["to"], f"{r['ratio']:.2f}"] for r in results["references"]]))
     print(f"\nwrote {write('serving_peers', results)}")
 
 

@@ -1,6 +1,6 @@
 """The ceiling: a Python gRPC server whose ModelInfer does nothing, to show what grpcio allows here.
 
-    python -m benchmarks.peers.bare_grpc {sync,aio,aio-uvloop} PORT_FILE
+    python -m benchmarks.peers.bare_grpc {sync,aio,aio-uvloop,aio-uvloop-echo} PORT_FILE
 
 Same grpcio, OIP stubs and server options as the agent (milepost.core.grpc_server.new_server:
 64 MiB messages, no SO_REUSEPORT, at most 16 x 8 calls under way), and an empty
@@ -9,7 +9,11 @@ ModelInferResponse for every request:
   pool thread;
 - ``aio``: grpc.aio.server, the handler a coroutine on the event loop, no thread at all;
 - ``aio-uvloop``: the same on uvloop's event loop, as the agent runs its servers
-  (milepost.core.grpc_server).
+  (milepost.core.grpc_server);
+- ``aio-uvloop-echo`` (not part of the ceiling): the same, except that ModelInfer reads the
+  request's FP32 tensor into numpy and answers an (n, 2) FP64 tensor, as any OIP server that
+  scores must at least do; how much of the ceiling the protocol's own decoding and encoding
+  leave in Python.
 Listens on 127.0.0.1 only; writes its port to PORT_FILE and serves until SIGTERM or SIGINT.
 """
 
@@ -23,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -36,7 +41,8 @@ OPTIONS = [
     ("grpc.max_send_message_length", DEFAULT_MAX_MESSAGE_BYTES),
     ("grpc.so_reuseport", 0),
 ]
-MODES = ("sync", "aio", "aio-uvloop")
+MODES = ("sync", "aio", "aio-uvloop")  # the ceiling's
+ECHO = "aio-uvloop-echo"
 
 
 class _Empty(pb_grpc.GRPCInferenceServiceServicer):
@@ -47,6 +53,16 @@ class _Empty(pb_grpc.GRPCInferenceServiceServicer):
 class _EmptyAio(pb_grpc.GRPCInferenceServiceServicer):
     async def ModelInfer(self, request, context):  # noqa: N802 - the gRPC method's name
         return pb.ModelInferResponse()
+
+
+class _EchoAio(pb_grpc.GRPCInferenceServiceServicer):
+    async def ModelInfer(self, request, context):  # noqa: N802 - the gRPC method's name
+        n, k = request.inputs[0].shape
+        X = np.frombuffer(request.raw_input_contents[0], "<f4").reshape(n, k)
+        response = pb.ModelInferResponse(model_name=request.model_name, model_version="1", id=request.id)
+        response.outputs.add(name="probabilities", datatype="FP64", shape=[n, 2])
+        response.raw_output_contents.append(np.zeros((X.shape[0], 2)).tobytes())
+        return response
 
 
 def serve_sync(port_file: Path) -> None:
@@ -62,9 +78,9 @@ def serve_sync(port_file: Path) -> None:
     server.stop(0).wait()
 
 
-async def serve_aio(port_file: Path) -> None:
+async def serve_aio(port_file: Path, servicer: pb_grpc.GRPCInferenceServiceServicer) -> None:
     server = grpc.aio.server(options=OPTIONS, maximum_concurrent_rpcs=WORKERS * 8)
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(_EmptyAio(), server)
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     stop = asyncio.Event()
@@ -78,16 +94,16 @@ async def serve_aio(port_file: Path) -> None:
 
 def main() -> None:
     mode, port_file = sys.argv[1], Path(sys.argv[2])
-    if mode not in MODES:
-        raise SystemExit(f"mode must be one of {MODES}, not {mode!r}")
+    if mode not in (*MODES, ECHO):
+        raise SystemExit(f"mode must be one of {(*MODES, ECHO)}, not {mode!r}")
     if mode == "sync":
         serve_sync(port_file)
-    elif mode == "aio-uvloop":
+    elif mode in ("aio-uvloop", ECHO):
         import uvloop
 
-        uvloop.run(serve_aio(port_file))
+        uvloop.run(serve_aio(port_file, _EchoAio() if mode == ECHO else _EmptyAio()))
     else:
-        asyncio.run(serve_aio(port_file))
+        asyncio.run(serve_aio(port_file, _EmptyAio()))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from milepost.core.errors import InvalidArgument
+from scoring_core.linear_columns import FloatColumns
 from scoring_core.string_inputs import StringColumn
 
 _FLOAT_TYPES = (pa.float32(), pa.float64())
@@ -113,10 +114,11 @@ def _matrix_from_named_columns(
     return X
 
 
-def float_columns(batch: pa.RecordBatch, feature_names: list[str]) -> list[np.ndarray] | None:
-    """Zero-copy views of the batch's feature columns, in feature order, when it holds exactly
-    those columns, all float32 or all float64, none with nulls; else None (the matrix path
-    then reads the batch, and names what is wrong with it)."""
+def float_columns(batch: pa.RecordBatch, feature_names: list[str]) -> FloatColumns | None:
+    """The batch's feature columns in feature order, read in place (their buffers'
+    addresses, the batch as their owner), when it holds exactly those columns, all float32
+    or all float64, none with nulls; else None (the matrix path then reads the batch, and
+    names what is wrong with it)."""
     index = {name: i for i, name in enumerate(batch.schema.names)}
     if len(index) != batch.num_columns or index.keys() != set(feature_names):
         return None
@@ -124,14 +126,14 @@ def float_columns(batch: pa.RecordBatch, feature_names: list[str]) -> list[np.nd
     first = batch.schema.field(order[0]).type if order else None
     if first not in _FLOAT_TYPES:
         return None
-    dtype = np.dtype(first.to_pandas_dtype())
-    views = []
-    for i in order:
+    size = first.bit_width // 8
+    addresses = np.empty(len(order), dtype=np.int64)
+    for j, i in enumerate(order):
         col = batch.column(i)
         if col.type != first or col.null_count:
             return None
-        views.append(np.frombuffer(col.buffers()[1], dtype=dtype, count=len(col), offset=col.offset * dtype.itemsize))
-    return views
+        addresses[j] = col.buffers()[1].address + col.offset * size
+    return FloatColumns(addresses, np.dtype(first.to_pandas_dtype()), batch.num_rows, batch)
 
 
 def _fill_column(out: np.ndarray, col: pa.Array, name: str) -> None:

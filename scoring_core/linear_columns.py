@@ -3,8 +3,8 @@
 Arrow batches of one column per feature used to be copied, column by column, into a
 Fortran-ordered matrix before the column-major kernel read it (scoring_core.arrow_input):
 three passes over memory for one, and the first touch of a fresh matrix as large as the
-input. Here each feature's own buffer is read in place (a numba typed List of 1-D views,
-float32 or float64, without nulls), in the blocks, passes (``linear._passes``) and
+input. Here each feature's own buffer is read in place (``FloatColumns``: a table of the
+buffers' addresses, float32 or float64, without nulls), in the blocks, passes (``linear._passes``) and
 prefetches of linear's column-major kernel (``linear.column_block_rows``,
 ``COLUMN_AHEAD_ROWS``), and finished by its ``combine_lanes``.
 
@@ -15,17 +15,22 @@ column-major matrix, these columns) give bit-identical scores: lane ``k`` of a r
 down one column's segment, element by element, which LLVM turns into vector operations
 without reordering any sum (each row's lane is its own accumulator).
 
-Building the typed List costs about 2 us a column, so batches below ``MIN_ROWS`` keep the
-matrix path, where that is the larger cost.
+The kernel reads the columns through that address table rather than a numba typed List
+of arrays: taking an array out of a typed List (a call and two reference counts) cost 4%
+of a 1M x 200 score, 24 of them a pass, and building the List 0.2 ms more. An address is
+read only while the ``FloatColumns`` holding its owner is alive (``score_columns`` takes
+that object, not bare addresses). Batches below ``MIN_ROWS`` keep the matrix path, where
+a block's fixed costs would weigh more.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from llvmlite import ir
-from numba import njit, prange, typed, types
+from numba import njit, prange, types
 from numba.extending import intrinsic
 
 from scoring_core import threads
@@ -50,39 +55,95 @@ from scoring_core.linear import (
 MIN_ROWS = 16_384
 
 
+@dataclass(frozen=True)
+class FloatColumns:
+    """Equal-length float columns, all float32 or all float64, none with nulls, given by
+    the addresses of their values (``addresses``, int64, in the model's feature order);
+    ``owner`` holds the memory they point into for as long as this object lives."""
+
+    addresses: np.ndarray
+    dtype: np.dtype
+    rows: int
+    owner: object
+
+    @classmethod
+    def of_arrays(cls, arrays: list[np.ndarray]) -> FloatColumns:
+        """The columns of C-contiguous 1-D numpy arrays (all of one float dtype and length)."""
+        if not arrays or any(a.ndim != 1 or not a.flags.c_contiguous or a.dtype != arrays[0].dtype
+                             or len(a) != len(arrays[0]) for a in arrays):
+            raise ValueError("FloatColumns.of_arrays takes contiguous 1-D arrays of one dtype and length")
+        addresses = np.array([a.ctypes.data for a in arrays], dtype=np.int64)
+        return cls(addresses, arrays[0].dtype, len(arrays[0]), tuple(arrays))
+
+
+def _column_pointer(context: Any, builder: ir.IRBuilder, table_type: Any, table: Any, element: Any,
+                    column: ir.Value, row: ir.Value) -> ir.Value:
+    """Pointer to row ``row`` of column ``column`` of the address table ``table``."""
+    address = builder.load(_data_pointer(context, builder, table_type, table, column))
+    values = builder.inttoptr(address, context.get_data_type(element).as_pointer())
+    return builder.gep(values, [row])
+
+
+def _typed_value(typingctx: Any, table: Any, kind: Any, column: Any, row: Any) -> Any:
+    """``_value(table, kind, column, row)``: ``float64`` of row ``row`` of column ``column``
+    (values of ``kind``'s dtype)."""
+    if not (_is_float_array(kind, "C") and isinstance(table, types.Array) and table.dtype == types.int64
+            and isinstance(column, types.Integer) and isinstance(row, types.Integer)):
+        return None
+
+    def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
+        t = signature.args
+        pointer = _column_pointer(context, builder, t[0], args[0], t[1].dtype,
+                                  context.cast(builder, args[2], t[2], types.int64),
+                                  context.cast(builder, args[3], t[3], types.int64))
+        value = builder.load(pointer)
+        return value if t[1].dtype == types.float64 else builder.fpext(value, ir.DoubleType())
+
+    return types.float64(table, kind, column, row), codegen
+
+
+_value: Any = intrinsic(_typed_value)
+
+
 def _segments_pass_intrinsic(columns: int) -> Any:
-    """``f(acc, x0, x1, x2, x3, r0, n, w0, w1, w2, w3, y0, y1, y2, y3, ahead)``: for
-    ``r < 16 * (n // 16)``, ``acc[r] = ((acc[r] + w0 * x0[r0 + r]) + w1 * x1[r0 + r]) + ...``
-    over the first ``columns`` of the 1-D arrays (the others are unused): linear's column
-    pass, reading each column from its own buffer, while it prefetches ``y0 .. y3`` from
-    row ``ahead`` on, a line each per 16 rows. Plain vector loads, fpext, fmul and fadd with
-    no fast-math flags, so each row's sum is the scalar code's."""
+    """``f(acc, table, kind, i0, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead)``:
+    for ``r < 16 * (n // 16)``, ``acc[r] = ((acc[r] + w0 * x[i0][r0 + r]) + w1 * x[i1][r0 + r]) + ...``
+    over the first ``columns`` of columns ``i0 .. i3`` of the address table (values of
+    ``kind``'s dtype): linear's column pass, reading each column from its own buffer, while
+    it prefetches columns ``k0 .. k3`` from row ``ahead`` on, a line each per 16 rows. Plain
+    vector loads, fpext, fmul and fadd with no fast-math flags, so each row's sum is the
+    scalar code's."""
 
     @intrinsic
-    def segments_pass(typingctx: Any, acc: Any, x0: Any, x1: Any, x2: Any, x3: Any, r0: Any, n: Any,
-                      w0: Any, w1: Any, w2: Any, w3: Any, y0: Any, y1: Any, y2: Any, y3: Any,
+    def segments_pass(typingctx: Any, acc: Any, table: Any, kind: Any, i0: Any, i1: Any, i2: Any, i3: Any,
+                      r0: Any, n: Any, w0: Any, w1: Any, w2: Any, w3: Any, k0: Any, k1: Any, k2: Any, k3: Any,
                       ahead: Any) -> Any:
-        xs = (x0, x1, x2, x3, y0, y1, y2, y3)
+        indices = (i0, i1, i2, i3, r0, n, k0, k1, k2, k3, ahead)
         if not (_is_float_array(acc, "C") and acc.dtype == types.float64 and acc.ndim == 1
-                and all(_is_float_array(x, "C") and x.ndim == 1 and x.dtype == x0.dtype for x in xs)
-                and all(isinstance(t, types.Integer) for t in (r0, n, ahead))
+                and _is_float_array(kind, "C") and isinstance(table, types.Array) and table.dtype == types.int64
+                and all(isinstance(t, types.Integer) for t in indices)
                 and all(isinstance(t, types.Float) for t in (w0, w1, w2, w3))):
             return None
-        sig = types.void(acc, x0, x1, x2, x3, r0, n, w0, w1, w2, w3, y0, y1, y2, y3, ahead)
+        sig = types.void(acc, table, kind, i0, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead)
 
         def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
             t = signature.args
+            element = t[2].dtype
             i64 = ir.IntType(64)
-            start = context.cast(builder, args[5], t[5], types.int64)
-            count = context.cast(builder, args[6], t[6], types.int64)
-            cols = [_data_pointer(context, builder, t[1 + q], args[1 + q], start) for q in range(columns)]
-            weights = [_splat(builder, context.cast(builder, args[7 + q], t[7 + q], types.float64))
+
+            def int64(k: int) -> ir.Value:
+                return context.cast(builder, args[k], t[k], types.int64)
+
+            start, count, soon = int64(7), int64(8), int64(17)
+            cols = [_column_pointer(context, builder, t[1], args[1], element, int64(3 + q), start)
+                    for q in range(columns)]
+            weights = [_splat(builder, context.cast(builder, args[9 + q], t[9 + q], types.float64))
                        for q in range(columns)]
             sums = _data_pointer(context, builder, t[0], args[0], ir.Constant(i64, 0))
-            soon = context.cast(builder, args[15], t[15], types.int64)
-            later = [_data_pointer(context, builder, t[11 + q], args[11 + q], soon) for q in range(4)]
+            later = [_column_pointer(context, builder, t[1], args[1], element, int64(13 + q), soon)
+                     for q in range(4)]
             step = 2 * LANES
-            per_line = _LINE // (t[1].dtype.bitwidth // 8)
+            per_line = _LINE // (element.bitwidth // 8)
 
             def rows16(i: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
                 base = builder.mul(i, ir.Constant(i64, step))
@@ -91,7 +152,7 @@ def _segments_pass_intrinsic(columns: int) -> Any:
                         _prefetch(builder, builder.gep(y, [builder.add(base, ir.Constant(i64, line))]))
                 for half in range(2):
                     add_weighted_rows(builder, context, sums, cols, weights, builder.add(base, ir.Constant(i64, half * LANES)),
-                                      t[1].dtype)
+                                      element)
                 return carried
 
             _counted_loop(builder, builder.sdiv(count, ir.Constant(i64, step)), [], rows16)
@@ -109,40 +170,39 @@ _PASS_4 = _segments_pass_intrinsic(4)
 
 
 @njit(nogil=True, cache=True, fastmath=False, inline="always")
-def _pass(a, columns, j, m, coef, c, r0, n, y0, y1, y2, y3, ahead):
+def _pass(a, table, kind, j, m, coef, c, r0, n, k0, k1, k2, k3, ahead):
     """``a[r] += coef[c, j + 8q] * x[j + 8q][r0 + r]`` for ``q < m`` in order, every ``r < n``,
-    prefetching ``y0 .. y3`` from row ``ahead``."""
-    x0 = columns[j]
-    x1 = columns[j + LANES] if m > 1 else x0
-    x2 = columns[j + 2 * LANES] if m > 2 else x0
-    x3 = columns[j + 3 * LANES] if m > 3 else x0
+    prefetching columns ``k0 .. k3`` from row ``ahead``."""
+    i1 = j + LANES if m > 1 else j
+    i2 = j + 2 * LANES if m > 2 else j
+    i3 = j + 3 * LANES if m > 3 else j
     w0 = coef[c, j]
-    w1 = coef[c, j + LANES] if m > 1 else 0.0
-    w2 = coef[c, j + 2 * LANES] if m > 2 else 0.0
-    w3 = coef[c, j + 3 * LANES] if m > 3 else 0.0
+    w1 = coef[c, i1] if m > 1 else 0.0
+    w2 = coef[c, i2] if m > 2 else 0.0
+    w3 = coef[c, i3] if m > 3 else 0.0
     if m == 4:
-        _PASS_4(a, x0, x1, x2, x3, r0, n, w0, w1, w2, w3, y0, y1, y2, y3, ahead)
+        _PASS_4(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead)
     elif m == 3:
-        _PASS_3(a, x0, x1, x2, x3, r0, n, w0, w1, w2, w3, y0, y1, y2, y3, ahead)
+        _PASS_3(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead)
     elif m == 2:
-        _PASS_2(a, x0, x1, x2, x3, r0, n, w0, w1, w2, w3, y0, y1, y2, y3, ahead)
+        _PASS_2(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead)
     else:
-        _PASS_1(a, x0, x1, x2, x3, r0, n, w0, w1, w2, w3, y0, y1, y2, y3, ahead)
+        _PASS_1(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead)
     for r in range(n - n % (2 * LANES), n):  # the rows after the last 16
         s = a[r]
         for q in range(m):
-            s = s + coef[c, j + q * LANES] * np.float64(columns[j + q * LANES][r0 + r])
+            s = s + coef[c, j + q * LANES] * _value(table, kind, j + q * LANES, r0 + r)
         a[r] = s
 
 
 @njit(nogil=True, cache=True, fastmath=False, inline="always")
-def _column(columns, q, j, m):
+def _column(q, j, m):
     """The pass's column ``q`` (of ``m`` from ``j``; the last one again past ``m``)."""
-    return columns[j + min(q, m - 1) * LANES]
+    return j + min(q, m - 1) * LANES
 
 
 @njit(nogil=True, cache=True, fastmath=False)
-def _block(columns, coef, intercept, link, out, r0, r1, scores, acc, passes):
+def _block(table, kind, coef, intercept, link, out, r0, r1, scores, acc, passes):
     """Rows ``r0 .. r1``; ``scores`` (k, rows), ``acc`` (k, LANES, rows) scratch, ``passes``
     from ``linear._passes``: linear's ``_block_by_columns`` over these columns, with its
     prefetches (down a pass's own columns, then into the next pass's)."""
@@ -160,45 +220,46 @@ def _block(columns, coef, intercept, link, out, r0, r1, scores, acc, passes):
         lane = j % LANES
         for c in range(k):
             if split:
-                _pass(acc[c, lane], columns, j, m, coef, c, r0, split, _column(columns, 0, j, m),
-                      _column(columns, 1, j, m), _column(columns, 2, j, m), _column(columns, 3, j, m),
-                      r0 + COLUMN_AHEAD_ROWS)
-            _pass(acc[c, lane][split:], columns, j, m, coef, c, r0 + split, n - split,
-                  _column(columns, 0, nj, nm), _column(columns, 1, nj, nm), _column(columns, 2, nj, nm),
-                  _column(columns, 3, nj, nm), row)
+                _pass(acc[c, lane], table, kind, j, m, coef, c, r0, split, _column(0, j, m), _column(1, j, m),
+                      _column(2, j, m), _column(3, j, m), r0 + COLUMN_AHEAD_ROWS)
+            _pass(acc[c, lane][split:], table, kind, j, m, coef, c, r0 + split, n - split, _column(0, nj, nm),
+                  _column(1, nj, nm), _column(2, nj, nm), _column(3, nj, nm), row)
     combine_lanes(acc, intercept, link, scores, out, r0, 0, n)
 
 
 @njit(nogil=True, cache=True, fastmath=False)
-def _serial(columns, coef, intercept, link, out, rows):
+def _serial(table, kind, coef, intercept, link, out, rows):
     n = out.shape[0]
     k = coef.shape[0]
     scores = np.empty((k, rows))
     acc = np.empty((k, LANES, rows))
-    passes = _passes(len(columns))
+    passes = _passes(table.shape[0])
     for r0 in range(0, n, rows):
-        _block(columns, coef, intercept, link, out, r0, min(n, r0 + rows), scores, acc, passes)
+        _block(table, kind, coef, intercept, link, out, r0, min(n, r0 + rows), scores, acc, passes)
 
 
 @njit(nogil=True, cache=True, fastmath=False, parallel=True)
-def _parallel(columns, coef, intercept, link, out, rows):
+def _parallel(table, kind, coef, intercept, link, out, rows):
     n = out.shape[0]
     k = coef.shape[0]
-    passes = _passes(len(columns))
+    passes = _passes(table.shape[0])
     for b in prange((n + rows - 1) // rows):
         scores = np.empty((k, rows))
         acc = np.empty((k, LANES, rows))
         r0 = b * rows
-        _block(columns, coef, intercept, link, out, r0, min(n, r0 + rows), scores, acc, passes)
+        _block(table, kind, coef, intercept, link, out, r0, min(n, r0 + rows), scores, acc, passes)
 
 
-def score_columns(columns: list[np.ndarray], coef: np.ndarray, intercept: np.ndarray, link: str) -> np.ndarray:
-    """``linear.score`` of the matrix whose columns are ``columns`` (1-D, equal length, all
-    float32 or all float64, in the model's feature order), without building it."""
+def score_columns(columns: FloatColumns, coef: np.ndarray, intercept: np.ndarray, link: str) -> np.ndarray:
+    """``linear.score`` of the matrix whose columns are ``columns`` (in the model's feature
+    order), without building it."""
     code = _LINK_CODE[link]
-    n = len(columns[0])
+    n = columns.rows
+    if len(columns.addresses) != coef.shape[1]:
+        raise ValueError(f"score_columns: {len(columns.addresses)} columns for {coef.shape[1]} coefficients")
     out = np.empty((n, 2 if code == LOGISTIC else coef.shape[0]), dtype=np.float64)
     if n:
         rows = column_block_rows(coef.shape[0], n, threads.num_threads())
-        threads.run_kernel(_serial, _parallel, n, typed.List(columns), coef, intercept, code, out, rows)
+        kind = np.empty(0, dtype=columns.dtype)
+        threads.run_kernel(_serial, _parallel, n, columns.addresses, kind, coef, intercept, code, out, rows)
     return out

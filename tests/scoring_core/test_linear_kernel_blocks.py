@@ -51,7 +51,7 @@ def test_column_kernels_match_row_kernel_at_block_and_prefetch_edges(threads):
                     e = np.exp(scores - scores.max(axis=1, keepdims=True))
                     np.testing.assert_allclose(by_rows, e / e.sum(axis=1, keepdims=True), rtol=0, atol=1e-12)
                 np.testing.assert_array_equal(model.predict(np.asfortranarray(X)), by_rows, err_msg=f"{link} {n}")
-                columns = [np.ascontiguousarray(X[:, j]) for j in range(f)]
+                columns = linear_columns.FloatColumns.of_arrays([np.ascontiguousarray(X[:, j]) for j in range(f)])
                 named = linear_columns.score_columns(columns, model.coef, model.intercept, link)
                 np.testing.assert_array_equal(named, by_rows, err_msg=f"{link} {n} named")
     finally:

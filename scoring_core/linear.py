@@ -7,8 +7,9 @@ kernels are written to stream the input at close to the machine's read limit.
 
 One summation order, two kernels. Arrow batches arrive column-major and network
 tensors row-major, and transposing a whole batch costs far more than scoring it
-(PERF_NOTES technique 7), so each layout has its own kernel; both compute, for
-every row and output ``c``, exactly this (fastmath off, no fused multiply-add):
+(PERF_NOTES technique 7), so each layout has its own kernel: the row-major one here,
+the column-major one in scoring_core.linear_columns. Both compute, for every row and
+output ``c``, exactly this (fastmath off, no fused multiply-add):
 
 - ``LANES`` = 8 partial sums; lane ``k`` starts at 0.0 and adds
   ``coef[c, j] * float64(x[j])`` for ``j = k, k + 8, k + 16, ...`` in that order;
@@ -23,10 +24,10 @@ thread count, and the order is one that SIMD hardware runs without reassociation
   0.0), then the lanes are combined in the vector. The first output's loop also
   prefetches the rows 16 KiB ahead, as many values a step as it reads, and the link
   is applied four rows at a time, so memory stays busy while the vectors work;
-- column-major (``_COLUMN_PASS_*``): for a block of rows, each lane is a vector of its
-  rows' sums, advanced by up to four of its columns per pass down contiguous column
-  segments; a pass prefetches down its own columns ``COLUMN_AHEAD_ROWS`` ahead, and
-  over its last rows the start of the next pass's columns.
+- column-major (scoring_core.linear_columns): for a block of rows, each lane is a vector
+  of its rows' sums, advanced by up to four of its columns per pass down contiguous
+  column segments; a pass prefetches down its own columns ``COLUMN_AHEAD_ROWS`` ahead,
+  and over its last rows the start of the next pass's columns.
 
 numba's own loop vectoriser gives neither shape (it vectorises no fixed-order
 reduction, and loses the column loop when it is cut into prefetch chunks), so the two
@@ -98,23 +99,11 @@ IDENTITY, LOGISTIC, SOFTMAX, OVR_LOGISTIC = range(4)
 LANES = 8
 # Rows scored together in the row-major kernel: four independent vector chains.
 ROWS_TOGETHER = 4
-# Columns per pass in the column-major kernel: four column loads per accumulator store.
-COLUMNS_TOGETHER = 4
-# Rows per block. Row-major: the (n_outputs, BLOCK) scores and the launch grain.
-# Column-major: the fewest rows a block has (``column_block_rows``).
+# Rows per block of the row-major kernel: the (n_outputs, BLOCK) scores and the launch grain.
 BLOCK = 2048
 # Bytes ahead of the row being scored that the row-major kernel prefetches: 16 KiB
 # and 32 KiB did better than 4 KiB and 64 KiB here at 1M x 200.
 ROW_PREFETCH_BYTES = 16384
-# Column-major blocks: as many rows as keep a block's lane sums (n_outputs, LANES, rows)
-# float64 within LANE_BYTES (in L2), at least BLOCK: long column segments read better
-# than short ones (with the prefetch below, 8-16% better than 2048 at 1M x 200).
-LANE_BYTES = 1 << 20
-# Rows ahead, down its own columns, that a column pass prefetches; over its last
-# COLUMN_AHEAD_ROWS rows it prefetches the start of the next pass's columns instead.
-# 512 against 1024 at 1M x 200, one thread: 0.70-0.71 of the read limit against
-# 0.66-0.68 (256: 0.63, 2048: 0.67; an extra prefetch into L2 4-16 KiB ahead: 0.59-0.64).
-COLUMN_AHEAD_ROWS = 512
 _LINE = 64
 
 
@@ -303,69 +292,9 @@ def add_weighted_rows(builder: ir.IRBuilder, context: Any, sums: ir.Value, cols:
     builder.store(s, target, align=8)
 
 
-def _column_pass_intrinsic(columns: int) -> Any:
-    """``f(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)``: for the F-ordered ``X``
-    and ``r < 16 * (n // 16)``, ``acc[r] = ((acc[r] + w0 * X[r0 + r, j]) + w1 * X[r0 + r, j + 8])
-    + ...`` over ``columns`` columns 8 apart (the weights past ``columns`` are unused),
-    while prefetching, 64 bytes per column per 16 rows, the four column segments that
-    start at ``X.flat[p0]`` .. ``X.flat[p3]``."""
-
-    @intrinsic
-    def column_pass(typingctx: Any, acc: Any, X: Any, r0: Any, n: Any, j: Any, w0: Any, w1: Any,
-                    w2: Any, w3: Any, p0: Any, p1: Any, p2: Any, p3: Any) -> Any:
-        scalars = (r0, n, j, p0, p1, p2, p3)
-        if not (_is_float_array(acc, "C") and acc.dtype == types.float64 and acc.ndim == 1
-                and _is_float_array(X, "F") and X.ndim == 2
-                and all(isinstance(t, types.Integer) for t in scalars)
-                and all(isinstance(t, types.Float) for t in (w0, w1, w2, w3))):
-            return None
-        sig = types.void(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)
-
-        def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
-            t = signature.args
-            acc_type, x_type = t[0], t[1]
-            i64 = ir.IntType(64)
-
-            def int64(k: int) -> ir.Value:
-                return context.cast(builder, args[k], t[k], types.int64)
-
-            height = builder.extract_value(context.make_array(x_type)(context, builder, args[1]).shape, 0)
-            start, count, first = int64(2), int64(3), int64(4)
-            cols = [_data_pointer(context, builder, x_type, args[1], builder.add(
-                builder.mul(builder.add(first, ir.Constant(i64, LANES * q)), height), start))
-                for q in range(columns)]
-            weights = [_splat(builder, context.cast(builder, args[5 + q], t[5 + q], types.float64))
-                       for q in range(columns)]
-            ahead = [_data_pointer(context, builder, x_type, args[1], int64(9 + q))
-                     for q in range(COLUMNS_TOGETHER)]
-            sums = _data_pointer(context, builder, acc_type, args[0], ir.Constant(i64, 0))
-            step = 2 * LANES  # rows an iteration: one cache line of a float32 column
-
-            def rows16(i: ir.Value, carried: list[ir.Value]) -> list[ir.Value]:
-                base = builder.mul(i, ir.Constant(i64, step))
-                for q in range(COLUMNS_TOGETHER):
-                    for line in range(0, step, _LINE // (x_type.dtype.bitwidth // 8)):
-                        _prefetch(builder, builder.gep(ahead[q], [builder.add(base, ir.Constant(i64, line))]))
-                for half in range(2):
-                    add_weighted_rows(builder, context, sums, cols, weights, builder.add(base, ir.Constant(i64, half * LANES)),
-                                      x_type.dtype)
-                return carried
-
-            _counted_loop(builder, builder.sdiv(count, ir.Constant(i64, step)), [], rows16)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return column_pass
-
-
 _ROW_SCORES = _row_scores_intrinsic(ROWS_TOGETHER)
 _ROW_SCORES_AHEAD = _row_scores_intrinsic(ROWS_TOGETHER, prefetch=True)
 _ROW_SCORES_1 = _row_scores_intrinsic(1)
-_COLUMN_PASS_1 = _column_pass_intrinsic(1)
-_COLUMN_PASS_2 = _column_pass_intrinsic(2)
-_COLUMN_PASS_3 = _column_pass_intrinsic(3)
-_COLUMN_PASS_4 = _column_pass_intrinsic(4)
 
 
 # ---------------------------------------------------------------------------------------
@@ -438,119 +367,6 @@ def _block_by_rows(X, coef, intercept, link, out, r0, r1, scores):
 
 
 @njit(nogil=True, cache=True, fastmath=False)
-def _pass_columns(acc, X, r0, n, j, m, coef, c, p0, p1, p2, p3):
-    """``acc[r] += coef[c, j + 8q] * X[r0 + r, j + 8q]`` for ``q < m`` in order, every
-    ``r < n``, prefetching from ``p0 .. p3``."""
-    w0 = coef[c, j]
-    w1 = coef[c, j + LANES] if m > 1 else 0.0
-    w2 = coef[c, j + 2 * LANES] if m > 2 else 0.0
-    w3 = coef[c, j + 3 * LANES] if m > 3 else 0.0
-    if m == 4:
-        _COLUMN_PASS_4(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)
-    elif m == 3:
-        _COLUMN_PASS_3(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)
-    elif m == 2:
-        _COLUMN_PASS_2(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)
-    else:
-        _COLUMN_PASS_1(acc, X, r0, n, j, w0, w1, w2, w3, p0, p1, p2, p3)
-    for r in range(n - n % (2 * LANES), n):  # the rows after the last 16
-        s = acc[r]
-        for q in range(m):
-            s = s + coef[c, j + q * LANES] * np.float64(X[r0 + r, j + q * LANES])
-        acc[r] = s
-
-
-@njit(nogil=True, cache=True, fastmath=False)
-def _passes(f):
-    """The column-major kernel's passes over a block, in order: lane by lane, up to four
-    of the lane's columns at a time; ``(first column, columns)`` of each."""
-    count = 0
-    for lane in range(min(LANES, f)):
-        count += (f - lane + COLUMNS_TOGETHER * LANES - 1) // (COLUMNS_TOGETHER * LANES)
-    table = np.empty((count, 2), np.int64)
-    p = 0
-    for lane in range(min(LANES, f)):
-        for j in range(lane, f, COLUMNS_TOGETHER * LANES):
-            table[p, 0] = j
-            table[p, 1] = min(COLUMNS_TOGETHER, (f - j + LANES - 1) // LANES)
-            p += 1
-    return table
-
-
-def column_block_rows(k: int, n: int, parts: int) -> int:
-    """Rows a column-major block has for ``k`` outputs (``LANE_BYTES``), a multiple of 16,
-    but no more than give each of ``parts`` threads a block of the ``n`` rows."""
-    share = ((n + parts - 1) // parts + 15) // 16 * 16
-    return max(BLOCK, min(share, (LANE_BYTES // (8 * LANES * k)) // 16 * 16))
-
-
-@njit(nogil=True, cache=True, fastmath=False, inline="always")
-def _first_rows(X, q, j, m, row):
-    """``X.flat`` index of row ``row`` of the pass's column ``q`` (of ``m`` from ``j``; the
-    last one again past ``m``)."""
-    return (j + min(q, m - 1) * LANES) * X.shape[0] + row
-
-
-@njit(nogil=True, cache=True, fastmath=False)
-def combine_lanes(acc, intercept, link, scores, out, r0, i0, i1):
-    """Rows ``r0 + i0 .. r0 + i1`` of ``out`` from their lane sums ``acc[:, :, i0:i1]``
-    (``scores`` (k, rows) scratch): the module's lane order, the intercept, the link."""
-    for c in range(acc.shape[0]):
-        a0, a1, a2, a3 = acc[c, 0], acc[c, 1], acc[c, 2], acc[c, 3]
-        a4, a5, a6, a7 = acc[c, 4], acc[c, 5], acc[c, 6], acc[c, 7]
-        b = intercept[c]
-        s = scores[c]
-        for r in range(i0, i1):
-            s[r] = (((a0[r] + a4[r]) + (a2[r] + a6[r])) + ((a1[r] + a5[r]) + (a3[r] + a7[r]))) + b
-    _finish(scores, i0, i1, link, out, r0)
-
-
-@njit(nogil=True, cache=True, inline="always")
-def zero_lanes(acc, n):
-    """The first ``n`` rows of every lane sum of ``acc`` (k, LANES, rows) set to 0.0, where a
-    column block's sums start (both column kernels: here and scoring_core.linear_columns)."""
-    for c in range(acc.shape[0]):
-        for lane in range(LANES):
-            a = acc[c, lane]
-            for r in range(n):
-                a[r] = 0.0
-
-
-@njit(nogil=True, cache=True, fastmath=False)
-def _block_by_columns(X, coef, intercept, link, out, r0, r1, scores, acc, passes):
-    """Rows ``r0 .. r1`` of an F-ordered ``X``; ``scores`` (k, rows), ``acc``
-    (k, LANES, rows) lane sums, ``passes`` from ``_passes``.
-
-    A pass prefetches down its own columns ``COLUMN_AHEAD_ROWS`` ahead, and over its
-    last rows the first rows of the next pass (of the next block after the last), so
-    that the reads run on from one segment into the next."""
-    n = r1 - r0
-    n_rows, f = X.shape
-    k = coef.shape[0]
-    n_passes = passes.shape[0]
-    rows = scores.shape[1]
-    zero_lanes(acc, n)
-    split = n - COLUMN_AHEAD_ROWS if n > COLUMN_AHEAD_ROWS else 0
-    for p in range(n_passes):
-        j = passes[p, 0]
-        m = passes[p, 1]
-        own = r0 + COLUMN_AHEAD_ROWS
-        o0, o1 = _first_rows(X, 0, j, m, own), _first_rows(X, 1, j, m, own)
-        o2, o3 = _first_rows(X, 2, j, m, own), _first_rows(X, 3, j, m, own)
-        after = (p + 1) // n_passes  # 1 for the last pass: the next block's first
-        row = min(r0 + after * rows, max(0, n_rows - COLUMN_AHEAD_ROWS))  # prefetches stay in X
-        nj, nm = passes[(p + 1) % n_passes, 0], passes[(p + 1) % n_passes, 1]
-        p0, p1 = _first_rows(X, 0, nj, nm, row), _first_rows(X, 1, nj, nm, row)
-        p2, p3 = _first_rows(X, 2, nj, nm, row), _first_rows(X, 3, nj, nm, row)
-        lane = j % LANES
-        for c in range(k):
-            if split:
-                _pass_columns(acc[c, lane], X, r0, split, j, m, coef, c, o0, o1, o2, o3)
-            _pass_columns(acc[c, lane][split:], X, r0 + split, n - split, j, m, coef, c, p0, p1, p2, p3)
-    combine_lanes(acc, intercept, link, scores, out, r0, 0, n)
-
-
-@njit(nogil=True, cache=True, fastmath=False)
 def _score_rows_serial(X, coef, intercept, link, out):
     n = X.shape[0]
     scores = np.empty((coef.shape[0], BLOCK))
@@ -567,29 +383,6 @@ def _score_rows_parallel(X, coef, intercept, link, out):
         _block_by_rows(X, coef, intercept, link, out, r0, min(n, r0 + BLOCK), scores)
 
 
-@njit(nogil=True, cache=True, fastmath=False)
-def _score_columns_serial(X, coef, intercept, link, out, rows):
-    n = X.shape[0]
-    k = coef.shape[0]
-    scores = np.empty((k, rows))
-    acc = np.empty((k, LANES, rows))
-    passes = _passes(X.shape[1])
-    for r0 in range(0, n, rows):
-        _block_by_columns(X, coef, intercept, link, out, r0, min(n, r0 + rows), scores, acc, passes)
-
-
-@njit(nogil=True, cache=True, fastmath=False, parallel=True)
-def _score_columns_parallel(X, coef, intercept, link, out, rows):
-    n = X.shape[0]
-    k = coef.shape[0]
-    passes = _passes(X.shape[1])
-    for b in prange((n + rows - 1) // rows):
-        scores = np.empty((k, rows))
-        acc = np.empty((k, LANES, rows))
-        r0 = b * rows
-        _block_by_columns(X, coef, intercept, link, out, r0, min(n, r0 + rows), scores, acc, passes)
-
-
 def score(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, link: str) -> np.ndarray:
     """Scores of a linear model on a float32/float64 (n, f) array in C or F order;
     ``coef`` (k, f) and ``intercept`` (k,) C-contiguous float64, as ``LinearModel``
@@ -598,21 +391,18 @@ def score(X: np.ndarray, coef: np.ndarray, intercept: np.ndarray, link: str) -> 
     Returns a C-ordered float64 (n, n_outputs) array; the binary logistic link gives
     two columns from one coefficient row. C and F order give bit-identical results.
     """
-    k = coef.shape[0]
-    code = _LINK_CODE[link]
-    n_out = 2 if code == LOGISTIC else k
-    out = np.empty((X.shape[0], n_out), dtype=np.float64)
-    if X.shape[0] == 0:
-        return out
     if X.dtype not in (np.float32, np.float64):
         X = X.astype(np.float64)
-    if X.flags.c_contiguous:
+    if X.shape[0] and not X.flags.c_contiguous:
+        # The column-major kernel builds on this module's IR pieces, so it is imported here.
+        from scoring_core import linear_columns
+
+        columns = linear_columns.FloatColumns.of_matrix(X if X.flags.f_contiguous else np.asfortranarray(X))
+        return linear_columns.score_columns(columns, coef, intercept, link)
+    code = _LINK_CODE[link]
+    out = np.empty((X.shape[0], 2 if code == LOGISTIC else coef.shape[0]), dtype=np.float64)
+    if X.shape[0]:
         threads.run_kernel(_score_rows_serial, _score_rows_parallel, X.shape[0], X, coef, intercept, code, out)
-        return out
-    if not X.flags.f_contiguous:
-        X = np.asfortranarray(X)
-    rows = column_block_rows(k, X.shape[0], threads.num_threads())
-    threads.run_kernel(_score_columns_serial, _score_columns_parallel, X.shape[0], X, coef, intercept, code, out, rows)
     return out
 
 

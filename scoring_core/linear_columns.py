@@ -1,26 +1,32 @@
-"""The linear kernel over named Arrow columns as they are: no copy into one matrix.
+"""The column-major linear kernel: named Arrow columns read where they are, and
+F-ordered matrices.
 
 Arrow batches of one column per feature used to be copied, column by column, into a
-Fortran-ordered matrix before the column-major kernel read it (scoring_core.arrow_input):
+Fortran-ordered matrix before a column-major kernel read it (scoring_core.arrow_input):
 three passes over memory for one, and the first touch of a fresh matrix as large as the
-input. Here each feature's own buffer is read in place (``FloatColumns``: a table of the
-buffers' addresses, float32 or float64, without nulls), in the blocks, passes (``linear._passes``) and
-prefetches of linear's column-major kernel (``linear.column_block_rows``,
-``COLUMN_AHEAD_ROWS``), and finished by its ``combine_lanes``.
+input. Here each feature's own buffer is read in place: ``FloatColumns`` is a table of
+the columns' addresses (float32 or float64, without nulls), from an Arrow batch
+(``arrow_input.float_columns``), a list of arrays, or an F-ordered matrix, whose columns
+are one table like any other (``linear.score`` sends those here). One kernel for both
+means one set of passes, prefetches and blocks to tune.
 
-The sums are the ones scoring_core.linear defines, so the three layouts (row-major, one
-column-major matrix, these columns) give bit-identical scores: lane ``k`` of a row adds
+The sums are the ones scoring_core.linear defines, so every layout (row-major, an
+F-ordered matrix, named columns) gives bit-identical scores: lane ``k`` of a row adds
 ``coef[c, j] * float64(x[j])`` for ``j = k, k + 8, ...`` in that order, and the score is
-``((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) + intercept[c]``. Each inner loop runs
-down one column's segment, element by element, which LLVM turns into vector operations
-without reordering any sum (each row's lane is its own accumulator).
+``((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) + intercept[c]``. A block of rows keeps
+each lane's sums as a vector of its rows; a pass advances one lane by up to four of its
+columns, down contiguous column segments, and prefetches down its own columns
+``COLUMN_AHEAD_ROWS`` ahead and, over its last rows, into the next pass's. Each inner
+loop runs down one column's segment, element by element: LLVM IR (``add_weighted_rows``)
+of plain vector loads, fpext, fmul and fadd, which reorders no sum (each row's lane is
+its own accumulator).
 
 The kernel reads the columns through that address table rather than a numba typed List
 of arrays: taking an array out of a typed List (a call and two reference counts) cost 4%
 of a 1M x 200 score, 24 of them a pass, and building the List 0.2 ms more. An address is
 read only while the ``FloatColumns`` holding its owner is alive (``score_columns`` takes
-that object, not bare addresses). Batches below ``MIN_ROWS`` keep the matrix path, where
-a block's fixed costs would weigh more.
+that object, not bare addresses). Named batches below ``MIN_ROWS`` take the matrix path,
+where a block's fixed costs would weigh more.
 """
 
 from __future__ import annotations
@@ -37,22 +43,80 @@ from scoring_core import threads
 from scoring_core.linear import (
     _LINE,
     _LINK_CODE,
-    COLUMN_AHEAD_ROWS,
+    BLOCK,
     LANES,
     LOGISTIC,
     _counted_loop,
     _data_pointer,
+    _finish,
     _is_float_array,
-    _passes,
     _prefetch,
     _splat,
     add_weighted_rows,
-    column_block_rows,
-    combine_lanes,
-    zero_lanes,
 )
 
+# Columns a pass: four column loads per lane-sum store.
+COLUMNS_TOGETHER = 4
+# Column-major blocks: as many rows as keep a block's lane sums (n_outputs, LANES, rows)
+# float64 within LANE_BYTES (in L2), at least BLOCK: long column segments read better
+# than short ones (with the prefetch below, 8-16% better than 2048 at 1M x 200).
+LANE_BYTES = 1 << 20
+# Rows ahead, down its own columns, that a column pass prefetches; over its last
+# COLUMN_AHEAD_ROWS rows it prefetches the start of the next pass's columns instead.
+# 512 against 1024 at 1M x 200, one thread: 0.70-0.71 of the read limit against
+# 0.66-0.68 (256: 0.63, 2048: 0.67; an extra prefetch into L2 4-16 KiB ahead: 0.59-0.64).
+COLUMN_AHEAD_ROWS = 512
+
 MIN_ROWS = 16_384
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def _passes(f):
+    """The column-major kernel's passes over a block, in order: lane by lane, up to four
+    of the lane's columns at a time; ``(first column, columns)`` of each."""
+    count = 0
+    for lane in range(min(LANES, f)):
+        count += (f - lane + COLUMNS_TOGETHER * LANES - 1) // (COLUMNS_TOGETHER * LANES)
+    table = np.empty((count, 2), np.int64)
+    p = 0
+    for lane in range(min(LANES, f)):
+        for j in range(lane, f, COLUMNS_TOGETHER * LANES):
+            table[p, 0] = j
+            table[p, 1] = min(COLUMNS_TOGETHER, (f - j + LANES - 1) // LANES)
+            p += 1
+    return table
+
+
+def column_block_rows(k: int, n: int, parts: int) -> int:
+    """Rows a column-major block has for ``k`` outputs (``LANE_BYTES``), a multiple of 16,
+    but no more than give each of ``parts`` threads a block of the ``n`` rows."""
+    share = ((n + parts - 1) // parts + 15) // 16 * 16
+    return max(BLOCK, min(share, (LANE_BYTES // (8 * LANES * k)) // 16 * 16))
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def combine_lanes(acc, intercept, link, scores, out, r0, i0, i1):
+    """Rows ``r0 + i0 .. r0 + i1`` of ``out`` from their lane sums ``acc[:, :, i0:i1]``
+    (``scores`` (k, rows) scratch): the module's lane order, the intercept, the link."""
+    for c in range(acc.shape[0]):
+        a0, a1, a2, a3 = acc[c, 0], acc[c, 1], acc[c, 2], acc[c, 3]
+        a4, a5, a6, a7 = acc[c, 4], acc[c, 5], acc[c, 6], acc[c, 7]
+        b = intercept[c]
+        s = scores[c]
+        for r in range(i0, i1):
+            s[r] = (((a0[r] + a4[r]) + (a2[r] + a6[r])) + ((a1[r] + a5[r]) + (a3[r] + a7[r]))) + b
+    _finish(scores, i0, i1, link, out, r0)
+
+
+@njit(nogil=True, cache=True, inline="always")
+def zero_lanes(acc, n):
+    """The first ``n`` rows of every lane sum of ``acc`` (k, LANES, rows) set to 0.0, where a
+    column block's sums start (both column kernels: here and scoring_core.linear_columns)."""
+    for c in range(acc.shape[0]):
+        for lane in range(LANES):
+            a = acc[c, lane]
+            for r in range(n):
+                a[r] = 0.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +138,16 @@ class FloatColumns:
             raise ValueError("FloatColumns.of_arrays takes contiguous 1-D arrays of one dtype and length")
         addresses = np.array([a.ctypes.data for a in arrays], dtype=np.int64)
         return cls(addresses, arrays[0].dtype, len(arrays[0]), tuple(arrays))
+
+    @classmethod
+    def of_matrix(cls, X: np.ndarray) -> FloatColumns:
+        """The columns of an F-ordered float32/float64 matrix: each one ``X.shape[0]``
+        values after the last."""
+        if X.ndim != 2 or not X.flags.f_contiguous or X.dtype not in (np.float32, np.float64):
+            raise ValueError("FloatColumns.of_matrix takes an F-ordered float32 or float64 matrix")
+        step = X.shape[0] * X.itemsize
+        addresses = X.ctypes.data + step * np.arange(X.shape[1], dtype=np.int64)
+        return cls(addresses, X.dtype, X.shape[0], X)
 
 
 def _column_pointer(context: Any, builder: ir.IRBuilder, table_type: Any, table: Any, element: Any,

@@ -15,15 +15,16 @@ import pytest
 
 import scoring_core
 from scoring_core import linear, linear_columns
-from scoring_core.linear import COLUMN_AHEAD_ROWS, LinearModel, column_block_rows
+from scoring_core.linear import LinearModel
+from scoring_core.linear_columns import COLUMN_AHEAD_ROWS, column_block_rows
 
 ONE_OUTPUT_BLOCK = column_block_rows(1, 10**9, 1)
 
 
 def test_block_rows_follow_outputs_and_threads():
-    assert ONE_OUTPUT_BLOCK == linear.LANE_BYTES // (8 * linear.LANES)
+    assert ONE_OUTPUT_BLOCK == linear_columns.LANE_BYTES // (8 * linear.LANES)
     three = column_block_rows(3, 10**9, 1)
-    assert three % 16 == 0 and 3 * 8 * linear.LANES * three <= linear.LANE_BYTES
+    assert three % 16 == 0 and 3 * 8 * linear.LANES * three <= linear_columns.LANE_BYTES
     # Each of two threads gets a block of 5000 rows; never fewer rows than BLOCK.
     assert column_block_rows(1, 5000, 2) == 2512
     assert column_block_rows(1, 100, 2) == linear.BLOCK

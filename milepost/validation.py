@@ -77,6 +77,19 @@ def measure(manifest: dict[str, Any], labels: np.ndarray, outputs: pa.Table, thr
     return {"rows": len(labels), **measures.errors(values, _numeric(labels))}
 
 
+def _probabilities(manifest: dict[str, Any], outputs: pa.Table) -> str:
+    """The column of a classifier's probabilities: the one output a core bundle declares (a
+    graph's own name for an ONNX model), else "probabilities"."""
+    declared = manifest.get("outputs")
+    if isinstance(declared, list) and len(declared) == 1 and isinstance(declared[0], dict):
+        name = declared[0].get("name")
+        if isinstance(name, str) and name in outputs.column_names:
+            return name
+    if "probabilities" not in outputs.column_names:
+        raise InvalidArgument(f"the model's outputs {outputs.column_names} have no probabilities column to measure")
+    return "probabilities"
+
+
 def _numeric(labels: np.ndarray) -> np.ndarray:
     try:
         return np.asarray(labels, dtype=np.float64)
@@ -86,7 +99,7 @@ def _numeric(labels: np.ndarray) -> np.ndarray:
 
 def _classifier(manifest: dict[str, Any], labels: np.ndarray, outputs: pa.Table, threshold: float) -> dict[str, Any]:
     classes = list(manifest.get("classes") or [])
-    column = outputs.column("probabilities").combine_chunks()
+    column = outputs.column(_probabilities(manifest, outputs)).combine_chunks()
     probabilities = np.asarray(column.flatten().to_numpy(zero_copy_only=False), dtype=np.float64).reshape(len(labels), -1)
     if not classes:
         classes = list(range(probabilities.shape[1]))

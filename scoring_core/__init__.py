@@ -76,6 +76,7 @@ def compile(model: Any, *, feature_names: list[str] | None = None, baseline: Any
         predict_ndim=converted.predict_ndim,
         unused_columns=[names[i] for i in sorted(converted.unused_inputs)],
         predict_dtype=converted.predict_dtype,
+        output_name=converted.output_name,
     )
     if baseline is not None:
         columns = _columns(baseline, names)

@@ -37,7 +37,9 @@ class CompiledModel:
     with but never reads (a ColumnTransformer dropped them): they must be present, as
     for scikit-learn, but any values (strings too) are accepted and ignored. Output, one field: ``probabilities`` (a list of
     n_classes float64) for a classifier; for a regressor ``prediction`` (float64) when it
-    gives one value per row, else ``output`` (a list of n_outputs float64).
+    gives one value per row, else ``output`` (a list of n_outputs float64). ``output_name``
+    names it otherwise: a graph that names its own outputs (ONNX) keeps its name, as
+    onnxruntime and Triton answer it.
     ``predict_ndim`` says whether ``predict`` returns (n,) or (n, n_outputs), as the
     source library does (scikit-learn regressors (n,), torch modules (n, out), a binary
     XGBoost or LightGBM Booster (n,) of P(class 1)), and ``predict_dtype`` its dtype
@@ -63,6 +65,7 @@ class CompiledModel:
         predict_ndim: int | None = None,
         unused_columns: Sequence[str] = (),
         predict_dtype: str = "float64",
+        output_name: str | None = None,
     ) -> None:
         feature_names = list(feature_names)
         _check_feature_names(feature_names)
@@ -125,6 +128,10 @@ class CompiledModel:
         self.input_schema = pa.schema(
             [pa.field(name, pa.string() if name in string_columns else pa.float32()) for name in feature_names]
         )
+        if output_name is not None:
+            if not isinstance(output_name, str) or not output_name:
+                raise InvalidArgument(f"output_name must be a non-empty string, got {output_name!r}")
+            output = output.with_name(output_name)
         self.output_schema = pa.schema([output])
         # A bare linear model reads large batches of named columns in place (scoring_core.linear_columns).
         self._reads_columns = isinstance(model, LinearModel) and not transforms and not string_columns and not unused
@@ -328,9 +335,19 @@ def model_from_manifest(manifest: dict[str, Any], files: dict[str, bytes], *, ve
         predict_ndim=manifest.get("predict_ndim"),
         unused_columns=[i["name"] for i in inputs if i.get("unused") is True],
         predict_dtype=manifest.get("predict_dtype", "float64"),
+        output_name=_declared_output_name(manifest.get("outputs")),
     )
     declared = manifest.get("outputs")
     expected = compiled._outputs_entry()
     if declared != expected:
         raise InvalidArgument(f"milepost.json: outputs {declared!r} do not match the model, which gives {expected!r}")
     return compiled
+
+
+def _declared_output_name(declared: Any) -> str | None:
+    """The output name a manifest declares (checked against the model afterwards); None where
+    it declares none readable, and the model's own name is then checked."""
+    if isinstance(declared, list) and len(declared) == 1 and isinstance(declared[0], dict):
+        name = declared[0].get("name")
+        return name if isinstance(name, str) and name else None
+    return None

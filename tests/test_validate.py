@@ -245,3 +245,24 @@ def test_a_run_without_gates_is_measured_and_not_recorded(binary, tmp_path, caps
             assert list(admin.model_details("churn", "1").validations) == []
     finally:
         node.stop()
+
+
+def test_an_onnx_classifier_is_measured_by_its_graph_named_probabilities(tmp_path) -> None:
+    """An ONNX graph compiled by the core serves its prediction under the graph's name
+    (skl2onnx's ZipMap output: ``output_probability``); validation measures that column."""
+    pytest.importorskip("skl2onnx")
+    from skl2onnx import to_onnx
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = make_classification(n_samples=400, n_features=5, n_informative=3, random_state=4)
+    X = X.astype(np.float32)
+    model = LogisticRegression().fit(X[:300], y[:300])
+    compiled = scoring_core.compile(to_onnx(model, X[:1]))
+    assert compiled.output_schema.names == ["output_probability"]
+    compiled.save(tmp_path / "onnx")
+    manifest, labels, outputs = validation.score(tmp_path / "onnx", _write(tmp_path / "v.parquet", X[300:], y[300:]), "y")
+    assert outputs.column_names == ["output_probability"]
+    measured = validation.measure(manifest, labels, outputs)
+    p1 = model.predict_proba(X[300:])[:, 1]
+    assert measured["auc"] == pytest.approx(metrics.roc_auc_score(y[300:], p1), abs=1e-6)

@@ -32,6 +32,8 @@ class Converted:
     predict_ndim: int | None = None
     # The dtype of the source library's predict: float64 (scikit-learn, LightGBM), float32 (XGBoost, torch).
     predict_dtype: str = "float64"
+    # The output's name where the source names it (an ONNX graph's output); None: by task.
+    output_name: str | None = None
 
 
 def unsupported(obj: Any, supported: Iterable[str], noun: str = "") -> Unimplemented:

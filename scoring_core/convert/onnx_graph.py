@@ -16,7 +16,10 @@ What the compiled model promises is onnxruntime's default call (``session.run(No
 feed)``): ``predict`` gives the prediction output (a classifier's probabilities, a
 ZipMap's maps as an (n, n_classes) array, columns in the ZipMap's label order), in
 the output's dtype (float32 for float graphs) and rank; a classifier's label output is
-``classes[argmax]`` of it. Inputs are float tensors: one (n, k) input gives features
+``classes[argmax]`` of it. The served output keeps the graph's name for the prediction
+(``probabilities``, ``output_probability``, ``variable``, a torch export's own), as the
+onnx engine, onnxruntime and Triton name it; the label output is not served by the core
+(the onnx engine serves every graph output). Inputs are float tensors: one (n, k) input gives features
 ``f0 .. f{k-1}``, several one-column inputs one feature each, named as the inputs. The
 one input's name is kept (lineage ``input``) so that a request's matrix may go by it as
 well as by "input", as it may on the onnx engine.
@@ -201,6 +204,7 @@ def _assemble(model: Any, outputs: list[tuple[Any, Value | None]], names: list[s
         },  # fmt: skip
         predict_ndim=ndim,
         predict_dtype="float64" if dtype == DOUBLE else "float32",
+        output_name=out.name,
     )
 
 

@@ -70,7 +70,7 @@ def _rest(port: int, endpoint: str, name: str, X: np.ndarray) -> tuple[int, dict
 
 @pytest.mark.parametrize(("activation", "flavor"), [(torch.nn.ReLU(), "scoring_core"), (torch.nn.ELU(), "onnx")],
                          ids=["core", "onnx-engine"])
-def test_the_graphs_own_input_name_is_a_right_name(servers: Any, activation: Any, flavor: str, tmp_path: Path) -> None:
+def test_the_graphs_own_input_and_output_names_are_kept(servers: Any, activation: Any, flavor: str, tmp_path: Path) -> None:
     path = tmp_path / "mlp.onnx"
     module = _exported(activation, path)
     with servers.client as client:
@@ -83,10 +83,12 @@ def test_the_graphs_own_input_name_is_a_right_name(servers: Any, activation: Any
     for name in ("x", "input"):
         response = _grpc(servers.agent.address, "mlp-api", name, X)
         (output,), (raw,) = response.outputs, response.raw_output_contents
+        assert output.name == "y"  # the graph's own output name, compiled or on onnxruntime
         values = np.frombuffer(raw, "<f4" if output.datatype == "FP32" else "<f8").reshape(len(X), 3)
         np.testing.assert_allclose(values, expected, rtol=0, atol=1e-5)
     status, answer = _rest(servers.agent.http_port, "mlp-api", "x", X)
     assert status == 200, answer
+    assert answer["outputs"][0]["name"] == "y"
     np.testing.assert_allclose(np.asarray(answer["outputs"][0]["data"]).reshape(len(X), 3), expected, rtol=0, atol=1e-5)
 
     with pytest.raises(grpc.RpcError) as caught:

@@ -57,6 +57,9 @@ def test_compiled_graph_matches_onnxruntime(case: str, tmp_path: Path) -> None:
     assert_parity(from_file, model, X, case)
     assert_parity(scoring_core.compile(model), model, X)
     assert from_file.metadata["source"] == "onnx" and from_file.feature_names == [f"f{i}" for i in range(N_FEATURES)]
+    # The served output is named as the graph names its prediction (the last output), as
+    # onnxruntime, Triton and the onnx engine answer it.
+    assert from_file.output_schema.names == [model.graph.output[-1].name]
 
 
 @pytest.mark.parametrize("case", ["sklearn-scaler-logistic", "sklearn-normalizer-scaler-logistic", "xgboost-binary",
@@ -68,6 +71,7 @@ def test_one_row_empty_batch_and_a_saved_bundle(case: str, tmp_path: Path) -> No
     assert_parity(compiled, model, X[:1])
     assert compiled.predict(X[:0]).shape == (0, compiled.n_outputs)
     loaded = scoring_core.load(tmp_path / "b", version=compiled.save(tmp_path / "b"))
+    assert loaded.output_schema.equals(compiled.output_schema)
     batch = pa.record_batch([pa.array(X[:, j]) for j in range(N_FEATURES)], names=loaded.feature_names)
     expected = compiled.predict(X).astype(np.float64)
     np.testing.assert_allclose(np.asarray(loaded.predict_arrow(batch).column(0).to_pylist(), np.float64).reshape(expected.shape),

@@ -50,7 +50,8 @@ overlaps the reads:
   block at the end is faster from cache (60M against 45M rows/s) but slower from
   memory (it leaves memory idle): rejected. Prefetching into L2 only, or 4 KiB or
   64 KiB ahead, did worse.
-- column-major: as fast as row-major from cache, L3 included (~55M rows/s), but
+- column-major (scoring_core.linear_columns, which has its own figures since): as fast
+  as row-major from cache, L3 included (~55M rows/s), but
   ~0.6-0.7 of the limit on one thread from memory (~0.65-0.85 on two). Reading
   column segments is itself slower than one stream: a plain sum over them, no
   arithmetic, reaches ~0.79 of the flat read in 2048-row segments and ~0.86 in

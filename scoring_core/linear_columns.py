@@ -21,6 +21,18 @@ loop runs down one column's segment, element by element: LLVM IR (``add_weighted
 of plain vector loads, fpext, fmul and fadd, which reorders no sum (each row's lane is
 its own accumulator).
 
+A binary logistic model's link is done a block late, inside the next block's passes:
+each step of 16 rows of a four-column pass also links one row of the previous block's
+scores (libm's ``exp``, an add and a division, as ``links.sigmoid``), until the block is
+linked; a thread runs a contiguous run of blocks for that, and links its last block
+after it. Linked after its own passes, as the other links still are, a block's
+~2.5 ns a row ran with memory idle: 0.70-0.71 of the read limit on one thread at
+1M x 200 (the identity link 0.78), against 0.79-0.80 linked this way. Spreading the
+rows evenly over every four-column pass (0.77) or two rows a step (0.79 against 0.81)
+did worse than one row a step from the first pass on; so did folding the lanes into the
+score within the last passes instead of one loop over the block (no gain, twice the
+compile time), five to eight columns a pass (0.63-0.69) and two or three (0.64-0.66).
+
 The kernel reads the columns through that address table rather than a numba typed List
 of arrays: taking an array out of a typed List (a call and two reference counts) cost 4%
 of a 1M x 200 score, 24 of them a pass, and building the List 0.2 ms more. An address is
@@ -37,6 +49,7 @@ from typing import Any
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange, types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from scoring_core import threads
@@ -92,20 +105,6 @@ def column_block_rows(k: int, n: int, parts: int) -> int:
     but no more than give each of ``parts`` threads a block of the ``n`` rows."""
     share = ((n + parts - 1) // parts + 15) // 16 * 16
     return max(BLOCK, min(share, (LANE_BYTES // (8 * LANES * k)) // 16 * 16))
-
-
-@njit(nogil=True, cache=True, fastmath=False)
-def combine_lanes(acc, intercept, link, scores, out, r0, i0, i1):
-    """Rows ``r0 + i0 .. r0 + i1`` of ``out`` from their lane sums ``acc[:, :, i0:i1]``
-    (``scores`` (k, rows) scratch): the module's lane order, the intercept, the link."""
-    for c in range(acc.shape[0]):
-        a0, a1, a2, a3 = acc[c, 0], acc[c, 1], acc[c, 2], acc[c, 3]
-        a4, a5, a6, a7 = acc[c, 4], acc[c, 5], acc[c, 6], acc[c, 7]
-        b = intercept[c]
-        s = scores[c]
-        for r in range(i0, i1):
-            s[r] = (((a0[r] + a4[r]) + (a2[r] + a6[r])) + ((a1[r] + a5[r]) + (a3[r] + a7[r]))) + b
-    _finish(scores, i0, i1, link, out, r0)
 
 
 @njit(nogil=True, cache=True, inline="always")
@@ -180,30 +179,39 @@ _value: Any = intrinsic(_typed_value)
 
 
 def _segments_pass_intrinsic(columns: int) -> Any:
-    """``f(acc, table, kind, i0, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead)``:
-    for ``r < 16 * (n // 16)``, ``acc[r] = ((acc[r] + w0 * x[i0][r0 + r]) + w1 * x[i1][r0 + r]) + ...``
-    over the first ``columns`` of columns ``i0 .. i3`` of the address table (values of
-    ``kind``'s dtype): linear's column pass, reading each column from its own buffer, while
-    it prefetches columns ``k0 .. k3`` from row ``ahead`` on, a line each per 16 rows. Plain
-    vector loads, fpext, fmul and fadd with no fast-math flags, so each row's sum is the
-    scalar code's."""
+    """``f(acc, table, kind, i0, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead,
+    before, out, lo, count, b0)``: for ``r < 16 * (n // 16)``,
+    ``acc[r] = ((acc[r] + w0 * x[i0][r0 + r]) + w1 * x[i1][r0 + r]) + ...`` over the first
+    ``columns`` of columns ``i0 .. i3`` of the address table (values of ``kind``'s dtype),
+    reading each column from its own buffer, while it prefetches columns ``k0 .. k3`` from
+    row ``ahead`` on, a line each per 16 rows. Plain vector loads, fpext, fmul and fadd with
+    no fast-math flags, so each row's sum is the scalar code's.
+
+    A pass of four columns also links, one a step, ``count`` rows of the previous block's
+    scores ``before`` from row ``lo``: ``out[b0 + r] = (1 - p, p)``, ``p`` the logistic
+    function computed as ``links.sigmoid`` does (libm's ``exp``, then an add and a
+    division), so that the link's arithmetic runs while the pass waits for memory."""
 
     @intrinsic
     def segments_pass(typingctx: Any, acc: Any, table: Any, kind: Any, i0: Any, i1: Any, i2: Any, i3: Any,
                       r0: Any, n: Any, w0: Any, w1: Any, w2: Any, w3: Any, k0: Any, k1: Any, k2: Any, k3: Any,
-                      ahead: Any) -> Any:
-        indices = (i0, i1, i2, i3, r0, n, k0, k1, k2, k3, ahead)
+                      ahead: Any, before: Any, out: Any, lo: Any, count: Any, b0: Any) -> Any:
+        indices = (i0, i1, i2, i3, r0, n, k0, k1, k2, k3, ahead, lo, count, b0)
         if not (_is_float_array(acc, "C") and acc.dtype == types.float64 and acc.ndim == 1
+                and _is_float_array(before, "C") and before.dtype == types.float64 and before.ndim == 1
+                and _is_float_array(out, "C") and out.dtype == types.float64 and out.ndim == 2
                 and _is_float_array(kind, "C") and isinstance(table, types.Array) and table.dtype == types.int64
                 and all(isinstance(t, types.Integer) for t in indices)
                 and all(isinstance(t, types.Float) for t in (w0, w1, w2, w3))):
             return None
-        sig = types.void(acc, table, kind, i0, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead)
+        sig = types.void(acc, table, kind, i0, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead,
+                         before, out, lo, count, b0)
 
         def codegen(context: Any, builder: ir.IRBuilder, signature: Any, args: Any) -> Any:
             t = signature.args
             element = t[2].dtype
             i64 = ir.IntType(64)
+            double = ir.DoubleType()
 
             def int64(k: int) -> ir.Value:
                 return context.cast(builder, args[k], t[k], types.int64)
@@ -216,6 +224,14 @@ def _segments_pass_intrinsic(columns: int) -> Any:
             sums = _data_pointer(context, builder, t[0], args[0], ir.Constant(i64, 0))
             later = [_column_pointer(context, builder, t[1], args[1], element, int64(13 + q), soon)
                      for q in range(4)]
+            linking = columns == COLUMNS_TOGETHER
+            if linking:
+                scores = _data_pointer(context, builder, t[18], args[18], int64(20))
+                pairs = _data_pointer(context, builder, t[19], args[19], builder.mul(
+                    builder.add(int64(22), int64(20)), ir.Constant(i64, 2)))
+                links = int64(21)
+                exp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(double, [double]), "llvm.exp.f64")
+                one = ir.Constant(double, 1.0)
             step = 2 * LANES
             per_line = _LINE // (element.bitwidth // 8)
 
@@ -227,6 +243,13 @@ def _segments_pass_intrinsic(columns: int) -> Any:
                 for half in range(2):
                     add_weighted_rows(builder, context, sums, cols, weights, builder.add(base, ir.Constant(i64, half * LANES)),
                                       element)
+                if linking:
+                    with builder.if_then(builder.icmp_signed("<", i, links), likely=True):
+                        x = builder.load(builder.gep(scores, [i]))
+                        p = builder.fdiv(one, builder.fadd(one, builder.call(exp, [builder.fneg(x)])))
+                        pair = builder.gep(pairs, [builder.mul(i, ir.Constant(i64, 2))])
+                        builder.store(builder.fsub(one, p), pair)
+                        builder.store(p, builder.gep(pair, [ir.Constant(i64, 1)]))
                 return carried
 
             _counted_loop(builder, builder.sdiv(count, ir.Constant(i64, step)), [], rows16)
@@ -244,9 +267,10 @@ _PASS_4 = _segments_pass_intrinsic(4)
 
 
 @njit(nogil=True, cache=True, fastmath=False, inline="always")
-def _pass(a, table, kind, j, m, coef, c, r0, n, k0, k1, k2, k3, ahead):
+def _pass(a, table, kind, j, m, coef, c, r0, n, k0, k1, k2, k3, ahead, before, out, lo, count, b0):
     """``a[r] += coef[c, j + 8q] * x[j + 8q][r0 + r]`` for ``q < m`` in order, every ``r < n``,
-    prefetching columns ``k0 .. k3`` from row ``ahead``."""
+    prefetching columns ``k0 .. k3`` from row ``ahead``; a pass of four columns links
+    ``count`` rows of ``before`` from ``lo`` (at most one per 16 of its rows)."""
     i1 = j + LANES if m > 1 else j
     i2 = j + 2 * LANES if m > 2 else j
     i3 = j + 3 * LANES if m > 3 else j
@@ -255,13 +279,13 @@ def _pass(a, table, kind, j, m, coef, c, r0, n, k0, k1, k2, k3, ahead):
     w2 = coef[c, i2] if m > 2 else 0.0
     w3 = coef[c, i3] if m > 3 else 0.0
     if m == 4:
-        _PASS_4(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead)
+        _PASS_4(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead, before, out, lo, count, b0)
     elif m == 3:
-        _PASS_3(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead)
+        _PASS_3(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead, before, out, lo, 0, b0)
     elif m == 2:
-        _PASS_2(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead)
+        _PASS_2(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead, before, out, lo, 0, b0)
     else:
-        _PASS_1(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead)
+        _PASS_1(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead, before, out, lo, 0, b0)
     for r in range(n - n % (2 * LANES), n):  # the rows after the last 16
         s = a[r]
         for q in range(m):
@@ -276,15 +300,21 @@ def _column(q, j, m):
 
 
 @njit(nogil=True, cache=True, fastmath=False)
-def _block(table, kind, coef, intercept, link, out, r0, r1, scores, acc, passes):
-    """Rows ``r0 .. r1``; ``scores`` (k, rows), ``acc`` (k, LANES, rows) scratch, ``passes``
-    from ``linear._passes``: linear's ``_block_by_columns`` over these columns, with its
-    prefetches (down a pass's own columns, then into the next pass's)."""
+def _block(table, kind, coef, intercept, link, out, r0, r1, scores, acc, passes, before, b0, nb):
+    """Rows ``r0 .. r1`` into their scores ``scores`` (k, rows); ``acc`` (k, LANES, rows)
+    scratch, ``passes`` from ``_passes``. A pass prefetches down its own columns
+    ``COLUMN_AHEAD_ROWS`` ahead, and over its last rows the first rows of the next pass (of
+    the next block after the last), so that the reads run on from one segment into the
+    next. For a binary logistic model the four-column passes also link the previous
+    block's scores ``before`` (rows ``b0 .. b0 + nb`` of ``out``), as many as they have
+    16-row steps: returns how many they linked (the caller links the rest)."""
     n = r1 - r0
     k = coef.shape[0]
     n_passes = passes.shape[0]
     zero_lanes(acc, n)
     split = n - COLUMN_AHEAD_ROWS if n > COLUMN_AHEAD_ROWS else 0
+    linked = 0
+    wanted = nb if link == LOGISTIC else 0
     for p in range(n_passes):
         j = passes[p, 0]
         m = passes[p, 1]
@@ -294,34 +324,62 @@ def _block(table, kind, coef, intercept, link, out, r0, r1, scores, acc, passes)
         lane = j % LANES
         for c in range(k):
             if split:
+                share = min(wanted - linked, split // (2 * LANES)) if m == COLUMNS_TOGETHER else 0
                 _pass(acc[c, lane], table, kind, j, m, coef, c, r0, split, _column(0, j, m), _column(1, j, m),
-                      _column(2, j, m), _column(3, j, m), r0 + COLUMN_AHEAD_ROWS)
+                      _column(2, j, m), _column(3, j, m), r0 + COLUMN_AHEAD_ROWS, before, out, linked, share, b0)
+                linked += share
+            share = min(wanted - linked, (n - split) // (2 * LANES)) if m == COLUMNS_TOGETHER else 0
             _pass(acc[c, lane][split:], table, kind, j, m, coef, c, r0 + split, n - split, _column(0, nj, nm),
-                  _column(1, nj, nm), _column(2, nj, nm), _column(3, nj, nm), row)
-    combine_lanes(acc, intercept, link, scores, out, r0, 0, n)
+                  _column(1, nj, nm), _column(2, nj, nm), _column(3, nj, nm), row, before, out, linked, share, b0)
+            linked += share
+    _scores(acc, intercept, scores, n)
+    return linked
 
 
 @njit(nogil=True, cache=True, fastmath=False)
-def _serial(table, kind, coef, intercept, link, out, rows):
+def _scores(acc, intercept, scores, n):
+    """Rows ``0 .. n`` of ``scores`` from their lane sums: the module's lane order, the intercept."""
+    for c in range(acc.shape[0]):
+        a0, a1, a2, a3 = acc[c, 0], acc[c, 1], acc[c, 2], acc[c, 3]
+        a4, a5, a6, a7 = acc[c, 4], acc[c, 5], acc[c, 6], acc[c, 7]
+        b = intercept[c]
+        s = scores[c]
+        for r in range(n):
+            s[r] = (((a0[r] + a4[r]) + (a2[r] + a6[r])) + ((a1[r] + a5[r]) + (a3[r] + a7[r]))) + b
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def _run(table, kind, coef, intercept, link, out, rows, first, end):
+    """Blocks ``first .. end`` in turn, each block's link done as the next one's passes run."""
     n = out.shape[0]
     k = coef.shape[0]
-    scores = np.empty((k, rows))
+    scores = np.empty((2, k, rows))
     acc = np.empty((k, LANES, rows))
     passes = _passes(table.shape[0])
-    for r0 in range(0, n, rows):
-        _block(table, kind, coef, intercept, link, out, r0, min(n, r0 + rows), scores, acc, passes)
+    b0, nb = 0, 0
+    for b in range(first, end):
+        r0 = b * rows
+        r1 = min(n, r0 + rows)
+        before = scores[(b + 1) % 2]
+        linked = _block(table, kind, coef, intercept, link, out, r0, r1, scores[b % 2], acc, passes, before[0], b0, nb)
+        _finish(before, linked, nb, link, out, b0)
+        b0, nb = r0, r1 - r0
+    _finish(scores[(end + 1) % 2], 0, nb, link, out, b0)
+
+
+@njit(nogil=True, cache=True, fastmath=False)
+def _serial(table, kind, coef, intercept, link, out, rows, parts):
+    """Every block in turn (``parts``, the parallel kernel's, is not used)."""
+    _run(table, kind, coef, intercept, link, out, rows, 0, (out.shape[0] + rows - 1) // rows)
 
 
 @njit(nogil=True, cache=True, fastmath=False, parallel=True)
-def _parallel(table, kind, coef, intercept, link, out, rows):
-    n = out.shape[0]
-    k = coef.shape[0]
-    passes = _passes(table.shape[0])
-    for b in prange((n + rows - 1) // rows):
-        scores = np.empty((k, rows))
-        acc = np.empty((k, LANES, rows))
-        r0 = b * rows
-        _block(table, kind, coef, intercept, link, out, r0, min(n, r0 + rows), scores, acc, passes)
+def _parallel(table, kind, coef, intercept, link, out, rows, parts):
+    """``parts`` contiguous runs of blocks, one a thread, so that each block's link still
+    overlaps the next one's passes."""
+    blocks = (out.shape[0] + rows - 1) // rows
+    for t in prange(parts):
+        _run(table, kind, coef, intercept, link, out, rows, t * blocks // parts, (t + 1) * blocks // parts)
 
 
 def score_columns(columns: FloatColumns, coef: np.ndarray, intercept: np.ndarray, link: str) -> np.ndarray:
@@ -335,5 +393,6 @@ def score_columns(columns: FloatColumns, coef: np.ndarray, intercept: np.ndarray
     if n:
         rows = column_block_rows(coef.shape[0], n, threads.num_threads())
         kind = np.empty(0, dtype=columns.dtype)
-        threads.run_kernel(_serial, _parallel, n, columns.addresses, kind, coef, intercept, code, out, rows)
+        parts = min(threads.num_threads(), (n + rows - 1) // rows)
+        threads.run_kernel(_serial, _parallel, n, columns.addresses, kind, coef, intercept, code, out, rows, parts)
     return out

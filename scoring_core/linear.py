@@ -63,7 +63,8 @@ overlaps the reads:
   after another, a kernel holding 16 rows x 8 lanes in registers over every column
   at once (bit-identical, as fast from cache, but 200 streams: 0.3 of the limit
   without prefetch, 0.6-0.7 with), prefetching whole column runs a tile ahead,
-  finishing each block during the next one's passes, blocks of 4096 to 32768 rows.
+  finishing each block in chunks between the next one's passes (linking it inside those
+  passes, one row a step, did pay: scoring_core.linear_columns), blocks of 4096 to 32768 rows.
   A float32 block transpose into the row kernel costs about as many shuffles as the
   dot product costs arithmetic.
 - numerics kept: fused multiply-adds gained 0-4% (noise here) and would change every

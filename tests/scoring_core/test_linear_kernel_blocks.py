@@ -57,3 +57,22 @@ def test_column_kernels_match_row_kernel_at_block_and_prefetch_edges(threads):
                 np.testing.assert_array_equal(named, by_rows, err_msg=f"{link} {n} named")
     finally:
         scoring_core.set_num_threads(2)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("f", [1, 5, 9, 33])
+def test_a_logistic_block_linked_in_the_next_blocks_passes_keeps_its_bits(threads, f):
+    """The column kernel links a binary logistic block inside the next block's four-column
+    passes, one row a 16-row step, and the rest after: with no four-column pass (1, 5, 9
+    features), a few (33) or a short last block, every row is linked once, to the bits the
+    row-major kernel gives, NaN rows included."""
+    rng = np.random.default_rng(f)
+    X = rng.normal(size=(2 * ONE_OUTPUT_BLOCK + 17, f)).astype(np.float32)
+    X[rng.random(X.shape) < 0.001] = np.nan
+    model = LinearModel(rng.normal(size=(1, f)), rng.normal(size=1), "logistic")
+    try:
+        scoring_core.set_num_threads(threads)
+        by_rows = model.predict(X)
+        np.testing.assert_array_equal(model.predict(np.asfortranarray(X)), by_rows)
+    finally:
+        scoring_core.set_num_threads(2)

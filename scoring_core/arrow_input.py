@@ -118,22 +118,35 @@ def float_columns(batch: pa.RecordBatch, feature_names: list[str]) -> FloatColum
     """The batch's feature columns in feature order, read in place (their buffers'
     addresses, the batch as their owner), when it holds exactly those columns, all float32
     or all float64, none with nulls; else None (the matrix path then reads the batch, and
-    names what is wrong with it)."""
+    names what is wrong with it).
+
+    Every column's buffers come from one call (``to_struct_array().buffers()``: a validity
+    and a data buffer each): a column with no validity buffer has no nulls, and a data
+    buffer of exactly its rows leaves no room for an offset. Only the other columns are
+    asked for their null count and offset, since taking a column out of the batch costs
+    ~0.7 us (0.15 ms of 200 columns, ~1% of scoring 1M rows)."""
     index = {name: i for i, name in enumerate(batch.schema.names)}
     if len(index) != batch.num_columns or index.keys() != set(feature_names):
         return None
     order = [index[name] for name in feature_names]
-    first = batch.schema.field(order[0]).type if order else None
-    if first not in _FLOAT_TYPES:
+    types = batch.schema.types
+    first = types[order[0]] if order else None
+    if first not in _FLOAT_TYPES or any(types[i] != first for i in order):
         return None
     size = first.bit_width // 8
+    rows = batch.num_rows
+    buffers = batch.to_struct_array().buffers()
     addresses = np.empty(len(order), dtype=np.int64)
     for j, i in enumerate(order):
+        validity, data = buffers[1 + 2 * i], buffers[2 + 2 * i]
+        if validity is None and data.size == rows * size:
+            addresses[j] = data.address
+            continue
         col = batch.column(i)
-        if col.type != first or col.null_count:
+        if col.null_count:
             return None
         addresses[j] = col.buffers()[1].address + col.offset * size
-    return FloatColumns(addresses, np.dtype(first.to_pandas_dtype()), batch.num_rows, batch)
+    return FloatColumns(addresses, np.dtype(first.to_pandas_dtype()), rows, batch)
 
 
 def _fill_column(out: np.ndarray, col: pa.Array, name: str) -> None:

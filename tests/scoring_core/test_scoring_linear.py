@@ -331,7 +331,8 @@ def _flat(column: pa.Array) -> np.ndarray:
 
 def test_sliced_named_batches_are_read_from_their_offset():
     """A slice of a batch shares its parent's buffers and starts at an offset: the in-place
-    column path reads from there, and gives the bits the same rows give as a tensor."""
+    column path reads from there, and gives the bits the same rows give as a tensor; so does
+    a column with a validity bitmap and no nulls (both leave the one-call buffer read)."""
     from scoring_core import linear_columns
     from scoring_core.arrow_input import float_columns
 
@@ -346,3 +347,10 @@ def test_sliced_named_batches_are_read_from_their_offset():
     assert sliced.column(0).offset == skip and float_columns(sliced, names) is not None
     got = _flat(model.predict_arrow(sliced).column(0)).reshape(-1, 2)
     np.testing.assert_array_equal(got, model.predict(X[skip:]))
+    # A column with a validity bitmap but no nulls is read in place too, from its own offset.
+    bitmap = pa.py_buffer(np.packbits(np.ones(n, bool), bitorder="little"))
+    valid = pa.Array.from_buffers(pa.float32(), n, [bitmap, pa.py_buffer(np.ascontiguousarray(X[:, 0]))])
+    assert valid.buffers()[0] is not None and valid.null_count == 0
+    mixed = pa.RecordBatch.from_arrays([valid.slice(skip), *sliced.columns[1:]], names=names)
+    assert float_columns(mixed, names) is not None
+    np.testing.assert_array_equal(_flat(model.predict_arrow(mixed).column(0)).reshape(-1, 2), got)

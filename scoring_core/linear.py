@@ -284,11 +284,12 @@ def _splat(builder: ir.IRBuilder, value: ir.Value) -> ir.Value:
 
 
 def add_weighted_rows(builder: ir.IRBuilder, context: Any, sums: ir.Value, cols: list[ir.Value],
-                      weights: list[ir.Value], r: ir.Value, element: types.Float) -> None:
+                      weights: list[ir.Value], r: ir.Value, element: types.Float, fresh: bool = False) -> None:
     """``sums[r + i] = ((sums[r + i] + w0 * cols[0][r + i]) + w1 * cols[1][r + i]) + ...`` for
-    ``i < LANES``: one vector of rows, the columns added in their order (the column passes)."""
+    ``i < LANES``: one vector of rows, the columns added in their order (the column passes).
+    ``fresh``: the sums start at 0.0 instead of being read (a lane's first pass)."""
     target = builder.bitcast(builder.gep(sums, [r]), ir.VectorType(ir.DoubleType(), LANES).as_pointer())
-    s = builder.load(target, align=8)
+    s = ir.Constant(ir.VectorType(ir.DoubleType(), LANES), [0.0] * LANES) if fresh else builder.load(target, align=8)
     for col, w in zip(cols, weights):
         s = builder.fadd(s, builder.fmul(w, _load_as_doubles(builder, builder.gep(col, [r]), element, context)))
     builder.store(s, target, align=8)

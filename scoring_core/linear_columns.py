@@ -109,8 +109,9 @@ def column_block_rows(k: int, n: int, parts: int) -> int:
 
 @njit(nogil=True, cache=True, inline="always")
 def zero_lanes(acc, n):
-    """The first ``n`` rows of every lane sum of ``acc`` (k, LANES, rows) set to 0.0, where a
-    column block's sums start (both column kernels: here and scoring_core.linear_columns)."""
+    """The first ``n`` rows of every lane sum of ``acc`` (k, LANES, rows) set to 0.0: where a
+    block's sums start when some lane has no column (fewer than LANES features), and so no
+    first pass to start it."""
     for c in range(acc.shape[0]):
         for lane in range(LANES):
             a = acc[c, lane]
@@ -178,7 +179,7 @@ def _typed_value(typingctx: Any, table: Any, kind: Any, column: Any, row: Any) -
 _value: Any = intrinsic(_typed_value)
 
 
-def _segments_pass_intrinsic(columns: int) -> Any:
+def _segments_pass_intrinsic(columns: int, fresh: bool = False) -> Any:
     """``f(acc, table, kind, i0, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead,
     before, out, lo, count, b0)``: for ``r < 16 * (n // 16)``,
     ``acc[r] = ((acc[r] + w0 * x[i0][r0 + r]) + w1 * x[i1][r0 + r]) + ...`` over the first
@@ -190,7 +191,11 @@ def _segments_pass_intrinsic(columns: int) -> Any:
     A pass of four columns also links, one a step, ``count`` rows of the previous block's
     scores ``before`` from row ``lo``: ``out[b0 + r] = (1 - p, p)``, ``p`` the logistic
     function computed as ``links.sigmoid`` does (libm's ``exp``, then an add and a
-    division), so that the link's arithmetic runs while the pass waits for memory."""
+    division), so that the link's arithmetic runs while the pass waits for memory.
+
+    A ``fresh`` pass (a lane's first) starts its sums at 0.0 instead of reading them: the
+    same additions, one read of the lane sums fewer, and no zeroing pass over the block
+    (0.82 against 0.81 of the read limit on one thread at 1M x 200, in the same runs)."""
 
     @intrinsic
     def segments_pass(typingctx: Any, acc: Any, table: Any, kind: Any, i0: Any, i1: Any, i2: Any, i3: Any,
@@ -242,7 +247,7 @@ def _segments_pass_intrinsic(columns: int) -> Any:
                         _prefetch(builder, builder.gep(y, [builder.add(base, ir.Constant(i64, line))]))
                 for half in range(2):
                     add_weighted_rows(builder, context, sums, cols, weights, builder.add(base, ir.Constant(i64, half * LANES)),
-                                      element)
+                                      element, fresh)
                 if linking:
                     with builder.if_then(builder.icmp_signed("<", i, links), likely=True):
                         x = builder.load(builder.gep(scores, [i]))
@@ -264,11 +269,13 @@ _PASS_1 = _segments_pass_intrinsic(1)
 _PASS_2 = _segments_pass_intrinsic(2)
 _PASS_3 = _segments_pass_intrinsic(3)
 _PASS_4 = _segments_pass_intrinsic(4)
+_FRESH_1, _FRESH_2, _FRESH_3, _FRESH_4 = (_segments_pass_intrinsic(m, fresh=True) for m in range(1, 5))  # a lane's first
 
 
 @njit(nogil=True, cache=True, fastmath=False, inline="always")
 def _pass(a, table, kind, j, m, coef, c, r0, n, k0, k1, k2, k3, ahead, before, out, lo, count, b0):
-    """``a[r] += coef[c, j + 8q] * x[j + 8q][r0 + r]`` for ``q < m`` in order, every ``r < n``,
+    """``a[r] += coef[c, j + 8q] * x[j + 8q][r0 + r]`` for ``q < m`` in order, every ``r < n``
+    (``a[r]`` taken as 0.0 in a lane's first pass, ``j < LANES``),
     prefetching columns ``k0 .. k3`` from row ``ahead``; a pass of four columns links
     ``count`` rows of ``before`` from ``lo`` (at most one per 16 of its rows)."""
     i1 = j + LANES if m > 1 else j
@@ -278,7 +285,15 @@ def _pass(a, table, kind, j, m, coef, c, r0, n, k0, k1, k2, k3, ahead, before, o
     w1 = coef[c, i1] if m > 1 else 0.0
     w2 = coef[c, i2] if m > 2 else 0.0
     w3 = coef[c, i3] if m > 3 else 0.0
-    if m == 4:
+    if j < LANES and m == 4:
+        _FRESH_4(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead, before, out, lo, count, b0)
+    elif j < LANES and m == 3:
+        _FRESH_3(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead, before, out, lo, 0, b0)
+    elif j < LANES and m == 2:
+        _FRESH_2(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead, before, out, lo, 0, b0)
+    elif j < LANES:
+        _FRESH_1(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead, before, out, lo, 0, b0)
+    elif m == 4:
         _PASS_4(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead, before, out, lo, count, b0)
     elif m == 3:
         _PASS_3(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead, before, out, lo, 0, b0)
@@ -287,7 +302,7 @@ def _pass(a, table, kind, j, m, coef, c, r0, n, k0, k1, k2, k3, ahead, before, o
     else:
         _PASS_1(a, table, kind, j, i1, i2, i3, r0, n, w0, w1, w2, w3, k0, k1, k2, k3, ahead, before, out, lo, 0, b0)
     for r in range(n - n % (2 * LANES), n):  # the rows after the last 16
-        s = a[r]
+        s = 0.0 if j < LANES else a[r]
         for q in range(m):
             s = s + coef[c, j + q * LANES] * _value(table, kind, j + q * LANES, r0 + r)
         a[r] = s
@@ -311,7 +326,8 @@ def _block(table, kind, coef, intercept, link, out, r0, r1, scores, acc, passes,
     n = r1 - r0
     k = coef.shape[0]
     n_passes = passes.shape[0]
-    zero_lanes(acc, n)
+    if table.shape[0] < LANES:  # lanes with no columns stay 0.0; the others' first pass starts there
+        zero_lanes(acc, n)
     split = n - COLUMN_AHEAD_ROWS if n > COLUMN_AHEAD_ROWS else 0
     linked = 0
     wanted = nb if link == LOGISTIC else 0

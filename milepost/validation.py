@@ -31,6 +31,7 @@ import pyarrow.parquet as pq
 from milepost.core import gates
 from milepost.core.errors import InvalidArgument, shown
 from scoring_core import measures
+from scoring_core.model import declared_output_name
 
 
 def file_sha256(path: Path) -> str:
@@ -80,11 +81,9 @@ def measure(manifest: dict[str, Any], labels: np.ndarray, outputs: pa.Table, thr
 def _probabilities(manifest: dict[str, Any], outputs: pa.Table) -> str:
     """The column of a classifier's probabilities: the one output a core bundle declares (a
     graph's own name for an ONNX model), else "probabilities"."""
-    declared = manifest.get("outputs")
-    if isinstance(declared, list) and len(declared) == 1 and isinstance(declared[0], dict):
-        name = declared[0].get("name")
-        if isinstance(name, str) and name in outputs.column_names:
-            return name
+    name = declared_output_name(manifest)
+    if name is not None and name in outputs.column_names:
+        return name
     if "probabilities" not in outputs.column_names:
         raise InvalidArgument(f"the model's outputs {outputs.column_names} have no probabilities column to measure")
     return "probabilities"

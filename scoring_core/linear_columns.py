@@ -407,8 +407,9 @@ def score_columns(columns: FloatColumns, coef: np.ndarray, intercept: np.ndarray
         raise ValueError(f"score_columns: {len(columns.addresses)} columns for {coef.shape[1]} coefficients")
     out = np.empty((n, 2 if code == LOGISTIC else coef.shape[0]), dtype=np.float64)
     if n:
-        rows = column_block_rows(coef.shape[0], n, threads.num_threads())
+        wanted = threads.num_threads()
+        rows = column_block_rows(coef.shape[0], n, wanted)
         kind = np.empty(0, dtype=columns.dtype)
-        parts = min(threads.num_threads(), (n + rows - 1) // rows)
+        parts = min(wanted, (n + rows - 1) // rows)
         threads.run_kernel(_serial, _parallel, n, columns.addresses, kind, coef, intercept, code, out, rows, parts)
     return out

@@ -335,7 +335,7 @@ def model_from_manifest(manifest: dict[str, Any], files: dict[str, bytes], *, ve
         predict_ndim=manifest.get("predict_ndim"),
         unused_columns=[i["name"] for i in inputs if i.get("unused") is True],
         predict_dtype=manifest.get("predict_dtype", "float64"),
-        output_name=_declared_output_name(manifest.get("outputs")),
+        output_name=declared_output_name(manifest),
     )
     declared = manifest.get("outputs")
     expected = compiled._outputs_entry()
@@ -344,9 +344,10 @@ def model_from_manifest(manifest: dict[str, Any], files: dict[str, bytes], *, ve
     return compiled
 
 
-def _declared_output_name(declared: Any) -> str | None:
-    """The output name a manifest declares (checked against the model afterwards); None where
-    it declares none readable, and the model's own name is then checked."""
+def declared_output_name(manifest: dict[str, Any]) -> str | None:
+    """The one output name a core bundle's manifest declares (a graph's own for an ONNX
+    model); None where it declares none readable (loading then checks the model's own)."""
+    declared = manifest.get("outputs")
     if isinstance(declared, list) and len(declared) == 1 and isinstance(declared[0], dict):
         name = declared[0].get("name")
         return name if isinstance(name, str) and name else None
